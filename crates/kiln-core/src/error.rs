@@ -1,0 +1,183 @@
+//! The one table from error kind to HTTP status and Workers AI error code (spec §1.3).
+
+use std::fmt;
+
+/// What went wrong, independent of transport. The status and code live in [`ERROR_TABLE`] only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// Input failed schema validation or a semantic check.
+    BadInput,
+    /// Invalid data type for base64 input.
+    InvalidData,
+    /// The body or a required header is missing.
+    IncompleteRequest,
+    /// The model id is not in the catalog, or the catalog has it but nothing local serves it.
+    NoSuchModel,
+    /// The model id is malformed.
+    InvalidModelId,
+    /// The model does not support LoRA inference.
+    LoraUnsupported,
+    /// The body is larger than the configured limit.
+    RequestTooLarge,
+    /// The request ran past its deadline.
+    Timeout,
+    /// The client went away or the request was cancelled.
+    Aborted,
+    /// Daily free neuron allocation used up.
+    AccountLimited,
+    /// Queue full, or `rejectIfBusy` and no free slot.
+    OutOfCapacity,
+    /// Missing or bad credentials.
+    Authentication,
+    /// No route for that URI.
+    RouteNotFound,
+    /// Method exists on the path but not with this verb.
+    MethodNotAllowed,
+    /// A bug or an engine failure; never the caller's fault.
+    Internal,
+}
+
+/// One row of the error table.
+pub struct ErrorRow {
+    pub kind: ErrorKind,
+    pub status: u16,
+    pub code: u32,
+    /// Used when a call site gives no message of its own.
+    pub default_message: &'static str,
+}
+
+/// The single source of truth for status codes and Workers AI codes.
+pub const ERROR_TABLE: &[ErrorRow] = &[
+    row(ErrorKind::BadInput, 400, 5006, "AiError: Bad input"),
+    row(ErrorKind::InvalidData, 400, 5004, "Invalid data type for base64 input"),
+    row(ErrorKind::IncompleteRequest, 400, 3003, "Request is missing headers or body"),
+    row(ErrorKind::NoSuchModel, 400, 5007, "No such model or task"),
+    row(ErrorKind::InvalidModelId, 404, 3042, "The model name is invalid"),
+    row(ErrorKind::LoraUnsupported, 405, 5005, "The model does not support LoRa inference"),
+    row(ErrorKind::RequestTooLarge, 413, 3006, "Request is too large"),
+    row(ErrorKind::Timeout, 408, 3007, "Request timeout"),
+    row(ErrorKind::Aborted, 408, 3008, "Request was aborted"),
+    row(
+        ErrorKind::AccountLimited,
+        429,
+        3036,
+        "You have used up your daily free allocation of 10,000 neurons",
+    ),
+    row(ErrorKind::OutOfCapacity, 429, 3040, "Capacity temporarily exceeded, please try again."),
+    row(ErrorKind::Authentication, 401, 10000, "Authentication error"),
+    row(ErrorKind::RouteNotFound, 404, 7000, "No route for that URI"),
+    row(ErrorKind::MethodNotAllowed, 405, 10405, "Method not allowed"),
+    row(ErrorKind::Internal, 500, 5000, "Internal error"),
+];
+
+const fn row(kind: ErrorKind, status: u16, code: u32, default_message: &'static str) -> ErrorRow {
+    ErrorRow { kind, status, code, default_message }
+}
+
+impl ErrorKind {
+    fn row(self) -> &'static ErrorRow {
+        ERROR_TABLE
+            .iter()
+            .find(|r| r.kind == self)
+            .expect("every ErrorKind has a row in ERROR_TABLE")
+    }
+
+    pub fn status(self) -> u16 {
+        self.row().status
+    }
+
+    pub fn code(self) -> u32 {
+        self.row().code
+    }
+
+    pub fn default_message(self) -> &'static str {
+        self.row().default_message
+    }
+}
+
+/// An error with its kind and a message for the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KilnError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+pub type KilnResult<T> = Result<T, KilnError>;
+
+impl KilnError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+
+    /// A schema or semantic validation failure, worded as Workers AI words it.
+    pub fn bad_input(detail: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::BadInput, format!("AiError: Bad input: {detail}"))
+    }
+
+    pub fn no_such_model(model: &str) -> Self {
+        Self::new(ErrorKind::NoSuchModel, format!("No such model {model} or task"))
+    }
+
+    pub fn internal(detail: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::Internal, format!("AiError: Internal error: {detail}"))
+    }
+
+    pub fn capacity() -> Self {
+        Self::new(ErrorKind::OutOfCapacity, ErrorKind::OutOfCapacity.default_message())
+    }
+
+    pub fn status(&self) -> u16 {
+        self.kind.status()
+    }
+
+    pub fn code(&self) -> u32 {
+        self.kind.code()
+    }
+}
+
+impl fmt::Display for KilnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code(), self.message)
+    }
+}
+
+impl std::error::Error for KilnError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_exactly_one_row() {
+        let kinds = [
+            ErrorKind::BadInput,
+            ErrorKind::InvalidData,
+            ErrorKind::IncompleteRequest,
+            ErrorKind::NoSuchModel,
+            ErrorKind::InvalidModelId,
+            ErrorKind::LoraUnsupported,
+            ErrorKind::RequestTooLarge,
+            ErrorKind::Timeout,
+            ErrorKind::Aborted,
+            ErrorKind::AccountLimited,
+            ErrorKind::OutOfCapacity,
+            ErrorKind::Authentication,
+            ErrorKind::RouteNotFound,
+            ErrorKind::MethodNotAllowed,
+            ErrorKind::Internal,
+        ];
+        for kind in kinds {
+            assert_eq!(ERROR_TABLE.iter().filter(|r| r.kind == kind).count(), 1, "{kind:?}");
+        }
+        assert_eq!(ERROR_TABLE.len(), kinds.len());
+    }
+
+    #[test]
+    fn spec_codes() {
+        assert_eq!((ErrorKind::BadInput.status(), ErrorKind::BadInput.code()), (400, 5006));
+        assert_eq!((ErrorKind::NoSuchModel.status(), ErrorKind::NoSuchModel.code()), (400, 5007));
+        assert_eq!(ErrorKind::RequestTooLarge.code(), 3006);
+        assert_eq!((ErrorKind::Timeout.status(), ErrorKind::Timeout.code()), (408, 3007));
+        assert_eq!((ErrorKind::OutOfCapacity.status(), ErrorKind::OutOfCapacity.code()), (429, 3040));
+    }
+}

@@ -1,0 +1,13 @@
+//! Kiln's shared vocabulary. Every other crate speaks these types: the transport turns them into
+//! wire formats, the scheduler moves them between threads, the engines produce them.
+
+pub mod engine;
+pub mod error;
+pub mod task;
+
+pub use engine::{
+    ChatMessage, Embedder, EmbeddingOutput, EventSink, FinishReason, GenerationEvent,
+    GenerationRequest, Pooling, PromptInput, SamplingParams, TextGenerator, Usage,
+};
+pub use error::{ErrorKind, KilnError, KilnResult};
+pub use task::Task;

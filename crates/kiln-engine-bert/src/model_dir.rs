@@ -1,0 +1,132 @@
+//! Reading a Hugging Face-layout model directory into a ready model and tokenizer.
+
+use std::path::Path;
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use kiln_core::{KilnError, KilnResult, Pooling};
+use serde::Deserialize;
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+pub(crate) const CONFIG_FILE: &str = "config.json";
+pub(crate) const TOKENIZER_FILE: &str = "tokenizer.json";
+pub(crate) const WEIGHTS_FILE: &str = "model.safetensors";
+pub(crate) const POOLING_CONFIG_FILE: &str = "1_Pooling/config.json";
+
+/// BERT's learned position table ends at 512 in every released checkpoint we serve; a config that
+/// claims more would index past it.
+const MAX_SUPPORTED_POSITIONS: usize = 512;
+
+/// Everything [`crate::BertEmbedder`] needs, loaded and cross-checked.
+pub(crate) struct LoadedModel {
+    pub model: BertModel,
+    pub tokenizer: Tokenizer,
+    pub hidden_size: usize,
+    pub max_input_tokens: usize,
+    pub pad_token_id: u32,
+    pub default_pooling: Pooling,
+}
+
+/// The fields of sentence-transformers' `1_Pooling/config.json` that matter here.
+#[derive(Debug, Deserialize)]
+struct SentenceTransformersPooling {
+    word_embedding_dimension: Option<usize>,
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+}
+
+pub(crate) fn load(dir: &Path) -> KilnResult<LoadedModel> {
+    let config = read_config(dir)?;
+    let max_input_tokens = config.max_position_embeddings.min(MAX_SUPPORTED_POSITIONS);
+    if max_input_tokens < 2 {
+        return Err(file_error(dir, CONFIG_FILE, "max_position_embeddings is below 2"));
+    }
+    let default_pooling = read_default_pooling(dir, config.hidden_size)?;
+    let tokenizer = read_tokenizer(dir, max_input_tokens)?;
+    let pad_token_id = tokenizer.token_to_id("[PAD]").unwrap_or(config.pad_token_id as u32);
+    let model = read_weights(dir, &config)?;
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        hidden_size: config.hidden_size,
+        max_input_tokens,
+        pad_token_id,
+        default_pooling,
+    })
+}
+
+fn file_error(dir: &Path, file: &str, detail: impl std::fmt::Display) -> KilnError {
+    KilnError::internal(format!("embedding model {}: {file}: {detail}", dir.join(file).display()))
+}
+
+fn read_config(dir: &Path) -> KilnResult<Config> {
+    let text = std::fs::read_to_string(dir.join(CONFIG_FILE))
+        .map_err(|err| file_error(dir, CONFIG_FILE, err))?;
+    serde_json::from_str(&text).map_err(|err| file_error(dir, CONFIG_FILE, err))
+}
+
+/// The pooling the model was trained with. Absent a sentence-transformers pooling file, mean
+/// pooling is the common choice for BERT sentence embedders.
+fn read_default_pooling(dir: &Path, hidden_size: usize) -> KilnResult<Pooling> {
+    let path = dir.join(POOLING_CONFIG_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Pooling::Mean),
+        Err(err) => return Err(file_error(dir, POOLING_CONFIG_FILE, err)),
+    };
+    let pooling: SentenceTransformersPooling =
+        serde_json::from_str(&text).map_err(|err| file_error(dir, POOLING_CONFIG_FILE, err))?;
+    if let Some(dimension) = pooling.word_embedding_dimension {
+        if dimension != hidden_size {
+            return Err(file_error(
+                dir,
+                POOLING_CONFIG_FILE,
+                format!("word_embedding_dimension {dimension} does not match hidden_size {hidden_size} in {CONFIG_FILE}"),
+            ));
+        }
+    }
+    Ok(if pooling.pooling_mode_cls_token { Pooling::Cls } else { Pooling::Mean })
+}
+
+/// Exported tokenizers often carry fixed padding and a short truncation for training; we pad
+/// ourselves per sub-batch and truncate to what the position table allows.
+fn read_tokenizer(dir: &Path, max_input_tokens: usize) -> KilnResult<Tokenizer> {
+    let mut tokenizer = Tokenizer::from_file(dir.join(TOKENIZER_FILE))
+        .map_err(|err| file_error(dir, TOKENIZER_FILE, err))?;
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            direction: TruncationDirection::Right,
+            max_length: max_input_tokens,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+        }))
+        .map_err(|err| file_error(dir, TOKENIZER_FILE, err))?;
+    Ok(tokenizer)
+}
+
+fn read_weights(dir: &Path, config: &Config) -> KilnResult<BertModel> {
+    let path = dir.join(WEIGHTS_FILE);
+    if !path.is_file() {
+        return Err(file_error(dir, WEIGHTS_FILE, "file not found"));
+    }
+    // SAFETY: the file is memory-mapped read-only; Kiln's store never rewrites an installed
+    // model's files in place, so the mapping stays valid for the model's lifetime.
+    let root = unsafe { VarBuilder::from_mmaped_safetensors(&[&path], DType::F32, &Device::Cpu) }
+        .map_err(|err| file_error(dir, WEIGHTS_FILE, err))?;
+    // sentence-transformers exports name tensors `embeddings.*`; transformers' BertFor* exports
+    // nest them under `bert.`.
+    let weights = if root.contains_tensor("embeddings.word_embeddings.weight") {
+        root
+    } else if root.contains_tensor("bert.embeddings.word_embeddings.weight") {
+        root.pp("bert")
+    } else {
+        return Err(file_error(
+            dir,
+            WEIGHTS_FILE,
+            "no BERT word embeddings (expected `embeddings.word_embeddings.weight` or `bert.embeddings.word_embeddings.weight`)",
+        ));
+    };
+    BertModel::load(weights, config).map_err(|err| file_error(dir, WEIGHTS_FILE, err))
+}

@@ -1,0 +1,44 @@
+//! Reading request bodies within the size limit.
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap};
+use kiln_core::{ErrorKind, KilnError, KilnResult};
+use serde_json::Value;
+
+fn too_large(limit: usize) -> KilnError {
+    KilnError::new(
+        ErrorKind::RequestTooLarge,
+        format!("Request is too large: the limit is {limit} bytes"),
+    )
+}
+
+/// Reads the whole body, refusing at once when `content-length` already says it is too large.
+pub async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> KilnResult<Bytes> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large(limit));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let over_limit = std::error::Error::source(&error)
+            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        if over_limit {
+            too_large(limit)
+        } else {
+            KilnError::new(ErrorKind::IncompleteRequest, format!("Could not read the body: {error}"))
+        }
+    })
+}
+
+/// Parses a JSON body; an empty body or broken JSON is bad input that says where it broke.
+pub fn parse_json(bytes: &[u8]) -> KilnResult<Value> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(KilnError::new(
+            ErrorKind::IncompleteRequest,
+            "Request is missing headers or body: the body is empty",
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| KilnError::bad_input(format!("invalid JSON: {e}")))
+}

@@ -1,0 +1,82 @@
+//! Catalog endpoints: `/ai/models/search`, `/ai/models/schema`, `/ai/tasks/search`, `/ai/authors/search`.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kiln_catalog::SearchQuery;
+use kiln_core::{ErrorKind, KilnError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::envelope::{success, ApiError};
+use crate::SharedState;
+
+pub async fn search_models(
+    State(state): State<SharedState>,
+    query: Result<Query<SearchQuery>, QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => {
+            return ApiError::from(KilnError::bad_input(rejection.body_text())).into_response()
+        }
+    };
+    let page = state.catalog.search(&query);
+    let results: Vec<Value> = page
+        .results
+        .iter()
+        .map(|entry| {
+            let mut object = entry.to_search_object();
+            let served_by = state.registry.resolve(&entry.name, Some(entry.task)).map(|m| m.name.clone());
+            object["kiln"] = json!({"installed": served_by.is_some(), "served_by": served_by});
+            object
+        })
+        .collect();
+    Json(json!({
+        "result": results,
+        "result_info": {
+            "count": page.count,
+            "page": page.page,
+            "per_page": page.per_page,
+            "total_count": page.total_count,
+        },
+        "success": true,
+        "errors": [],
+        "messages": [],
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+pub struct SchemaQuery {
+    model: Option<String>,
+}
+
+pub async fn model_schema(
+    State(state): State<SharedState>,
+    query: Result<Query<SchemaQuery>, QueryRejection>,
+) -> Response {
+    let model = match query {
+        Ok(Query(SchemaQuery { model: Some(model) })) if !model.is_empty() => model,
+        _ => {
+            let error = KilnError::new(
+                ErrorKind::IncompleteRequest,
+                "Request is missing headers or body: query parameter 'model' is required",
+            );
+            return ApiError::from(error).into_response();
+        }
+    };
+    match state.catalog.get(&model) {
+        Some(entry) => success(kiln_catalog::schema_for(entry)).into_response(),
+        None => ApiError::from(KilnError::no_such_model(&model)).into_response(),
+    }
+}
+
+pub async fn search_tasks(State(state): State<SharedState>) -> Response {
+    success(Value::Array(state.catalog.tasks())).into_response()
+}
+
+pub async fn search_authors(State(state): State<SharedState>) -> Response {
+    success(Value::Array(state.catalog.authors())).into_response()
+}

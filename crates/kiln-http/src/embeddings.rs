@@ -1,0 +1,50 @@
+//! Text embeddings: `{text, pooling}` → `{shape, data, pooling}`.
+
+use axum::response::{IntoResponse, Response};
+use kiln_core::{KilnError, KilnResult, Pooling};
+use kiln_scheduler::{Admission, EmbeddingWorker};
+use serde_json::{json, Value};
+
+use crate::envelope::success;
+
+pub async fn run(
+    worker: &EmbeddingWorker,
+    input: &Value,
+    admission: Admission,
+) -> KilnResult<Response> {
+    let texts = texts_of(input)?;
+    let pooling = match input.get("pooling").and_then(Value::as_str) {
+        None | Some("mean") => Pooling::Mean,
+        Some("cls") => Pooling::Cls,
+        Some(other) => {
+            return Err(KilnError::bad_input(format!(
+                "'/pooling' must be \"mean\" or \"cls\", not {other:?}"
+            )))
+        }
+    };
+    let count = texts.len();
+    let output = worker.embed(texts, pooling, admission).await?;
+    let result = json!({
+        "shape": [count, worker.dimensions()],
+        "data": output.vectors,
+        "pooling": pooling.as_str(),
+    });
+    Ok(success(result).into_response())
+}
+
+/// `text` is a string or an array of strings (the schema has checked lengths and types).
+fn texts_of(input: &Value) -> KilnResult<Vec<String>> {
+    match input.get("text") {
+        Some(Value::String(text)) => Ok(vec![text.clone()]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                item.as_str().map(str::to_owned).ok_or_else(|| {
+                    KilnError::bad_input(format!("Type mismatch of '/text/{i}', expected 'string'"))
+                })
+            })
+            .collect(),
+        _ => Err(KilnError::bad_input("required properties at '/' are 'text'")),
+    }
+}

@@ -1,0 +1,88 @@
+//! Workers AI envelopes: `{result, success, errors, messages}` for both outcomes.
+
+use std::any::Any;
+
+use axum::http::{HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kiln_core::{ErrorKind, KilnError};
+use serde_json::{json, Value};
+
+/// Names the local model that really served a request.
+pub const MODEL_HEADER: &str = "x-kiln-model";
+
+/// A [`KilnError`] on its way to the wire, optionally naming the model that produced it.
+#[derive(Debug)]
+pub struct ApiError {
+    pub error: KilnError,
+    pub served_by: Option<String>,
+}
+
+impl From<KilnError> for ApiError {
+    fn from(error: KilnError) -> Self {
+        Self { error, served_by: None }
+    }
+}
+
+impl ApiError {
+    pub fn served_by(mut self, model: &str) -> Self {
+        self.served_by = Some(model.to_owned());
+        self
+    }
+}
+
+pub fn error_body(errors: Value) -> Value {
+    json!({"result": null, "success": false, "errors": errors, "messages": []})
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!(code = self.error.code(), "{}", self.error.message);
+        }
+        let body = error_body(json!([{"code": self.error.code(), "message": self.error.message}]));
+        let mut response = (status, Json(body)).into_response();
+        if let Some(model) = self.served_by.and_then(|m| HeaderValue::from_str(&m).ok()) {
+            response.headers_mut().insert(MODEL_HEADER, model);
+        }
+        response
+    }
+}
+
+/// `{"result": …, "success": true, …}`.
+pub fn success(result: Value) -> Json<Value> {
+    Json(json!({"result": result, "success": true, "errors": [], "messages": []}))
+}
+
+pub fn with_model_header(mut response: Response, model: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(model) {
+        response.headers_mut().insert(MODEL_HEADER, value);
+    }
+    response
+}
+
+/// Cloudflare's API router answer for unknown paths.
+pub async fn route_not_found(uri: Uri) -> Response {
+    let errors = json!([
+        {"code": 7003, "message": format!("Could not route to {}, perhaps your object identifier is invalid?", uri.path())},
+        {"code": ErrorKind::RouteNotFound.code(), "message": ErrorKind::RouteNotFound.default_message()}
+    ]);
+    (StatusCode::NOT_FOUND, Json(error_body(errors))).into_response()
+}
+
+pub async fn method_not_allowed(uri: Uri) -> Response {
+    let message = format!("Method not allowed for {}", uri.path());
+    ApiError::from(KilnError::new(ErrorKind::MethodNotAllowed, message)).into_response()
+}
+
+/// A panic is a bug; the caller still gets an envelope and the server keeps serving.
+pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    ApiError::from(KilnError::internal(detail)).into_response()
+}

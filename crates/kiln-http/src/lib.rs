@@ -1,0 +1,64 @@
+//! HTTP transport: the Workers AI REST surface. Parses and validates requests, hands them to the
+//! scheduler, and writes envelopes and SSE. Knows nothing about engines.
+
+mod body;
+mod catalog_routes;
+mod embeddings;
+mod envelope;
+mod run;
+mod text_generation;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::Router;
+use kiln_catalog::Catalog;
+use kiln_scheduler::ModelRegistry;
+
+pub use envelope::{ApiError, MODEL_HEADER};
+
+/// Transport limits.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpConfig {
+    /// Larger bodies get 413 / 3006 before they are parsed.
+    pub max_body_bytes: usize,
+    /// Wall-clock limit for a whole request, queueing included: 408 / 3007.
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { max_body_bytes: 16 * 1024 * 1024, request_timeout: Duration::from_secs(300) }
+    }
+}
+
+/// Everything a handler needs; shared by all requests.
+pub struct AppState {
+    pub registry: ModelRegistry,
+    pub catalog: &'static Catalog,
+    pub config: HttpConfig,
+}
+
+pub type SharedState = Arc<AppState>;
+
+/// The Workers AI REST routes, under both `/client/v4/accounts/…` (what SDKs call with
+/// `https://api.cloudflare.com/client/v4` as base) and `/accounts/…`.
+pub fn router(state: AppState) -> Router {
+    let accounts = Router::new()
+        .route("/ai/run/{*model}", post(run::run_model))
+        .route("/ai/models/search", get(catalog_routes::search_models))
+        .route("/ai/models/schema", get(catalog_routes::model_schema))
+        .route("/ai/tasks/search", get(catalog_routes::search_tasks))
+        .route("/ai/authors/search", get(catalog_routes::search_authors));
+    let api = Router::new().nest("/accounts/{account_id}", accounts);
+    Router::new()
+        .nest("/client/v4", api.clone())
+        .merge(api)
+        .route("/health", get(|| async { "ok" }))
+        .fallback(envelope::route_not_found)
+        .method_not_allowed_fallback(envelope::method_not_allowed)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(envelope::panic_response))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(Arc::new(state))
+}

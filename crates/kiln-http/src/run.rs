@@ -1,0 +1,99 @@
+//! `POST /accounts/{account_id}/ai/run/{model}`: resolve the model, read the input, dispatch by task.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use kiln_catalog::CatalogEntry;
+use kiln_core::{ErrorKind, KilnError, Task};
+use kiln_scheduler::{Admission, ServedModel, Worker};
+use serde_json::Value;
+
+use crate::envelope::ApiError;
+use crate::{body, embeddings, text_generation, SharedState};
+
+/// Catalog entries whose schemas stand in for local models run by their own name.
+const REPRESENTATIVE_IDS: [(Task, &str); 2] = [
+    (Task::TextGeneration, "@cf/meta/llama-3.1-8b-instruct"),
+    (Task::TextEmbeddings, "@cf/baai/bge-small-en-v1.5"),
+];
+
+pub async fn run_model(
+    State(state): State<SharedState>,
+    Path((_account_id, model)): Path<(String, String)>,
+    headers: HeaderMap,
+    request_body: Body,
+) -> Response {
+    match run(&state, &model, &headers, request_body).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn run(
+    state: &SharedState,
+    model: &str,
+    headers: &HeaderMap,
+    request_body: Body,
+) -> Result<Response, ApiError> {
+    let (served, entry) = resolve(state, model)?;
+    let bytes = body::read_limited(headers, request_body, state.config.max_body_bytes)
+        .await
+        .map_err(|e| ApiError::from(e).served_by(&served.name))?;
+    let input = body::parse_json(&bytes).map_err(|e| ApiError::from(e).served_by(&served.name))?;
+    kiln_catalog::validate_input(entry, &input)
+        .map_err(|e| ApiError::from(e).served_by(&served.name))?;
+    let admission = admission_options(&input);
+    let response = match &served.worker {
+        Worker::Generation(worker) => {
+            text_generation::run(state, worker, &input, admission, entry).await
+        }
+        Worker::Embedding(worker) => embeddings::run(worker, &input, admission).await,
+    };
+    response
+        .map(|r| crate::envelope::with_model_header(r, &served.name))
+        .map_err(|e| ApiError::from(e).served_by(&served.name))
+}
+
+/// Finds the local model for `model` and the catalog entry whose schema validates its input.
+fn resolve<'a>(
+    state: &'a SharedState,
+    model: &str,
+) -> Result<(&'a ServedModel, &'static CatalogEntry), ApiError> {
+    let model = model.trim_start_matches('/');
+    if model.is_empty() || model.len() > 256 || model.chars().any(char::is_control) {
+        return Err(KilnError::new(ErrorKind::InvalidModelId, "The model name is invalid").into());
+    }
+    let entry = state.catalog.get(model);
+    let served = state.registry.resolve(model, entry.map(|e| e.task)).ok_or_else(|| {
+        let message = match entry {
+            Some(_) => format!(
+                "No such model {model} or task: it is in the Workers AI catalog but no installed \
+                 local model serves it; install one and map it with an alias in kiln.toml"
+            ),
+            None => format!("No such model {model} or task"),
+        };
+        ApiError::from(KilnError::new(ErrorKind::NoSuchModel, message))
+    })?;
+    let task = served.worker.task();
+    let entry = match entry.filter(|e| e.task == task) {
+        Some(entry) => entry,
+        None => representative_entry(state, task)
+            .ok_or_else(|| ApiError::from(KilnError::no_such_model(model)))?,
+    };
+    Ok((served, entry))
+}
+
+fn representative_entry(state: &SharedState, task: Task) -> Option<&'static CatalogEntry> {
+    let (_, id) = REPRESENTATIVE_IDS.iter().find(|(t, _)| *t == task)?;
+    state.catalog.get(id)
+}
+
+/// `{"options": {"rejectIfBusy": true}}` (native REST extension).
+fn admission_options(input: &Value) -> Admission {
+    let reject_if_busy = input
+        .get("options")
+        .and_then(|o| o.get("rejectIfBusy"))
+        .is_some_and(|v| v.as_bool() == Some(true) || v.as_str() == Some("true"));
+    Admission { reject_if_busy, deadline: None }
+}

@@ -1,0 +1,204 @@
+//! Text generation: Workers AI input → [`GenerationRequest`], events → `{response, usage}` or SSE.
+
+use std::convert::Infallible;
+
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::stream::{self, Stream};
+use kiln_catalog::CatalogEntry;
+use kiln_core::{
+    ChatMessage, ErrorKind, GenerationEvent, GenerationRequest, KilnError, KilnResult,
+    PromptInput, SamplingParams, Usage,
+};
+use kiln_scheduler::{Admission, GenerationStream, GenerationWorker, WorkerEvent};
+use serde_json::{json, Value};
+
+use crate::envelope::success;
+use crate::SharedState;
+
+const DEFAULT_MAX_TOKENS: u32 = 256;
+const DEFAULT_TEMPERATURE: f32 = 0.6;
+
+pub async fn run(
+    state: &SharedState,
+    worker: &GenerationWorker,
+    input: &Value,
+    admission: Admission,
+    entry: &CatalogEntry,
+) -> KilnResult<Response> {
+    let request = parse_request(input, entry)?;
+    let streaming = input.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let deadline = state.config.request_timeout;
+    let events = worker.submit(request, admission)?;
+    if streaming {
+        // Wait for the first event so that errors before generation starts get a real status.
+        let mut events = events;
+        let first = tokio::time::timeout(deadline, events.recv())
+            .await
+            .map_err(|_| timeout())?
+            .ok_or_else(worker_gone)?;
+        if let WorkerEvent::Error(error) = first {
+            return Err(error);
+        }
+        Ok(Sse::new(sse_events(first, events)).into_response())
+    } else {
+        let (text, usage) =
+            tokio::time::timeout(deadline, collect(events)).await.map_err(|_| timeout())??;
+        Ok(success(json!({"response": text, "tool_calls": [], "usage": usage})).into_response())
+    }
+}
+
+fn timeout() -> KilnError {
+    KilnError::new(ErrorKind::Timeout, ErrorKind::Timeout.default_message())
+}
+
+fn worker_gone() -> KilnError {
+    KilnError::internal("the model's worker ended the request without an answer")
+}
+
+async fn collect(mut events: GenerationStream) -> KilnResult<(String, Usage)> {
+    let mut text = String::new();
+    while let Some(event) = events.recv().await {
+        match event {
+            WorkerEvent::Generation(GenerationEvent::Text(piece)) => text.push_str(&piece),
+            WorkerEvent::Generation(GenerationEvent::Done { usage, .. }) => return Ok((text, usage)),
+            WorkerEvent::Error(error) => return Err(error),
+        }
+    }
+    Err(worker_gone())
+}
+
+/// Workers AI framing: `data: {"response":…}` per piece, a usage trailer, then `data: [DONE]`.
+/// Dropping the stream (client gone) drops the receiver, which stops the engine.
+fn sse_events(
+    first: WorkerEvent,
+    events: GenerationStream,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    enum State {
+        Pending(WorkerEvent, GenerationStream),
+        Receiving(GenerationStream),
+        SendDone,
+        Finished,
+    }
+    stream::unfold(State::Pending(first, events), |state| async move {
+        let (event, events) = match state {
+            State::Pending(event, events) => (event, events),
+            State::Receiving(mut events) => match events.recv().await {
+                Some(event) => (event, events),
+                None => return None,
+            },
+            State::SendDone => return Some((Ok(Event::default().data("[DONE]")), State::Finished)),
+            State::Finished => return None,
+        };
+        let (data, next) = match event {
+            WorkerEvent::Generation(GenerationEvent::Text(piece)) => {
+                (json!({"response": piece}), State::Receiving(events))
+            }
+            WorkerEvent::Generation(GenerationEvent::Done { usage, .. }) => {
+                (json!({"response": "", "usage": usage}), State::SendDone)
+            }
+            WorkerEvent::Error(error) => (
+                json!({"response": "", "errors": [{"code": error.code(), "message": error.message}]}),
+                State::SendDone,
+            ),
+        };
+        Some((Ok(Event::default().data(data.to_string())), next))
+    })
+}
+
+/// Builds the engine request from input the schema has already accepted; remaining semantic
+/// checks (features not served yet, limits that depend on the model) happen here.
+pub fn parse_request(input: &Value, entry: &CatalogEntry) -> KilnResult<GenerationRequest> {
+    if input.get("lora").is_some_and(|v| !v.is_null()) {
+        return Err(KilnError::new(
+            ErrorKind::LoraUnsupported,
+            format!("The model {} does not support LoRa inference", entry.name),
+        ));
+    }
+    for unsupported in ["tools", "functions", "response_format", "guided_json"] {
+        if input.get(unsupported).is_some_and(|v| !v.is_null()) {
+            return Err(KilnError::bad_input(format!(
+                "'/{unsupported}' is not supported by Kiln yet (tool calling and JSON mode are \
+                 being built); remove it from the request"
+            )));
+        }
+    }
+    let prompt_input = if let Some(messages) = input.get("messages") {
+        PromptInput::Messages(parse_messages(messages)?)
+    } else {
+        let text = input.get("prompt").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let raw = input.get("raw").is_some_and(|v| v.as_bool() == Some(true) || v == "true");
+        PromptInput::Prompt { text, raw }
+    };
+    let max_tokens = match input.get("max_tokens").and_then(Value::as_u64) {
+        Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
+        None => DEFAULT_MAX_TOKENS,
+    };
+    let number = |key: &str| input.get(key).and_then(Value::as_f64).map(|v| v as f32);
+    let sampling = SamplingParams {
+        temperature: number("temperature").unwrap_or(DEFAULT_TEMPERATURE),
+        top_p: number("top_p"),
+        top_k: input.get("top_k").and_then(Value::as_u64).map(|k| k as u32),
+        seed: input.get("seed").and_then(Value::as_u64),
+        repetition_penalty: number("repetition_penalty"),
+        frequency_penalty: number("frequency_penalty"),
+        presence_penalty: number("presence_penalty"),
+    };
+    Ok(GenerationRequest { input: prompt_input, max_tokens, sampling, stop: parse_stop(input)? })
+}
+
+fn parse_messages(messages: &Value) -> KilnResult<Vec<ChatMessage>> {
+    let items = messages
+        .as_array()
+        .ok_or_else(|| KilnError::bad_input("Type mismatch of '/messages', expected 'array'"))?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, message)| {
+            let role = message.get("role").and_then(Value::as_str).ok_or_else(|| {
+                KilnError::bad_input(format!("required properties at '/messages/{i}' are 'role'"))
+            })?;
+            let content = flatten_content(message.get("content"))
+                .map_err(|detail| KilnError::bad_input(format!("'/messages/{i}/content' {detail}")))?;
+            Ok(ChatMessage { role: role.to_owned(), content })
+        })
+        .collect()
+}
+
+/// Content is a string, null (assistant turns with tool calls), or an array of text parts.
+fn flatten_content(content: Option<&Value>) -> Result<String, String> {
+    match content {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(text)) => Ok(text.clone()),
+        Some(Value::Array(parts)) => {
+            let mut text = String::new();
+            for part in parts {
+                match (part.get("type").and_then(Value::as_str), part.get("text")) {
+                    (Some("text") | None, Some(Value::String(piece))) => text.push_str(piece),
+                    (Some(kind), _) => {
+                        return Err(format!("has a '{kind}' part; only text parts are supported"))
+                    }
+                    _ => return Err("has a part without text".to_owned()),
+                }
+            }
+            Ok(text)
+        }
+        Some(_) => Err("must be a string or an array of text parts".to_owned()),
+    }
+}
+
+fn parse_stop(input: &Value) -> KilnResult<Vec<String>> {
+    match input.get("stop") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| KilnError::bad_input("'/stop' must hold strings"))
+            })
+            .collect(),
+        Some(_) => Err(KilnError::bad_input("'/stop' must be a string or an array of strings")),
+    }
+}

@@ -1,0 +1,178 @@
+//! The one configuration struct: every field is a flag, a `KILN_*` variable and a `kiln.toml` key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use serde::Deserialize;
+
+const BUILT_IN: &str = include_str!("../default-kiln.toml");
+
+/// Settings for `kiln serve`. Unset fields fall back to `kiln.toml`, then to the built-in file.
+#[derive(Args, Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Configuration file layered over the built-in defaults [default: ./kiln.toml if present].
+    #[arg(long, env = "KILN_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on [default: 127.0.0.1:8787].
+    #[arg(long, env = "KILN_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Where models and state live [default: $HOME/.cache/kiln/data].
+    #[arg(long, env = "KILN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// CPU threads per engine [default: all cores].
+    #[arg(long, env = "KILN_THREADS")]
+    pub threads: Option<u32>,
+
+    /// Local models to load, comma-separated [default: smollm2-135m-instruct,all-minilm-l6-v2].
+    #[arg(long, env = "KILN_MODELS", value_delimiter = ',')]
+    pub models: Option<Vec<String>>,
+
+    /// LLM context window in tokens [default: the model's, at most 8192].
+    #[arg(long, env = "KILN_CONTEXT_SIZE")]
+    pub context_size: Option<u32>,
+
+    /// Requests that may wait per model before new ones get 429 [default: 64].
+    #[arg(long, env = "KILN_QUEUE_CAPACITY")]
+    pub queue_capacity: Option<usize>,
+
+    /// Seconds before a request ends with 408 [default: 300].
+    #[arg(long, env = "KILN_REQUEST_TIMEOUT_SECS")]
+    pub request_timeout_secs: Option<u64>,
+
+    /// Largest accepted request body in bytes [default: 16 MiB].
+    #[arg(long, env = "KILN_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+
+    /// Do not fetch missing models; fail instead.
+    #[arg(long, env = "KILN_OFFLINE", num_args = 0..=1, default_missing_value = "true")]
+    pub offline: Option<bool>,
+
+    /// Task name → local model serving every catalog id of that task (file only).
+    #[arg(skip)]
+    pub task_defaults: BTreeMap<String, String>,
+
+    /// Model id → local model (file only).
+    #[arg(skip)]
+    pub aliases: BTreeMap<String, String>,
+}
+
+impl ServeConfig {
+    /// Layers `self` (flags and environment) over the config file over the built-in file.
+    pub fn resolve(self) -> anyhow::Result<ServeConfig> {
+        let built_in: ServeConfig = toml::from_str(BUILT_IN).context("built-in configuration")?;
+        let file = match &self.config {
+            Some(path) => Some(read_file(path)?),
+            None if Path::new("kiln.toml").exists() => Some(read_file(Path::new("kiln.toml"))?),
+            None => None,
+        };
+        let base = match file {
+            Some(file) => file.over(built_in),
+            None => built_in,
+        };
+        Ok(self.over(base))
+    }
+
+    /// Fields set in `self` win; tables are merged with `self`'s entries winning.
+    fn over(self, base: ServeConfig) -> ServeConfig {
+        let mut task_defaults = base.task_defaults;
+        task_defaults.extend(self.task_defaults);
+        let mut aliases = base.aliases;
+        aliases.extend(self.aliases);
+        ServeConfig {
+            config: self.config.or(base.config),
+            listen: self.listen.or(base.listen),
+            data_dir: self.data_dir.or(base.data_dir),
+            threads: self.threads.or(base.threads),
+            models: self.models.or(base.models),
+            context_size: self.context_size.or(base.context_size),
+            queue_capacity: self.queue_capacity.or(base.queue_capacity),
+            request_timeout_secs: self.request_timeout_secs.or(base.request_timeout_secs),
+            max_body_bytes: self.max_body_bytes.or(base.max_body_bytes),
+            offline: self.offline.or(base.offline),
+            task_defaults,
+            aliases,
+        }
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8787)))
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(kiln_store::default_data_dir)
+    }
+
+    pub fn threads(&self) -> u32 {
+        self.threads.filter(|&t| t > 0).unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
+        })
+    }
+
+    pub fn models(&self) -> Vec<String> {
+        self.models.clone().unwrap_or_default()
+    }
+
+    pub fn queue_capacity(&self) -> usize {
+        self.queue_capacity.unwrap_or(64)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs.unwrap_or(300))
+    }
+
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes.unwrap_or(16 * 1024 * 1024)
+    }
+
+    pub fn offline(&self) -> bool {
+        self.offline.unwrap_or(false)
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<ServeConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_defaults_serve_the_default_models() {
+        let config = ServeConfig::default().resolve().expect("built-in config parses");
+        assert_eq!(config.models(), vec!["smollm2-135m-instruct", "all-minilm-l6-v2"]);
+        assert_eq!(config.task_defaults["Text Generation"], "smollm2-135m-instruct");
+        assert_eq!(config.listen_addr().port(), 8787);
+    }
+
+    #[test]
+    fn flags_win_over_file_and_tables_merge() {
+        let dir = std::env::temp_dir().join(format!("kiln-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("kiln.toml");
+        std::fs::write(&path, "threads = 7\nqueue_capacity = 3\n[aliases]\n\"my-model\" = \"x\"\n")
+            .expect("write config");
+        let flags = ServeConfig { config: Some(path), threads: Some(1), ..Default::default() };
+        let config = flags.resolve().expect("config resolves");
+        assert_eq!(config.threads(), 1);
+        assert_eq!(config.queue_capacity(), 3);
+        assert_eq!(config.aliases["my-model"], "x");
+        assert_eq!(config.aliases["@cf/meta/llama-3.1-8b-instruct"], "smollm2-135m-instruct");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(toml::from_str::<ServeConfig>("thread = 2").is_err());
+    }
+}

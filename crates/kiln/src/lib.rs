@@ -1,0 +1,9 @@
+//! The `kiln` binary's library half: configuration, model loading and the server lifecycle, so
+//! that tests start the very same server in-process.
+
+pub mod config;
+pub mod models;
+pub mod server;
+
+pub use config::ServeConfig;
+pub use server::{start, RunningServer};

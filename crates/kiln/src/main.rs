@@ -1,0 +1,74 @@
+//! `kiln`: serve models, manage the model store.
+
+use clap::{Parser, Subcommand};
+use kiln::ServeConfig;
+use kiln_store::Progress;
+
+#[derive(Parser)]
+#[command(name = "kiln", version, about = "Self-hosted, Workers-AI-compatible inference")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (fetches missing models first).
+    Serve(ServeConfig),
+    /// Manage local models.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Fetch and verify models (the configured ones when no name is given).
+    Pull {
+        names: Vec<String>,
+        #[command(flatten)]
+        config: ServeConfig,
+    },
+    /// Show installed models, their size and the ids they serve.
+    List {
+        #[command(flatten)]
+        config: ServeConfig,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(config) => serve(config.resolve()?),
+        Command::Models { command: ModelsCommand::Pull { names, config } } => {
+            kiln::models::pull(&config.resolve()?, names)
+        }
+        Command::Models { command: ModelsCommand::List { config } } => {
+            kiln::models::list(&config.resolve()?)
+        }
+    }
+}
+
+fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let server = kiln::start(config, Progress::Bar).await?;
+        println!("Kiln is listening on http://{}", server.addr);
+        println!(
+            "  try: curl http://{}/client/v4/accounts/local/ai/run/@cf/meta/llama-3.1-8b-instruct \
+             -d '{{\"prompt\":\"Hello\"}}'",
+            server.addr
+        );
+        tokio::signal::ctrl_c().await?;
+        tracing::info!("shutting down");
+        server.stop().await;
+        Ok(())
+    })
+}

@@ -1,0 +1,135 @@
+//! Turning installed models into running workers, and the `kiln models` commands.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use kiln_catalog::Catalog;
+use kiln_core::Task;
+use kiln_engine_bert::BertEmbedder;
+use kiln_engine_llama::{LlamaGenerator, LlamaOptions};
+use kiln_scheduler::{AdmissionConfig, EmbeddingWorker, GenerationWorker, ModelRegistry, ServedModel, Worker};
+use kiln_store::{InstalledModel, ModelFormat, ModelStore, Progress};
+
+use crate::ServeConfig;
+
+/// Makes sure every configured model is present and verified, fetching what is missing.
+pub fn ensure_models(config: &ServeConfig, progress: Progress) -> anyhow::Result<Vec<InstalledModel>> {
+    let store = ModelStore::new(config.data_dir());
+    let installed = store.installed();
+    config
+        .models()
+        .iter()
+        .map(|name| {
+            if config.offline() {
+                // Offline still verifies: a corrupt file must never be loaded.
+                if !installed.iter().any(|m| &m.name == name) {
+                    bail!("model {name} is not installed and --offline is set; run `kiln models pull {name}`");
+                }
+            }
+            store.ensure(name, progress).with_context(|| format!("cannot install model {name}"))
+        })
+        .collect()
+}
+
+/// Loads each model on its own worker thread and wires up aliases and task defaults.
+pub fn load_registry(config: &ServeConfig, models: &[InstalledModel]) -> anyhow::Result<ModelRegistry> {
+    let admission = AdmissionConfig {
+        queue_capacity: config.queue_capacity(),
+        request_timeout: config.request_timeout(),
+    };
+    let mut registry = ModelRegistry::new();
+    for model in models {
+        let worker = match model.format {
+            ModelFormat::Gguf => {
+                let options = LlamaOptions {
+                    context_size: config.context_size,
+                    threads: config.threads(),
+                    batch_size: 512,
+                };
+                let generator = LlamaGenerator::load(&model.primary_file, &options)
+                    .with_context(|| format!("cannot load {}", model.name))?;
+                tracing::info!(model = %model.name, "{}", generator.model_description());
+                Worker::Generation(GenerationWorker::spawn(&model.name, Box::new(generator), admission)?)
+            }
+            ModelFormat::HfBert => {
+                let embedder = BertEmbedder::load(&model.dir)
+                    .with_context(|| format!("cannot load {}", model.name))?;
+                Worker::Embedding(EmbeddingWorker::spawn(&model.name, Box::new(embedder), admission)?)
+            }
+        };
+        registry.add_model(ServedModel { name: model.name.clone(), worker });
+    }
+    for (task_name, local) in &config.task_defaults {
+        let task = Task::from_name(task_name)
+            .with_context(|| format!("unknown task {task_name:?} in task_defaults"))?;
+        registry.set_task_default(task, local.clone());
+    }
+    for (id, local) in &config.aliases {
+        registry.add_alias(id.clone(), local.clone());
+    }
+    Ok(registry)
+}
+
+/// `kiln models list`: what is installed, its size, and which ids it serves.
+pub fn list(config: &ServeConfig) -> anyhow::Result<()> {
+    let store = ModelStore::new(config.data_dir());
+    let installed = store.installed();
+    println!("Models in {}:", store.models_dir().display());
+    if installed.is_empty() {
+        println!("  (none installed; run `kiln models pull`)");
+    }
+    for model in &installed {
+        println!("  {:<28} {:>9}  {}", model.name, human_size(model.size_bytes), model.dir.display());
+        for line in served_ids(config, &model.name) {
+            println!("      serves {line}");
+        }
+    }
+    let missing: Vec<&str> = kiln_store::manifests()
+        .iter()
+        .filter(|m| !installed.iter().any(|i| i.name == m.name))
+        .map(|m| m.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        println!("Available to pull: {}", missing.join(", "));
+    }
+    Ok(())
+}
+
+/// `kiln models pull [NAME…]`: fetches and verifies models (the configured ones by default).
+pub fn pull(config: &ServeConfig, names: Vec<String>) -> anyhow::Result<()> {
+    let store = ModelStore::new(config.data_dir());
+    let names = if names.is_empty() { config.models() } else { names };
+    for name in names {
+        let model = store.ensure(&name, Progress::Bar).with_context(|| format!("cannot pull {name}"))?;
+        println!("{} ready: {} ({})", model.name, model.primary_file.display(), human_size(model.size_bytes));
+    }
+    Ok(())
+}
+
+fn served_ids(config: &ServeConfig, local: &str) -> Vec<String> {
+    let catalog: &Catalog = Catalog::builtin();
+    let mut lines: Vec<String> = config
+        .aliases
+        .iter()
+        .filter(|(_, target)| target.as_str() == local)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for (task_name, target) in &config.task_defaults {
+        if target == local {
+            let count = catalog.entries().iter().filter(|e| e.task.name() == task_name).count();
+            lines.push(format!("every other {task_name} id in the catalog ({count} ids)"));
+        }
+    }
+    lines
+}
+
+fn human_size(bytes: u64) -> String {
+    let mib = bytes as f64 / (1024.0 * 1024.0);
+    if mib >= 1024.0 {
+        format!("{:.1} GiB", mib / 1024.0)
+    } else {
+        format!("{mib:.1} MiB")
+    }
+}
+
+pub type SharedRegistry = Arc<ModelRegistry>;

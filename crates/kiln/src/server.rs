@@ -1,0 +1,69 @@
+//! Starting and stopping the HTTP server.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use kiln_catalog::Catalog;
+use kiln_http::{AppState, HttpConfig};
+use kiln_store::Progress;
+use tokio::sync::oneshot;
+
+use crate::{models, ServeConfig};
+
+/// A server running in the background; dropping it shuts it down.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// Fetches and loads the configured models, binds, and serves in a background task.
+pub async fn start(config: ServeConfig, progress: Progress) -> anyhow::Result<RunningServer> {
+    let loader_config = config.clone();
+    let registry = tokio::task::spawn_blocking(move || {
+        let installed = models::ensure_models(&loader_config, progress)?;
+        models::load_registry(&loader_config, &installed)
+    })
+    .await
+    .context("model loading thread failed")??;
+    let state = AppState {
+        registry,
+        catalog: Catalog::builtin(),
+        config: HttpConfig {
+            max_body_bytes: config.max_body_bytes(),
+            request_timeout: config.request_timeout(),
+        },
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen_addr())
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen_addr()))?;
+    let addr = listener.local_addr()?;
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let app = kiln_http::router(state);
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app).with_graceful_shutdown(async {
+            let _ = stopped.await;
+        });
+        if let Err(error) = served.await {
+            tracing::error!("server error: {error}");
+        }
+    });
+    Ok(RunningServer { addr, shutdown: Some(shutdown), task })
+}

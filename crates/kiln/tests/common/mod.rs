@@ -1,0 +1,92 @@
+//! Starts one real Kiln server per test binary, on an ephemeral port, with the real default models.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use kiln::ServeConfig;
+use kiln_store::Progress;
+use serde_json::Value;
+
+pub const ACCOUNT: &str = "0123456789abcdef0123456789abcdef";
+
+static SERVER: OnceLock<SocketAddr> = OnceLock::new();
+
+/// Test configuration: default models from the shared model cache, ephemeral port.
+pub fn test_config() -> ServeConfig {
+    ServeConfig {
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        data_dir: Some(kiln_store::default_data_dir()),
+        config: Some(std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/default-kiln.toml"))),
+        ..Default::default()
+    }
+}
+
+/// Starts `config` on its own runtime thread, so every `#[tokio::test]` runtime can use it.
+pub fn spawn_server(config: ServeConfig) -> SocketAddr {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("test runtime");
+        runtime.block_on(async move {
+            let config = config.resolve().expect("test config resolves");
+            let server = kiln::start(config, Progress::Quiet).await.expect("server starts");
+            ready_tx.send(server.addr).expect("report address");
+            std::future::pending::<()>().await;
+            drop(server);
+        });
+    });
+    ready_rx.recv().expect("server thread reports its address")
+}
+
+/// The shared server of this test binary.
+pub fn server() -> SocketAddr {
+    *SERVER.get_or_init(|| spawn_server(test_config()))
+}
+
+pub fn url(path: &str) -> String {
+    format!("http://{}{}", server(), path)
+}
+
+pub fn run_url(model: &str) -> String {
+    url(&format!("/client/v4/accounts/{ACCOUNT}/ai/run/{model}"))
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+/// POSTs JSON to a model and returns (status, headers, parsed body).
+pub async fn run(model: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
+    let response = client().post(run_url(model)).json(body).send().await.expect("request sent");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.json::<Value>().await.expect("JSON body");
+    (status, headers, body)
+}
+
+/// Asserts the Workers AI error envelope and returns the first error's (code, message).
+pub fn assert_error_envelope(body: &Value) -> (u64, String) {
+    assert_eq!(body["success"], false, "{body}");
+    assert!(body["result"].is_null(), "{body}");
+    assert_eq!(body["messages"], serde_json::json!([]), "{body}");
+    let error = &body["errors"][0];
+    let code = error["code"].as_u64().expect("numeric code");
+    let message = error["message"].as_str().expect("message").to_owned();
+    (code, message)
+}
+
+/// Parses an SSE body into its `data:` payloads.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|event| {
+            event.lines().find_map(|line| {
+                line.strip_prefix("data: ").or_else(|| line.strip_prefix("data:")).map(str::to_owned)
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,88 @@
+//! Text embeddings over HTTP against the real all-MiniLM-L6-v2 model.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+const BGE: &str = "@cf/baai/bge-base-en-v1.5";
+
+fn vectors(body: &Value) -> Vec<Vec<f64>> {
+    body["result"]["data"]
+        .as_array()
+        .expect("data array")
+        .iter()
+        .map(|v| v.as_array().expect("vector").iter().map(|x| x.as_f64().expect("number")).collect())
+        .collect()
+}
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+#[tokio::test]
+async fn similar_sentences_score_high_and_unrelated_low() {
+    let texts = ["A man is eating food.", "A man is eating a piece of bread.", "The stock market fell today."];
+    let (status, headers, body) = run(BGE, &json!({"text": texts})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-kiln-model"], "all-minilm-l6-v2");
+    assert_eq!(body["result"]["shape"], json!([3, 384]));
+    assert_eq!(body["result"]["pooling"], "mean");
+    let v = vectors(&body);
+    assert!(cosine(&v[0], &v[1]) > 0.7, "similar: {}", cosine(&v[0], &v[1]));
+    assert!(cosine(&v[0], &v[2]) < 0.3, "unrelated: {}", cosine(&v[0], &v[2]));
+    for vector in &v {
+        let norm = vector.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "L2-normalized, got {norm}");
+    }
+}
+
+#[tokio::test]
+async fn single_string_gives_one_row() {
+    let (status, _, body) = run("@cf/baai/bge-small-en-v1.5", &json!({"text": "hello world"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["shape"], json!([1, 384]));
+}
+
+#[tokio::test]
+async fn cls_and_mean_pooling_differ() {
+    let text = "Kiln serves models on your own machine.";
+    let (_, _, mean) = run(BGE, &json!({"text": text, "pooling": "mean"})).await;
+    let (status, _, cls) = run(BGE, &json!({"text": text, "pooling": "cls"})).await;
+    assert_eq!(status, 200, "{cls}");
+    assert_eq!(cls["result"]["pooling"], "cls");
+    let (m, c) = (vectors(&mean), vectors(&cls));
+    assert!(cosine(&m[0], &c[0]) < 0.999, "cls and mean must differ");
+}
+
+#[tokio::test]
+async fn batched_vectors_equal_single_vectors() {
+    let texts = [
+        "short",
+        "A considerably longer sentence that needs many more tokens than the others in the batch.",
+        "medium length text here",
+    ];
+    let (_, _, batch) = run(BGE, &json!({"text": texts})).await;
+    let batched = vectors(&batch);
+    for (i, text) in texts.iter().enumerate() {
+        let (_, _, single) = run(BGE, &json!({"text": text})).await;
+        let single = vectors(&single);
+        let max_diff = batched[i].iter().zip(&single[0]).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(max_diff < 1e-5, "text {i}: max difference {max_diff}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_requests_get_their_own_vectors() {
+    let texts = ["alpha beta", "the quick brown fox", "zeta"];
+    let singles = futures::future::join_all(texts.iter().map(|t| run(BGE, &json!({"text": t})))).await;
+    let (_, _, batch) = run(BGE, &json!({"text": texts})).await;
+    let batched = vectors(&batch);
+    for (i, (_, _, body)) in singles.iter().enumerate() {
+        let v = vectors(body);
+        let max_diff = batched[i].iter().zip(&v[0]).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(max_diff < 1e-5, "request {i} got someone else's vector ({max_diff})");
+    }
+}
