@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::entry::{stable_id, task_object, CatalogEntry, NeuronRates, Property, UnitRate};
+use crate::query::SearchQuery;
 use crate::schema::SchemaKind;
 
 const CATALOG_JSON: &str = include_str!("../data/catalog.json");
@@ -16,21 +17,14 @@ const DEFAULT_PER_PAGE: u32 = 50;
 const MAX_PER_PAGE: u32 = 1000;
 
 /// Capability flags that become `"true"`-valued properties, in the order they are reported.
-const FLAGS: [&str; 6] =
-    ["async_queue", "function_calling", "reasoning", "vision", "lora", "require_workers_paid"];
-
-/// Query of `GET /ai/models/search` (spec §1.5).
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct SearchQuery {
-    pub author: Option<String>,
-    pub hide_experimental: Option<bool>,
-    pub include_deprecated: Option<bool>,
-    pub search: Option<String>,
-    pub source: Option<u32>,
-    pub task: Option<String>,
-    pub page: Option<u32>,
-    pub per_page: Option<u32>,
-}
+const FLAGS: [&str; 6] = [
+    "async_queue",
+    "function_calling",
+    "reasoning",
+    "vision",
+    "lora",
+    "require_workers_paid",
+];
 
 /// One page of search results plus the V4 `result_info` numbers.
 #[derive(Debug, Clone)]
@@ -46,7 +40,10 @@ pub struct SearchPage<'a> {
 
 impl SearchPage<'_> {
     pub fn result_objects(&self) -> Vec<Value> {
-        self.results.iter().map(|entry| entry.to_search_object()).collect()
+        self.results
+            .iter()
+            .map(|entry| entry.to_search_object())
+            .collect()
     }
 
     pub fn result_info(&self) -> Value {
@@ -79,13 +76,19 @@ impl Catalog {
     /// Parses a catalog document shaped like data/catalog.json.
     pub fn from_json(text: &str) -> Result<Catalog, String> {
         let file: CatalogFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let mut entries =
-            file.models.into_iter().map(RawEntry::into_entry).collect::<Result<Vec<_>, _>>()?;
+        let mut entries = file
+            .models
+            .into_iter()
+            .map(RawEntry::into_entry)
+            .collect::<Result<Vec<_>, _>>()?;
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         if let Some(pair) = entries.windows(2).find(|pair| pair[0].name == pair[1].name) {
             return Err(format!("duplicate model {}", pair[0].name));
         }
-        Ok(Catalog { entries, author_descriptions: file.authors })
+        Ok(Catalog {
+            entries,
+            author_descriptions: file.authors,
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<&CatalogEntry> {
@@ -100,13 +103,23 @@ impl Catalog {
     }
 
     pub fn search(&self, query: &SearchQuery) -> SearchPage<'_> {
-        let matches: Vec<&CatalogEntry> =
-            self.entries.iter().filter(|entry| matches_query(entry, query)).collect();
-        let per_page = query.per_page.unwrap_or(DEFAULT_PER_PAGE).clamp(1, MAX_PER_PAGE);
+        let matches: Vec<&CatalogEntry> = self
+            .entries
+            .iter()
+            .filter(|entry| matches_query(entry, query))
+            .collect();
+        let per_page = query
+            .per_page
+            .unwrap_or(DEFAULT_PER_PAGE)
+            .clamp(1, MAX_PER_PAGE);
         let page = query.page.unwrap_or(1).max(1);
         let start = (page as usize - 1).saturating_mul(per_page as usize);
-        let results: Vec<&CatalogEntry> =
-            matches.iter().skip(start).take(per_page as usize).copied().collect();
+        let results: Vec<&CatalogEntry> = matches
+            .iter()
+            .skip(start)
+            .take(per_page as usize)
+            .copied()
+            .collect();
         SearchPage {
             count: results.len() as u32,
             total_count: matches.len() as u32,
@@ -156,7 +169,9 @@ fn matches_query(entry: &CatalogEntry, query: &SearchQuery) -> bool {
     }
     if let Some(task) = non_empty(&query.task) {
         let task = task.trim();
-        if !entry.task.name().eq_ignore_ascii_case(task) && !entry.task.id().eq_ignore_ascii_case(task) {
+        if !entry.task.name().eq_ignore_ascii_case(task)
+            && !entry.task.id().eq_ignore_ascii_case(task)
+        {
             return false;
         }
     }
@@ -216,7 +231,11 @@ struct RawEntry {
 
 impl RawEntry {
     fn into_entry(self) -> Result<CatalogEntry, String> {
-        if let Some(unknown) = self.flags.iter().find(|flag| !FLAGS.contains(&flag.as_str())) {
+        if let Some(unknown) = self
+            .flags
+            .iter()
+            .find(|flag| !FLAGS.contains(&flag.as_str()))
+        {
             return Err(format!("{}: unknown flag {unknown}", self.name));
         }
         let mut properties = vec![Property::text("beta", self.beta.to_string())];
@@ -230,7 +249,10 @@ impl RawEntry {
                 properties.push(Property::text(id, value.to_string()));
             }
         }
-        for flag in FLAGS.iter().filter(|flag| self.flags.iter().any(|f| f == *flag)) {
+        for flag in FLAGS
+            .iter()
+            .filter(|flag| self.flags.iter().any(|f| f == *flag))
+        {
             properties.push(Property::text(flag, "true"));
         }
         if let Some(info) = &self.info {
@@ -245,10 +267,16 @@ impl RawEntry {
                 .iter()
                 .map(|(unit, price, _)| json!({"unit": unit, "price": price, "currency": "USD"}))
                 .collect();
-            properties.push(Property { property_id: "price".into(), value: Value::Array(price) });
+            properties.push(Property {
+                property_id: "price".into(),
+                value: Value::Array(price),
+            });
         }
         if let Some(effort) = self.reasoning_effort {
-            properties.push(Property { property_id: "reasoning_effort".into(), value: effort });
+            properties.push(Property {
+                property_id: "reasoning_effort".into(),
+                value: effort,
+            });
         }
         if self.unverified_id {
             properties.push(Property::text("kiln_unverified_id", "true"));
@@ -257,11 +285,17 @@ impl RawEntry {
             NeuronRates::from_units(
                 self.rates
                     .into_iter()
-                    .map(|(unit, price_usd, neurons)| UnitRate { unit, price_usd, neurons })
+                    .map(|(unit, price_usd, neurons)| UnitRate {
+                        unit,
+                        price_usd,
+                        neurons,
+                    })
                     .collect(),
             )
         });
-        let schema = self.schema.unwrap_or_else(|| SchemaKind::default_for(self.task));
+        let schema = self
+            .schema
+            .unwrap_or_else(|| SchemaKind::default_for(self.task));
         Ok(CatalogEntry {
             id: stable_id(&self.name),
             name: self.name,

@@ -16,7 +16,10 @@ pub struct Property {
 
 impl Property {
     pub fn text(property_id: &str, value: impl Into<String>) -> Self {
-        Self { property_id: property_id.to_owned(), value: Value::String(value.into()) }
+        Self {
+            property_id: property_id.to_owned(),
+            value: Value::String(value.into()),
+        }
     }
 }
 
@@ -47,7 +50,12 @@ pub(crate) const UNIT_OUTPUT_TOKENS: &str = "per M output tokens";
 
 impl NeuronRates {
     pub(crate) fn from_units(units: Vec<UnitRate>) -> Self {
-        let find = |unit: &str| units.iter().find(|rate| rate.unit == unit).map(|rate| rate.neurons);
+        let find = |unit: &str| {
+            units
+                .iter()
+                .find(|rate| rate.unit == unit)
+                .map(|rate| rate.neurons)
+        };
         Self {
             input_per_million_tokens: find(UNIT_INPUT_TOKENS),
             cached_input_per_million_tokens: find(UNIT_CACHED_INPUT_TOKENS),
@@ -58,7 +66,12 @@ impl NeuronRates {
 
     /// Neurons a text request costs. Cached prompt tokens use the cached rate where the model
     /// has one and the plain input rate otherwise.
-    pub fn neurons_for_tokens(&self, prompt_tokens: u64, cached_tokens: u64, output_tokens: u64) -> f64 {
+    pub fn neurons_for_tokens(
+        &self,
+        prompt_tokens: u64,
+        cached_tokens: u64,
+        output_tokens: u64,
+    ) -> f64 {
         let cached = cached_tokens.min(prompt_tokens);
         let input_rate = self.input_per_million_tokens.unwrap_or(0.0);
         let cached_rate = self.cached_input_per_million_tokens.unwrap_or(input_rate);
@@ -93,7 +106,10 @@ pub struct CatalogEntry {
 
 impl CatalogEntry {
     pub fn property(&self, id: &str) -> Option<&Value> {
-        self.properties.iter().find(|p| p.property_id == id).map(|p| &p.value)
+        self.properties
+            .iter()
+            .find(|p| p.property_id == id)
+            .map(|p| &p.value)
     }
 
     pub fn context_window(&self) -> Option<u32> {
@@ -165,7 +181,9 @@ pub fn task_description(task: Task) -> &'static str {
 pub fn stable_id(seed: &str) -> String {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let fnv = |offset: u64| {
-        seed.bytes().fold(offset, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(PRIME))
+        seed.bytes().fold(offset, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+        })
     };
     let high = fnv(0xcbf2_9ce4_8422_2325);
     let low = fnv(0x6c62_272e_07bb_0142);
@@ -199,11 +217,26 @@ mod tests {
     #[test]
     fn neurons_for_tokens_uses_cached_rate() {
         let rates = NeuronRates::from_units(vec![
-            UnitRate { unit: UNIT_INPUT_TOKENS.into(), price_usd: 0.95, neurons: 86364.0 },
-            UnitRate { unit: UNIT_CACHED_INPUT_TOKENS.into(), price_usd: 0.16, neurons: 14545.0 },
-            UnitRate { unit: UNIT_OUTPUT_TOKENS.into(), price_usd: 4.0, neurons: 363636.0 },
+            UnitRate {
+                unit: UNIT_INPUT_TOKENS.into(),
+                price_usd: 0.95,
+                neurons: 86364.0,
+            },
+            UnitRate {
+                unit: UNIT_CACHED_INPUT_TOKENS.into(),
+                price_usd: 0.16,
+                neurons: 14545.0,
+            },
+            UnitRate {
+                unit: UNIT_OUTPUT_TOKENS.into(),
+                price_usd: 4.0,
+                neurons: 363636.0,
+            },
         ]);
         let cost = rates.neurons_for_tokens(1_000_000, 500_000, 1_000_000);
-        assert!((cost - (43182.0 + 7272.5 + 363636.0)).abs() < 1e-6, "{cost}");
+        assert!(
+            (cost - (43182.0 + 7272.5 + 363636.0)).abs() < 1e-6,
+            "{cost}"
+        );
     }
 }

@@ -6,10 +6,14 @@
 
 mod catalog;
 mod entry;
+mod query;
 pub mod schema;
 mod validate;
 
-pub use catalog::{Catalog, SearchPage, SearchQuery};
-pub use entry::{stable_id, task_description, task_object, CatalogEntry, NeuronRates, Property, UnitRate};
+pub use catalog::{Catalog, SearchPage};
+pub use entry::{
+    stable_id, task_description, task_object, CatalogEntry, NeuronRates, Property, UnitRate,
+};
+pub use query::SearchQuery;
 pub use schema::{schema_for, SchemaKind};
 pub use validate::{compile_schema, validate_input};

@@ -66,7 +66,10 @@ pub fn validate_input(entry: &CatalogEntry, input: &Value) -> Result<(), KilnErr
         return Ok(());
     }
     messages.truncate(MAX_MESSAGES);
-    Err(KilnError::bad_input(format!("Error: {}", messages.join(", "))))
+    Err(KilnError::bad_input(format!(
+        "Error: {}",
+        messages.join(", ")
+    )))
 }
 
 /// Compiles a schema as the validator will use it (draft 2020-12).
@@ -84,7 +87,12 @@ fn compile_input(schema: &Value) -> Result<CompiledInput, String> {
             let required: Vec<String> = branch
                 .get("required")
                 .and_then(Value::as_array)
-                .map(|keys| keys.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .map(|keys| {
+                    keys.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
                 .unwrap_or_default();
             let batch = required == ["requests"];
             let mut checked = branch.clone();
@@ -108,7 +116,10 @@ fn compile_input(schema: &Value) -> Result<CompiledInput, String> {
 fn check_branches(branches: &[&Branch], instance: &Value, prefix: &str, out: &mut Vec<String>) {
     let Value::Object(map) = instance else {
         // A raw body (binary string) or a wrong top-level type.
-        if branches.iter().any(|b| !b.is_object && b.validator.is_valid(instance)) {
+        if branches
+            .iter()
+            .any(|b| !b.is_object && b.validator.is_valid(instance))
+        {
             return;
         }
         if let Some(branch) = branches.iter().find(|b| b.is_object).or(branches.first()) {
@@ -191,14 +202,21 @@ fn describe(error: &ValidationError<'_>, prefix: &str) -> String {
         ValidationErrorKind::Type { kind } => {
             let expected = match kind {
                 TypeKind::Single(single) => single.to_string(),
-                TypeKind::Multiple(set) => {
-                    set.iter().map(|t| t.to_string()).collect::<Vec<_>>().join("', '")
-                }
+                TypeKind::Multiple(set) => set
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join("', '"),
             };
-            format!("Type mismatch of '{at}', '{}' not in '{expected}'", json_type(&error.instance))
+            format!(
+                "Type mismatch of '{at}', '{}' not in '{expected}'",
+                json_type(&error.instance)
+            )
         }
         ValidationErrorKind::Required { property } => {
-            let name = property.as_str().map_or_else(|| property.to_string(), str::to_owned);
+            let name = property
+                .as_str()
+                .map_or_else(|| property.to_string(), str::to_owned);
             format!("required properties at '{at}' are '{name}'")
         }
         ValidationErrorKind::Minimum { limit } => {
@@ -241,17 +259,29 @@ fn describe(error: &ValidationError<'_>, prefix: &str) -> String {
         ValidationErrorKind::AdditionalProperties { unexpected }
         | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
             let base = if at == "/" { "" } else { at.as_str() };
-            let names: Vec<String> = unexpected.iter().map(|name| format!("{base}/{name}")).collect();
-            format!("Additional or unevaluated properties '{}' at '{at}' not allowed", names.join(", "))
+            let names: Vec<String> = unexpected
+                .iter()
+                .map(|name| format!("{base}/{name}"))
+                .collect();
+            format!(
+                "Additional or unevaluated properties '{}' at '{at}' not allowed",
+                names.join(", ")
+            )
         }
         ValidationErrorKind::OneOfNotValid { context } => {
-            format!("oneOf at '{at}' not met, 0 matches: {}", describe_context(context, prefix))
+            format!(
+                "oneOf at '{at}' not met, 0 matches: {}",
+                describe_context(context, prefix)
+            )
         }
         ValidationErrorKind::OneOfMultipleValid { .. } => {
             format!("oneOf at '{at}' not met, more than one match")
         }
         ValidationErrorKind::AnyOf { context } => {
-            format!("anyOf at '{at}' not met: {}", describe_context(context, prefix))
+            format!(
+                "anyOf at '{at}' not met: {}",
+                describe_context(context, prefix)
+            )
         }
         _ => format!("'{at}': {}", error.masked()),
     }

@@ -68,7 +68,11 @@ pub struct Usage {
 
 impl Usage {
     pub fn new(prompt_tokens: u32, completion_tokens: u32) -> Self {
-        Self { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        }
     }
 }
 
@@ -87,7 +91,10 @@ pub enum GenerationEvent {
     /// Newly decoded text. Always whole UTF-8 characters; may be empty never.
     Text(String),
     /// The last event of a successful generation.
-    Done { usage: Usage, finish_reason: FinishReason },
+    Done {
+        usage: Usage,
+        finish_reason: FinishReason,
+    },
 }
 
 /// Where an engine sends events. `send` returns `false` when the receiver is gone (the client
@@ -109,7 +116,8 @@ pub trait TextGenerator: Send {
 
     /// Generates, sending events to `sink`. Returns `Err` for failures that happen before the
     /// first event (prompt too long, template error); after that, errors end the stream.
-    fn generate(&mut self, request: &GenerationRequest, sink: &mut dyn EventSink) -> KilnResult<()>;
+    fn generate(&mut self, request: &GenerationRequest, sink: &mut dyn EventSink)
+        -> KilnResult<()>;
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -49,12 +49,37 @@ pub struct ErrorRow {
 /// The single source of truth for status codes and Workers AI codes.
 pub const ERROR_TABLE: &[ErrorRow] = &[
     row(ErrorKind::BadInput, 400, 5006, "AiError: Bad input"),
-    row(ErrorKind::InvalidData, 400, 5004, "Invalid data type for base64 input"),
-    row(ErrorKind::IncompleteRequest, 400, 3003, "Request is missing headers or body"),
+    row(
+        ErrorKind::InvalidData,
+        400,
+        5004,
+        "Invalid data type for base64 input",
+    ),
+    row(
+        ErrorKind::IncompleteRequest,
+        400,
+        3003,
+        "Request is missing headers or body",
+    ),
     row(ErrorKind::NoSuchModel, 400, 5007, "No such model or task"),
-    row(ErrorKind::InvalidModelId, 404, 3042, "The model name is invalid"),
-    row(ErrorKind::LoraUnsupported, 405, 5005, "The model does not support LoRa inference"),
-    row(ErrorKind::RequestTooLarge, 413, 3006, "Request is too large"),
+    row(
+        ErrorKind::InvalidModelId,
+        404,
+        3042,
+        "The model name is invalid",
+    ),
+    row(
+        ErrorKind::LoraUnsupported,
+        405,
+        5005,
+        "The model does not support LoRa inference",
+    ),
+    row(
+        ErrorKind::RequestTooLarge,
+        413,
+        3006,
+        "Request is too large",
+    ),
     row(ErrorKind::Timeout, 408, 3007, "Request timeout"),
     row(ErrorKind::Aborted, 408, 3008, "Request was aborted"),
     row(
@@ -63,15 +88,35 @@ pub const ERROR_TABLE: &[ErrorRow] = &[
         3036,
         "You have used up your daily free allocation of 10,000 neurons",
     ),
-    row(ErrorKind::OutOfCapacity, 429, 3040, "Capacity temporarily exceeded, please try again."),
-    row(ErrorKind::Authentication, 401, 10000, "Authentication error"),
+    row(
+        ErrorKind::OutOfCapacity,
+        429,
+        3040,
+        "Capacity temporarily exceeded, please try again.",
+    ),
+    row(
+        ErrorKind::Authentication,
+        401,
+        10000,
+        "Authentication error",
+    ),
     row(ErrorKind::RouteNotFound, 404, 7000, "No route for that URI"),
-    row(ErrorKind::MethodNotAllowed, 405, 10405, "Method not allowed"),
+    row(
+        ErrorKind::MethodNotAllowed,
+        405,
+        10405,
+        "Method not allowed",
+    ),
     row(ErrorKind::Internal, 500, 5000, "Internal error"),
 ];
 
 const fn row(kind: ErrorKind, status: u16, code: u32, default_message: &'static str) -> ErrorRow {
-    ErrorRow { kind, status, code, default_message }
+    ErrorRow {
+        kind,
+        status,
+        code,
+        default_message,
+    }
 }
 
 impl ErrorKind {
@@ -106,7 +151,10 @@ pub type KilnResult<T> = Result<T, KilnError>;
 
 impl KilnError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self {
+            kind,
+            message: message.into(),
+        }
     }
 
     /// A schema or semantic validation failure, worded as Workers AI words it.
@@ -115,15 +163,24 @@ impl KilnError {
     }
 
     pub fn no_such_model(model: &str) -> Self {
-        Self::new(ErrorKind::NoSuchModel, format!("No such model {model} or task"))
+        Self::new(
+            ErrorKind::NoSuchModel,
+            format!("No such model {model} or task"),
+        )
     }
 
     pub fn internal(detail: impl fmt::Display) -> Self {
-        Self::new(ErrorKind::Internal, format!("AiError: Internal error: {detail}"))
+        Self::new(
+            ErrorKind::Internal,
+            format!("AiError: Internal error: {detail}"),
+        )
     }
 
     pub fn capacity() -> Self {
-        Self::new(ErrorKind::OutOfCapacity, ErrorKind::OutOfCapacity.default_message())
+        Self::new(
+            ErrorKind::OutOfCapacity,
+            ErrorKind::OutOfCapacity.default_message(),
+        )
     }
 
     pub fn status(&self) -> u16 {
@@ -167,17 +224,39 @@ mod tests {
             ErrorKind::Internal,
         ];
         for kind in kinds {
-            assert_eq!(ERROR_TABLE.iter().filter(|r| r.kind == kind).count(), 1, "{kind:?}");
+            assert_eq!(
+                ERROR_TABLE.iter().filter(|r| r.kind == kind).count(),
+                1,
+                "{kind:?}"
+            );
         }
         assert_eq!(ERROR_TABLE.len(), kinds.len());
     }
 
     #[test]
     fn spec_codes() {
-        assert_eq!((ErrorKind::BadInput.status(), ErrorKind::BadInput.code()), (400, 5006));
-        assert_eq!((ErrorKind::NoSuchModel.status(), ErrorKind::NoSuchModel.code()), (400, 5007));
+        assert_eq!(
+            (ErrorKind::BadInput.status(), ErrorKind::BadInput.code()),
+            (400, 5006)
+        );
+        assert_eq!(
+            (
+                ErrorKind::NoSuchModel.status(),
+                ErrorKind::NoSuchModel.code()
+            ),
+            (400, 5007)
+        );
         assert_eq!(ErrorKind::RequestTooLarge.code(), 3006);
-        assert_eq!((ErrorKind::Timeout.status(), ErrorKind::Timeout.code()), (408, 3007));
-        assert_eq!((ErrorKind::OutOfCapacity.status(), ErrorKind::OutOfCapacity.code()), (429, 3040));
+        assert_eq!(
+            (ErrorKind::Timeout.status(), ErrorKind::Timeout.code()),
+            (408, 3007)
+        );
+        assert_eq!(
+            (
+                ErrorKind::OutOfCapacity.status(),
+                ErrorKind::OutOfCapacity.code()
+            ),
+            (429, 3040)
+        );
     }
 }

@@ -83,6 +83,8 @@ impl Task {
     }
 
     pub fn from_name(name: &str) -> Option<Task> {
-        Task::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(name.trim()))
+        Task::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(name.trim()))
     }
 }

@@ -84,7 +84,9 @@ impl BertEmbedder {
         let token_ids = Tensor::from_vec(token_ids, shape, &device)?;
         let type_ids = Tensor::from_vec(type_ids, shape, &device)?;
         let attention_mask = Tensor::from_vec(attention_mask, shape, &device)?;
-        let hidden = self.model.forward(&token_ids, &type_ids, Some(&attention_mask))?;
+        let hidden = self
+            .model
+            .forward(&token_ids, &type_ids, Some(&attention_mask))?;
         pool_and_normalize(&hidden, &attention_mask, pooling)?.to_vec2::<f32>()
     }
 }
@@ -100,7 +102,10 @@ impl Embedder for BertEmbedder {
 
     fn embed(&mut self, texts: &[String], pooling: Pooling) -> KilnResult<EmbeddingOutput> {
         if texts.is_empty() {
-            return Ok(EmbeddingOutput { vectors: Vec::new(), prompt_tokens: 0 });
+            return Ok(EmbeddingOutput {
+                vectors: Vec::new(),
+                prompt_tokens: 0,
+            });
         }
         let encodings = self.tokenize(texts)?;
 
@@ -123,6 +128,9 @@ impl Embedder for BertEmbedder {
         let real_tokens: usize = encodings.iter().map(Encoding::len).sum();
         let prompt_tokens = u32::try_from(real_tokens).unwrap_or(u32::MAX);
         tracing::debug!(inputs = texts.len(), prompt_tokens, ?pooling, "embedded");
-        Ok(EmbeddingOutput { vectors, prompt_tokens })
+        Ok(EmbeddingOutput {
+            vectors,
+            prompt_tokens,
+        })
     }
 }

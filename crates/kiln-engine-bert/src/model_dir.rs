@@ -14,8 +14,8 @@ pub(crate) const TOKENIZER_FILE: &str = "tokenizer.json";
 pub(crate) const WEIGHTS_FILE: &str = "model.safetensors";
 pub(crate) const POOLING_CONFIG_FILE: &str = "1_Pooling/config.json";
 
-/// BERT's learned position table ends at 512 in every released checkpoint we serve; a config that
-/// claims more would index past it.
+/// BERT-family encoders are trained on at most 512 tokens; positions past that are untrained even
+/// where a config declares a larger table.
 const MAX_SUPPORTED_POSITIONS: usize = 512;
 
 /// Everything [`crate::BertEmbedder`] needs, loaded and cross-checked.
@@ -40,11 +40,17 @@ pub(crate) fn load(dir: &Path) -> KilnResult<LoadedModel> {
     let config = read_config(dir)?;
     let max_input_tokens = config.max_position_embeddings.min(MAX_SUPPORTED_POSITIONS);
     if max_input_tokens < 2 {
-        return Err(file_error(dir, CONFIG_FILE, "max_position_embeddings is below 2"));
+        return Err(file_error(
+            dir,
+            CONFIG_FILE,
+            "max_position_embeddings is below 2",
+        ));
     }
     let default_pooling = read_default_pooling(dir, config.hidden_size)?;
     let tokenizer = read_tokenizer(dir, max_input_tokens)?;
-    let pad_token_id = tokenizer.token_to_id("[PAD]").unwrap_or(config.pad_token_id as u32);
+    let pad_token_id = tokenizer
+        .token_to_id("[PAD]")
+        .unwrap_or(config.pad_token_id as u32);
     let model = read_weights(dir, &config)?;
     Ok(LoadedModel {
         model,
@@ -57,7 +63,10 @@ pub(crate) fn load(dir: &Path) -> KilnResult<LoadedModel> {
 }
 
 fn file_error(dir: &Path, file: &str, detail: impl std::fmt::Display) -> KilnError {
-    KilnError::internal(format!("embedding model {}: {file}: {detail}", dir.join(file).display()))
+    KilnError::internal(format!(
+        "embedding model {}: {file}: {detail}",
+        dir.join(file).display()
+    ))
 }
 
 fn read_config(dir: &Path) -> KilnResult<Config> {
@@ -86,7 +95,11 @@ fn read_default_pooling(dir: &Path, hidden_size: usize) -> KilnResult<Pooling> {
             ));
         }
     }
-    Ok(if pooling.pooling_mode_cls_token { Pooling::Cls } else { Pooling::Mean })
+    Ok(if pooling.pooling_mode_cls_token {
+        Pooling::Cls
+    } else {
+        Pooling::Mean
+    })
 }
 
 /// Exported tokenizers often carry fixed padding and a short truncation for training; we pad

@@ -25,13 +25,21 @@ pub(crate) fn pool_and_normalize(
 }
 
 fn masked_mean(hidden: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
-    let summed = hidden.broadcast_mul(&attention_mask.unsqueeze(2)?)?.sum(1)?;
-    let token_counts = attention_mask.sum_keepdim(1)?.clamp(MIN_TOKEN_COUNT, f64::MAX)?;
+    let summed = hidden
+        .broadcast_mul(&attention_mask.unsqueeze(2)?)?
+        .sum(1)?;
+    let token_counts = attention_mask
+        .sum_keepdim(1)?
+        .clamp(MIN_TOKEN_COUNT, f64::MAX)?;
     summed.broadcast_div(&token_counts)
 }
 
 fn l2_normalize(vectors: &Tensor) -> Result<Tensor> {
-    let norms = vectors.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(MIN_NORM, f64::MAX)?;
+    let norms = vectors
+        .sqr()?
+        .sum_keepdim(1)?
+        .sqrt()?
+        .clamp(MIN_NORM, f64::MAX)?;
     vectors.broadcast_div(&norms)
 }
 
@@ -44,7 +52,10 @@ mod tests {
     /// huge values must not reach the result.
     fn fixture() -> (Tensor, Tensor) {
         let hidden = Tensor::new(
-            &[[[3.0f32, 0.0], [1.0, 0.0], [2.0, 0.0]], [[0.0, 4.0], [0.0, 2.0], [1e6, 1e6]]],
+            &[
+                [[3.0f32, 0.0], [1.0, 0.0], [2.0, 0.0]],
+                [[0.0, 4.0], [0.0, 2.0], [1e6, 1e6]],
+            ],
             &Device::Cpu,
         )
         .unwrap();
@@ -56,13 +67,15 @@ mod tests {
     fn mean_ignores_padding_and_normalizes() {
         let (hidden, mask) = fixture();
         let pooled = pool_and_normalize(&hidden, &mask, Pooling::Mean).unwrap();
-        assert_eq!(pooled.to_vec2::<f32>().unwrap(), vec![vec![1.0, 0.0], vec![0.0, 1.0]]);
+        assert_eq!(
+            pooled.to_vec2::<f32>().unwrap(),
+            vec![vec![1.0, 0.0], vec![0.0, 1.0]]
+        );
     }
 
     #[test]
     fn cls_takes_the_first_position() {
-        let hidden =
-            Tensor::new(&[[[3.0f32, 4.0], [100.0, 0.0]]], &Device::Cpu).unwrap();
+        let hidden = Tensor::new(&[[[3.0f32, 4.0], [100.0, 0.0]]], &Device::Cpu).unwrap();
         let mask = Tensor::new(&[[1.0f32, 1.0]], &Device::Cpu).unwrap();
         let pooled = pool_and_normalize(&hidden, &mask, Pooling::Cls).unwrap();
         assert_eq!(pooled.to_vec2::<f32>().unwrap(), vec![vec![0.6, 0.8]]);

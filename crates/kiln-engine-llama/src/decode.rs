@@ -100,11 +100,10 @@ pub fn decode_completion(
         logits_index = 0;
     };
 
-    let (tail, stopped_in_tail) = text.finish();
-    if !send_text(sink, tail) {
+    // After a stop string nothing is withheld; otherwise a partial stop-string match is released.
+    if !send_text(sink, text.finish()) {
         return Ok(None);
     }
-    let finish_reason = if stopped_in_tail { FinishReason::Stop } else { finish_reason };
     Ok(Some((finish_reason, generated)))
 }
 
@@ -133,15 +132,8 @@ impl TextPipeline {
         self.stop.push(&decoded)
     }
 
-    /// Everything still withheld, and whether a stop string completed within it.
-    fn finish(&mut self) -> (String, bool) {
-        let decoded = self.utf8.finish();
-        match self.stop.push(&decoded) {
-            Filtered::Stopped(text) => (text, true),
-            Filtered::Continue(mut text) => {
-                text.push_str(&self.stop.finish());
-                (text, false)
-            }
-        }
+    /// The text withheld as a possible stop-string start, released at the end of generation.
+    fn finish(&mut self) -> String {
+        self.stop.finish()
     }
 }

@@ -16,14 +16,11 @@ impl Default for Utf8Stream {
 }
 
 impl Utf8Stream {
-    /// Decodes `bytes`, returning the characters completed so far (possibly empty).
+    /// Decodes `bytes`, returning the characters completed so far (possibly empty). Invalid
+    /// sequences become U+FFFD. Bytes of a character that never completes (generation ended
+    /// mid-character) are simply never returned, rather than shown as U+FFFD.
     pub fn push(&mut self, bytes: &[u8]) -> String {
         self.decode(bytes, false)
-    }
-
-    /// Ends the stream; an incomplete trailing sequence becomes U+FFFD.
-    pub fn finish(&mut self) -> String {
-        self.decode(&[], true)
     }
 
     fn decode(&mut self, bytes: &[u8], last: bool) -> String {
@@ -104,16 +101,16 @@ mod tests {
         for byte in bytes {
             pieces.push(stream.push(std::slice::from_ref(byte)));
         }
-        pieces.push(stream.finish());
         let non_empty: Vec<_> = pieces.into_iter().filter(|p| !p.is_empty()).collect();
         assert_eq!(non_empty, ["é", "✓", "日"]);
     }
 
     #[test]
-    fn an_unfinished_character_at_the_end_becomes_a_replacement_character() {
+    fn invalid_bytes_become_replacement_characters() {
         let mut stream = Utf8Stream::default();
+        assert_eq!(stream.push(&[b'a', 0xFF, b'b']), "a\u{FFFD}b");
         assert_eq!(stream.push(&"✓".as_bytes()[..2]), "");
-        assert_eq!(stream.finish(), "\u{FFFD}");
+        assert_eq!(stream.push(b"c"), "\u{FFFD}c");
     }
 
     #[test]

@@ -27,7 +27,10 @@ pub async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Kiln
         if over_limit {
             too_large(limit)
         } else {
-            KilnError::new(ErrorKind::IncompleteRequest, format!("Could not read the body: {error}"))
+            KilnError::new(
+                ErrorKind::IncompleteRequest,
+                format!("Could not read the body: {error}"),
+            )
         }
     })
 }

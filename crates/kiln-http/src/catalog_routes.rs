@@ -28,7 +28,10 @@ pub async fn search_models(
         .iter()
         .map(|entry| {
             let mut object = entry.to_search_object();
-            let served_by = state.registry.resolve(&entry.name, Some(entry.task)).map(|m| m.name.clone());
+            let served_by = state
+                .registry
+                .resolve(&entry.name, Some(entry.task))
+                .map(|m| m.name.clone());
             object["kiln"] = json!({"installed": served_by.is_some(), "served_by": served_by});
             object
         })

@@ -45,6 +45,8 @@ fn texts_of(input: &Value) -> KilnResult<Vec<String>> {
                 })
             })
             .collect(),
-        _ => Err(KilnError::bad_input("required properties at '/' are 'text'")),
+        _ => Err(KilnError::bad_input(
+            "required properties at '/' are 'text'",
+        )),
     }
 }

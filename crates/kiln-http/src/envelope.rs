@@ -20,7 +20,10 @@ pub struct ApiError {
 
 impl From<KilnError> for ApiError {
     fn from(error: KilnError) -> Self {
-        Self { error, served_by: None }
+        Self {
+            error,
+            served_by: None,
+        }
     }
 }
 

@@ -29,7 +29,10 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 16 * 1024 * 1024, request_timeout: Duration::from_secs(300) }
+        Self {
+            max_body_bytes: 16 * 1024 * 1024,
+            request_timeout: Duration::from_secs(300),
+        }
     }
 }
 
@@ -58,7 +61,9 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(|| async { "ok" }))
         .fallback(envelope::route_not_found)
         .method_not_allowed_fallback(envelope::method_not_allowed)
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(envelope::panic_response))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            envelope::panic_response,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(Arc::new(state))
 }

@@ -65,16 +65,19 @@ fn resolve<'a>(
         return Err(KilnError::new(ErrorKind::InvalidModelId, "The model name is invalid").into());
     }
     let entry = state.catalog.get(model);
-    let served = state.registry.resolve(model, entry.map(|e| e.task)).ok_or_else(|| {
-        let message = match entry {
-            Some(_) => format!(
+    let served = state
+        .registry
+        .resolve(model, entry.map(|e| e.task))
+        .ok_or_else(|| {
+            let message = match entry {
+                Some(_) => format!(
                 "No such model {model} or task: it is in the Workers AI catalog but no installed \
                  local model serves it; install one and map it with an alias in kiln.toml"
             ),
-            None => format!("No such model {model} or task"),
-        };
-        ApiError::from(KilnError::new(ErrorKind::NoSuchModel, message))
-    })?;
+                None => format!("No such model {model} or task"),
+            };
+            ApiError::from(KilnError::new(ErrorKind::NoSuchModel, message))
+        })?;
     let task = served.worker.task();
     let entry = match entry.filter(|e| e.task == task) {
         Some(entry) => entry,
@@ -95,5 +98,8 @@ fn admission_options(input: &Value) -> Admission {
         .get("options")
         .and_then(|o| o.get("rejectIfBusy"))
         .is_some_and(|v| v.as_bool() == Some(true) || v.as_str() == Some("true"));
-    Admission { reject_if_busy, deadline: None }
+    Admission {
+        reject_if_busy,
+        deadline: None,
+    }
 }

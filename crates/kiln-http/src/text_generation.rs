@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use futures::stream::{self, Stream};
 use kiln_catalog::CatalogEntry;
 use kiln_core::{
-    ChatMessage, ErrorKind, GenerationEvent, GenerationRequest, KilnError, KilnResult,
-    PromptInput, SamplingParams, Usage,
+    ChatMessage, ErrorKind, GenerationEvent, GenerationRequest, KilnError, KilnResult, PromptInput,
+    SamplingParams, Usage,
 };
 use kiln_scheduler::{Admission, GenerationStream, GenerationWorker, WorkerEvent};
 use serde_json::{json, Value};
@@ -27,7 +27,10 @@ pub async fn run(
     entry: &CatalogEntry,
 ) -> KilnResult<Response> {
     let request = parse_request(input, entry)?;
-    let streaming = input.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let streaming = input
+        .get("stream")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let deadline = state.config.request_timeout;
     let events = worker.submit(request, admission)?;
     if streaming {
@@ -42,8 +45,9 @@ pub async fn run(
         }
         Ok(Sse::new(sse_events(first, events)).into_response())
     } else {
-        let (text, usage) =
-            tokio::time::timeout(deadline, collect(events)).await.map_err(|_| timeout())??;
+        let (text, usage) = tokio::time::timeout(deadline, collect(events))
+            .await
+            .map_err(|_| timeout())??;
         Ok(success(json!({"response": text, "tool_calls": [], "usage": usage})).into_response())
     }
 }
@@ -61,7 +65,9 @@ async fn collect(mut events: GenerationStream) -> KilnResult<(String, Usage)> {
     while let Some(event) = events.recv().await {
         match event {
             WorkerEvent::Generation(GenerationEvent::Text(piece)) => text.push_str(&piece),
-            WorkerEvent::Generation(GenerationEvent::Done { usage, .. }) => return Ok((text, usage)),
+            WorkerEvent::Generation(GenerationEvent::Done { usage, .. }) => {
+                return Ok((text, usage))
+            }
             WorkerEvent::Error(error) => return Err(error),
         }
     }
@@ -126,8 +132,14 @@ pub fn parse_request(input: &Value, entry: &CatalogEntry) -> KilnResult<Generati
     let prompt_input = if let Some(messages) = input.get("messages") {
         PromptInput::Messages(parse_messages(messages)?)
     } else {
-        let text = input.get("prompt").and_then(Value::as_str).unwrap_or_default().to_owned();
-        let raw = input.get("raw").is_some_and(|v| v.as_bool() == Some(true) || v == "true");
+        let text = input
+            .get("prompt")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let raw = input
+            .get("raw")
+            .is_some_and(|v| v.as_bool() == Some(true) || v == "true");
         PromptInput::Prompt { text, raw }
     };
     let max_tokens = match input.get("max_tokens").and_then(Value::as_u64) {
@@ -144,7 +156,12 @@ pub fn parse_request(input: &Value, entry: &CatalogEntry) -> KilnResult<Generati
         frequency_penalty: number("frequency_penalty"),
         presence_penalty: number("presence_penalty"),
     };
-    Ok(GenerationRequest { input: prompt_input, max_tokens, sampling, stop: parse_stop(input)? })
+    Ok(GenerationRequest {
+        input: prompt_input,
+        max_tokens,
+        sampling,
+        stop: parse_stop(input)?,
+    })
 }
 
 fn parse_messages(messages: &Value) -> KilnResult<Vec<ChatMessage>> {
@@ -158,9 +175,13 @@ fn parse_messages(messages: &Value) -> KilnResult<Vec<ChatMessage>> {
             let role = message.get("role").and_then(Value::as_str).ok_or_else(|| {
                 KilnError::bad_input(format!("required properties at '/messages/{i}' are 'role'"))
             })?;
-            let content = flatten_content(message.get("content"))
-                .map_err(|detail| KilnError::bad_input(format!("'/messages/{i}/content' {detail}")))?;
-            Ok(ChatMessage { role: role.to_owned(), content })
+            let content = flatten_content(message.get("content")).map_err(|detail| {
+                KilnError::bad_input(format!("'/messages/{i}/content' {detail}"))
+            })?;
+            Ok(ChatMessage {
+                role: role.to_owned(),
+                content,
+            })
         })
         .collect()
 }
@@ -176,7 +197,9 @@ fn flatten_content(content: Option<&Value>) -> Result<String, String> {
                 match (part.get("type").and_then(Value::as_str), part.get("text")) {
                     (Some("text") | None, Some(Value::String(piece))) => text.push_str(piece),
                     (Some(kind), _) => {
-                        return Err(format!("has a '{kind}' part; only text parts are supported"))
+                        return Err(format!(
+                            "has a '{kind}' part; only text parts are supported"
+                        ))
                     }
                     _ => return Err("has a part without text".to_owned()),
                 }
@@ -199,6 +222,8 @@ fn parse_stop(input: &Value) -> KilnResult<Vec<String>> {
                     .ok_or_else(|| KilnError::bad_input("'/stop' must hold strings"))
             })
             .collect(),
-        Some(_) => Err(KilnError::bad_input("'/stop' must be a string or an array of strings")),
+        Some(_) => Err(KilnError::bad_input(
+            "'/stop' must be a string or an array of strings",
+        )),
     }
 }

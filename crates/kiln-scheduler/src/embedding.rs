@@ -49,7 +49,12 @@ impl EmbeddingWorker {
                 }
             })
             .map_err(|e| KilnError::internal(format!("cannot start worker thread: {e}")))?;
-        Ok(Self { jobs, in_flight, config, dimensions })
+        Ok(Self {
+            jobs,
+            in_flight,
+            config,
+            dimensions,
+        })
     }
 
     pub fn dimensions(&self) -> usize {
@@ -67,10 +72,16 @@ impl EmbeddingWorker {
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             return Err(KilnError::capacity());
         }
-        let deadline =
-            admission.deadline.unwrap_or_else(|| Instant::now() + self.config.request_timeout);
+        let deadline = admission
+            .deadline
+            .unwrap_or_else(|| Instant::now() + self.config.request_timeout);
         let (reply, answer) = oneshot::channel();
-        let job = EmbeddingJob { texts, pooling, deadline, reply };
+        let job = EmbeddingJob {
+            texts,
+            pooling,
+            deadline,
+            reply,
+        };
         if let Err(error) = self.jobs.try_send(job) {
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             return Err(match error {
@@ -84,7 +95,10 @@ impl EmbeddingWorker {
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(KilnError::internal("the model's worker thread has stopped")),
-            Err(_) => Err(KilnError::new(ErrorKind::Timeout, ErrorKind::Timeout.default_message())),
+            Err(_) => Err(KilnError::new(
+                ErrorKind::Timeout,
+                ErrorKind::Timeout.default_message(),
+            )),
         }
     }
 }
@@ -107,8 +121,10 @@ fn gather_batch(first: EmbeddingJob, queue: &mpsc::Receiver<EmbeddingJob>) -> Ve
 
 fn run_batch(embedder: &mut dyn Embedder, batch: Vec<EmbeddingJob>) {
     let now = Instant::now();
-    let (live, expired): (Vec<_>, Vec<_>) =
-        batch.into_iter().filter(|job| !job.reply.is_closed()).partition(|job| job.deadline > now);
+    let (live, expired): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .filter(|job| !job.reply.is_closed())
+        .partition(|job| job.deadline > now);
     for job in expired {
         let error = KilnError::new(ErrorKind::Timeout, ErrorKind::Timeout.default_message());
         let _ = job.reply.send(Err(error));
@@ -124,7 +140,10 @@ fn run_batch(embedder: &mut dyn Embedder, batch: Vec<EmbeddingJob>) {
 
 fn embed_group(embedder: &mut dyn Embedder, group: Vec<EmbeddingJob>) {
     let pooling = group[0].pooling;
-    let texts: Vec<String> = group.iter().flat_map(|job| job.texts.iter().cloned()).collect();
+    let texts: Vec<String> = group
+        .iter()
+        .flat_map(|job| job.texts.iter().cloned())
+        .collect();
     match embedder.embed(&texts, pooling) {
         Ok(output) => split_output(output, group),
         Err(error) => {
@@ -142,6 +161,9 @@ fn split_output(output: EmbeddingOutput, group: Vec<EmbeddingJob>) {
     for job in group {
         let mine: Vec<Vec<f32>> = vectors.by_ref().take(job.texts.len()).collect();
         let share = output.prompt_tokens as usize * mine.len() / total_texts;
-        let _ = job.reply.send(Ok(EmbeddingOutput { vectors: mine, prompt_tokens: share as u32 }));
+        let _ = job.reply.send(Ok(EmbeddingOutput {
+            vectors: mine,
+            prompt_tokens: share as u32,
+        }));
     }
 }

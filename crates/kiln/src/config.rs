@@ -104,17 +104,20 @@ impl ServeConfig {
     }
 
     pub fn listen_addr(&self) -> SocketAddr {
-        self.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8787)))
+        self.listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8787)))
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.data_dir.clone().unwrap_or_else(kiln_store::default_data_dir)
+        self.data_dir
+            .clone()
+            .unwrap_or_else(kiln_store::default_data_dir)
     }
 
     pub fn threads(&self) -> u32 {
-        self.threads.filter(|&t| t > 0).unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
-        })
+        self.threads
+            .filter(|&t| t > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as u32))
     }
 
     pub fn models(&self) -> Vec<String> {
@@ -150,9 +153,17 @@ mod tests {
 
     #[test]
     fn built_in_defaults_serve_the_default_models() {
-        let config = ServeConfig::default().resolve().expect("built-in config parses");
-        assert_eq!(config.models(), vec!["smollm2-135m-instruct", "all-minilm-l6-v2"]);
-        assert_eq!(config.task_defaults["Text Generation"], "smollm2-135m-instruct");
+        let config = ServeConfig::default()
+            .resolve()
+            .expect("built-in config parses");
+        assert_eq!(
+            config.models(),
+            vec!["smollm2-135m-instruct", "all-minilm-l6-v2"]
+        );
+        assert_eq!(
+            config.task_defaults["Text Generation"],
+            "smollm2-135m-instruct"
+        );
         assert_eq!(config.listen_addr().port(), 8787);
     }
 
@@ -161,14 +172,24 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kiln-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("kiln.toml");
-        std::fs::write(&path, "threads = 7\nqueue_capacity = 3\n[aliases]\n\"my-model\" = \"x\"\n")
-            .expect("write config");
-        let flags = ServeConfig { config: Some(path), threads: Some(1), ..Default::default() };
+        std::fs::write(
+            &path,
+            "threads = 7\nqueue_capacity = 3\n[aliases]\n\"my-model\" = \"x\"\n",
+        )
+        .expect("write config");
+        let flags = ServeConfig {
+            config: Some(path),
+            threads: Some(1),
+            ..Default::default()
+        };
         let config = flags.resolve().expect("config resolves");
         assert_eq!(config.threads(), 1);
         assert_eq!(config.queue_capacity(), 3);
         assert_eq!(config.aliases["my-model"], "x");
-        assert_eq!(config.aliases["@cf/meta/llama-3.1-8b-instruct"], "smollm2-135m-instruct");
+        assert_eq!(
+            config.aliases["@cf/meta/llama-3.1-8b-instruct"],
+            "smollm2-135m-instruct"
+        );
     }
 
     #[test]

@@ -5,7 +5,11 @@ use kiln::ServeConfig;
 use kiln_store::Progress;
 
 #[derive(Parser)]
-#[command(name = "kiln", version, about = "Self-hosted, Workers-AI-compatible inference")]
+#[command(
+    name = "kiln",
+    version,
+    about = "Self-hosted, Workers-AI-compatible inference"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,17 +51,19 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(config) => serve(config.resolve()?),
-        Command::Models { command: ModelsCommand::Pull { names, config } } => {
-            kiln::models::pull(&config.resolve()?, names)
-        }
-        Command::Models { command: ModelsCommand::List { config } } => {
-            kiln::models::list(&config.resolve()?)
-        }
+        Command::Models {
+            command: ModelsCommand::Pull { names, config },
+        } => kiln::models::pull(&config.resolve()?, names),
+        Command::Models {
+            command: ModelsCommand::List { config },
+        } => kiln::models::list(&config.resolve()?),
     }
 }
 
 fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let server = kiln::start(config, Progress::Bar).await?;
         println!("Kiln is listening on http://{}", server.addr);

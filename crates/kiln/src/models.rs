@@ -7,13 +7,18 @@ use kiln_catalog::Catalog;
 use kiln_core::Task;
 use kiln_engine_bert::BertEmbedder;
 use kiln_engine_llama::{LlamaGenerator, LlamaOptions};
-use kiln_scheduler::{AdmissionConfig, EmbeddingWorker, GenerationWorker, ModelRegistry, ServedModel, Worker};
+use kiln_scheduler::{
+    AdmissionConfig, EmbeddingWorker, GenerationWorker, ModelRegistry, ServedModel, Worker,
+};
 use kiln_store::{InstalledModel, ModelFormat, ModelStore, Progress};
 
 use crate::ServeConfig;
 
 /// Makes sure every configured model is present and verified, fetching what is missing.
-pub fn ensure_models(config: &ServeConfig, progress: Progress) -> anyhow::Result<Vec<InstalledModel>> {
+pub fn ensure_models(
+    config: &ServeConfig,
+    progress: Progress,
+) -> anyhow::Result<Vec<InstalledModel>> {
     let store = ModelStore::new(config.data_dir());
     let installed = store.installed();
     config
@@ -32,7 +37,10 @@ pub fn ensure_models(config: &ServeConfig, progress: Progress) -> anyhow::Result
 }
 
 /// Loads each model on its own worker thread and wires up aliases and task defaults.
-pub fn load_registry(config: &ServeConfig, models: &[InstalledModel]) -> anyhow::Result<ModelRegistry> {
+pub fn load_registry(
+    config: &ServeConfig,
+    models: &[InstalledModel],
+) -> anyhow::Result<ModelRegistry> {
     let admission = AdmissionConfig {
         queue_capacity: config.queue_capacity(),
         request_timeout: config.request_timeout(),
@@ -49,15 +57,26 @@ pub fn load_registry(config: &ServeConfig, models: &[InstalledModel]) -> anyhow:
                 let generator = LlamaGenerator::load(&model.primary_file, &options)
                     .with_context(|| format!("cannot load {}", model.name))?;
                 tracing::info!(model = %model.name, "{}", generator.model_description());
-                Worker::Generation(GenerationWorker::spawn(&model.name, Box::new(generator), admission)?)
+                Worker::Generation(GenerationWorker::spawn(
+                    &model.name,
+                    Box::new(generator),
+                    admission,
+                )?)
             }
             ModelFormat::HfBert => {
                 let embedder = BertEmbedder::load(&model.dir)
                     .with_context(|| format!("cannot load {}", model.name))?;
-                Worker::Embedding(EmbeddingWorker::spawn(&model.name, Box::new(embedder), admission)?)
+                Worker::Embedding(EmbeddingWorker::spawn(
+                    &model.name,
+                    Box::new(embedder),
+                    admission,
+                )?)
             }
         };
-        registry.add_model(ServedModel { name: model.name.clone(), worker });
+        registry.add_model(ServedModel {
+            name: model.name.clone(),
+            worker,
+        });
     }
     for (task_name, local) in &config.task_defaults {
         let task = Task::from_name(task_name)
@@ -79,7 +98,12 @@ pub fn list(config: &ServeConfig) -> anyhow::Result<()> {
         println!("  (none installed; run `kiln models pull`)");
     }
     for model in &installed {
-        println!("  {:<28} {:>9}  {}", model.name, human_size(model.size_bytes), model.dir.display());
+        println!(
+            "  {:<28} {:>9}  {}",
+            model.name,
+            human_size(model.size_bytes),
+            model.dir.display()
+        );
         for line in served_ids(config, &model.name) {
             println!("      serves {line}");
         }
@@ -98,10 +122,21 @@ pub fn list(config: &ServeConfig) -> anyhow::Result<()> {
 /// `kiln models pull [NAME…]`: fetches and verifies models (the configured ones by default).
 pub fn pull(config: &ServeConfig, names: Vec<String>) -> anyhow::Result<()> {
     let store = ModelStore::new(config.data_dir());
-    let names = if names.is_empty() { config.models() } else { names };
+    let names = if names.is_empty() {
+        config.models()
+    } else {
+        names
+    };
     for name in names {
-        let model = store.ensure(&name, Progress::Bar).with_context(|| format!("cannot pull {name}"))?;
-        println!("{} ready: {} ({})", model.name, model.primary_file.display(), human_size(model.size_bytes));
+        let model = store
+            .ensure(&name, Progress::Bar)
+            .with_context(|| format!("cannot pull {name}"))?;
+        println!(
+            "{} ready: {} ({})",
+            model.name,
+            model.primary_file.display(),
+            human_size(model.size_bytes)
+        );
     }
     Ok(())
 }
@@ -116,8 +151,14 @@ fn served_ids(config: &ServeConfig, local: &str) -> Vec<String> {
         .collect();
     for (task_name, target) in &config.task_defaults {
         if target == local {
-            let count = catalog.entries().iter().filter(|e| e.task.name() == task_name).count();
-            lines.push(format!("every other {task_name} id in the catalog ({count} ids)"));
+            let count = catalog
+                .entries()
+                .iter()
+                .filter(|e| e.task.name() == task_name)
+                .count();
+            lines.push(format!(
+                "every other {task_name} id in the catalog ({count} ids)"
+            ));
         }
     }
     lines

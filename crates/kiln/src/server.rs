@@ -65,5 +65,9 @@ pub async fn start(config: ServeConfig, progress: Progress) -> anyhow::Result<Ru
             tracing::error!("server error: {error}");
         }
     });
-    Ok(RunningServer { addr, shutdown: Some(shutdown), task })
+    Ok(RunningServer {
+        addr,
+        shutdown: Some(shutdown),
+        task,
+    })
 }

@@ -17,7 +17,7 @@ fn small_server_url(model: &str) -> String {
     let addr = SMALL_SERVER.get_or_init(|| {
         let mut config = test_config();
         config.queue_capacity = Some(1);
-        config.request_timeout_secs = Some(2);
+        config.request_timeout_secs = Some(4);
         config.models = Some(vec!["smollm2-135m-instruct".into()]);
         spawn_server(config)
     });
@@ -43,8 +43,8 @@ async fn busy_timeout_and_disconnect() {
 
 async fn reject_if_busy_gets_3040() {
     let url = small_server_url(LLAMA);
-    let running = post(&url, &long_generation(400)).await;
-    assert_eq!(running.status(), 200);
+    let running = post(&url, &long_generation(1000)).await;
+    assert_eq!(running.status(), 200, "the long generation starts streaming");
     let busy = json!({"prompt": "hi", "max_tokens": 2, "options": {"rejectIfBusy": true}});
     let response = post(&url, &busy).await;
     assert_eq!(response.status(), 429);
@@ -69,7 +69,10 @@ async fn disconnect_frees_the_worker() {
         if response.status() == 200 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(1), "worker still busy after disconnect");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "worker still busy after disconnect"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -84,5 +87,5 @@ async fn deadline_gives_408() {
     let body: Value = response.json().await.expect("envelope");
     let (code, _) = assert_error_envelope(&body);
     assert_eq!(code, 3007);
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(started.elapsed() < Duration::from_secs(8), "answered soon after the deadline");
 }

@@ -22,11 +22,19 @@ async fn search_filters_by_task_and_reports_local_serving() {
     assert_eq!(body["success"], true);
     let results = body["result"].as_array().expect("result array");
     assert!(!results.is_empty());
-    assert!(results.iter().all(|m| m["task"]["name"] == "Text Embeddings"));
-    let bge = results.iter().find(|m| m["name"] == "@cf/baai/bge-base-en-v1.5").expect("bge-base listed");
+    assert!(results
+        .iter()
+        .all(|m| m["task"]["name"] == "Text Embeddings"));
+    let bge = results
+        .iter()
+        .find(|m| m["name"] == "@cf/baai/bge-base-en-v1.5")
+        .expect("bge-base listed");
     assert_eq!(bge["kiln"]["installed"], true);
     assert_eq!(bge["kiln"]["served_by"], "all-minilm-l6-v2");
-    assert_eq!(body["result_info"]["total_count"].as_u64(), Some(results.len() as u64));
+    assert_eq!(
+        body["result_info"]["total_count"].as_u64(),
+        Some(results.len() as u64)
+    );
 }
 
 #[tokio::test]
@@ -45,12 +53,17 @@ async fn search_reports_models_nothing_serves() {
     let (_, body) = get_json(&search_path("search=whisper")).await;
     let results = body["result"].as_array().expect("results");
     assert!(!results.is_empty());
-    assert!(results.iter().all(|m| m["kiln"]["installed"] == false), "{body}");
+    assert!(
+        results.iter().all(|m| m["kiln"]["installed"] == false),
+        "{body}"
+    );
 }
 
 #[tokio::test]
 async fn schema_is_served_for_a_model() {
-    let path = format!("/client/v4/accounts/{ACCOUNT}/ai/models/schema?model=@cf/meta/llama-3.1-8b-instruct");
+    let path = format!(
+        "/client/v4/accounts/{ACCOUNT}/ai/models/schema?model=@cf/meta/llama-3.1-8b-instruct"
+    );
     let (status, body) = get_json(&path).await;
     assert_eq!(status, 200, "{body}");
     assert!(body["result"]["input"].is_object());

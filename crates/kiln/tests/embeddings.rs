@@ -12,7 +12,13 @@ fn vectors(body: &Value) -> Vec<Vec<f64>> {
         .as_array()
         .expect("data array")
         .iter()
-        .map(|v| v.as_array().expect("vector").iter().map(|x| x.as_f64().expect("number")).collect())
+        .map(|v| {
+            v.as_array()
+                .expect("vector")
+                .iter()
+                .map(|x| x.as_f64().expect("number"))
+                .collect()
+        })
         .collect()
 }
 
@@ -24,15 +30,27 @@ fn cosine(a: &[f64], b: &[f64]) -> f64 {
 
 #[tokio::test]
 async fn similar_sentences_score_high_and_unrelated_low() {
-    let texts = ["A man is eating food.", "A man is eating a piece of bread.", "The stock market fell today."];
+    let texts = [
+        "A man is eating food.",
+        "A man is eating a piece of bread.",
+        "The stock market fell today.",
+    ];
     let (status, headers, body) = run(BGE, &json!({"text": texts})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(headers["x-kiln-model"], "all-minilm-l6-v2");
     assert_eq!(body["result"]["shape"], json!([3, 384]));
     assert_eq!(body["result"]["pooling"], "mean");
     let v = vectors(&body);
-    assert!(cosine(&v[0], &v[1]) > 0.7, "similar: {}", cosine(&v[0], &v[1]));
-    assert!(cosine(&v[0], &v[2]) < 0.3, "unrelated: {}", cosine(&v[0], &v[2]));
+    assert!(
+        cosine(&v[0], &v[1]) > 0.7,
+        "similar: {}",
+        cosine(&v[0], &v[1])
+    );
+    assert!(
+        cosine(&v[0], &v[2]) < 0.3,
+        "unrelated: {}",
+        cosine(&v[0], &v[2])
+    );
     for vector in &v {
         let norm = vector.iter().map(|x| x * x).sum::<f64>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4, "L2-normalized, got {norm}");
@@ -41,7 +59,11 @@ async fn similar_sentences_score_high_and_unrelated_low() {
 
 #[tokio::test]
 async fn single_string_gives_one_row() {
-    let (status, _, body) = run("@cf/baai/bge-small-en-v1.5", &json!({"text": "hello world"})).await;
+    let (status, _, body) = run(
+        "@cf/baai/bge-small-en-v1.5",
+        &json!({"text": "hello world"}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"]["shape"], json!([1, 384]));
 }
@@ -69,7 +91,11 @@ async fn batched_vectors_equal_single_vectors() {
     for (i, text) in texts.iter().enumerate() {
         let (_, _, single) = run(BGE, &json!({"text": text})).await;
         let single = vectors(&single);
-        let max_diff = batched[i].iter().zip(&single[0]).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        let max_diff = batched[i]
+            .iter()
+            .zip(&single[0])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
         assert!(max_diff < 1e-5, "text {i}: max difference {max_diff}");
     }
 }
@@ -77,12 +103,20 @@ async fn batched_vectors_equal_single_vectors() {
 #[tokio::test]
 async fn concurrent_requests_get_their_own_vectors() {
     let texts = ["alpha beta", "the quick brown fox", "zeta"];
-    let singles = futures::future::join_all(texts.iter().map(|t| run(BGE, &json!({"text": t})))).await;
+    let bodies: Vec<Value> = texts.iter().map(|t| json!({"text": t})).collect();
+    let singles = futures::future::join_all(bodies.iter().map(|b| run(BGE, b))).await;
     let (_, _, batch) = run(BGE, &json!({"text": texts})).await;
     let batched = vectors(&batch);
     for (i, (_, _, body)) in singles.iter().enumerate() {
         let v = vectors(body);
-        let max_diff = batched[i].iter().zip(&v[0]).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-        assert!(max_diff < 1e-5, "request {i} got someone else's vector ({max_diff})");
+        let max_diff = batched[i]
+            .iter()
+            .zip(&v[0])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            max_diff < 1e-5,
+            "request {i} got someone else's vector ({max_diff})"
+        );
     }
 }

@@ -13,7 +13,10 @@ async fn expect_error(model: &str, body: serde_json::Value, status: u16, code: u
     assert_eq!(got_status, status, "{body} → {response}");
     let (got_code, message) = assert_error_envelope(&response);
     assert_eq!(got_code, code, "{body} → {message}");
-    assert!(message.contains(needle), "{body}: message {message:?} should mention {needle:?}");
+    assert!(
+        message.contains(needle),
+        "{body}: message {message:?} should mention {needle:?}"
+    );
 }
 
 #[tokio::test]
@@ -23,12 +26,47 @@ async fn schema_violations_name_the_field() {
     expect_error(LLAMA, json!({"prompt": ""}), 400, 5006, "/prompt").await;
     expect_error(LLAMA, json!({"prompt": 5}), 400, 5006, "/prompt").await;
     expect_error(LLAMA, json!({"messages": "x"}), 400, 5006, "/messages").await;
-    expect_error(LLAMA, json!({"prompt": "hi", "max_tokens": -1}), 400, 5006, "/max_tokens").await;
-    expect_error(LLAMA, json!({"prompt": "hi", "temperature": 99}), 400, 5006, "/temperature").await;
-    expect_error("@cf/baai/bge-small-en-v1.5", json!({"text": ""}), 400, 5006, "/text").await;
+    expect_error(
+        LLAMA,
+        json!({"prompt": "hi", "max_tokens": -1}),
+        400,
+        5006,
+        "/max_tokens",
+    )
+    .await;
+    expect_error(
+        LLAMA,
+        json!({"prompt": "hi", "temperature": 99}),
+        400,
+        5006,
+        "/temperature",
+    )
+    .await;
+    expect_error(
+        "@cf/baai/bge-small-en-v1.5",
+        json!({"text": ""}),
+        400,
+        5006,
+        "/text",
+    )
+    .await;
     let too_many: Vec<String> = (0..101).map(|i| format!("text {i}")).collect();
-    expect_error("@cf/baai/bge-small-en-v1.5", json!({"text": too_many}), 400, 5006, "/text").await;
-    expect_error("@cf/baai/bge-small-en-v1.5", json!({"text": "x", "pooling": "max"}), 400, 5006, "/pooling").await;
+    expect_error(
+        "@cf/baai/bge-small-en-v1.5",
+        json!({"text": too_many}),
+        400,
+        5006,
+        "/text",
+    )
+    .await;
+    expect_error(
+        "@cf/baai/bge-small-en-v1.5",
+        json!({"text": "x", "pooling": "max"}),
+        400,
+        5006,
+        "/pooling",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -47,29 +85,99 @@ async fn invalid_json_is_bad_input() {
     assert!(message.contains("JSON"), "{message}");
 }
 
+/// Sends a request over a raw socket and returns the status line and body. The server may answer
+/// before it has read the whole body (that is the point of an early 413), so write errors after
+/// the headers are expected and ignored.
+async fn raw_post(path: &str, headers: &str, body_len: usize) -> (String, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(server()).await.expect("connect");
+    let head = format!("POST {path} HTTP/1.1\r\nhost: kiln\r\ncontent-type: application/json\r\n{headers}\r\n");
+    socket.write_all(head.as_bytes()).await.expect("write headers");
+    let chunk = vec![b'a'; 64 * 1024];
+    let mut sent = 0;
+    while sent < body_len {
+        if socket.write_all(&chunk).await.is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), socket.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status_line = text.lines().next().unwrap_or_default().to_owned();
+    let json_start = text.find('{').expect("a JSON body");
+    let json_end = text.rfind('}').expect("a JSON body") + 1;
+    (status_line, serde_json::from_str(&text[json_start..json_end]).expect("JSON envelope"))
+}
+
 #[tokio::test]
-async fn oversized_body_is_413() {
-    let huge = format!("{{\"prompt\": \"{}\"}}", "a".repeat(20 * 1024 * 1024));
-    let response = client().post(run_url(LLAMA)).body(huge).send().await.expect("sent");
-    assert_eq!(response.status(), 413);
-    let body: serde_json::Value = response.json().await.expect("JSON envelope");
-    let (code, _) = assert_error_envelope(&body);
+async fn oversized_body_is_413_before_it_is_read() {
+    let path = format!("/client/v4/accounts/{ACCOUNT}/ai/run/{LLAMA}");
+    let length = 20 * 1024 * 1024;
+    let (status, body) = raw_post(&path, &format!("content-length: {length}\r\nconnection: close\r\n"), length).await;
+    assert!(status.contains("413"), "{status}");
+    let (code, message) = assert_error_envelope(&body);
     assert_eq!(code, 3006);
+    assert!(message.contains("too large"), "{message}");
+}
+
+#[tokio::test]
+async fn oversized_chunked_body_is_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(server()).await.expect("connect");
+    let head = format!(
+        "POST /client/v4/accounts/{ACCOUNT}/ai/run/{LLAMA} HTTP/1.1\r\nhost: kiln\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.expect("write headers");
+    let chunk = vec![b'a'; 1024 * 1024];
+    for _ in 0..20 {
+        let frame = format!("{:x}\r\n", chunk.len());
+        if socket.write_all(frame.as_bytes()).await.is_err()
+            || socket.write_all(&chunk).await.is_err()
+            || socket.write_all(b"\r\n").await.is_err()
+        {
+            break;
+        }
+    }
+    let _ = socket.write_all(b"0\r\n\r\n").await;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), socket.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("3006"), "{text}");
 }
 
 #[tokio::test]
 async fn unknown_model_is_5007() {
-    expect_error("@cf/nobody/no-such-model", json!({"prompt": "hi"}), 400, 5007, "@cf/nobody/no-such-model").await;
+    expect_error(
+        "@cf/nobody/no-such-model",
+        json!({"prompt": "hi"}),
+        400,
+        5007,
+        "@cf/nobody/no-such-model",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn catalog_model_without_a_local_model_is_5007_and_says_so() {
-    expect_error("@cf/openai/whisper", json!({"audio": [1, 2, 3]}), 400, 5007, "not").await;
+    expect_error(
+        "@cf/openai/whisper",
+        json!({"audio": [1, 2, 3]}),
+        400,
+        5007,
+        "no installed local model",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn unknown_route_is_cloudflare_404() {
-    let response = client().get(url("/client/v4/nothing/here")).send().await.expect("sent");
+    let response = client()
+        .get(url("/client/v4/nothing/here"))
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(response.status(), 404);
     let body: serde_json::Value = response.json().await.expect("JSON envelope");
     assert_eq!(body["errors"][0]["code"], 7003);
@@ -79,7 +187,12 @@ async fn unknown_route_is_cloudflare_404() {
 
 #[tokio::test]
 async fn server_keeps_serving_after_bad_input() {
-    for bad in [json!({"prompt": 5}), json!([1, 2]), json!(null), json!("text")] {
+    for bad in [
+        json!({"prompt": 5}),
+        json!([1, 2]),
+        json!(null),
+        json!("text"),
+    ] {
         let (status, _, _) = run(LLAMA, &bad).await;
         assert_eq!(status, 400);
     }

@@ -21,7 +21,9 @@ async fn chat_answers_with_the_real_model_and_names_it() {
     assert!(response.contains("Paris"), "answer was {response:?}");
     let usage = &body["result"]["usage"];
     let prompt = usage["prompt_tokens"].as_u64().expect("prompt_tokens");
-    let completion = usage["completion_tokens"].as_u64().expect("completion_tokens");
+    let completion = usage["completion_tokens"]
+        .as_u64()
+        .expect("completion_tokens");
     assert!(prompt > 5 && completion > 0, "{usage}");
     assert_eq!(usage["total_tokens"].as_u64(), Some(prompt + completion));
     assert_eq!(headers["x-kiln-model"], "smollm2-135m-instruct");
@@ -29,10 +31,16 @@ async fn chat_answers_with_the_real_model_and_names_it() {
 
 #[tokio::test]
 async fn prompt_input_and_local_model_name_work() {
-    let body = json!({"prompt": "What is the capital of France?", "temperature": 0, "max_tokens": 32});
+    let body =
+        json!({"prompt": "What is the capital of France?", "temperature": 0, "max_tokens": 32});
     let (status, headers, body) = run("smollm2-135m-instruct", &body).await;
     assert_eq!(status, 200, "{body}");
-    assert!(body["result"]["response"].as_str().is_some_and(|r| r.contains("Paris")), "{body}");
+    assert!(
+        body["result"]["response"]
+            .as_str()
+            .is_some_and(|r| r.contains("Paris")),
+        "{body}"
+    );
     assert_eq!(headers["x-kiln-model"], "smollm2-135m-instruct");
 }
 
@@ -59,14 +67,28 @@ async fn same_seed_gives_same_text() {
     let (_, _, first) = run(LLAMA, &body).await;
     let (_, _, second) = run(LLAMA, &body).await;
     assert_eq!(first["result"]["response"], second["result"]["response"]);
-    assert!(!first["result"]["response"].as_str().unwrap_or_default().is_empty());
+    assert!(!first["result"]["response"]
+        .as_str()
+        .unwrap_or_default()
+        .is_empty());
 }
 
 async fn stream_text(body: &Value) -> (String, Vec<String>) {
-    let response = client().post(run_url(LLAMA)).json(body).send().await.expect("request sent");
+    let response = client()
+        .post(run_url(LLAMA))
+        .json(body)
+        .send()
+        .await
+        .expect("request sent");
     assert_eq!(response.status(), 200);
-    let content_type = response.headers()["content-type"].to_str().expect("ascii").to_owned();
-    assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
     let text = response.text().await.expect("SSE body");
     (text.clone(), sse_data(&text))
 }
@@ -79,7 +101,10 @@ async fn streaming_matches_non_streaming_for_the_same_seed() {
     let (_, _, plain) = run(LLAMA, &body).await;
     body["stream"] = json!(true);
     let (raw, events) = stream_text(&body).await;
-    assert!(raw.ends_with("data: [DONE]\n\n"), "stream must end with [DONE]: {raw:?}");
+    assert!(
+        raw.ends_with("data: [DONE]\n\n"),
+        "stream must end with [DONE]: {raw:?}"
+    );
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
     let parsed: Vec<Value> = events[..events.len() - 1]
         .iter()
@@ -87,12 +112,23 @@ async fn streaming_matches_non_streaming_for_the_same_seed() {
         .collect();
     let trailer = parsed.last().expect("usage trailer");
     assert_eq!(trailer["response"], "");
-    assert_eq!(trailer["usage"], plain["result"]["usage"], "trailer usage equals non-streamed usage");
+    assert_eq!(
+        trailer["usage"], plain["result"]["usage"],
+        "trailer usage equals non-streamed usage"
+    );
     let pieces = &parsed[..parsed.len() - 1];
     assert!(pieces.len() > 1, "one event per token");
-    assert!(pieces.iter().all(|p| p["response"].as_str().is_some_and(|s| !s.is_empty())));
-    let streamed: String = pieces.iter().filter_map(|p| p["response"].as_str()).collect();
-    assert_eq!(streamed, plain["result"]["response"].as_str().expect("text"));
+    assert!(pieces
+        .iter()
+        .all(|p| p["response"].as_str().is_some_and(|s| !s.is_empty())));
+    let streamed: String = pieces
+        .iter()
+        .filter_map(|p| p["response"].as_str())
+        .collect();
+    assert_eq!(
+        streamed,
+        plain["result"]["response"].as_str().expect("text")
+    );
 }
 
 #[tokio::test]

@@ -35,13 +35,18 @@ pub enum SchemaKind {
     DeepgramFlux,
     SmartTurn,
     Melotts,
+    #[serde(rename = "aura-1")]
     Aura1,
+    #[serde(rename = "aura-2-en")]
     Aura2En,
+    #[serde(rename = "aura-2-es")]
     Aura2Es,
     StableDiffusion,
+    #[serde(rename = "flux-1-schnell")]
     Flux1Schnell,
     LucidOrigin,
     Phoenix,
+    #[serde(rename = "flux-2")]
     Flux2,
     ImageToText,
     ImageClassification,

@@ -223,7 +223,7 @@ pub(super) fn m2m100_output() -> Value {
 }
 
 /// FLORES-200 codes IndicTrans2 en→indic translates into.
-const INDIC_LANGUAGES: [&str; 34] = [
+const INDIC_LANGUAGES: &[&str] = &[
     "asm_Beng", "awa_Deva", "ben_Beng", "bho_Deva", "brx_Deva", "doi_Deva", "eng_Latn", "gom_Deva",
     "gon_Deva", "guj_Gujr", "hin_Deva", "hne_Deva", "kan_Knda", "kas_Arab", "kas_Deva", "kha_Latn",
     "lus_Latn", "mag_Deva", "mai_Deva", "mal_Mlym", "mar_Deva", "mni_Beng", "mni_Mtei", "npi_Deva",

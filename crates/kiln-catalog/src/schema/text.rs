@@ -61,7 +61,13 @@ fn with_sampling(own: Value) -> Map<String, Value> {
 fn prompt_branch() -> Value {
     let properties = with_sampling(json!({
         "prompt": {"type": "string", "minLength": 1, "description": "The input text prompt."},
-        "raw": {"type": "boolean", "default": false, "description": "Skip the chat template."}
+        // Docs examples send `"raw": "true"`, so the string spellings pass too.
+        "raw": {
+            "type": ["boolean", "string"],
+            "enum": [true, false, "true", "false"],
+            "default": false,
+            "description": "Skip the chat template."
+        }
     }));
     json!({"type": "object", "title": "Prompt", "properties": properties, "required": ["prompt"]})
 }

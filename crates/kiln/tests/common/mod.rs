@@ -18,7 +18,10 @@ pub fn test_config() -> ServeConfig {
     ServeConfig {
         listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         data_dir: Some(kiln_store::default_data_dir()),
-        config: Some(std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/default-kiln.toml"))),
+        config: Some(std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/default-kiln.toml"
+        ))),
         ..Default::default()
     }
 }
@@ -34,7 +37,9 @@ pub fn spawn_server(config: ServeConfig) -> SocketAddr {
             .expect("test runtime");
         runtime.block_on(async move {
             let config = config.resolve().expect("test config resolves");
-            let server = kiln::start(config, Progress::Quiet).await.expect("server starts");
+            let server = kiln::start(config, Progress::Quiet)
+                .await
+                .expect("server starts");
             ready_tx.send(server.addr).expect("report address");
             std::future::pending::<()>().await;
             drop(server);
@@ -62,7 +67,12 @@ pub fn client() -> reqwest::Client {
 
 /// POSTs JSON to a model and returns (status, headers, parsed body).
 pub async fn run(model: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
-    let response = client().post(run_url(model)).json(body).send().await.expect("request sent");
+    let response = client()
+        .post(run_url(model))
+        .json(body)
+        .send()
+        .await
+        .expect("request sent");
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response.json::<Value>().await.expect("JSON body");
@@ -85,7 +95,9 @@ pub fn sse_data(body: &str) -> Vec<String> {
     body.split("\n\n")
         .filter_map(|event| {
             event.lines().find_map(|line| {
-                line.strip_prefix("data: ").or_else(|| line.strip_prefix("data:")).map(str::to_owned)
+                line.strip_prefix("data: ")
+                    .or_else(|| line.strip_prefix("data:"))
+                    .map(str::to_owned)
             })
         })
         .collect()
