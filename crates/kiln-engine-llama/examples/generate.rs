@@ -1,6 +1,6 @@
 //! Streams one chat completion from a GGUF model and reports timings on stderr.
 //!
-//! `cargo run --release -p kiln-engine-llama --example generate -- MODEL.gguf "question" [max_tokens] [batch_size]`
+//! `[SYSTEM="system prompt"] cargo run --release -p kiln-engine-llama --example generate -- MODEL.gguf "question" [max_tokens] [batch_size]`
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -24,18 +24,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let started = Instant::now();
     let mut generator = LlamaGenerator::load(&model, &options)?;
-    eprintln!("loaded {} in {:?}", generator.model_description(), started.elapsed());
+    eprintln!(
+        "loaded {} in {:?}",
+        generator.model_description(),
+        started.elapsed()
+    );
 
     let request = GenerationRequest {
         input: match std::env::var("SYSTEM") {
             Ok(system) => PromptInput::Messages(vec![
-                ChatMessage { role: "system".into(), content: system },
-                ChatMessage { role: "user".into(), content: question },
+                ChatMessage {
+                    role: "system".into(),
+                    content: system,
+                },
+                ChatMessage {
+                    role: "user".into(),
+                    content: question,
+                },
             ]),
-            Err(_) => PromptInput::Messages(vec![ChatMessage { role: "user".into(), content: question }]),
+            Err(_) => PromptInput::Messages(vec![ChatMessage {
+                role: "user".into(),
+                content: question,
+            }]),
         },
         max_tokens,
-        sampling: SamplingParams { temperature: 0.0, ..SamplingParams::default() },
+        sampling: SamplingParams {
+            temperature: 0.0,
+            ..SamplingParams::default()
+        },
         stop: Vec::new(),
     };
     let started = Instant::now();
@@ -48,7 +64,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let _ = write!(stdout, "{text}");
                 let _ = stdout.flush();
             }
-            GenerationEvent::Done { usage, finish_reason } => {
+            GenerationEvent::Done {
+                usage,
+                finish_reason,
+            } => {
                 let total = started.elapsed();
                 let first = first_text.unwrap_or(total);
                 let decoded = usage.completion_tokens.saturating_sub(1).max(1);

@@ -27,15 +27,22 @@ impl ChatTemplate {
         environment.set_trim_blocks(true);
         environment.set_lstrip_blocks(true);
         // Python string methods (`.strip()`, `.startswith()`, `.items()`) used by many templates.
-        environment.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        environment
+            .set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         minijinja_contrib::add_to_environment(&mut environment);
         environment.add_function("raise_exception", raise_exception);
         environment
             .add_template_owned(TEMPLATE_NAME, source.to_owned())
             .map_err(|error| {
-                KilnError::internal(format!("the model's chat template does not compile: {error}"))
+                KilnError::internal(format!(
+                    "the model's chat template does not compile: {error}"
+                ))
             })?;
-        Ok(Self { environment, bos_token, eos_token })
+        Ok(Self {
+            environment,
+            bos_token,
+            eos_token,
+        })
     }
 
     /// Renders `messages` followed by the assistant's generation prompt.
@@ -55,7 +62,9 @@ impl ChatTemplate {
             .map_err(|error| {
                 // A template rejecting the conversation (e.g. an unsupported role) is the
                 // caller's problem; its own message says what is wrong.
-                let detail = error.detail().map_or_else(|| error.to_string(), str::to_owned);
+                let detail = error
+                    .detail()
+                    .map_or_else(|| error.to_string(), str::to_owned);
                 KilnError::bad_input(format!("chat template: {detail}"))
             })
     }
@@ -72,14 +81,19 @@ mod tests {
     use kiln_core::ErrorKind as KilnErrorKind;
 
     fn message(role: &str, content: &str) -> ChatMessage {
-        ChatMessage { role: role.to_owned(), content: content.to_owned() }
+        ChatMessage {
+            role: role.to_owned(),
+            content: content.to_owned(),
+        }
     }
 
     #[test]
     fn chatml_fallback_renders_turns_and_generation_prompt() {
-        let template = ChatTemplate::compile(CHATML_TEMPLATE, String::new(), String::new()).unwrap();
-        let rendered =
-            template.render(&[message("system", "Be brief."), message("user", "Hi")]).unwrap();
+        let template =
+            ChatTemplate::compile(CHATML_TEMPLATE, String::new(), String::new()).unwrap();
+        let rendered = template
+            .render(&[message("system", "Be brief."), message("user", "Hi")])
+            .unwrap();
         assert_eq!(
             rendered,
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
@@ -104,7 +118,9 @@ mod tests {
         let error = template.render(&[message("system", "x")]).unwrap_err();
         assert_eq!(error.kind, KilnErrorKind::BadInput);
         assert!(
-            error.message.contains("Only user and assistant roles are supported!"),
+            error
+                .message
+                .contains("Only user and assistant roles are supported!"),
             "{}",
             error.message
         );

@@ -28,7 +28,9 @@ pub fn prefill(
             let position = start + offset;
             batch
                 .add(token, to_position(position)?, &[SEQUENCE], position == last)
-                .map_err(|error| KilnError::internal(format!("building the prompt batch: {error}")))?;
+                .map_err(|error| {
+                    KilnError::internal(format!("building the prompt batch: {error}"))
+                })?;
         }
         context
             .decode(batch)
@@ -124,7 +126,10 @@ struct TextPipeline {
 
 impl TextPipeline {
     fn new(stop_strings: &[String]) -> Self {
-        Self { utf8: Utf8Stream::default(), stop: StopFilter::new(stop_strings) }
+        Self {
+            utf8: Utf8Stream::default(),
+            stop: StopFilter::new(stop_strings),
+        }
     }
 
     fn push(&mut self, bytes: &[u8]) -> Filtered {

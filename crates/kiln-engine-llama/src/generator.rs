@@ -38,7 +38,11 @@ pub struct LlamaOptions {
 impl Default for LlamaOptions {
     fn default() -> Self {
         let threads = std::thread::available_parallelism().map_or(4, |n| n.get() as u32);
-        Self { context_size: None, threads, batch_size: 512 }
+        Self {
+            context_size: None,
+            threads,
+            batch_size: 512,
+        }
     }
 }
 
@@ -81,7 +85,10 @@ impl LlamaGenerator {
     pub fn load(gguf: &Path, options: &LlamaOptions) -> KilnResult<Self> {
         let backend = backend()?;
         if !gguf.is_file() {
-            return Err(KilnError::internal(format!("model file {} does not exist", gguf.display())));
+            return Err(KilnError::internal(format!(
+                "model file {} does not exist",
+                gguf.display()
+            )));
         }
         let started = Instant::now();
         let model = LlamaModel::load_from_file(backend, gguf, &LlamaModelParams::default())
@@ -146,9 +153,10 @@ impl LlamaGenerator {
     fn prompt_tokens(&self, input: &PromptInput) -> KilnResult<Vec<LlamaToken>> {
         let text = match input {
             PromptInput::Prompt { text, raw: true } => text.clone(),
-            PromptInput::Prompt { text, raw: false } => self
-                .template
-                .render(&[ChatMessage { role: "user".to_owned(), content: text.clone() }])?,
+            PromptInput::Prompt { text, raw: false } => self.template.render(&[ChatMessage {
+                role: "user".to_owned(),
+                content: text.clone(),
+            }])?,
             PromptInput::Messages(messages) => self.template.render(messages)?,
         };
         let tokens = tokenize(&self.loaded.model, &text);
@@ -164,7 +172,11 @@ impl TextGenerator for LlamaGenerator {
         self.loaded.context.n_ctx()
     }
 
-    fn generate(&mut self, request: &GenerationRequest, sink: &mut dyn EventSink) -> KilnResult<()> {
+    fn generate(
+        &mut self,
+        request: &GenerationRequest,
+        sink: &mut dyn EventSink,
+    ) -> KilnResult<()> {
         let prompt = self.prompt_tokens(&request.input)?;
         let context_window = self.context_window();
         let prompt_tokens = u32::try_from(prompt.len()).unwrap_or(u32::MAX);
@@ -188,7 +200,10 @@ impl TextGenerator for LlamaGenerator {
 
         if max_new_tokens == 0 {
             let usage = Usage::new(prompt_tokens, 0);
-            sink.send(GenerationEvent::Done { usage, finish_reason: FinishReason::Length });
+            sink.send(GenerationEvent::Done {
+                usage,
+                finish_reason: FinishReason::Length,
+            });
             return Ok(());
         }
 
@@ -211,7 +226,10 @@ impl TextGenerator for LlamaGenerator {
             return Ok(());
         };
         let usage = Usage::new(prompt_tokens, completion_tokens);
-        sink.send(GenerationEvent::Done { usage, finish_reason });
+        sink.send(GenerationEvent::Done {
+            usage,
+            finish_reason,
+        });
         Ok(())
     }
 }
@@ -239,14 +257,24 @@ fn special_token_text(model: &LlamaModel, token: LlamaToken) -> String {
     if !is_real_token(model, token) {
         return String::new();
     }
-    model.vocab().text(token).map(|text| text.to_string_lossy().into_owned()).unwrap_or_default()
+    model
+        .vocab()
+        .text(token)
+        .map(|text| text.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn load_chat_template(model: &LlamaModel, model_name: &str) -> KilnResult<ChatTemplate> {
-    let source = match model.chat_template(None).map(|template| template.to_string()) {
+    let source = match model
+        .chat_template(None)
+        .map(|template| template.to_string())
+    {
         Ok(Ok(source)) => source,
         _ => {
-            tracing::info!(model = model_name, "GGUF has no chat template; using ChatML");
+            tracing::info!(
+                model = model_name,
+                "GGUF has no chat template; using ChatML"
+            );
             CHATML_TEMPLATE.to_owned()
         }
     };
@@ -263,13 +291,17 @@ fn model_name(model: &LlamaModel, gguf: &Path) -> String {
         .meta_val_str("general.name")
         .ok()
         .filter(|name| !name.trim().is_empty())
-        .or_else(|| gguf.file_stem().map(|stem| stem.to_string_lossy().into_owned()))
+        .or_else(|| {
+            gguf.file_stem()
+                .map(|stem| stem.to_string_lossy().into_owned())
+        })
         .unwrap_or_else(|| "the model".to_owned())
 }
 
 fn describe(model: &LlamaModel, name: &str, context_window: u32) -> String {
-    let architecture =
-        model.meta_val_str("general.architecture").unwrap_or_else(|_| "unknown".to_owned());
+    let architecture = model
+        .meta_val_str("general.architecture")
+        .unwrap_or_else(|_| "unknown".to_owned());
     format!(
         "{name} ({architecture}, {:.1}M params, {} layers, {:.1} MiB, context {context_window} of {} trained)",
         model.n_params() as f64 / 1e6,

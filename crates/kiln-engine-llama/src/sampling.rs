@@ -37,7 +37,9 @@ pub fn build_sampler(params: &SamplingParams, seed: u32, vocabulary_size: i32) -
         return LlamaSampler::chain_simple(stages);
     }
     if let Some(top_k) = params.top_k.filter(|&k| k > 0) {
-        stages.push(LlamaSampler::top_k(i32::try_from(top_k).unwrap_or(i32::MAX)));
+        stages.push(LlamaSampler::top_k(
+            i32::try_from(top_k).unwrap_or(i32::MAX),
+        ));
     }
     if let Some(top_p) = params.top_p.filter(|&p| p > 0.0 && p < 1.0) {
         stages.push(LlamaSampler::top_p(top_p, 1));
@@ -55,9 +57,18 @@ fn penalty_stage(params: &SamplingParams, vocabulary_size: i32) -> Option<LlamaS
         return None;
     }
     // llama.cpp requires a positive repetition penalty; 1.0 is its neutral value.
-    let repeat = params.repetition_penalty.filter(|p| p.is_finite() && *p > 0.0).unwrap_or(1.0);
-    let frequency = params.frequency_penalty.filter(|p| p.is_finite()).unwrap_or(0.0);
-    let presence = params.presence_penalty.filter(|p| p.is_finite()).unwrap_or(0.0);
+    let repeat = params
+        .repetition_penalty
+        .filter(|p| p.is_finite() && *p > 0.0)
+        .unwrap_or(1.0);
+    let frequency = params
+        .frequency_penalty
+        .filter(|p| p.is_finite())
+        .unwrap_or(0.0);
+    let presence = params
+        .presence_penalty
+        .filter(|p| p.is_finite())
+        .unwrap_or(0.0);
     Some(LlamaSampler::penalties(
         vocabulary_size,
         PENALTY_WINDOW as i32,

@@ -11,7 +11,9 @@ pub struct Utf8Stream {
 
 impl Default for Utf8Stream {
     fn default() -> Self {
-        Self { decoder: UTF_8.new_decoder_without_bom_handling() }
+        Self {
+            decoder: UTF_8.new_decoder_without_bom_handling(),
+        }
     }
 }
 
@@ -24,7 +26,10 @@ impl Utf8Stream {
     }
 
     fn decode(&mut self, bytes: &[u8], last: bool) -> String {
-        let capacity = self.decoder.max_utf8_buffer_length(bytes.len()).unwrap_or(bytes.len() * 3 + 4);
+        let capacity = self
+            .decoder
+            .max_utf8_buffer_length(bytes.len())
+            .unwrap_or(bytes.len() * 3 + 4);
         let mut text = String::with_capacity(capacity);
         let (result, read, _had_errors) = self.decoder.decode_to_string(bytes, &mut text, last);
         // The buffer was sized by the decoder's own bound, so it always consumes everything.
@@ -51,8 +56,15 @@ pub struct StopFilter {
 impl StopFilter {
     pub fn new(stop_strings: &[String]) -> Self {
         // An empty stop string would match everywhere; it means nothing useful.
-        let stop_strings = stop_strings.iter().filter(|s| !s.is_empty()).cloned().collect();
-        Self { stop_strings, pending: String::new() }
+        let stop_strings = stop_strings
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect();
+        Self {
+            stop_strings,
+            pending: String::new(),
+        }
     }
 
     pub fn push(&mut self, text: &str) -> Filtered {
@@ -72,7 +84,10 @@ impl StopFilter {
     }
 
     fn earliest_match(&self) -> Option<usize> {
-        self.stop_strings.iter().filter_map(|stop| self.pending.find(stop.as_str())).min()
+        self.stop_strings
+            .iter()
+            .filter_map(|stop| self.pending.find(stop.as_str()))
+            .min()
     }
 
     /// The byte offset of the longest suffix of `pending` that is a proper prefix of a stop
@@ -83,7 +98,9 @@ impl StopFilter {
             .map(|(index, _)| index)
             .find(|&index| {
                 let suffix = &self.pending[index..];
-                self.stop_strings.iter().any(|stop| stop.starts_with(suffix))
+                self.stop_strings
+                    .iter()
+                    .any(|stop| stop.starts_with(suffix))
             })
             .unwrap_or(self.pending.len())
     }
@@ -116,13 +133,19 @@ mod tests {
     #[test]
     fn stop_string_within_one_push_cuts_the_text() {
         let mut filter = StopFilter::new(&["END".to_owned()]);
-        assert_eq!(filter.push("abc END def"), Filtered::Stopped("abc ".to_owned()));
+        assert_eq!(
+            filter.push("abc END def"),
+            Filtered::Stopped("abc ".to_owned())
+        );
     }
 
     #[test]
     fn stop_string_across_pushes_is_withheld_then_cut() {
         let mut filter = StopFilter::new(&["<stop>".to_owned()]);
-        assert_eq!(filter.push("hello <s"), Filtered::Continue("hello ".to_owned()));
+        assert_eq!(
+            filter.push("hello <s"),
+            Filtered::Continue("hello ".to_owned())
+        );
         assert_eq!(filter.push("to"), Filtered::Continue(String::new()));
         assert_eq!(filter.push("p> tail"), Filtered::Stopped(String::new()));
     }
@@ -139,7 +162,10 @@ mod tests {
     #[test]
     fn earliest_of_several_stop_strings_wins() {
         let mut filter = StopFilter::new(&["world".to_owned(), "lo".to_owned()]);
-        assert_eq!(filter.push("hello world"), Filtered::Stopped("hel".to_owned()));
+        assert_eq!(
+            filter.push("hello world"),
+            Filtered::Stopped("hel".to_owned())
+        );
     }
 
     #[test]
@@ -152,7 +178,10 @@ mod tests {
     #[test]
     fn no_stop_strings_passes_everything_through() {
         let mut filter = StopFilter::new(&[String::new()]);
-        assert_eq!(filter.push("anything"), Filtered::Continue("anything".to_owned()));
+        assert_eq!(
+            filter.push("anything"),
+            Filtered::Continue("anything".to_owned())
+        );
         assert_eq!(filter.finish(), "");
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use kiln_catalog::Catalog;
 use kiln_core::Task;
 use kiln_engine_bert::BertEmbedder;
@@ -20,18 +20,17 @@ pub fn ensure_models(
     progress: Progress,
 ) -> anyhow::Result<Vec<InstalledModel>> {
     let store = ModelStore::new(config.data_dir());
-    let installed = store.installed();
     config
         .models()
         .iter()
         .map(|name| {
-            if config.offline() {
-                // Offline still verifies: a corrupt file must never be loaded.
-                if !installed.iter().any(|m| &m.name == name) {
-                    bail!("model {name} is not installed and --offline is set; run `kiln models pull {name}`");
-                }
-            }
-            store.ensure(name, progress).with_context(|| format!("cannot install model {name}"))
+            let installed = if config.offline() {
+                // Offline never downloads, but still verifies: a corrupt file is never loaded.
+                store.verify(name, progress)
+            } else {
+                store.ensure(name, progress)
+            };
+            installed.with_context(|| format!("cannot install model {name}"))
         })
         .collect()
 }

@@ -44,7 +44,11 @@ async fn busy_timeout_and_disconnect() {
 async fn reject_if_busy_gets_3040() {
     let url = small_server_url(LLAMA);
     let running = post(&url, &long_generation(1000)).await;
-    assert_eq!(running.status(), 200, "the long generation starts streaming");
+    assert_eq!(
+        running.status(),
+        200,
+        "the long generation starts streaming"
+    );
     let busy = json!({"prompt": "hi", "max_tokens": 2, "options": {"rejectIfBusy": true}});
     let response = post(&url, &busy).await;
     assert_eq!(response.status(), 429);
@@ -87,5 +91,8 @@ async fn deadline_gives_408() {
     let body: Value = response.json().await.expect("envelope");
     let (code, _) = assert_error_envelope(&body);
     assert_eq!(code, 3007);
-    assert!(started.elapsed() < Duration::from_secs(8), "answered soon after the deadline");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "answered soon after the deadline"
+    );
 }

@@ -90,9 +90,16 @@ async fn invalid_json_is_bad_input() {
 /// the headers are expected and ignored.
 async fn raw_post(path: &str, headers: &str, body_len: usize) -> (String, serde_json::Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut socket = tokio::net::TcpStream::connect(server()).await.expect("connect");
-    let head = format!("POST {path} HTTP/1.1\r\nhost: kiln\r\ncontent-type: application/json\r\n{headers}\r\n");
-    socket.write_all(head.as_bytes()).await.expect("write headers");
+    let mut socket = tokio::net::TcpStream::connect(server())
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: kiln\r\ncontent-type: application/json\r\n{headers}\r\n"
+    );
+    socket
+        .write_all(head.as_bytes())
+        .await
+        .expect("write headers");
     let chunk = vec![b'a'; 64 * 1024];
     let mut sent = 0;
     while sent < body_len {
@@ -102,19 +109,31 @@ async fn raw_post(path: &str, headers: &str, body_len: usize) -> (String, serde_
         sent += chunk.len();
     }
     let mut response = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), socket.read_to_end(&mut response)).await;
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        socket.read_to_end(&mut response),
+    )
+    .await;
     let text = String::from_utf8_lossy(&response).to_string();
     let status_line = text.lines().next().unwrap_or_default().to_owned();
     let json_start = text.find('{').expect("a JSON body");
     let json_end = text.rfind('}').expect("a JSON body") + 1;
-    (status_line, serde_json::from_str(&text[json_start..json_end]).expect("JSON envelope"))
+    (
+        status_line,
+        serde_json::from_str(&text[json_start..json_end]).expect("JSON envelope"),
+    )
 }
 
 #[tokio::test]
 async fn oversized_body_is_413_before_it_is_read() {
     let path = format!("/client/v4/accounts/{ACCOUNT}/ai/run/{LLAMA}");
     let length = 20 * 1024 * 1024;
-    let (status, body) = raw_post(&path, &format!("content-length: {length}\r\nconnection: close\r\n"), length).await;
+    let (status, body) = raw_post(
+        &path,
+        &format!("content-length: {length}\r\nconnection: close\r\n"),
+        length,
+    )
+    .await;
     assert!(status.contains("413"), "{status}");
     let (code, message) = assert_error_envelope(&body);
     assert_eq!(code, 3006);
@@ -124,11 +143,16 @@ async fn oversized_body_is_413_before_it_is_read() {
 #[tokio::test]
 async fn oversized_chunked_body_is_413() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut socket = tokio::net::TcpStream::connect(server()).await.expect("connect");
+    let mut socket = tokio::net::TcpStream::connect(server())
+        .await
+        .expect("connect");
     let head = format!(
         "POST /client/v4/accounts/{ACCOUNT}/ai/run/{LLAMA} HTTP/1.1\r\nhost: kiln\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
     );
-    socket.write_all(head.as_bytes()).await.expect("write headers");
+    socket
+        .write_all(head.as_bytes())
+        .await
+        .expect("write headers");
     let chunk = vec![b'a'; 1024 * 1024];
     for _ in 0..20 {
         let frame = format!("{:x}\r\n", chunk.len());
@@ -141,7 +165,11 @@ async fn oversized_chunked_body_is_413() {
     }
     let _ = socket.write_all(b"0\r\n\r\n").await;
     let mut response = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), socket.read_to_end(&mut response)).await;
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        socket.read_to_end(&mut response),
+    )
+    .await;
     let text = String::from_utf8_lossy(&response);
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     assert!(text.contains("3006"), "{text}");
