@@ -54,8 +54,8 @@ async fn readme_request_mentions_paris_for_most_seeds() {
 
 #[tokio::test]
 async fn prompt_input_and_local_model_name_work() {
-    let body =
-        json!({"prompt": "What is the capital of France?", "temperature": 0, "max_tokens": 32});
+    let prompt = "What is the capital of France? Answer in one word.";
+    let body = json!({"prompt": prompt, "temperature": 0, "max_tokens": 32});
     let (status, headers, body) = run("smollm2-135m-instruct", &body).await;
     assert_eq!(status, 200, "{body}");
     assert!(
