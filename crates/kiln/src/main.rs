@@ -31,6 +31,16 @@ enum ModelsCommand {
     /// Fetch and verify models (the configured ones when no name is given).
     Pull {
         names: Vec<String>,
+        /// Download NAME from this Hugging Face repository (org/repo) instead of the manifest.
+        #[arg(long, value_name = "ORG/REPO", requires = "files")]
+        hf: Option<String>,
+        /// Revision (branch, tag or commit) of the --hf repository.
+        #[arg(long, default_value = "main")]
+        revision: String,
+        /// Files to download from the --hf repository, e.g. model.gguf, or config.json,
+        /// tokenizer.json and model.safetensors for a BERT model.
+        #[arg(long = "file", value_name = "FILE")]
+        files: Vec<String>,
         #[command(flatten)]
         config: ServeConfig,
     },
@@ -52,7 +62,23 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(config) => serve(config.resolve()?),
         Command::Models {
-            command: ModelsCommand::Pull { names, config },
+            command:
+                ModelsCommand::Pull {
+                    names,
+                    hf: Some(repo),
+                    revision,
+                    files,
+                    config,
+                },
+        } => kiln::models::pull_from_hub(&config.resolve()?, &names, (&repo, &revision), &files),
+        Command::Models {
+            command:
+                ModelsCommand::Pull {
+                    names,
+                    hf: None,
+                    config,
+                    ..
+                },
         } => kiln::models::pull(&config.resolve()?, names),
         Command::Models {
             command: ModelsCommand::List { config },

@@ -140,6 +140,32 @@ pub fn pull(config: &ServeConfig, names: Vec<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `kiln models pull NAME --hf ORG/REPO --file F…`: a user model from a Hugging Face-layout
+/// repository (`HF_ENDPOINT` and `HF_TOKEN` are honoured). Serve it with `--models NAME`.
+pub fn pull_from_hub(
+    config: &ServeConfig,
+    names: &[String],
+    (repo, revision): (&str, &str),
+    files: &[String],
+) -> anyhow::Result<()> {
+    let [name] = names else {
+        anyhow::bail!("--hf takes exactly one model NAME to store the repository under");
+    };
+    let store = ModelStore::new(config.data_dir());
+    let files: Vec<&str> = files.iter().map(String::as_str).collect();
+    let model = store
+        .pull_hf_repo(name, None, (repo, revision), &files, Progress::Bar)
+        .with_context(|| format!("cannot pull {repo}@{revision}"))?;
+    println!(
+        "{} ready: {} ({}); serve it with --models {}",
+        model.name,
+        model.primary_file.display(),
+        human_size(model.size_bytes),
+        model.name
+    );
+    Ok(())
+}
+
 fn served_ids(config: &ServeConfig, local: &str) -> Vec<String> {
     let catalog: &Catalog = Catalog::builtin();
     let mut lines: Vec<String> = config
