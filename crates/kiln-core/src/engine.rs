@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::KilnResult;
+use crate::error::{KilnError, KilnResult};
 
 /// One chat turn, after validation. `content` is already flattened to text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,6 +64,11 @@ pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub total_tokens: u32,
+    /// Prompt tokens whose KV cache was reused from an earlier request (prefix cache) instead of
+    /// being computed. Not part of the Workers AI `usage` object: the transport decides whether
+    /// to expose it (e.g. as OpenAI's `prompt_tokens_details.cached_tokens`).
+    #[serde(skip)]
+    pub cached_tokens: u32,
 }
 
 impl Usage {
@@ -72,6 +77,15 @@ impl Usage {
             prompt_tokens,
             completion_tokens,
             total_tokens: prompt_tokens + completion_tokens,
+            cached_tokens: 0,
+        }
+    }
+
+    /// Usage of a request that reused `cached_tokens` of its prompt from the prefix cache.
+    pub fn with_cached(prompt_tokens: u32, completion_tokens: u32, cached_tokens: u32) -> Self {
+        Self {
+            cached_tokens: cached_tokens.min(prompt_tokens),
+            ..Self::new(prompt_tokens, completion_tokens)
         }
     }
 }
@@ -120,6 +134,67 @@ pub trait TextGenerator: Send {
         -> KilnResult<()>;
 }
 
+/// Names one sequence inside a [`BatchGenerator`]; chosen by the caller, unique among the
+/// sequences that are still running.
+pub type SequenceId = u64;
+
+/// Per-sequence options beyond the request itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SequenceOptions {
+    /// Conversation key (`x-session-affinity`): the sequence goes to the slot that last served
+    /// this session when that slot is idle, so a multi-turn chat finds its KV cache there.
+    pub session: Option<String>,
+}
+
+/// What one [`BatchGenerator::step`] produced for one sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SequenceEvent {
+    pub id: SequenceId,
+    /// `Done` and `Err` are the sequence's last event; its slot is free again.
+    pub event: KilnResult<GenerationEvent>,
+}
+
+/// The outcome of one forward pass.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepReport {
+    pub events: Vec<SequenceEvent>,
+    /// Sequences that had a token in this pass (decoding or prefilling).
+    pub batch_sequences: usize,
+    /// Tokens evaluated in this pass.
+    pub batch_tokens: usize,
+}
+
+/// A text-generation model that runs several sequences at once (continuous batching): sequences
+/// join and leave between forward passes, each with its own sampling state. Runs on one thread;
+/// not shared.
+pub trait BatchGenerator: Send {
+    /// Context window of one sequence in tokens: prompt plus completion must fit.
+    fn context_window(&self) -> u32;
+
+    /// How many sequences can run at once.
+    fn max_sequences(&self) -> usize;
+
+    /// Sequences admitted and not yet finished or cancelled.
+    fn running_sequences(&self) -> usize;
+
+    /// Admits a sequence into a free slot. `Err` (prompt too long, template error, no free slot)
+    /// means nothing was admitted. Its events come from later [`step`](Self::step)s.
+    fn add_sequence(
+        &mut self,
+        id: SequenceId,
+        request: &GenerationRequest,
+        options: &SequenceOptions,
+    ) -> KilnResult<()>;
+
+    /// Stops a sequence before any further compute; its slot is free for the next request. No
+    /// more events come for it. Unknown ids are ignored.
+    fn cancel(&mut self, id: SequenceId);
+
+    /// Runs one forward pass: one token for every decoding sequence plus, within the batch
+    /// budget, a chunk of prompts still being prefilled. Returns the events it produced.
+    fn step(&mut self) -> StepReport;
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Pooling {
@@ -141,8 +216,10 @@ impl Pooling {
 pub struct EmbeddingOutput {
     /// One L2-normalized vector per input, in input order.
     pub vectors: Vec<Vec<f32>>,
-    /// Tokens consumed, for usage reporting.
+    /// Tokens consumed, for usage reporting: the sum of `token_counts`.
     pub prompt_tokens: u32,
+    /// Tokens consumed by each input, in input order, so batched requests can be billed exactly.
+    pub token_counts: Vec<u32>,
 }
 
 /// A loaded embedding model. Runs on one thread; not shared.
@@ -153,4 +230,17 @@ pub trait Embedder: Send {
     fn max_input_tokens(&self) -> usize;
 
     fn embed(&mut self, texts: &[String], pooling: Pooling) -> KilnResult<EmbeddingOutput>;
+
+    /// Embeds inputs given as token ids of this model's tokenizer (OpenAI's token-array input).
+    /// Models without a tokenizer to check the ids against refuse them.
+    fn embed_token_ids(
+        &mut self,
+        ids: &[Vec<u32>],
+        pooling: Pooling,
+    ) -> KilnResult<EmbeddingOutput> {
+        let _ = (ids, pooling);
+        Err(KilnError::bad_input(
+            "this embedding model does not accept token-id input; send text instead",
+        ))
+    }
 }

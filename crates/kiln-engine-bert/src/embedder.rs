@@ -105,6 +105,7 @@ impl Embedder for BertEmbedder {
             return Ok(EmbeddingOutput {
                 vectors: Vec::new(),
                 prompt_tokens: 0,
+                token_counts: Vec::new(),
             });
         }
         let encodings = self.tokenize(texts)?;
@@ -125,12 +126,44 @@ impl Embedder for BertEmbedder {
             }
         }
 
-        let real_tokens: usize = encodings.iter().map(Encoding::len).sum();
-        let prompt_tokens = u32::try_from(real_tokens).unwrap_or(u32::MAX);
+        let token_counts: Vec<u32> = encodings
+            .iter()
+            .map(|e| u32::try_from(e.len()).unwrap_or(u32::MAX))
+            .collect();
+        let prompt_tokens = token_counts
+            .iter()
+            .fold(0u32, |sum, &n| sum.saturating_add(n));
         tracing::debug!(inputs = texts.len(), prompt_tokens, ?pooling, "embedded");
         Ok(EmbeddingOutput {
             vectors,
             prompt_tokens,
+            token_counts,
         })
+    }
+
+    /// Decodes the ids back to text and embeds that, so special tokens, truncation and usage
+    /// are exactly those of the equivalent text input.
+    fn embed_token_ids(
+        &mut self,
+        ids: &[Vec<u32>],
+        pooling: Pooling,
+    ) -> KilnResult<EmbeddingOutput> {
+        let vocab_size = self.tokenizer.get_vocab_size(true);
+        let mut texts = Vec::with_capacity(ids.len());
+        for (index, input) in ids.iter().enumerate() {
+            if let Some(bad) = input.iter().find(|&&id| id as usize >= vocab_size) {
+                return Err(KilnError::bad_input(format!(
+                    "token id {bad} in input {index} is outside the model's vocabulary of \
+                     {vocab_size} tokens"
+                )));
+            }
+            let text = self.tokenizer.decode(input, true).map_err(|err| {
+                KilnError::bad_input(format!(
+                    "cannot decode the token ids of input {index}: {err}"
+                ))
+            })?;
+            texts.push(text);
+        }
+        self.embed(&texts, pooling)
     }
 }

@@ -272,3 +272,39 @@ fn load_errors_are_internal_and_name_the_file() {
         error.message
     );
 }
+
+#[test]
+fn token_counts_are_per_input_and_sum_to_prompt_tokens() {
+    let mut embedder = minilm();
+    let output = embedder
+        .embed(
+            &texts(&["This is a test sentence.", "", "hello world"]),
+            Pooling::Mean,
+        )
+        .unwrap();
+    // [CLS] this is a test sentence . [SEP]; [CLS] [SEP]; [CLS] hello world [SEP].
+    assert_eq!(output.token_counts, vec![8, 2, 4]);
+    assert_eq!(output.prompt_tokens, 14);
+}
+
+/// bert-base-uncased's vocabulary (MiniLM's): "hello" is 7592, "world" is 2088.
+#[test]
+fn token_id_input_embeds_like_the_same_text() {
+    let mut embedder = minilm();
+    let from_text = embedder
+        .embed(&texts(&["hello world", "world"]), Pooling::Mean)
+        .unwrap();
+    let from_ids = embedder
+        .embed_token_ids(&[vec![7592, 2088], vec![2088]], Pooling::Mean)
+        .unwrap();
+    assert_eq!(from_ids.token_counts, from_text.token_counts);
+    for (a, b) in from_ids.vectors.iter().zip(&from_text.vectors) {
+        assert!(max_abs_difference(a, b) < 1e-6);
+    }
+
+    let error = embedder
+        .embed_token_ids(&[vec![7592, 4_000_000]], Pooling::Mean)
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::BadInput);
+    assert!(error.message.contains("4000000"), "{}", error.message);
+}

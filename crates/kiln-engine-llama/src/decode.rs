@@ -1,144 +1,285 @@
-//! The forward passes: prompt prefill and the token-by-token completion loop.
+//! One forward pass over every running slot: a token for each decoding sequence, then prompt
+//! chunks of sequences still prefilling, within the batch budget. Long prompts therefore advance
+//! a chunk at a time between other sequences' tokens instead of stalling them.
 
-use kiln_core::{EventSink, FinishReason, GenerationEvent, KilnError, KilnResult};
+use kiln_core::engine::{SequenceEvent, StepReport};
+use kiln_core::{FinishReason, GenerationEvent, KilnError, KilnResult, Usage};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::sampling::LlamaSampler;
-use llama_cpp_2::token::LlamaToken;
 
-use crate::text_stream::{Filtered, StopFilter, Utf8Stream};
+use crate::slots::{Phase, Running, Slot};
+use crate::text_stream::Filtered;
 
-/// Every request runs as sequence 0 of the context.
-const SEQUENCE: i32 = 0;
-
-/// Evaluates `prompt` from position 0 in chunks of `batch_size`, asking for logits of the last
-/// prompt token only. Returns that token's index within the final batch.
-pub fn prefill(
-    context: &mut LlamaContext<'_>,
-    batch: &mut LlamaBatch<'_>,
-    prompt: &[LlamaToken],
-    batch_size: usize,
-) -> KilnResult<i32> {
-    let last = prompt.len().saturating_sub(1);
-    for (chunk_index, chunk) in prompt.chunks(batch_size.max(1)).enumerate() {
-        batch.clear();
-        let start = chunk_index * batch_size;
-        for (offset, &token) in chunk.iter().enumerate() {
-            let position = start + offset;
-            batch
-                .add(token, to_position(position)?, &[SEQUENCE], position == last)
-                .map_err(|error| {
-                    KilnError::internal(format!("building the prompt batch: {error}"))
-                })?;
-        }
-        context
-            .decode(batch)
-            .map_err(|error| KilnError::internal(format!("evaluating the prompt: {error}")))?;
-    }
-    Ok(batch.n_tokens() - 1)
+/// Batch limits for one pass.
+pub struct Budget {
+    /// Tokens the batch holds (llama.cpp's `n_batch`).
+    pub batch_tokens: usize,
+    /// At most this many prompt tokens per pass, so decoding sequences keep a steady pace.
+    pub prefill_chunk: usize,
 }
 
-/// What the completion loop needs to know about the request.
-pub struct Completion<'a> {
-    pub model: &'a LlamaModel,
-    /// Tokens already in the KV cache; the first generated token goes at this position.
-    pub prompt_length: usize,
-    /// Where in the last evaluated batch the logits for the next token are.
-    pub first_logits_index: i32,
-    pub max_new_tokens: u32,
-    pub stop: &'a [String],
+/// A token in the batch whose logits are sampled after the pass.
+struct SampleAt {
+    slot: usize,
+    logits_index: i32,
 }
 
-/// Samples, streams and evaluates tokens until an end-of-generation token, a stop string or
-/// `max_new_tokens`. Returns the finish reason and the number of tokens generated, or `None` when
-/// the sink reported the client gone (no further decode happened).
-pub fn decode_completion(
+/// What a slot put into the batch, to be recorded once the pass succeeds.
+struct Planned {
+    slot: usize,
+    tokens: usize,
+}
+
+pub fn step(
     context: &mut LlamaContext<'_>,
     batch: &mut LlamaBatch<'_>,
-    sampler: &mut LlamaSampler,
-    completion: &Completion<'_>,
-    sink: &mut dyn EventSink,
-) -> KilnResult<Option<(FinishReason, u32)>> {
-    let vocab = completion.model.vocab();
-    let mut text = TextPipeline::new(completion.stop);
-    let mut piece = Vec::with_capacity(32);
-    let mut logits_index = completion.first_logits_index;
-    let mut generated: u32 = 0;
-
-    let finish_reason = loop {
-        // `sample` also feeds the token to the chain, so penalties see it next time.
-        let token = sampler.sample(context, logits_index);
-        if vocab.is_eog(token) {
-            break FinishReason::Stop;
+    model: &LlamaModel,
+    slots: &mut [Slot],
+    budget: &Budget,
+) -> StepReport {
+    let mut report = StepReport::default();
+    let (planned, sample_at) = match plan_batch(batch, slots, budget) {
+        Ok(plan) => plan,
+        Err(error) => {
+            fail_all(context, slots, &error, &mut report);
+            return report;
         }
-        generated += 1;
-
-        piece.clear();
-        // Control tokens render as nothing; user-defined special tokens keep their text.
-        vocab.token_to_piece_into(token, &mut piece, false, None);
-        let (new_text, stopped) = match text.push(&piece) {
-            Filtered::Continue(new_text) => (new_text, false),
-            Filtered::Stopped(new_text) => (new_text, true),
-        };
-        if !send_text(sink, new_text) {
-            return Ok(None);
-        }
-        if stopped {
-            break FinishReason::Stop;
-        }
-        if generated >= completion.max_new_tokens {
-            break FinishReason::Length;
-        }
-
-        batch.clear();
-        let position = to_position(completion.prompt_length + generated as usize - 1)?;
-        batch
-            .add(token, position, &[SEQUENCE], true)
-            .map_err(|error| KilnError::internal(format!("building the decode batch: {error}")))?;
-        context
-            .decode(batch)
-            .map_err(|error| KilnError::internal(format!("generating a token: {error}")))?;
-        logits_index = 0;
     };
-
-    // After a stop string nothing is withheld; otherwise a partial stop-string match is released.
-    if !send_text(sink, text.finish()) {
-        return Ok(None);
+    if planned.is_empty() {
+        return report;
     }
-    Ok(Some((finish_reason, generated)))
+    report.batch_sequences = planned.len();
+    report.batch_tokens = usize::try_from(batch.n_tokens()).unwrap_or(0);
+
+    if let Err(error) = context.decode(batch) {
+        let error = KilnError::internal(format!("llama.cpp decode failed: {error}"));
+        for planned in &planned {
+            fail_slot(context, &mut slots[planned.slot], &error, &mut report);
+        }
+        return report;
+    }
+    for planned in &planned {
+        record_evaluated(&mut slots[planned.slot], planned.tokens);
+    }
+    for sample in sample_at {
+        sample_next(
+            context,
+            model,
+            &mut slots[sample.slot],
+            sample.logits_index,
+            &mut report,
+        );
+    }
+    report
 }
 
-/// Sends non-empty text; returns whether the client is still there.
-fn send_text(sink: &mut dyn EventSink, text: String) -> bool {
-    text.is_empty() || sink.send(GenerationEvent::Text(text))
+/// Fills the batch: decoding sequences first (one token each), then prompt chunks, oldest
+/// request first.
+fn plan_batch(
+    batch: &mut LlamaBatch<'_>,
+    slots: &[Slot],
+    budget: &Budget,
+) -> KilnResult<(Vec<Planned>, Vec<SampleAt>)> {
+    batch.clear();
+    let mut planned = Vec::new();
+    let mut sample_at = Vec::new();
+    for (index, slot) in slots.iter().enumerate() {
+        let Some(Running {
+            phase: Phase::Decode { pending },
+            ..
+        }) = &slot.running
+        else {
+            continue;
+        };
+        if batch_len(batch) >= budget.batch_tokens {
+            break;
+        }
+        sample_at.push(SampleAt {
+            slot: index,
+            logits_index: batch.n_tokens(),
+        });
+        add(batch, *pending, slot.cached.len(), slot.sequence, true)?;
+        planned.push(Planned {
+            slot: index,
+            tokens: 1,
+        });
+    }
+
+    let mut prefilling: Vec<(usize, u64)> = slots
+        .iter()
+        .enumerate()
+        .filter_map(|(index, slot)| match &slot.running {
+            Some(running) if matches!(running.phase, Phase::Prefill { .. }) => {
+                Some((index, running.admitted))
+            }
+            _ => None,
+        })
+        .collect();
+    prefilling.sort_by_key(|&(_, admitted)| admitted);
+    let mut prefill_left = budget
+        .prefill_chunk
+        .min(budget.batch_tokens.saturating_sub(batch_len(batch)));
+    for (index, _) in prefilling {
+        if prefill_left == 0 {
+            break;
+        }
+        let slot = &slots[index];
+        let Some(running) = &slot.running else {
+            continue;
+        };
+        let Phase::Prefill { next } = running.phase else {
+            continue;
+        };
+        let chunk = &running.prompt[next..running.prompt.len().min(next + prefill_left)];
+        for (offset, &token) in chunk.iter().enumerate() {
+            let position = next + offset;
+            let last = position + 1 == running.prompt.len();
+            if last {
+                sample_at.push(SampleAt {
+                    slot: index,
+                    logits_index: batch.n_tokens(),
+                });
+            }
+            add(batch, token, position, slot.sequence, last)?;
+        }
+        prefill_left -= chunk.len();
+        planned.push(Planned {
+            slot: index,
+            tokens: chunk.len(),
+        });
+    }
+    Ok((planned, sample_at))
 }
 
-fn to_position(position: usize) -> KilnResult<i32> {
-    i32::try_from(position).map_err(|_| KilnError::internal("token position out of range"))
+fn batch_len(batch: &LlamaBatch<'_>) -> usize {
+    usize::try_from(batch.n_tokens()).unwrap_or(0)
 }
 
-/// Token bytes → whole characters → text with stop strings cut out.
-struct TextPipeline {
-    utf8: Utf8Stream,
-    stop: StopFilter,
+fn add(
+    batch: &mut LlamaBatch<'_>,
+    token: llama_cpp_2::token::LlamaToken,
+    position: usize,
+    sequence: i32,
+    logits: bool,
+) -> KilnResult<()> {
+    let position =
+        i32::try_from(position).map_err(|_| KilnError::internal("token position out of range"))?;
+    batch
+        .add(token, position, &[sequence], logits)
+        .map_err(|error| KilnError::internal(format!("building the batch: {error}")))
 }
 
-impl TextPipeline {
-    fn new(stop_strings: &[String]) -> Self {
-        Self {
-            utf8: Utf8Stream::default(),
-            stop: StopFilter::new(stop_strings),
+/// The evaluated tokens are now in the slot's KV cache.
+fn record_evaluated(slot: &mut Slot, tokens: usize) {
+    let Some(running) = &mut slot.running else {
+        return;
+    };
+    match &mut running.phase {
+        Phase::Decode { pending } => slot.cached.push(*pending),
+        Phase::Prefill { next } => {
+            let end = *next + tokens;
+            slot.cached.extend_from_slice(&running.prompt[*next..end]);
+            *next = end;
         }
     }
+}
 
-    fn push(&mut self, bytes: &[u8]) -> Filtered {
-        let decoded = self.utf8.push(bytes);
-        self.stop.push(&decoded)
+/// Samples the slot's next token, streams its text, and ends the sequence on an
+/// end-of-generation token, a stop string or `max_new_tokens`.
+fn sample_next(
+    context: &LlamaContext<'_>,
+    model: &LlamaModel,
+    slot: &mut Slot,
+    logits_index: i32,
+    report: &mut StepReport,
+) {
+    let Some(running) = &mut slot.running else {
+        return;
+    };
+    let vocab = model.vocab();
+    // `sample` also feeds the token to the chain, so penalties see it next time.
+    let token = running.sampler.sample(context, logits_index);
+    if vocab.is_eog(token) {
+        finish(slot, FinishReason::Stop, report);
+        return;
     }
+    running.generated += 1;
+    let mut piece = Vec::with_capacity(32);
+    // Control tokens render as nothing; user-defined special tokens keep their text.
+    vocab.token_to_piece_into(token, &mut piece, false, None);
+    let (text, stopped) = match running.text.push(&piece) {
+        Filtered::Continue(text) => (text, false),
+        Filtered::Stopped(text) => (text, true),
+    };
+    push_text(report, running.id, text);
+    if stopped {
+        finish(slot, FinishReason::Stop, report);
+    } else if running.generated >= running.max_new_tokens {
+        finish(slot, FinishReason::Length, report);
+    } else {
+        running.phase = Phase::Decode { pending: token };
+    }
+}
 
-    /// The text withheld as a possible stop-string start, released at the end of generation.
-    fn finish(&mut self) -> String {
-        self.stop.finish()
+fn push_text(report: &mut StepReport, id: u64, text: String) {
+    if !text.is_empty() {
+        report.events.push(SequenceEvent {
+            id,
+            event: Ok(GenerationEvent::Text(text)),
+        });
     }
+}
+
+/// Ends the slot's request with `Done`; the slot keeps its KV cache for later prefix reuse.
+pub fn finish(slot: &mut Slot, finish_reason: FinishReason, report: &mut StepReport) {
+    let Some(mut running) = slot.running.take() else {
+        return;
+    };
+    // After a stop string nothing is withheld; otherwise a partial stop-string match is released.
+    push_text(report, running.id, running.text.finish());
+    let prompt_tokens = u32::try_from(running.prompt.len()).unwrap_or(u32::MAX);
+    report.events.push(SequenceEvent {
+        id: running.id,
+        event: Ok(GenerationEvent::Done {
+            usage: Usage::with_cached(prompt_tokens, running.generated, running.cached_tokens),
+            finish_reason,
+        }),
+    });
+}
+
+/// Ends the slot's request with `error` and forgets its KV cache, whose state is unknown.
+fn fail_slot(
+    context: &mut LlamaContext<'_>,
+    slot: &mut Slot,
+    error: &KilnError,
+    report: &mut StepReport,
+) {
+    if let Some(running) = slot.running.take() {
+        report.events.push(SequenceEvent {
+            id: running.id,
+            event: Err(error.clone()),
+        });
+    }
+    forget_cache(context, slot);
+}
+
+fn fail_all(
+    context: &mut LlamaContext<'_>,
+    slots: &mut [Slot],
+    error: &KilnError,
+    report: &mut StepReport,
+) {
+    for slot in slots.iter_mut().filter(|slot| !slot.is_idle()) {
+        fail_slot(context, slot, error, report);
+    }
+}
+
+/// Drops every KV entry of the slot's sequence.
+pub fn forget_cache(context: &mut LlamaContext<'_>, slot: &mut Slot) {
+    if let Ok(sequence) = u32::try_from(slot.sequence) {
+        // Removing a whole sequence cannot fail in llama.cpp.
+        let _ = context.clear_kv_cache_seq(Some(sequence), None, None);
+    }
+    slot.cached.clear();
 }

@@ -1,12 +1,14 @@
-//! [`LlamaGenerator`]: a GGUF model plus one reusable llama.cpp context.
+//! [`LlamaGenerator`]: a GGUF model plus one llama.cpp context whose sequences are the slots
+//! of a continuous batch.
 
 use std::num::NonZeroU32;
 use std::path::Path;
 use std::time::Instant;
 
+use kiln_core::engine::{BatchGenerator, SequenceId, SequenceOptions, StepReport};
 use kiln_core::{
     ChatMessage, EventSink, FinishReason, GenerationEvent, GenerationRequest, KilnError,
-    KilnResult, PromptInput, TextGenerator, Usage,
+    KilnResult, PromptInput, TextGenerator,
 };
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
@@ -17,8 +19,9 @@ use llama_cpp_2::token::LlamaToken;
 
 use crate::backend::backend;
 use crate::chat_template::{ChatTemplate, CHATML_TEMPLATE};
-use crate::decode::{decode_completion, prefill, Completion};
+use crate::decode::{self, forget_cache, Budget};
 use crate::sampling::{build_sampler, sampler_seed, PENALTY_WINDOW};
+use crate::slots::{choose_slot, Phase, Running, Slot, TextPipeline};
 
 /// The context window used when the caller does not choose one and the model allows more.
 pub const DEFAULT_CONTEXT_CAP: u32 = 8192;
@@ -26,13 +29,17 @@ pub const DEFAULT_CONTEXT_CAP: u32 = 8192;
 /// How to load a model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LlamaOptions {
-    /// Tokens of context (prompt plus completion). `None`: the model's training context, capped
-    /// at [`DEFAULT_CONTEXT_CAP`].
+    /// Tokens of context per sequence (prompt plus completion). `None`: the model's training
+    /// context, capped at [`DEFAULT_CONTEXT_CAP`].
     pub context_size: Option<u32>,
     /// Threads for both prompt processing and token generation.
     pub threads: u32,
-    /// Prompt tokens evaluated per forward pass.
+    /// Tokens evaluated per forward pass, all sequences together.
     pub batch_size: u32,
+    /// Sequences that run at once; each gets the full context window.
+    pub parallel: u32,
+    /// Prompt tokens evaluated per forward pass, so a long prompt does not stall running streams.
+    pub prefill_chunk: u32,
 }
 
 impl Default for LlamaOptions {
@@ -42,6 +49,8 @@ impl Default for LlamaOptions {
             context_size: None,
             threads,
             batch_size: 512,
+            parallel: 4,
+            prefill_chunk: 256,
         }
     }
 }
@@ -70,12 +79,17 @@ impl ModelWithContext {
     }
 }
 
-/// A loaded GGUF text-generation model.
+/// A loaded GGUF text-generation model running up to `parallel` sequences at once.
 pub struct LlamaGenerator {
     loaded: ModelWithContext,
     template: ChatTemplate,
     batch: LlamaBatch<'static>,
-    batch_size: usize,
+    budget: Budget,
+    slots: Vec<Slot>,
+    /// Per-sequence context window.
+    context_window: u32,
+    /// Counts admissions: orders prefills and stamps slots for LRU.
+    clock: u64,
     model_name: String,
     description: String,
 }
@@ -111,23 +125,36 @@ impl LlamaGenerator {
             }
             None => trained_context.min(DEFAULT_CONTEXT_CAP),
         };
-        let context_size = NonZeroU32::new(context_size)
+        if context_size == 0 {
+            return Err(KilnError::internal(
+                "the context window must be at least one token",
+            ));
+        }
+        let parallel = options.parallel.clamp(1, MAX_PARALLEL);
+        // Every sequence gets its own `context_size` cells (llama.cpp's non-unified KV cache
+        // splits `n_ctx` evenly between `n_seq_max` sequences).
+        let total_context = NonZeroU32::new(context_size.saturating_mul(parallel))
             .ok_or_else(|| KilnError::internal("the context window must be at least one token"))?;
-        let batch_size = options.batch_size.max(1).min(context_size.get());
+        // A pass must hold one token of every sequence.
+        let batch_size = options.batch_size.max(parallel).min(total_context.get());
+        let prefill_chunk = options.prefill_chunk.clamp(1, batch_size);
         let threads = i32::try_from(options.threads.max(1)).unwrap_or(i32::MAX);
 
         let model_name = model_name(&model, gguf);
         let template = load_chat_template(&model, &model_name)?;
 
         let params = LlamaContextParams::default()
-            .with_n_ctx(Some(context_size))
+            .with_n_ctx(Some(total_context))
+            .with_n_seq_max(parallel)
+            .with_kv_unified(false)
             .with_n_batch(batch_size)
             .with_n_ubatch(batch_size)
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
         let context_started = Instant::now();
         let loaded = ModelWithContext::new(model, params)?;
-        let description = describe(&loaded.model, &model_name, loaded.context.n_ctx());
+        let context_window = loaded.context.n_ctx() / parallel;
+        let description = describe(&loaded.model, &model_name, context_window, parallel);
         tracing::info!(
             model = %description,
             load_ms = loaded_in.as_millis() as u64,
@@ -138,7 +165,13 @@ impl LlamaGenerator {
             loaded,
             template,
             batch: LlamaBatch::new(batch_size as usize, 1),
-            batch_size: batch_size as usize,
+            budget: Budget {
+                batch_tokens: batch_size as usize,
+                prefill_chunk: prefill_chunk as usize,
+            },
+            slots: (0..parallel as i32).map(Slot::new).collect(),
+            context_window,
+            clock: 0,
             model_name,
             description,
         })
@@ -165,11 +198,138 @@ impl LlamaGenerator {
         }
         Ok(tokens)
     }
+
+    /// Keeps the first `keep` cached tokens of the slot's sequence and drops the rest; returns
+    /// how many were kept (0 when llama.cpp cannot cut this model's cache mid-sequence).
+    fn trim_cache(&mut self, slot_index: usize, keep: usize) -> usize {
+        let slot = &mut self.slots[slot_index];
+        let context = &mut self.loaded.context;
+        let (Ok(sequence), Ok(from)) = (u32::try_from(slot.sequence), u32::try_from(keep)) else {
+            forget_cache(context, slot);
+            return 0;
+        };
+        match context.clear_kv_cache_seq(Some(sequence), Some(from), None) {
+            Ok(true) => {
+                slot.cached.truncate(keep);
+                keep
+            }
+            _ => {
+                forget_cache(context, slot);
+                0
+            }
+        }
+    }
 }
 
+/// llama.cpp's limit on sequences per context.
+const MAX_PARALLEL: u32 = 256;
+
+impl BatchGenerator for LlamaGenerator {
+    fn context_window(&self) -> u32 {
+        self.context_window
+    }
+
+    fn max_sequences(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn running_sequences(&self) -> usize {
+        self.slots.iter().filter(|slot| !slot.is_idle()).count()
+    }
+
+    fn add_sequence(
+        &mut self,
+        id: SequenceId,
+        request: &GenerationRequest,
+        options: &SequenceOptions,
+    ) -> KilnResult<()> {
+        let prompt = self.prompt_tokens(&request.input)?;
+        let prompt_tokens = u32::try_from(prompt.len()).unwrap_or(u32::MAX);
+        if prompt_tokens >= self.context_window {
+            return Err(KilnError::bad_input(format!(
+                "prompt is {prompt_tokens} tokens but the context window of {} is {}",
+                self.model_name, self.context_window
+            )));
+        }
+        let max_new_tokens = request.max_tokens.min(self.context_window - prompt_tokens);
+        let slot_index = choose_slot(&self.slots, &prompt, options.session.as_deref())
+            .ok_or_else(|| KilnError::internal("no free sequence slot"))?;
+
+        // The last prompt token is always evaluated again: its logits pick the first new token.
+        let shared = crate::slots::common_prefix(&self.slots[slot_index].cached, &prompt);
+        let reused = self.trim_cache(slot_index, shared.min(prompt.len() - 1));
+
+        let mut sampler = build_sampler(
+            &request.sampling,
+            sampler_seed(request.sampling.seed),
+            self.loaded.model.n_vocab(),
+        );
+        // Penalties look back over the prompt too, as they do in transformers.
+        sampler.accept_many(&prompt[prompt.len().saturating_sub(PENALTY_WINDOW)..]);
+
+        self.clock += 1;
+        let slot = &mut self.slots[slot_index];
+        slot.last_used = self.clock;
+        slot.session = options.session.clone();
+        slot.running = Some(Running {
+            id,
+            prompt,
+            cached_tokens: u32::try_from(reused).unwrap_or(u32::MAX),
+            sampler,
+            text: TextPipeline::new(&request.stop),
+            max_new_tokens,
+            generated: 0,
+            phase: Phase::Prefill { next: reused },
+            admitted: self.clock,
+        });
+        Ok(())
+    }
+
+    fn cancel(&mut self, id: SequenceId) {
+        // The KV cache of what was evaluated stays valid and reusable.
+        for slot in &mut self.slots {
+            if slot
+                .running
+                .as_ref()
+                .is_some_and(|running| running.id == id)
+            {
+                slot.running = None;
+            }
+        }
+    }
+
+    fn step(&mut self) -> StepReport {
+        let mut report = StepReport::default();
+        // Requests that may generate nothing end before any compute.
+        for slot in &mut self.slots {
+            if slot
+                .running
+                .as_ref()
+                .is_some_and(|running| running.max_new_tokens == 0)
+            {
+                decode::finish(slot, FinishReason::Length, &mut report);
+            }
+        }
+        let ModelWithContext { context, model } = &mut self.loaded;
+        let mut pass = decode::step(
+            context,
+            &mut self.batch,
+            model,
+            &mut self.slots,
+            &self.budget,
+        );
+        report.events.append(&mut pass.events);
+        report.batch_sequences = pass.batch_sequences;
+        report.batch_tokens = pass.batch_tokens;
+        report
+    }
+}
+
+/// One request at a time, as sequence `0` of the batch: for tools and tests that want a plain
+/// call. The server drives [`BatchGenerator`] instead.
 impl TextGenerator for LlamaGenerator {
     fn context_window(&self) -> u32 {
-        self.loaded.context.n_ctx()
+        self.context_window
     }
 
     fn generate(
@@ -177,60 +337,35 @@ impl TextGenerator for LlamaGenerator {
         request: &GenerationRequest,
         sink: &mut dyn EventSink,
     ) -> KilnResult<()> {
-        let prompt = self.prompt_tokens(&request.input)?;
-        let context_window = self.context_window();
-        let prompt_tokens = u32::try_from(prompt.len()).unwrap_or(u32::MAX);
-        if prompt_tokens >= context_window {
-            return Err(KilnError::bad_input(format!(
-                "prompt is {prompt_tokens} tokens but the context window of {} is {context_window}",
-                self.model_name
-            )));
+        const ID: SequenceId = 0;
+        if self.running_sequences() > 0 {
+            return Err(KilnError::internal(
+                "generate() needs an idle generator; batched sequences are running",
+            ));
         }
-        let max_new_tokens = request.max_tokens.min(context_window - prompt_tokens);
-
-        let ModelWithContext { context, model } = &mut self.loaded;
-        let vocabulary_size = model.n_vocab();
-        let mut sampler = build_sampler(
-            &request.sampling,
-            sampler_seed(request.sampling.seed),
-            vocabulary_size,
-        );
-        // Penalties look back over the prompt too, as they do in transformers.
-        sampler.accept_many(&prompt[prompt.len().saturating_sub(PENALTY_WINDOW)..]);
-
-        if max_new_tokens == 0 {
-            let usage = Usage::new(prompt_tokens, 0);
-            sink.send(GenerationEvent::Done {
-                usage,
-                finish_reason: FinishReason::Length,
-            });
-            return Ok(());
+        self.add_sequence(ID, request, &SequenceOptions::default())?;
+        loop {
+            let report = self.step();
+            if report.events.is_empty() && self.running_sequences() == 0 {
+                return Err(KilnError::internal("the sequence ended without a result"));
+            }
+            for event in report.events {
+                match event.event {
+                    Ok(event) => {
+                        let done = matches!(event, GenerationEvent::Done { .. });
+                        if !sink.send(event) {
+                            // The client went away; stop before computing another token.
+                            self.cancel(ID);
+                            return Ok(());
+                        }
+                        if done {
+                            return Ok(());
+                        }
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
         }
-
-        // Dropping the previous request's cells (metadata only) is enough to reuse the context.
-        context
-            .clear_kv_cache_seq(Some(0), None, None)
-            .map_err(|error| KilnError::internal(format!("clearing the KV cache: {error}")))?;
-        let logits_index = prefill(context, &mut self.batch, &prompt, self.batch_size)?;
-        let completion = Completion {
-            model,
-            prompt_length: prompt.len(),
-            first_logits_index: logits_index,
-            max_new_tokens,
-            stop: &request.stop,
-        };
-        let Some((finish_reason, completion_tokens)) =
-            decode_completion(context, &mut self.batch, &mut sampler, &completion, sink)?
-        else {
-            // The client went away; nobody is left to receive `Done`.
-            return Ok(());
-        };
-        let usage = Usage::new(prompt_tokens, completion_tokens);
-        sink.send(GenerationEvent::Done {
-            usage,
-            finish_reason,
-        });
-        Ok(())
     }
 }
 
@@ -298,12 +433,12 @@ fn model_name(model: &LlamaModel, gguf: &Path) -> String {
         .unwrap_or_else(|| "the model".to_owned())
 }
 
-fn describe(model: &LlamaModel, name: &str, context_window: u32) -> String {
+fn describe(model: &LlamaModel, name: &str, context_window: u32, parallel: u32) -> String {
     let architecture = model
         .meta_val_str("general.architecture")
         .unwrap_or_else(|_| "unknown".to_owned());
     format!(
-        "{name} ({architecture}, {:.1}M params, {} layers, {:.1} MiB, context {context_window} of {} trained)",
+        "{name} ({architecture}, {:.1}M params, {} layers, {:.1} MiB, context {context_window} of {} trained, {parallel} parallel sequences)",
         model.n_params() as f64 / 1e6,
         model.n_layer(),
         model.size() as f64 / (1024.0 * 1024.0),

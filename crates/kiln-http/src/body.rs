@@ -45,3 +45,13 @@ pub fn parse_json(bytes: &[u8]) -> KilnResult<Value> {
     }
     serde_json::from_slice(bytes).map_err(|e| KilnError::bad_input(format!("invalid JSON: {e}")))
 }
+
+/// `x-session-affinity`: pins a conversation to the slot that holds its prefix cache.
+pub fn session_affinity(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-session-affinity")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 256)
+        .map(str::to_owned)
+}

@@ -1,10 +1,14 @@
 //! HTTP transport: the Workers AI REST surface. Parses and validates requests, hands them to the
 //! scheduler, and writes envelopes and SSE. Knows nothing about engines.
 
+mod auth;
 mod body;
 mod catalog_routes;
 mod embeddings;
 mod envelope;
+mod metrics;
+mod openai;
+mod request_metrics;
 mod run;
 mod text_generation;
 
@@ -17,6 +21,8 @@ use kiln_catalog::Catalog;
 use kiln_scheduler::ModelRegistry;
 
 pub use envelope::{ApiError, MODEL_HEADER};
+pub use metrics::install_recorder as install_metrics_recorder;
+pub use request_metrics::TOTAL_MS_HEADER;
 
 /// Transport limits.
 #[derive(Debug, Clone, Copy)]
@@ -46,24 +52,30 @@ pub struct AppState {
 pub type SharedState = Arc<AppState>;
 
 /// The Workers AI REST routes, under both `/client/v4/accounts/…` (what SDKs call with
-/// `https://api.cloudflare.com/client/v4` as base) and `/accounts/…`.
+/// `https://api.cloudflare.com/client/v4` as base) and `/accounts/…`, and the OpenAI-compatible
+/// routes under `/v1` and `…/accounts/{account_id}/ai/v1`.
 pub fn router(state: AppState) -> Router {
+    metrics::install_recorder();
     let accounts = Router::new()
         .route("/ai/run/{*model}", post(run::run_model))
         .route("/ai/models/search", get(catalog_routes::search_models))
         .route("/ai/models/schema", get(catalog_routes::model_schema))
         .route("/ai/tasks/search", get(catalog_routes::search_tasks))
-        .route("/ai/authors/search", get(catalog_routes::search_authors));
+        .route("/ai/authors/search", get(catalog_routes::search_authors))
+        .nest("/ai/v1", openai::routes());
     let api = Router::new().nest("/accounts/{account_id}", accounts);
     Router::new()
         .nest("/client/v4", api.clone())
         .merge(api)
+        .nest("/v1", openai::routes())
         .route("/health", get(|| async { "ok" }))
+        .route("/metrics", get(metrics::render))
         .fallback(envelope::route_not_found)
         .method_not_allowed_fallback(envelope::method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             envelope::panic_response,
         ))
+        .layer(axum::middleware::from_fn(request_metrics::record))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(Arc::new(state))
 }

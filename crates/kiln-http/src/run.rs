@@ -36,6 +36,7 @@ async fn run(
     headers: &HeaderMap,
     request_body: Body,
 ) -> Result<Response, ApiError> {
+    crate::auth::check(crate::auth::bearer_token(headers).as_deref())?;
     let (served, entry) = resolve(state, model)?;
     let bytes = body::read_limited(headers, request_body, state.config.max_body_bytes)
         .await
@@ -46,7 +47,15 @@ async fn run(
     let admission = admission_options(&input);
     let response = match &served.worker {
         Worker::Generation(worker) => {
-            text_generation::run(state, worker, &input, admission, entry).await
+            text_generation::run(
+                state,
+                worker,
+                &input,
+                admission,
+                body::session_affinity(headers),
+                entry,
+            )
+            .await
         }
         Worker::Embedding(worker) => embeddings::run(worker, &input, admission).await,
     };

@@ -24,6 +24,7 @@ pub async fn run(
     worker: &GenerationWorker,
     input: &Value,
     admission: Admission,
+    session: Option<String>,
     entry: &CatalogEntry,
 ) -> KilnResult<Response> {
     let request = parse_request(input, entry)?;
@@ -32,7 +33,7 @@ pub async fn run(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let deadline = state.config.request_timeout;
-    let events = worker.submit(request, admission)?;
+    let events = worker.submit_with_session(request, admission, session)?;
     if streaming {
         // Wait for the first event so that errors before generation starts get a real status.
         let mut events = events;
@@ -48,15 +49,27 @@ pub async fn run(
         let (text, usage) = tokio::time::timeout(deadline, collect(events))
             .await
             .map_err(|_| timeout())??;
-        Ok(success(json!({"response": text, "tool_calls": [], "usage": usage})).into_response())
+        let result = json!({"response": text, "tool_calls": [], "usage": usage_json(usage)});
+        Ok(success(result).into_response())
     }
 }
 
-fn timeout() -> KilnError {
+/// The usage object of both APIs: OpenAI's fields, with prefix-cache reuse reported the way
+/// Workers AI's newer models and OpenAI both report it.
+pub(crate) fn usage_json(usage: Usage) -> Value {
+    json!({
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+    })
+}
+
+pub(crate) fn timeout() -> KilnError {
     KilnError::new(ErrorKind::Timeout, ErrorKind::Timeout.default_message())
 }
 
-fn worker_gone() -> KilnError {
+pub(crate) fn worker_gone() -> KilnError {
     KilnError::internal("the model's worker ended the request without an answer")
 }
 
@@ -100,9 +113,10 @@ fn sse_events(
             WorkerEvent::Generation(GenerationEvent::Text(piece)) => {
                 (json!({"response": piece}), State::Receiving(events))
             }
-            WorkerEvent::Generation(GenerationEvent::Done { usage, .. }) => {
-                (json!({"response": "", "usage": usage}), State::SendDone)
-            }
+            WorkerEvent::Generation(GenerationEvent::Done { usage, .. }) => (
+                json!({"response": "", "usage": usage_json(usage)}),
+                State::SendDone,
+            ),
             WorkerEvent::Error(error) => (
                 json!({"response": "", "errors": [{"code": error.code(), "message": error.message}]}),
                 State::SendDone,
@@ -187,7 +201,7 @@ fn parse_messages(messages: &Value) -> KilnResult<Vec<ChatMessage>> {
 }
 
 /// Content is a string, null (assistant turns with tool calls), or an array of text parts.
-fn flatten_content(content: Option<&Value>) -> Result<String, String> {
+pub(crate) fn flatten_content(content: Option<&Value>) -> Result<String, String> {
     match content {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(text)) => Ok(text.clone()),

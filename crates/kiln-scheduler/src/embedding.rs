@@ -13,8 +13,28 @@ use crate::{Admission, AdmissionConfig};
 /// Requests waiting together are embedded in one forward pass up to this many texts.
 const MAX_BATCH_TEXTS: usize = 256;
 
+/// What a caller asks to embed: text, or token ids of the model's tokenizer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EmbeddingInput {
+    Texts(Vec<String>),
+    TokenIds(Vec<Vec<u32>>),
+}
+
+impl EmbeddingInput {
+    pub fn len(&self) -> usize {
+        match self {
+            EmbeddingInput::Texts(texts) => texts.len(),
+            EmbeddingInput::TokenIds(ids) => ids.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 struct EmbeddingJob {
-    texts: Vec<String>,
+    input: EmbeddingInput,
     pooling: Pooling,
     deadline: Instant,
     reply: oneshot::Sender<KilnResult<EmbeddingOutput>>,
@@ -67,6 +87,17 @@ impl EmbeddingWorker {
         pooling: Pooling,
         admission: Admission,
     ) -> KilnResult<EmbeddingOutput> {
+        self.embed_input(EmbeddingInput::Texts(texts), pooling, admission)
+            .await
+    }
+
+    /// Embeds text or token ids; `token_counts` in the answer are this request's own.
+    pub async fn embed_input(
+        &self,
+        input: EmbeddingInput,
+        pooling: Pooling,
+        admission: Admission,
+    ) -> KilnResult<EmbeddingOutput> {
         let previously = self.in_flight.fetch_add(1, Ordering::SeqCst);
         if admission.reject_if_busy && previously > 0 {
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -77,7 +108,7 @@ impl EmbeddingWorker {
             .unwrap_or_else(|| Instant::now() + self.config.request_timeout);
         let (reply, answer) = oneshot::channel();
         let job = EmbeddingJob {
-            texts,
+            input,
             pooling,
             deadline,
             reply,
@@ -105,12 +136,12 @@ impl EmbeddingWorker {
 
 /// Takes whatever else is already waiting, so concurrent callers share one forward pass.
 fn gather_batch(first: EmbeddingJob, queue: &mpsc::Receiver<EmbeddingJob>) -> Vec<EmbeddingJob> {
-    let mut texts = first.texts.len();
+    let mut texts = first.input.len();
     let mut batch = vec![first];
     while texts < MAX_BATCH_TEXTS {
         match queue.try_recv() {
             Ok(job) => {
-                texts += job.texts.len();
+                texts += job.input.len();
                 batch.push(job);
             }
             Err(_) => break,
@@ -129,22 +160,54 @@ fn run_batch(embedder: &mut dyn Embedder, batch: Vec<EmbeddingJob>) {
         let error = KilnError::new(ErrorKind::Timeout, ErrorKind::Timeout.default_message());
         let _ = job.reply.send(Err(error));
     }
-    // Group by pooling: each group is one call into the engine.
-    let (mean, cls): (Vec<_>, Vec<_>) = live.into_iter().partition(|j| j.pooling == Pooling::Mean);
-    for group in [mean, cls] {
-        if !group.is_empty() {
-            embed_group(embedder, group);
+    // Group by pooling and kind of input: each group is one call into the engine.
+    let mut groups: Vec<Vec<EmbeddingJob>> = Vec::new();
+    for job in live {
+        match groups.iter_mut().find(|group| same_group(&group[0], &job)) {
+            Some(group) => group.push(job),
+            None => groups.push(vec![job]),
         }
+    }
+    for group in groups {
+        embed_group(embedder, group);
     }
 }
 
+fn same_group(a: &EmbeddingJob, b: &EmbeddingJob) -> bool {
+    a.pooling == b.pooling
+        && matches!(
+            (&a.input, &b.input),
+            (EmbeddingInput::Texts(_), EmbeddingInput::Texts(_))
+                | (EmbeddingInput::TokenIds(_), EmbeddingInput::TokenIds(_))
+        )
+}
+
+/// Runs one homogeneous group (same pooling, same kind of input) in one engine call.
 fn embed_group(embedder: &mut dyn Embedder, group: Vec<EmbeddingJob>) {
     let pooling = group[0].pooling;
-    let texts: Vec<String> = group
-        .iter()
-        .flat_map(|job| job.texts.iter().cloned())
-        .collect();
-    match embedder.embed(&texts, pooling) {
+    let result = match &group[0].input {
+        EmbeddingInput::Texts(_) => {
+            let texts: Vec<String> = group
+                .iter()
+                .flat_map(|job| match &job.input {
+                    EmbeddingInput::Texts(texts) => texts.clone(),
+                    EmbeddingInput::TokenIds(_) => Vec::new(),
+                })
+                .collect();
+            embedder.embed(&texts, pooling)
+        }
+        EmbeddingInput::TokenIds(_) => {
+            let ids: Vec<Vec<u32>> = group
+                .iter()
+                .flat_map(|job| match &job.input {
+                    EmbeddingInput::TokenIds(ids) => ids.clone(),
+                    EmbeddingInput::Texts(_) => Vec::new(),
+                })
+                .collect();
+            embedder.embed_token_ids(&ids, pooling)
+        }
+    };
+    match result {
         Ok(output) => split_output(output, group),
         Err(error) => {
             for job in group {
@@ -154,16 +217,21 @@ fn embed_group(embedder: &mut dyn Embedder, group: Vec<EmbeddingJob>) {
     }
 }
 
-/// Hands each job its own vectors back; token usage is apportioned by text count.
+/// Hands each job its own vectors and its own inputs' token counts back.
 fn split_output(output: EmbeddingOutput, group: Vec<EmbeddingJob>) {
-    let total_texts = output.vectors.len().max(1);
     let mut vectors = output.vectors.into_iter();
+    let mut counts = output.token_counts.into_iter();
     for job in group {
-        let mine: Vec<Vec<f32>> = vectors.by_ref().take(job.texts.len()).collect();
-        let share = output.prompt_tokens as usize * mine.len() / total_texts;
+        let count = job.input.len();
+        let mine: Vec<Vec<f32>> = vectors.by_ref().take(count).collect();
+        let token_counts: Vec<u32> = counts.by_ref().take(count).collect();
+        let prompt_tokens = token_counts
+            .iter()
+            .fold(0u32, |sum, &n| sum.saturating_add(n));
         let _ = job.reply.send(Ok(EmbeddingOutput {
             vectors: mine,
-            prompt_tokens: share as u32,
+            prompt_tokens,
+            token_counts,
         }));
     }
 }

@@ -1,15 +1,18 @@
-//! The text-generation worker: one thread owning one [`TextGenerator`].
+//! The text-generation worker: one thread owning one [`BatchGenerator`], running up to its
+//! `max_sequences` requests at once. Requests wait in a bounded queue for a free slot and join
+//! the running batch between forward passes; finished, cancelled and timed-out ones leave it.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Instant;
 
-use kiln_core::{
-    ErrorKind, EventSink, GenerationEvent, GenerationRequest, KilnError, KilnResult, TextGenerator,
-};
+use kiln_core::engine::{BatchGenerator, SequenceId, SequenceOptions, StepReport};
+use kiln_core::{ErrorKind, GenerationEvent, GenerationRequest, KilnError, KilnResult};
 use tokio::sync::mpsc as async_mpsc;
 
+use crate::metrics::ModelMetrics;
 use crate::{Admission, AdmissionConfig};
 
 /// What the transport receives: engine events, or the error that ended the request.
@@ -19,13 +22,15 @@ pub enum WorkerEvent {
     Error(KilnError),
 }
 
-/// Events for one request. Dropping it cancels the request before the next token.
+/// Events for one request. Dropping it cancels the request before the next forward pass.
 pub type GenerationStream = async_mpsc::Receiver<WorkerEvent>;
 
 struct GenerationJob {
     request: GenerationRequest,
+    options: SequenceOptions,
     events: async_mpsc::Sender<WorkerEvent>,
     deadline: Instant,
+    submitted: Instant,
 }
 
 /// Handle to a generation thread. Cheap to clone; the thread ends when the last handle drops.
@@ -34,41 +39,43 @@ pub struct GenerationWorker {
     jobs: mpsc::SyncSender<GenerationJob>,
     /// Queued plus running requests.
     in_flight: Arc<AtomicUsize>,
+    slots: usize,
     config: AdmissionConfig,
     context_window: u32,
 }
 
-/// Decrements the in-flight count however a job ends.
-struct InFlightGuard(Arc<AtomicUsize>);
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 impl GenerationWorker {
+    /// Starts the thread that drives `generator`. Up to `config.queue_capacity` requests wait
+    /// for a free slot; more get 429 / 3040.
     pub fn spawn(
         name: &str,
-        mut generator: Box<dyn TextGenerator>,
+        mut generator: Box<dyn BatchGenerator>,
         config: AdmissionConfig,
     ) -> KilnResult<Self> {
         let (jobs, queue) = mpsc::sync_channel::<GenerationJob>(config.queue_capacity);
         let in_flight = Arc::new(AtomicUsize::new(0));
         let context_window = generator.context_window();
+        let slots = generator.max_sequences().max(1);
         let counter = in_flight.clone();
+        let metrics = ModelMetrics::new(name);
         thread::Builder::new()
             .name(format!("gen-{name}"))
             .spawn(move || {
-                while let Ok(job) = queue.recv() {
-                    let _guard = InFlightGuard(counter.clone());
-                    run_job(generator.as_mut(), job);
-                }
+                let mut scheduler = Scheduler {
+                    generator: generator.as_mut(),
+                    queue,
+                    in_flight: counter,
+                    running: HashMap::new(),
+                    next_id: 0,
+                    metrics,
+                };
+                scheduler.run();
             })
             .map_err(|e| KilnError::internal(format!("cannot start worker thread: {e}")))?;
         Ok(Self {
             jobs,
             in_flight,
+            slots,
             config,
             context_window,
         })
@@ -78,26 +85,48 @@ impl GenerationWorker {
         self.context_window
     }
 
-    /// Admits the request or refuses it at once with 429 / 3040.
+    /// How many requests run at once.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// Admits the request or refuses it at once with 429 / 3040: when the queue is full, or
+    /// with `rejectIfBusy` when no slot is free right now.
     pub fn submit(
         &self,
         request: GenerationRequest,
         admission: Admission,
     ) -> KilnResult<GenerationStream> {
+        self.submit_with_session(request, admission, None)
+    }
+
+    /// [`submit`](Self::submit) for a request of a conversation (`x-session-affinity`): it runs
+    /// in the slot that last served `session` when that slot is free, reusing its KV cache.
+    pub fn submit_with_session(
+        &self,
+        request: GenerationRequest,
+        admission: Admission,
+        session: Option<String>,
+    ) -> KilnResult<GenerationStream> {
         let previously = self.in_flight.fetch_add(1, Ordering::SeqCst);
-        if admission.reject_if_busy && previously > 0 {
+        if admission.reject_if_busy && previously >= self.slots {
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             return Err(KilnError::capacity());
         }
-        // Small buffer: the engine waits for a slow reader instead of piling up tokens.
-        let (events, stream) = async_mpsc::channel(32);
+        // A request sends at most one text event per token plus a flush and its last event, so
+        // this bound is never reached: the engine never waits on one slow reader.
+        let buffer = request.max_tokens.min(self.context_window) as usize + 4;
+        let (events, stream) = async_mpsc::channel(buffer);
+        let submitted = Instant::now();
         let deadline = admission
             .deadline
-            .unwrap_or_else(|| Instant::now() + self.config.request_timeout);
+            .unwrap_or_else(|| submitted + self.config.request_timeout);
         let job = GenerationJob {
             request,
+            options: SequenceOptions { session },
             events,
             deadline,
+            submitted,
         };
         match self.jobs.try_send(job) {
             Ok(()) => Ok(stream),
@@ -117,35 +146,160 @@ fn timeout_error() -> KilnError {
     KilnError::new(ErrorKind::Timeout, ErrorKind::Timeout.default_message())
 }
 
-fn run_job(generator: &mut dyn TextGenerator, job: GenerationJob) {
-    let GenerationJob {
-        request,
-        events,
-        deadline,
-    } = job;
-    // The client may have left while the request waited in the queue.
-    if events.is_closed() {
-        return;
-    }
-    if Instant::now() >= deadline {
-        let _ = events.blocking_send(WorkerEvent::Error(timeout_error()));
-        return;
-    }
-    let mut timed_out = false;
-    let mut sink = |event: GenerationEvent| {
-        if Instant::now() >= deadline {
-            timed_out = true;
-            return false;
+/// A request in the running batch.
+struct RunningRequest {
+    events: async_mpsc::Sender<WorkerEvent>,
+    deadline: Instant,
+    admitted: Instant,
+    last_token: Option<Instant>,
+}
+
+/// The worker thread's state.
+struct Scheduler<'a> {
+    generator: &'a mut dyn BatchGenerator,
+    queue: mpsc::Receiver<GenerationJob>,
+    in_flight: Arc<AtomicUsize>,
+    running: HashMap<SequenceId, RunningRequest>,
+    next_id: SequenceId,
+    metrics: ModelMetrics,
+}
+
+impl Scheduler<'_> {
+    fn run(&mut self) {
+        loop {
+            if !self.admit_waiting() {
+                return;
+            }
+            self.drop_departed();
+            if self.running.is_empty() {
+                continue;
+            }
+            let report = self.generator.step();
+            self.dispatch(report);
         }
-        events.blocking_send(WorkerEvent::Generation(event)).is_ok()
-    };
-    let result = generator.generate(&request, &mut sink as &mut dyn EventSink);
-    let outcome = match result {
-        Err(error) => Some(error),
-        Ok(()) if timed_out => Some(timeout_error()),
-        Ok(()) => None,
-    };
-    if let Some(error) = outcome {
-        let _ = events.blocking_send(WorkerEvent::Error(error));
+    }
+
+    /// Moves queued requests into free slots; blocks for one when nothing runs. Returns `false`
+    /// when every handle is gone and nothing is left to do.
+    fn admit_waiting(&mut self) -> bool {
+        while self.generator.running_sequences() < self.generator.max_sequences() {
+            let job = if self.running.is_empty() {
+                match self.queue.recv() {
+                    Ok(job) => job,
+                    Err(_) => return false,
+                }
+            } else {
+                match self.queue.try_recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            };
+            self.admit(job);
+        }
+        self.metrics.queue_depth(
+            self.in_flight
+                .load(Ordering::SeqCst)
+                .saturating_sub(self.running.len()),
+        );
+        true
+    }
+
+    fn admit(&mut self, job: GenerationJob) {
+        let now = Instant::now();
+        // The client may have left while the request waited in the queue.
+        if job.events.is_closed() {
+            self.release();
+            return;
+        }
+        if now >= job.deadline {
+            let _ = job.events.try_send(WorkerEvent::Error(timeout_error()));
+            self.release();
+            return;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        if let Err(error) = self.generator.add_sequence(id, &job.request, &job.options) {
+            let _ = job.events.try_send(WorkerEvent::Error(error));
+            self.release();
+            return;
+        }
+        self.metrics.queue_time(now - job.submitted);
+        self.running.insert(
+            id,
+            RunningRequest {
+                events: job.events,
+                deadline: job.deadline,
+                admitted: now,
+                last_token: None,
+            },
+        );
+    }
+
+    /// Cancels requests whose client left or whose deadline passed, before any further compute.
+    fn drop_departed(&mut self) {
+        let now = Instant::now();
+        let departed: Vec<SequenceId> = self
+            .running
+            .iter()
+            .filter(|(_, request)| request.events.is_closed() || now >= request.deadline)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in departed {
+            if let Some(request) = self.running.remove(&id) {
+                if !request.events.is_closed() {
+                    let _ = request.events.try_send(WorkerEvent::Error(timeout_error()));
+                }
+            }
+            self.generator.cancel(id);
+            self.release();
+        }
+    }
+
+    fn dispatch(&mut self, report: StepReport) {
+        if report.batch_sequences > 0 {
+            self.metrics.batch_size(report.batch_sequences);
+        }
+        let now = Instant::now();
+        for event in report.events {
+            let Some(request) = self.running.get_mut(&event.id) else {
+                continue;
+            };
+            let (message, last) = match event.event {
+                Ok(GenerationEvent::Text(text)) => {
+                    match request.last_token {
+                        None => self.metrics.time_to_first_token(now - request.admitted),
+                        Some(previous) => self.metrics.inter_token_latency(now - previous),
+                    }
+                    request.last_token = Some(now);
+                    (WorkerEvent::Generation(GenerationEvent::Text(text)), false)
+                }
+                Ok(GenerationEvent::Done {
+                    usage,
+                    finish_reason,
+                }) => {
+                    self.metrics.usage(&usage);
+                    let done = GenerationEvent::Done {
+                        usage,
+                        finish_reason,
+                    };
+                    (WorkerEvent::Generation(done), true)
+                }
+                Err(error) => (WorkerEvent::Error(error), true),
+            };
+            let delivered = request.events.try_send(message).is_ok();
+            if last || !delivered {
+                self.running.remove(&event.id);
+                if !last {
+                    // The client left (or, impossibly, fell a whole request behind).
+                    self.generator.cancel(event.id);
+                }
+                self.release();
+            }
+        }
+    }
+
+    /// One queued or running request is gone.
+    fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -5,9 +5,10 @@
 
 mod embedding;
 mod generation;
+mod metrics;
 mod registry;
 
-pub use embedding::EmbeddingWorker;
+pub use embedding::{EmbeddingInput, EmbeddingWorker};
 pub use generation::{GenerationStream, GenerationWorker, WorkerEvent};
 pub use registry::{ModelRegistry, ServedModel, Worker};
 
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 /// Limits shared by every worker.
 #[derive(Debug, Clone, Copy)]
 pub struct AdmissionConfig {
-    /// Requests that may wait behind the running one before new ones get 429 / 3040.
+    /// Requests that may wait for a free slot before new ones get 429 / 3040.
     pub queue_capacity: usize,
     /// A request still queued or running after this long ends with 408 / 3007.
     pub request_timeout: Duration,
@@ -34,7 +35,7 @@ impl Default for AdmissionConfig {
 /// Per-request admission options from the caller.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Admission {
-    /// `options.rejectIfBusy`: fail at once rather than wait behind other requests.
+    /// `options.rejectIfBusy`: fail at once rather than wait for a free slot.
     pub reject_if_busy: bool,
     /// Overrides the configured timeout when set.
     pub deadline: Option<Instant>,

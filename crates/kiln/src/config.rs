@@ -40,7 +40,12 @@ pub struct ServeConfig {
     #[arg(long, env = "KILN_CONTEXT_SIZE")]
     pub context_size: Option<u32>,
 
-    /// Requests that may wait per model before new ones get 429 [default: 64].
+    /// Requests each LLM runs at once (sequence slots sharing one batch); each slot gets the
+    /// full context window [default: 4].
+    #[arg(long, env = "KILN_PARALLEL")]
+    pub parallel: Option<u32>,
+
+    /// Requests that may wait per model for a free slot before new ones get 429 [default: 64].
     #[arg(long, env = "KILN_QUEUE_CAPACITY")]
     pub queue_capacity: Option<usize>,
 
@@ -94,6 +99,7 @@ impl ServeConfig {
             threads: self.threads.or(base.threads),
             models: self.models.or(base.models),
             context_size: self.context_size.or(base.context_size),
+            parallel: self.parallel.or(base.parallel),
             queue_capacity: self.queue_capacity.or(base.queue_capacity),
             request_timeout_secs: self.request_timeout_secs.or(base.request_timeout_secs),
             max_body_bytes: self.max_body_bytes.or(base.max_body_bytes),
@@ -122,6 +128,10 @@ impl ServeConfig {
 
     pub fn models(&self) -> Vec<String> {
         self.models.clone().unwrap_or_default()
+    }
+
+    pub fn parallel(&self) -> u32 {
+        self.parallel.filter(|&p| p > 0).unwrap_or(4)
     }
 
     pub fn queue_capacity(&self) -> usize {
@@ -174,7 +184,7 @@ mod tests {
         let path = dir.join("kiln.toml");
         std::fs::write(
             &path,
-            "threads = 7\nqueue_capacity = 3\n[aliases]\n\"my-model\" = \"x\"\n",
+            "threads = 7\nparallel = 8\nqueue_capacity = 3\n[aliases]\n\"my-model\" = \"x\"\n",
         )
         .expect("write config");
         let flags = ServeConfig {
@@ -185,6 +195,7 @@ mod tests {
         let config = flags.resolve().expect("config resolves");
         assert_eq!(config.threads(), 1);
         assert_eq!(config.queue_capacity(), 3);
+        assert_eq!(config.parallel(), 8);
         assert_eq!(config.aliases["my-model"], "x");
         assert_eq!(
             config.aliases["@cf/meta/llama-3.1-8b-instruct"],

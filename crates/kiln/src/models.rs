@@ -51,7 +51,8 @@ pub fn load_registry(
                 let options = LlamaOptions {
                     context_size: config.context_size,
                     threads: config.threads(),
-                    batch_size: 512,
+                    parallel: config.parallel(),
+                    ..LlamaOptions::default()
                 };
                 let generator = LlamaGenerator::load(&model.primary_file, &options)
                     .with_context(|| format!("cannot load {}", model.name))?;

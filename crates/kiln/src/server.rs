@@ -36,6 +36,8 @@ impl Drop for RunningServer {
 
 /// Fetches and loads the configured models, binds, and serves in a background task.
 pub async fn start(config: ServeConfig, progress: Progress) -> anyhow::Result<RunningServer> {
+    // Before the models load: their workers register metric handles with the recorder.
+    kiln_http::install_metrics_recorder();
     let loader_config = config.clone();
     let registry = tokio::task::spawn_blocking(move || {
         let installed = models::ensure_models(&loader_config, progress)?;

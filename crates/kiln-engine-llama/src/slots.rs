@@ -1,0 +1,164 @@
+//! Sequence slots: one llama.cpp sequence each, with the KV cache it holds and, while a request
+//! runs in it, that request's sampling and text state. Idle slots keep their KV cache so a later
+//! request that shares a prompt prefix starts from there (the prefix cache).
+
+use kiln_core::engine::SequenceId;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+
+use crate::text_stream::{Filtered, StopFilter, Utf8Stream};
+
+/// Where a running sequence is.
+pub enum Phase {
+    /// Prompt tokens from `next` on still have to be evaluated.
+    Prefill { next: usize },
+    /// `pending` was sampled and goes into the next forward pass.
+    Decode { pending: LlamaToken },
+}
+
+/// A request running in a slot.
+pub struct Running {
+    pub id: SequenceId,
+    pub prompt: Vec<LlamaToken>,
+    /// Prompt tokens found in the slot's KV cache at admission.
+    pub cached_tokens: u32,
+    pub sampler: LlamaSampler,
+    pub text: TextPipeline,
+    pub max_new_tokens: u32,
+    pub generated: u32,
+    pub phase: Phase,
+    /// Admission order, so the oldest prompt is prefilled first.
+    pub admitted: u64,
+}
+
+/// One llama.cpp sequence.
+pub struct Slot {
+    /// The llama.cpp sequence id.
+    pub sequence: i32,
+    /// Tokens whose KV entries are in this sequence, from position 0.
+    pub cached: Vec<LlamaToken>,
+    /// Last time a request used this slot (a counter, for LRU).
+    pub last_used: u64,
+    /// The conversation that last ran here.
+    pub session: Option<String>,
+    pub running: Option<Running>,
+}
+
+impl Slot {
+    pub fn new(sequence: i32) -> Self {
+        Self {
+            sequence,
+            cached: Vec::new(),
+            last_used: 0,
+            session: None,
+            running: None,
+        }
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.running.is_none()
+    }
+}
+
+/// The idle slot a new prompt should run in: the slot pinned to `session` if it is idle; else
+/// the idle slot sharing the longest prefix with `prompt`, if at least half of what that slot
+/// holds is reused (so a short shared preamble does not evict a long conversation); else the
+/// least recently used idle slot.
+pub fn choose_slot(slots: &[Slot], prompt: &[LlamaToken], session: Option<&str>) -> Option<usize> {
+    if let Some(session) = session {
+        let pinned = slots
+            .iter()
+            .position(|slot| slot.is_idle() && slot.session.as_deref() == Some(session));
+        if pinned.is_some() {
+            return pinned;
+        }
+    }
+    let idle = || slots.iter().enumerate().filter(|(_, slot)| slot.is_idle());
+    let best_match = idle()
+        .map(|(index, slot)| (index, common_prefix(&slot.cached, prompt), slot))
+        .max_by_key(|&(_, shared, slot)| (shared, std::cmp::Reverse(slot.last_used)))
+        .filter(|&(_, shared, slot)| shared > 0 && shared * 2 >= slot.cached.len())
+        .map(|(index, _, _)| index);
+    best_match.or_else(|| {
+        idle()
+            .min_by_key(|(_, slot)| slot.last_used)
+            .map(|(index, _)| index)
+    })
+}
+
+pub fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Token bytes → whole characters → text with stop strings cut out.
+pub struct TextPipeline {
+    utf8: Utf8Stream,
+    stop: StopFilter,
+}
+
+impl TextPipeline {
+    pub fn new(stop_strings: &[String]) -> Self {
+        Self {
+            utf8: Utf8Stream::default(),
+            stop: StopFilter::new(stop_strings),
+        }
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) -> Filtered {
+        let decoded = self.utf8.push(bytes);
+        self.stop.push(&decoded)
+    }
+
+    /// The text withheld as a possible stop-string start, released at the end of generation.
+    pub fn finish(&mut self) -> String {
+        self.stop.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(ids: &[i32]) -> Vec<LlamaToken> {
+        ids.iter().map(|&id| LlamaToken(id)).collect()
+    }
+
+    fn slot(sequence: i32, cached: &[i32], last_used: u64) -> Slot {
+        Slot {
+            cached: tokens(cached),
+            last_used,
+            ..Slot::new(sequence)
+        }
+    }
+
+    #[test]
+    fn longest_prefix_then_least_recently_used() {
+        let slots = vec![slot(0, &[1, 2], 5), slot(1, &[1, 2, 3], 9), slot(2, &[], 1)];
+        assert_eq!(choose_slot(&slots, &tokens(&[1, 2, 3, 4]), None), Some(1));
+        // Nothing shared: the slot used longest ago.
+        assert_eq!(choose_slot(&slots, &tokens(&[7]), None), Some(2));
+    }
+
+    #[test]
+    fn a_short_shared_preamble_does_not_evict_a_long_cache() {
+        let slots = vec![slot(0, &[1, 2, 3, 4, 5, 6], 5), slot(1, &[8, 9], 1)];
+        assert_eq!(choose_slot(&slots, &tokens(&[1, 2, 7]), None), Some(1));
+        // Reusing half of what a slot holds is worth it.
+        assert_eq!(choose_slot(&slots, &tokens(&[1, 2, 3, 7]), None), Some(0));
+    }
+
+    #[test]
+    fn a_session_goes_back_to_its_slot() {
+        let mut slots = vec![slot(0, &[1, 2, 3], 5), slot(1, &[9], 9)];
+        slots[1].session = Some("chat-a".into());
+        assert_eq!(
+            choose_slot(&slots, &tokens(&[1, 2, 3]), Some("chat-a")),
+            Some(1)
+        );
+        // An unknown session falls back to the prefix match.
+        assert_eq!(
+            choose_slot(&slots, &tokens(&[1, 2]), Some("other")),
+            Some(0)
+        );
+    }
+}

@@ -1,0 +1,68 @@
+//! The OpenAI-compatible surface: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`
+//! and `/v1/models`, also under Workers AI's `…/accounts/{account_id}/ai/v1`. The official
+//! SDKs use these unchanged; errors take OpenAI's shape, not the Workers AI envelope.
+
+mod embeddings;
+mod error;
+mod models;
+mod request;
+mod response;
+mod stream;
+mod text;
+
+use axum::body::Body;
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::Router;
+use kiln_scheduler::ServedModel;
+use serde_json::Value;
+
+pub use error::OpenAiError;
+
+use crate::{auth, body, SharedState};
+
+/// The routes, to be nested under `/v1` and `…/ai/v1`.
+pub fn routes() -> Router<SharedState> {
+    Router::new()
+        .route("/chat/completions", post(text::chat_completions))
+        .route("/completions", post(text::completions))
+        .route("/embeddings", post(embeddings::embeddings))
+        .route("/models", get(models::list_models))
+        .route("/models/{*model}", get(models::retrieve_model))
+        .fallback(error::route_not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+}
+
+/// Authenticates, then reads and parses the JSON body within the configured size limit.
+async fn read_request(
+    state: &SharedState,
+    headers: &HeaderMap,
+    request_body: Body,
+) -> Result<Value, OpenAiError> {
+    auth::check(auth::bearer_token(headers).as_deref())?;
+    let bytes = body::read_limited(headers, request_body, state.config.max_body_bytes).await?;
+    Ok(body::parse_json(&bytes)?)
+}
+
+/// Resolves `model` exactly as the native route does: catalog task, then the registry.
+fn resolve<'a>(state: &'a SharedState, model: &str) -> Result<&'a ServedModel, OpenAiError> {
+    let task = state.catalog.get(model).map(|entry| entry.task);
+    state
+        .registry
+        .resolve(model, task)
+        .ok_or_else(|| OpenAiError::model_not_found(model))
+}
+
+/// A model of the wrong kind for the route (an embedding model asked to chat, say).
+fn wrong_task(model: &str, served: &ServedModel, route: &str) -> OpenAiError {
+    let task = served.worker.task();
+    OpenAiError::invalid(
+        "model",
+        format!(
+            "The model `{model}` is a {} model (served by {}); it cannot be used with {route}",
+            task.name(),
+            served.name
+        ),
+    )
+    .served_by(&served.name)
+}

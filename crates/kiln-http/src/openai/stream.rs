@@ -1,0 +1,118 @@
+//! Streaming as OpenAI streams: SSE `data:` chunks, a finishing chunk, an optional usage chunk
+//! (`stream_options.include_usage`), then `data: [DONE]`. A failure after the first chunk is sent
+//! as `data: {"error":…}`, which the SDKs raise as an `APIError`.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::stream::{self, Stream};
+use kiln_core::{GenerationEvent, KilnResult};
+use kiln_scheduler::{Admission, GenerationStream, GenerationWorker, WorkerEvent};
+use serde_json::json;
+
+use super::error::OpenAiError;
+use super::request::TextRequest;
+use super::response::{self, ResponseMeta, StreamKind};
+use crate::text_generation::{timeout, worker_gone};
+use crate::SharedState;
+
+pub async fn respond(
+    state: &SharedState,
+    worker: &GenerationWorker,
+    request: TextRequest,
+    meta: ResponseMeta,
+    kind: StreamKind,
+) -> KilnResult<Response> {
+    let mut events =
+        worker.submit_with_session(request.generation, Admission::default(), request.session)?;
+    // Wait for the first event so that failures before generation starts get a real status.
+    let first = tokio::time::timeout(state.config.request_timeout, events.recv())
+        .await
+        .map_err(|_| timeout())?
+        .ok_or_else(worker_gone)?;
+    if let WorkerEvent::Error(error) = first {
+        return Err(error);
+    }
+    let chunks = Chunks {
+        meta,
+        kind,
+        include_usage: request.include_usage,
+        events: Some(events),
+        first: Some(first),
+        pending: VecDeque::new(),
+    };
+    Ok(Sse::new(chunks.into_stream()).into_response())
+}
+
+/// Turns worker events into SSE payloads. Dropping it (client gone) drops the receiver, which
+/// stops the engine before its next token.
+struct Chunks {
+    meta: ResponseMeta,
+    kind: StreamKind,
+    include_usage: bool,
+    /// `None` once the generation has ended.
+    events: Option<GenerationStream>,
+    first: Option<WorkerEvent>,
+    /// Payloads ready to send.
+    pending: VecDeque<String>,
+}
+
+impl Chunks {
+    fn into_stream(mut self) -> impl Stream<Item = Result<Event, Infallible>> {
+        if self.kind == StreamKind::Chat {
+            self.push_chunk(json!({"role": "assistant", "content": ""}), None);
+        }
+        stream::unfold(self, |mut chunks| async move {
+            let data = chunks.next_payload().await?;
+            Some((Ok(Event::default().data(data)), chunks))
+        })
+    }
+
+    async fn next_payload(&mut self) -> Option<String> {
+        loop {
+            if let Some(data) = self.pending.pop_front() {
+                return Some(data);
+            }
+            let event = match self.first.take() {
+                Some(event) => event,
+                None => match self.events.as_mut()?.recv().await {
+                    Some(event) => event,
+                    None => WorkerEvent::Error(worker_gone()),
+                },
+            };
+            self.translate(event);
+        }
+    }
+
+    fn translate(&mut self, event: WorkerEvent) {
+        match event {
+            WorkerEvent::Generation(GenerationEvent::Text(piece)) => {
+                self.push_chunk(json!({"content": piece}), None);
+            }
+            WorkerEvent::Generation(GenerationEvent::Done {
+                usage,
+                finish_reason,
+            }) => {
+                self.events = None;
+                self.push_chunk(json!({}), Some(finish_reason));
+                if self.include_usage {
+                    let trailer = response::usage_chunk(&self.meta, self.kind, usage);
+                    self.pending.push_back(trailer.to_string());
+                }
+                self.pending.push_back("[DONE]".to_owned());
+            }
+            WorkerEvent::Error(error) => {
+                self.events = None;
+                let body = OpenAiError::from(error).body();
+                self.pending.push_back(body.to_string());
+            }
+        }
+    }
+
+    fn push_chunk(&mut self, delta: serde_json::Value, finish: Option<kiln_core::FinishReason>) {
+        let chunk = response::chunk(&self.meta, self.kind, delta, finish, self.include_usage);
+        self.pending.push_back(chunk.to_string());
+    }
+}

@@ -1,0 +1,140 @@
+//! `POST /v1/chat/completions` and `POST /v1/completions`.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kiln_core::{GenerationEvent, KilnResult, Usage};
+use kiln_scheduler::{Admission, GenerationStream, GenerationWorker, Worker, WorkerEvent};
+
+use super::error::OpenAiError;
+use super::request::{self, TextRequest};
+use super::response::{self, Choice, ResponseMeta, StreamKind};
+use super::{read_request, resolve, stream, wrong_task};
+use crate::envelope::with_model_header;
+use crate::text_generation::{timeout, worker_gone};
+use crate::SharedState;
+
+pub async fn chat_completions(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    request_body: Body,
+) -> Response {
+    respond(serve(&state, &headers, request_body, StreamKind::Chat).await)
+}
+
+pub async fn completions(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    request_body: Body,
+) -> Response {
+    respond(serve(&state, &headers, request_body, StreamKind::Completion).await)
+}
+
+fn respond(result: Result<Response, OpenAiError>) -> Response {
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn serve(
+    state: &SharedState,
+    headers: &HeaderMap,
+    request_body: Body,
+    kind: StreamKind,
+) -> Result<Response, OpenAiError> {
+    let body = read_request(state, headers, request_body).await?;
+    // The model is resolved first so that later errors can name the local model.
+    let requested = request::Fields::of(&body)?.model()?;
+    let served = resolve(state, &requested)?;
+    let route = match kind {
+        StreamKind::Chat => "/v1/chat/completions",
+        StreamKind::Completion => "/v1/completions",
+    };
+    let Worker::Generation(worker) = &served.worker else {
+        return Err(wrong_task(&requested, served, route));
+    };
+    let name = served.name.as_str();
+    let mut request = match kind {
+        StreamKind::Chat => request::parse_chat(&body, worker.context_window()),
+        StreamKind::Completion => request::parse_completion(&body),
+    }
+    .map_err(|e| e.served_by(name))?;
+    request.session = crate::body::session_affinity(headers);
+    let meta = ResponseMeta::new(kind.id_prefix(), &request.model, name);
+    let response = if request.stream {
+        stream::respond(state, worker, request, meta, kind).await
+    } else {
+        complete(state, worker, request, &meta, kind).await
+    };
+    response
+        .map(|r| with_model_header(r, name))
+        .map_err(|e| OpenAiError::from(e).served_by(name))
+}
+
+/// Runs every choice to the end and answers with one object.
+async fn complete(
+    state: &SharedState,
+    worker: &GenerationWorker,
+    request: TextRequest,
+    meta: &ResponseMeta,
+    kind: StreamKind,
+) -> KilnResult<Response> {
+    // Submitting every choice at once lets them queue together; each is still its own run.
+    let mut streams = Vec::with_capacity(request.choices as usize);
+    for index in 0..request.choices {
+        let mut generation = request.generation.clone();
+        generation.sampling.seed = generation
+            .sampling
+            .seed
+            .map(|seed| seed.wrapping_add(u64::from(index)));
+        let session = request.session.clone();
+        streams.push(worker.submit_with_session(generation, Admission::default(), session)?);
+    }
+    // Read every choice at once: with continuous batching they run together, and an unread
+    // stream would stall the engine on a full channel.
+    let collect_all = async {
+        let answers = futures::future::try_join_all(streams.into_iter().map(collect)).await?;
+        let mut choices = Vec::with_capacity(answers.len());
+        let mut total = Usage::default();
+        for (choice, usage) in answers {
+            // Each choice reads the prompt, but it is billed once, as OpenAI bills it.
+            total = Usage::new(
+                usage.prompt_tokens,
+                total.completion_tokens + usage.completion_tokens,
+            );
+            choices.push(choice);
+        }
+        Ok::<_, kiln_core::KilnError>((choices, total))
+    };
+    let (choices, total) = tokio::time::timeout(state.config.request_timeout, collect_all)
+        .await
+        .map_err(|_| timeout())??;
+    let body = match kind {
+        StreamKind::Chat => response::chat_completion(meta, &choices, total),
+        StreamKind::Completion => response::text_completion(meta, &choices, total),
+    };
+    Ok(Json(body).into_response())
+}
+
+async fn collect(mut events: GenerationStream) -> KilnResult<(Choice, Usage)> {
+    let mut text = String::new();
+    while let Some(event) = events.recv().await {
+        match event {
+            WorkerEvent::Generation(GenerationEvent::Text(piece)) => text.push_str(&piece),
+            WorkerEvent::Generation(GenerationEvent::Done {
+                usage,
+                finish_reason,
+            }) => {
+                return Ok((
+                    Choice {
+                        text,
+                        finish_reason,
+                    },
+                    usage,
+                ))
+            }
+            WorkerEvent::Error(error) => return Err(error),
+        }
+    }
+    Err(worker_gone())
+}
