@@ -200,6 +200,8 @@ def llama_cpp_python(args, model: str, gguf: Path, port: int) -> tuple[Server, "
         args.python, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
         "--port", str(port), "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads),
         "--n_ctx", str(args.ctx_per_slot), "--n_gpu_layers", "0",
+        # Its default cancels the running stream when another request arrives; queue instead.
+        "--interrupt_requests", "False",
     ]
     server = Server("llama-cpp-python", argv, port, "/v1/models", args.log_dir)
     return server, OpenAIClient(server, model, extra={})
