@@ -1,6 +1,7 @@
 //! The process-wide llama.cpp backend.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{OnceLock, RwLock, RwLockReadGuard};
 
 use kiln_core::{KilnError, KilnResult};
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -21,4 +22,42 @@ pub(crate) fn backend() -> KilnResult<&'static LlamaBackend> {
         })
         .as_ref()
         .map_err(|error| KilnError::internal(format!("llama.cpp backend failed to start: {error}")))
+}
+
+/// Held (shared) by every forward pass; taken exclusively, and never given back, when the process
+/// exits. `exit()` runs C++ static destructors that free ggml's CPU backend registry; a pass
+/// still running on a worker thread at that moment would read freed memory and crash the
+/// process on its way out (seen when a test binary ends while a stream is still generating).
+static DECODE_GATE: RwLock<()> = RwLock::new(());
+
+/// A permit to run one forward pass. Blocks forever once the process has started exiting.
+pub(crate) fn decode_permit() -> RwLockReadGuard<'static, ()> {
+    DECODE_GATE
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Registers the exit gate. Exit handlers run in reverse order of registration, and ggml builds
+/// some of its statics lazily (while loading a model, on a first forward pass), so this is
+/// called after each model's first pass: the latest registration runs before every destructor
+/// registered earlier. The handler is idempotent, so registering it several times is harmless.
+pub(crate) fn register_exit_gate() {
+    // SAFETY: `atexit` only stores the function pointer; `close_gate` is `extern "C"`, takes no
+    // arguments and does not unwind.
+    let registered = unsafe { libc::atexit(close_gate) };
+    if registered != 0 {
+        tracing::warn!("could not register the llama.cpp exit gate");
+    }
+}
+
+extern "C" fn close_gate() {
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+    if CLOSED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    // Waits for running passes to finish; forgetting the guard keeps new ones from starting.
+    let guard = DECODE_GATE
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    std::mem::forget(guard);
 }

@@ -92,6 +92,8 @@ pub struct LlamaGenerator {
     clock: u64,
     model_name: String,
     description: String,
+    /// Whether this model's first forward pass has registered the exit gate (see `backend`).
+    exit_gate_registered: bool,
 }
 
 impl LlamaGenerator {
@@ -174,6 +176,7 @@ impl LlamaGenerator {
             clock: 0,
             model_name,
             description,
+            exit_gate_registered: false,
         })
     }
 
@@ -311,6 +314,7 @@ impl BatchGenerator for LlamaGenerator {
             }
         }
         let ModelWithContext { context, model } = &mut self.loaded;
+        let _permit = crate::backend::decode_permit();
         let mut pass = decode::step(
             context,
             &mut self.batch,
@@ -319,6 +323,10 @@ impl BatchGenerator for LlamaGenerator {
             &self.budget,
         );
         report.events.append(&mut pass.events);
+        if !self.exit_gate_registered && pass.batch_sequences > 0 {
+            crate::backend::register_exit_gate();
+            self.exit_gate_registered = true;
+        }
         report.batch_sequences = pass.batch_sequences;
         report.batch_tokens = pass.batch_tokens;
         report

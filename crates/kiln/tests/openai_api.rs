@@ -42,12 +42,6 @@ async fn post(url: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, Stri
     (status, headers, response.text().await.expect("body"))
 }
 
-async fn post_json(url: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
-    let (status, headers, text) = post(url, body).await;
-    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("JSON body: {text}"));
-    (status, headers, body)
-}
-
 fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

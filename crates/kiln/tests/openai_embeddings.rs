@@ -10,16 +10,7 @@ use serde_json::{json, Value};
 const BGE: &str = "@cf/baai/bge-base-en-v1.5";
 
 async fn embed(body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
-    let response = client()
-        .post(url("/v1/embeddings"))
-        .bearer_auth("sk-test")
-        .json(body)
-        .send()
-        .await
-        .expect("request sent");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    (status, headers, response.json().await.expect("JSON body"))
+    post_json(&url("/v1/embeddings"), body).await
 }
 
 fn float_vectors(body: &Value) -> Vec<Vec<f32>> {

@@ -65,18 +65,25 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-/// POSTs JSON to a model and returns (status, headers, parsed body).
-pub async fn run(model: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
+/// POSTs JSON with a bearer token and returns (status, headers, parsed body).
+pub async fn post_json(url: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
     let response = client()
-        .post(run_url(model))
+        .post(url)
+        .bearer_auth("sk-test")
         .json(body)
         .send()
         .await
         .expect("request sent");
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let body = response.json::<Value>().await.expect("JSON body");
+    let text = response.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("JSON body: {text}"));
     (status, headers, body)
+}
+
+/// POSTs JSON to a model's native route and returns (status, headers, parsed body).
+pub async fn run(model: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
+    post_json(&run_url(model), body).await
 }
 
 /// Asserts the Workers AI error envelope and returns the first error's (code, message).
