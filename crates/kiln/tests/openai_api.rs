@@ -29,19 +29,6 @@ fn capital_chat() -> Value {
     })
 }
 
-async fn post(url: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, String) {
-    let response = client()
-        .post(url)
-        .bearer_auth("sk-test")
-        .json(body)
-        .send()
-        .await
-        .expect("request sent");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    (status, headers, response.text().await.expect("body"))
-}
-
 fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -164,7 +151,7 @@ async fn chat_stream_has_openai_chunk_sequence_and_same_text() {
     let mut request = capital_chat();
     request["stream"] = json!(true);
     request["stream_options"] = json!({"include_usage": true});
-    let (status, headers, text) = post(&url("/v1/chat/completions"), &request).await;
+    let (status, headers, text) = post_text(&url("/v1/chat/completions"), &request).await;
     assert_eq!(status, 200, "{text}");
     assert!(headers["content-type"]
         .to_str()
@@ -222,7 +209,7 @@ async fn chat_stream_without_usage_has_no_usage_chunk() {
     let mut request = capital_chat();
     request["stream"] = json!(true);
     request["max_tokens"] = json!(4);
-    let (status, _, text) = post(&url("/v1/chat/completions"), &request).await;
+    let (status, _, text) = post_text(&url("/v1/chat/completions"), &request).await;
     assert_eq!(status, 200, "{text}");
     let (chunks, done) = chunks_of(&text);
     assert!(done);
@@ -267,7 +254,7 @@ async fn completion_stream_matches_the_whole_answer() {
     let mut streaming = request.clone();
     streaming["stream"] = json!(true);
     streaming["stream_options"] = json!({"include_usage": true});
-    let (status, _, text) = post(&url("/v1/completions"), &streaming).await;
+    let (status, _, text) = post_text(&url("/v1/completions"), &streaming).await;
     assert_eq!(status, 200, "{text}");
     let (chunks, done) = chunks_of(&text);
     assert!(done);

@@ -65,8 +65,8 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-/// POSTs JSON with a bearer token and returns (status, headers, parsed body).
-pub async fn post_json(url: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
+/// POSTs JSON with a bearer token and returns (status, headers, body text).
+pub async fn post_text(url: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, String) {
     let response = client()
         .post(url)
         .bearer_auth("sk-test")
@@ -76,7 +76,12 @@ pub async fn post_json(url: &str, body: &Value) -> (u16, reqwest::header::Header
         .expect("request sent");
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let text = response.text().await.expect("body");
+    (status, headers, response.text().await.expect("body"))
+}
+
+/// POSTs JSON with a bearer token and returns (status, headers, parsed body).
+pub async fn post_json(url: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
+    let (status, headers, text) = post_text(url, body).await;
     let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("JSON body: {text}"));
     (status, headers, body)
 }
