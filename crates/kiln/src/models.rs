@@ -1,7 +1,5 @@
 //! Turning installed models into running workers, and the `kiln models` commands.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use kiln_catalog::Catalog;
 use kiln_core::Task;
@@ -198,5 +196,3 @@ fn human_size(bytes: u64) -> String {
         format!("{mib:.1} MiB")
     }
 }
-
-pub type SharedRegistry = Arc<ModelRegistry>;

@@ -89,7 +89,7 @@ async fn invalid_json_is_bad_input() {
 /// before it has read the whole body (that is the point of an early 413), so write errors after
 /// the headers are expected and ignored.
 async fn raw_post(path: &str, headers: &str, body_len: usize) -> (String, serde_json::Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut socket = tokio::net::TcpStream::connect(server())
         .await
         .expect("connect");
@@ -108,13 +108,7 @@ async fn raw_post(path: &str, headers: &str, body_len: usize) -> (String, serde_
         }
         sent += chunk.len();
     }
-    let mut response = Vec::new();
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        socket.read_to_end(&mut response),
-    )
-    .await;
-    let text = String::from_utf8_lossy(&response).to_string();
+    let text = read_raw_response(&mut socket).await;
     let status_line = text.lines().next().unwrap_or_default().to_owned();
     let json_start = text.find('{').expect("a JSON body");
     let json_end = text.rfind('}').expect("a JSON body") + 1;
@@ -142,7 +136,7 @@ async fn oversized_body_is_413_before_it_is_read() {
 
 #[tokio::test]
 async fn oversized_chunked_body_is_413() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut socket = tokio::net::TcpStream::connect(server())
         .await
         .expect("connect");
@@ -164,13 +158,7 @@ async fn oversized_chunked_body_is_413() {
         }
     }
     let _ = socket.write_all(b"0\r\n\r\n").await;
-    let mut response = Vec::new();
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        socket.read_to_end(&mut response),
-    )
-    .await;
-    let text = String::from_utf8_lossy(&response);
+    let text = read_raw_response(&mut socket).await;
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     assert!(text.contains("3006"), "{text}");
 }

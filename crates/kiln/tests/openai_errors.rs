@@ -265,7 +265,7 @@ async fn unknown_paths_and_methods_answer_in_openai_shape() {
 
 #[tokio::test]
 async fn oversized_body_is_413_in_openai_shape() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let length = 20 * 1024 * 1024;
     let mut socket = tokio::net::TcpStream::connect(server()).await.unwrap();
     let head = format!(
@@ -273,13 +273,7 @@ async fn oversized_body_is_413_in_openai_shape() {
     );
     socket.write_all(head.as_bytes()).await.unwrap();
     // The server answers from the declared length, before the body arrives.
-    let mut response = Vec::new();
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        socket.read_to_end(&mut response),
-    )
-    .await;
-    let text = String::from_utf8_lossy(&response);
+    let text = read_raw_response(&mut socket).await;
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     let body: Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     let error = assert_openai_error(&body);

@@ -114,3 +114,15 @@ pub fn sse_data(body: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// Reads what the server sends on a raw socket until it closes (at most 10 s), as text.
+pub async fn read_raw_response(socket: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        socket.read_to_end(&mut response),
+    )
+    .await;
+    String::from_utf8_lossy(&response).into_owned()
+}
