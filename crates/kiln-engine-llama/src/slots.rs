@@ -60,10 +60,13 @@ impl Slot {
     }
 }
 
+/// A slot whose cache is no longer than this beyond the shared prefix is cheap to overwrite.
+const CHEAP_TO_DISCARD: usize = 256;
+
 /// The idle slot a new prompt should run in: the slot pinned to `session` if it is idle; else
 /// the idle slot sharing the longest prefix with `prompt`, if at least half of what that slot
-/// holds is reused (so a short shared preamble does not evict a long conversation); else the
-/// least recently used idle slot.
+/// holds is reused or what it would discard is short (so a shared chat-template preamble is
+/// reused, but does not evict a long conversation); else the least recently used idle slot.
 pub fn choose_slot(slots: &[Slot], prompt: &[LlamaToken], session: Option<&str>) -> Option<usize> {
     if let Some(session) = session {
         let pinned = slots
@@ -77,7 +80,10 @@ pub fn choose_slot(slots: &[Slot], prompt: &[LlamaToken], session: Option<&str>)
     let best_match = idle()
         .map(|(index, slot)| (index, common_prefix(&slot.cached, prompt), slot))
         .max_by_key(|&(_, shared, slot)| (shared, std::cmp::Reverse(slot.last_used)))
-        .filter(|&(_, shared, slot)| shared > 0 && shared * 2 >= slot.cached.len())
+        .filter(|&(_, shared, slot)| {
+            let discarded = slot.cached.len() - shared;
+            shared > 0 && (shared >= discarded || discarded <= CHEAP_TO_DISCARD)
+        })
         .map(|(index, _, _)| index);
     best_match.or_else(|| {
         idle()
@@ -141,10 +147,19 @@ mod tests {
 
     #[test]
     fn a_short_shared_preamble_does_not_evict_a_long_cache() {
-        let slots = vec![slot(0, &[1, 2, 3, 4, 5, 6], 5), slot(1, &[8, 9], 1)];
+        let conversation: Vec<i32> = (1..=600).collect();
+        let slots = vec![slot(0, &conversation, 5), slot(1, &[8, 9], 1)];
         assert_eq!(choose_slot(&slots, &tokens(&[1, 2, 7]), None), Some(1));
         // Reusing half of what a slot holds is worth it.
-        assert_eq!(choose_slot(&slots, &tokens(&[1, 2, 3, 7]), None), Some(0));
+        let half: Vec<i32> = (1..=300).chain([7]).collect();
+        assert_eq!(choose_slot(&slots, &tokens(&half), None), Some(0));
+    }
+
+    #[test]
+    fn a_shared_preamble_is_reused_when_little_is_discarded() {
+        // A finished short request holds the chat template's preamble plus a short answer.
+        let slots = vec![slot(0, &[1, 2, 3, 40, 41, 42, 43, 44], 5), slot(1, &[], 0)];
+        assert_eq!(choose_slot(&slots, &tokens(&[1, 2, 3, 50]), None), Some(0));
     }
 
     #[test]

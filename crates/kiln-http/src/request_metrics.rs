@@ -14,6 +14,7 @@ use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body::{Frame, SizeHint};
+use kiln_scheduler::RequestTimings;
 
 use crate::envelope::MODEL_HEADER;
 use crate::metrics::{MODEL_REQUESTS_TOTAL, REQUESTS_TOTAL, REQUEST_DURATION_SECONDS};
@@ -21,6 +22,30 @@ use crate::metrics::{MODEL_REQUESTS_TOTAL, REQUESTS_TOTAL, REQUEST_DURATION_SECO
 /// Milliseconds from receiving the request to sending the response head: the whole handler for
 /// JSON answers; for streams, the time to the first event (queueing and prefill included).
 pub const TOTAL_MS_HEADER: &str = "x-kiln-total-ms";
+
+/// Per-request phases of text generation (milliseconds): waiting for a slot, prompt processing
+/// up to the first token, and first to last token. Streams carry the first two (the head is sent
+/// at the first token); `/metrics` has all three as histograms.
+pub const QUEUE_MS_HEADER: &str = "x-kiln-queue-ms";
+pub const PREFILL_MS_HEADER: &str = "x-kiln-prefill-ms";
+pub const DECODE_MS_HEADER: &str = "x-kiln-decode-ms";
+
+/// Adds the phase headers that `timings` knows.
+pub fn with_timing_headers(mut response: Response, timings: RequestTimings) -> Response {
+    let phases = [
+        (QUEUE_MS_HEADER, timings.queue),
+        (PREFILL_MS_HEADER, timings.prefill),
+        (DECODE_MS_HEADER, timings.decode),
+    ];
+    for (name, duration) in phases {
+        let Some(duration) = duration else { continue };
+        if let Ok(value) = HeaderValue::from_str(&format!("{:.3}", duration.as_secs_f64() * 1000.0))
+        {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
 
 /// Route label of requests no route matched (404s of the fallback).
 const UNMATCHED_ROUTE: &str = "unmatched";

@@ -14,6 +14,7 @@ use kiln_scheduler::{Admission, GenerationStream, GenerationWorker, WorkerEvent}
 use serde_json::{json, Value};
 
 use crate::envelope::success;
+use crate::request_metrics::with_timing_headers;
 use crate::SharedState;
 
 const DEFAULT_MAX_TOKENS: u32 = 256;
@@ -44,13 +45,19 @@ pub async fn run(
         if let WorkerEvent::Error(error) = first {
             return Err(error);
         }
-        Ok(Sse::new(sse_events(first, events)).into_response())
+        let timings = events.timings();
+        let response = Sse::new(sse_events(first, events)).into_response();
+        Ok(with_timing_headers(response, timings))
     } else {
-        let (text, usage) = tokio::time::timeout(deadline, collect(events))
+        let mut events = events;
+        let (text, usage) = tokio::time::timeout(deadline, collect(&mut events))
             .await
             .map_err(|_| timeout())??;
         let result = json!({"response": text, "tool_calls": [], "usage": usage_json(usage)});
-        Ok(success(result).into_response())
+        Ok(with_timing_headers(
+            success(result).into_response(),
+            events.timings(),
+        ))
     }
 }
 
@@ -73,7 +80,7 @@ pub(crate) fn worker_gone() -> KilnError {
     KilnError::internal("the model's worker ended the request without an answer")
 }
 
-async fn collect(mut events: GenerationStream) -> KilnResult<(String, Usage)> {
+async fn collect(events: &mut GenerationStream) -> KilnResult<(String, Usage)> {
     let mut text = String::new();
     while let Some(event) = events.recv().await {
         match event {

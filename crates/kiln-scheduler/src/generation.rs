@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kiln_core::engine::{BatchGenerator, SequenceId, SequenceOptions, StepReport};
 use kiln_core::{ErrorKind, GenerationEvent, GenerationRequest, KilnError, KilnResult};
@@ -22,15 +22,78 @@ pub enum WorkerEvent {
     Error(KilnError),
 }
 
-/// Events for one request. Dropping it cancels the request before the next forward pass.
-pub type GenerationStream = async_mpsc::Receiver<WorkerEvent>;
+/// Events for one request, and how long its phases took. Dropping it cancels the request
+/// before the next forward pass.
+pub struct GenerationStream {
+    events: async_mpsc::Receiver<WorkerEvent>,
+    clock: Arc<PhaseClock>,
+}
+
+impl GenerationStream {
+    pub async fn recv(&mut self) -> Option<WorkerEvent> {
+        self.events.recv().await
+    }
+
+    /// The phases measured so far: all three once the last event has been received.
+    pub fn timings(&self) -> RequestTimings {
+        self.clock.timings()
+    }
+}
+
+/// Where a request's time went, for the `x-kiln-*-ms` response headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RequestTimings {
+    /// Waiting for a free slot.
+    pub queue: Option<Duration>,
+    /// From taking a slot to the first token (prompt processing, interleaved with other
+    /// requests' decode steps).
+    pub prefill: Option<Duration>,
+    /// From the first token to the last.
+    pub decode: Option<Duration>,
+}
+
+/// Instants the worker thread stamps as a request moves through its phases.
+struct PhaseClock {
+    submitted: Instant,
+    stamps: Mutex<PhaseStamps>,
+}
+
+#[derive(Default)]
+struct PhaseStamps {
+    admitted: Option<Instant>,
+    first_token: Option<Instant>,
+    finished: Option<Instant>,
+}
+
+impl PhaseClock {
+    fn new(submitted: Instant) -> Self {
+        Self {
+            submitted,
+            stamps: Mutex::new(PhaseStamps::default()),
+        }
+    }
+
+    fn stamp(&self, update: impl FnOnce(&mut PhaseStamps)) {
+        update(&mut self.stamps.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    fn timings(&self) -> RequestTimings {
+        let stamps = self.stamps.lock().unwrap_or_else(PoisonError::into_inner);
+        let between = |from: Option<Instant>, to: Option<Instant>| Some(to?.duration_since(from?));
+        RequestTimings {
+            queue: between(Some(self.submitted), stamps.admitted),
+            prefill: between(stamps.admitted, stamps.first_token),
+            decode: between(stamps.first_token, stamps.finished),
+        }
+    }
+}
 
 struct GenerationJob {
     request: GenerationRequest,
     options: SequenceOptions,
     events: async_mpsc::Sender<WorkerEvent>,
     deadline: Instant,
-    submitted: Instant,
+    clock: Arc<PhaseClock>,
 }
 
 /// Handle to a generation thread. Cheap to clone; the thread ends when the last handle drops.
@@ -116,8 +179,13 @@ impl GenerationWorker {
         // A request sends at most one text event per token plus a flush and its last event, so
         // this bound is never reached: the engine never waits on one slow reader.
         let buffer = request.max_tokens.min(self.context_window) as usize + 4;
-        let (events, stream) = async_mpsc::channel(buffer);
+        let (events, receiver) = async_mpsc::channel(buffer);
         let submitted = Instant::now();
+        let clock = Arc::new(PhaseClock::new(submitted));
+        let stream = GenerationStream {
+            events: receiver,
+            clock: clock.clone(),
+        };
         let deadline = admission
             .deadline
             .unwrap_or_else(|| submitted + self.config.request_timeout);
@@ -126,7 +194,7 @@ impl GenerationWorker {
             options: SequenceOptions { session },
             events,
             deadline,
-            submitted,
+            clock,
         };
         match self.jobs.try_send(job) {
             Ok(()) => Ok(stream),
@@ -152,6 +220,7 @@ struct RunningRequest {
     deadline: Instant,
     admitted: Instant,
     last_token: Option<Instant>,
+    clock: Arc<PhaseClock>,
 }
 
 /// The worker thread's state.
@@ -223,7 +292,8 @@ impl Scheduler<'_> {
             self.release();
             return;
         }
-        self.metrics.queue_time(now - job.submitted);
+        self.metrics.queue_time(now - job.clock.submitted);
+        job.clock.stamp(|stamps| stamps.admitted = Some(now));
         self.running.insert(
             id,
             RunningRequest {
@@ -231,6 +301,7 @@ impl Scheduler<'_> {
                 deadline: job.deadline,
                 admitted: now,
                 last_token: None,
+                clock: job.clock,
             },
         );
     }
@@ -267,7 +338,10 @@ impl Scheduler<'_> {
             let (message, last) = match event.event {
                 Ok(GenerationEvent::Text(text)) => {
                     match request.last_token {
-                        None => self.metrics.time_to_first_token(now - request.admitted),
+                        None => {
+                            self.metrics.time_to_first_token(now - request.admitted);
+                            request.clock.stamp(|stamps| stamps.first_token = Some(now));
+                        }
                         Some(previous) => self.metrics.inter_token_latency(now - previous),
                     }
                     request.last_token = Some(now);
@@ -278,6 +352,10 @@ impl Scheduler<'_> {
                     finish_reason,
                 }) => {
                     self.metrics.usage(&usage);
+                    request.clock.stamp(|stamps| {
+                        stamps.first_token.get_or_insert(now);
+                        stamps.finished = Some(now);
+                    });
                     let done = GenerationEvent::Done {
                         usage,
                         finish_reason,

@@ -9,7 +9,7 @@ mod metrics;
 mod registry;
 
 pub use embedding::{EmbeddingInput, EmbeddingWorker};
-pub use generation::{GenerationStream, GenerationWorker, WorkerEvent};
+pub use generation::{GenerationStream, GenerationWorker, RequestTimings, WorkerEvent};
 pub use registry::{ModelRegistry, ServedModel, Worker};
 
 use std::time::{Duration, Instant};

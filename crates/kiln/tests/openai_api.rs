@@ -56,6 +56,9 @@ async fn chat_completion_has_openai_shape_on_both_bases() {
             post_json(&format!("{base}/chat/completions"), &capital_chat()).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(headers["x-kiln-model"], "smollm2-135m-instruct");
+        for phase in ["x-kiln-queue-ms", "x-kiln-prefill-ms", "x-kiln-decode-ms"] {
+            assert!(headers.contains_key(phase), "{phase} missing: {headers:?}");
+        }
         assert!(
             body["id"].as_str().unwrap().starts_with("chatcmpl-"),
             "{body}"

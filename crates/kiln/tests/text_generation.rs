@@ -201,3 +201,40 @@ async fn repeated_system_prompt_is_served_from_the_prefix_cache() {
         .expect("cached_tokens reported");
     assert!(cached > 300, "the shared system prompt is reused: {second}");
 }
+
+fn header_ms(headers: &reqwest::header::HeaderMap, name: &str) -> Option<f64> {
+    let value = headers.get(name)?.to_str().ok()?;
+    Some(
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}: {value:?}")),
+    )
+}
+
+#[tokio::test]
+async fn responses_carry_queue_prefill_and_decode_timings() {
+    let (status, headers, body) = run(LLAMA, &capital_question()).await;
+    assert_eq!(status, 200, "{body}");
+    let queue = header_ms(&headers, "x-kiln-queue-ms").expect("queue header");
+    let prefill = header_ms(&headers, "x-kiln-prefill-ms").expect("prefill header");
+    let decode = header_ms(&headers, "x-kiln-decode-ms").expect("decode header");
+    let total = header_ms(&headers, "x-kiln-total-ms").expect("total header");
+    assert!(
+        queue >= 0.0 && prefill > 0.0 && decode >= 0.0,
+        "{headers:?}"
+    );
+    // The phases happen inside the handler, so they cannot add up to more than its time.
+    assert!(queue + prefill + decode <= total + 1.0, "{headers:?}");
+
+    // A stream's head leaves at the first token: queue and prefill are known, decode is not.
+    let mut streaming = capital_question();
+    streaming["stream"] = json!(true);
+    let (status, headers, _) = post_text(&run_url(LLAMA), &streaming).await;
+    assert_eq!(status, 200);
+    assert!(
+        header_ms(&headers, "x-kiln-queue-ms").is_some(),
+        "{headers:?}"
+    );
+    assert!(header_ms(&headers, "x-kiln-prefill-ms").is_some_and(|ms| ms > 0.0));
+    assert!(headers.get("x-kiln-decode-ms").is_none(), "{headers:?}");
+}

@@ -15,6 +15,7 @@ use serde_json::json;
 use super::error::OpenAiError;
 use super::request::TextRequest;
 use super::response::{self, ResponseMeta, StreamKind};
+use crate::request_metrics::with_timing_headers;
 use crate::text_generation::{timeout, worker_gone};
 use crate::SharedState;
 
@@ -35,6 +36,7 @@ pub async fn respond(
     if let WorkerEvent::Error(error) = first {
         return Err(error);
     }
+    let timings = events.timings();
     let chunks = Chunks {
         meta,
         kind,
@@ -43,7 +45,8 @@ pub async fn respond(
         first: Some(first),
         pending: VecDeque::new(),
     };
-    Ok(Sse::new(chunks.into_stream()).into_response())
+    let response = Sse::new(chunks.into_stream()).into_response();
+    Ok(with_timing_headers(response, timings))
 }
 
 /// Turns worker events into SSE payloads. Dropping it (client gone) drops the receiver, which

@@ -1,5 +1,6 @@
 //! `POST /v1/chat/completions` and `POST /v1/completions`.
 
+use crate::request_metrics::with_timing_headers;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -93,7 +94,7 @@ async fn complete(
     // Read every choice at once: with continuous batching they run together, and an unread
     // stream would stall the engine on a full channel.
     let collect_all = async {
-        let answers = futures::future::try_join_all(streams.into_iter().map(collect)).await?;
+        let answers = futures::future::try_join_all(streams.iter_mut().map(collect)).await?;
         let mut choices = Vec::with_capacity(answers.len());
         let mut total = Usage::default();
         for (choice, usage) in answers {
@@ -109,14 +110,19 @@ async fn complete(
     let (choices, total) = tokio::time::timeout(state.config.request_timeout, collect_all)
         .await
         .map_err(|_| timeout())??;
+    // The first choice's phases: every choice queues and runs alongside it.
+    let timings = streams
+        .first()
+        .map(GenerationStream::timings)
+        .unwrap_or_default();
     let body = match kind {
         StreamKind::Chat => response::chat_completion(meta, &choices, total),
         StreamKind::Completion => response::text_completion(meta, &choices, total),
     };
-    Ok(Json(body).into_response())
+    Ok(with_timing_headers(Json(body).into_response(), timings))
 }
 
-async fn collect(mut events: GenerationStream) -> KilnResult<(Choice, Usage)> {
+async fn collect(events: &mut GenerationStream) -> KilnResult<(Choice, Usage)> {
     let mut text = String::new();
     while let Some(event) = events.recv().await {
         match event {
