@@ -180,6 +180,18 @@ impl LlamaGenerator {
         })
     }
 
+    /// Memory this model holds: its weights plus the f16 KV cache of every slot (what the
+    /// registry's memory budget counts; compute buffers are small beside these).
+    pub fn memory_bytes(&self) -> u64 {
+        let model = &self.loaded.model;
+        let head_dim =
+            u64::try_from(model.n_embd()).unwrap_or(0) / u64::from(model.n_head().max(1));
+        let kv_width = head_dim * u64::from(model.n_head_kv());
+        let cells = u64::from(self.loaded.context.n_ctx());
+        let kv_cache = 2 * u64::from(model.n_layer()) * cells * kv_width * 2;
+        model.size() + kv_cache
+    }
+
     /// Architecture, size and context window, for logs.
     pub fn model_description(&self) -> String {
         self.description.clone()

@@ -31,7 +31,7 @@ pub async fn search_models(
             let served_by = state
                 .registry
                 .resolve(&entry.name, Some(entry.task))
-                .map(|m| m.name.clone());
+                .map(|(name, _)| name.to_owned());
             object["kiln"] = json!({"installed": served_by.is_some(), "served_by": served_by});
             object
         })

@@ -6,6 +6,7 @@ mod body;
 mod catalog_routes;
 mod embeddings;
 mod envelope;
+mod kiln_routes;
 mod metrics;
 mod openai;
 mod request_metrics;
@@ -44,7 +45,7 @@ impl Default for HttpConfig {
 
 /// Everything a handler needs; shared by all requests.
 pub struct AppState {
-    pub registry: ModelRegistry,
+    pub registry: Arc<ModelRegistry>,
     pub catalog: &'static Catalog,
     pub config: HttpConfig,
 }
@@ -70,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", openai::routes())
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics::render))
+        .route("/kiln/models", get(kiln_routes::models))
         .fallback(envelope::route_not_found)
         .method_not_allowed_fallback(envelope::method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(

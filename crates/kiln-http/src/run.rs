@@ -6,7 +6,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use kiln_catalog::CatalogEntry;
 use kiln_core::{ErrorKind, KilnError, Task};
-use kiln_scheduler::{Admission, ServedModel, Worker};
+use kiln_scheduler::{Admission, Worker};
 use serde_json::Value;
 
 use crate::envelope::ApiError;
@@ -37,7 +37,12 @@ async fn run(
     request_body: Body,
 ) -> Result<Response, ApiError> {
     crate::auth::check(crate::auth::bearer_token(headers).as_deref())?;
-    let (served, entry) = resolve(state, model)?;
+    let (name, entry) = resolve(state, model)?;
+    let served = state
+        .registry
+        .acquire(name)
+        .await
+        .map_err(|e| ApiError::from(e).served_by(name))?;
     let bytes = body::read_limited(headers, request_body, state.config.max_body_bytes)
         .await
         .map_err(|e| ApiError::from(e).served_by(&served.name))?;
@@ -68,13 +73,13 @@ async fn run(
 fn resolve<'a>(
     state: &'a SharedState,
     model: &str,
-) -> Result<(&'a ServedModel, &'static CatalogEntry), ApiError> {
+) -> Result<(&'a str, &'static CatalogEntry), ApiError> {
     let model = model.trim_start_matches('/');
     if model.is_empty() || model.len() > 256 || model.chars().any(char::is_control) {
         return Err(KilnError::new(ErrorKind::InvalidModelId, "The model name is invalid").into());
     }
     let entry = state.catalog.get(model);
-    let served = state
+    let (name, task) = state
         .registry
         .resolve(model, entry.map(|e| e.task))
         .ok_or_else(|| {
@@ -87,13 +92,12 @@ fn resolve<'a>(
             };
             ApiError::from(KilnError::new(ErrorKind::NoSuchModel, message))
         })?;
-    let task = served.worker.task();
     let entry = match entry.filter(|e| e.task == task) {
         Some(entry) => entry,
         None => representative_entry(state, task)
             .ok_or_else(|| ApiError::from(KilnError::no_such_model(model)))?,
     };
-    Ok((served, entry))
+    Ok((name, entry))
 }
 
 fn representative_entry(state: &SharedState, task: Task) -> Option<&'static CatalogEntry> {

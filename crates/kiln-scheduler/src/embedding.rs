@@ -77,6 +77,11 @@ impl EmbeddingWorker {
         })
     }
 
+    /// Whether any request is queued or running (an idle model may be unloaded).
+    pub fn is_busy(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) > 0
+    }
+
     pub fn dimensions(&self) -> usize {
         self.dimensions
     }

@@ -144,6 +144,11 @@ impl GenerationWorker {
         })
     }
 
+    /// Whether any request is queued or running (an idle model may be unloaded).
+    pub fn is_busy(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) > 0
+    }
+
     pub fn context_window(&self) -> u32 {
         self.context_window
     }

@@ -10,7 +10,9 @@ mod registry;
 
 pub use embedding::{EmbeddingInput, EmbeddingWorker};
 pub use generation::{GenerationStream, GenerationWorker, RequestTimings, WorkerEvent};
-pub use registry::{ModelRegistry, ServedModel, Worker};
+pub use registry::{
+    LoadedWorker, ModelLoader, ModelRegistry, ResidencyPolicy, ServedModel, UnloadReason, Worker,
+};
 
 use std::time::{Duration, Instant};
 

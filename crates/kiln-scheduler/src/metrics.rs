@@ -71,3 +71,19 @@ impl ModelMetrics {
             .increment(u64::from(usage.cached_tokens));
     }
 }
+
+/// A model became resident, holding about `memory_bytes`.
+pub fn model_loaded(model: &str, memory_bytes: u64) {
+    let model = model.to_owned();
+    gauge!("kiln_model_loaded", "model" => model.clone()).set(1.0);
+    gauge!("kiln_model_memory_bytes", "model" => model.clone()).set(memory_bytes as f64);
+    counter!("kiln_model_loads_total", "model" => model).increment(1);
+}
+
+/// A model left memory (`reason`: `idle` or `memory_budget`).
+pub fn model_unloaded(model: &str, reason: &'static str) {
+    let model = model.to_owned();
+    gauge!("kiln_model_loaded", "model" => model.clone()).set(0.0);
+    gauge!("kiln_model_memory_bytes", "model" => model.clone()).set(0.0);
+    counter!("kiln_model_unloads_total", "model" => model, "reason" => reason).increment(1);
+}

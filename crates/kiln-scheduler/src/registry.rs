@@ -1,8 +1,16 @@
-//! Which local model serves which catalog id.
+//! Which local model serves which catalog id, and which models are resident.
+//!
+//! Routing is static (aliases, task defaults, installed model names); residency is not: a request
+//! for an installed model that is not loaded loads it, evicting the least recently used idle
+//! models when the memory budget would be exceeded, and models idle for longer than the
+//! keep-alive are unloaded. An unloaded model's thread ends once its last in-flight request
+//! finishes (it holds a handle), so unloading never cuts a request short.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-use kiln_core::Task;
+use kiln_core::{ErrorKind, KilnError, KilnResult, Task};
 
 use crate::{EmbeddingWorker, GenerationWorker};
 
@@ -20,6 +28,13 @@ impl Worker {
             Worker::Embedding(_) => Task::TextEmbeddings,
         }
     }
+
+    pub fn is_busy(&self) -> bool {
+        match self {
+            Worker::Generation(worker) => worker.is_busy(),
+            Worker::Embedding(worker) => worker.is_busy(),
+        }
+    }
 }
 
 /// A loaded local model and the name users see in `x-kiln-model`.
@@ -29,22 +44,82 @@ pub struct ServedModel {
     pub worker: Worker,
 }
 
-/// Maps requested ids to loaded models: explicit aliases first, then the default model for the
-/// id's task, then the local model's own name.
-#[derive(Default)]
+/// What a [`ModelLoader`] hands back: the running worker and the memory it holds.
+pub struct LoadedWorker {
+    pub worker: Worker,
+    pub memory_bytes: u64,
+}
+
+/// Starts workers for installed models. Implemented by the binary, which knows the engines.
+pub trait ModelLoader: Send + Sync + 'static {
+    /// Loads `name` (blocking: reads weights, starts the worker thread).
+    fn load(&self, name: &str) -> KilnResult<LoadedWorker>;
+
+    /// Size of `name`'s weights on disk: a lower bound of its memory, known before loading.
+    fn weights_bytes(&self, name: &str) -> u64;
+}
+
+/// When models leave memory.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResidencyPolicy {
+    /// Loaded models together may hold at most this much; `None` is no limit.
+    pub memory_budget_bytes: Option<u64>,
+    /// A model idle this long is unloaded; `None` keeps it loaded.
+    pub keep_alive: Option<Duration>,
+}
+
+/// Why a model left memory (the `reason` label of `kiln_model_unloads_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnloadReason {
+    Idle,
+    MemoryBudget,
+}
+
+impl UnloadReason {
+    fn label(self) -> &'static str {
+        match self {
+            UnloadReason::Idle => "idle",
+            UnloadReason::MemoryBudget => "memory_budget",
+        }
+    }
+}
+
+struct Resident {
+    served: ServedModel,
+    memory_bytes: u64,
+    last_used: Instant,
+}
+
+/// Maps requested ids to local models and keeps the requested ones loaded.
 pub struct ModelRegistry {
-    loaded: HashMap<String, ServedModel>,
+    /// Installed models that may be loaded, with their task.
+    available: BTreeMap<String, Task>,
     aliases: HashMap<String, String>,
     task_defaults: HashMap<Task, String>,
+    policy: ResidencyPolicy,
+    loader: Arc<dyn ModelLoader>,
+    resident: Mutex<HashMap<String, Resident>>,
+    /// One load at a time, so that concurrent requests for one model load it once and two
+    /// loads never both count on the same free memory.
+    loading: tokio::sync::Mutex<()>,
 }
 
 impl ModelRegistry {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(loader: Arc<dyn ModelLoader>, policy: ResidencyPolicy) -> Self {
+        Self {
+            available: BTreeMap::new(),
+            aliases: HashMap::new(),
+            task_defaults: HashMap::new(),
+            policy,
+            loader,
+            resident: Mutex::new(HashMap::new()),
+            loading: tokio::sync::Mutex::new(()),
+        }
     }
 
-    pub fn add_model(&mut self, model: ServedModel) {
-        self.loaded.insert(model.name.clone(), model);
+    /// Makes an installed model servable (it loads on its first request, or by [`Self::preload`]).
+    pub fn add_available(&mut self, name: impl Into<String>, task: Task) {
+        self.available.insert(name.into(), task);
     }
 
     pub fn add_alias(&mut self, id: impl Into<String>, local_name: impl Into<String>) {
@@ -55,25 +130,180 @@ impl ModelRegistry {
         self.task_defaults.insert(task, local_name.into());
     }
 
-    /// `task` is the catalog's task for `id`, when the catalog knows the id.
-    pub fn resolve(&self, id: &str, task: Option<Task>) -> Option<&ServedModel> {
-        if let Some(target) = self.aliases.get(id) {
-            return self.loaded.get(target);
-        }
-        if let Some(model) = self.loaded.get(id) {
-            return Some(model);
-        }
-        let target = self.task_defaults.get(&task?)?;
-        self.loaded
-            .get(target)
-            .filter(|model| Some(model.worker.task()) == task)
+    /// The local model for `id`: an alias to an installed model, else an installed model of
+    /// that name, else the default model of `task` (the catalog's task for `id`, when the
+    /// catalog knows it). Returns the local name and its task.
+    pub fn resolve(&self, id: &str, task: Option<Task>) -> Option<(&str, Task)> {
+        let installed = |name: &str| self.available.get_key_value(name);
+        let found = self
+            .aliases
+            .get(id)
+            .and_then(|target| installed(target))
+            .or_else(|| installed(id))
+            .or_else(|| {
+                let target = self.task_defaults.get(&task?)?;
+                installed(target).filter(|(_, &model_task)| Some(model_task) == task)
+            });
+        found.map(|(name, &task)| (name.as_str(), task))
     }
 
-    pub fn models(&self) -> impl Iterator<Item = &ServedModel> {
-        self.loaded.values()
+    /// The worker for an installed model, loading it first if it is not resident.
+    pub async fn acquire(self: &Arc<Self>, name: &str) -> KilnResult<ServedModel> {
+        if let Some(served) = self.touch(name) {
+            return Ok(served);
+        }
+        let _loading = self.loading.lock().await;
+        // Another request may have loaded it while this one waited.
+        if let Some(served) = self.touch(name) {
+            return Ok(served);
+        }
+        let registry = self.clone();
+        let model = name.to_owned();
+        tokio::task::spawn_blocking(move || registry.load(&model))
+            .await
+            .map_err(|e| KilnError::internal(format!("loading {name} failed: {e}")))?
+    }
+
+    /// Loads `name` now, blocking the calling thread (start-up, before requests arrive).
+    pub fn preload(&self, name: &str) -> KilnResult<()> {
+        if self.touch(name).is_none() {
+            self.load(name)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the model and starts its worker, first unloading what the budget requires: by
+    /// the weights' size before reading them, then by the measured footprint.
+    fn load(&self, name: &str) -> KilnResult<ServedModel> {
+        if !self.available.contains_key(name) {
+            return Err(KilnError::no_such_model(name));
+        }
+        self.make_room(name, self.loader.weights_bytes(name))?;
+        let loaded = self.loader.load(name)?;
+        self.make_room(name, loaded.memory_bytes)?;
+        tracing::info!(
+            model = name,
+            memory_mib = loaded.memory_bytes / MIB,
+            "model loaded"
+        );
+        crate::metrics::model_loaded(name, loaded.memory_bytes);
+        let served = ServedModel {
+            name: name.to_owned(),
+            worker: loaded.worker,
+        };
+        self.resident().insert(
+            name.to_owned(),
+            Resident {
+                served: served.clone(),
+                memory_bytes: loaded.memory_bytes,
+                last_used: Instant::now(),
+            },
+        );
+        Ok(served)
+    }
+
+    /// Unloads models idle for longer than the keep-alive. A model counts as used while it has
+    /// requests, so the idle time starts when its last request ends (within one sweep).
+    pub fn unload_idle(&self) {
+        let Some(keep_alive) = self.policy.keep_alive else {
+            return;
+        };
+        let now = Instant::now();
+        let mut resident = self.resident();
+        for model in resident.values_mut() {
+            if model.served.worker.is_busy() {
+                model.last_used = now;
+            }
+        }
+        let expired: Vec<String> = resident
+            .iter()
+            .filter(|(_, model)| now.duration_since(model.last_used) >= keep_alive)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in expired {
+            resident.remove(&name);
+            unloaded(&name, UnloadReason::Idle);
+        }
+    }
+
+    /// The loaded models and the memory each holds, by name.
+    pub fn loaded(&self) -> BTreeMap<String, u64> {
+        self.resident()
+            .iter()
+            .map(|(name, model)| (name.clone(), model.memory_bytes))
+            .collect()
+    }
+
+    /// Installed model names and their tasks.
+    pub fn available(&self) -> impl Iterator<Item = (&String, Task)> {
+        self.available.iter().map(|(name, &task)| (name, task))
     }
 
     pub fn aliases(&self) -> impl Iterator<Item = (&String, &String)> {
         self.aliases.iter()
     }
+
+    pub fn policy(&self) -> ResidencyPolicy {
+        self.policy
+    }
+
+    fn resident(&self) -> MutexGuard<'_, HashMap<String, Resident>> {
+        self.resident.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The resident worker for `name`, marked as just used.
+    fn touch(&self, name: &str) -> Option<ServedModel> {
+        let mut resident = self.resident();
+        let model = resident.get_mut(name)?;
+        model.last_used = Instant::now();
+        Some(model.served.clone())
+    }
+
+    /// Unloads least recently used idle models until `needed` more bytes fit the budget.
+    fn make_room(&self, name: &str, needed: u64) -> KilnResult<()> {
+        let Some(budget) = self.policy.memory_budget_bytes else {
+            return Ok(());
+        };
+        if needed > budget {
+            return Err(KilnError::internal(format!(
+                "{name} needs about {} MiB, more than the whole memory budget of {} MiB \
+                 (--memory-budget-mib)",
+                needed / MIB,
+                budget / MIB
+            )));
+        }
+        let mut resident = self.resident();
+        loop {
+            let used: u64 = resident.values().map(|model| model.memory_bytes).sum();
+            if used + needed <= budget {
+                return Ok(());
+            }
+            let victim = resident
+                .iter()
+                .filter(|(_, model)| !model.served.worker.is_busy())
+                .min_by_key(|(_, model)| model.last_used)
+                .map(|(name, _)| name.clone());
+            let Some(victim) = victim else {
+                return Err(KilnError::new(
+                    ErrorKind::OutOfCapacity,
+                    format!(
+                        "Capacity temporarily exceeded, please try again: loading {name} \
+                         (about {} MiB) needs memory that busy models hold ({} of {} MiB used)",
+                        needed / MIB,
+                        used / MIB,
+                        budget / MIB
+                    ),
+                ));
+            };
+            resident.remove(&victim);
+            unloaded(&victim, UnloadReason::MemoryBudget);
+        }
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+fn unloaded(name: &str, reason: UnloadReason) {
+    tracing::info!(model = name, reason = reason.label(), "model unloaded");
+    crate::metrics::model_unloaded(name, reason.label());
 }

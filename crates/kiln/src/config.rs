@@ -57,6 +57,16 @@ pub struct ServeConfig {
     #[arg(long, env = "KILN_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
 
+    /// Memory the loaded models may hold together, in MiB; loading another model first unloads
+    /// the least recently used idle ones [default: 80% of physical memory].
+    #[arg(long, env = "KILN_MEMORY_BUDGET_MIB")]
+    pub memory_budget_mib: Option<u64>,
+
+    /// Seconds a model may sit idle before it is unloaded (it loads again on its next request)
+    /// [default: never unload].
+    #[arg(long, env = "KILN_KEEP_ALIVE_SECS")]
+    pub keep_alive_secs: Option<u64>,
+
     /// Do not fetch missing models; fail instead.
     #[arg(long, env = "KILN_OFFLINE", num_args = 0..=1, default_missing_value = "true")]
     pub offline: Option<bool>,
@@ -103,6 +113,8 @@ impl ServeConfig {
             queue_capacity: self.queue_capacity.or(base.queue_capacity),
             request_timeout_secs: self.request_timeout_secs.or(base.request_timeout_secs),
             max_body_bytes: self.max_body_bytes.or(base.max_body_bytes),
+            memory_budget_mib: self.memory_budget_mib.or(base.memory_budget_mib),
+            keep_alive_secs: self.keep_alive_secs.or(base.keep_alive_secs),
             offline: self.offline.or(base.offline),
             task_defaults,
             aliases,
@@ -146,9 +158,28 @@ impl ServeConfig {
         self.max_body_bytes.unwrap_or(16 * 1024 * 1024)
     }
 
+    pub fn memory_budget_bytes(&self) -> Option<u64> {
+        let mib = self
+            .memory_budget_mib
+            .or_else(|| physical_memory_mib().map(|total| total / 10 * 8))?;
+        Some(mib.saturating_mul(1024 * 1024))
+    }
+
+    pub fn keep_alive(&self) -> Option<Duration> {
+        self.keep_alive_secs.map(Duration::from_secs)
+    }
+
     pub fn offline(&self) -> bool {
         self.offline.unwrap_or(false)
     }
+}
+
+/// `MemTotal` from `/proc/meminfo` (Linux); elsewhere the budget must be set explicitly.
+fn physical_memory_mib() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|line| line.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
 }
 
 fn read_file(path: &Path) -> anyhow::Result<ServeConfig> {

@@ -1,12 +1,16 @@
 //! Turning installed models into running workers, and the `kiln models` commands.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use anyhow::Context;
 use kiln_catalog::Catalog;
-use kiln_core::Task;
+use kiln_core::{KilnError, KilnResult, Task};
 use kiln_engine_bert::BertEmbedder;
 use kiln_engine_llama::{LlamaGenerator, LlamaOptions};
 use kiln_scheduler::{
-    AdmissionConfig, EmbeddingWorker, GenerationWorker, ModelRegistry, ServedModel, Worker,
+    AdmissionConfig, EmbeddingWorker, GenerationWorker, LoadedWorker, ModelLoader, ModelRegistry,
+    ResidencyPolicy, Worker,
 };
 use kiln_store::{InstalledModel, ModelFormat, ModelStore, Progress};
 
@@ -33,48 +37,91 @@ pub fn ensure_models(
         .collect()
 }
 
-/// Loads each model on its own worker thread and wires up aliases and task defaults.
-pub fn load_registry(
-    config: &ServeConfig,
-    models: &[InstalledModel],
-) -> anyhow::Result<ModelRegistry> {
-    let admission = AdmissionConfig {
-        queue_capacity: config.queue_capacity(),
-        request_timeout: config.request_timeout(),
-    };
-    let mut registry = ModelRegistry::new();
-    for model in models {
-        let worker = match model.format {
+/// Starts engines for installed models: llama.cpp for GGUF, candle for BERT directories.
+struct EngineLoader {
+    config: ServeConfig,
+    installed: HashMap<String, InstalledModel>,
+}
+
+impl ModelLoader for EngineLoader {
+    fn load(&self, name: &str) -> KilnResult<LoadedWorker> {
+        let model = self
+            .installed
+            .get(name)
+            .ok_or_else(|| KilnError::no_such_model(name))?;
+        let admission = AdmissionConfig {
+            queue_capacity: self.config.queue_capacity(),
+            request_timeout: self.config.request_timeout(),
+        };
+        let cannot_load = |error: KilnError| {
+            KilnError::new(error.kind, format!("cannot load {name}: {}", error.message))
+        };
+        match model.format {
             ModelFormat::Gguf => {
                 let options = LlamaOptions {
-                    context_size: config.context_size,
-                    threads: config.threads(),
-                    parallel: config.parallel(),
+                    context_size: self.config.context_size,
+                    threads: self.config.threads(),
+                    parallel: self.config.parallel(),
                     ..LlamaOptions::default()
                 };
-                let generator = LlamaGenerator::load(&model.primary_file, &options)
-                    .with_context(|| format!("cannot load {}", model.name))?;
+                let generator =
+                    LlamaGenerator::load(&model.primary_file, &options).map_err(cannot_load)?;
                 tracing::info!(model = %model.name, "{}", generator.model_description());
-                Worker::Generation(GenerationWorker::spawn(
-                    &model.name,
-                    Box::new(generator),
-                    admission,
-                )?)
+                let memory_bytes = generator.memory_bytes();
+                let worker = GenerationWorker::spawn(&model.name, Box::new(generator), admission)?;
+                Ok(LoadedWorker {
+                    worker: Worker::Generation(worker),
+                    memory_bytes,
+                })
             }
             ModelFormat::HfBert => {
-                let embedder = BertEmbedder::load(&model.dir)
-                    .with_context(|| format!("cannot load {}", model.name))?;
-                Worker::Embedding(EmbeddingWorker::spawn(
-                    &model.name,
-                    Box::new(embedder),
-                    admission,
-                )?)
+                let embedder = BertEmbedder::load(&model.dir).map_err(cannot_load)?;
+                let worker = EmbeddingWorker::spawn(&model.name, Box::new(embedder), admission)?;
+                Ok(LoadedWorker {
+                    worker: Worker::Embedding(worker),
+                    // f32 weights as read, plus activations that scale with them.
+                    memory_bytes: model.size_bytes.saturating_mul(2),
+                })
             }
+        }
+    }
+
+    fn weights_bytes(&self, name: &str) -> u64 {
+        self.installed.get(name).map_or(0, |model| model.size_bytes)
+    }
+}
+
+/// The registry: every installed model is servable; the configured ones load now, others on
+/// their first request.
+pub fn load_registry(
+    config: &ServeConfig,
+    configured: &[InstalledModel],
+) -> anyhow::Result<ModelRegistry> {
+    let mut installed: HashMap<String, InstalledModel> = ModelStore::new(config.data_dir())
+        .installed()
+        .into_iter()
+        .map(|model| (model.name.clone(), model))
+        .collect();
+    for model in configured {
+        installed.insert(model.name.clone(), model.clone());
+    }
+    let policy = ResidencyPolicy {
+        memory_budget_bytes: config.memory_budget_bytes(),
+        keep_alive: config.keep_alive(),
+    };
+    let mut registry = ModelRegistry::new(
+        Arc::new(EngineLoader {
+            config: config.clone(),
+            installed: installed.clone(),
+        }),
+        policy,
+    );
+    for model in installed.values() {
+        let task = match model.format {
+            ModelFormat::Gguf => Task::TextGeneration,
+            ModelFormat::HfBert => Task::TextEmbeddings,
         };
-        registry.add_model(ServedModel {
-            name: model.name.clone(),
-            worker,
-        });
+        registry.add_available(model.name.clone(), task);
     }
     for (task_name, local) in &config.task_defaults {
         let task = Task::from_name(task_name)
@@ -83,6 +130,11 @@ pub fn load_registry(
     }
     for (id, local) in &config.aliases {
         registry.add_alias(id.clone(), local.clone());
+    }
+    for model in configured {
+        registry
+            .preload(&model.name)
+            .map_err(|error| anyhow::anyhow!("{}", error.message))?;
     }
     Ok(registry)
 }

@@ -1,10 +1,13 @@
 //! Starting and stopping the HTTP server.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use anyhow::Context;
 use kiln_catalog::Catalog;
 use kiln_http::{AppState, HttpConfig};
+use kiln_scheduler::ModelRegistry;
 use kiln_store::Progress;
 use tokio::sync::oneshot;
 
@@ -45,6 +48,8 @@ pub async fn start(config: ServeConfig, progress: Progress) -> anyhow::Result<Ru
     })
     .await
     .context("model loading thread failed")??;
+    let registry = Arc::new(registry);
+    spawn_idle_sweeper(&registry);
     let state = AppState {
         registry,
         catalog: Catalog::builtin(),
@@ -72,4 +77,22 @@ pub async fn start(config: ServeConfig, progress: Progress) -> anyhow::Result<Ru
         shutdown: Some(shutdown),
         task,
     })
+}
+
+/// Unloads models past their keep-alive, once a second, for as long as the server lives.
+fn spawn_idle_sweeper(registry: &Arc<ModelRegistry>) {
+    if registry.policy().keep_alive.is_none() {
+        return;
+    }
+    let registry: Weak<ModelRegistry> = Arc::downgrade(registry);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            ticks.tick().await;
+            let Some(registry) = registry.upgrade() else {
+                return;
+            };
+            registry.unload_idle();
+        }
+    });
 }

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use kiln_core::Pooling;
+use kiln_core::{Pooling, Task};
 use kiln_scheduler::{Admission, EmbeddingInput, Worker};
 use serde_json::{json, Value};
 
@@ -45,9 +45,15 @@ async fn serve(
     let body = read_request(state, headers, request_body).await?;
     let fields = Fields::of(&body)?;
     let requested = fields.model()?;
-    let served = resolve(state, &requested)?;
+    let route = "/v1/embeddings";
+    let served = resolve(state, &requested, Task::TextEmbeddings, route).await?;
     let Worker::Embedding(worker) = &served.worker else {
-        return Err(wrong_task(&requested, served, "/v1/embeddings"));
+        return Err(wrong_task(
+            &requested,
+            &served.name,
+            served.worker.task(),
+            route,
+        ));
     };
     let name = served.name.as_str();
     let parsed = parse(&fields, worker.dimensions()).map_err(|e| e.served_by(name))?;

@@ -14,6 +14,7 @@ use axum::body::Body;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::Router;
+use kiln_core::Task;
 use kiln_scheduler::ServedModel;
 use serde_json::Value;
 
@@ -44,8 +45,9 @@ async fn read_request(
     Ok(body::parse_json(&bytes)?)
 }
 
-/// Resolves `model` exactly as the native route does: catalog task, then the registry.
-fn resolve<'a>(state: &'a SharedState, model: &str) -> Result<&'a ServedModel, OpenAiError> {
+/// The local model serving `model`, exactly as the native route finds it: catalog task, then
+/// the registry.
+fn route<'a>(state: &'a SharedState, model: &str) -> Result<(&'a str, Task), OpenAiError> {
     let task = state.catalog.get(model).map(|entry| entry.task);
     state
         .registry
@@ -53,16 +55,33 @@ fn resolve<'a>(state: &'a SharedState, model: &str) -> Result<&'a ServedModel, O
         .ok_or_else(|| OpenAiError::model_not_found(model))
 }
 
+/// [`route`] for a model of `task` (the one `path` serves), then its worker, loading the model
+/// if it is not resident.
+async fn resolve(
+    state: &SharedState,
+    model: &str,
+    task: Task,
+    path: &str,
+) -> Result<ServedModel, OpenAiError> {
+    let (name, served_task) = route(state, model)?;
+    if served_task != task {
+        return Err(wrong_task(model, name, served_task, path));
+    }
+    state
+        .registry
+        .acquire(name)
+        .await
+        .map_err(|e| OpenAiError::from(e).served_by(name))
+}
+
 /// A model of the wrong kind for the route (an embedding model asked to chat, say).
-fn wrong_task(model: &str, served: &ServedModel, route: &str) -> OpenAiError {
-    let task = served.worker.task();
+fn wrong_task(model: &str, local: &str, task: Task, route: &str) -> OpenAiError {
     OpenAiError::invalid(
         "model",
         format!(
-            "The model `{model}` is a {} model (served by {}); it cannot be used with {route}",
+            "The model `{model}` is a {} model (served by {local}); it cannot be used with {route}",
             task.name(),
-            served.name
         ),
     )
-    .served_by(&served.name)
+    .served_by(local)
 }

@@ -11,7 +11,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::OpenAiError;
-use super::resolve;
+use super::route;
 use crate::{auth, SharedState};
 
 /// Local models have no publication date; they are listed as created when the server started
@@ -40,8 +40,8 @@ fn model_object(id: &str) -> Value {
 /// Local model names, aliases, and catalog ids that resolve to a loaded model, each once.
 fn served_ids(state: &SharedState) -> Vec<String> {
     let mut ids: BTreeMap<String, ()> = BTreeMap::new();
-    for model in state.registry.models() {
-        ids.insert(model.name.clone(), ());
+    for (name, _) in state.registry.available() {
+        ids.insert(name.clone(), ());
     }
     for (alias, _) in state.registry.aliases() {
         if state.registry.resolve(alias, None).is_some() {
@@ -82,7 +82,7 @@ pub async fn retrieve_model(
     let model = params
         .get("model")
         .map_or("", |m| m.trim_start_matches('/'));
-    match resolve(&state, model) {
+    match route(&state, model) {
         Ok(_) => Json(model_object(model)).into_response(),
         Err(error) => error.into_response(),
     }

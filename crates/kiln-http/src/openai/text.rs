@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use kiln_core::{GenerationEvent, KilnResult, Usage};
+use kiln_core::{GenerationEvent, KilnResult, Task, Usage};
 use kiln_scheduler::{Admission, GenerationStream, GenerationWorker, Worker, WorkerEvent};
 
 use super::error::OpenAiError;
@@ -46,13 +46,18 @@ async fn serve(
     let body = read_request(state, headers, request_body).await?;
     // The model is resolved first so that later errors can name the local model.
     let requested = request::Fields::of(&body)?.model()?;
-    let served = resolve(state, &requested)?;
     let route = match kind {
         StreamKind::Chat => "/v1/chat/completions",
         StreamKind::Completion => "/v1/completions",
     };
+    let served = resolve(state, &requested, Task::TextGeneration, route).await?;
     let Worker::Generation(worker) = &served.worker else {
-        return Err(wrong_task(&requested, served, route));
+        return Err(wrong_task(
+            &requested,
+            &served.name,
+            served.worker.task(),
+            route,
+        ));
     };
     let name = served.name.as_str();
     let mut request = match kind {

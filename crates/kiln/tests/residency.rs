@@ -1,0 +1,164 @@
+//! Several models: installed models load on their first request, the memory budget unloads the
+//! least recently used idle model, and the keep-alive unloads idle ones.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+const SMOL: &str = "smollm2-135m-instruct";
+const QWEN: &str = "qwen2.5-coder-0.5b-instruct";
+const MINILM: &str = "all-minilm-l6-v2";
+
+fn config(models: &[&str]) -> kiln::ServeConfig {
+    kiln::ServeConfig {
+        models: Some(models.iter().map(|m| m.to_string()).collect()),
+        context_size: Some(1024),
+        parallel: Some(2),
+        ..test_config()
+    }
+}
+
+/// Loaded models → memory, from `GET /kiln/models`.
+async fn loaded(base: &str) -> BTreeMap<String, u64> {
+    let body: Value = client()
+        .get(format!("{base}/kiln/models"))
+        .send()
+        .await
+        .expect("request sent")
+        .json()
+        .await
+        .expect("JSON body");
+    body["result"]["models"]
+        .as_array()
+        .expect("models")
+        .iter()
+        .filter(|m| m["loaded"] == true)
+        .map(|m| {
+            let name = m["name"].as_str().expect("name").to_owned();
+            (
+                name,
+                m["memory_bytes"]
+                    .as_u64()
+                    .expect("memory of a loaded model"),
+            )
+        })
+        .collect()
+}
+
+async fn chat(base: &str, model: &str) -> (u16, Value, String) {
+    let url = format!("{base}/client/v4/accounts/{ACCOUNT}/ai/run/{model}");
+    let body = json!({"prompt": "Say hi.", "max_tokens": 4, "temperature": 0});
+    let (status, headers, body) = post_json(&url, &body).await;
+    let served_by = headers
+        .get("x-kiln-model")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (status, body, served_by)
+}
+
+async fn embed(base: &str) {
+    let url = format!("{base}/client/v4/accounts/{ACCOUNT}/ai/run/@cf/baai/bge-small-en-v1.5");
+    let (status, _, body) = post_json(&url, &json!({"text": "hello"})).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn models_load_on_request_and_the_budget_unloads_the_least_recently_used() {
+    kiln_store::ensure_for_tests(QWEN);
+
+    // No budget: an installed model that was not configured loads on its first request.
+    let base = format!("http://{}", spawn_server(config(&[SMOL, MINILM])));
+    let before = loaded(&base).await;
+    assert_eq!(before.keys().collect::<Vec<_>>(), [MINILM, SMOL]);
+    let (status, body, served_by) = chat(&base, QWEN).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(served_by, QWEN);
+    let sizes = loaded(&base).await;
+    assert_eq!(sizes.len(), 3, "{sizes:?}");
+
+    // A budget that holds the embedder and one of the two LLMs, never both LLMs.
+    let budget = sizes[MINILM] + sizes[SMOL].max(sizes[QWEN]) + sizes[SMOL].min(sizes[QWEN]) / 2;
+    let base = format!(
+        "http://{}",
+        spawn_server(kiln::ServeConfig {
+            memory_budget_mib: Some(budget.div_ceil(1024 * 1024)),
+            ..config(&[SMOL, MINILM])
+        })
+    );
+    let (status, body, _) = chat(&base, QWEN).await;
+    assert_eq!(status, 200, "{body}");
+    // SmolLM2 was loaded first and used least recently.
+    assert_eq!(
+        loaded(&base).await.keys().collect::<Vec<_>>(),
+        [MINILM, QWEN]
+    );
+    embed(&base).await;
+    let (status, body, served_by) = chat(&base, SMOL).await;
+    assert_eq!((status, served_by.as_str()), (200, SMOL), "{body}");
+    // Now Qwen is the least recently used idle model.
+    assert_eq!(
+        loaded(&base).await.keys().collect::<Vec<_>>(),
+        [MINILM, SMOL]
+    );
+    let metrics = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.contains("kiln_model_unloads_total{model=\"qwen2.5-coder-0.5b-instruct\",reason=\"memory_budget\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn idle_models_are_unloaded_after_the_keep_alive_and_load_again() {
+    let base = format!(
+        "http://{}",
+        spawn_server(kiln::ServeConfig {
+            keep_alive_secs: Some(1),
+            ..config(&[SMOL])
+        })
+    );
+    let (status, body, _) = chat(&base, SMOL).await;
+    assert_eq!(status, 200, "{body}");
+    let mut waited = Duration::ZERO;
+    while !loaded(&base).await.is_empty() {
+        assert!(
+            waited < Duration::from_secs(10),
+            "still loaded after {waited:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        waited += Duration::from_millis(250);
+    }
+    assert!(
+        waited >= Duration::from_millis(500),
+        "unloaded too early: {waited:?}"
+    );
+    let (status, body, served_by) = chat(&base, SMOL).await;
+    assert_eq!((status, served_by.as_str()), (200, SMOL), "{body}");
+}
+
+#[tokio::test]
+async fn a_model_larger_than_the_budget_is_refused_clearly() {
+    let base = format!(
+        "http://{}",
+        spawn_server(kiln::ServeConfig {
+            memory_budget_mib: Some(1),
+            ..config(&[])
+        })
+    );
+    let (status, body, _) = chat(&base, SMOL).await;
+    assert_eq!(status, 500, "{body}");
+    let (code, message) = assert_error_envelope(&body);
+    assert_eq!(code, 5000);
+    assert!(message.contains("memory budget"), "{message}");
+}
