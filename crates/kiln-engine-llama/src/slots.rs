@@ -79,11 +79,11 @@ pub fn choose_slot(slots: &[Slot], prompt: &[LlamaToken], session: Option<&str>)
     let idle = || slots.iter().enumerate().filter(|(_, slot)| slot.is_idle());
     let best_match = idle()
         .map(|(index, slot)| (index, common_prefix(&slot.cached, prompt), slot))
-        .max_by_key(|&(_, shared, slot)| (shared, std::cmp::Reverse(slot.last_used)))
         .filter(|&(_, shared, slot)| {
             let discarded = slot.cached.len() - shared;
             shared > 0 && (shared >= discarded || discarded <= CHEAP_TO_DISCARD)
         })
+        .max_by_key(|&(_, shared, slot)| (shared, std::cmp::Reverse(slot.last_used)))
         .map(|(index, _, _)| index);
     best_match.or_else(|| {
         idle()
@@ -153,6 +153,21 @@ mod tests {
         // Reusing half of what a slot holds is worth it.
         let half: Vec<i32> = (1..=300).chain([7]).collect();
         assert_eq!(choose_slot(&slots, &tokens(&half), None), Some(0));
+    }
+
+    #[test]
+    fn a_slot_worth_reusing_wins_over_a_longer_match_that_is_not() {
+        // Slot 0 shares one more token but would throw away a long conversation.
+        let long: Vec<i32> = [1, 2, 3, 4].into_iter().chain(100..700).collect();
+        let slots = vec![
+            slot(0, &long, 1),
+            slot(1, &[1, 2, 3, 50, 51], 2),
+            slot(2, &[], 0),
+        ];
+        assert_eq!(
+            choose_slot(&slots, &tokens(&[1, 2, 3, 4, 9]), None),
+            Some(1)
+        );
     }
 
     #[test]
