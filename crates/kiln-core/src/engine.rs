@@ -57,6 +57,18 @@ pub struct GenerationRequest {
     pub sampling: SamplingParams,
     /// Generation stops before any of these strings; they are not emitted.
     pub stop: Vec<String>,
+    /// A grammar every generated token must keep the output inside of.
+    pub constraint: Option<OutputConstraint>,
+}
+
+/// Structured output, enforced while sampling (tokens that would leave the language are masked).
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputConstraint {
+    /// A JSON value that validates against this JSON Schema.
+    JsonSchema(serde_json::Value),
+    /// Text in the language of this Lark grammar (llguidance's dialect, which embeds JSON
+    /// Schemas with `%json{…}`): how tool calls are constrained to their template's syntax.
+    Lark(String),
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

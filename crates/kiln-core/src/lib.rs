@@ -7,7 +7,8 @@ pub mod task;
 
 pub use engine::{
     ChatMessage, Embedder, EmbeddingOutput, EventSink, FinishReason, GenerationEvent,
-    GenerationRequest, Pooling, PromptInput, SamplingParams, TextGenerator, Usage,
+    GenerationRequest, OutputConstraint, Pooling, PromptInput, SamplingParams, TextGenerator,
+    Usage,
 };
 pub use error::{ErrorKind, KilnError, KilnResult};
 pub use task::Task;

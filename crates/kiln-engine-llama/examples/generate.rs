@@ -53,6 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..SamplingParams::default()
         },
         stop: Vec::new(),
+        constraint: None,
     };
     let started = Instant::now();
     let mut first_text = None;

@@ -19,6 +19,7 @@ use llama_cpp_2::token::LlamaToken;
 
 use crate::backend::backend;
 use crate::chat_template::{ChatTemplate, CHATML_TEMPLATE};
+use crate::constraint::GrammarCompiler;
 use crate::decode::{self, forget_cache, Budget};
 use crate::sampling::{build_sampler, sampler_seed, PENALTY_WINDOW};
 use crate::slots::{choose_slot, Phase, Running, Slot, TextPipeline};
@@ -94,6 +95,8 @@ pub struct LlamaGenerator {
     description: String,
     /// Whether this model's first forward pass has registered the exit gate (see `backend`).
     exit_gate_registered: bool,
+    /// Compiles JSON Schemas and grammars for constrained requests (built on first use).
+    grammar: Option<GrammarCompiler>,
 }
 
 impl LlamaGenerator {
@@ -177,7 +180,18 @@ impl LlamaGenerator {
             model_name,
             description,
             exit_gate_registered: false,
+            grammar: None,
         })
+    }
+
+    /// The model's grammar compiler, built on first use.
+    fn grammar_compiler(&mut self) -> KilnResult<&GrammarCompiler> {
+        if self.grammar.is_none() {
+            self.grammar = Some(GrammarCompiler::new(&self.loaded.model)?);
+        }
+        self.grammar
+            .as_ref()
+            .ok_or_else(|| KilnError::internal("grammar compiler missing"))
     }
 
     /// Memory this model holds: its weights plus the f16 KV cache of every slot (what the
@@ -274,13 +288,18 @@ impl BatchGenerator for LlamaGenerator {
         let shared = crate::slots::common_prefix(&self.slots[slot_index].cached, &prompt);
         let reused = self.trim_cache(slot_index, shared.min(prompt.len() - 1));
 
-        let mut sampler = build_sampler(
+        let constraint = match &request.constraint {
+            Some(constraint) => Some(self.grammar_compiler()?.sampler(constraint)?),
+            None => None,
+        };
+        // Penalties look back over the prompt too, as they do in transformers.
+        let sampler = build_sampler(
             &request.sampling,
             sampler_seed(request.sampling.seed),
             self.loaded.model.n_vocab(),
+            &prompt[prompt.len().saturating_sub(PENALTY_WINDOW)..],
+            constraint,
         );
-        // Penalties look back over the prompt too, as they do in transformers.
-        sampler.accept_many(&prompt[prompt.len().saturating_sub(PENALTY_WINDOW)..]);
 
         self.clock += 1;
         let slot = &mut self.slots[slot_index];

@@ -7,6 +7,7 @@
 
 mod backend;
 mod chat_template;
+mod constraint;
 mod decode;
 mod generator;
 mod sampling;

@@ -2,6 +2,7 @@
 
 use kiln_core::SamplingParams;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
 
 /// Penalties look this many tokens back.
 pub const PENALTY_WINDOW: usize = 64;
@@ -26,12 +27,22 @@ pub fn sampler_seed(requested: Option<u64>) -> u32 {
     }
 }
 
-/// penalties → top-k → top-p → temperature → random draw; temperature 0 draws greedily.
-pub fn build_sampler(params: &SamplingParams, seed: u32, vocabulary_size: i32) -> LlamaSampler {
-    let mut stages = Vec::with_capacity(5);
-    if let Some(penalties) = penalty_stage(params, vocabulary_size) {
+/// penalties → constraint → top-k → top-p → temperature → random draw; temperature 0 draws
+/// greedily. The penalties stage has already seen `history` (the prompt's tail); the constraint
+/// stage has not, since it only judges generated text.
+pub fn build_sampler(
+    params: &SamplingParams,
+    seed: u32,
+    vocabulary_size: i32,
+    history: &[LlamaToken],
+    constraint: Option<LlamaSampler>,
+) -> LlamaSampler {
+    let mut stages = Vec::with_capacity(6);
+    if let Some(mut penalties) = penalty_stage(params, vocabulary_size) {
+        penalties.accept_many(history);
         stages.push(penalties);
     }
+    stages.extend(constraint);
     if params.temperature <= 0.0 {
         stages.push(LlamaSampler::greedy());
         return LlamaSampler::chain_simple(stages);

@@ -54,6 +54,7 @@ fn chat(system: Option<&str>, user: &str, max_tokens: u32) -> GenerationRequest 
             ..SamplingParams::default()
         },
         stop: Vec::new(),
+        constraint: None,
     }
 }
 

@@ -69,6 +69,7 @@ fn request(input: PromptInput, max_tokens: u32, temperature: f32) -> GenerationR
             ..SamplingParams::default()
         },
         stop: Vec::new(),
+        constraint: None,
     }
 }
 
@@ -215,6 +216,7 @@ fn same_seed_gives_the_same_text() {
             ..SamplingParams::default()
         },
         stop: Vec::new(),
+        constraint: None,
     };
     let first = run(&mut generator, &seeded(42)).unwrap().text();
     let second = run(&mut generator, &seeded(42)).unwrap().text();
@@ -246,6 +248,7 @@ fn sampling_options_are_accepted() {
             presence_penalty: Some(0.5),
         },
         stop: Vec::new(),
+        constraint: None,
     };
     let output = run(&mut generator, &request).unwrap();
     assert!(!output.text().trim().is_empty());

@@ -6,6 +6,7 @@ mod body;
 mod catalog_routes;
 mod embeddings;
 mod envelope;
+mod json_mode;
 mod kiln_routes;
 mod metrics;
 mod openai;

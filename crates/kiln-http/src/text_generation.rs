@@ -1,6 +1,7 @@
 //! Text generation: Workers AI input → [`GenerationRequest`], events → `{response, usage}` or SSE.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
@@ -14,6 +15,7 @@ use kiln_scheduler::{Admission, GenerationStream, GenerationWorker, WorkerEvent}
 use serde_json::{json, Value};
 
 use crate::envelope::success;
+use crate::json_mode::JsonMode;
 use crate::request_metrics::with_timing_headers;
 use crate::SharedState;
 
@@ -28,7 +30,7 @@ pub async fn run(
     session: Option<String>,
     entry: &CatalogEntry,
 ) -> KilnResult<Response> {
-    let request = parse_request(input, entry)?;
+    let (request, json_mode) = parse_request(input, entry)?;
     let streaming = input
         .get("stream")
         .and_then(Value::as_bool)
@@ -46,14 +48,19 @@ pub async fn run(
             return Err(error);
         }
         let timings = events.timings();
-        let response = Sse::new(sse_events(first, events)).into_response();
+        let response = Sse::new(sse_events(first, events, json_mode)).into_response();
         Ok(with_timing_headers(response, timings))
     } else {
         let mut events = events;
         let (text, usage) = tokio::time::timeout(deadline, collect(&mut events))
             .await
             .map_err(|_| timeout())??;
-        let result = json!({"response": text, "tool_calls": [], "usage": usage_json(usage)});
+        // In JSON mode `response` is the parsed value, as Workers AI returns it.
+        let response = match &json_mode {
+            Some(json_mode) => json_mode.check(&text)?,
+            None => Value::String(text),
+        };
+        let result = json!({"response": response, "tool_calls": [], "usage": usage_json(usage)});
         Ok(with_timing_headers(
             success(result).into_response(),
             events.timings(),
@@ -95,61 +102,89 @@ async fn collect(events: &mut GenerationStream) -> KilnResult<(String, Usage)> {
 }
 
 /// Workers AI framing: `data: {"response":…}` per piece, a usage trailer, then `data: [DONE]`.
-/// Dropping the stream (client gone) drops the receiver, which stops the engine.
+/// In JSON mode the pieces are JSON text, and a finished text that does not validate ends the
+/// stream with an error event instead of the usage trailer. Dropping the stream (client gone)
+/// drops the receiver, which stops the engine.
 fn sse_events(
     first: WorkerEvent,
     events: GenerationStream,
+    json_mode: Option<Arc<JsonMode>>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    enum State {
-        Pending(WorkerEvent, GenerationStream),
-        Receiving(GenerationStream),
-        SendDone,
-        Finished,
+    struct SseState {
+        events: GenerationStream,
+        pending: Option<WorkerEvent>,
+        json_mode: Option<Arc<JsonMode>>,
+        /// The text so far, kept only in JSON mode.
+        text: String,
+        ended: bool,
+        done_sent: bool,
     }
-    stream::unfold(State::Pending(first, events), |state| async move {
-        let (event, events) = match state {
-            State::Pending(event, events) => (event, events),
-            State::Receiving(mut events) => match events.recv().await {
-                Some(event) => (event, events),
-                None => return None,
-            },
-            State::SendDone => return Some((Ok(Event::default().data("[DONE]")), State::Finished)),
-            State::Finished => return None,
+    let state = SseState {
+        events,
+        pending: Some(first),
+        json_mode,
+        text: String::new(),
+        ended: false,
+        done_sent: false,
+    };
+    let error_event = |error: &KilnError| json!({"response": "", "errors": [{"code": error.code(), "message": error.message}]});
+    stream::unfold(state, move |mut state| async move {
+        if state.done_sent {
+            return None;
+        }
+        if state.ended {
+            state.done_sent = true;
+            return Some((Ok(Event::default().data("[DONE]")), state));
+        }
+        let event = match state.pending.take() {
+            Some(event) => event,
+            None => state.events.recv().await?,
         };
-        let (data, next) = match event {
+        let data = match event {
             WorkerEvent::Generation(GenerationEvent::Text(piece)) => {
-                (json!({"response": piece}), State::Receiving(events))
+                if state.json_mode.is_some() {
+                    state.text.push_str(&piece);
+                }
+                json!({"response": piece})
             }
-            WorkerEvent::Generation(GenerationEvent::Done { usage, .. }) => (
-                json!({"response": "", "usage": usage_json(usage)}),
-                State::SendDone,
-            ),
-            WorkerEvent::Error(error) => (
-                json!({"response": "", "errors": [{"code": error.code(), "message": error.message}]}),
-                State::SendDone,
-            ),
+            WorkerEvent::Generation(GenerationEvent::Done { usage, .. }) => {
+                state.ended = true;
+                let unmet = state.json_mode.as_ref().map(|mode| mode.check(&state.text));
+                match unmet {
+                    Some(Err(error)) => error_event(&error),
+                    _ => json!({"response": "", "usage": usage_json(usage)}),
+                }
+            }
+            WorkerEvent::Error(error) => {
+                state.ended = true;
+                error_event(&error)
+            }
         };
-        Some((Ok(Event::default().data(data.to_string())), next))
+        Some((Ok(Event::default().data(data.to_string())), state))
     })
 }
 
 /// Builds the engine request from input the schema has already accepted; remaining semantic
 /// checks (features not served yet, limits that depend on the model) happen here.
-pub fn parse_request(input: &Value, entry: &CatalogEntry) -> KilnResult<GenerationRequest> {
+pub fn parse_request(
+    input: &Value,
+    entry: &CatalogEntry,
+) -> KilnResult<(GenerationRequest, Option<Arc<JsonMode>>)> {
     if input.get("lora").is_some_and(|v| !v.is_null()) {
         return Err(KilnError::new(
             ErrorKind::LoraUnsupported,
             format!("The model {} does not support LoRa inference", entry.name),
         ));
     }
-    for unsupported in ["tools", "functions", "response_format", "guided_json"] {
+    for unsupported in ["tools", "functions"] {
         if input.get(unsupported).is_some_and(|v| !v.is_null()) {
             return Err(KilnError::bad_input(format!(
-                "'/{unsupported}' is not supported by Kiln yet (tool calling and JSON mode are \
-                 being built); remove it from the request"
+                "'/{unsupported}' is not supported by Kiln yet (tool calling is being built); \
+                 remove it from the request"
             )));
         }
     }
+    let json_mode = JsonMode::from_native(input)?;
     let prompt_input = if let Some(messages) = input.get("messages") {
         PromptInput::Messages(parse_messages(messages)?)
     } else {
@@ -177,12 +212,14 @@ pub fn parse_request(input: &Value, entry: &CatalogEntry) -> KilnResult<Generati
         frequency_penalty: number("frequency_penalty"),
         presence_penalty: number("presence_penalty"),
     };
-    Ok(GenerationRequest {
+    let request = GenerationRequest {
         input: prompt_input,
         max_tokens,
         sampling,
         stop: parse_stop(input)?,
-    })
+        constraint: json_mode.as_ref().map(|mode| mode.constraint()),
+    };
+    Ok((request, json_mode))
 }
 
 fn parse_messages(messages: &Value) -> KilnResult<Vec<ChatMessage>> {

@@ -102,11 +102,12 @@ async fn bad_chat_inputs_are_400_naming_the_field() {
             "tools",
         ),
         (
-            chat(json!({"response_format": {"type": "json_object"}})),
+            chat(json!({"response_format": {"type": "yaml"}})),
             "response_format",
         ),
         (
-            chat(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}})),
+            chat(json!({"response_format": {"type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": 5}}}})),
             "response_format",
         ),
         (chat(json!({"model": 5})), "model"),

@@ -1,10 +1,13 @@
 //! Parsing OpenAI request bodies into engine requests. Every check names the field it is about,
 //! and features Kiln cannot serve yet are refused with a 400 rather than silently ignored.
 
+use std::sync::Arc;
+
 use kiln_core::{ChatMessage, GenerationRequest, PromptInput, SamplingParams};
 use serde_json::{Map, Value};
 
 use super::error::OpenAiError;
+use crate::json_mode::JsonMode;
 use crate::text_generation::flatten_content;
 
 type Parsed<T> = Result<T, OpenAiError>;
@@ -29,6 +32,8 @@ pub struct TextRequest {
     pub include_usage: bool,
     /// `x-session-affinity`, set by the route: pins the conversation to its prefix-cache slot.
     pub session: Option<String>,
+    /// `response_format` asked for JSON: the answer is checked against it when it ends.
+    pub json_mode: Option<Arc<JsonMode>>,
 }
 
 /// The JSON object of a request body, read field by field.
@@ -160,11 +165,6 @@ pub fn parse_chat(body: &Value, context_window: u32) -> Parsed<TextRequest> {
         "tool calling is not implemented",
     )?;
     fields.refuse_if(
-        "response_format",
-        |v| v.get("type").and_then(Value::as_str) != Some("text"),
-        "only {\"type\": \"text\"} is served; JSON mode and structured outputs are not implemented",
-    )?;
-    fields.refuse_if(
         "modalities",
         |v| v.as_array().is_none_or(|m| m.iter().any(|m| m != "text")),
         "only text output is served",
@@ -238,6 +238,11 @@ fn text_request(
 ) -> Parsed<TextRequest> {
     fields.string("user")?;
     fields.refuse_if("logit_bias", non_empty, "logit_bias is not implemented")?;
+    let json_mode = match fields.get("response_format") {
+        None | Some(Value::Null) => None,
+        Some(format) => JsonMode::from_response_format(format, "response_format")
+            .map_err(|error| OpenAiError::invalid("response_format", error.message))?,
+    };
     let sampling = SamplingParams {
         temperature: fields
             .number("temperature", 0.0, 2.0)?
@@ -286,11 +291,13 @@ fn text_request(
             max_tokens,
             sampling,
             stop: parse_stop(fields.get("stop"))?,
+            constraint: json_mode.as_ref().map(|mode| mode.constraint()),
         },
         choices,
         stream,
         include_usage,
         session: None,
+        json_mode,
     })
 }
 
@@ -461,7 +468,6 @@ mod tests {
         for (field, value) in [
             ("logprobs", json!(true)),
             ("tools", json!([{"type": "function"}])),
-            ("response_format", json!({"type": "json_object"})),
             ("tool_choice", json!("required")),
             ("logit_bias", json!({"50256": -100})),
         ] {

@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +16,7 @@ use serde_json::json;
 use super::error::OpenAiError;
 use super::request::TextRequest;
 use super::response::{self, ResponseMeta, StreamKind};
+use crate::json_mode::JsonMode;
 use crate::request_metrics::with_timing_headers;
 use crate::text_generation::{timeout, worker_gone};
 use crate::SharedState;
@@ -44,6 +46,8 @@ pub async fn respond(
         events: Some(events),
         first: Some(first),
         pending: VecDeque::new(),
+        json_mode: request.json_mode,
+        text: String::new(),
     };
     let response = Sse::new(chunks.into_stream()).into_response();
     Ok(with_timing_headers(response, timings))
@@ -60,6 +64,10 @@ struct Chunks {
     first: Option<WorkerEvent>,
     /// Payloads ready to send.
     pending: VecDeque<String>,
+    /// JSON mode: the whole answer is checked against the schema when it ends.
+    json_mode: Option<Arc<JsonMode>>,
+    /// The answer so far (kept only in JSON mode).
+    text: String,
 }
 
 impl Chunks {
@@ -92,6 +100,9 @@ impl Chunks {
     fn translate(&mut self, event: WorkerEvent) {
         match event {
             WorkerEvent::Generation(GenerationEvent::Text(piece)) => {
+                if self.json_mode.is_some() {
+                    self.text.push_str(&piece);
+                }
                 self.push_chunk(json!({"content": piece}), None);
             }
             WorkerEvent::Generation(GenerationEvent::Done {
@@ -99,6 +110,11 @@ impl Chunks {
                 finish_reason,
             }) => {
                 self.events = None;
+                if let Some(Err(error)) = self.json_mode.as_ref().map(|m| m.check(&self.text)) {
+                    let body = OpenAiError::from(error).body();
+                    self.pending.push_back(body.to_string());
+                    return;
+                }
                 self.push_chunk(json!({}), Some(finish_reason));
                 if self.include_usage {
                     let trailer = response::usage_chunk(&self.meta, self.kind, usage);

@@ -115,6 +115,11 @@ async fn complete(
     let (choices, total) = tokio::time::timeout(state.config.request_timeout, collect_all)
         .await
         .map_err(|_| timeout())??;
+    if let Some(json_mode) = &request.json_mode {
+        for choice in &choices {
+            json_mode.check(&choice.text)?;
+        }
+    }
     // The first choice's phases: every choice queues and runs alongside it.
     let timings = streams
         .first()
