@@ -136,7 +136,7 @@ async function errors(client) {
     () => client.chat.completions.create({ model: LLAMA, messages: CAPITAL, max_tokens: -1 }), ["max_tokens"]);
   await expectError(OpenAI.BadRequestError, 400,
     () => client.chat.completions.create({ model: LLAMA, messages: CAPITAL, tools: [{ type: "function", function: { name: "f" } }] }),
-    ["tools", "not supported"]);
+    ["tools", "function calling"]);
   await expectError(OpenAI.BadRequestError, 400,
     () => client.embeddings.create({ model: BGE, input: "hi", dimensions: 256 }), ["dimensions"]);
 }

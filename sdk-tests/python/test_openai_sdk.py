@@ -5,6 +5,7 @@ KILN_ACCOUNT set; exits non-zero with a message on the first failed check.
 """
 
 import base64
+import json
 import os
 import struct
 import sys
@@ -25,6 +26,20 @@ CAPITAL = [
 ]
 
 BASES = [f"{ROOT}/v1", f"{ROOT}/client/v4/accounts/{ACCOUNT}/ai/v1"]
+# Qwen2.5-Coder-0.5B's chat template has tool calling (Hermes `<tool_call>` syntax).
+QWEN = "qwen2.5-coder-0.5b-instruct"
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "The city name"}},
+            "required": ["city"],
+        },
+    },
+}
 
 
 def check(condition, message):
@@ -173,9 +188,10 @@ def errors(client):
         openai.BadRequestError,
         400,
         lambda: client.chat.completions.create(
-            model=LLAMA, messages=CAPITAL, response_format={"type": "json_object"}
+            model=LLAMA, messages=CAPITAL,
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 5}}},
         ),
-        ["response_format", "not supported"],
+        ["response_format", "JSON Schema"],
     )
     expect(
         openai.BadRequestError,
@@ -183,6 +199,56 @@ def errors(client):
         lambda: client.embeddings.create(model=BGE, input="hi", dimensions=256),
         ["dimensions"],
     )
+    expect(
+        openai.BadRequestError,
+        400,
+        lambda: client.chat.completions.create(model=LLAMA, messages=CAPITAL, tools=[WEATHER_TOOL]),
+        ["tools", "function calling"],
+    )
+
+
+def tools(client):
+    """The SDK's tool-calling loop: a call, the result fed back, an answer that uses it."""
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    completion = client.chat.completions.create(
+        model=QWEN, messages=messages, tools=[WEATHER_TOOL], temperature=0
+    )
+    choice = completion.choices[0]
+    check(choice.finish_reason == "tool_calls", choice)
+    calls = choice.message.tool_calls
+    check(calls and len(calls) == 1, choice.message)
+    call = calls[0]
+    check(call.type == "function" and call.id.startswith("call_"), call)
+    check(call.function.name == "get_weather", call)
+    check(json.loads(call.function.arguments) == {"city": "Paris"}, call.function.arguments)
+
+    # Streamed: the call arrives as a tool_calls delta, never as content.
+    stream = client.chat.completions.create(
+        model=QWEN, messages=messages, tools=[WEATHER_TOOL], temperature=0, stream=True
+    )
+    streamed_calls, content, finish = [], "", None
+    for chunk in stream:
+        delta = chunk.choices[0].delta
+        content += delta.content or ""
+        streamed_calls += delta.tool_calls or []
+        finish = chunk.choices[0].finish_reason or finish
+    check(finish == "tool_calls" and "<tool_call>" not in content, (finish, content))
+    check([c.function.name for c in streamed_calls] == ["get_weather"], streamed_calls)
+
+    messages.append(choice.message.model_dump(exclude_none=True))
+    messages.append({
+        "role": "tool",
+        "tool_call_id": call.id,
+        "content": json.dumps({"city": "Paris", "temperature_c": 23, "condition": "sunny"}),
+    })
+    # tool_choice="none": a 0.5B model offered the tool again would call it again.
+    answer = client.chat.completions.create(
+        model=QWEN, messages=messages, tools=[WEATHER_TOOL], tool_choice="none",
+        temperature=0, max_tokens=80,
+    )
+    text = answer.choices[0].message.content
+    check(answer.choices[0].finish_reason in ("stop", "length"), answer.choices[0])
+    check("23" in text or "sunny" in text.lower(), f"the answer ignores the tool result: {text!r}")
 
 
 def main():
@@ -195,6 +261,7 @@ def main():
         embeddings(client)
         models(client)
         errors(client)
+        tools(client)
         print(f"ok: {base}")
 
 

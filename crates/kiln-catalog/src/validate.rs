@@ -259,10 +259,12 @@ fn describe(error: &ValidationError<'_>, prefix: &str) -> String {
         ValidationErrorKind::AdditionalProperties { unexpected }
         | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
             let base = if at == "/" { "" } else { at.as_str() };
-            let names: Vec<String> = unexpected
+            // Sorted: the order must not depend on how serde_json orders objects.
+            let mut names: Vec<String> = unexpected
                 .iter()
                 .map(|name| format!("{base}/{name}"))
                 .collect();
+            names.sort();
             format!(
                 "Additional or unevaluated properties '{}' at '{at}' not allowed",
                 names.join(", ")

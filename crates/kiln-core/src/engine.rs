@@ -4,12 +4,20 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{KilnError, KilnResult};
+use crate::tools::{ToolCall, ToolSpec, ToolSyntax};
 
-/// One chat turn, after validation. `content` is already flattened to text.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One chat turn, after validation. `content` is already flattened to text. Serialized, it is
+/// what chat templates read as `message`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    /// An assistant turn's calls.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// A `tool` turn: the call it answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 /// What the model is asked to continue.
@@ -59,6 +67,8 @@ pub struct GenerationRequest {
     pub stop: Vec<String>,
     /// A grammar every generated token must keep the output inside of.
     pub constraint: Option<OutputConstraint>,
+    /// Tools shown to the model through its chat template.
+    pub tools: Vec<ToolSpec>,
 }
 
 /// Structured output, enforced while sampling (tokens that would leave the language are masked).
@@ -185,6 +195,11 @@ pub trait BatchGenerator: Send {
 
     /// How many sequences can run at once.
     fn max_sequences(&self) -> usize;
+
+    /// How the model writes tool calls, if its chat template teaches it to.
+    fn tool_syntax(&self) -> Option<ToolSyntax> {
+        None
+    }
 
     /// Sequences admitted and not yet finished or cancelled.
     fn running_sequences(&self) -> usize;

@@ -4,6 +4,7 @@
 pub mod engine;
 pub mod error;
 pub mod task;
+pub mod tools;
 
 pub use engine::{
     ChatMessage, Embedder, EmbeddingOutput, EventSink, FinishReason, GenerationEvent,
@@ -12,3 +13,4 @@ pub use engine::{
 };
 pub use error::{ErrorKind, KilnError, KilnResult};
 pub use task::Task;
+pub use tools::{ParsedOutput, ToolCall, ToolChoice, ToolSpec, ToolSyntax};

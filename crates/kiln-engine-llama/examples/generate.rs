@@ -36,15 +36,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ChatMessage {
                     role: "system".into(),
                     content: system,
+                    ..Default::default()
                 },
                 ChatMessage {
                     role: "user".into(),
                     content: question,
+                    ..Default::default()
                 },
             ]),
             Err(_) => PromptInput::Messages(vec![ChatMessage {
                 role: "user".into(),
                 content: question,
+                ..Default::default()
             }]),
         },
         max_tokens,
@@ -54,6 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         stop: Vec::new(),
         constraint: None,
+        tools: Vec::new(),
     };
     let started = Instant::now();
     let mut first_text = None;

@@ -1,6 +1,6 @@
 //! Rendering a conversation through the model's own Jinja chat template.
 
-use kiln_core::{ChatMessage, KilnError, KilnResult};
+use kiln_core::{ChatMessage, KilnError, KilnResult, ToolSpec, ToolSyntax};
 use minijinja::{context, Environment, Error, ErrorKind, Value};
 
 /// Used when the GGUF carries no `tokenizer.chat_template`.
@@ -16,6 +16,8 @@ pub struct ChatTemplate {
     environment: Environment<'static>,
     bos_token: String,
     eos_token: String,
+    /// How this template's model writes tool calls, if the template teaches it.
+    tool_syntax: Option<ToolSyntax>,
 }
 
 impl ChatTemplate {
@@ -42,11 +44,27 @@ impl ChatTemplate {
             environment,
             bos_token,
             eos_token,
+            tool_syntax: ToolSyntax::detect(source),
         })
     }
 
-    /// Renders `messages` followed by the assistant's generation prompt.
-    pub fn render(&self, messages: &[ChatMessage]) -> KilnResult<String> {
+    pub fn tool_syntax(&self) -> Option<ToolSyntax> {
+        self.tool_syntax
+    }
+
+    /// Renders `messages` followed by the assistant's generation prompt; `tools` (if any) are
+    /// passed as the template's `tools` variable, in the OpenAI / Hugging Face shape.
+    pub fn render(&self, messages: &[ChatMessage], tools: &[ToolSpec]) -> KilnResult<String> {
+        let tools = if tools.is_empty() {
+            Value::from(())
+        } else {
+            Value::from_serialize(
+                tools
+                    .iter()
+                    .map(ToolSpec::template_value)
+                    .collect::<Vec<_>>(),
+            )
+        };
         let template = self
             .environment
             .get_template(TEMPLATE_NAME)
@@ -57,7 +75,7 @@ impl ChatTemplate {
                 add_generation_prompt => true,
                 bos_token => &self.bos_token,
                 eos_token => &self.eos_token,
-                tools => Value::from(()),
+                tools => tools,
             })
             .map_err(|error| {
                 // A template rejecting the conversation (e.g. an unsupported role) is the
@@ -84,6 +102,7 @@ mod tests {
         ChatMessage {
             role: role.to_owned(),
             content: content.to_owned(),
+            ..Default::default()
         }
     }
 
@@ -92,7 +111,10 @@ mod tests {
         let template =
             ChatTemplate::compile(CHATML_TEMPLATE, String::new(), String::new()).unwrap();
         let rendered = template
-            .render(&[message("system", "Be brief."), message("user", "Hi")])
+            .render(
+                &[message("system", "Be brief."), message("user", "Hi")],
+                &[],
+            )
             .unwrap();
         assert_eq!(
             rendered,
@@ -105,7 +127,9 @@ mod tests {
         let source = "{{ bos_token }}{% for m in messages %}{% if m.role.startswith('us') %}\
                       [{{ m.content.strip() }}]{% endif %}{% endfor %}{{ eos_token }}";
         let template = ChatTemplate::compile(source, "<s>".into(), "</s>".into()).unwrap();
-        let rendered = template.render(&[message("user", "  padded  ")]).unwrap();
+        let rendered = template
+            .render(&[message("user", "  padded  ")], &[])
+            .unwrap();
         assert_eq!(rendered, "<s>[padded]</s>");
     }
 
@@ -115,7 +139,7 @@ mod tests {
                       {{ raise_exception('Only user and assistant roles are supported!') }}\
                       {% endif %}{% endfor %}";
         let template = ChatTemplate::compile(source, String::new(), String::new()).unwrap();
-        let error = template.render(&[message("system", "x")]).unwrap_err();
+        let error = template.render(&[message("system", "x")], &[]).unwrap_err();
         assert_eq!(error.kind, KilnErrorKind::BadInput);
         assert!(
             error

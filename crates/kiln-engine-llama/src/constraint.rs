@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use kiln_core::{KilnError, KilnResult, OutputConstraint};
+use kiln_core::{KilnError, KilnResult, OutputConstraint, ToolSyntax};
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llguidance::api::TopLevelGrammar;
@@ -36,9 +36,10 @@ impl GrammarCompiler {
                 TopLevelGrammar::from_json_schema(schema.clone()),
                 "JSON schema",
             ),
-            OutputConstraint::Lark(grammar) => {
-                (TopLevelGrammar::from_lark(grammar.clone()), "grammar")
-            }
+            OutputConstraint::Lark(grammar) => (
+                TopLevelGrammar::from_lark(self.with_special_markers(grammar)),
+                "grammar",
+            ),
         };
         let parser = self.factory.create_parser(grammar).map_err(|error| {
             KilnError::bad_input(format!(
@@ -47,6 +48,23 @@ impl GrammarCompiler {
             ))
         })?;
         Ok(LlamaSampler::from(Matcher::new(Ok(parser))))
+    }
+}
+
+impl GrammarCompiler {
+    /// Lets each tool-call marker of the grammar (a `"<tool_call>"` literal) also be written as
+    /// the model's single special token of that name, which is how models trained with one
+    /// emit it.
+    fn with_special_markers(&self, grammar: &str) -> String {
+        let trie = self.factory.tok_env().tok_trie();
+        let mut grammar = grammar.to_owned();
+        for marker in ToolSyntax::MARKERS {
+            if let Some(token) = trie.get_special_token(marker) {
+                let literal = format!("\"{marker}\"");
+                grammar = grammar.replace(&literal, &format!("(<[{token}]> | {literal})"));
+            }
+        }
+        grammar
     }
 }
 

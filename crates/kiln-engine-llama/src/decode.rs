@@ -206,8 +206,9 @@ fn sample_next(
     }
     running.generated += 1;
     let mut piece = Vec::with_capacity(32);
-    // Control tokens render as nothing; user-defined special tokens keep their text.
-    vocab.token_to_piece_into(token, &mut piece, false, None);
+    // Control tokens render as nothing unless asked for; user-defined special tokens keep
+    // their text.
+    vocab.token_to_piece_into(token, &mut piece, running.render_special, None);
     let (text, stopped) = match running.text.push(&piece) {
         Filtered::Continue(text) => (text, false),
         Filtered::Stopped(text) => (text, true),

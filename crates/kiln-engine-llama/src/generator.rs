@@ -8,7 +8,7 @@ use std::time::Instant;
 use kiln_core::engine::{BatchGenerator, SequenceId, SequenceOptions, StepReport};
 use kiln_core::{
     ChatMessage, EventSink, FinishReason, GenerationEvent, GenerationRequest, KilnError,
-    KilnResult, PromptInput, TextGenerator,
+    KilnResult, PromptInput, TextGenerator, ToolSpec, ToolSyntax,
 };
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
@@ -212,14 +212,22 @@ impl LlamaGenerator {
     }
 
     /// The prompt as the model sees it: templated unless raw, then tokenized.
-    fn prompt_tokens(&self, input: &PromptInput) -> KilnResult<Vec<LlamaToken>> {
+    fn prompt_tokens(
+        &self,
+        input: &PromptInput,
+        tools: &[ToolSpec],
+    ) -> KilnResult<Vec<LlamaToken>> {
         let text = match input {
             PromptInput::Prompt { text, raw: true } => text.clone(),
-            PromptInput::Prompt { text, raw: false } => self.template.render(&[ChatMessage {
-                role: "user".to_owned(),
-                content: text.clone(),
-            }])?,
-            PromptInput::Messages(messages) => self.template.render(messages)?,
+            PromptInput::Prompt { text, raw: false } => {
+                let turn = ChatMessage {
+                    role: "user".to_owned(),
+                    content: text.clone(),
+                    ..Default::default()
+                };
+                self.template.render(&[turn], tools)?
+            }
+            PromptInput::Messages(messages) => self.template.render(messages, tools)?,
         };
         let tokens = tokenize(&self.loaded.model, &text);
         if tokens.is_empty() {
@@ -262,6 +270,10 @@ impl BatchGenerator for LlamaGenerator {
         self.slots.len()
     }
 
+    fn tool_syntax(&self) -> Option<ToolSyntax> {
+        self.template.tool_syntax()
+    }
+
     fn running_sequences(&self) -> usize {
         self.slots.iter().filter(|slot| !slot.is_idle()).count()
     }
@@ -272,7 +284,7 @@ impl BatchGenerator for LlamaGenerator {
         request: &GenerationRequest,
         options: &SequenceOptions,
     ) -> KilnResult<()> {
-        let prompt = self.prompt_tokens(&request.input)?;
+        let prompt = self.prompt_tokens(&request.input, &request.tools)?;
         let prompt_tokens = u32::try_from(prompt.len()).unwrap_or(u32::MAX);
         if prompt_tokens >= self.context_window {
             return Err(KilnError::bad_input(format!(
@@ -311,6 +323,7 @@ impl BatchGenerator for LlamaGenerator {
             cached_tokens: u32::try_from(reused).unwrap_or(u32::MAX),
             sampler,
             text: TextPipeline::new(&request.stop),
+            render_special: !request.tools.is_empty(),
             max_new_tokens,
             generated: 0,
             phase: Phase::Prefill { next: reused },

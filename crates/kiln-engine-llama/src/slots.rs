@@ -24,6 +24,9 @@ pub struct Running {
     pub cached_tokens: u32,
     pub sampler: LlamaSampler,
     pub text: TextPipeline,
+    /// Render control tokens as text: tool calls open with them (`<tool_call>`), and the
+    /// transport has to see the call syntax to parse it.
+    pub render_special: bool,
     pub max_new_tokens: u32,
     pub generated: u32,
     pub phase: Phase,

@@ -39,11 +39,13 @@ fn chat(system: Option<&str>, user: &str, max_tokens: u32) -> GenerationRequest 
         messages.push(ChatMessage {
             role: "system".into(),
             content: system.into(),
+            ..Default::default()
         });
     }
     messages.push(ChatMessage {
         role: "user".into(),
         content: user.into(),
+        ..Default::default()
     });
     GenerationRequest {
         input: PromptInput::Messages(messages),
@@ -55,6 +57,7 @@ fn chat(system: Option<&str>, user: &str, max_tokens: u32) -> GenerationRequest 
         },
         stop: Vec::new(),
         constraint: None,
+        tools: Vec::new(),
     }
 }
 

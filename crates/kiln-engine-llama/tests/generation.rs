@@ -57,6 +57,7 @@ fn ask(question: &str) -> PromptInput {
     PromptInput::Messages(vec![ChatMessage {
         role: "user".into(),
         content: question.into(),
+        ..Default::default()
     }])
 }
 
@@ -70,6 +71,7 @@ fn request(input: PromptInput, max_tokens: u32, temperature: f32) -> GenerationR
         },
         stop: Vec::new(),
         constraint: None,
+        tools: Vec::new(),
     }
 }
 
@@ -217,6 +219,7 @@ fn same_seed_gives_the_same_text() {
         },
         stop: Vec::new(),
         constraint: None,
+        tools: Vec::new(),
     };
     let first = run(&mut generator, &seeded(42)).unwrap().text();
     let second = run(&mut generator, &seeded(42)).unwrap().text();
@@ -249,6 +252,7 @@ fn sampling_options_are_accepted() {
         },
         stop: Vec::new(),
         constraint: None,
+        tools: Vec::new(),
     };
     let output = run(&mut generator, &request).unwrap();
     assert!(!output.text().trim().is_empty());

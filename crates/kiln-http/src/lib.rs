@@ -13,6 +13,7 @@ mod openai;
 mod request_metrics;
 mod run;
 mod text_generation;
+mod tools;
 
 use std::sync::Arc;
 use std::time::Duration;

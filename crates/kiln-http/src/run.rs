@@ -52,15 +52,14 @@ async fn run(
     let admission = admission_options(&input);
     let response = match &served.worker {
         Worker::Generation(worker) => {
-            text_generation::run(
-                state,
+            let target = text_generation::Target {
                 worker,
-                &input,
-                admission,
-                body::session_affinity(headers),
+                local_model: &served.name,
                 entry,
-            )
-            .await
+                catalog_id: entry.name == model.trim_start_matches('/'),
+            };
+            let session = body::session_affinity(headers);
+            text_generation::run(state, &target, &input, admission, session).await
         }
         Worker::Embedding(worker) => embeddings::run(worker, &input, admission).await,
     };

@@ -1,5 +1,6 @@
 //! Text generation: Workers AI input → [`GenerationRequest`], events → `{response, usage}` or SSE.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use futures::stream::{self, Stream};
 use kiln_catalog::CatalogEntry;
 use kiln_core::{
     ChatMessage, ErrorKind, GenerationEvent, GenerationRequest, KilnError, KilnResult, PromptInput,
-    SamplingParams, Usage,
+    SamplingParams, ToolCall, ToolSyntax, Usage,
 };
 use kiln_scheduler::{Admission, GenerationStream, GenerationWorker, WorkerEvent};
 use serde_json::{json, Value};
@@ -17,29 +18,61 @@ use serde_json::{json, Value};
 use crate::envelope::success;
 use crate::json_mode::JsonMode;
 use crate::request_metrics::with_timing_headers;
+use crate::tools::{self, CallDetector};
 use crate::SharedState;
 
 const DEFAULT_MAX_TOKENS: u32 = 256;
 const DEFAULT_TEMPERATURE: f32 = 0.6;
 
+/// The model a native request runs on.
+pub struct Target<'a> {
+    pub worker: &'a GenerationWorker,
+    /// The local model's name (for errors).
+    pub local_model: &'a str,
+    /// The catalog entry whose schema the input passed.
+    pub entry: &'static CatalogEntry,
+    /// Whether the caller named that catalog entry (rather than a local model): then the
+    /// entry's properties (`function_calling`) decide what the request may use.
+    pub catalog_id: bool,
+}
+
 pub async fn run(
     state: &SharedState,
-    worker: &GenerationWorker,
+    target: &Target<'_>,
     input: &Value,
     admission: Admission,
     session: Option<String>,
-    entry: &CatalogEntry,
 ) -> KilnResult<Response> {
-    let (request, json_mode) = parse_request(input, entry)?;
+    let (mut request, json_mode) = parse_request(input, target.entry)?;
+    let tools = tools::parse_tools(input.get("tools"))?;
+    if !tools.is_empty() && target.catalog_id && !target.entry.has_property("function_calling") {
+        return Err(KilnError::bad_input(format!(
+            "The model {} does not support function calling ('tools')",
+            target.entry.name
+        )));
+    }
+    let choice = tools::parse_tool_choice(input.get("tool_choice"))?;
+    let tool_syntax = tools::prepare(
+        &mut request,
+        tools,
+        choice,
+        target.worker.tool_syntax(),
+        target.local_model,
+    )?;
+    let answer = Answer {
+        json_mode,
+        tool_syntax,
+    };
     let streaming = input
         .get("stream")
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let deadline = state.config.request_timeout;
-    let events = worker.submit_with_session(request, admission, session)?;
+    let mut events = target
+        .worker
+        .submit_with_session(request, admission, session)?;
     if streaming {
         // Wait for the first event so that errors before generation starts get a real status.
-        let mut events = events;
         let first = tokio::time::timeout(deadline, events.recv())
             .await
             .map_err(|_| timeout())?
@@ -48,24 +81,49 @@ pub async fn run(
             return Err(error);
         }
         let timings = events.timings();
-        let response = Sse::new(sse_events(first, events, json_mode)).into_response();
+        let response = Sse::new(sse_events(first, events, answer)).into_response();
         Ok(with_timing_headers(response, timings))
     } else {
-        let mut events = events;
         let (text, usage) = tokio::time::timeout(deadline, collect(&mut events))
             .await
             .map_err(|_| timeout())??;
-        // In JSON mode `response` is the parsed value, as Workers AI returns it.
-        let response = match &json_mode {
-            Some(json_mode) => json_mode.check(&text)?,
-            None => Value::String(text),
-        };
-        let result = json!({"response": response, "tool_calls": [], "usage": usage_json(usage)});
+        let (response, calls) = answer.finish(text)?;
+        let result = json!({"response": response, "tool_calls": calls, "usage": usage_json(usage)});
         Ok(with_timing_headers(
             success(result).into_response(),
             events.timings(),
         ))
     }
+}
+
+/// How the finished text becomes the answer: JSON mode's parsed value, or text and calls.
+struct Answer {
+    json_mode: Option<Arc<JsonMode>>,
+    tool_syntax: Option<ToolSyntax>,
+}
+
+impl Answer {
+    /// `response` and Workers AI's `tool_calls: [{name, arguments}]`.
+    fn finish(&self, text: String) -> KilnResult<(Value, Value)> {
+        if let Some(json_mode) = &self.json_mode {
+            // In JSON mode `response` is the parsed value, as Workers AI returns it.
+            return Ok((json_mode.check(&text)?, json!([])));
+        }
+        match self.tool_syntax {
+            Some(syntax) => {
+                let parsed = syntax.parse(&text, &tools::call_id_seed());
+                Ok((json!(parsed.content), native_calls(&parsed.calls)))
+            }
+            None => Ok((Value::String(text), json!([]))),
+        }
+    }
+}
+
+fn native_calls(calls: &[ToolCall]) -> Value {
+    calls
+        .iter()
+        .map(|call| json!({"name": call.name, "arguments": call.arguments}))
+        .collect()
 }
 
 /// The usage object of both APIs: OpenAI's fields, with prefix-cache reuse reported the way
@@ -102,65 +160,94 @@ async fn collect(events: &mut GenerationStream) -> KilnResult<(String, Usage)> {
 }
 
 /// Workers AI framing: `data: {"response":…}` per piece, a usage trailer, then `data: [DONE]`.
-/// In JSON mode the pieces are JSON text, and a finished text that does not validate ends the
-/// stream with an error event instead of the usage trailer. Dropping the stream (client gone)
-/// drops the receiver, which stops the engine.
+/// In JSON mode a finished text that does not validate ends the stream with an error event
+/// instead of the usage trailer; with tools, text that opens a call is held back and the calls
+/// come as one `{"response":"","tool_calls":[…]}` event before the trailer. Dropping the stream
+/// (client gone) drops the receiver, which stops the engine.
 fn sse_events(
     first: WorkerEvent,
     events: GenerationStream,
-    json_mode: Option<Arc<JsonMode>>,
+    answer: Answer,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     struct SseState {
         events: GenerationStream,
         pending: Option<WorkerEvent>,
-        json_mode: Option<Arc<JsonMode>>,
+        answer: Answer,
+        detector: Option<CallDetector>,
         /// The text so far, kept only in JSON mode.
         text: String,
+        /// Payloads ready to send; the stream ends after `[DONE]`.
+        queue: VecDeque<String>,
         ended: bool,
-        done_sent: bool,
     }
+    let detector = answer.tool_syntax.map(CallDetector::new);
     let state = SseState {
         events,
         pending: Some(first),
-        json_mode,
+        answer,
+        detector,
         text: String::new(),
+        queue: VecDeque::new(),
         ended: false,
-        done_sent: false,
     };
     let error_event = |error: &KilnError| json!({"response": "", "errors": [{"code": error.code(), "message": error.message}]});
     stream::unfold(state, move |mut state| async move {
-        if state.done_sent {
-            return None;
-        }
-        if state.ended {
-            state.done_sent = true;
-            return Some((Ok(Event::default().data("[DONE]")), state));
-        }
-        let event = match state.pending.take() {
-            Some(event) => event,
-            None => state.events.recv().await?,
-        };
-        let data = match event {
-            WorkerEvent::Generation(GenerationEvent::Text(piece)) => {
-                if state.json_mode.is_some() {
-                    state.text.push_str(&piece);
+        loop {
+            if let Some(data) = state.queue.pop_front() {
+                return Some((Ok(Event::default().data(data)), state));
+            }
+            if state.ended {
+                return None;
+            }
+            let event = match state.pending.take() {
+                Some(event) => event,
+                None => state.events.recv().await?,
+            };
+            let mut send = |value: Value| state.queue.push_back(value.to_string());
+            match event {
+                WorkerEvent::Generation(GenerationEvent::Text(piece)) => {
+                    if state.answer.json_mode.is_some() {
+                        state.text.push_str(&piece);
+                    }
+                    let piece = match &mut state.detector {
+                        Some(detector) => detector.push(&piece),
+                        None => piece,
+                    };
+                    if !piece.is_empty() {
+                        send(json!({"response": piece}));
+                    }
                 }
-                json!({"response": piece})
-            }
-            WorkerEvent::Generation(GenerationEvent::Done { usage, .. }) => {
-                state.ended = true;
-                let unmet = state.json_mode.as_ref().map(|mode| mode.check(&state.text));
-                match unmet {
-                    Some(Err(error)) => error_event(&error),
-                    _ => json!({"response": "", "usage": usage_json(usage)}),
+                WorkerEvent::Generation(GenerationEvent::Done { usage, .. }) => {
+                    state.ended = true;
+                    if let Some(detector) = state.detector.take() {
+                        let parsed = detector.finish(&tools::call_id_seed());
+                        if !parsed.content.is_empty() {
+                            send(json!({"response": parsed.content}));
+                        }
+                        if !parsed.calls.is_empty() {
+                            send(
+                                json!({"response": "", "tool_calls": native_calls(&parsed.calls)}),
+                            );
+                        }
+                    }
+                    let unmet = state
+                        .answer
+                        .json_mode
+                        .as_ref()
+                        .map(|m| m.check(&state.text));
+                    match unmet {
+                        Some(Err(error)) => send(error_event(&error)),
+                        _ => send(json!({"response": "", "usage": usage_json(usage)})),
+                    }
+                    state.queue.push_back("[DONE]".to_owned());
+                }
+                WorkerEvent::Error(error) => {
+                    state.ended = true;
+                    send(error_event(&error));
+                    state.queue.push_back("[DONE]".to_owned());
                 }
             }
-            WorkerEvent::Error(error) => {
-                state.ended = true;
-                error_event(&error)
-            }
-        };
-        Some((Ok(Event::default().data(data.to_string())), state))
+        }
     })
 }
 
@@ -176,13 +263,11 @@ pub fn parse_request(
             format!("The model {} does not support LoRa inference", entry.name),
         ));
     }
-    for unsupported in ["tools", "functions"] {
-        if input.get(unsupported).is_some_and(|v| !v.is_null()) {
-            return Err(KilnError::bad_input(format!(
-                "'/{unsupported}' is not supported by Kiln yet (tool calling is being built); \
-                 remove it from the request"
-            )));
-        }
+    if input.get("functions").is_some_and(|v| !v.is_null()) {
+        return Err(KilnError::bad_input(
+            "'/functions' (embedded function calling, which runs JavaScript) is not supported; \
+             use 'tools' and run the calls yourself",
+        ));
     }
     let json_mode = JsonMode::from_native(input)?;
     let prompt_input = if let Some(messages) = input.get("messages") {
@@ -218,6 +303,7 @@ pub fn parse_request(
         sampling,
         stop: parse_stop(input)?,
         constraint: json_mode.as_ref().map(|mode| mode.constraint()),
+        tools: Vec::new(),
     };
     Ok((request, json_mode))
 }
@@ -236,9 +322,16 @@ fn parse_messages(messages: &Value) -> KilnResult<Vec<ChatMessage>> {
             let content = flatten_content(message.get("content")).map_err(|detail| {
                 KilnError::bad_input(format!("'/messages/{i}/content' {detail}"))
             })?;
+            let tool_calls = tools::parse_message_calls(message.get("tool_calls"))
+                .map_err(|detail| KilnError::bad_input(format!("'/messages/{i}': {detail}")))?;
             Ok(ChatMessage {
                 role: role.to_owned(),
                 content,
+                tool_calls,
+                tool_call_id: message
+                    .get("tool_call_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
             })
         })
         .collect()

@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use kiln_core::engine::{BatchGenerator, SequenceId, SequenceOptions, StepReport};
-use kiln_core::{ErrorKind, GenerationEvent, GenerationRequest, KilnError, KilnResult};
+use kiln_core::{ErrorKind, GenerationEvent, GenerationRequest, KilnError, KilnResult, ToolSyntax};
 use tokio::sync::mpsc as async_mpsc;
 
 use crate::metrics::ModelMetrics;
@@ -105,6 +105,7 @@ pub struct GenerationWorker {
     slots: usize,
     config: AdmissionConfig,
     context_window: u32,
+    tool_syntax: Option<ToolSyntax>,
 }
 
 impl GenerationWorker {
@@ -118,6 +119,7 @@ impl GenerationWorker {
         let (jobs, queue) = mpsc::sync_channel::<GenerationJob>(config.queue_capacity);
         let in_flight = Arc::new(AtomicUsize::new(0));
         let context_window = generator.context_window();
+        let tool_syntax = generator.tool_syntax();
         let slots = generator.max_sequences().max(1);
         let counter = in_flight.clone();
         let metrics = ModelMetrics::new(name);
@@ -141,6 +143,7 @@ impl GenerationWorker {
             slots,
             config,
             context_window,
+            tool_syntax,
         })
     }
 
@@ -151,6 +154,11 @@ impl GenerationWorker {
 
     pub fn context_window(&self) -> u32 {
         self.context_window
+    }
+
+    /// How the model writes tool calls; `None` when its chat template has no tool support.
+    pub fn tool_syntax(&self) -> Option<ToolSyntax> {
+        self.tool_syntax
     }
 
     /// How many requests run at once.

@@ -29,6 +29,8 @@ fn require(path: &Path, what: &str) {
 /// Runs `program args…` with the server's address in the environment; panics with the script's
 /// output when it fails or runs past [`SCRIPT_TIMEOUT`].
 fn run_script(program: &Path, args: &[PathBuf], dir: &Path) {
+    // The Python script calls tools on Qwen, which must be installed before the server starts.
+    kiln_store::ensure_for_tests("qwen2.5-coder-0.5b-instruct");
     let base_url = format!("http://{}", server());
     let output_path = std::env::temp_dir().join(format!(
         "kiln-sdk-{}-{}.log",

@@ -3,12 +3,15 @@
 
 use std::sync::Arc;
 
-use kiln_core::{ChatMessage, GenerationRequest, PromptInput, SamplingParams};
+use kiln_core::{
+    ChatMessage, GenerationRequest, PromptInput, SamplingParams, ToolChoice, ToolSpec, ToolSyntax,
+};
 use serde_json::{Map, Value};
 
 use super::error::OpenAiError;
 use crate::json_mode::JsonMode;
 use crate::text_generation::flatten_content;
+use crate::tools;
 
 type Parsed<T> = Result<T, OpenAiError>;
 
@@ -34,6 +37,10 @@ pub struct TextRequest {
     pub session: Option<String>,
     /// `response_format` asked for JSON: the answer is checked against it when it ends.
     pub json_mode: Option<Arc<JsonMode>>,
+    /// `tools` and `tool_choice` (chat only), applied once the serving model is known.
+    pub tools: (Vec<ToolSpec>, ToolChoice),
+    /// Set when tools are in play: how to find the calls in the answer.
+    pub tool_syntax: Option<ToolSyntax>,
 }
 
 /// The JSON object of a request body, read field by field.
@@ -153,17 +160,15 @@ pub fn parse_chat(body: &Value, context_window: u32) -> Parsed<TextRequest> {
         |v| v.as_u64() != Some(0),
         "the engine does not report log probabilities",
     )?;
-    fields.refuse_if("tools", non_empty, "tool calling is not implemented")?;
     fields.refuse_if(
         "functions",
         non_empty,
         "function calling is not implemented",
     )?;
-    fields.refuse_if(
-        "tool_choice",
-        |v| v.as_str() != Some("none") && v.as_str() != Some("auto"),
-        "tool calling is not implemented",
-    )?;
+    let tools = tools::parse_tools(fields.get("tools"))
+        .map_err(|error| OpenAiError::invalid("tools", error.message))?;
+    let tool_choice = tools::parse_tool_choice(fields.get("tool_choice"))
+        .map_err(|error| OpenAiError::invalid("tool_choice", error.message))?;
     fields.refuse_if(
         "modalities",
         |v| v.as_array().is_none_or(|m| m.iter().any(|m| m != "text")),
@@ -176,7 +181,9 @@ pub fn parse_chat(body: &Value, context_window: u32) -> Parsed<TextRequest> {
     };
     // OpenAI's default is "whatever the context window leaves"; the engine clamps to that.
     let max_tokens = max_tokens.map_or(context_window, |n| n as u32);
-    text_request(&fields, model, PromptInput::Messages(messages), max_tokens)
+    let mut request = text_request(&fields, model, PromptInput::Messages(messages), max_tokens)?;
+    request.tools = (tools, tool_choice);
+    Ok(request)
 }
 
 /// `POST /v1/completions`: the prompt is raw text, no chat template.
@@ -292,12 +299,15 @@ fn text_request(
             sampling,
             stop: parse_stop(fields.get("stop"))?,
             constraint: json_mode.as_ref().map(|mode| mode.constraint()),
+            tools: Vec::new(),
         },
         choices,
         stream,
         include_usage,
         session: None,
         json_mode,
+        tools: (Vec::new(), ToolChoice::Auto),
+        tool_syntax: None,
     })
 }
 
@@ -341,34 +351,27 @@ fn parse_messages(messages: Option<&Value>) -> Parsed<Vec<ChatMessage>> {
             let role = match role {
                 // OpenAI's newer name for system instructions.
                 "developer" => "system",
-                "system" | "user" | "assistant" => role,
-                "tool" | "function" => {
-                    return Err(OpenAiError::invalid(
-                        &format!("{param}.role"),
-                        format!("'{param}.role' is '{role}': tool calling is not supported by Kiln yet"),
-                    ))
-                }
+                "system" | "user" | "assistant" | "tool" => role,
                 other => {
                     return Err(OpenAiError::invalid(
                         &format!("{param}.role"),
                         format!(
-                            "'{param}.role' is '{other}'; expected 'system', 'developer', 'user' or 'assistant'"
+                            "'{param}.role' is '{other}'; expected 'system', 'developer', 'user', 'assistant' or 'tool'"
                         ),
                     ))
                 }
             };
-            if fields.get("tool_calls").is_some_and(non_empty) {
-                return Err(OpenAiError::invalid(
-                    &format!("{param}.tool_calls"),
-                    "tool calling is not supported by Kiln yet",
-                ));
-            }
+            let tool_calls = tools::parse_message_calls(fields.get("tool_calls")).map_err(
+                |detail| OpenAiError::invalid(&format!("{param}.tool_calls"), detail),
+            )?;
             let content = flatten_content(fields.get("content")).map_err(|detail| {
                 OpenAiError::invalid(&format!("{param}.content"), format!("'{param}.content' {detail}"))
             })?;
             Ok(ChatMessage {
                 role: role.to_owned(),
                 content,
+                tool_calls,
+                tool_call_id: fields.get("tool_call_id").and_then(Value::as_str).map(str::to_owned),
             })
         })
         .collect()
@@ -419,7 +422,8 @@ mod tests {
             request.generation.input,
             PromptInput::Messages(vec![ChatMessage {
                 role: "user".into(),
-                content: "Hi".into()
+                content: "Hi".into(),
+                ..Default::default()
             }])
         );
     }
@@ -467,8 +471,6 @@ mod tests {
         let base = json!({"model": "m", "messages": [{"role": "user", "content": "Hi"}]});
         for (field, value) in [
             ("logprobs", json!(true)),
-            ("tools", json!([{"type": "function"}])),
-            ("tool_choice", json!("required")),
             ("logit_bias", json!({"50256": -100})),
         ] {
             let mut body = base.clone();

@@ -2,7 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kiln_core::{FinishReason, Usage};
+use kiln_core::{FinishReason, ToolCall, Usage};
 use rand::distr::{Alphanumeric, SampleString};
 use serde_json::{json, Value};
 
@@ -51,6 +51,8 @@ impl ResponseMeta {
 pub struct Choice {
     pub text: String,
     pub finish_reason: FinishReason,
+    /// Tool calls found in the answer (then `text` is what surrounded them).
+    pub calls: Vec<ToolCall>,
 }
 
 pub fn finish_reason(reason: FinishReason) -> &'static str {
@@ -58,6 +60,26 @@ pub fn finish_reason(reason: FinishReason) -> &'static str {
         FinishReason::Stop => "stop",
         FinishReason::Length => "length",
     }
+}
+
+/// OpenAI's `tool_calls`: ids, `type: "function"`, arguments as a JSON string; `index` for
+/// stream deltas.
+pub fn tool_calls(calls: &[ToolCall], with_index: bool) -> Value {
+    calls
+        .iter()
+        .enumerate()
+        .map(|(index, call)| {
+            let mut object = json!({
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments.to_string()},
+            });
+            if with_index {
+                object["index"] = json!(index);
+            }
+            object
+        })
+        .collect()
 }
 
 /// Written field by field so the wire shape stays OpenAI's whatever `Usage` grows.
@@ -77,11 +99,21 @@ pub fn chat_completion(meta: &ResponseMeta, choices: &[Choice], total: Usage) ->
         .iter()
         .enumerate()
         .map(|(index, choice)| {
+            if choice.calls.is_empty() {
+                return json!({
+                    "index": index,
+                    "message": {"role": "assistant", "content": choice.text, "refusal": null},
+                    "logprobs": null,
+                    "finish_reason": finish_reason(choice.finish_reason),
+                });
+            }
+            let content = (!choice.text.is_empty()).then_some(&choice.text);
             json!({
                 "index": index,
-                "message": {"role": "assistant", "content": choice.text, "refusal": null},
+                "message": {"role": "assistant", "content": content, "refusal": null,
+                    "tool_calls": tool_calls(&choice.calls, false)},
                 "logprobs": null,
-                "finish_reason": finish_reason(choice.finish_reason),
+                "finish_reason": "tool_calls",
             })
         })
         .collect();
@@ -129,10 +161,9 @@ pub fn chunk(
     meta: &ResponseMeta,
     kind: StreamKind,
     delta: Value,
-    finish: Option<FinishReason>,
+    finish: Option<&str>,
     include_usage: bool,
 ) -> Value {
-    let finish = finish.map(finish_reason);
     let (object, choice) = match kind {
         StreamKind::Chat => (
             "chat.completion.chunk",
@@ -175,6 +206,7 @@ mod tests {
         let choice = Choice {
             text: "Paris".into(),
             finish_reason: FinishReason::Stop,
+            calls: Vec::new(),
         };
         let body = chat_completion(&meta, &[choice], Usage::new(10, 2));
         assert_eq!(body["object"], "chat.completion");
@@ -186,13 +218,36 @@ mod tests {
     }
 
     #[test]
+    fn tool_calls_have_ids_string_arguments_and_their_finish_reason() {
+        let meta = ResponseMeta::new("chatcmpl", "m", "local");
+        let choice = Choice {
+            text: String::new(),
+            finish_reason: FinishReason::Stop,
+            calls: vec![ToolCall {
+                id: "call_a0".into(),
+                name: "get_weather".into(),
+                arguments: json!({"city": "Paris"}),
+            }],
+        };
+        let body = chat_completion(&meta, &[choice], Usage::new(10, 2));
+        let message = &body["choices"][0]["message"];
+        assert!(message["content"].is_null(), "{message}");
+        assert_eq!(
+            message["tool_calls"],
+            json!([{"id": "call_a0", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}])
+        );
+        assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+    }
+
+    #[test]
     fn completion_chunks_carry_text() {
         let meta = ResponseMeta::new("cmpl", "m", "local");
         let chunk = chunk(
             &meta,
             StreamKind::Completion,
             json!({"content": "hi"}),
-            Some(FinishReason::Length),
+            Some(finish_reason(FinishReason::Length)),
             true,
         );
         assert_eq!(chunk["object"], "text_completion");

@@ -19,6 +19,7 @@ use super::response::{self, ResponseMeta, StreamKind};
 use crate::json_mode::JsonMode;
 use crate::request_metrics::with_timing_headers;
 use crate::text_generation::{timeout, worker_gone};
+use crate::tools::{self, CallDetector};
 use crate::SharedState;
 
 pub async fn respond(
@@ -48,6 +49,7 @@ pub async fn respond(
         pending: VecDeque::new(),
         json_mode: request.json_mode,
         text: String::new(),
+        detector: request.tool_syntax.map(CallDetector::new),
     };
     let response = Sse::new(chunks.into_stream()).into_response();
     Ok(with_timing_headers(response, timings))
@@ -68,6 +70,8 @@ struct Chunks {
     json_mode: Option<Arc<JsonMode>>,
     /// The answer so far (kept only in JSON mode).
     text: String,
+    /// With tools: holds back text that opens a tool call.
+    detector: Option<CallDetector>,
 }
 
 impl Chunks {
@@ -103,7 +107,13 @@ impl Chunks {
                 if self.json_mode.is_some() {
                     self.text.push_str(&piece);
                 }
-                self.push_chunk(json!({"content": piece}), None);
+                let piece = match &mut self.detector {
+                    Some(detector) => detector.push(&piece),
+                    None => piece,
+                };
+                if !piece.is_empty() {
+                    self.push_chunk(json!({"content": piece}), None);
+                }
             }
             WorkerEvent::Generation(GenerationEvent::Done {
                 usage,
@@ -115,7 +125,19 @@ impl Chunks {
                     self.pending.push_back(body.to_string());
                     return;
                 }
-                self.push_chunk(json!({}), Some(finish_reason));
+                let mut finish = response::finish_reason(finish_reason);
+                if let Some(detector) = self.detector.take() {
+                    let parsed = detector.finish(&tools::call_id_seed());
+                    if !parsed.content.is_empty() {
+                        self.push_chunk(json!({"content": parsed.content}), None);
+                    }
+                    if !parsed.calls.is_empty() {
+                        let calls = response::tool_calls(&parsed.calls, true);
+                        self.push_chunk(json!({"tool_calls": calls}), None);
+                        finish = "tool_calls";
+                    }
+                }
+                self.push_chunk(json!({}), Some(finish));
                 if self.include_usage {
                     let trailer = response::usage_chunk(&self.meta, self.kind, usage);
                     self.pending.push_back(trailer.to_string());
@@ -130,7 +152,7 @@ impl Chunks {
         }
     }
 
-    fn push_chunk(&mut self, delta: serde_json::Value, finish: Option<kiln_core::FinishReason>) {
+    fn push_chunk(&mut self, delta: serde_json::Value, finish: Option<&str>) {
         let chunk = response::chunk(&self.meta, self.kind, delta, finish, self.include_usage);
         self.pending.push_back(chunk.to_string());
     }

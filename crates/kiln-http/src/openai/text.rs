@@ -1,6 +1,7 @@
 //! `POST /v1/chat/completions` and `POST /v1/completions`.
 
 use crate::request_metrics::with_timing_headers;
+use crate::tools;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -66,6 +67,7 @@ async fn serve(
     }
     .map_err(|e| e.served_by(name))?;
     request.session = crate::body::session_affinity(headers);
+    apply_tools(state, &requested, &mut request, worker, name).map_err(|e| e.served_by(name))?;
     let meta = ResponseMeta::new(kind.id_prefix(), &request.model, name);
     let response = if request.stream {
         stream::respond(state, worker, request, meta, kind).await
@@ -75,6 +77,38 @@ async fn serve(
     response
         .map(|r| with_model_header(r, name))
         .map_err(|e| OpenAiError::from(e).served_by(name))
+}
+
+/// Shows the request's tools to the model, once it is known which model serves it.
+fn apply_tools(
+    state: &SharedState,
+    requested: &str,
+    request: &mut TextRequest,
+    worker: &GenerationWorker,
+    local_model: &str,
+) -> Result<(), OpenAiError> {
+    let (tools, choice) = std::mem::take(&mut request.tools);
+    if tools.is_empty() {
+        return Ok(());
+    }
+    // A catalog id keeps its catalog capabilities; a local name has its template's.
+    if let Some(entry) = state.catalog.get(requested) {
+        if !entry.has_property("function_calling") {
+            return Err(OpenAiError::invalid(
+                "tools",
+                format!("The model {requested} does not support function calling ('tools')"),
+            ));
+        }
+    }
+    request.tool_syntax = tools::prepare(
+        &mut request.generation,
+        tools,
+        choice,
+        worker.tool_syntax(),
+        local_model,
+    )
+    .map_err(|error| OpenAiError::invalid("tools", error.message))?;
+    Ok(())
 }
 
 /// Runs every choice to the end and answers with one object.
@@ -120,6 +154,14 @@ async fn complete(
             json_mode.check(&choice.text)?;
         }
     }
+    let mut choices = choices;
+    if let Some(syntax) = request.tool_syntax {
+        for choice in &mut choices {
+            let parsed = syntax.parse(&choice.text, &tools::call_id_seed());
+            choice.text = parsed.content;
+            choice.calls = parsed.calls;
+        }
+    }
     // The first choice's phases: every choice queues and runs alongside it.
     let timings = streams
         .first()
@@ -145,6 +187,7 @@ async fn collect(events: &mut GenerationStream) -> KilnResult<(Choice, Usage)> {
                     Choice {
                         text,
                         finish_reason,
+                        calls: Vec::new(),
                     },
                     usage,
                 ))
