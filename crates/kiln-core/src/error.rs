@@ -17,6 +17,8 @@ pub enum ErrorKind {
     InvalidModelId,
     /// The model does not support LoRA inference.
     LoraUnsupported,
+    /// A fine-tune's assets are missing or invalid (wrong file, rank, model type, format).
+    InvalidFinetune,
     /// The body is larger than the configured limit.
     RequestTooLarge,
     /// The request ran past its deadline.
@@ -73,6 +75,12 @@ pub const ERROR_TABLE: &[ErrorRow] = &[
         405,
         5005,
         "The model does not support LoRa inference",
+    ),
+    row(
+        ErrorKind::InvalidFinetune,
+        400,
+        3039,
+        "Finetune is missing required files",
     ),
     row(
         ErrorKind::RequestTooLarge,
@@ -213,6 +221,7 @@ mod tests {
             ErrorKind::NoSuchModel,
             ErrorKind::InvalidModelId,
             ErrorKind::LoraUnsupported,
+            ErrorKind::InvalidFinetune,
             ErrorKind::RequestTooLarge,
             ErrorKind::Timeout,
             ErrorKind::Aborted,

@@ -6,6 +6,7 @@ mod body;
 mod catalog_routes;
 mod embeddings;
 mod envelope;
+mod finetunes;
 mod json_mode;
 mod kiln_routes;
 mod metrics;
@@ -18,9 +19,11 @@ mod tools;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use kiln_catalog::Catalog;
+use kiln_finetune::FinetuneStore;
 use kiln_scheduler::ModelRegistry;
 
 pub use envelope::{ApiError, MODEL_HEADER};
@@ -50,6 +53,8 @@ pub struct AppState {
     pub registry: Arc<ModelRegistry>,
     pub catalog: &'static Catalog,
     pub config: HttpConfig,
+    /// Every account's LoRA fine-tunes.
+    pub finetunes: Arc<FinetuneStore>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -65,6 +70,17 @@ pub fn router(state: AppState) -> Router {
         .route("/ai/models/schema", get(catalog_routes::model_schema))
         .route("/ai/tasks/search", get(catalog_routes::search_tasks))
         .route("/ai/authors/search", get(catalog_routes::search_authors))
+        .route(
+            "/ai/finetunes",
+            get(finetunes::list).post(finetunes::create),
+        )
+        .route(
+            "/ai/finetunes/{finetune}/finetune-assets",
+            // Assets may be up to 300 MB; the multipart reader enforces that limit.
+            post(finetunes::upload_asset).layer(DefaultBodyLimit::max(
+                kiln_finetune::MAX_ASSET_BYTES as usize + 1024 * 1024,
+            )),
+        )
         .nest("/ai/v1", openai::routes());
     let api = Router::new().nest("/accounts/{account_id}", accounts);
     Router::new()

@@ -258,10 +258,16 @@ pub fn parse_request(
     entry: &CatalogEntry,
 ) -> KilnResult<(GenerationRequest, Option<Arc<JsonMode>>)> {
     if input.get("lora").is_some_and(|v| !v.is_null()) {
-        return Err(KilnError::new(
-            ErrorKind::LoraUnsupported,
-            format!("The model {} does not support LoRa inference", entry.name),
-        ));
+        let message = if entry.has_property("lora") {
+            // Fine-tunes can be created, uploaded and converted (`/ai/finetunes`), but the
+            // engine does not apply adapters yet.
+            "LoRA inference is not available in Kiln yet: fine-tunes are stored and converted, \
+             but not applied; remove 'lora' from the request"
+                .to_owned()
+        } else {
+            format!("The model {} does not support LoRa inference", entry.name)
+        };
+        return Err(KilnError::new(ErrorKind::LoraUnsupported, message));
     }
     if input.get("functions").is_some_and(|v| !v.is_null()) {
         return Err(KilnError::bad_input(

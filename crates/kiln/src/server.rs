@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kiln_catalog::Catalog;
+use kiln_finetune::FinetuneStore;
 use kiln_http::{AppState, HttpConfig};
 use kiln_scheduler::ModelRegistry;
 use kiln_store::Progress;
@@ -50,7 +51,9 @@ pub async fn start(config: ServeConfig, progress: Progress) -> anyhow::Result<Ru
     .context("model loading thread failed")??;
     let registry = Arc::new(registry);
     spawn_idle_sweeper(&registry);
+    let finetunes = Arc::new(FinetuneStore::new(config.data_dir().join("finetunes")));
     let state = AppState {
+        finetunes,
         registry,
         catalog: Catalog::builtin(),
         config: HttpConfig {

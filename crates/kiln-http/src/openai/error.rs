@@ -83,6 +83,7 @@ impl OpenAiError {
             | ErrorKind::InvalidData
             | ErrorKind::IncompleteRequest
             | ErrorKind::LoraUnsupported
+            | ErrorKind::InvalidFinetune
             | ErrorKind::MethodNotAllowed => ("invalid_request_error", None),
         }
     }

@@ -1,0 +1,293 @@
+//! LoRA fine-tunes (spec §6): each account's adapters on disk, their validation, and their
+//! lookup by id or name at inference.
+//!
+//! Layout: `{root}/{account}/{id}/finetune.json` plus the two uploaded assets. Every write goes
+//! to a temporary file in the same directory and is renamed into place once complete and valid,
+//! so a failed or interrupted upload leaves nothing half-written.
+
+mod adapter;
+mod convert;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kiln_core::{ErrorKind, KilnError, KilnResult};
+use serde::{Deserialize, Serialize};
+
+pub use adapter::{validate_config, validate_weights, AdapterConfig};
+pub use convert::{gguf_adapter, gguf_name, permute_rows};
+
+/// The two files a fine-tune consists of (exactly these names).
+pub const CONFIG_FILE: &str = "adapter_config.json";
+pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+/// Assets must be smaller than this.
+pub const MAX_ASSET_BYTES: u64 = 300 * 1024 * 1024;
+/// Fine-tunes per account.
+pub const MAX_FINETUNES_PER_ACCOUNT: usize = 100;
+const METADATA_FILE: &str = "finetune.json";
+
+/// A fine-tune as the REST API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finetune {
+    pub id: String,
+    pub name: String,
+    /// The catalog id of the base model.
+    pub model: String,
+    pub description: String,
+    pub public: bool,
+    pub created_at: String,
+    pub modified_at: String,
+}
+
+/// A fine-tune whose both assets are present, ready to load.
+#[derive(Debug, Clone)]
+pub struct ReadyAdapter {
+    pub finetune: Finetune,
+    pub config: AdapterConfig,
+    pub dir: PathBuf,
+}
+
+impl ReadyAdapter {
+    pub fn weights_path(&self) -> PathBuf {
+        self.dir.join(WEIGHTS_FILE)
+    }
+}
+
+/// Every account's fine-tunes under one directory.
+pub struct FinetuneStore {
+    root: PathBuf,
+    /// Creation checks the per-account count and name uniqueness; one at a time.
+    creating: Mutex<()>,
+}
+
+impl FinetuneStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            creating: Mutex::new(()),
+        }
+    }
+
+    /// Registers a new fine-tune of `model` (already checked to support LoRA by the caller).
+    pub fn create(
+        &self,
+        account: &str,
+        name: &str,
+        model: &str,
+        description: Option<&str>,
+    ) -> KilnResult<Finetune> {
+        validate_name(name)?;
+        let _creating = self
+            .creating
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let existing = self.list(account)?;
+        if existing.iter().any(|f| f.name == name) {
+            return Err(invalid(format!(
+                "a fine-tune named {name:?} already exists"
+            )));
+        }
+        if existing.len() >= MAX_FINETUNES_PER_ACCOUNT {
+            return Err(invalid(format!(
+                "the account already has {MAX_FINETUNES_PER_ACCOUNT} fine-tunes, the most allowed; \
+                 delete one first"
+            )));
+        }
+        let now = timestamp();
+        let finetune = Finetune {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: name.to_owned(),
+            model: model.to_owned(),
+            description: description.unwrap_or_default().to_owned(),
+            public: false,
+            created_at: now.clone(),
+            modified_at: now,
+        };
+        let dir = self.account_dir(account)?.join(&finetune.id);
+        fs::create_dir_all(&dir).map_err(io_error)?;
+        let metadata = serde_json::to_vec_pretty(&finetune).map_err(|e| internal(e.to_string()))?;
+        if let Err(error) = write_atomically(&dir, METADATA_FILE, &metadata) {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(error);
+        }
+        Ok(finetune)
+    }
+
+    /// The account's fine-tunes, oldest first.
+    pub fn list(&self, account: &str) -> KilnResult<Vec<Finetune>> {
+        let dir = self.account_dir(account)?;
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Ok(Vec::new());
+        };
+        let mut found: Vec<Finetune> = entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| fs::read(entry.path().join(METADATA_FILE)).ok())
+            .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
+            .collect();
+        found.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+        Ok(found)
+    }
+
+    /// A fine-tune by id or name.
+    pub fn find(&self, account: &str, id_or_name: &str) -> KilnResult<Finetune> {
+        self.list(account)?
+            .into_iter()
+            .find(|f| f.id == id_or_name || f.name == id_or_name)
+            .ok_or_else(|| {
+                KilnError::new(
+                    ErrorKind::InvalidFinetune,
+                    format!("no fine-tune {id_or_name:?} in this account"),
+                )
+            })
+    }
+
+    /// Stores one asset after validating it; an asset cannot be replaced once uploaded.
+    pub fn upload(
+        &self,
+        account: &str,
+        id_or_name: &str,
+        file_name: &str,
+        contents: &[u8],
+    ) -> KilnResult<()> {
+        let finetune = self.find(account, id_or_name)?;
+        if file_name != CONFIG_FILE && file_name != WEIGHTS_FILE {
+            return Err(invalid(format!(
+                "file_name must be {CONFIG_FILE} or {WEIGHTS_FILE}, not {file_name:?}"
+            )));
+        }
+        if contents.len() as u64 >= MAX_ASSET_BYTES {
+            return Err(invalid(format!(
+                "{file_name} is {} bytes; assets must be smaller than 300 MB",
+                contents.len()
+            )));
+        }
+        let dir = self.account_dir(account)?.join(&finetune.id);
+        if dir.join(file_name).exists() {
+            return Err(invalid(format!(
+                "{file_name} was already uploaded; assets cannot be edited, create a new fine-tune"
+            )));
+        }
+        match file_name {
+            CONFIG_FILE => {
+                validate_config(contents)?;
+            }
+            _ => validate_weights(contents)?,
+        }
+        write_atomically(&dir, file_name, contents)
+    }
+
+    /// The fine-tune with both assets, for inference: 3039 when an asset is missing.
+    pub fn ready(&self, account: &str, id_or_name: &str) -> KilnResult<ReadyAdapter> {
+        let finetune = self.find(account, id_or_name)?;
+        let dir = self.account_dir(account)?.join(&finetune.id);
+        for file in [CONFIG_FILE, WEIGHTS_FILE] {
+            if !dir.join(file).is_file() {
+                return Err(invalid(format!(
+                    "fine-tune {:?} is missing {file}; upload it with finetune-assets",
+                    finetune.name
+                )));
+            }
+        }
+        let config_bytes = fs::read(dir.join(CONFIG_FILE)).map_err(io_error)?;
+        let config = validate_config(&config_bytes)?;
+        Ok(ReadyAdapter {
+            finetune,
+            config,
+            dir,
+        })
+    }
+
+    /// Account ids become directory names, so only safe characters are accepted.
+    fn account_dir(&self, account: &str) -> KilnResult<PathBuf> {
+        let safe = !account.is_empty()
+            && account.len() <= 64
+            && account
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !safe {
+            return Err(KilnError::bad_input(
+                "the account id may only hold letters, digits, '-' and '_' (at most 64)",
+            ));
+        }
+        Ok(self.root.join(account))
+    }
+}
+
+fn validate_name(name: &str) -> KilnResult<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with("cf-public-")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if valid {
+        Ok(())
+    } else {
+        Err(KilnError::bad_input(format!(
+            "invalid fine-tune name {name:?}: use letters, digits, '-', '_' and '.' (at most 128; \
+             the cf-public- prefix is reserved)"
+        )))
+    }
+}
+
+/// Writes `name` in `dir` through a temporary file and a rename: readers see the whole file or
+/// none of it.
+fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> KilnResult<()> {
+    let temporary = dir.join(format!(".{name}.{}.partial", uuid::Uuid::new_v4()));
+    let written = fs::File::create(&temporary).and_then(|mut file| {
+        file.write_all(contents)?;
+        file.sync_all()
+    });
+    if let Err(error) = written.and_then(|()| fs::rename(&temporary, dir.join(name))) {
+        let _ = fs::remove_file(&temporary);
+        return Err(io_error(error));
+    }
+    Ok(())
+}
+
+fn timestamp() -> String {
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // RFC 3339 in UTC, computed without a date crate: days since the epoch → civil date.
+    let (days, rest) = (seconds / 86_400, seconds % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+pub(crate) fn invalid(message: String) -> KilnError {
+    KilnError::new(ErrorKind::InvalidFinetune, message)
+}
+
+fn internal(message: String) -> KilnError {
+    KilnError::internal(message)
+}
+
+fn io_error(error: std::io::Error) -> KilnError {
+    KilnError::internal(format!("fine-tune storage: {error}"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,167 @@
+use kiln_core::ErrorKind;
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+
+use super::*;
+
+const ACCOUNT: &str = "acct-1";
+
+fn store() -> (tempfile::TempDir, FinetuneStore) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = FinetuneStore::new(dir.path());
+    (dir, store)
+}
+
+fn config(model_type: &str, rank: u64) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "peft_type": "LORA", "model_type": model_type, "r": rank, "lora_alpha": 16,
+        "target_modules": ["q_proj", "v_proj"]
+    }))
+    .expect("JSON")
+}
+
+/// A rank-`rank` A/B pair for one 4×4 projection, in f32.
+fn weights(rank: usize) -> Vec<u8> {
+    let a = vec![0u8; rank * 4 * 4];
+    let b = vec![0u8; 4 * rank * 4];
+    let tensors = [
+        (
+            "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
+            TensorView::new(Dtype::F32, vec![rank, 4], &a).expect("A"),
+        ),
+        (
+            "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight",
+            TensorView::new(Dtype::F32, vec![4, rank], &b).expect("B"),
+        ),
+    ];
+    safetensors::serialize(tensors, None).expect("serialize")
+}
+
+fn kind(result: KilnResult<impl std::fmt::Debug>) -> (ErrorKind, String) {
+    let error = result.expect_err("refused");
+    (error.kind, error.message)
+}
+
+#[test]
+fn create_upload_find_and_ready() {
+    let (_dir, store) = store();
+    let created = store
+        .create(
+            ACCOUNT,
+            "my-adapter",
+            "@cf/meta/llama-3.3-70b-instruct-fp8-fast",
+            Some("d"),
+        )
+        .expect("created");
+    assert_eq!(store.list(ACCOUNT).expect("list"), vec![created.clone()]);
+    assert!(created.created_at.ends_with('Z') && created.created_at.len() == 20);
+    // Missing assets: 3039.
+    assert_eq!(
+        kind(store.ready(ACCOUNT, "my-adapter")).0,
+        ErrorKind::InvalidFinetune
+    );
+    store
+        .upload(ACCOUNT, &created.id, CONFIG_FILE, &config("llama", 8))
+        .expect("config");
+    store
+        .upload(ACCOUNT, "my-adapter", WEIGHTS_FILE, &weights(8))
+        .expect("weights");
+    let ready = store.ready(ACCOUNT, "my-adapter").expect("ready");
+    assert_eq!(ready.config.rank, 8);
+    assert_eq!(ready.config.scale(), 2.0);
+    assert!(ready.weights_path().is_file());
+    // Another account sees nothing.
+    assert!(store.list("acct-2").expect("list").is_empty());
+    assert!(store.find("acct-2", "my-adapter").is_err());
+}
+
+#[test]
+fn bad_assets_are_refused_and_leave_nothing_behind() {
+    let (dir, store) = store();
+    let finetune = store
+        .create(
+            ACCOUNT,
+            "a",
+            "@cf/meta/llama-3.3-70b-instruct-fp8-fast",
+            None,
+        )
+        .expect("created");
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            CONFIG_FILE,
+            config("llama", 64),
+            "larger than the maximum of 32",
+        ),
+        (CONFIG_FILE, config("gpt2", 8), "model_type \"gpt2\""),
+        (CONFIG_FILE, b"{not json".to_vec(), "not valid JSON"),
+        (
+            WEIGHTS_FILE,
+            b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage".to_vec(),
+            "not a valid safetensors",
+        ),
+        ("adapter.bin", vec![1, 2, 3], "file_name must be"),
+    ];
+    for (file, contents, expected) in cases {
+        let (error_kind, message) = kind(store.upload(ACCOUNT, "a", file, &contents));
+        assert_eq!(error_kind, ErrorKind::InvalidFinetune, "{message}");
+        assert!(message.contains(expected), "{message}");
+    }
+    let finetune_dir = dir.path().join(ACCOUNT).join(&finetune.id);
+    let files: Vec<String> = fs::read_dir(&finetune_dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        files,
+        vec![METADATA_FILE.to_owned()],
+        "nothing half-written"
+    );
+    // An asset cannot be replaced.
+    store
+        .upload(ACCOUNT, "a", CONFIG_FILE, &config("llama", 8))
+        .expect("first");
+    assert!(
+        kind(store.upload(ACCOUNT, "a", CONFIG_FILE, &config("llama", 8)))
+            .1
+            .contains("already uploaded")
+    );
+}
+
+#[test]
+fn the_101st_fine_tune_and_duplicate_names_are_refused() {
+    let (_dir, store) = store();
+    for index in 0..MAX_FINETUNES_PER_ACCOUNT {
+        store
+            .create(ACCOUNT, &format!("ft-{index}"), "m", None)
+            .expect("within the limit");
+    }
+    let (error_kind, message) = kind(store.create(ACCOUNT, "one-more", "m", None));
+    assert_eq!(error_kind, ErrorKind::InvalidFinetune);
+    assert!(message.contains("100"), "{message}");
+    store
+        .create("other", "ft-0", "m", None)
+        .expect("names and limits are per account");
+    let (_, message) = kind(store.create(ACCOUNT, "ft-0", "m", None));
+    assert!(message.contains("already exists"), "{message}");
+}
+
+#[test]
+fn unsafe_account_ids_and_names_are_refused() {
+    let (_dir, store) = store();
+    assert_eq!(kind(store.list("../etc")).0, ErrorKind::BadInput);
+    assert_eq!(
+        kind(store.create(ACCOUNT, "a/b", "m", None)).0,
+        ErrorKind::BadInput
+    );
+    assert_eq!(
+        kind(store.create(ACCOUNT, "cf-public-x", "m", None)).0,
+        ErrorKind::BadInput
+    );
+}
+
+#[test]
+fn civil_dates() {
+    assert_eq!(civil_from_days(0), (1970, 1, 1));
+    assert_eq!(civil_from_days(20_454), (2026, 1, 1));
+    assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+}

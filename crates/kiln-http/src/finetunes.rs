@@ -1,0 +1,124 @@
+//! `/accounts/{account_id}/ai/finetunes`: create, list, and upload the two assets of a LoRA
+//! fine-tune (spec §6).
+
+use axum::extract::{Multipart, Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use kiln_core::{ErrorKind, KilnError};
+use serde_json::{json, Value};
+
+use crate::envelope::{success, ApiError};
+use crate::{body, SharedState};
+
+/// `POST …/ai/finetunes` `{model, name, description?}`.
+pub async fn create(
+    State(state): State<SharedState>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    request_body: axum::body::Body,
+) -> Response {
+    let created = async {
+        crate::auth::check(crate::auth::bearer_token(&headers).as_deref())?;
+        let bytes = body::read_limited(&headers, request_body, state.config.max_body_bytes).await?;
+        let input = body::parse_json(&bytes)?;
+        let text = |key: &str| input.get(key).and_then(Value::as_str);
+        let model = text("model")
+            .ok_or_else(|| KilnError::bad_input("'model' (the base model's id) is required"))?;
+        let name = text("name").ok_or_else(|| KilnError::bad_input("'name' is required"))?;
+        let entry = state
+            .catalog
+            .get(model)
+            .ok_or_else(|| KilnError::no_such_model(model))?;
+        if !entry.has_property("lora") {
+            return Err(KilnError::new(
+                ErrorKind::LoraUnsupported,
+                format!("The model {model} does not support LoRa inference"),
+            ));
+        }
+        let store = state.finetunes.clone();
+        let (account, name, model) = (account.clone(), name.to_owned(), model.to_owned());
+        let description = text("description").map(str::to_owned);
+        tokio::task::spawn_blocking(move || {
+            store.create(&account, &name, &model, description.as_deref())
+        })
+        .await
+        .map_err(|e| KilnError::internal(format!("fine-tune creation failed: {e}")))?
+    };
+    match created.await {
+        Ok(finetune) => success(json!(finetune)).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+/// `GET …/ai/finetunes`.
+pub async fn list(
+    State(state): State<SharedState>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let listed = crate::auth::check(crate::auth::bearer_token(&headers).as_deref())
+        .and_then(|()| state.finetunes.list(&account));
+    match listed {
+        Ok(finetunes) => success(json!(finetunes)).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+/// `POST …/ai/finetunes/{id or name}/finetune-assets`, multipart `file_name` and `file`.
+pub async fn upload_asset(
+    State(state): State<SharedState>,
+    Path((account, finetune)): Path<(String, String)>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Response {
+    let uploaded = async {
+        crate::auth::check(crate::auth::bearer_token(&headers).as_deref())?;
+        let mut multipart = multipart.map_err(|rejection| {
+            KilnError::bad_input(format!(
+                "finetune-assets takes a multipart/form-data body: {}",
+                rejection.body_text()
+            ))
+        })?;
+        let (file_name, contents) = read_fields(&mut multipart).await?;
+        let store = state.finetunes.clone();
+        tokio::task::spawn_blocking(move || {
+            store.upload(&account, &finetune, &file_name, &contents)
+        })
+        .await
+        .map_err(|e| KilnError::internal(format!("upload failed: {e}")))?
+    };
+    match uploaded.await {
+        Ok(()) => success(json!({"success": true})).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+/// The `file_name` and `file` fields; `file_name` defaults to the file part's own name.
+async fn read_fields(multipart: &mut Multipart) -> Result<(String, Vec<u8>), KilnError> {
+    let mut file_name = None;
+    let mut contents = None;
+    let multipart_error =
+        |e: axum::extract::multipart::MultipartError| KilnError::bad_input(e.body_text());
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        match field.name() {
+            Some("file_name") => file_name = Some(field.text().await.map_err(multipart_error)?),
+            Some("file") => {
+                let part_name = field.file_name().map(str::to_owned);
+                let bytes = field.bytes().await.map_err(multipart_error)?;
+                file_name = file_name.or(part_name);
+                contents = Some(bytes.to_vec());
+            }
+            _ => {}
+        }
+    }
+    let missing = |what: &str| {
+        KilnError::new(
+            ErrorKind::InvalidFinetune,
+            format!("finetune-assets needs a '{what}' field"),
+        )
+    };
+    Ok((
+        file_name.ok_or_else(|| missing("file_name"))?,
+        contents.ok_or_else(|| missing("file"))?,
+    ))
+}

@@ -1,0 +1,158 @@
+//! LoRA fine-tune REST API: create, list, upload assets with their validation and error codes.
+
+mod common;
+
+use common::*;
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+use serde_json::{json, Value};
+
+const LORA_BASE: &str = "@cf/meta/llama-3.3-70b-instruct-fp8-fast";
+
+/// A fresh account per run, removed at the end: fine-tunes persist in the data directory.
+struct TestAccount(String);
+
+impl Drop for TestAccount {
+    fn drop(&mut self) {
+        let dir = kiln_store::default_data_dir()
+            .join("finetunes")
+            .join(&self.0);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+fn account() -> TestAccount {
+    TestAccount(format!("test-{}", uuid::Uuid::new_v4().simple()))
+}
+
+fn finetunes_url(account: &str) -> String {
+    url(&format!("/client/v4/accounts/{account}/ai/finetunes"))
+}
+
+fn adapter_config(rank: u64) -> Vec<u8> {
+    serde_json::to_vec(
+        &json!({"peft_type": "LORA", "model_type": "llama", "r": rank,
+        "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"]}),
+    )
+    .expect("JSON")
+}
+
+fn adapter_weights() -> Vec<u8> {
+    let (a, b) = (vec![0u8; 8 * 576 * 4], vec![0u8; 576 * 8 * 4]);
+    let tensors = [
+        (
+            "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
+            TensorView::new(Dtype::F32, vec![8, 576], &a).expect("A"),
+        ),
+        (
+            "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight",
+            TensorView::new(Dtype::F32, vec![576, 8], &b).expect("B"),
+        ),
+    ];
+    safetensors::serialize(tensors, None).expect("safetensors")
+}
+
+async fn upload(account: &str, finetune: &str, file_name: &str, contents: Vec<u8>) -> (u16, Value) {
+    let form = reqwest::multipart::Form::new()
+        .text("file_name", file_name.to_owned())
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(contents).file_name(file_name.to_owned()),
+        );
+    let response = client()
+        .post(format!(
+            "{}/{finetune}/finetune-assets",
+            finetunes_url(account)
+        ))
+        .bearer_auth("sk-test")
+        .multipart(form)
+        .send()
+        .await
+        .expect("request sent");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON body"))
+}
+
+#[tokio::test]
+async fn create_list_and_upload_with_validation() {
+    let account = account();
+    let base = finetunes_url(&account.0);
+
+    // The base model must have the LoRA capability.
+    let (status, _, body) = post_json(
+        &base,
+        &json!({"model": "@cf/meta/llama-3.1-8b-instruct", "name": "x"}),
+    )
+    .await;
+    assert_eq!(status, 405, "{body}");
+    assert_eq!(assert_error_envelope(&body).0, 5005);
+
+    let (status, _, body) = post_json(
+        &base,
+        &json!({"model": LORA_BASE, "name": "my-adapter", "description": "test"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let finetune = body["result"].clone();
+    let id = finetune["id"].as_str().expect("id").to_owned();
+    assert_eq!(finetune["name"], "my-adapter");
+    assert_eq!(finetune["model"], LORA_BASE);
+
+    let listed: Value = client()
+        .get(&base)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(listed["result"], json!([finetune]), "{listed}");
+
+    // Bad assets: 400 / 3039, naming the problem.
+    for (file_name, contents, expected) in [
+        (
+            "adapter_config.json",
+            adapter_config(64),
+            "larger than the maximum of 32",
+        ),
+        (
+            "adapter_model.safetensors",
+            b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}".to_vec(),
+            "safetensors",
+        ),
+        ("weights.bin", vec![0; 10], "file_name must be"),
+    ] {
+        let (status, body) = upload(&account.0, &id, file_name, contents).await;
+        assert_eq!(status, 400, "{body}");
+        let (code, message) = assert_error_envelope(&body);
+        assert_eq!(code, 3039, "{message}");
+        assert!(message.contains(expected), "{message}");
+    }
+
+    // Good assets, by id and by name.
+    let (status, body) = upload(&account.0, &id, "adapter_config.json", adapter_config(8)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = upload(
+        &account.0,
+        "my-adapter",
+        "adapter_model.safetensors",
+        adapter_weights(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["success"], true);
+
+    // Another account sees none of it.
+    let other = self::account();
+    let listed: Value = client()
+        .get(finetunes_url(&other.0))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(listed["result"], json!([]));
+    let (status, body) = upload(&other.0, &id, "adapter_config.json", adapter_config(8)).await;
+    assert_eq!(status, 400, "{body}");
+}
