@@ -299,7 +299,8 @@ fn a_shared_system_prompt_is_prefilled_once() {
         warm_usage.prompt_tokens, warm_usage.cached_tokens
     );
     assert!(cold_usage.prompt_tokens >= 900, "{cold_usage:?}");
-    assert_eq!(cold_usage.cached_tokens, 0, "{cold_usage:?}");
+    // Cold: at most the chat template's preamble, left by an earlier request, is reused.
+    assert!(cold_usage.cached_tokens < 20, "{cold_usage:?}");
     // Everything up to the user turn is shared.
     assert!(
         warm_usage.cached_tokens + 20 >= warm_usage.prompt_tokens
