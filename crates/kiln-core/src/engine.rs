@@ -69,6 +69,8 @@ pub struct GenerationRequest {
     pub constraint: Option<OutputConstraint>,
     /// Tools shown to the model through its chat template.
     pub tools: Vec<ToolSpec>,
+    /// A LoRA adapter (llama.cpp GGUF) applied for this request only.
+    pub lora: Option<std::path::PathBuf>,
 }
 
 /// Structured output, enforced while sampling (tokens that would leave the language are masked).

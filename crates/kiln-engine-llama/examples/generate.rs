@@ -58,6 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         stop: Vec::new(),
         constraint: None,
         tools: Vec::new(),
+        lora: None,
     };
     let started = Instant::now();
     let mut first_text = None;

@@ -12,7 +12,7 @@ use llama_cpp_2::{send_logs_to_tracing, LogOptions};
 static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
 
 /// The shared backend, initialized on first use.
-pub(crate) fn backend() -> KilnResult<&'static LlamaBackend> {
+pub fn backend() -> KilnResult<&'static LlamaBackend> {
     BACKEND
         .get_or_init(|| {
             // llama.cpp prints every load step to stderr; route it to tracing (where it can be

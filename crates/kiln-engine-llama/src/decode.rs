@@ -8,6 +8,7 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 
+use crate::lora::AdapterGroup;
 use crate::slots::{Phase, Running, Slot};
 use crate::text_stream::Filtered;
 
@@ -37,9 +38,10 @@ pub fn step(
     model: &LlamaModel,
     slots: &mut [Slot],
     budget: &Budget,
+    group: AdapterGroup,
 ) -> StepReport {
     let mut report = StepReport::default();
-    let (planned, sample_at) = match plan_batch(batch, slots, budget) {
+    let (planned, sample_at) = match plan_batch(batch, slots, budget, group) {
         Ok(plan) => plan,
         Err(error) => {
             fail_all(context, slots, &error, &mut report);
@@ -74,12 +76,13 @@ pub fn step(
     report
 }
 
-/// Fills the batch: decoding sequences first (one token each), then prompt chunks, oldest
-/// request first.
+/// Fills the batch with the sequences of adapter `group`: decoding sequences first (one token
+/// each), then prompt chunks, oldest request first.
 fn plan_batch(
     batch: &mut LlamaBatch<'_>,
     slots: &[Slot],
     budget: &Budget,
+    group: AdapterGroup,
 ) -> KilnResult<(Vec<Planned>, Vec<SampleAt>)> {
     batch.clear();
     let mut planned = Vec::new();
@@ -87,11 +90,15 @@ fn plan_batch(
     for (index, slot) in slots.iter().enumerate() {
         let Some(Running {
             phase: Phase::Decode { pending },
+            adapter,
             ..
         }) = &slot.running
         else {
             continue;
         };
+        if *adapter != group {
+            continue;
+        }
         if batch_len(batch) >= budget.batch_tokens {
             break;
         }
@@ -110,7 +117,9 @@ fn plan_batch(
         .iter()
         .enumerate()
         .filter_map(|(index, slot)| match &slot.running {
-            Some(running) if matches!(running.phase, Phase::Prefill { .. }) => {
+            Some(running)
+                if matches!(running.phase, Phase::Prefill { .. }) && running.adapter == group =>
+            {
                 Some((index, running.admitted))
             }
             _ => None,
@@ -272,6 +281,20 @@ fn fail_all(
     report: &mut StepReport,
 ) {
     for slot in slots.iter_mut().filter(|slot| !slot.is_idle()) {
+        fail_slot(context, slot, error, report);
+    }
+}
+
+/// Ends every sequence of adapter `group` with `error` (its adapter could not be set).
+pub fn fail_group(
+    context: &mut LlamaContext<'_>,
+    slots: &mut [Slot],
+    group: AdapterGroup,
+    error: &KilnError,
+    report: &mut StepReport,
+) {
+    let in_group = |slot: &&mut Slot| slot.running.as_ref().is_some_and(|r| r.adapter == group);
+    for slot in slots.iter_mut().filter(in_group) {
         fail_slot(context, slot, error, report);
     }
 }

@@ -21,6 +21,7 @@ use crate::backend::backend;
 use crate::chat_template::{ChatTemplate, CHATML_TEMPLATE};
 use crate::constraint::GrammarCompiler;
 use crate::decode::{self, forget_cache, Budget};
+use crate::lora::{AdapterGroup, Adapters};
 use crate::sampling::{build_sampler, sampler_seed, PENALTY_WINDOW};
 use crate::slots::{choose_slot, Phase, Running, Slot, TextPipeline};
 
@@ -97,6 +98,8 @@ pub struct LlamaGenerator {
     exit_gate_registered: bool,
     /// Compiles JSON Schemas and grammars for constrained requests (built on first use).
     grammar: Option<GrammarCompiler>,
+    /// LoRA adapters requests asked for, and which one the context has set.
+    adapters: Adapters,
 }
 
 impl LlamaGenerator {
@@ -181,6 +184,7 @@ impl LlamaGenerator {
             description,
             exit_gate_registered: false,
             grammar: None,
+            adapters: Adapters::new(gguf),
         })
     }
 
@@ -293,12 +297,17 @@ impl BatchGenerator for LlamaGenerator {
             )));
         }
         let max_new_tokens = request.max_tokens.min(self.context_window - prompt_tokens);
-        let slot_index = choose_slot(&self.slots, &prompt, options.session.as_deref())
+        let adapter = match &request.lora {
+            Some(path) => self.adapters.group(path)?,
+            None => None,
+        };
+        let slot_index = choose_slot(&self.slots, &prompt, adapter, options.session.as_deref())
             .ok_or_else(|| KilnError::internal("no free sequence slot"))?;
 
         // The last prompt token is always evaluated again: its logits pick the first new token.
-        let shared = crate::slots::common_prefix(&self.slots[slot_index].cached, &prompt);
+        let shared = crate::slots::reusable_prefix(&self.slots[slot_index], &prompt, adapter);
         let reused = self.trim_cache(slot_index, shared.min(prompt.len() - 1));
+        self.slots[slot_index].cached_adapter = adapter;
 
         let constraint = match &request.constraint {
             Some(constraint) => Some(self.grammar_compiler()?.sampler(constraint)?),
@@ -322,6 +331,7 @@ impl BatchGenerator for LlamaGenerator {
             prompt,
             cached_tokens: u32::try_from(reused).unwrap_or(u32::MAX),
             sampler,
+            adapter,
             text: TextPipeline::new(&request.stop),
             render_special: !request.tools.is_empty(),
             max_new_tokens,
@@ -358,6 +368,19 @@ impl BatchGenerator for LlamaGenerator {
             }
         }
         let ModelWithContext { context, model } = &mut self.loaded;
+        // One adapter group per pass; the groups take turns.
+        let waiting: Vec<AdapterGroup> = self
+            .slots
+            .iter()
+            .filter_map(|slot| slot.running.as_ref().map(|running| running.adapter))
+            .collect();
+        let Some(group) = self.adapters.next_group(&waiting) else {
+            return report;
+        };
+        if let Err(error) = self.adapters.apply(context, group) {
+            decode::fail_group(context, &mut self.slots, group, &error, &mut report);
+            return report;
+        }
         let _permit = crate::backend::decode_permit();
         let mut pass = decode::step(
             context,
@@ -365,6 +388,7 @@ impl BatchGenerator for LlamaGenerator {
             model,
             &mut self.slots,
             &self.budget,
+            group,
         );
         report.events.append(&mut pass.events);
         if !self.exit_gate_registered && pass.batch_sequences > 0 {

@@ -10,9 +10,13 @@ mod chat_template;
 mod constraint;
 mod decode;
 mod generator;
+mod lora;
 mod sampling;
 mod slots;
 mod text_stream;
 
+/// The process-wide llama.cpp backend (llama.cpp allows one), for code that drives
+/// `llama-cpp-2` directly beside the engine, such as tests that compare against it.
+pub use backend::backend as llama_backend;
 pub use chat_template::CHATML_TEMPLATE;
 pub use generator::{LlamaGenerator, LlamaOptions, DEFAULT_CONTEXT_CAP};

@@ -6,6 +6,7 @@ use kiln_core::engine::SequenceId;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
+use crate::lora::AdapterGroup;
 use crate::text_stream::{Filtered, StopFilter, Utf8Stream};
 
 /// Where a running sequence is.
@@ -23,6 +24,8 @@ pub struct Running {
     /// Prompt tokens found in the slot's KV cache at admission.
     pub cached_tokens: u32,
     pub sampler: LlamaSampler,
+    /// The adapter this sequence runs with; a pass only holds sequences of one group.
+    pub adapter: AdapterGroup,
     pub text: TextPipeline,
     /// Render control tokens as text: tool calls open with them (`<tool_call>`), and the
     /// transport has to see the call syntax to parse it.
@@ -40,6 +43,8 @@ pub struct Slot {
     pub sequence: i32,
     /// Tokens whose KV entries are in this sequence, from position 0.
     pub cached: Vec<LlamaToken>,
+    /// The adapter those KV entries were computed with: they are only reusable with it.
+    pub cached_adapter: AdapterGroup,
     /// Last time a request used this slot (a counter, for LRU).
     pub last_used: u64,
     /// The conversation that last ran here.
@@ -52,6 +57,7 @@ impl Slot {
         Self {
             sequence,
             cached: Vec::new(),
+            cached_adapter: None,
             last_used: 0,
             session: None,
             running: None,
@@ -70,7 +76,12 @@ const CHEAP_TO_DISCARD: usize = 256;
 /// the idle slot sharing the longest prefix with `prompt`, if at least half of what that slot
 /// holds is reused or what it would discard is short (so a shared chat-template preamble is
 /// reused, but does not evict a long conversation); else the least recently used idle slot.
-pub fn choose_slot(slots: &[Slot], prompt: &[LlamaToken], session: Option<&str>) -> Option<usize> {
+pub fn choose_slot(
+    slots: &[Slot],
+    prompt: &[LlamaToken],
+    adapter: AdapterGroup,
+    session: Option<&str>,
+) -> Option<usize> {
     if let Some(session) = session {
         let pinned = slots
             .iter()
@@ -81,7 +92,7 @@ pub fn choose_slot(slots: &[Slot], prompt: &[LlamaToken], session: Option<&str>)
     }
     let idle = || slots.iter().enumerate().filter(|(_, slot)| slot.is_idle());
     let best_match = idle()
-        .map(|(index, slot)| (index, common_prefix(&slot.cached, prompt), slot))
+        .map(|(index, slot)| (index, reusable_prefix(slot, prompt, adapter), slot))
         .filter(|&(_, shared, slot)| {
             let discarded = slot.cached.len() - shared;
             shared > 0 && (shared >= discarded || discarded <= CHEAP_TO_DISCARD)
@@ -93,6 +104,15 @@ pub fn choose_slot(slots: &[Slot], prompt: &[LlamaToken], session: Option<&str>)
             .min_by_key(|(_, slot)| slot.last_used)
             .map(|(index, _)| index)
     })
+}
+
+/// The part of `prompt` whose KV entries the slot holds, computed with the same adapter.
+pub fn reusable_prefix(slot: &Slot, prompt: &[LlamaToken], adapter: AdapterGroup) -> usize {
+    if slot.cached_adapter == adapter {
+        common_prefix(&slot.cached, prompt)
+    } else {
+        0
+    }
 }
 
 pub fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
@@ -128,6 +148,28 @@ impl TextPipeline {
 mod tests {
     use super::*;
 
+    fn choose_slot_for_base(
+        slots: &[Slot],
+        prompt: &[LlamaToken],
+        session: Option<&str>,
+    ) -> Option<usize> {
+        choose_slot(slots, prompt, None, session)
+    }
+
+    #[test]
+    fn a_cache_computed_with_another_adapter_is_not_reused() {
+        let mut slots = vec![slot(0, &[1, 2, 3], 5), slot(1, &[], 1)];
+        slots[0].cached_adapter = Some(0);
+        assert_eq!(
+            choose_slot(&slots, &tokens(&[1, 2, 3, 4]), Some(0), None),
+            Some(0)
+        );
+        assert_eq!(
+            choose_slot(&slots, &tokens(&[1, 2, 3, 4]), None, None),
+            Some(1)
+        );
+    }
+
     fn tokens(ids: &[i32]) -> Vec<LlamaToken> {
         ids.iter().map(|&id| LlamaToken(id)).collect()
     }
@@ -143,19 +185,25 @@ mod tests {
     #[test]
     fn longest_prefix_then_least_recently_used() {
         let slots = vec![slot(0, &[1, 2], 5), slot(1, &[1, 2, 3], 9), slot(2, &[], 1)];
-        assert_eq!(choose_slot(&slots, &tokens(&[1, 2, 3, 4]), None), Some(1));
+        assert_eq!(
+            choose_slot_for_base(&slots, &tokens(&[1, 2, 3, 4]), None),
+            Some(1)
+        );
         // Nothing shared: the slot used longest ago.
-        assert_eq!(choose_slot(&slots, &tokens(&[7]), None), Some(2));
+        assert_eq!(choose_slot_for_base(&slots, &tokens(&[7]), None), Some(2));
     }
 
     #[test]
     fn a_short_shared_preamble_does_not_evict_a_long_cache() {
         let conversation: Vec<i32> = (1..=600).collect();
         let slots = vec![slot(0, &conversation, 5), slot(1, &[8, 9], 1)];
-        assert_eq!(choose_slot(&slots, &tokens(&[1, 2, 7]), None), Some(1));
+        assert_eq!(
+            choose_slot_for_base(&slots, &tokens(&[1, 2, 7]), None),
+            Some(1)
+        );
         // Reusing half of what a slot holds is worth it.
         let half: Vec<i32> = (1..=300).chain([7]).collect();
-        assert_eq!(choose_slot(&slots, &tokens(&half), None), Some(0));
+        assert_eq!(choose_slot_for_base(&slots, &tokens(&half), None), Some(0));
     }
 
     #[test]
@@ -168,7 +216,7 @@ mod tests {
             slot(2, &[], 0),
         ];
         assert_eq!(
-            choose_slot(&slots, &tokens(&[1, 2, 3, 4, 9]), None),
+            choose_slot_for_base(&slots, &tokens(&[1, 2, 3, 4, 9]), None),
             Some(1)
         );
     }
@@ -177,7 +225,10 @@ mod tests {
     fn a_shared_preamble_is_reused_when_little_is_discarded() {
         // A finished short request holds the chat template's preamble plus a short answer.
         let slots = vec![slot(0, &[1, 2, 3, 40, 41, 42, 43, 44], 5), slot(1, &[], 0)];
-        assert_eq!(choose_slot(&slots, &tokens(&[1, 2, 3, 50]), None), Some(0));
+        assert_eq!(
+            choose_slot_for_base(&slots, &tokens(&[1, 2, 3, 50]), None),
+            Some(0)
+        );
     }
 
     #[test]
@@ -185,12 +236,12 @@ mod tests {
         let mut slots = vec![slot(0, &[1, 2, 3], 5), slot(1, &[9], 9)];
         slots[1].session = Some("chat-a".into());
         assert_eq!(
-            choose_slot(&slots, &tokens(&[1, 2, 3]), Some("chat-a")),
+            choose_slot_for_base(&slots, &tokens(&[1, 2, 3]), Some("chat-a")),
             Some(1)
         );
         // An unknown session falls back to the prefix match.
         assert_eq!(
-            choose_slot(&slots, &tokens(&[1, 2]), Some("other")),
+            choose_slot_for_base(&slots, &tokens(&[1, 2]), Some("other")),
             Some(0)
         );
     }

@@ -58,6 +58,7 @@ fn chat(system: Option<&str>, user: &str, max_tokens: u32) -> GenerationRequest 
         stop: Vec::new(),
         constraint: None,
         tools: Vec::new(),
+        lora: None,
     }
 }
 

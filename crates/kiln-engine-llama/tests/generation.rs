@@ -72,6 +72,7 @@ fn request(input: PromptInput, max_tokens: u32, temperature: f32) -> GenerationR
         stop: Vec::new(),
         constraint: None,
         tools: Vec::new(),
+        lora: None,
     }
 }
 
@@ -220,6 +221,7 @@ fn same_seed_gives_the_same_text() {
         stop: Vec::new(),
         constraint: None,
         tools: Vec::new(),
+        lora: None,
     };
     let first = run(&mut generator, &seeded(42)).unwrap().text();
     let second = run(&mut generator, &seeded(42)).unwrap().text();
@@ -253,6 +255,7 @@ fn sampling_options_are_accepted() {
         stop: Vec::new(),
         constraint: None,
         tools: Vec::new(),
+        lora: None,
     };
     let output = run(&mut generator, &request).unwrap();
     assert!(!output.text().trim().is_empty());

@@ -20,11 +20,11 @@ const REPRESENTATIVE_IDS: [(Task, &str); 2] = [
 
 pub async fn run_model(
     State(state): State<SharedState>,
-    Path((_account_id, model)): Path<(String, String)>,
+    Path((account_id, model)): Path<(String, String)>,
     headers: HeaderMap,
     request_body: Body,
 ) -> Response {
-    match run(&state, &model, &headers, request_body).await {
+    match run(&state, &account_id, &model, &headers, request_body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -32,6 +32,7 @@ pub async fn run_model(
 
 async fn run(
     state: &SharedState,
+    account: &str,
     model: &str,
     headers: &HeaderMap,
     request_body: Body,
@@ -55,6 +56,8 @@ async fn run(
             let target = text_generation::Target {
                 worker,
                 local_model: &served.name,
+                model_file: served.model_file.as_deref(),
+                account,
                 entry,
                 catalog_id: entry.name == model.trim_start_matches('/'),
             };

@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::response::sse::{Event, Sse};
@@ -29,6 +30,10 @@ pub struct Target<'a> {
     pub worker: &'a GenerationWorker,
     /// The local model's name (for errors).
     pub local_model: &'a str,
+    /// Its GGUF, which LoRA adapters are converted against.
+    pub model_file: Option<&'a Path>,
+    /// The account in the path: whose fine-tunes `lora` names.
+    pub account: &'a str,
     /// The catalog entry whose schema the input passed.
     pub entry: &'static CatalogEntry,
     /// Whether the caller named that catalog entry (rather than a local model): then the
@@ -43,7 +48,10 @@ pub async fn run(
     admission: Admission,
     session: Option<String>,
 ) -> KilnResult<Response> {
-    let (mut request, json_mode) = parse_request(input, target.entry)?;
+    let (mut request, json_mode) = parse_request(input)?;
+    if let Some(lora) = input.get("lora").filter(|v| !v.is_null()) {
+        request.lora = Some(lora_adapter(state, target, lora).await?);
+    }
     let tools = tools::parse_tools(input.get("tools"))?;
     if !tools.is_empty() && target.catalog_id && !target.entry.has_property("function_calling") {
         return Err(KilnError::bad_input(format!(
@@ -94,6 +102,58 @@ pub async fn run(
             events.timings(),
         ))
     }
+}
+
+/// The GGUF adapter of the account's fine-tune `lora` names, converted for the serving model.
+async fn lora_adapter(
+    state: &SharedState,
+    target: &Target<'_>,
+    lora: &Value,
+) -> KilnResult<PathBuf> {
+    if target.catalog_id && !target.entry.has_property("lora") {
+        return Err(KilnError::new(
+            ErrorKind::LoraUnsupported,
+            format!(
+                "The model {} does not support LoRa inference",
+                target.entry.name
+            ),
+        ));
+    }
+    let lora = lora
+        .as_str()
+        .ok_or_else(|| KilnError::bad_input("'/lora' must be a fine-tune id or name"))?;
+    let ready = state.finetunes.ready(target.account, lora)?;
+    // The adapter was trained for its base model; the request must run on the same weights.
+    let base_task = state.catalog.get(&ready.finetune.model).map(|e| e.task);
+    let base_local = state
+        .registry
+        .resolve(&ready.finetune.model, base_task)
+        .map(|(name, _)| name);
+    if base_local != Some(target.local_model) {
+        return Err(KilnError::bad_input(format!(
+            "fine-tune {:?} is for {} (served by {}), not this model (served by {})",
+            ready.finetune.name,
+            ready.finetune.model,
+            base_local.unwrap_or("no local model"),
+            target.local_model
+        )));
+    }
+    let model_file = target
+        .model_file
+        .filter(|file| file.extension().is_some_and(|e| e == "gguf"))
+        .ok_or_else(|| {
+            KilnError::new(
+                ErrorKind::LoraUnsupported,
+                format!(
+                    "the local model {} cannot take LoRA adapters",
+                    target.local_model
+                ),
+            )
+        })?
+        .to_owned();
+    tokio::task::spawn_blocking(move || kiln_finetune::gguf_adapter(&ready, &model_file))
+        .await
+        .map_err(|e| KilnError::internal(format!("adapter conversion failed: {e}")))?
 }
 
 /// How the finished text becomes the answer: JSON mode's parsed value, or text and calls.
@@ -253,22 +313,7 @@ fn sse_events(
 
 /// Builds the engine request from input the schema has already accepted; remaining semantic
 /// checks (features not served yet, limits that depend on the model) happen here.
-pub fn parse_request(
-    input: &Value,
-    entry: &CatalogEntry,
-) -> KilnResult<(GenerationRequest, Option<Arc<JsonMode>>)> {
-    if input.get("lora").is_some_and(|v| !v.is_null()) {
-        let message = if entry.has_property("lora") {
-            // Fine-tunes can be created, uploaded and converted (`/ai/finetunes`), but the
-            // engine does not apply adapters yet.
-            "LoRA inference is not available in Kiln yet: fine-tunes are stored and converted, \
-             but not applied; remove 'lora' from the request"
-                .to_owned()
-        } else {
-            format!("The model {} does not support LoRa inference", entry.name)
-        };
-        return Err(KilnError::new(ErrorKind::LoraUnsupported, message));
-    }
+pub fn parse_request(input: &Value) -> KilnResult<(GenerationRequest, Option<Arc<JsonMode>>)> {
     if input.get("functions").is_some_and(|v| !v.is_null()) {
         return Err(KilnError::bad_input(
             "'/functions' (embedded function calling, which runs JavaScript) is not supported; \
@@ -310,6 +355,7 @@ pub fn parse_request(
         stop: parse_stop(input)?,
         constraint: json_mode.as_ref().map(|mode| mode.constraint()),
         tools: Vec::new(),
+        lora: None,
     };
     Ok((request, json_mode))
 }

@@ -7,6 +7,7 @@
 //! finishes (it holds a handle), so unloading never cuts a request short.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -42,12 +43,15 @@ impl Worker {
 pub struct ServedModel {
     pub name: String,
     pub worker: Worker,
+    /// The weights file (a GGUF for LLMs): what LoRA adapters are converted against.
+    pub model_file: Option<PathBuf>,
 }
 
 /// What a [`ModelLoader`] hands back: the running worker and the memory it holds.
 pub struct LoadedWorker {
     pub worker: Worker,
     pub memory_bytes: u64,
+    pub model_file: Option<PathBuf>,
 }
 
 /// Starts workers for installed models. Implemented by the binary, which knows the engines.
@@ -190,6 +194,7 @@ impl ModelRegistry {
         let served = ServedModel {
             name: name.to_owned(),
             worker: loaded.worker,
+            model_file: loaded.model_file,
         };
         self.resident().insert(
             name.to_owned(),

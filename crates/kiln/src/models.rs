@@ -72,6 +72,7 @@ impl ModelLoader for EngineLoader {
                 Ok(LoadedWorker {
                     worker: Worker::Generation(worker),
                     memory_bytes,
+                    model_file: Some(model.primary_file.clone()),
                 })
             }
             ModelFormat::HfBert => {
@@ -81,6 +82,7 @@ impl ModelLoader for EngineLoader {
                     worker: Worker::Embedding(worker),
                     // f32 weights as read, plus activations that scale with them.
                     memory_bytes: model.size_bytes.saturating_mul(2),
+                    model_file: Some(model.primary_file.clone()),
                 })
             }
         }

@@ -129,6 +129,18 @@ async fn create_list_and_upload_with_validation() {
         assert!(message.contains(expected), "{message}");
     }
 
+    // A fine-tune without its assets cannot run: 3039.
+    let (status, _, body) = post_json(
+        &url(&format!(
+            "/client/v4/accounts/{}/ai/run/{LORA_BASE}",
+            account.0
+        )),
+        &json!({"prompt": "Hi", "lora": "my-adapter"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(assert_error_envelope(&body).0, 3039);
+
     // Good assets, by id and by name.
     let (status, body) = upload(&account.0, &id, "adapter_config.json", adapter_config(8)).await;
     assert_eq!(status, 200, "{body}");
@@ -141,6 +153,37 @@ async fn create_list_and_upload_with_validation() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"]["success"], true);
+
+    // Inference with the adapter (B = 0 here, so the answer is the base model's), by name and
+    // by id, on a base with the `lora` property; the account's own fine-tunes only.
+    let run_in = |account: &str| url(&format!("/client/v4/accounts/{account}/ai/run/{LORA_BASE}"));
+    let question = json!({"prompt": "The sea is", "max_tokens": 12, "temperature": 0});
+    let (status, _, plain) = post_json(&run_in(&account.0), &question).await;
+    assert_eq!(status, 200, "{plain}");
+    for lora in ["my-adapter", id.as_str()] {
+        let mut with_lora = question.clone();
+        with_lora["lora"] = json!(lora);
+        let (status, _, adapted) = post_json(&run_in(&account.0), &with_lora).await;
+        assert_eq!(status, 200, "{adapted}");
+        assert_eq!(adapted["result"]["response"], plain["result"]["response"]);
+    }
+    let mut with_lora = question.clone();
+    with_lora["lora"] = json!("my-adapter");
+    // A model without LoRA support: 405 / 5005.
+    let (status, _, body) = post_json(
+        &url(&format!(
+            "/client/v4/accounts/{}/ai/run/@cf/meta/llama-3.1-8b-instruct",
+            account.0
+        )),
+        &with_lora,
+    )
+    .await;
+    assert_eq!(status, 405, "{body}");
+    assert_eq!(assert_error_envelope(&body).0, 5005);
+    // Another account cannot use it.
+    let (status, _, body) = post_json(&run_in("someone-else"), &with_lora).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(assert_error_envelope(&body).0, 3039);
 
     // Another account sees none of it.
     let other = self::account();

@@ -300,6 +300,7 @@ fn text_request(
             stop: parse_stop(fields.get("stop"))?,
             constraint: json_mode.as_ref().map(|mode| mode.constraint()),
             tools: Vec::new(),
+            lora: None,
         },
         choices,
         stream,
