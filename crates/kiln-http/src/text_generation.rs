@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
@@ -80,14 +81,7 @@ pub async fn run(
         .worker
         .submit_with_session(request, admission, session)?;
     if streaming {
-        // Wait for the first event so that errors before generation starts get a real status.
-        let first = tokio::time::timeout(deadline, events.recv())
-            .await
-            .map_err(|_| timeout())?
-            .ok_or_else(worker_gone)?;
-        if let WorkerEvent::Error(error) = first {
-            return Err(error);
-        }
+        let first = first_event(&mut events, deadline).await?;
         let timings = events.timings();
         let response = Sse::new(sse_events(first, events, answer)).into_response();
         Ok(with_timing_headers(response, timings))
@@ -195,6 +189,22 @@ pub(crate) fn usage_json(usage: Usage) -> Value {
         "total_tokens": usage.total_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
     })
+}
+
+/// Waits for a stream's first event, so that a failure before generation starts is answered
+/// with its real status rather than inside an already-started stream.
+pub(crate) async fn first_event(
+    events: &mut GenerationStream,
+    deadline: Duration,
+) -> KilnResult<WorkerEvent> {
+    let first = tokio::time::timeout(deadline, events.recv())
+        .await
+        .map_err(|_| timeout())?
+        .ok_or_else(worker_gone)?;
+    match first {
+        WorkerEvent::Error(error) => Err(error),
+        event => Ok(event),
+    }
 }
 
 pub(crate) fn timeout() -> KilnError {

@@ -18,7 +18,7 @@ use super::request::TextRequest;
 use super::response::{self, ResponseMeta, StreamKind};
 use crate::json_mode::JsonMode;
 use crate::request_metrics::with_timing_headers;
-use crate::text_generation::{timeout, worker_gone};
+use crate::text_generation::{first_event, worker_gone};
 use crate::tools::{self, CallDetector};
 use crate::SharedState;
 
@@ -31,14 +31,7 @@ pub async fn respond(
 ) -> KilnResult<Response> {
     let mut events =
         worker.submit_with_session(request.generation, Admission::default(), request.session)?;
-    // Wait for the first event so that failures before generation starts get a real status.
-    let first = tokio::time::timeout(state.config.request_timeout, events.recv())
-        .await
-        .map_err(|_| timeout())?
-        .ok_or_else(worker_gone)?;
-    if let WorkerEvent::Error(error) = first {
-        return Err(error);
-    }
+    let first = first_event(&mut events, state.config.request_timeout).await?;
     let timings = events.timings();
     let chunks = Chunks {
         meta,
