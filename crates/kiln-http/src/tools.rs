@@ -276,6 +276,30 @@ mod tests {
     }
 
     #[test]
+    fn however_the_text_is_split_the_detector_returns_all_of_it() {
+        let texts = [
+            "Paris is sunny.",
+            "<tool", // held, then released at the end
+            "{not a call}",
+            "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>",
+        ];
+        for text in texts {
+            for split in (0..=text.len()).filter(|&i| text.is_char_boundary(i)) {
+                let mut detector = CallDetector::new(ToolSyntax::Hermes);
+                let mut released = detector.push(&text[..split]);
+                released.push_str(&detector.push(&text[split..]));
+                let parsed = detector.finish("s");
+                released.push_str(&parsed.content);
+                if parsed.calls.is_empty() {
+                    assert_eq!(released, text, "split at {split}");
+                } else {
+                    assert_eq!(released, "", "a call leaks no text (split at {split})");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn the_detector_holds_calls_and_releases_text() {
         let mut text = CallDetector::new(ToolSyntax::Hermes);
         assert_eq!(text.push("Par"), "Par");
