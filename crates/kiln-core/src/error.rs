@@ -33,6 +33,10 @@ pub enum ErrorKind {
     Authentication,
     /// No route for that URI.
     RouteNotFound,
+    /// The route exists but the object it names does not (a gateway, say).
+    NotFound,
+    /// The object already exists (a gateway id in use).
+    Conflict,
     /// Method exists on the path but not with this verb.
     MethodNotAllowed,
     /// A bug or an engine failure; never the caller's fault.
@@ -109,6 +113,9 @@ pub const ERROR_TABLE: &[ErrorRow] = &[
         "Authentication error",
     ),
     row(ErrorKind::RouteNotFound, 404, 7000, "No route for that URI"),
+    // AI Gateway management codes (spec §4.14: 1003 duplicate, 1004 not found).
+    row(ErrorKind::NotFound, 404, 1004, "Not found"),
+    row(ErrorKind::Conflict, 409, 1003, "Already exists"),
     row(
         ErrorKind::MethodNotAllowed,
         405,
@@ -229,6 +236,8 @@ mod tests {
             ErrorKind::OutOfCapacity,
             ErrorKind::Authentication,
             ErrorKind::RouteNotFound,
+            ErrorKind::NotFound,
+            ErrorKind::Conflict,
             ErrorKind::MethodNotAllowed,
             ErrorKind::Internal,
         ];

@@ -4,6 +4,7 @@
 pub mod engine;
 pub mod error;
 pub mod task;
+pub mod time;
 pub mod tools;
 
 pub use engine::{

@@ -12,8 +12,8 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use kiln_core::time::utc_timestamp;
 use kiln_core::{ErrorKind, KilnError, KilnResult};
 use serde::{Deserialize, Serialize};
 
@@ -96,7 +96,7 @@ impl FinetuneStore {
                  delete one first"
             )));
         }
-        let now = timestamp();
+        let now = utc_timestamp();
         let finetune = Finetune {
             id: uuid::Uuid::new_v4().to_string(),
             name: name.to_owned(),
@@ -246,35 +246,6 @@ fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> KilnResult<()> {
         return Err(io_error(error));
     }
     Ok(())
-}
-
-fn timestamp() -> String {
-    let seconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    // RFC 3339 in UTC, computed without a date crate: days since the epoch → civil date.
-    let (days, rest) = (seconds / 86_400, seconds % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
-/// Howard Hinnant's days-to-civil algorithm.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 pub(crate) fn invalid(message: String) -> KilnError {

@@ -54,7 +54,7 @@ fn create_upload_find_and_ready() {
         )
         .expect("created");
     assert_eq!(store.list(ACCOUNT).expect("list"), vec![created.clone()]);
-    assert!(created.created_at.ends_with('Z') && created.created_at.len() == 20);
+    assert!(created.created_at.ends_with('Z'), "{}", created.created_at);
     // Missing assets: 3039.
     assert_eq!(
         kind(store.ready(ACCOUNT, "my-adapter")).0,
@@ -157,11 +157,4 @@ fn unsafe_account_ids_and_names_are_refused() {
         kind(store.create(ACCOUNT, "cf-public-x", "m", None)).0,
         ErrorKind::BadInput
     );
-}
-
-#[test]
-fn civil_dates() {
-    assert_eq!(civil_from_days(0), (1970, 1, 1));
-    assert_eq!(civil_from_days(20_454), (2026, 1, 1));
-    assert_eq!(civil_from_days(11_016), (2000, 2, 29));
 }

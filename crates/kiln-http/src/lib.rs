@@ -7,6 +7,7 @@ mod catalog_routes;
 mod embeddings;
 mod envelope;
 mod finetunes;
+mod gateways;
 mod json_mode;
 mod kiln_routes;
 mod metrics;
@@ -24,6 +25,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use kiln_catalog::Catalog;
 use kiln_finetune::FinetuneStore;
+use kiln_gateway::GatewayStore;
 use kiln_scheduler::ModelRegistry;
 
 pub use envelope::{ApiError, MODEL_HEADER};
@@ -55,6 +57,8 @@ pub struct AppState {
     pub config: HttpConfig,
     /// Every account's LoRA fine-tunes.
     pub finetunes: Arc<FinetuneStore>,
+    /// Every account's AI Gateway objects.
+    pub gateways: Arc<GatewayStore>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -80,6 +84,16 @@ pub fn router(state: AppState) -> Router {
             post(finetunes::upload_asset).layer(DefaultBodyLimit::max(
                 kiln_finetune::MAX_ASSET_BYTES as usize + 1024 * 1024,
             )),
+        )
+        .route(
+            "/ai-gateway/gateways",
+            get(gateways::list).post(gateways::create),
+        )
+        .route(
+            "/ai-gateway/gateways/{gateway}",
+            get(gateways::get)
+                .put(gateways::update)
+                .delete(gateways::delete),
         )
         .nest("/ai/v1", openai::routes());
     let api = Router::new().nest("/accounts/{account_id}", accounts);

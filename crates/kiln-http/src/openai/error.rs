@@ -78,6 +78,8 @@ impl OpenAiError {
             ErrorKind::AccountLimited => ("rate_limit_error", Some("rate_limit_exceeded")),
             ErrorKind::Timeout | ErrorKind::Aborted => ("timeout_error", Some("timeout")),
             ErrorKind::RouteNotFound => ("invalid_request_error", Some("unknown_url")),
+            ErrorKind::NotFound => ("invalid_request_error", Some("not_found")),
+            ErrorKind::Conflict => ("invalid_request_error", Some("conflict")),
             ErrorKind::Internal => ("server_error", None),
             ErrorKind::BadInput
             | ErrorKind::InvalidData

@@ -1,0 +1,127 @@
+use kiln_core::ErrorKind;
+use serde_json::json;
+
+use super::*;
+
+fn store() -> (tempfile::TempDir, GatewayStore) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = GatewayStore::open(&dir.path().join("gateway.db")).expect("opens");
+    (dir, store)
+}
+
+fn kind<T: std::fmt::Debug>(result: KilnResult<T>) -> (ErrorKind, String) {
+    let error = result.expect_err("refused");
+    (error.kind, error.message)
+}
+
+#[test]
+fn create_get_update_list_delete() {
+    let (_dir, store) = store();
+    let created = store
+        .create(
+            "acct",
+            &json!({"id": "my-gw", "cache_ttl": 300, "rate_limiting_limit": 10,
+            "rate_limiting_interval": 60, "rate_limiting_technique": "sliding"}),
+        )
+        .expect("created");
+    assert_eq!(created.config.cache_ttl, Some(300));
+    let shown = created.to_json();
+    assert_eq!(shown["id"], "my-gw");
+    assert_eq!(shown["rate_limiting_technique"], "sliding");
+    assert_eq!(shown["log_management_strategy"], "STOP_INSERTING");
+    assert_eq!(store.get("acct", "my-gw").expect("get"), created);
+
+    let updated = store
+        .update(
+            "acct",
+            "my-gw",
+            &json!({"collect_logs": false, "authentication": true}),
+        )
+        .expect("updated");
+    assert!(updated.config.authentication && !updated.config.collect_logs);
+    assert_eq!(updated.config.cache_ttl, None, "PUT replaces the settings");
+    assert_eq!(updated.created_at, created.created_at);
+
+    store
+        .create("acct", &json!({"id": "second"}))
+        .expect("second");
+    let ids: Vec<String> = store
+        .list("acct")
+        .expect("list")
+        .into_iter()
+        .map(|g| g.id)
+        .collect();
+    assert_eq!(ids, ["my-gw", "second"]);
+    assert!(store.list("other").expect("list").is_empty());
+
+    store.delete("acct", "my-gw").expect("deleted");
+    assert_eq!(kind(store.get("acct", "my-gw")).0, ErrorKind::NotFound);
+    assert_eq!(kind(store.delete("acct", "my-gw")).0, ErrorKind::NotFound);
+    assert_eq!(
+        kind(store.update("acct", "nope", &json!({}))).0,
+        ErrorKind::NotFound
+    );
+}
+
+#[test]
+fn bad_settings_and_names_are_refused() {
+    let (_dir, store) = store();
+    for (body, expected) in [
+        (json!({"cache_ttl": 300}), "'id'"),
+        (json!({"id": "has space"}), "invalid gateway id"),
+        (json!({"id": "x".repeat(65)}), "invalid gateway id"),
+        (json!({"id": "g", "cache_ttl": 2_592_001}), "cache_ttl"),
+        (
+            json!({"id": "g", "retry_max_attempts": 6}),
+            "retry_max_attempts",
+        ),
+        (json!({"id": "g", "retry_delay": 5001}), "retry_delay"),
+        (
+            json!({"id": "g", "rate_limiting_limit": 5}),
+            "rate_limiting_interval",
+        ),
+        (
+            json!({"id": "g", "rate_limiting_technique": "leaky"}),
+            "leaky",
+        ),
+        (
+            json!({"id": "g", "cache_ttl": "long"}),
+            "invalid gateway settings",
+        ),
+        (json!({"id": "g", "surprise": true}), "surprise"),
+    ] {
+        let (error_kind, message) = kind(store.create("acct", &body));
+        assert_eq!(error_kind, ErrorKind::BadInput, "{body}: {message}");
+        assert!(message.contains(expected), "{body}: {message}");
+    }
+    // Fields for services Kiln does not run are accepted.
+    store
+        .create("acct", &json!({"id": "g", "logpush": false, "zdr": false}))
+        .expect("created");
+    assert_eq!(
+        kind(store.create("acct", &json!({"id": "g"}))).0,
+        ErrorKind::Conflict
+    );
+}
+
+#[test]
+fn the_21st_gateway_is_refused_and_gateways_survive_a_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("gateway.db");
+    {
+        let store = GatewayStore::open(&path).expect("opens");
+        for index in 0..MAX_GATEWAYS_PER_ACCOUNT {
+            store
+                .create("acct", &json!({"id": format!("gw-{index}")}))
+                .expect("within the limit");
+        }
+        let (error_kind, message) = kind(store.create("acct", &json!({"id": "one-more"})));
+        assert_eq!(error_kind, ErrorKind::BadInput);
+        assert!(message.contains("20"), "{message}");
+    }
+    let reopened = GatewayStore::open(&path).expect("reopens");
+    assert_eq!(
+        reopened.list("acct").expect("list").len(),
+        MAX_GATEWAYS_PER_ACCOUNT
+    );
+}

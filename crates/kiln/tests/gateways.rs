@@ -1,0 +1,80 @@
+//! AI Gateway objects over HTTP: create, list, get, update, delete, with their errors.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+async fn send(method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = client().request(method, url(path)).bearer_auth("sk-test");
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request sent");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON body"))
+}
+
+#[tokio::test]
+async fn gateway_crud_over_http() {
+    // Gateways persist in the data directory: a fresh account per run, emptied at the end.
+    let account = format!("gw-test-{}", uuid::Uuid::new_v4().simple());
+    let base = format!("/client/v4/accounts/{account}/ai-gateway/gateways");
+    use reqwest::Method;
+
+    let (status, body) = send(
+        Method::POST,
+        &base,
+        Some(json!({"id": "main", "cache_ttl": 600,
+        "collect_logs": true, "rate_limiting_limit": 100, "rate_limiting_interval": 60})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["success"], true);
+    let gateway = body["result"].clone();
+    assert_eq!(gateway["id"], "main");
+    assert_eq!(gateway["cache_ttl"], 600);
+    assert_eq!(gateway["rate_limiting_technique"], "fixed");
+    assert!(gateway["created_at"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+
+    let (status, body) = send(Method::POST, &base, Some(json!({"id": "main"}))).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(assert_error_envelope(&body).0, 1003);
+    let (status, body) = send(
+        Method::POST,
+        &base,
+        Some(json!({"id": "x", "retry_delay": 9000})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(assert_error_envelope(&body).1.contains("retry_delay"));
+
+    let (status, body) = send(Method::GET, &format!("{base}/main"), None).await;
+    assert_eq!((status, &body["result"]), (200, &gateway), "{body}");
+    let (status, body) = send(Method::GET, &base, None).await;
+    assert_eq!(
+        (status, &body["result"]),
+        (200, &json!([gateway])),
+        "{body}"
+    );
+
+    let (status, body) = send(
+        Method::PUT,
+        &format!("{base}/main"),
+        Some(json!({"authentication": true})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["authentication"], true);
+    assert!(body["result"]["cache_ttl"].is_null());
+
+    let (status, body) = send(Method::DELETE, &format!("{base}/main"), None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = send(Method::GET, &format!("{base}/main"), None).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(assert_error_envelope(&body).0, 1004);
+    let (_, body) = send(Method::GET, &base, None).await;
+    assert_eq!(body["result"], json!([]));
+}
