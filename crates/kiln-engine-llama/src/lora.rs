@@ -102,6 +102,7 @@ impl Adapters {
                     .map_err(|e| KilnError::internal(format!("cannot set the adapter: {e}")))?;
             }
             None => {
+                // llama-cpp-2's remove clears every adapter; it only asks for one to call it.
                 if let Some((_, adapter)) = self.loaded.first_mut() {
                     context.lora_adapter_remove(adapter).map_err(|e| {
                         KilnError::internal(format!("cannot remove the adapter: {e}"))

@@ -46,6 +46,11 @@ pub fn parse_json(bytes: &[u8]) -> KilnResult<Value> {
     serde_json::from_slice(bytes).map_err(|e| KilnError::bad_input(format!("invalid JSON: {e}")))
 }
 
+/// [`read_limited`] then [`parse_json`]: the JSON body of a request, within `limit` bytes.
+pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> KilnResult<Value> {
+    parse_json(&read_limited(headers, body, limit).await?)
+}
+
 /// `x-session-affinity`: pins a conversation to the slot that holds its prefix cache.
 pub fn session_affinity(headers: &HeaderMap) -> Option<String> {
     headers

@@ -19,8 +19,7 @@ pub async fn create(
 ) -> Response {
     let created = async {
         crate::auth::check(crate::auth::bearer_token(&headers).as_deref())?;
-        let bytes = body::read_limited(&headers, request_body, state.config.max_body_bytes).await?;
-        let input = body::parse_json(&bytes)?;
+        let input = body::read_json(&headers, request_body, state.config.max_body_bytes).await?;
         let text = |key: &str| input.get(key).and_then(Value::as_str);
         let model = text("model")
             .ok_or_else(|| KilnError::bad_input("'model' (the base model's id) is required"))?;

@@ -21,15 +21,6 @@ fn authorized(headers: &HeaderMap) -> KilnResult<()> {
     crate::auth::check(crate::auth::bearer_token(headers).as_deref())
 }
 
-async fn read_body(
-    state: &SharedState,
-    headers: &HeaderMap,
-    request_body: axum::body::Body,
-) -> KilnResult<Value> {
-    let bytes = body::read_limited(headers, request_body, state.config.max_body_bytes).await?;
-    body::parse_json(&bytes)
-}
-
 pub async fn list(
     State(state): State<SharedState>,
     Path(account): Path<String>,
@@ -52,7 +43,7 @@ pub async fn create(
 ) -> Response {
     let created = async {
         authorized(&headers)?;
-        let input = read_body(&state, &headers, request_body).await?;
+        let input = body::read_json(&headers, request_body, state.config.max_body_bytes).await?;
         Ok(state.gateways.create(&account, &input)?.to_json())
     };
     answer(created.await)
@@ -76,7 +67,7 @@ pub async fn update(
 ) -> Response {
     let updated = async {
         authorized(&headers)?;
-        let input = read_body(&state, &headers, request_body).await?;
+        let input = body::read_json(&headers, request_body, state.config.max_body_bytes).await?;
         Ok(state.gateways.update(&account, &gateway, &input)?.to_json())
     };
     answer(updated.await)

@@ -44,10 +44,9 @@ async fn run(
         .acquire(name)
         .await
         .map_err(|e| ApiError::from(e).served_by(name))?;
-    let bytes = body::read_limited(headers, request_body, state.config.max_body_bytes)
+    let input = body::read_json(headers, request_body, state.config.max_body_bytes)
         .await
         .map_err(|e| ApiError::from(e).served_by(&served.name))?;
-    let input = body::parse_json(&bytes).map_err(|e| ApiError::from(e).served_by(&served.name))?;
     kiln_catalog::validate_input(entry, &input)
         .map_err(|e| ApiError::from(e).served_by(&served.name))?;
     let admission = admission_options(&input);

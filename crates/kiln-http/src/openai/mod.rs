@@ -41,8 +41,7 @@ async fn read_request(
     request_body: Body,
 ) -> Result<Value, OpenAiError> {
     auth::check(auth::bearer_token(headers).as_deref())?;
-    let bytes = body::read_limited(headers, request_body, state.config.max_body_bytes).await?;
-    Ok(body::parse_json(&bytes)?)
+    Ok(body::read_json(headers, request_body, state.config.max_body_bytes).await?)
 }
 
 /// The local model serving `model`, exactly as the native route finds it: catalog task, then
