@@ -64,6 +64,19 @@ impl NeuronRates {
         }
     }
 
+    /// US dollars a text request costs at the public price (AI Gateway's cost estimate).
+    pub fn usd_for_tokens(&self, prompt_tokens: u64, output_tokens: u64) -> f64 {
+        let price = |unit: &str| {
+            self.units
+                .iter()
+                .find(|rate| rate.unit == unit)
+                .map_or(0.0, |rate| rate.price_usd)
+        };
+        (prompt_tokens as f64 * price(UNIT_INPUT_TOKENS)
+            + output_tokens as f64 * price(UNIT_OUTPUT_TOKENS))
+            / 1_000_000.0
+    }
+
     /// Neurons a text request costs. Cached prompt tokens use the cached rate where the model
     /// has one and the plain input rate otherwise.
     pub fn neurons_for_tokens(

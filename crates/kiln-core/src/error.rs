@@ -37,6 +37,16 @@ pub enum ErrorKind {
     NotFound,
     /// The object already exists (a gateway id in use).
     Conflict,
+    /// A custom provider's settings are invalid (its base URL, say).
+    InvalidProvider,
+    /// An authenticated gateway got no valid `cf-aig-authorization`.
+    GatewayUnauthorized,
+    /// The gateway's rate limit is used up for this window.
+    GatewayRateLimited,
+    /// The gateway could not reach a provider, or no fallback step answered.
+    UpstreamFailed,
+    /// The provider did not send its first byte within `cf-aig-request-timeout`.
+    UpstreamTimeout,
     /// Method exists on the path but not with this verb.
     MethodNotAllowed,
     /// A bug or an engine failure; never the caller's fault.
@@ -116,6 +126,23 @@ pub const ERROR_TABLE: &[ErrorRow] = &[
     // AI Gateway management codes (spec §4.14: 1003 duplicate, 1004 not found).
     row(ErrorKind::NotFound, 404, 1004, "Not found"),
     row(ErrorKind::Conflict, 409, 1003, "Already exists"),
+    row(ErrorKind::InvalidProvider, 400, 1002, "Invalid provider"),
+    // Gateway request codes: 2009 is observed (spec §4.2). Cloudflare documents the 429 but not
+    // its code, nor codes for upstream failures: 2003, 2005 and 2006 are Kiln's choice.
+    row(ErrorKind::GatewayUnauthorized, 401, 2009, "Unauthorized"),
+    row(ErrorKind::GatewayRateLimited, 429, 2003, "Rate limited"),
+    row(
+        ErrorKind::UpstreamFailed,
+        502,
+        2005,
+        "Failed to get a response from the provider",
+    ),
+    row(
+        ErrorKind::UpstreamTimeout,
+        504,
+        2006,
+        "The provider did not answer in time",
+    ),
     row(
         ErrorKind::MethodNotAllowed,
         405,
@@ -238,6 +265,11 @@ mod tests {
             ErrorKind::RouteNotFound,
             ErrorKind::NotFound,
             ErrorKind::Conflict,
+            ErrorKind::InvalidProvider,
+            ErrorKind::GatewayUnauthorized,
+            ErrorKind::GatewayRateLimited,
+            ErrorKind::UpstreamFailed,
+            ErrorKind::UpstreamTimeout,
             ErrorKind::MethodNotAllowed,
             ErrorKind::Internal,
         ];

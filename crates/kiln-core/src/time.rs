@@ -5,18 +5,26 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Now as RFC 3339 UTC with milliseconds (`2026-11-27T07:50:01.123Z`); lexical order is time
 /// order.
 pub fn utc_timestamp() -> String {
-    let elapsed = SystemTime::now()
+    format_millis(unix_millis())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_millis() -> i64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let seconds = elapsed.as_secs();
-    let (days, rest) = (seconds / 86_400, seconds % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+/// `millis` since the epoch as RFC 3339 UTC with milliseconds.
+pub fn format_millis(millis: i64) -> String {
+    let (seconds, subsec_millis) = (millis.div_euclid(1000), millis.rem_euclid(1000));
+    let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{subsec_millis:03}Z",
         rest / 3600,
         rest % 3600 / 60,
         rest % 60,
-        elapsed.subsec_millis()
     )
 }
 
@@ -50,5 +58,6 @@ mod tests {
         let now = utc_timestamp();
         assert_eq!(now.len(), 24, "{now}");
         assert!(now.ends_with('Z') && now.as_bytes()[10] == b'T', "{now}");
+        assert_eq!(format_millis(1_764_230_401_123), "2025-11-27T08:00:01.123Z");
     }
 }

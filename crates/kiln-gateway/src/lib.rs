@@ -1,177 +1,270 @@
-//! AI Gateway (spec §4): gateway objects, kept per account in a SQLite database that the
-//! gateway's cache, logs and limits will share.
+//! AI Gateway (spec §4): gateway objects, custom providers, the response cache, request logs,
+//! analytics and rate limits, all kept in one SQLite database in the data dir.
 //!
-//! SQLite runs in WAL mode with `synchronous = FULL`: a change is on disk before the REST call
-//! that made it answers.
+//! Three connections share it (WAL mode): one for the REST API's reads and writes
+//! (`synchronous = FULL`: a change is on disk before the call answers), one for cache lookups on
+//! the request path, and the [`Writer`]'s, which commits logs, analytics and cache entries in
+//! batches. [`GatewayStore`] is the only storage interface the HTTP layer sees, so a server
+//! database can replace SQLite behind it.
 
+pub mod analytics;
+pub mod cache;
 mod config;
+mod gateways;
+mod limiter;
+pub mod logs;
+mod options;
+mod providers;
+mod record;
+mod writer;
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use kiln_core::time::utc_timestamp;
-use kiln_core::{ErrorKind, KilnError, KilnResult};
-use rusqlite::{params, Connection, OptionalExtension};
+use kiln_core::{KilnError, KilnResult};
+use rusqlite::Connection;
 use serde_json::Value;
 
-pub use config::GatewayConfig;
+pub use cache::{CacheEntry, KeyParts};
+pub use config::{GatewayConfig, LogStrategy, RateLimitTechnique, RetryBackoff};
+pub use gateways::{Gateway, MAX_GATEWAYS_PER_ACCOUNT};
+pub use limiter::RateLimit;
+pub use logs::{BodyPart, LogCap, LogQuery};
+pub use options::{CustomCost, RequestOptions, RetryPlan, MAX_METADATA_ENTRIES};
+pub use providers::CustomProvider;
+pub use record::LogRecord;
+pub use writer::{RequestWrite, WriterLimits};
 
-/// Gateways per account (Workers Paid's limit).
-pub const MAX_GATEWAYS_PER_ACCOUNT: usize = 20;
-
-/// A gateway as the REST API shows it: its settings plus `id` and timestamps.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Gateway {
-    pub id: String,
-    pub config: GatewayConfig,
-    pub created_at: String,
-    pub modified_at: String,
-}
-
-impl Gateway {
-    pub fn to_json(&self) -> Value {
-        let mut object = serde_json::to_value(&self.config).unwrap_or_default();
-        if let Value::Object(map) = &mut object {
-            map.insert("id".into(), Value::String(self.id.clone()));
-            map.insert("created_at".into(), Value::String(self.created_at.clone()));
-            map.insert(
-                "modified_at".into(),
-                Value::String(self.modified_at.clone()),
-            );
-        }
-        object
-    }
-}
+use limiter::RateLimiter;
+use writer::Writer;
 
 pub struct GatewayStore {
     db: Mutex<Connection>,
+    cache_reader: Mutex<Connection>,
+    writer: Writer,
+    limiter: RateLimiter,
+    /// Gateways by (account, id), read on every proxied request; every change goes through
+    /// this store, which keeps the map in step.
+    resolved: RwLock<HashMap<(String, String), Arc<Gateway>>>,
 }
 
 impl GatewayStore {
-    /// Opens (or creates) the database at `path`.
+    /// Opens (or creates) the database at `path` with the default writer limits.
     pub fn open(path: &Path) -> KilnResult<Self> {
+        Self::open_with(path, WriterLimits::default())
+    }
+
+    pub fn open_with(path: &Path, limits: WriterLimits) -> KilnResult<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| storage(e.to_string()))?;
         }
-        let db = Connection::open(path).map_err(db_error)?;
-        // Other processes (a second server, `kiln` commands) may hold the write lock briefly.
-        db.busy_timeout(std::time::Duration::from_secs(5))
+        let db = connect(path)?;
+        db.execute_batch("PRAGMA synchronous = FULL;")
             .map_err(db_error)?;
-        db.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             CREATE TABLE IF NOT EXISTS gateways (
-                 account TEXT NOT NULL,
-                 id TEXT NOT NULL,
-                 config TEXT NOT NULL,
-                 created_at TEXT NOT NULL,
-                 modified_at TEXT NOT NULL,
-                 PRIMARY KEY (account, id)
-             );",
-        )
-        .map_err(db_error)?;
-        Ok(Self { db: Mutex::new(db) })
-    }
-
-    /// `POST …/ai-gateway/gateways`: `body` holds `id` and any settings.
-    pub fn create(&self, account: &str, body: &Value) -> KilnResult<Gateway> {
-        let id = body
-            .get("id")
-            .and_then(Value::as_str)
-            .ok_or_else(|| KilnError::bad_input("'id' (the gateway's name) is required"))?;
-        validate_id(id)?;
-        let config = GatewayConfig::from_json(body)?;
-        let db = self.db();
-        let count: usize = db
-            .query_row(
-                "SELECT COUNT(*) FROM gateways WHERE account = ?1",
-                params![account],
-                |row| row.get(0),
-            )
+        gateways::create_schema(&db)
+            .and_then(|()| providers::create_schema(&db))
+            .and_then(|()| cache::create_schema(&db))
+            .and_then(|()| logs::create_schema(&db))
+            .and_then(|()| analytics::create_schema(&db))
             .map_err(db_error)?;
-        if count >= MAX_GATEWAYS_PER_ACCOUNT {
-            return Err(KilnError::bad_input(format!(
-                "the account already has {MAX_GATEWAYS_PER_ACCOUNT} gateways, the most allowed"
-            )));
-        }
-        let now = utc_timestamp();
-        let inserted = db.execute(
-            "INSERT OR IGNORE INTO gateways (account, id, config, created_at, modified_at)
-             VALUES (?1, ?2, ?3, ?4, ?4)",
-            params![account, id, config.to_text(), now],
-        );
-        if inserted.map_err(db_error)? == 0 {
-            return Err(KilnError::new(
-                ErrorKind::Conflict,
-                format!("a gateway named {id:?} already exists"),
-            ));
-        }
-        Ok(Gateway {
-            id: id.to_owned(),
-            config,
-            created_at: now.clone(),
-            modified_at: now,
+        let cache_reader = connect(path)?;
+        let writer = Writer::start(path, limits).map_err(db_error)?;
+        Ok(Self {
+            db: Mutex::new(db),
+            cache_reader: Mutex::new(cache_reader),
+            writer,
+            limiter: RateLimiter::default(),
+            resolved: RwLock::default(),
         })
     }
 
-    /// The account's gateways, oldest first.
+    // Gateway objects.
+
+    pub fn create(&self, account: &str, body: &Value) -> KilnResult<Gateway> {
+        gateways::create(&self.db(), account, body)
+    }
+
     pub fn list(&self, account: &str) -> KilnResult<Vec<Gateway>> {
-        let db = self.db();
-        let mut statement = db
-            .prepare(
-                "SELECT id, config, created_at, modified_at FROM gateways
-                 WHERE account = ?1 ORDER BY created_at, id",
-            )
-            .map_err(db_error)?;
-        let rows = statement
-            .query_map(params![account], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-            })
-            .map_err(db_error)?;
-        rows.map(|row| row.map_err(db_error).and_then(gateway_from_row))
-            .collect()
+        gateways::list(&self.db(), account)
     }
 
     pub fn get(&self, account: &str, id: &str) -> KilnResult<Gateway> {
-        let db = self.db();
-        let row = db
-            .query_row(
-                "SELECT id, config, created_at, modified_at FROM gateways
-                 WHERE account = ?1 AND id = ?2",
-                params![account, id],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
-            )
-            .optional()
-            .map_err(db_error)?;
-        row.map_or_else(|| Err(not_found(id)), gateway_from_row)
+        gateways::get(&self.db(), account, id)
     }
 
-    /// `PUT`: the settings in `body` replace the stored ones (unset fields take defaults).
-    pub fn update(&self, account: &str, id: &str, body: &Value) -> KilnResult<Gateway> {
-        let config = GatewayConfig::from_json(body)?;
-        let now = utc_timestamp();
-        let changed = self
-            .db()
-            .execute(
-                "UPDATE gateways SET config = ?3, modified_at = ?4 WHERE account = ?1 AND id = ?2",
-                params![account, id, config.to_text(), now],
-            )
-            .map_err(db_error)?;
-        if changed == 0 {
-            return Err(not_found(id));
+    /// The gateway a request names, from memory after its first use.
+    pub fn resolve(&self, account: &str, id: &str) -> KilnResult<Arc<Gateway>> {
+        let key = (account.to_owned(), id.to_owned());
+        if let Some(gateway) = self.resolved_map().get(&key) {
+            return Ok(gateway.clone());
         }
-        self.get(account, id)
+        let gateway = Arc::new(self.get(account, id)?);
+        self.resolved
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, gateway.clone());
+        Ok(gateway)
     }
 
-    pub fn delete(&self, account: &str, id: &str) -> KilnResult<Gateway> {
-        let gateway = self.get(account, id)?;
-        self.db()
-            .execute(
-                "DELETE FROM gateways WHERE account = ?1 AND id = ?2",
-                params![account, id],
-            )
-            .map_err(db_error)?;
+    /// Replaces the settings; with `cache_invalidate_on_update` the gateway's cache is emptied.
+    pub fn update(&self, account: &str, id: &str, body: &Value) -> KilnResult<Gateway> {
+        let db = self.db();
+        let gateway = gateways::update(&db, account, id, body)?;
+        if gateway.config.cache_invalidate_on_update {
+            cache::purge_gateway(&db, account, id).map_err(db_error)?;
+        }
+        self.forget(account, id);
         Ok(gateway)
+    }
+
+    /// Deletes the gateway with its cache and logs.
+    pub fn delete(&self, account: &str, id: &str) -> KilnResult<Gateway> {
+        let db = self.db();
+        let gateway = gateways::delete(&db, account, id)?;
+        cache::purge_gateway(&db, account, id).map_err(db_error)?;
+        logs::delete(&db, account, id, &LogQuery::default(), None)?;
+        self.forget(account, id);
+        self.limiter.forget(account, id);
+        Ok(gateway)
+    }
+
+    fn forget(&self, account: &str, id: &str) {
+        self.resolved
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(account.to_owned(), id.to_owned()));
+    }
+
+    fn resolved_map(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<(String, String), Arc<Gateway>>> {
+        self.resolved.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    // The request path.
+
+    /// A live cache entry for `key`.
+    pub fn cached(&self, key: &[u8; 32], now_ms: i64) -> KilnResult<Option<CacheEntry>> {
+        let reader = self
+            .cache_reader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        cache::lookup(&reader, key, now_ms).map_err(db_error)
+    }
+
+    /// Counts a request against the gateway's rate limit; `Err` holds seconds to wait.
+    pub fn admit(
+        &self,
+        account: &str,
+        gateway: &str,
+        limit: RateLimit,
+        now_ms: i64,
+    ) -> Result<(), u64> {
+        self.limiter
+            .admit(account, gateway, limit, now_ms.max(0) as u64)
+    }
+
+    /// Queues a request's log, analytics and cache writes; see [`Writer::submit`].
+    pub fn submit(&self, write: RequestWrite) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        self.writer.submit(write)
+    }
+
+    pub fn cache_size(&self) -> i64 {
+        self.writer.cache_size()
+    }
+
+    // Custom providers.
+
+    pub fn create_provider(&self, account: &str, body: &Value) -> KilnResult<CustomProvider> {
+        providers::create(&self.db(), account, body)
+    }
+
+    pub fn list_providers(&self, account: &str) -> KilnResult<Vec<CustomProvider>> {
+        providers::list(&self.db(), account)
+    }
+
+    pub fn get_provider(&self, account: &str, id: &str) -> KilnResult<CustomProvider> {
+        providers::get(&self.db(), account, id)
+    }
+
+    pub fn update_provider(
+        &self,
+        account: &str,
+        id: &str,
+        body: &Value,
+    ) -> KilnResult<CustomProvider> {
+        providers::update(&self.db(), account, id, body)
+    }
+
+    pub fn delete_provider(&self, account: &str, id: &str) -> KilnResult<CustomProvider> {
+        providers::delete(&self.db(), account, id)
+    }
+
+    /// The enabled custom provider `custom-{slug}` names.
+    pub fn provider_by_slug(
+        &self,
+        account: &str,
+        slug: &str,
+    ) -> KilnResult<Option<CustomProvider>> {
+        providers::by_slug(&self.db(), account, slug)
+    }
+
+    // Logs and analytics.
+
+    pub fn list_logs(
+        &self,
+        account: &str,
+        gateway: &str,
+        query: &LogQuery,
+    ) -> KilnResult<logs::LogPage> {
+        self.get(account, gateway)?;
+        logs::list(&self.db(), account, gateway, query)
+    }
+
+    pub fn get_log(&self, account: &str, gateway: &str, id: &str) -> KilnResult<Value> {
+        logs::get(&self.db(), account, gateway, id)
+    }
+
+    pub fn log_body(
+        &self,
+        account: &str,
+        gateway: &str,
+        id: &str,
+        part: BodyPart,
+    ) -> KilnResult<(Option<String>, Vec<u8>)> {
+        logs::body(&self.db(), account, gateway, id, part)
+    }
+
+    pub fn delete_logs(
+        &self,
+        account: &str,
+        gateway: &str,
+        query: &LogQuery,
+        limit: Option<u64>,
+    ) -> KilnResult<u64> {
+        self.get(account, gateway)?;
+        logs::delete(&self.db(), account, gateway, query, limit)
+    }
+
+    pub fn patch_log(
+        &self,
+        account: &str,
+        gateway: &str,
+        id: &str,
+        body: &Value,
+    ) -> KilnResult<Value> {
+        logs::patch(&self.db(), account, gateway, id, body)
+    }
+
+    pub fn analytics(
+        &self,
+        account: &str,
+        gateway: &str,
+        pairs: &[(String, String)],
+    ) -> KilnResult<Value> {
+        self.get(account, gateway)?;
+        analytics::query(&self.db(), account, gateway, pairs)
     }
 
     fn db(&self) -> MutexGuard<'_, Connection> {
@@ -179,38 +272,17 @@ impl GatewayStore {
     }
 }
 
-type Row = (String, String, String, String);
-
-fn gateway_from_row((id, config, created_at, modified_at): Row) -> KilnResult<Gateway> {
-    Ok(Gateway {
-        id,
-        config: GatewayConfig::from_text(&config)?,
-        created_at,
-        modified_at,
-    })
+fn connect(path: &Path) -> KilnResult<Connection> {
+    let db = Connection::open(path).map_err(db_error)?;
+    // Other connections (the writer, a second server) hold the write lock briefly.
+    db.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(db_error)?;
+    db.execute_batch("PRAGMA journal_mode = WAL;")
+        .map_err(db_error)?;
+    Ok(db)
 }
 
-/// Gateway names: 1–64 characters of letters, digits, `-` and `_`.
-fn validate_id(id: &str) -> KilnResult<()> {
-    let valid = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if valid {
-        Ok(())
-    } else {
-        Err(KilnError::bad_input(format!(
-            "invalid gateway id {id:?}: use 1–64 letters, digits, '-' and '_'"
-        )))
-    }
-}
-
-fn not_found(id: &str) -> KilnError {
-    KilnError::new(ErrorKind::NotFound, format!("no gateway named {id:?}"))
-}
-
-fn db_error(error: rusqlite::Error) -> KilnError {
+pub(crate) fn db_error(error: rusqlite::Error) -> KilnError {
     storage(error.to_string())
 }
 

@@ -7,7 +7,7 @@ mod catalog_routes;
 mod embeddings;
 mod envelope;
 mod finetunes;
-mod gateways;
+mod gateway;
 mod json_mode;
 mod kiln_routes;
 mod metrics;
@@ -23,6 +23,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
+use gateway::{admin, logs};
 use kiln_catalog::Catalog;
 use kiln_finetune::FinetuneStore;
 use kiln_gateway::GatewayStore;
@@ -85,19 +86,46 @@ pub fn router(state: AppState) -> Router {
                 kiln_finetune::MAX_ASSET_BYTES as usize + 1024 * 1024,
             )),
         )
-        .route(
-            "/ai-gateway/gateways",
-            get(gateways::list).post(gateways::create),
-        )
+        .route("/ai-gateway/gateways", get(admin::list).post(admin::create))
         .route(
             "/ai-gateway/gateways/{gateway}",
-            get(gateways::get)
-                .put(gateways::update)
-                .delete(gateways::delete),
+            get(admin::get).put(admin::update).delete(admin::delete),
+        )
+        .route(
+            "/ai-gateway/gateways/{gateway}/logs",
+            get(logs::list).delete(logs::delete),
+        )
+        .route(
+            "/ai-gateway/gateways/{gateway}/logs/{id}",
+            get(logs::get).patch(logs::patch),
+        )
+        .route(
+            "/ai-gateway/gateways/{gateway}/logs/{id}/request",
+            get(logs::request_body),
+        )
+        .route(
+            "/ai-gateway/gateways/{gateway}/logs/{id}/response",
+            get(logs::response_body),
+        )
+        .route(
+            "/ai-gateway/gateways/{gateway}/analytics",
+            get(logs::analytics),
+        )
+        .route(
+            "/ai-gateway/custom-providers",
+            get(admin::list_providers).post(admin::create_provider),
+        )
+        .route(
+            "/ai-gateway/custom-providers/{id}",
+            get(admin::get_provider)
+                .put(admin::update_provider)
+                .patch(admin::update_provider)
+                .delete(admin::delete_provider),
         )
         .nest("/ai/v1", openai::routes());
     let api = Router::new().nest("/accounts/{account_id}", accounts);
-    Router::new()
+    let state = Arc::new(state);
+    let inner = Router::new()
         .nest("/client/v4", api.clone())
         .merge(api)
         .nest("/v1", openai::routes())
@@ -106,10 +134,14 @@ pub fn router(state: AppState) -> Router {
         .route("/kiln/models", get(kiln_routes::models))
         .fallback(envelope::route_not_found)
         .method_not_allowed_fallback(envelope::method_not_allowed)
+        .with_state(state.clone());
+    // The gateway reaches the Workers AI routes in-process through `inner`.
+    inner
+        .clone()
+        .merge(gateway::routes(state, inner))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             envelope::panic_response,
         ))
         .layer(axum::middleware::from_fn(request_metrics::record))
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(Arc::new(state))
 }

@@ -80,8 +80,12 @@ impl OpenAiError {
             ErrorKind::RouteNotFound => ("invalid_request_error", Some("unknown_url")),
             ErrorKind::NotFound => ("invalid_request_error", Some("not_found")),
             ErrorKind::Conflict => ("invalid_request_error", Some("conflict")),
-            ErrorKind::Internal => ("server_error", None),
-            ErrorKind::BadInput
+            ErrorKind::GatewayUnauthorized => ("authentication_error", Some("unauthorized")),
+            ErrorKind::GatewayRateLimited => ("rate_limit_error", Some("rate_limit_exceeded")),
+            ErrorKind::UpstreamTimeout => ("timeout_error", Some("upstream_timeout")),
+            ErrorKind::Internal | ErrorKind::UpstreamFailed => ("server_error", None),
+            ErrorKind::InvalidProvider
+            | ErrorKind::BadInput
             | ErrorKind::InvalidData
             | ErrorKind::IncompleteRequest
             | ErrorKind::LoraUnsupported

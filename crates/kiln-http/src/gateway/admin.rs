@@ -1,0 +1,150 @@
+//! The management API of spec §4.12: gateway objects and custom providers.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use kiln_core::KilnResult;
+use kiln_gateway::Gateway;
+use serde_json::{json, Value};
+
+use crate::envelope::{success, ApiError};
+use crate::{body, SharedState};
+
+pub(super) fn answer(result: KilnResult<Value>) -> Response {
+    match result {
+        Ok(value) => success(value).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+pub(super) fn authorized(headers: &HeaderMap) -> KilnResult<()> {
+    crate::auth::check(crate::auth::bearer_token(headers).as_deref())
+}
+
+pub async fn list(
+    State(state): State<SharedState>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    answer(authorized(&headers).and_then(|()| {
+        let gateways = state.gateways.list(&account)?;
+        Ok(json!(gateways
+            .iter()
+            .map(Gateway::to_json)
+            .collect::<Vec<_>>()))
+    }))
+}
+
+pub async fn create(
+    State(state): State<SharedState>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    request_body: axum::body::Body,
+) -> Response {
+    let created = async {
+        authorized(&headers)?;
+        let input = body::read_json(&headers, request_body, state.config.max_body_bytes).await?;
+        Ok(state.gateways.create(&account, &input)?.to_json())
+    };
+    answer(created.await)
+}
+
+pub async fn get(
+    State(state): State<SharedState>,
+    Path((account, gateway)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    answer(
+        authorized(&headers).and_then(|()| Ok(state.gateways.get(&account, &gateway)?.to_json())),
+    )
+}
+
+pub async fn update(
+    State(state): State<SharedState>,
+    Path((account, gateway)): Path<(String, String)>,
+    headers: HeaderMap,
+    request_body: axum::body::Body,
+) -> Response {
+    let updated = async {
+        authorized(&headers)?;
+        let input = body::read_json(&headers, request_body, state.config.max_body_bytes).await?;
+        Ok(state.gateways.update(&account, &gateway, &input)?.to_json())
+    };
+    answer(updated.await)
+}
+
+pub async fn delete(
+    State(state): State<SharedState>,
+    Path((account, gateway)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    answer(
+        authorized(&headers)
+            .and_then(|()| Ok(state.gateways.delete(&account, &gateway)?.to_json())),
+    )
+}
+
+// Custom providers: `/accounts/{account_id}/ai-gateway/custom-providers[/{id}]`.
+
+pub async fn list_providers(
+    State(state): State<SharedState>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    answer(authorized(&headers).and_then(|()| {
+        let providers = state.gateways.list_providers(&account)?;
+        Ok(serde_json::to_value(providers).unwrap_or_default())
+    }))
+}
+
+pub async fn create_provider(
+    State(state): State<SharedState>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    request_body: axum::body::Body,
+) -> Response {
+    let created = async {
+        authorized(&headers)?;
+        let input = body::read_json(&headers, request_body, state.config.max_body_bytes).await?;
+        let provider = state.gateways.create_provider(&account, &input)?;
+        Ok(serde_json::to_value(provider).unwrap_or_default())
+    };
+    answer(created.await)
+}
+
+pub async fn get_provider(
+    State(state): State<SharedState>,
+    Path((account, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    answer(authorized(&headers).and_then(|()| {
+        let provider = state.gateways.get_provider(&account, &id)?;
+        Ok(serde_json::to_value(provider).unwrap_or_default())
+    }))
+}
+
+pub async fn update_provider(
+    State(state): State<SharedState>,
+    Path((account, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    request_body: axum::body::Body,
+) -> Response {
+    let updated = async {
+        authorized(&headers)?;
+        let input = body::read_json(&headers, request_body, state.config.max_body_bytes).await?;
+        let provider = state.gateways.update_provider(&account, &id, &input)?;
+        Ok(serde_json::to_value(provider).unwrap_or_default())
+    };
+    answer(updated.await)
+}
+
+pub async fn delete_provider(
+    State(state): State<SharedState>,
+    Path((account, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    answer(authorized(&headers).and_then(|()| {
+        let provider = state.gateways.delete_provider(&account, &id)?;
+        Ok(json!({"id": provider.id}))
+    }))
+}

@@ -1,0 +1,156 @@
+//! The logs API (spec §4.6), feedback (§4.7) and analytics (§4.8), under
+//! `/accounts/{account_id}/ai-gateway/gateways/{gateway}/`.
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kiln_core::KilnResult;
+use kiln_gateway::{BodyPart, LogQuery};
+use serde_json::{json, Value};
+
+use super::admin::{answer, authorized};
+use crate::envelope::ApiError;
+use crate::{body, SharedState};
+
+type Pairs = Query<Vec<(String, String)>>;
+
+/// USD per neuron (spec §7: $0.011 per 1,000 neurons).
+const USD_PER_NEURON: f64 = 0.000_011;
+
+pub async fn list(
+    State(state): State<SharedState>,
+    Path((account, gateway)): Path<(String, String)>,
+    Query(pairs): Pairs,
+    headers: HeaderMap,
+) -> Response {
+    let listed = authorized(&headers).and_then(|()| {
+        let query = LogQuery::from_pairs(&pairs)?;
+        state.gateways.list_logs(&account, &gateway, &query)
+    });
+    match listed {
+        Ok(page) => Json(json!({
+            "result": page.items,
+            "result_info": {
+                "page": page.page,
+                "per_page": page.per_page,
+                "count": page.count,
+                "total_count": page.total_count,
+            },
+            "success": true,
+            "errors": [],
+            "messages": [],
+        }))
+        .into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+/// `DELETE …/logs?filters=…&limit=…&order_by=…`.
+pub async fn delete(
+    State(state): State<SharedState>,
+    Path((account, gateway)): Path<(String, String)>,
+    Query(pairs): Pairs,
+    headers: HeaderMap,
+) -> Response {
+    answer(authorized(&headers).and_then(|()| {
+        let limit = pairs
+            .iter()
+            .find(|(name, _)| name == "limit")
+            .map(|(_, value)| {
+                value.parse::<u64>().map_err(|_| {
+                    kiln_core::KilnError::bad_input(format!(
+                        "'limit' must be a number, not {value:?}"
+                    ))
+                })
+            })
+            .transpose()?;
+        let query = LogQuery::from_pairs(&pairs)?;
+        let deleted = state
+            .gateways
+            .delete_logs(&account, &gateway, &query, limit)?;
+        Ok(json!({"deleted": deleted}))
+    }))
+}
+
+pub async fn get(
+    State(state): State<SharedState>,
+    Path((account, gateway, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    answer(authorized(&headers).and_then(|()| state.gateways.get_log(&account, &gateway, &id)))
+}
+
+/// `PATCH …/logs/{id}`: `{feedback, score, metadata}`.
+pub async fn patch(
+    State(state): State<SharedState>,
+    Path((account, gateway, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    request_body: axum::body::Body,
+) -> Response {
+    let patched = async {
+        authorized(&headers)?;
+        let input = body::read_json(&headers, request_body, state.config.max_body_bytes).await?;
+        state.gateways.patch_log(&account, &gateway, &id, &input)
+    };
+    answer(patched.await)
+}
+
+pub async fn request_body(
+    State(state): State<SharedState>,
+    Path((account, gateway, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    answer(
+        authorized(&headers)
+            .and_then(|()| stored_body(&state, &account, &gateway, &id, BodyPart::Request)),
+    )
+}
+
+pub async fn response_body(
+    State(state): State<SharedState>,
+    Path((account, gateway, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    answer(
+        authorized(&headers)
+            .and_then(|()| stored_body(&state, &account, &gateway, &id, BodyPart::Response)),
+    )
+}
+
+/// A stored body as the envelope's `result`: JSON as JSON, anything else as text.
+fn stored_body(
+    state: &SharedState,
+    account: &str,
+    gateway: &str,
+    id: &str,
+    part: BodyPart,
+) -> KilnResult<Value> {
+    let (_, bytes) = state.gateways.log_body(account, gateway, id, part)?;
+    Ok(serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned())))
+}
+
+/// `GET …/analytics?start=…&end=…&interval=minute|hour|day&group_by=model|provider|none`.
+pub async fn analytics(
+    State(state): State<SharedState>,
+    Path((account, gateway)): Path<(String, String)>,
+    Query(pairs): Pairs,
+    headers: HeaderMap,
+) -> Response {
+    answer(authorized(&headers).and_then(|()| {
+        let mut report = state.gateways.analytics(&account, &gateway, &pairs)?;
+        add_neurons(&mut report["totals"]);
+        if let Some(series) = report.get_mut("series").and_then(Value::as_array_mut) {
+            series.iter_mut().for_each(add_neurons);
+        }
+        Ok(report)
+    }))
+}
+
+/// Neurons are Workers AI's unit of cost: the same estimate in the unit its bills use.
+fn add_neurons(row: &mut Value) {
+    if let Some(cost) = row.get("cost").and_then(Value::as_f64) {
+        row["neurons"] = json!(cost / USD_PER_NEURON);
+    }
+}

@@ -1,0 +1,99 @@
+//! Sending a provider call: in-process to Kiln's own router, or over HTTP to a custom provider,
+//! with the gateway's retries and first-byte timeout (spec §4.10).
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode};
+use kiln_core::{ErrorKind, KilnError, KilnResult};
+use kiln_gateway::RetryPlan;
+use tower::ServiceExt;
+
+use super::route::{ProviderCall, Target};
+use super::GatewayContext;
+
+/// Sends `call`, retrying transport failures, timeouts, 429s and 5xx answers per `plan`. The
+/// last attempt's answer is returned whatever its status.
+pub async fn send(
+    context: &GatewayContext,
+    call: &ProviderCall,
+    plan: RetryPlan,
+    first_byte_timeout: Option<Duration>,
+) -> KilnResult<Response<Body>> {
+    let mut last_error = None;
+    for attempt in 1..=plan.attempts {
+        if attempt > 1 {
+            tokio::time::sleep(plan.delay_before(attempt - 1)).await;
+        }
+        let sent = send_once(context, call);
+        let outcome = match first_byte_timeout {
+            Some(limit) => tokio::time::timeout(limit, sent).await.unwrap_or_else(|_| {
+                Err(KilnError::new(
+                    ErrorKind::UpstreamTimeout,
+                    format!(
+                        "{} sent no response within {} ms (cf-aig-request-timeout)",
+                        call.provider,
+                        limit.as_millis()
+                    ),
+                ))
+            }),
+            None => sent.await,
+        };
+        match outcome {
+            Ok(response) if attempt == plan.attempts || !retryable(response.status()) => {
+                return Ok(response)
+            }
+            Ok(response) => {
+                last_error = Some(KilnError::new(
+                    ErrorKind::UpstreamFailed,
+                    format!("{} answered {}", call.provider, response.status()),
+                ));
+            }
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| KilnError::internal("no attempt was made")))
+}
+
+fn retryable(status: StatusCode) -> bool {
+    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
+}
+
+async fn send_once(context: &GatewayContext, call: &ProviderCall) -> KilnResult<Response<Body>> {
+    match &call.target {
+        Target::Local(path) => {
+            let mut request = Request::builder()
+                .method(call.method.clone())
+                .uri(path)
+                .body(Body::from(call.body.clone()))
+                .map_err(|e| KilnError::bad_input(format!("invalid provider path: {e}")))?;
+            *request.headers_mut() = call.headers.clone();
+            let response = context.inner.clone().oneshot(request).await;
+            Ok(response.unwrap_or_else(|never| match never {}))
+        }
+        Target::Remote(url) => {
+            let response = context
+                .http
+                .request(call.method.clone(), url)
+                .headers(call.headers.clone())
+                .body(call.body.clone())
+                .send()
+                .await
+                .map_err(|error| {
+                    KilnError::new(
+                        ErrorKind::UpstreamFailed,
+                        format!("{} could not be reached: {error}", call.provider),
+                    )
+                })?;
+            let mut builder = Response::builder().status(response.status());
+            if let Some(headers) = builder.headers_mut() {
+                *headers = response.headers().clone();
+                headers.remove(axum::http::header::CONTENT_LENGTH);
+                headers.remove(axum::http::header::TRANSFER_ENCODING);
+            }
+            builder
+                .body(Body::from_stream(response.bytes_stream()))
+                .map_err(|e| KilnError::internal(format!("provider response: {e}")))
+        }
+    }
+}
