@@ -82,6 +82,8 @@ impl Writer {
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
         let cache_size = Arc::new(AtomicI64::new(cache::total_size(&db)?));
+        // Shown in /metrics from the start, so a dashboard sees 0 rather than nothing.
+        metrics::counter!("kiln_gateway_writes_dropped_total").absolute(0);
         let (queue, jobs) = sync_channel(limits.queue_len);
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let thread_state = WriterThread {

@@ -67,6 +67,15 @@ pub struct ServeConfig {
     #[arg(long, env = "KILN_KEEP_ALIVE_SECS")]
     pub keep_alive_secs: Option<u64>,
 
+    /// The AI Gateway's database (gateways, logs, cache, analytics) [default: DATA_DIR/gateway.db].
+    #[arg(long, env = "KILN_GATEWAY_DB")]
+    pub gateway_db: Option<PathBuf>,
+
+    /// Bytes the AI Gateway's response cache may hold on disk, in MiB; the oldest entries go
+    /// first [default: 1024].
+    #[arg(long, env = "KILN_GATEWAY_CACHE_MIB")]
+    pub gateway_cache_mib: Option<u64>,
+
     /// Do not fetch missing models; fail instead.
     #[arg(long, env = "KILN_OFFLINE", num_args = 0..=1, default_missing_value = "true")]
     pub offline: Option<bool>,
@@ -115,6 +124,8 @@ impl ServeConfig {
             max_body_bytes: self.max_body_bytes.or(base.max_body_bytes),
             memory_budget_mib: self.memory_budget_mib.or(base.memory_budget_mib),
             keep_alive_secs: self.keep_alive_secs.or(base.keep_alive_secs),
+            gateway_db: self.gateway_db.or(base.gateway_db),
+            gateway_cache_mib: self.gateway_cache_mib.or(base.gateway_cache_mib),
             offline: self.offline.or(base.offline),
             task_defaults,
             aliases,
@@ -167,6 +178,18 @@ impl ServeConfig {
 
     pub fn keep_alive(&self) -> Option<Duration> {
         self.keep_alive_secs.map(Duration::from_secs)
+    }
+
+    pub fn gateway_db(&self) -> PathBuf {
+        self.gateway_db
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("gateway.db"))
+    }
+
+    pub fn gateway_cache_bytes(&self) -> i64 {
+        self.gateway_cache_mib
+            .unwrap_or(1024)
+            .saturating_mul(1024 * 1024) as i64
     }
 
     pub fn offline(&self) -> bool {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use kiln_catalog::Catalog;
 use kiln_finetune::FinetuneStore;
-use kiln_gateway::GatewayStore;
+use kiln_gateway::{GatewayStore, WriterLimits};
 use kiln_http::{AppState, HttpConfig};
 use kiln_scheduler::ModelRegistry;
 use kiln_store::Progress;
@@ -54,8 +54,14 @@ pub async fn start(config: ServeConfig, progress: Progress) -> anyhow::Result<Ru
     spawn_idle_sweeper(&registry);
     let finetunes = Arc::new(FinetuneStore::new(config.data_dir().join("finetunes")));
     let gateways = Arc::new(
-        GatewayStore::open(&config.data_dir().join("gateway.db"))
-            .map_err(|error| anyhow::anyhow!("{}", error.message))?,
+        GatewayStore::open_with(
+            &config.gateway_db(),
+            WriterLimits {
+                cache_bytes: config.gateway_cache_bytes(),
+                ..WriterLimits::default()
+            },
+        )
+        .map_err(|error| anyhow::anyhow!("{}", error.message))?,
     );
     let state = AppState {
         gateways,

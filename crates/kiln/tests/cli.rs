@@ -25,6 +25,8 @@ fn serve_help_lists_every_setting_with_its_environment_variable() {
         "KILN_MAX_BODY_BYTES",
         "KILN_OFFLINE",
         "KILN_CONFIG",
+        "KILN_GATEWAY_DB",
+        "KILN_GATEWAY_CACHE_MIB",
     ] {
         assert!(
             help.contains(variable),
