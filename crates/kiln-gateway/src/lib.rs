@@ -11,6 +11,7 @@ pub mod analytics;
 pub mod cache;
 mod config;
 mod gateways;
+mod journal;
 mod limiter;
 pub mod logs;
 mod options;
@@ -109,6 +110,7 @@ impl GatewayStore {
 
     /// Replaces the settings; with `cache_invalidate_on_update` the gateway's cache is emptied.
     pub fn update(&self, account: &str, id: &str, body: &Value) -> KilnResult<Gateway> {
+        self.writer.flush();
         let db = self.db();
         let gateway = gateways::update(&db, account, id, body)?;
         if gateway.config.cache_invalidate_on_update {
@@ -120,6 +122,7 @@ impl GatewayStore {
 
     /// Deletes the gateway with its cache and logs.
     pub fn delete(&self, account: &str, id: &str) -> KilnResult<Gateway> {
+        self.writer.flush();
         let db = self.db();
         let gateway = gateways::delete(&db, account, id)?;
         cache::purge_gateway(&db, account, id).map_err(db_error)?;
@@ -146,6 +149,9 @@ impl GatewayStore {
 
     /// A live cache entry for `key`.
     pub fn cached(&self, key: &[u8; 32], now_ms: i64) -> KilnResult<Option<CacheEntry>> {
+        if let Some(entry) = self.writer.pending_cache_entry(key) {
+            return Ok((entry.expires_at_ms > now_ms).then_some(entry));
+        }
         let reader = self
             .cache_reader
             .lock()
@@ -218,11 +224,13 @@ impl GatewayStore {
         gateway: &str,
         query: &LogQuery,
     ) -> KilnResult<logs::LogPage> {
+        self.writer.flush();
         self.get(account, gateway)?;
         logs::list(&self.db(), account, gateway, query)
     }
 
     pub fn get_log(&self, account: &str, gateway: &str, id: &str) -> KilnResult<Value> {
+        self.writer.flush();
         logs::get(&self.db(), account, gateway, id)
     }
 
@@ -233,6 +241,7 @@ impl GatewayStore {
         id: &str,
         part: BodyPart,
     ) -> KilnResult<(Option<String>, Vec<u8>)> {
+        self.writer.flush();
         logs::body(&self.db(), account, gateway, id, part)
     }
 
@@ -243,6 +252,7 @@ impl GatewayStore {
         query: &LogQuery,
         limit: Option<u64>,
     ) -> KilnResult<u64> {
+        self.writer.flush();
         self.get(account, gateway)?;
         logs::delete(&self.db(), account, gateway, query, limit)
     }
@@ -254,6 +264,7 @@ impl GatewayStore {
         id: &str,
         body: &Value,
     ) -> KilnResult<Value> {
+        self.writer.flush();
         logs::patch(&self.db(), account, gateway, id, body)
     }
 
@@ -263,6 +274,7 @@ impl GatewayStore {
         gateway: &str,
         pairs: &[(String, String)],
     ) -> KilnResult<Value> {
+        self.writer.flush();
         self.get(account, gateway)?;
         analytics::query(&self.db(), account, gateway, pairs)
     }

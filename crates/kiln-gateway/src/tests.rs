@@ -125,3 +125,36 @@ fn the_21st_gateway_is_refused_and_gateways_survive_a_reopen() {
         MAX_GATEWAYS_PER_ACCOUNT
     );
 }
+
+#[test]
+fn journaled_writes_are_replayed_once_after_a_crash() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("gateway.db");
+    let store = GatewayStore::open(&path).expect("opens");
+    store.create("a", &json!({"id": "g"})).expect("gateway");
+    drop(store);
+    // A crash after the journal append, before SQLite got the write.
+    let write = crate::journal::tests::sample();
+    let mut encoded = Vec::new();
+    crate::journal::encode_into(&mut encoded, &write);
+    let mut journal = crate::journal::Journal::open(&crate::writer::journal_dir(&path)).unwrap();
+    journal.append(&encoded).unwrap();
+    drop(journal);
+
+    for _ in 0..2 {
+        let store = GatewayStore::open(&path).expect("reopens");
+        let log = store
+            .get_log("a", "g", &write.record.id)
+            .expect("the log was replayed");
+        assert_eq!(log["tokens_out"], 7);
+        let entry = store
+            .cached(&[7; 32], 0)
+            .expect("lookup")
+            .expect("cache entry replayed");
+        assert_eq!(entry.body, b"data: x\n\n");
+        let report = store
+            .analytics("a", "g", &[("start".into(), "2020-01-01T00:00:00Z".into())])
+            .expect("analytics");
+        assert_eq!(report["totals"]["requests"], 1, "replayed exactly once");
+    }
+}

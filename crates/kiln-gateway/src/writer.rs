@@ -1,34 +1,47 @@
-//! The gateway's one writer: log records, analytics and cache entries reach SQLite through a
-//! bounded queue drained by one OS thread that commits them in batches (group commit).
+//! The gateway's writes: log records, analytics and cache entries.
+//!
+//! Two OS threads, so no request ever waits on SQLite:
+//! - the *journal thread* drains a bounded queue, appends each batch to the write-ahead
+//!   [`Journal`] in one `write`, makes new cache entries visible in memory, and acknowledges;
+//! - the *apply thread* moves journaled writes into SQLite in large transactions (checkpoints
+//!   and page writes happen there), then drops the journal segments it has applied.
 //!
 //! A request never waits for room in the queue: when the queue or its byte budget is full the
-//! write is dropped and counted (`kiln_gateway_writes_dropped_total`). A request that was
-//! queued gets an acknowledgement once its batch has committed; the HTTP layer releases the
-//! response's last byte only then, so every `cf-aig-log-id` a client has seen survives a
-//! `kill -9` (WAL with `synchronous = NORMAL`: committed pages are in the OS before the ack).
+//! write is dropped and counted (`kiln_gateway_writes_dropped_total`). A queued write is
+//! acknowledged once it is in the journal; the HTTP layer releases the response's last byte only
+//! then, so every `cf-aig-log-id` a client has seen survives a `kill -9`: on start, the journal's
+//! unapplied records are replayed. (Journal appends are not fsynced; a power cut may lose the
+//! last moments of logs, never corrupt them.)
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::mpsc::{self, sync_channel, Receiver, Sender, SyncSender, TrySendError};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::thread;
+use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
+use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use crate::cache::{self, CacheEntry};
+use crate::journal::{self, Journal};
 use crate::logs::{self, LogCap};
 use crate::LogRecord;
 
-/// Most records committed in one transaction.
+/// Most writes taken from the queue into one journal append.
 const MAX_BATCH: usize = 1024;
+/// Most writes applied to SQLite in one transaction.
+const MAX_APPLY: usize = 8192;
+/// How long the apply thread gathers writes before a transaction, so that many share one.
+const APPLY_GATHER: Duration = Duration::from_millis(50);
 
 /// How the writer is bounded.
 #[derive(Debug, Clone, Copy)]
 pub struct WriterLimits {
     /// Queued writes.
     pub queue_len: usize,
-    /// Bytes of bodies queued.
+    /// Bytes queued or journaled but not yet in SQLite.
     pub queue_bytes: usize,
     /// The cache is trimmed to this size, oldest entries first.
     pub cache_bytes: i64,
@@ -45,6 +58,7 @@ impl Default for WriterLimits {
 }
 
 /// One request's writes.
+#[derive(Debug, Clone, PartialEq)]
 pub struct RequestWrite {
     /// Always counted in analytics; stored as a log when `log` is set.
     pub record: LogRecord,
@@ -61,73 +75,129 @@ impl RequestWrite {
     }
 }
 
-struct Job {
-    write: RequestWrite,
-    bytes: usize,
-    committed: oneshot::Sender<()>,
+// Writes are the common case; boxing them would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+enum Job {
+    Write {
+        write: RequestWrite,
+        bytes: usize,
+        journaled: oneshot::Sender<()>,
+    },
+    /// Answered once everything queued before it is in SQLite.
+    Flush(Sender<()>),
 }
+
+enum Apply {
+    Writes {
+        writes: Vec<(RequestWrite, usize)>,
+        /// The journal position just past these writes.
+        segment: u64,
+        offset: u64,
+    },
+    SegmentClosed(u64),
+    Flush(Sender<()>),
+}
+
+/// Cache entries journaled but not yet in SQLite, so a hit follows its miss at once.
+type PendingCache = Arc<RwLock<HashMap<[u8; 32], CacheEntry>>>;
 
 pub struct Writer {
     queue: SyncSender<Job>,
     queued_bytes: Arc<AtomicUsize>,
     limits: WriterLimits,
     cache_size: Arc<AtomicI64>,
+    pending_cache: PendingCache,
 }
 
 impl Writer {
-    /// Opens its own connection to the database at `path` (whose schema must exist) and starts
-    /// the writer thread.
+    /// Replays what the journal holds beyond what SQLite has, then starts both threads. The
+    /// database's schema must exist.
     pub fn start(path: &Path, limits: WriterLimits) -> rusqlite::Result<Self> {
         let db = Connection::open(path)?;
-        db.busy_timeout(std::time::Duration::from_secs(5))?;
-        db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
-        let cache_size = Arc::new(AtomicI64::new(cache::total_size(&db)?));
+        db.busy_timeout(Duration::from_secs(5))?;
+        db.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+             CREATE TABLE IF NOT EXISTS journal_applied (
+                 id INTEGER PRIMARY KEY CHECK (id = 1),
+                 segment INTEGER NOT NULL,
+                 offset INTEGER NOT NULL
+             );",
+        )?;
+        let journal_dir = journal_dir(path);
+        replay(&db, &journal_dir)?;
+        let journal = Journal::open(&journal_dir).map_err(io_error)?;
         // Shown in /metrics from the start, so a dashboard sees 0 rather than nothing.
         metrics::counter!("kiln_gateway_writes_dropped_total").absolute(0);
-        let (queue, jobs) = sync_channel(limits.queue_len);
+        let cache_size = Arc::new(AtomicI64::new(cache::total_size(&db)?));
         let queued_bytes = Arc::new(AtomicUsize::new(0));
-        let thread_state = WriterThread {
+        let pending_cache = PendingCache::default();
+        let (queue, jobs) = sync_channel(limits.queue_len);
+        let (to_apply, applies) = mpsc::channel();
+        let journal_thread = JournalThread {
+            journal,
+            pending_cache: pending_cache.clone(),
+            to_apply,
+        };
+        let apply_thread = ApplyThread {
             db,
+            journal_dir,
             queued_bytes: queued_bytes.clone(),
             cache_size: cache_size.clone(),
             cache_limit: limits.cache_bytes,
+            pending_cache: pending_cache.clone(),
         };
-        thread::Builder::new()
-            .name("kiln-gateway-writer".into())
-            .spawn(move || thread_state.run(jobs))
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        spawn("kiln-gateway-journal", move || journal_thread.run(jobs))?;
+        spawn("kiln-gateway-apply", move || apply_thread.run(applies))?;
         Ok(Self {
             queue,
             queued_bytes,
             limits,
             cache_size,
+            pending_cache,
         })
     }
 
-    /// Queues `write`; the receiver resolves once it is committed. `None` when it was dropped
+    /// Queues `write`; the receiver resolves once it is journaled. `None` when it was dropped
     /// because the writer is behind.
     pub fn submit(&self, write: RequestWrite) -> Option<oneshot::Receiver<()>> {
         let bytes = write.bytes();
         let before = self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
         if before + bytes > self.limits.queue_bytes {
             self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
-            dropped();
+            dropped(1);
             return None;
         }
-        let (committed, acknowledged) = oneshot::channel();
-        let job = Job {
+        let (journaled, acknowledged) = oneshot::channel();
+        let job = Job::Write {
             write,
             bytes,
-            committed,
+            journaled,
         };
         match self.queue.try_send(job) {
             Ok(()) => Some(acknowledged),
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
-                dropped();
+                dropped(1);
                 None
             }
         }
+    }
+
+    /// Waits until everything submitted so far is in SQLite (for reads of the logs API).
+    pub fn flush(&self) {
+        let (reply, applied) = mpsc::channel();
+        if self.queue.send(Job::Flush(reply)).is_ok() {
+            let _ = applied.recv_timeout(Duration::from_secs(30));
+        }
+    }
+
+    /// A cache entry journaled but not yet applied.
+    pub fn pending_cache_entry(&self, key: &[u8; 32]) -> Option<CacheEntry> {
+        self.pending_cache
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
     }
 
     /// Bytes the cache holds now.
@@ -136,20 +206,108 @@ impl Writer {
     }
 }
 
-fn dropped() {
-    metrics::counter!("kiln_gateway_writes_dropped_total").increment(1);
+/// `gateway.db` → `gateway.db.journal.d/`.
+pub(crate) fn journal_dir(db_path: &Path) -> PathBuf {
+    let mut name = db_path.file_name().unwrap_or_default().to_os_string();
+    name.push(".journal.d");
+    db_path.with_file_name(name)
 }
 
-struct WriterThread {
-    db: Connection,
-    queued_bytes: Arc<AtomicUsize>,
-    cache_size: Arc<AtomicI64>,
-    cache_limit: i64,
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> rusqlite::Result<()> {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(body)
+        .map(|_| ())
+        .map_err(io_error)
 }
 
-impl WriterThread {
+fn io_error(error: std::io::Error) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(error))
+}
+
+/// The apply thread is throughput work: at a lower scheduling priority it yields the CPU to
+/// the threads answering requests (on Linux, `nice` applies per thread).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority only reads its arguments; 0 names the calling thread.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
+fn dropped(count: u64) {
+    metrics::counter!("kiln_gateway_writes_dropped_total").increment(count);
+}
+
+/// Applies the journal's records that SQLite does not have yet, then removes the segments.
+fn replay(db: &Connection, dir: &Path) -> rusqlite::Result<()> {
+    std::fs::create_dir_all(dir).map_err(io_error)?;
+    let (applied_segment, applied_offset) = applied_position(db)?;
+    for (segment, path) in journal::segments(dir).map_err(io_error)? {
+        if segment >= applied_segment {
+            let records = journal::read_segment(&path).map_err(io_error)?;
+            let fresh: Vec<_> = records
+                .into_iter()
+                .filter(|(end, _)| segment > applied_segment || *end > applied_offset)
+                .collect();
+            if let Some((end, _)) = fresh.last() {
+                let transaction = db.unchecked_transaction()?;
+                for (_, write) in &fresh {
+                    apply_write(&transaction, write)?;
+                }
+                set_applied_position(&transaction, segment, *end)?;
+                transaction.commit()?;
+                tracing::info!(segment, records = fresh.len(), "gateway journal replayed");
+            }
+        }
+        std::fs::remove_file(&path).map_err(io_error)?;
+    }
+    Ok(())
+}
+
+fn applied_position(db: &Connection) -> rusqlite::Result<(u64, u64)> {
+    let position: Option<(i64, i64)> = db
+        .query_row(
+            "SELECT segment, offset FROM journal_applied WHERE id = 1",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    Ok(position.map_or((0, 0), |(s, o)| (s as u64, o as u64)))
+}
+
+fn set_applied_position(db: &Connection, segment: u64, offset: u64) -> rusqlite::Result<()> {
+    db.prepare_cached(
+        "INSERT INTO journal_applied (id, segment, offset) VALUES (1, ?1, ?2)
+         ON CONFLICT (id) DO UPDATE SET segment = excluded.segment, offset = excluded.offset",
+    )?
+    .execute(params![segment as i64, offset as i64])?;
+    Ok(())
+}
+
+fn apply_write(db: &Connection, write: &RequestWrite) -> rusqlite::Result<i64> {
+    crate::analytics::record(db, &write.record)?;
+    if let Some(cap) = write.log {
+        if !logs::insert(db, &write.record, cap)? {
+            metrics::counter!("kiln_gateway_logs_capped_total").increment(1);
+        }
+    }
+    match &write.cache {
+        Some(entry) => cache::insert(db, entry),
+        None => Ok(0),
+    }
+}
+
+struct JournalThread {
+    journal: Journal,
+    pending_cache: PendingCache,
+    to_apply: Sender<Apply>,
+}
+
+impl JournalThread {
     fn run(mut self, jobs: Receiver<Job>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut encoded = Vec::new();
         while let Ok(first) = jobs.recv() {
             batch.push(first);
             while batch.len() < MAX_BATCH {
@@ -158,36 +316,163 @@ impl WriterThread {
                     Err(_) => break,
                 }
             }
-            if let Err(error) = self.commit(&batch) {
-                // Nothing was stored: the requests keep their answers, the records are lost.
-                tracing::error!("gateway writer: {error}");
-                metrics::counter!("kiln_gateway_writes_dropped_total")
-                    .increment(batch.len() as u64);
-            }
-            let bytes: usize = batch.iter().map(|job| job.bytes).sum();
-            self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
-            metrics::counter!("kiln_gateway_writes_committed_total").increment(batch.len() as u64);
+            encoded.clear();
+            let mut writes = Vec::with_capacity(batch.len());
+            let mut acknowledgements = Vec::with_capacity(batch.len());
+            let mut flushes = Vec::new();
             for job in batch.drain(..) {
-                let _ = job.committed.send(());
+                match job {
+                    Job::Write {
+                        write,
+                        bytes,
+                        journaled,
+                    } => {
+                        journal::encode_into(&mut encoded, &write);
+                        writes.push((write, bytes));
+                        acknowledgements.push(journaled);
+                    }
+                    Job::Flush(reply) => flushes.push(reply),
+                }
+            }
+            if !encoded.is_empty() {
+                if let Err(error) = self.journal.append(&encoded) {
+                    // SQLite may still get these writes; they just lost their crash safety.
+                    tracing::error!("gateway journal: {error}");
+                    metrics::counter!("kiln_gateway_journal_errors_total").increment(1);
+                }
+            }
+            self.publish_cache_entries(&writes);
+            for acknowledgement in acknowledgements {
+                let _ = acknowledgement.send(());
+            }
+            if !writes.is_empty() {
+                let _ = self.to_apply.send(Apply::Writes {
+                    writes,
+                    segment: self.journal.segment,
+                    offset: self.journal.offset,
+                });
+            }
+            for reply in flushes {
+                let _ = self.to_apply.send(Apply::Flush(reply));
+            }
+            match self.journal.rotate_if_full() {
+                Ok(Some(closed)) => {
+                    let _ = self.to_apply.send(Apply::SegmentClosed(closed));
+                }
+                Ok(None) => {}
+                Err(error) => tracing::error!("gateway journal rotation: {error}"),
             }
         }
     }
 
-    fn commit(&mut self, batch: &[Job]) -> rusqlite::Result<()> {
-        let transaction = self.db.transaction()?;
-        let mut grown = 0;
-        for job in batch {
-            let write = &job.write;
-            crate::analytics::record(&transaction, &write.record)?;
-            if let Some(cap) = write.log {
-                if !logs::insert(&transaction, &write.record, cap)? {
-                    metrics::counter!("kiln_gateway_logs_capped_total").increment(1);
+    fn publish_cache_entries(&self, writes: &[(RequestWrite, usize)]) {
+        let entries: Vec<&CacheEntry> = writes
+            .iter()
+            .filter_map(|(w, _)| w.cache.as_ref())
+            .collect();
+        if entries.is_empty() {
+            return;
+        }
+        let mut pending = self
+            .pending_cache
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        for entry in entries {
+            pending.insert(entry.key, entry.clone());
+        }
+    }
+}
+
+struct ApplyThread {
+    db: Connection,
+    journal_dir: PathBuf,
+    queued_bytes: Arc<AtomicUsize>,
+    cache_size: Arc<AtomicI64>,
+    cache_limit: i64,
+    pending_cache: PendingCache,
+}
+
+impl ApplyThread {
+    fn run(mut self, applies: Receiver<Apply>) {
+        lower_priority();
+        while let Ok(first) = applies.recv() {
+            let mut items = vec![first];
+            let deadline = Instant::now() + APPLY_GATHER;
+            let mut count = 0;
+            // Gather for a moment, unless a reader is waiting on a flush.
+            loop {
+                let flushing = items.iter().any(|item| matches!(item, Apply::Flush(_)));
+                let next = if flushing {
+                    applies.try_recv().ok()
+                } else {
+                    applies
+                        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                        .ok()
+                };
+                let Some(item) = next else { break };
+                if let Apply::Writes { writes, .. } = &item {
+                    count += writes.len();
+                }
+                items.push(item);
+                if count >= MAX_APPLY {
+                    break;
                 }
             }
-            if let Some(entry) = &write.cache {
-                grown += cache::insert(&transaction, entry)?;
+            self.apply(items);
+        }
+    }
+
+    fn apply(&mut self, items: Vec<Apply>) {
+        let mut position = None;
+        let mut closed = Vec::new();
+        let mut flushes = Vec::new();
+        let mut writes = Vec::new();
+        for item in items {
+            match item {
+                Apply::Writes {
+                    writes: batch,
+                    segment,
+                    offset,
+                } => {
+                    writes.extend(batch);
+                    position = Some((segment, offset));
+                }
+                Apply::SegmentClosed(segment) => closed.push(segment),
+                Apply::Flush(reply) => flushes.push(reply),
             }
         }
+        match self.commit(&writes, position) {
+            Ok(()) => {
+                for segment in closed {
+                    let _ = std::fs::remove_file(journal::segment_path(&self.journal_dir, segment));
+                }
+            }
+            // The writes stay in the journal and are replayed on the next start.
+            Err(error) => tracing::error!("gateway writer: {error}"),
+        }
+        self.retire_cache_entries(&writes);
+        let bytes: usize = writes.iter().map(|(_, bytes)| bytes).sum();
+        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        metrics::counter!("kiln_gateway_writes_committed_total").increment(writes.len() as u64);
+        for reply in flushes {
+            let _ = reply.send(());
+        }
+    }
+
+    fn commit(
+        &mut self,
+        writes: &[(RequestWrite, usize)],
+        position: Option<(u64, u64)>,
+    ) -> rusqlite::Result<()> {
+        let Some((segment, offset)) = position else {
+            return Ok(());
+        };
+        let transaction = self.db.transaction()?;
+        let mut grown = 0;
+        for (write, _) in writes {
+            grown += apply_write(&transaction, write)?;
+        }
+        set_applied_position(&transaction, segment, offset)?;
         let mut size = self.cache_size.load(Ordering::Relaxed) + grown;
         if size > self.cache_limit {
             // Trim to 90% so eviction runs once per many inserts, not on each.
@@ -200,5 +485,28 @@ impl WriterThread {
         transaction.commit()?;
         self.cache_size.store(size, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Entries now in SQLite leave the in-memory map (unless a newer one replaced them).
+    fn retire_cache_entries(&self, writes: &[(RequestWrite, usize)]) {
+        let entries: Vec<&CacheEntry> = writes
+            .iter()
+            .filter_map(|(w, _)| w.cache.as_ref())
+            .collect();
+        if entries.is_empty() {
+            return;
+        }
+        let mut pending = self
+            .pending_cache
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        for entry in entries {
+            if pending
+                .get(&entry.key)
+                .is_some_and(|p| p.created_at_ms == entry.created_at_ms)
+            {
+                pending.remove(&entry.key);
+            }
+        }
     }
 }

@@ -120,8 +120,14 @@ async fn every_request_is_logged_with_tokens_cost_and_metadata() {
     // The writer reports what it committed and what it had to drop.
     let metrics = client().get(url("/metrics")).send().await.unwrap();
     let metrics = metrics.text().await.unwrap();
-    assert!(metrics.contains("kiln_gateway_writes_dropped_total"), "{metrics}");
-    assert!(metrics.contains("kiln_gateway_writes_committed_total"), "{metrics}");
+    assert!(
+        metrics.contains("kiln_gateway_writes_dropped_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kiln_gateway_writes_committed_total"),
+        "{metrics}"
+    );
     assert_eq!(status, 200);
     let unlogged = header(&headers, "cf-aig-log-id").expect("still has an id");
     let (status, _) = gateway.get_api(&format!("/logs/{unlogged}")).await;
