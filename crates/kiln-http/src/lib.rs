@@ -60,6 +60,8 @@ pub struct AppState {
     pub finetunes: Arc<FinetuneStore>,
     /// Every account's AI Gateway objects.
     pub gateways: Arc<GatewayStore>,
+    /// The account that Worker binding requests (`/run`, `/ai-gateway/run`) belong to.
+    pub binding_account: String,
 }
 
 pub type SharedState = Arc<AppState>;

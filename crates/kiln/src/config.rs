@@ -76,6 +76,10 @@ pub struct ServeConfig {
     #[arg(long, env = "KILN_GATEWAY_CACHE_MIB")]
     pub gateway_cache_mib: Option<u64>,
 
+    /// The account that a Worker's AI binding acts for (its requests name none) [default: local].
+    #[arg(long, env = "KILN_BINDING_ACCOUNT")]
+    pub binding_account: Option<String>,
+
     /// Do not fetch missing models; fail instead.
     #[arg(long, env = "KILN_OFFLINE", num_args = 0..=1, default_missing_value = "true")]
     pub offline: Option<bool>,
@@ -125,6 +129,7 @@ impl ServeConfig {
             memory_budget_mib: self.memory_budget_mib.or(base.memory_budget_mib),
             keep_alive_secs: self.keep_alive_secs.or(base.keep_alive_secs),
             gateway_db: self.gateway_db.or(base.gateway_db),
+            binding_account: self.binding_account.or(base.binding_account),
             gateway_cache_mib: self.gateway_cache_mib.or(base.gateway_cache_mib),
             offline: self.offline.or(base.offline),
             task_defaults,
@@ -178,6 +183,12 @@ impl ServeConfig {
 
     pub fn keep_alive(&self) -> Option<Duration> {
         self.keep_alive_secs.map(Duration::from_secs)
+    }
+
+    pub fn binding_account(&self) -> String {
+        self.binding_account
+            .clone()
+            .unwrap_or_else(|| "local".into())
     }
 
     pub fn gateway_db(&self) -> PathBuf {

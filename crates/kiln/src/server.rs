@@ -65,6 +65,7 @@ pub async fn start(config: ServeConfig, progress: Progress) -> anyhow::Result<Ru
     );
     let state = AppState {
         gateways,
+        binding_account: config.binding_account(),
         finetunes,
         registry,
         catalog: Catalog::builtin(),

@@ -7,6 +7,7 @@
 //! ([`upstream::send`], with retries), and relays the answer while logging it.
 
 pub mod admin;
+mod binding;
 mod exchange;
 pub mod logs;
 mod proxy;
@@ -54,6 +55,8 @@ pub fn routes(app: SharedState, inner: Router) -> Router {
     Router::new()
         .route("/v1/{account_id}/{gateway_id}", post(universal::handle))
         .route("/v1/{account_id}/{gateway_id}/{*path}", any(proxy::handle))
+        .route("/run", post(binding::run))
+        .route("/ai-gateway/run", post(binding::gateway_run))
         .with_state(Arc::new(context))
 }
 

@@ -17,36 +17,67 @@ pub async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response<Body> {
-    let event_id = headers
+    let request = GatewayRequest {
+        account: &account,
+        gateway: &gateway,
+        path: &path,
+        method,
+        uri: &uri,
+        headers: &headers,
+        request_type: None,
+    };
+    answer(&context, request, body).await
+}
+
+/// A request to one provider through one gateway.
+pub struct GatewayRequest<'a> {
+    pub account: &'a str,
+    pub gateway: &'a str,
+    /// After the gateway: `{provider}/…`.
+    pub path: &'a str,
+    pub method: Method,
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    /// Overrides the type the path implies (the Worker binding's requests are `binding`).
+    pub request_type: Option<&'static str>,
+}
+
+/// Serves `request`, answering with its log and event ids.
+pub async fn answer(
+    context: &Arc<GatewayContext>,
+    request: GatewayRequest<'_>,
+    body: Body,
+) -> Response<Body> {
+    let event_id = request
+        .headers
         .get(super::EVENT_ID)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    match serve(
-        &context, &account, &gateway, &path, method, &uri, &headers, body,
-    )
-    .await
-    {
+    match serve(context, request, body).await {
         Ok((response, log_id)) => with_ids(response, Some(&log_id), event_id.as_deref()),
         Err(error) => with_ids(gateway_error(&error), None, event_id.as_deref()),
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn serve(
     context: &Arc<GatewayContext>,
-    account: &str,
-    gateway: &str,
-    path: &str,
-    method: Method,
-    uri: &Uri,
-    headers: &HeaderMap,
+    request: GatewayRequest<'_>,
     body: Body,
 ) -> KilnResult<(Response<Body>, String)> {
-    let request_type = match path.split('/').next() {
+    let GatewayRequest {
+        account,
+        gateway,
+        path,
+        method,
+        uri,
+        headers,
+        request_type,
+    } = request;
+    let request_type = request_type.unwrap_or(match path.split('/').next() {
         Some("workers-ai") => "workers-ai",
         Some("compat") => "compat",
         _ => "provider",
-    };
+    });
     let (exchange, options) =
         open_exchange(context, account, gateway, headers, request_type).await?;
     let log_id = exchange.log_id.clone();

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod binding;
 mod cache;
 mod durability;
 mod limits;
@@ -30,9 +31,14 @@ impl Gateway {
     }
 
     /// Creates the gateway on the server at `base` (another process, in the durability test).
-    pub async fn create_on(base: &str, mut settings: Value) -> Gateway {
+    pub async fn create_on(base: &str, settings: Value) -> Gateway {
         let account = format!("gw-{}", uuid::Uuid::new_v4().simple());
-        settings["id"] = json!("main");
+        Self::create_named(base, &account, "main", settings).await
+    }
+
+    pub async fn create_named(base: &str, account: &str, id: &str, mut settings: Value) -> Gateway {
+        let account = account.to_owned();
+        settings["id"] = json!(id);
         let response = client()
             .post(format!(
                 "{base}/client/v4/accounts/{account}/ai-gateway/gateways"
@@ -44,7 +50,7 @@ impl Gateway {
         assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
         Gateway {
             account,
-            id: "main".into(),
+            id: id.into(),
         }
     }
 
