@@ -366,20 +366,9 @@ impl JournalThread {
     }
 
     fn publish_cache_entries(&self, writes: &[(RequestWrite, usize)]) {
-        let entries: Vec<&CacheEntry> = writes
-            .iter()
-            .filter_map(|(w, _)| w.cache.as_ref())
-            .collect();
-        if entries.is_empty() {
-            return;
-        }
-        let mut pending = self
-            .pending_cache
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        for entry in entries {
+        with_cache_entries(&self.pending_cache, writes, |pending, entry| {
             pending.insert(entry.key, entry.clone());
-        }
+        });
     }
 }
 
@@ -489,24 +478,33 @@ impl ApplyThread {
 
     /// Entries now in SQLite leave the in-memory map (unless a newer one replaced them).
     fn retire_cache_entries(&self, writes: &[(RequestWrite, usize)]) {
-        let entries: Vec<&CacheEntry> = writes
-            .iter()
-            .filter_map(|(w, _)| w.cache.as_ref())
-            .collect();
-        if entries.is_empty() {
-            return;
-        }
-        let mut pending = self
-            .pending_cache
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        for entry in entries {
+        with_cache_entries(&self.pending_cache, writes, |pending, entry| {
             if pending
                 .get(&entry.key)
                 .is_some_and(|p| p.created_at_ms == entry.created_at_ms)
             {
                 pending.remove(&entry.key);
             }
-        }
+        });
+    }
+}
+
+/// Calls `change` on the pending-cache map for each write's cache entry, locking only when
+/// there is one (most writes are cache hits' logs, with none).
+fn with_cache_entries(
+    pending: &PendingCache,
+    writes: &[(RequestWrite, usize)],
+    mut change: impl FnMut(&mut HashMap<[u8; 32], CacheEntry>, &CacheEntry),
+) {
+    let mut entries = writes
+        .iter()
+        .filter_map(|(write, _)| write.cache.as_ref())
+        .peekable();
+    if entries.peek().is_none() {
+        return;
+    }
+    let mut pending = pending.write().unwrap_or_else(PoisonError::into_inner);
+    for entry in entries {
+        change(&mut pending, entry);
     }
 }

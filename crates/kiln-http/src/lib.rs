@@ -102,12 +102,8 @@ pub fn router(state: AppState) -> Router {
             get(logs::get).patch(logs::patch),
         )
         .route(
-            "/ai-gateway/gateways/{gateway}/logs/{id}/request",
-            get(logs::request_body),
-        )
-        .route(
-            "/ai-gateway/gateways/{gateway}/logs/{id}/response",
-            get(logs::response_body),
+            "/ai-gateway/gateways/{gateway}/logs/{id}/{part}",
+            get(logs::stored_body_of),
         )
         .route(
             "/ai-gateway/gateways/{gateway}/analytics",

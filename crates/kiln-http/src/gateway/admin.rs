@@ -1,10 +1,12 @@
 //! The management API of spec §4.12: gateway objects and custom providers.
 
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use kiln_core::KilnResult;
 use kiln_gateway::Gateway;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::envelope::{success, ApiError};
@@ -19,6 +21,21 @@ pub(super) fn answer(result: KilnResult<Value>) -> Response {
 
 pub(super) fn authorized(headers: &HeaderMap) -> KilnResult<()> {
     crate::auth::check(crate::auth::bearer_token(headers).as_deref())
+}
+
+/// A management call with a JSON body: authorize, read the body, run `call`, answer.
+pub(super) async fn with_json_body<T: Serialize>(
+    state: &SharedState,
+    headers: &HeaderMap,
+    request_body: Body,
+    call: impl FnOnce(&Value) -> KilnResult<T>,
+) -> Response {
+    let answered = async {
+        authorized(headers)?;
+        let input = body::read_json(headers, request_body, state.config.max_body_bytes).await?;
+        Ok(serde_json::to_value(call(&input)?).unwrap_or_default())
+    };
+    answer(answered.await)
 }
 
 pub async fn list(
@@ -39,14 +56,12 @@ pub async fn create(
     State(state): State<SharedState>,
     Path(account): Path<String>,
     headers: HeaderMap,
-    request_body: axum::body::Body,
+    request_body: Body,
 ) -> Response {
-    let created = async {
-        authorized(&headers)?;
-        let input = body::read_json(&headers, request_body, state.config.max_body_bytes).await?;
-        Ok(state.gateways.create(&account, &input)?.to_json())
-    };
-    answer(created.await)
+    with_json_body(&state, &headers, request_body, |input| {
+        Ok(state.gateways.create(&account, input)?.to_json())
+    })
+    .await
 }
 
 pub async fn get(
@@ -63,14 +78,12 @@ pub async fn update(
     State(state): State<SharedState>,
     Path((account, gateway)): Path<(String, String)>,
     headers: HeaderMap,
-    request_body: axum::body::Body,
+    request_body: Body,
 ) -> Response {
-    let updated = async {
-        authorized(&headers)?;
-        let input = body::read_json(&headers, request_body, state.config.max_body_bytes).await?;
-        Ok(state.gateways.update(&account, &gateway, &input)?.to_json())
-    };
-    answer(updated.await)
+    with_json_body(&state, &headers, request_body, |input| {
+        Ok(state.gateways.update(&account, &gateway, input)?.to_json())
+    })
+    .await
 }
 
 pub async fn delete(
@@ -101,15 +114,12 @@ pub async fn create_provider(
     State(state): State<SharedState>,
     Path(account): Path<String>,
     headers: HeaderMap,
-    request_body: axum::body::Body,
+    request_body: Body,
 ) -> Response {
-    let created = async {
-        authorized(&headers)?;
-        let input = body::read_json(&headers, request_body, state.config.max_body_bytes).await?;
-        let provider = state.gateways.create_provider(&account, &input)?;
-        Ok(serde_json::to_value(provider).unwrap_or_default())
-    };
-    answer(created.await)
+    with_json_body(&state, &headers, request_body, |input| {
+        state.gateways.create_provider(&account, input)
+    })
+    .await
 }
 
 pub async fn get_provider(
@@ -127,15 +137,12 @@ pub async fn update_provider(
     State(state): State<SharedState>,
     Path((account, id)): Path<(String, String)>,
     headers: HeaderMap,
-    request_body: axum::body::Body,
+    request_body: Body,
 ) -> Response {
-    let updated = async {
-        authorized(&headers)?;
-        let input = body::read_json(&headers, request_body, state.config.max_body_bytes).await?;
-        let provider = state.gateways.update_provider(&account, &id, &input)?;
-        Ok(serde_json::to_value(provider).unwrap_or_default())
-    };
-    answer(updated.await)
+    with_json_body(&state, &headers, request_body, |input| {
+        state.gateways.update_provider(&account, &id, input)
+    })
+    .await
 }
 
 pub async fn delete_provider(

@@ -9,9 +9,9 @@ use kiln_core::KilnResult;
 use kiln_gateway::{BodyPart, LogQuery};
 use serde_json::{json, Value};
 
-use super::admin::{answer, authorized};
+use super::admin::{answer, authorized, with_json_body};
 use crate::envelope::ApiError;
-use crate::{body, SharedState};
+use crate::SharedState;
 
 type Pairs = Query<Vec<(String, String)>>;
 
@@ -88,34 +88,31 @@ pub async fn patch(
     headers: HeaderMap,
     request_body: axum::body::Body,
 ) -> Response {
-    let patched = async {
-        authorized(&headers)?;
-        let input = body::read_json(&headers, request_body, state.config.max_body_bytes).await?;
-        state.gateways.patch_log(&account, &gateway, &id, &input)
-    };
-    answer(patched.await)
+    with_json_body(&state, &headers, request_body, |input| {
+        state.gateways.patch_log(&account, &gateway, &id, input)
+    })
+    .await
 }
 
-pub async fn request_body(
+/// `GET …/logs/{id}/request` and `…/logs/{id}/response`.
+pub async fn stored_body_of(
     State(state): State<SharedState>,
-    Path((account, gateway, id)): Path<(String, String, String)>,
+    Path((account, gateway, id, part)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    answer(
-        authorized(&headers)
-            .and_then(|()| stored_body(&state, &account, &gateway, &id, BodyPart::Request)),
-    )
-}
-
-pub async fn response_body(
-    State(state): State<SharedState>,
-    Path((account, gateway, id)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    answer(
-        authorized(&headers)
-            .and_then(|()| stored_body(&state, &account, &gateway, &id, BodyPart::Response)),
-    )
+    answer(authorized(&headers).and_then(|()| {
+        let part = match part.as_str() {
+            "request" => BodyPart::Request,
+            "response" => BodyPart::Response,
+            _ => {
+                return Err(kiln_core::KilnError::new(
+                    kiln_core::ErrorKind::RouteNotFound,
+                    format!("no log body {part:?}: use request or response"),
+                ))
+            }
+        };
+        stored_body(&state, &account, &gateway, &id, part)
+    }))
 }
 
 /// A stored body as the envelope's `result`: JSON as JSON, anything else as text.
