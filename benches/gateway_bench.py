@@ -25,12 +25,9 @@ import atexit
 import datetime as dt
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,8 +38,16 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_MODELS_DIR = Path.home() / ".cache" / "kiln" / "data" / "models"
-DEFAULT_LOG_DIR = Path.home() / ".cache" / "kiln" / "bench-logs"
+BENCHES_DIR = Path(__file__).resolve().parent
+if str(BENCHES_DIR) not in sys.path:  # bench_common lives beside this script, however it is run
+    sys.path.insert(0, str(BENCHES_DIR))
+
+from bench_common import (  # noqa: E402
+    CACHE_DIR, DEFAULT_LOG_DIR, Server, default_kiln_bin, free_port, load_average,
+    machine_description, process_cpu_seconds, stop_servers_on_exit,
+)
+
+DEFAULT_MODELS_DIR = CACHE_DIR / "data" / "models"
 STARTUP_TIMEOUT_S = 300
 REQUEST_TIMEOUT_S = 120
 
@@ -66,6 +71,9 @@ class Result:
     server_cores: float | None = None  # average busy cores during the measured run
     wrk_cores: float | None = None
     generations_during_run: int | None = None
+    # Gateway log writes Kiln dropped because its writer fell behind (requests were still
+    # answered; their logs are missing).
+    log_writes_dropped: int | None = None
     notes: list = field(default_factory=list)
     failures: list = field(default_factory=list)
 
@@ -74,83 +82,8 @@ class Result:
 # Processes
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def pinned(argv: list[str], cpus: str | None) -> list[str]:
     return ["taskset", "-c", cpus, *argv] if cpus else argv
-
-
-class Server:
-    """A server process in its own process group, killed on exit whatever happens."""
-
-    running: list["Server"] = []
-
-    def __init__(self, name: str, argv: list[str], port: int, ready_path: str, log_dir: Path,
-                 env: dict | None = None, cwd: Path | None = None):
-        self.name, self.argv, self.port, self.ready_path = name, argv, port, ready_path
-        self.env, self.cwd = env, cwd
-        self.log_path = log_dir / f"gateway-{name}.log"
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def command(self) -> str:
-        prefix = [f"{k}={v}" for k, v in (self.env or {}).items() if os.environ.get(k) != v]
-        return " ".join(shlex.quote(a) for a in prefix + self.argv)
-
-    def start(self) -> None:
-        env = dict(os.environ, **(self.env or {}))
-        with open(self.log_path, "wb") as log:  # the child keeps its own descriptor
-            self.process = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, env=env, cwd=self.cwd,
-            )
-        Server.running.append(self)
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}; see {self.log_path}")
-            try:
-                with urllib.request.urlopen(self.base + self.ready_path, timeout=5) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"{self.name} not ready after {STARTUP_TIMEOUT_S}s; see {self.log_path}")
-
-    def cpu_seconds(self) -> float | None:
-        """User + system CPU of every live process in the server's process group."""
-        if self.process is None:
-            return None
-        return process_group_cpu_seconds(self.process.pid)
-
-    def stop(self) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=15)
-        except ProcessLookupError:
-            pass
-        if self in Server.running:
-            Server.running.remove(self)
-
-
-def stop_all_servers(*_args) -> None:
-    for server in list(Server.running):
-        server.stop()
 
 
 class ExternalServer:
@@ -160,13 +93,7 @@ class ExternalServer:
         self.pid = pid_listening_on(port)
 
     def cpu_seconds(self) -> float | None:
-        if self.pid is None:
-            return None
-        try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return None if self.pid is None else process_cpu_seconds(self.pid)
 
 
 def pid_listening_on(port: int) -> int | None:
@@ -189,18 +116,6 @@ def pid_listening_on(port: int) -> int | None:
     return None
 
 
-def process_group_cpu_seconds(pgid: int) -> float:
-    ticks = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # exited meanwhile
-            continue
-        if int(fields[2]) == pgid:  # fields: state ppid pgrp session … utime(11) stime(12)
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 # ---------------------------------------------------------------------------------------------
 # HTTP
 
@@ -217,18 +132,32 @@ def http(method: str, url: str, body: dict | None = None) -> tuple[int, dict, by
         return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
 
 
-def kiln_generations(kiln_base: str) -> int | None:
-    """How many generations Kiln's engines have started (TTFT observations, all models)."""
+def kiln_counter(kiln_base: str, name: str) -> int | None:
+    """The sum of a Kiln Prometheus counter over its labels (0 when absent, None if unreadable)."""
     try:
         _, _, text = http("GET", kiln_base + "/metrics")
     except (urllib.error.URLError, OSError):
         return None
-    total, seen = 0, False
+    total = 0
     for line in text.decode(errors="replace").splitlines():
-        if line.startswith("kiln_time_to_first_token_seconds_count"):
+        if line.startswith(name + " ") or line.startswith(name + "{"):
             total += int(float(line.rsplit(" ", 1)[1]))
-            seen = True
-    return total if seen else 0
+    return total
+
+
+def kiln_generations(kiln_base: str) -> int | None:
+    """How many generations Kiln's engines have started (TTFT observations, all models)."""
+    return kiln_counter(kiln_base, "kiln_time_to_first_token_seconds_count")
+
+
+def kiln_log_writes_dropped(kiln_base: str) -> int | None:
+    """Gateway log writes dropped so far, after the writer has caught up: listing logs flushes
+    the writer first."""
+    try:
+        http("GET", f"{kiln_base}/client/v4/accounts/{ACCOUNT}/ai-gateway/gateways/{GATEWAY}/logs?per_page=1")
+    except (urllib.error.URLError, OSError):
+        return None
+    return kiln_counter(kiln_base, "kiln_gateway_writes_dropped_total")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,12 +214,16 @@ def measure(args, result: Result, url: str, script: Path, server, kiln_base: str
     if args.warmup > 0:
         run_wrk(args, url, script, args.warmup)
     generations_before = kiln_generations(kiln_base)
+    dropped_before = kiln_log_writes_dropped(kiln_base)
     server_cpu_before = server.cpu_seconds() if server else None
     started = time.monotonic()
     summary, wrk_cpu = run_wrk(args, url, script, args.duration)
     wall = time.monotonic() - started
     server_cpu_after = server.cpu_seconds() if server else None
     generations_after = kiln_generations(kiln_base)
+    dropped_after = kiln_log_writes_dropped(kiln_base)
+    if dropped_before is not None and dropped_after is not None:
+        result.log_writes_dropped = dropped_after - dropped_before
 
     result.rps = summary["rps"]
     result.latency_ms = summary["latency_ms"]
@@ -381,7 +314,8 @@ def litellm_proxy(args, kiln_base: str, work: Path) -> Result:
     }
     for name in ("DATABASE_URL", "LITELLM_MASTER_KEY", "REDIS_HOST", "REDIS_URL"):
         os.environ.pop(name, None)
-    server = Server("litellm", argv, port, "/health/liveliness", args.log_dir, env=env, cwd=work)
+    server = Server("litellm", argv, port, "/health/liveliness", args.log_dir / "gateway-litellm.log",
+                    STARTUP_TIMEOUT_S, env=env, cwd=work)
     url = f"{server.base}/chat/completions"
     result = Result("litellm", target=url, command=server.command)
     print(f"bench: starting LiteLLM: {server.command}", file=sys.stderr)
@@ -444,15 +378,13 @@ def report(args, results: list[Result]) -> str:
     by_name = {r.name: r for r in results}
     kiln, litellm = by_name.get("kiln"), by_name.get("litellm")
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    cores = os.cpu_count()
     pin = (f"pinned: wrk on CPU(s) {args.wrk_cpus}, server on CPU(s) {args.server_cpus}"
            if args.wrk_cpus or args.server_cpus else "unpinned (shared)")
     lines = [
         f"Generated by `benches/gateway_bench.py` on {now}.",
         "",
         f"- Command: `{args.command_line}`",
-        f"- Machine: {platform.machine()}, {cores} logical CPUs, {platform.platform()}; "
-        f"the gateway under test and wrk share them, {pin}.",
+        f"- Machine: {machine_description()}; the gateway under test and wrk share them, {pin}.",
         f"- Load generator: `{args.wrk_version}`, `-t{args.threads} -c{args.connections} -d{args.duration:g}s "
         f"--latency` (closed loop, keep-alive) after a {args.warmup:g}s warm-up; one identical "
         f"chat request ({MAX_TOKENS} max tokens), cached before the run.",
@@ -462,15 +394,16 @@ def report(args, results: list[Result]) -> str:
         "processes and for wrk.",
         "",
         "| server | req/s | p50 ms | p75 ms | p90 ms | p99 ms | server busy cores | wrk busy cores "
-        "| Kiln generations during run |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| Kiln generations during run | Kiln log writes dropped |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lat = r.latency_ms
         lines.append(
             f"| {r.name} | {fmt(r.rps, 0)} | {fmt(lat.get('50%'), 3)} | {fmt(lat.get('75%'), 3)} "
             f"| {fmt(lat.get('90%'), 3)} | {fmt(lat.get('99%'), 3)} | {fmt(r.server_cores)} "
-            f"| {fmt(r.wrk_cores)} | {'–' if r.generations_during_run is None else r.generations_during_run} |"
+            f"| {fmt(r.wrk_cores)} | {'–' if r.generations_during_run is None else r.generations_during_run} "
+            f"| {'–' if r.log_writes_dropped is None or r.name != 'kiln' else r.log_writes_dropped} |"
         )
     if kiln and litellm and kiln.rps and litellm.rps:
         lines += ["", f"Kiln / LiteLLM requests/s: **{kiln.rps / litellm.rps:.1f}×**; p99 "
@@ -502,10 +435,6 @@ def busy_fraction(seconds: float = 1.0) -> float:
     return 1 - (idle_1 - idle_0) / max(1, total_1 - total_0)
 
 
-def load_average() -> str:
-    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def wrk_version(wrk: str) -> str:
     try:
         out = subprocess.run([wrk, "-v"], capture_output=True, text=True, timeout=10).stdout
@@ -518,7 +447,6 @@ def wrk_version(wrk: str) -> str:
 
 
 def parse_args() -> argparse.Namespace:
-    target = os.environ.get("CARGO_TARGET_DIR", str(Path.home() / ".cache/kiln/target"))
     venv_bin = Path(sys.executable).parent
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=15, help="seconds of the measured wrk run")
@@ -526,7 +454,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=16, help="wrk connections (-c)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads (-t)")
     p.add_argument("--kiln-url", help="use this running Kiln instead of starting one (e.g. http://127.0.0.1:8787)")
-    p.add_argument("--kiln-bin", default=f"{target}/release/kiln")
+    p.add_argument("--kiln-bin", default=default_kiln_bin())
     p.add_argument("--skip-kiln", action="store_true", help="only LiteLLM (Kiln still serves as its upstream)")
     p.add_argument("--skip-litellm", action="store_true")
     p.add_argument("--litellm-bin", default=str(venv_bin / "litellm"))
@@ -557,9 +485,7 @@ def main() -> int:
     if shutil.which(args.wrk) is None:
         raise SystemExit(f"wrk not found ({args.wrk}); `scripts/bench gateway` installs it")
     args.wrk_version = wrk_version(args.wrk)
-    atexit.register(stop_all_servers)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda *_: sys.exit(130))
+    stop_servers_on_exit()
     work = Path(tempfile.mkdtemp(prefix="kiln-gateway-bench-"))
     atexit.register(shutil.rmtree, work, True)
 
@@ -576,7 +502,7 @@ def main() -> int:
         port = free_port()
         argv = pinned([args.kiln_bin, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data),
                        "--models", args.model, "--offline"], args.server_cpus)
-        kiln = Server("kiln", argv, port, "/health", args.log_dir)
+        kiln = Server("kiln", argv, port, "/health", args.log_dir / "gateway-kiln.log", STARTUP_TIMEOUT_S)
         print(f"bench: starting Kiln: {kiln.command}", file=sys.stderr)
         kiln.start()
         kiln_base = kiln.base

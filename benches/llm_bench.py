@@ -18,15 +18,11 @@ are sized with the model's own tokenizer, otherwise by a words-per-token estimat
 from __future__ import annotations
 
 import argparse
-import atexit
 import datetime as dt
 import glob
 import json
 import os
-import platform
 import shlex
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,9 +33,17 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA_DIR = Path.home() / ".cache" / "kiln" / "data"
-DEFAULT_LOG_DIR = Path.home() / ".cache" / "kiln" / "bench-logs"
+BENCHES_DIR = Path(__file__).resolve().parent
+if str(BENCHES_DIR) not in sys.path:  # bench_common lives beside this script, however it is run
+    sys.path.insert(0, str(BENCHES_DIR))
+
+from bench_common import (  # noqa: E402
+    CACHE_DIR, DEFAULT_LOG_DIR, Server, default_kiln_bin, free_port, load_average,
+    machine_description, stop_servers_on_exit,
+)
+
+REPO_ROOT = BENCHES_DIR.parent
+DEFAULT_DATA_DIR = CACHE_DIR / "data"
 SERVERS = ("kiln", "llama-server", "llama-cpp-python")
 STARTUP_TIMEOUT_S = 600
 REQUEST_TIMEOUT_S = 600
@@ -107,67 +111,6 @@ class PromptMaker:
 # Servers
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """A server process in its own process group, killed on exit whatever happens."""
-
-    running: list["Server"] = []
-
-    def __init__(self, name: str, argv: list[str], port: int, ready_path: str, log_dir: Path):
-        self.name, self.argv, self.port, self.ready_path = name, argv, port, ready_path
-        self.log_path = log_dir / f"{name}.log"
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with open(self.log_path, "wb") as log:  # the child keeps its own descriptor
-            self.process = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        Server.running.append(self)
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}; see {self.log_path}")
-            try:
-                with urllib.request.urlopen(self.base + self.ready_path, timeout=5) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"{self.name} not ready after {STARTUP_TIMEOUT_S}s; see {self.log_path}")
-
-    def stop(self) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=15)
-        except ProcessLookupError:
-            pass
-        if self in Server.running:
-            Server.running.remove(self)
-
-
-def stop_all_servers(*_args) -> None:
-    for server in list(Server.running):
-        server.stop()
-
-
 def kiln_server(args, model: str, gguf: Path, port: int) -> tuple[Server, "Client"]:
     argv = [
         args.kiln_bin, "serve", "--listen", f"127.0.0.1:{port}", "--models", model,
@@ -176,7 +119,7 @@ def kiln_server(args, model: str, gguf: Path, port: int) -> tuple[Server, "Clien
     ]
     if kiln_has_flag(args.kiln_bin, "--parallel"):
         argv += ["--parallel", str(args.parallel)]
-    server = Server("kiln", argv, port, "/health", args.log_dir)
+    server = Server("kiln", argv, port, "/health", args.log_dir / "kiln.log", STARTUP_TIMEOUT_S)
     if args.kiln_api == "openai":
         return server, OpenAIClient(server, model, extra={})
     return server, KilnNativeClient(server, model)
@@ -188,7 +131,8 @@ def llama_server(args, model: str, gguf: Path, port: int) -> tuple[Server, "Clie
         "-t", str(args.threads), "-tb", str(args.threads), "-c", str(args.ctx_per_slot * args.parallel),
         "--parallel", str(args.parallel), "-cb", "-ngl", "0", "--no-webui",
     ]
-    server = Server("llama-server", argv, port, "/health", args.log_dir)
+    server = Server("llama-server", argv, port, "/health", args.log_dir / "llama-server.log",
+                    STARTUP_TIMEOUT_S)
     extra = {"stream_options": {"include_usage": True}, "cache_prompt": True}
     if args.ignore_eos:
         extra["ignore_eos"] = True
@@ -203,7 +147,8 @@ def llama_cpp_python(args, model: str, gguf: Path, port: int) -> tuple[Server, "
         # Its default cancels the running stream when another request arrives; queue instead.
         "--interrupt_requests", "False",
     ]
-    server = Server("llama-cpp-python", argv, port, "/v1/models", args.log_dir)
+    server = Server("llama-cpp-python", argv, port, "/v1/models", args.log_dir / "llama-cpp-python.log",
+                    STARTUP_TIMEOUT_S)
     return server, OpenAIClient(server, model, extra={})
 
 
@@ -453,10 +398,6 @@ def report_table(model: str, gguf: Path, results: dict[str, ServerResults], plan
     return "\n".join(lines)
 
 
-def load_average() -> str:
-    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def write_report(path: Path, args, plan: dict, tables: list[str], commands: list[str]) -> None:
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     mode = "quick (smoke) run" if args.quick else "full run"
@@ -466,8 +407,7 @@ def write_report(path: Path, args, plan: dict, tables: list[str], commands: list
         f"Generated by `benches/llm_bench.py` on {now} ({mode}).",
         "",
         f"- Command: `{args.command_line}`",
-        f"- Machine: {platform.machine()}, {os.cpu_count()} logical CPUs, {platform.platform()}; "
-        f"every server got `{args.threads}` threads and ran alone.",
+        f"- Machine: {machine_description()}; every server got `{args.threads}` threads and ran alone.",
         f"- Load average (1/5/15 min) at start: {args.load_at_start}; at end: {load_average()}.",
         f"- Workload: greedy chat requests, streamed; decode {plan['decode_tokens']} tokens × "
         f"{plan['decode_runs']}; TTFT median of {plan['ttft_runs']}; concurrency "
@@ -506,7 +446,6 @@ def find_gguf(data_dir: Path, model: str) -> Path:
 
 
 def parse_args() -> argparse.Namespace:
-    target = os.environ.get("CARGO_TARGET_DIR", str(Path.home() / ".cache/kiln/target"))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="smollm2-135m-instruct,qwen2.5-coder-0.5b-instruct",
                    help="Kiln model names, comma-separated; their GGUF files are used for the peers")
@@ -519,7 +458,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--kiln-api", choices=("native", "openai"), default="native")
     p.add_argument("--no-ignore-eos", dest="ignore_eos", action="store_false",
                    help="do not ask llama-server to ignore EOS")
-    p.add_argument("--kiln-bin", default=f"{target}/release/kiln")
+    p.add_argument("--kiln-bin", default=default_kiln_bin())
     p.add_argument("--llama-server-bin", default="llama-server")
     p.add_argument("--python", default=sys.executable, help="python with llama_cpp.server installed")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
@@ -535,9 +474,7 @@ def main() -> int:
     args = parse_args()
     args.load_at_start = load_average()
     args.log_dir.mkdir(parents=True, exist_ok=True)
-    atexit.register(stop_all_servers)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda *_: sys.exit(130))
+    stop_servers_on_exit()
     concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
     plan = (
         {"decode_runs": 1, "decode_tokens": 64, "ttft_runs": 1, "rounds": 1, "concurrent_tokens": 32}
@@ -558,7 +495,7 @@ def main() -> int:
         results: dict[str, ServerResults] = {}
         for name in (n for n in SERVERS if n in chosen):
             server, client = starters[name](args, model, gguf, free_port())
-            commands.append(" ".join(shlex.quote(a) for a in server.argv))
+            commands.append(server.command)
             print(f"bench: {model} on {name}: starting", file=sys.stderr)
             outcome = ServerResults(name=name, command=commands[-1])
             try:
