@@ -16,6 +16,7 @@ mod request_metrics;
 mod run;
 mod text_generation;
 mod tools;
+mod vectorize;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,7 @@ use kiln_catalog::Catalog;
 use kiln_finetune::FinetuneStore;
 use kiln_gateway::GatewayStore;
 use kiln_scheduler::ModelRegistry;
+use kiln_vectorize::VectorStore;
 
 pub use envelope::{ApiError, MODEL_HEADER};
 pub use metrics::install_recorder as install_metrics_recorder;
@@ -60,6 +62,8 @@ pub struct AppState {
     pub finetunes: Arc<FinetuneStore>,
     /// Every account's AI Gateway objects.
     pub gateways: Arc<GatewayStore>,
+    /// Every account's Vectorize indexes.
+    pub vectors: Arc<VectorStore>,
     /// The account that Worker binding requests (`/run`, `/ai-gateway/run`) belong to.
     pub binding_account: String,
 }
@@ -120,7 +124,8 @@ pub fn router(state: AppState) -> Router {
                 .patch(admin::update_provider)
                 .delete(admin::delete_provider),
         )
-        .nest("/ai/v1", openai::routes());
+        .nest("/ai/v1", openai::routes())
+        .merge(vectorize::account_routes());
     let api = Router::new().nest("/accounts/{account_id}", accounts);
     let state = Arc::new(state);
     let inner = Router::new()
@@ -130,6 +135,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics::render))
         .route("/kiln/models", get(kiln_routes::models))
+        .merge(vectorize::binding_routes())
         .fallback(envelope::route_not_found)
         .method_not_allowed_fallback(envelope::method_not_allowed)
         .with_state(state.clone());

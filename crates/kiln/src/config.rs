@@ -76,6 +76,10 @@ pub struct ServeConfig {
     #[arg(long, env = "KILN_GATEWAY_CACHE_MIB")]
     pub gateway_cache_mib: Option<u64>,
 
+    /// Where Vectorize indexes live [default: DATA_DIR/vectorize].
+    #[arg(long, env = "KILN_VECTORIZE_DIR")]
+    pub vectorize_dir: Option<PathBuf>,
+
     /// The account that a Worker's AI binding acts for (its requests name none) [default: local].
     #[arg(long, env = "KILN_BINDING_ACCOUNT")]
     pub binding_account: Option<String>,
@@ -130,6 +134,7 @@ impl ServeConfig {
             keep_alive_secs: self.keep_alive_secs.or(base.keep_alive_secs),
             gateway_db: self.gateway_db.or(base.gateway_db),
             binding_account: self.binding_account.or(base.binding_account),
+            vectorize_dir: self.vectorize_dir.or(base.vectorize_dir),
             gateway_cache_mib: self.gateway_cache_mib.or(base.gateway_cache_mib),
             offline: self.offline.or(base.offline),
             task_defaults,
@@ -183,6 +188,12 @@ impl ServeConfig {
 
     pub fn keep_alive(&self) -> Option<Duration> {
         self.keep_alive_secs.map(Duration::from_secs)
+    }
+
+    pub fn vectorize_dir(&self) -> PathBuf {
+        self.vectorize_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("vectorize"))
     }
 
     pub fn binding_account(&self) -> String {

@@ -11,6 +11,7 @@ use kiln_gateway::{GatewayStore, WriterLimits};
 use kiln_http::{AppState, HttpConfig};
 use kiln_scheduler::ModelRegistry;
 use kiln_store::Progress;
+use kiln_vectorize::VectorStore;
 use tokio::sync::oneshot;
 
 use crate::{models, ServeConfig};
@@ -63,7 +64,12 @@ pub async fn start(config: ServeConfig, progress: Progress) -> anyhow::Result<Ru
         )
         .map_err(|error| anyhow::anyhow!("{}", error.message))?,
     );
+    let vectors = Arc::new(
+        VectorStore::open(&config.vectorize_dir())
+            .map_err(|error| anyhow::anyhow!("{}", error.message))?,
+    );
     let state = AppState {
+        vectors,
         gateways,
         binding_account: config.binding_account(),
         finetunes,

@@ -1,0 +1,160 @@
+//! Vectorize v2 (spec §5): the REST API under `/accounts/{account_id}/vectorize/v2/indexes` and
+//! the Worker binding's wire protocol (§5.8). Storage, indexes and queries are `kiln-vectorize`;
+//! this module only reads bodies, moves the blocking work off the runtime, and shapes answers.
+
+mod binding;
+mod rest;
+
+use axum::body::{Body, Bytes};
+use axum::extract::FromRequest;
+use axum::http::{header, HeaderMap, Request};
+use axum::routing::{get, post};
+use axum::Router;
+use kiln_core::{KilnError, KilnResult};
+use kiln_vectorize::{parse_json_vectors, parse_ndjson, Unparsable, VectorRecord};
+use serde_json::Value;
+
+use crate::SharedState;
+
+/// NDJSON uploads may be up to 100 MB (spec §5.2).
+pub const MAX_UPLOAD_BYTES: usize = 100 * 1024 * 1024;
+
+/// Routes relative to `/accounts/{account_id}`.
+pub fn account_routes() -> Router<SharedState> {
+    let index = "/vectorize/v2/indexes/{index}";
+    Router::new()
+        .route(
+            "/vectorize/v2/indexes",
+            get(rest::list_indexes).post(rest::create_index),
+        )
+        .route(index, get(rest::get_index).delete(rest::delete_index))
+        .route(&format!("{index}/info"), get(rest::info))
+        .route(&format!("{index}/insert"), post(rest::insert))
+        .route(&format!("{index}/upsert"), post(rest::upsert))
+        .route(&format!("{index}/query"), post(rest::query))
+        .route(&format!("{index}/get_by_ids"), post(rest::get_by_ids))
+        .route(&format!("{index}/delete_by_ids"), post(rest::delete_by_ids))
+        .route(&format!("{index}/list"), get(rest::list_vectors))
+        .route(
+            &format!("{index}/metadata_index/create"),
+            post(rest::create_metadata_index),
+        )
+        .route(
+            &format!("{index}/metadata_index/list"),
+            get(rest::list_metadata_indexes),
+        )
+        .route(
+            &format!("{index}/metadata_index/delete"),
+            post(rest::delete_metadata_index),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
+}
+
+/// The binding's operations, at `/vectorize-binding/{account}/{index}/{op}`: a Worker binding
+/// emulation points its `vector-search` fetcher here (the real binding names the index in its
+/// configuration, not in the request).
+pub fn binding_routes() -> Router<SharedState> {
+    Router::new()
+        .route(
+            "/vectorize-binding/{account_id}/{index}/{op}",
+            get(binding::handle).post(binding::handle),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
+}
+
+/// Runs blocking store work (fsync, index search) off the async runtime.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> KilnResult<T> + Send + 'static,
+) -> KilnResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| KilnError::internal(format!("vectorize task failed: {e}")))?
+}
+
+/// The vectors of an insert or upsert: NDJSON (`application/x-ndjson` or anything that is not
+/// JSON with a `vectors` field), a multipart upload's `vectors` file, or `{"vectors": [...]}`.
+async fn read_vectors(
+    request: Request<Body>,
+    unparsable: Unparsable,
+) -> KilnResult<Vec<VectorRecord>> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let bytes = if content_type.starts_with("multipart/form-data") {
+        multipart_vectors(request).await?
+    } else {
+        let (parts, body) = request.into_parts();
+        crate::body::read_limited(&parts.headers, body, MAX_UPLOAD_BYTES).await?
+    };
+    vectors_from_bytes(&bytes, unparsable)
+}
+
+fn vectors_from_bytes(bytes: &[u8], unparsable: Unparsable) -> KilnResult<Vec<VectorRecord>> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(KilnError::bad_input("the body holds no vectors"));
+    }
+    if let Ok(value) = serde_json::from_slice::<Value>(bytes) {
+        if value.is_array() || value.get("vectors").is_some() {
+            return parse_json_vectors(&value);
+        }
+    }
+    parse_ndjson(bytes, unparsable)
+}
+
+async fn multipart_vectors(request: Request<Body>) -> KilnResult<Bytes> {
+    let mut multipart = axum::extract::Multipart::from_request(request, &())
+        .await
+        .map_err(|e| KilnError::bad_input(format!("invalid multipart body: {}", e.body_text())))?;
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| KilnError::bad_input(e.body_text()))?
+    {
+        if field.name() == Some("vectors") {
+            return field
+                .bytes()
+                .await
+                .map_err(|e| KilnError::bad_input(e.body_text()));
+        }
+    }
+    Err(KilnError::bad_input(
+        "the multipart body has no 'vectors' field",
+    ))
+}
+
+/// `unparsable-behavior=error|discard` (default error).
+fn unparsable_behavior(query: Option<&str>) -> KilnResult<Unparsable> {
+    let value = query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(name, _)| *name == "unparsable-behavior")
+        .map(|(_, value)| value);
+    match value {
+        None | Some("error") => Ok(Unparsable::Error),
+        Some("discard") => Ok(Unparsable::Discard),
+        Some(other) => Err(KilnError::bad_input(format!(
+            "unparsable-behavior must be error or discard, not {other:?}"
+        ))),
+    }
+}
+
+/// `{ids: [...]}` of get_by_ids / delete_by_ids.
+fn ids_of(input: &Value) -> KilnResult<Vec<String>> {
+    input
+        .get("ids")
+        .and_then(Value::as_array)
+        .and_then(|ids| {
+            ids.iter()
+                .map(|id| id.as_str().map(str::to_owned))
+                .collect()
+        })
+        .ok_or_else(|| KilnError::bad_input("'ids' must be an array of strings"))
+}
+
+fn authorized(headers: &HeaderMap) -> KilnResult<()> {
+    crate::auth::check(crate::auth::bearer_token(headers).as_deref())
+}

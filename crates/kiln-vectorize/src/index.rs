@@ -1,0 +1,320 @@
+//! One index on disk and in memory: the log writer (callers append and fsync under a mutex),
+//! the state (queries read it under an `RwLock`), and the apply thread that moves logged
+//! mutations into the state in order, keeps the ANN graph and writes snapshots.
+//!
+//! Directory: `config.json` (the [`IndexConfig`]), `snapshot.bin` (see `snapshot`), `log/`
+//! (see `wal`).
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kiln_core::{ErrorKind, KilnError, KilnResult};
+
+use crate::codec::{encode_mutation, Mutation, MutationOp};
+use crate::config::IndexConfig;
+use crate::filter::MetadataIndexType;
+use crate::snapshot::{load_snapshot, write_snapshot};
+use crate::state::IndexState;
+use crate::wal::MutationLog;
+use crate::StoreOptions;
+
+struct Writer {
+    /// `None` once the index is deleted: appends then fail with 404.
+    log: Option<MutationLog>,
+    next_seq: u64,
+    to_apply: Option<Sender<(Mutation, usize)>>,
+    /// Metadata indexes including those logged but not applied yet, so that create/delete
+    /// are checked against what the caller has already been told.
+    metadata_indexes: Vec<(String, MetadataIndexType)>,
+}
+
+#[derive(Default)]
+struct Progress {
+    written_seq: u64,
+    applied_seq: u64,
+}
+
+struct Shared {
+    dir: PathBuf,
+    options: StoreOptions,
+    writer: Mutex<Writer>,
+    state: RwLock<IndexState>,
+    progress: Mutex<Progress>,
+    progressed: Condvar,
+}
+
+pub struct IndexHandle {
+    pub config: IndexConfig,
+    shared: Arc<Shared>,
+    apply_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not make the index unusable: the data is still consistent
+    // because every change is made by one thread, one mutation at a time.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl IndexHandle {
+    /// Loads the snapshot, replays the log after it and starts the apply thread.
+    pub fn open(dir: &Path, config: IndexConfig, options: StoreOptions) -> KilnResult<Self> {
+        let metric = config.metric()?;
+        let mut state = IndexState::new(config.dimensions, metric);
+        load_snapshot(dir, &mut state)
+            .map_err(|reason| KilnError::internal(format!("index {:?}: {reason}", config.name)))?;
+        let snapshot_seq = state.last.as_ref().map_or(0, |last| last.seq);
+        let mut last_seq = snapshot_seq;
+        let log = MutationLog::open(&dir.join("log"), |mutation| {
+            // Sequence numbers only grow; anything at or below is in the snapshot already.
+            if mutation.seq > last_seq {
+                last_seq = mutation.seq;
+                state.apply(mutation);
+            }
+        })
+        .map_err(|error| {
+            KilnError::internal(format!("index {:?}: mutation log: {error}", config.name))
+        })?;
+        let (sender, receiver) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            dir: dir.to_owned(),
+            options,
+            writer: Mutex::new(Writer {
+                log: Some(log),
+                next_seq: last_seq + 1,
+                to_apply: Some(sender),
+                metadata_indexes: state.metadata_indexes.clone(),
+            }),
+            state: RwLock::new(state),
+            progress: Mutex::new(Progress {
+                written_seq: last_seq,
+                applied_seq: last_seq,
+            }),
+            progressed: Condvar::new(),
+        });
+        let worker = Arc::clone(&shared);
+        let replayed_bytes = if last_seq > snapshot_seq {
+            options.snapshot_min_log_bytes
+        } else {
+            0
+        };
+        let apply_thread = std::thread::Builder::new()
+            .name(format!("vectorize-{}", config.name))
+            .spawn(move || apply_loop(&worker, &receiver, replayed_bytes))
+            .map_err(|error| KilnError::internal(format!("starting the apply thread: {error}")))?;
+        Ok(Self {
+            config,
+            shared,
+            apply_thread: Mutex::new(Some(apply_thread)),
+        })
+    }
+
+    pub fn read_state(&self) -> RwLockReadGuard<'_, IndexState> {
+        self.shared
+            .state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The metadata indexes the caller has been told about (applied or not).
+    pub fn declared_metadata_indexes(&self) -> Vec<(String, MetadataIndexType)> {
+        lock(&self.shared.writer).metadata_indexes.clone()
+    }
+
+    /// Logs a mutation durably and hands it to the apply thread; returns its mutationId.
+    /// `check` sees the declared metadata indexes under the writer lock (for create/delete).
+    pub fn submit(
+        &self,
+        op: MutationOp,
+        check: impl FnOnce(&[(String, MetadataIndexType)]) -> KilnResult<()>,
+    ) -> KilnResult<String> {
+        let mut writer = lock(&self.shared.writer);
+        check(&writer.metadata_indexes)?;
+        let seq = writer.next_seq;
+        let mutation = Mutation {
+            seq,
+            unix_millis: kiln_core::time::unix_millis(),
+            mutation_id: uuid::Uuid::new_v4().to_string(),
+            op,
+        };
+        let payload = encode_mutation(&mutation);
+        let name = &self.config.name;
+        let log = writer.log.as_mut().ok_or_else(|| {
+            KilnError::new(ErrorKind::NotFound, format!("index {name:?} was deleted"))
+        })?;
+        log.append(seq, &payload).map_err(|error| {
+            KilnError::internal(format!("index {name:?}: writing the mutation log: {error}"))
+        })?;
+        writer.next_seq += 1;
+        match &mutation.op {
+            MutationOp::CreateMetadataIndex {
+                property,
+                index_type,
+            } => {
+                writer
+                    .metadata_indexes
+                    .push((property.clone(), *index_type));
+            }
+            MutationOp::DeleteMetadataIndex { property } => {
+                writer.metadata_indexes.retain(|(name, _)| name != property);
+            }
+            _ => {}
+        }
+        let mutation_id = mutation.mutation_id.clone();
+        lock(&self.shared.progress).written_seq = seq;
+        if let Some(sender) = &writer.to_apply {
+            // The apply thread only stops when the index is deleted or dropped.
+            let _ = sender.send((mutation, payload.len()));
+        }
+        Ok(mutation_id)
+    }
+
+    /// Blocks until everything acknowledged before the call is visible to queries.
+    pub fn wait_until_processed(&self, timeout: Duration) -> KilnResult<()> {
+        let deadline = Instant::now() + timeout;
+        let mut progress = lock(&self.shared.progress);
+        let target = progress.written_seq;
+        while progress.applied_seq < target {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(KilnError::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "index {:?}: mutations up to {target} not applied within {timeout:?} (applied up to {})",
+                        self.config.name, progress.applied_seq
+                    ),
+                ));
+            }
+            progress = self
+                .shared
+                .progressed
+                .wait_timeout(progress, left)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+        Ok(())
+    }
+
+    /// Stops accepting mutations and stops the apply thread (after it drains its queue).
+    pub fn shut_down(&self) {
+        {
+            let mut writer = lock(&self.shared.writer);
+            writer.log = None;
+            writer.to_apply = None;
+        }
+        if let Some(thread) = lock(&self.apply_thread).take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for IndexHandle {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+/// Applies mutations in order; between batches, (re)builds the graph and writes snapshots.
+fn apply_loop(
+    shared: &Shared,
+    receiver: &Receiver<(Mutation, usize)>,
+    mut log_bytes_since_snapshot: u64,
+) {
+    let mut last_snapshot_bytes = 0u64;
+    maintain_ann(shared);
+    while let Ok(first) = receiver.recv() {
+        let mut batch = vec![first];
+        // Apply whatever else is queued under the same write lock, up to a bound so that
+        // queries are not held off for long.
+        while batch.len() < 64 {
+            match receiver.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let last_seq = batch.last().map_or(0, |(mutation, _)| mutation.seq);
+        {
+            let mut state = shared
+                .state
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for (mutation, bytes) in batch {
+                log_bytes_since_snapshot += bytes as u64;
+                state.apply(mutation);
+            }
+        }
+        lock(&shared.progress).applied_seq = last_seq;
+        shared.progressed.notify_all();
+        maintain_ann(shared);
+        let threshold = shared
+            .options
+            .snapshot_min_log_bytes
+            .max(last_snapshot_bytes / 2);
+        if log_bytes_since_snapshot >= threshold {
+            match snapshot(shared) {
+                Ok(size) => {
+                    last_snapshot_bytes = size;
+                    log_bytes_since_snapshot = 0;
+                }
+                // The log still has everything: a failed snapshot only costs replay time.
+                Err(reason) => {
+                    tracing::warn!(dir = %shared.dir.display(), %reason, "vectorize: snapshot failed")
+                }
+            }
+        }
+    }
+}
+
+/// Builds the graph under the read lock (queries continue with exact search meanwhile; only
+/// this thread changes the state, so nothing changes under it) and installs it.
+fn maintain_ann(shared: &Shared) {
+    let built = {
+        let state = shared
+            .state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !state.wants_ann_build(shared.options.ann_min_vectors) {
+            return;
+        }
+        state.build_ann()
+    };
+    match built {
+        Ok(ann) => shared
+            .state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .install_ann(ann),
+        Err(reason) => {
+            tracing::warn!(%reason, "vectorize: building the ANN graph failed; exact search continues")
+        }
+    }
+}
+
+/// Rotates the log (later mutations go to a new segment), writes the snapshot, then deletes
+/// the segments it covers.
+fn snapshot(shared: &Shared) -> Result<u64, String> {
+    if let Some(log) = lock(&shared.writer).log.as_mut() {
+        log.rotate()
+            .map_err(|error| format!("rotating the log: {error}"))?;
+    } else {
+        return Ok(0);
+    }
+    let (size, seq) = {
+        let state = shared
+            .state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let size =
+            write_snapshot(&shared.dir, &state).map_err(|error| format!("writing: {error}"))?;
+        (size, state.last.as_ref().map_or(0, |last| last.seq))
+    };
+    if let Some(log) = lock(&shared.writer).log.as_mut() {
+        log.delete_covered(seq)
+            .map_err(|error| format!("deleting covered log segments: {error}"))?;
+    }
+    Ok(size)
+}
