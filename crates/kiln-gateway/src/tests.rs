@@ -158,3 +158,20 @@ fn journaled_writes_are_replayed_once_after_a_crash() {
         assert_eq!(report["totals"]["requests"], 1, "replayed exactly once");
     }
 }
+
+#[test]
+fn a_full_writer_drops_instead_of_waiting() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let limits = WriterLimits {
+        queue_bytes: 4096,
+        ..WriterLimits::default()
+    };
+    let store = GatewayStore::open_with(&dir.path().join("gateway.db"), limits).expect("opens");
+    let mut write = crate::journal::tests::sample();
+    assert!(store.submit(write.clone()).is_some(), "a small write fits");
+    write.record.response_body = vec![b'x'; 8192];
+    assert!(
+        store.submit(write).is_none(),
+        "a write past the byte budget is dropped at once"
+    );
+}
