@@ -13,6 +13,12 @@ pub enum ModelFormat {
     Gguf,
     /// A Hugging Face BERT directory: safetensors weights, tokenizer.json, config.json.
     HfBert,
+    /// A CTranslate2 (faster-whisper) Whisper directory: model.bin, config.json, tokenizer.json.
+    Ct2Whisper,
+    /// A Piper VITS voice: the ONNX model and its `.onnx.json` phoneme map.
+    Piper,
+    /// EfficientNet-Lite weights as a legacy PyTorch pickle, with ImageNet label files.
+    EfficientNetPth,
 }
 
 impl ModelFormat {
@@ -20,6 +26,9 @@ impl ModelFormat {
         match self {
             ModelFormat::Gguf => "gguf",
             ModelFormat::HfBert => "hfbert",
+            ModelFormat::Ct2Whisper => "ct2whisper",
+            ModelFormat::Piper => "piper",
+            ModelFormat::EfficientNetPth => "efficientnetpth",
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use kiln_catalog::Catalog;
-use kiln_core::{KilnError, KilnResult, Task};
+use kiln_core::{ErrorKind, KilnError, KilnResult, Task};
 use kiln_engine_bert::BertEmbedder;
 use kiln_engine_llama::{LlamaGenerator, LlamaOptions};
 use kiln_scheduler::{
@@ -85,6 +85,12 @@ impl ModelLoader for EngineLoader {
                     model_file: Some(model.primary_file.clone()),
                 })
             }
+            ModelFormat::Ct2Whisper | ModelFormat::Piper | ModelFormat::EfficientNetPth => {
+                Err(KilnError::new(
+                    ErrorKind::NoSuchModel,
+                    format!("{name} is installed, but its engine is not part of this build yet"),
+                ))
+            }
         }
     }
 
@@ -122,6 +128,8 @@ pub fn load_registry(
         let task = match model.format {
             ModelFormat::Gguf => Task::TextGeneration,
             ModelFormat::HfBert => Task::TextEmbeddings,
+            // Speech, TTS and vision weights can be pulled; their engines are not wired yet.
+            ModelFormat::Ct2Whisper | ModelFormat::Piper | ModelFormat::EfficientNetPth => continue,
         };
         registry.add_available(model.name.clone(), task);
     }
