@@ -19,6 +19,8 @@ pub enum ModelFormat {
     Piper,
     /// EfficientNet-Lite weights as a legacy PyTorch pickle, with ImageNet label files.
     EfficientNetPth,
+    /// Files that are not a model (test data); never served.
+    Assets,
 }
 
 impl ModelFormat {
@@ -29,6 +31,7 @@ impl ModelFormat {
             ModelFormat::Ct2Whisper => "ct2whisper",
             ModelFormat::Piper => "piper",
             ModelFormat::EfficientNetPth => "efficientnetpth",
+            ModelFormat::Assets => "assets",
         }
     }
 }

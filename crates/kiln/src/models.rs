@@ -85,12 +85,13 @@ impl ModelLoader for EngineLoader {
                     model_file: Some(model.primary_file.clone()),
                 })
             }
-            ModelFormat::Ct2Whisper | ModelFormat::Piper | ModelFormat::EfficientNetPth => {
-                Err(KilnError::new(
-                    ErrorKind::NoSuchModel,
-                    format!("{name} is installed, but its engine is not part of this build yet"),
-                ))
-            }
+            ModelFormat::Ct2Whisper
+            | ModelFormat::Piper
+            | ModelFormat::EfficientNetPth
+            | ModelFormat::Assets => Err(KilnError::new(
+                ErrorKind::NoSuchModel,
+                format!("{name} is installed, but its engine is not part of this build yet"),
+            )),
         }
     }
 
@@ -130,6 +131,7 @@ pub fn load_registry(
             ModelFormat::HfBert => Task::TextEmbeddings,
             // Speech, TTS and vision weights can be pulled; their engines are not wired yet.
             ModelFormat::Ct2Whisper | ModelFormat::Piper | ModelFormat::EfficientNetPth => continue,
+            ModelFormat::Assets => continue,
         };
         registry.add_available(model.name.clone(), task);
     }
