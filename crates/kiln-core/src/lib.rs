@@ -3,6 +3,7 @@
 
 pub mod engine;
 pub mod error;
+pub mod media;
 pub mod task;
 pub mod time;
 pub mod tools;
@@ -13,5 +14,6 @@ pub use engine::{
     Usage,
 };
 pub use error::{ErrorKind, KilnError, KilnResult};
+pub use media::{MediaEngine, MediaOutput, MediaRequest};
 pub use task::Task;
 pub use tools::{ParsedOutput, ToolCall, ToolChoice, ToolSpec, ToolSyntax};

@@ -10,6 +10,7 @@ mod finetunes;
 mod gateway;
 mod json_mode;
 mod kiln_routes;
+mod media;
 mod metrics;
 mod openai;
 mod request_metrics;

@@ -13,9 +13,12 @@ use crate::envelope::ApiError;
 use crate::{body, embeddings, text_generation, SharedState};
 
 /// Catalog entries whose schemas stand in for local models run by their own name.
-const REPRESENTATIVE_IDS: [(Task, &str); 2] = [
+const REPRESENTATIVE_IDS: [(Task, &str); 5] = [
     (Task::TextGeneration, "@cf/meta/llama-3.1-8b-instruct"),
     (Task::TextEmbeddings, "@cf/baai/bge-small-en-v1.5"),
+    (Task::SpeechRecognition, "@cf/openai/whisper"),
+    (Task::TextToSpeech, "@cf/myshell-ai/melotts"),
+    (Task::ImageClassification, "@cf/microsoft/resnet-50"),
 ];
 
 pub async fn run_model(
@@ -44,6 +47,20 @@ async fn run(
         .acquire(name)
         .await
         .map_err(|e| ApiError::from(e).served_by(name))?;
+    // Media models take binary bodies as well as JSON: they read their own.
+    if let Worker::Media(worker) = &served.worker {
+        return crate::media::run(
+            state,
+            worker,
+            entry,
+            headers,
+            request_body,
+            Admission::default(),
+        )
+        .await
+        .map(|r| crate::envelope::with_model_header(r, &served.name))
+        .map_err(|e| ApiError::from(e).served_by(&served.name));
+    }
     let input = body::read_json(headers, request_body, state.config.max_body_bytes)
         .await
         .map_err(|e| ApiError::from(e).served_by(&served.name))?;
@@ -64,6 +81,7 @@ async fn run(
             text_generation::run(state, &target, &input, admission, session).await
         }
         Worker::Embedding(worker) => embeddings::run(worker, &input, admission).await,
+        Worker::Media(_) => Err(KilnError::internal("media requests are served above")),
     };
     response
         .map(|r| crate::envelope::with_model_header(r, &served.name))

@@ -5,11 +5,13 @@
 
 mod embedding;
 mod generation;
+mod media;
 mod metrics;
 mod registry;
 
 pub use embedding::{EmbeddingInput, EmbeddingWorker};
 pub use generation::{GenerationStream, GenerationWorker, RequestTimings, WorkerEvent};
+pub use media::MediaWorker;
 pub use registry::{
     LoadedWorker, ModelLoader, ModelRegistry, ResidencyPolicy, ServedModel, UnloadReason, Worker,
 };

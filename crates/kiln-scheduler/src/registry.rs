@@ -13,13 +13,15 @@ use std::time::{Duration, Instant};
 
 use kiln_core::{ErrorKind, KilnError, KilnResult, Task};
 
-use crate::{EmbeddingWorker, GenerationWorker};
+use crate::{EmbeddingWorker, GenerationWorker, MediaWorker};
 
-/// A running worker of either kind.
+/// A running worker of any kind.
 #[derive(Clone)]
 pub enum Worker {
     Generation(GenerationWorker),
     Embedding(EmbeddingWorker),
+    /// Speech recognition, speech synthesis or image classification.
+    Media(MediaWorker),
 }
 
 impl Worker {
@@ -27,6 +29,7 @@ impl Worker {
         match self {
             Worker::Generation(_) => Task::TextGeneration,
             Worker::Embedding(_) => Task::TextEmbeddings,
+            Worker::Media(worker) => worker.task(),
         }
     }
 
@@ -34,6 +37,7 @@ impl Worker {
         match self {
             Worker::Generation(worker) => worker.is_busy(),
             Worker::Embedding(worker) => worker.is_busy(),
+            Worker::Media(worker) => worker.is_busy(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! and `/v1/models`, also under Workers AI's `…/accounts/{account_id}/ai/v1`. The official
 //! SDKs use these unchanged; errors take OpenAI's shape, not the Workers AI envelope.
 
+mod audio;
 mod embeddings;
 mod error;
 mod models;
@@ -28,6 +29,13 @@ pub fn routes() -> Router<SharedState> {
         .route("/chat/completions", post(text::chat_completions))
         .route("/completions", post(text::completions))
         .route("/embeddings", post(embeddings::embeddings))
+        .route(
+            "/audio/transcriptions",
+            post(audio::transcriptions).layer(axum::extract::DefaultBodyLimit::max(
+                crate::media::MAX_AUDIO_BYTES,
+            )),
+        )
+        .route("/audio/speech", post(audio::speech))
         .route("/models", get(models::list_models))
         .route("/models/{*model}", get(models::retrieve_model))
         .fallback(error::route_not_found)

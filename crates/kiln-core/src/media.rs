@@ -1,0 +1,106 @@
+//! The contract for engines that take one request and give one answer: speech recognition,
+//! speech synthesis and image classification. Each runs on its own worker thread
+//! (`kiln_scheduler::MediaWorker`); nothing here is async.
+
+use crate::{KilnResult, Task};
+
+/// Speech recognition options (Workers AI's whisper inputs, spec §3.7).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TranscribeOptions {
+    /// Spoken language; `None` detects it (multilingual models) or assumes English.
+    pub language: Option<String>,
+    /// Translate to English instead of transcribing.
+    pub translate: bool,
+    pub initial_prompt: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimedWord {
+    pub word: String,
+    pub start: f32,
+    pub end: f32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimedSegment {
+    pub start: f32,
+    pub end: f32,
+    pub text: String,
+    pub words: Vec<TimedWord>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transcription {
+    pub text: String,
+    pub language: String,
+    /// Seconds of audio.
+    pub duration: f32,
+    pub segments: Vec<TimedSegment>,
+    /// WebVTT of the segments.
+    pub vtt: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelScore {
+    pub label: String,
+    pub score: f32,
+}
+
+/// How synthesized speech is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioFormat {
+    Mp3,
+    /// 16-bit PCM in a WAV container.
+    Wav,
+    /// Raw 16-bit little-endian PCM, no container.
+    Linear16,
+}
+
+impl AudioFormat {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            AudioFormat::Mp3 => "audio/mpeg",
+            AudioFormat::Wav => "audio/wav",
+            AudioFormat::Linear16 => "audio/l16",
+        }
+    }
+}
+
+/// One request to a media engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaRequest {
+    /// An encoded audio file (wav, mp3, flac, ogg).
+    Transcribe {
+        audio: Vec<u8>,
+        options: TranscribeOptions,
+    },
+    /// Text to speak, and the audio format to answer in.
+    Speak {
+        text: String,
+        format: AudioFormat,
+        /// Resample to this rate; `None` keeps the voice's own.
+        sample_rate: Option<u32>,
+    },
+    /// An encoded image (jpeg, png, webp) and how many classes to return.
+    Classify { image: Vec<u8>, top_k: usize },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaOutput {
+    Transcription(Transcription),
+    /// Encoded audio.
+    Audio {
+        bytes: Vec<u8>,
+        content_type: &'static str,
+        /// Seconds of speech.
+        duration: f32,
+    },
+    Labels(Vec<LabelScore>),
+}
+
+/// An engine for one of the media tasks. Bad input (corrupt audio, an image of an unknown
+/// format) is `ErrorKind::BadInput` naming the problem.
+pub trait MediaEngine: Send {
+    fn task(&self) -> Task;
+    fn run(&mut self, request: MediaRequest) -> KilnResult<MediaOutput>;
+}

@@ -1,0 +1,175 @@
+//! The media worker: one thread owning one [`MediaEngine`] (speech recognition, speech
+//! synthesis or image classification), taking requests one at a time from a bounded queue.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::Instant;
+
+use kiln_core::{ErrorKind, KilnError, KilnResult, MediaEngine, MediaOutput, MediaRequest, Task};
+use tokio::sync::oneshot;
+
+use crate::{Admission, AdmissionConfig};
+
+struct MediaJob {
+    request: MediaRequest,
+    deadline: Instant,
+    reply: oneshot::Sender<KilnResult<MediaOutput>>,
+}
+
+#[derive(Clone)]
+pub struct MediaWorker {
+    jobs: mpsc::SyncSender<MediaJob>,
+    in_flight: Arc<AtomicUsize>,
+    config: AdmissionConfig,
+    task: Task,
+}
+
+impl MediaWorker {
+    pub fn spawn(
+        name: &str,
+        mut engine: Box<dyn MediaEngine>,
+        config: AdmissionConfig,
+    ) -> KilnResult<Self> {
+        let (jobs, queue) = mpsc::sync_channel::<MediaJob>(config.queue_capacity);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let task = engine.task();
+        let counter = in_flight.clone();
+        thread::Builder::new()
+            .name(format!("media-{name}"))
+            .spawn(move || {
+                while let Ok(job) = queue.recv() {
+                    // A caller that left or ran out of time gets no work done for it.
+                    if !job.reply.is_closed() {
+                        let result = if job.deadline <= Instant::now() {
+                            Err(timeout())
+                        } else {
+                            engine.run(job.request)
+                        };
+                        let _ = job.reply.send(result);
+                    }
+                    counter.fetch_sub(1, Ordering::SeqCst);
+                }
+            })
+            .map_err(|e| KilnError::internal(format!("cannot start worker thread: {e}")))?;
+        Ok(Self {
+            jobs,
+            in_flight,
+            config,
+            task,
+        })
+    }
+
+    pub fn task(&self) -> Task {
+        self.task
+    }
+
+    /// Whether any request is queued or running (an idle model may be unloaded).
+    pub fn is_busy(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) > 0
+    }
+
+    pub async fn run(
+        &self,
+        request: MediaRequest,
+        admission: Admission,
+    ) -> KilnResult<MediaOutput> {
+        let previously = self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if admission.reject_if_busy && previously > 0 {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(KilnError::capacity());
+        }
+        let deadline = admission
+            .deadline
+            .unwrap_or_else(|| Instant::now() + self.config.request_timeout);
+        let (reply, answer) = oneshot::channel();
+        let job = MediaJob {
+            request,
+            deadline,
+            reply,
+        };
+        if let Err(error) = self.jobs.try_send(job) {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(match error {
+                mpsc::TrySendError::Full(_) => KilnError::capacity(),
+                mpsc::TrySendError::Disconnected(_) => {
+                    KilnError::internal("the model's worker thread has stopped")
+                }
+            });
+        }
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(wait, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(KilnError::internal("the model's worker thread has stopped")),
+            Err(_) => Err(timeout()),
+        }
+    }
+}
+
+fn timeout() -> KilnError {
+    KilnError::new(ErrorKind::Timeout, ErrorKind::Timeout.default_message())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_core::media::LabelScore;
+
+    /// Answers with the image's length as a label, after `delay`.
+    struct Echo(std::time::Duration);
+
+    impl MediaEngine for Echo {
+        fn task(&self) -> Task {
+            Task::ImageClassification
+        }
+        fn run(&mut self, request: MediaRequest) -> KilnResult<MediaOutput> {
+            std::thread::sleep(self.0);
+            match request {
+                MediaRequest::Classify { image, .. } => Ok(MediaOutput::Labels(vec![LabelScore {
+                    label: image.len().to_string(),
+                    score: 1.0,
+                }])),
+                _ => Err(KilnError::bad_input("only images")),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn runs_requests_and_refuses_when_busy() {
+        let worker = MediaWorker::spawn(
+            "echo",
+            Box::new(Echo(std::time::Duration::from_millis(100))),
+            AdmissionConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(worker.task(), Task::ImageClassification);
+        let classify = || MediaRequest::Classify {
+            image: vec![0; 3],
+            top_k: 1,
+        };
+        let first = worker.run(classify(), Admission::default());
+        let busy = async {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let admission = Admission {
+                reject_if_busy: true,
+                deadline: None,
+            };
+            worker.run(classify(), admission).await
+        };
+        let (first, busy) = tokio::join!(first, busy);
+        assert!(matches!(first, Ok(MediaOutput::Labels(ref l)) if l[0].label == "3"));
+        assert_eq!(busy.unwrap_err().code(), 3040);
+        let wrong = worker
+            .run(
+                MediaRequest::Speak {
+                    text: "x".into(),
+                    format: kiln_core::media::AudioFormat::Wav,
+                    sample_rate: None,
+                },
+                Admission::default(),
+            )
+            .await;
+        assert_eq!(wrong.unwrap_err().code(), 5006);
+        assert!(!worker.is_busy());
+    }
+}
