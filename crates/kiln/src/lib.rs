@@ -2,6 +2,7 @@
 //! that tests start the very same server in-process.
 
 pub mod config;
+mod media_engines;
 pub mod models;
 pub mod server;
 

@@ -9,8 +9,8 @@ use kiln_core::{ErrorKind, KilnError, KilnResult, Task};
 use kiln_engine_bert::BertEmbedder;
 use kiln_engine_llama::{LlamaGenerator, LlamaOptions};
 use kiln_scheduler::{
-    AdmissionConfig, EmbeddingWorker, GenerationWorker, LoadedWorker, ModelLoader, ModelRegistry,
-    ResidencyPolicy, Worker,
+    AdmissionConfig, EmbeddingWorker, GenerationWorker, LoadedWorker, MediaWorker, ModelLoader,
+    ModelRegistry, ResidencyPolicy, Worker,
 };
 use kiln_store::{InstalledModel, ModelFormat, ModelStore, Progress};
 
@@ -85,12 +85,21 @@ impl ModelLoader for EngineLoader {
                     model_file: Some(model.primary_file.clone()),
                 })
             }
-            ModelFormat::Ct2Whisper
-            | ModelFormat::Piper
-            | ModelFormat::EfficientNetPth
-            | ModelFormat::Assets => Err(KilnError::new(
+            ModelFormat::EfficientNetPth => {
+                let engine = crate::media_engines::VisionEngine::load(&model.dir)?;
+                media_worker(name, Box::new(engine), admission, model.size_bytes)
+            }
+            ModelFormat::Piper => {
+                let engine = crate::media_engines::VoiceEngine::load(&model.dir)?;
+                media_worker(name, Box::new(engine), admission, model.size_bytes)
+            }
+            ModelFormat::Ct2Whisper => {
+                let engine = crate::media_engines::WhisperEngine::load(&model.dir)?;
+                media_worker(name, Box::new(engine), admission, model.size_bytes)
+            }
+            ModelFormat::Assets => Err(KilnError::new(
                 ErrorKind::NoSuchModel,
-                format!("{name} is installed, but its engine is not part of this build yet"),
+                format!("{name} holds files, not a model that can be served"),
             )),
         }
     }
@@ -129,8 +138,9 @@ pub fn load_registry(
         let task = match model.format {
             ModelFormat::Gguf => Task::TextGeneration,
             ModelFormat::HfBert => Task::TextEmbeddings,
-            // Speech, TTS and vision weights can be pulled; their engines are not wired yet.
-            ModelFormat::Ct2Whisper | ModelFormat::Piper | ModelFormat::EfficientNetPth => continue,
+            ModelFormat::EfficientNetPth => Task::ImageClassification,
+            ModelFormat::Piper => Task::TextToSpeech,
+            ModelFormat::Ct2Whisper => Task::SpeechRecognition,
             ModelFormat::Assets => continue,
         };
         registry.add_available(model.name.clone(), task);
@@ -259,4 +269,19 @@ fn human_size(bytes: u64) -> String {
     } else {
         format!("{mib:.1} MiB")
     }
+}
+
+/// A media engine on its own worker thread; it holds about twice its weights (f32 copies and
+/// one request's activations).
+fn media_worker(
+    name: &str,
+    engine: Box<dyn kiln_core::MediaEngine>,
+    admission: AdmissionConfig,
+    weights_bytes: u64,
+) -> KilnResult<LoadedWorker> {
+    Ok(LoadedWorker {
+        worker: Worker::Media(MediaWorker::spawn(name, engine, admission)?),
+        memory_bytes: weights_bytes.saturating_mul(2),
+        model_file: None,
+    })
 }

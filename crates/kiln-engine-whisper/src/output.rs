@@ -1,0 +1,131 @@
+//! Transcription results and their WebVTT rendering.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Transcript {
+    pub text: String,
+    pub language: String,
+    /// Seconds of audio transcribed.
+    pub duration: f32,
+    pub segments: Vec<Segment>,
+    pub words: Vec<Word>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Segment {
+    pub start: f32,
+    pub end: f32,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Word {
+    pub word: String,
+    pub start: f32,
+    pub end: f32,
+}
+
+/// Approximate word timings: each segment's time is shared among its words in proportion to
+/// their length in characters (plus one for the gap before a word).
+pub(crate) fn words_of(segments: &[Segment]) -> Vec<Word> {
+    let mut words = Vec::new();
+    for seg in segments {
+        let parts: Vec<&str> = seg.text.split_whitespace().collect();
+        let weights: Vec<f32> = parts
+            .iter()
+            .map(|w| w.chars().count() as f32 + 1.0)
+            .collect();
+        let total: f32 = weights.iter().sum();
+        if total <= 0.0 {
+            continue;
+        }
+        let span = (seg.end - seg.start).max(0.0);
+        let mut t = seg.start;
+        for (word, weight) in parts.iter().zip(&weights) {
+            let end = (t + span * weight / total).min(seg.end.max(seg.start));
+            words.push(Word {
+                word: (*word).to_string(),
+                start: round2(t),
+                end: round2(end),
+            });
+            t = end;
+        }
+    }
+    words
+}
+
+pub(crate) fn round2(x: f32) -> f32 {
+    (x * 100.0).round() / 100.0
+}
+
+fn vtt_time(secs: f32) -> String {
+    let ms = (secs.max(0.0) as f64 * 1000.0).round() as u64;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
+}
+
+/// Renders the segments as a WebVTT document (`HH:MM:SS.mmm` cue times).
+pub fn to_vtt(transcript: &Transcript) -> String {
+    let mut out = String::from("WEBVTT\n\n");
+    for seg in &transcript.segments {
+        let text = seg.text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        out.push_str(&vtt_time(seg.start));
+        out.push_str(" --> ");
+        out.push_str(&vtt_time(seg.end));
+        out.push('\n');
+        // A blank line would end the cue; "-->" would be read as a timing line.
+        out.push_str(&text.replace("\n\n", "\n").replace("-->", "->"));
+        out.push_str("\n\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(start: f32, end: f32, text: &str) -> Segment {
+        Segment {
+            start,
+            end,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn vtt_format() {
+        let t = Transcript {
+            text: "Hello world. Bye.".into(),
+            language: "en".into(),
+            duration: 3725.5,
+            segments: vec![
+                seg(0.0, 1.5, " Hello world."),
+                seg(3723.25, 3725.5, " Bye."),
+            ],
+            words: vec![],
+        };
+        assert_eq!(
+            to_vtt(&t),
+            "WEBVTT\n\n00:00:00.000 --> 00:00:01.500\nHello world.\n\n\
+             01:02:03.250 --> 01:02:05.500\nBye.\n\n"
+        );
+    }
+
+    #[test]
+    fn words_share_segment_time() {
+        let w = words_of(&[seg(1.0, 3.0, " a bbb"), seg(3.0, 4.0, " c")]);
+        assert_eq!(w.len(), 3);
+        assert_eq!((w[0].word.as_str(), w[0].start, w[0].end), ("a", 1.0, 1.67));
+        assert_eq!((w[1].start, w[1].end), (1.67, 3.0));
+        assert_eq!((w[2].start, w[2].end), (3.0, 4.0));
+    }
+}

@@ -1,0 +1,196 @@
+//! End-to-end transcription of speech synthesised with espeak-ng.
+
+use std::process::Command;
+
+use kiln_engine_whisper::{decode_audio, to_vtt, AsrError, TranscribeOptions, Transcriber};
+
+fn espeak(text: &str) -> Vec<u8> {
+    espeak_with(text, &[])
+}
+
+fn espeak_with(text: &str, extra: &[&str]) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("speech.wav");
+    let status = Command::new("espeak-ng")
+        .args(["-v", "en-us", "-s", "130"])
+        .args(extra)
+        .arg("-w")
+        .arg(&path)
+        .arg(text)
+        .status()
+        .expect("espeak-ng must be installed (apt-get install espeak-ng)");
+    assert!(status.success());
+    std::fs::read(&path).expect("read wav")
+}
+
+fn tiny() -> Transcriber {
+    let installed = kiln_store::ensure_for_tests("whisper-tiny-en");
+    Transcriber::load(&installed.dir).expect("load whisper tiny.en")
+}
+
+fn normalise(s: &str) -> Vec<String> {
+    s.split_whitespace()
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphanumeric())
+                .collect::<String>()
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// Word error rate: word-level edit distance over the reference length.
+fn wer(reference: &str, hypothesis: &str) -> f32 {
+    let r = normalise(reference);
+    let h = normalise(hypothesis);
+    let mut prev: Vec<usize> = (0..=h.len()).collect();
+    for (i, rw) in r.iter().enumerate() {
+        let mut cur = vec![i + 1; h.len() + 1];
+        for (j, hw) in h.iter().enumerate() {
+            let sub = prev[j] + usize::from(rw != hw);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[h.len()] as f32 / r.len().max(1) as f32
+}
+
+#[test]
+fn wer_function() {
+    assert_eq!(wer("a b c d", "a b c d"), 0.0);
+    assert_eq!(wer("a b c d", "a x c"), 0.5);
+}
+
+#[test]
+fn transcribes_short_sentence() {
+    let reference = "The quick brown fox jumps over the lazy dog.";
+    // Slightly separated words: espeak runs "brown fox" together in a way tiny.en mishears.
+    let samples = decode_audio(&espeak_with(reference, &["-g", "6"])).expect("decode espeak wav");
+    let mut asr = tiny();
+    let t = asr
+        .transcribe(&samples, &TranscribeOptions::default())
+        .expect("transcribe");
+    eprintln!("{t:#?}");
+    assert!(wer(reference, &t.text) <= 0.3, "transcript: {:?}", t.text);
+    assert_eq!(t.language, "en");
+    assert!(!t.segments.is_empty());
+    assert!(!t.words.is_empty());
+    let mut last = 0.0f32;
+    for w in &t.words {
+        assert!(w.start >= last - 1e-3 && w.end >= w.start, "{:?}", t.words);
+        assert!(w.end <= t.duration + 1e-3, "{w:?} past {}", t.duration);
+        last = w.end;
+    }
+    let vtt = to_vtt(&t);
+    assert!(vtt.starts_with("WEBVTT\n\n00:00:0"), "{vtt}");
+    assert!(vtt.contains(" --> "));
+}
+
+#[test]
+fn initial_prompt_is_accepted() {
+    let samples = decode_audio(&espeak("Kiln serves models locally.")).expect("decode");
+    let mut asr = tiny();
+    let options = TranscribeOptions {
+        initial_prompt: Some("Kiln, a self-hosted inference server.".into()),
+        ..Default::default()
+    };
+    let t = asr.transcribe(&samples, &options).expect("transcribe");
+    assert!(t.text.to_lowercase().contains("models"), "{:?}", t.text);
+}
+
+#[test]
+fn long_recording_is_transcribed_completely() {
+    let sentences = [
+        "The first sentence talks about an orange elephant.",
+        "Yesterday the garden was full of yellow flowers.",
+        "My brother bought a new bicycle last summer.",
+        "The library closes at nine in the evening.",
+        "Please remember to water the tomato plants.",
+        "A small boat crossed the river before sunrise.",
+        "The teacher wrote a long equation on the board.",
+        "We watched a movie about a famous detective.",
+        "The train to London leaves from platform seven.",
+        "Fresh bread smells wonderful in the morning.",
+        "The mountain was covered with deep snow.",
+        "Our neighbour painted the fence bright green.",
+        "Finally, the concert ended with a loud guitar solo.",
+    ];
+    let keywords = [
+        "elephant",
+        "garden",
+        "bicycle",
+        "library",
+        "tomato",
+        "river",
+        "equation",
+        "detective",
+        "london",
+        "bread",
+        "mountain",
+        "guitar",
+    ];
+    let mut samples = Vec::new();
+    for s in sentences {
+        samples.extend(decode_audio(&espeak(s)).expect("decode"));
+        samples.extend(std::iter::repeat_n(0.0f32, 16_000 * 3 / 2));
+    }
+    let secs = samples.len() as f32 / 16_000.0;
+    assert!(secs > 60.0, "test audio only {secs} s");
+    let mut asr = tiny();
+    let started = std::time::Instant::now();
+    let t = asr
+        .transcribe(&samples, &TranscribeOptions::default())
+        .expect("transcribe");
+    let rtf = started.elapsed().as_secs_f32() / secs;
+    eprintln!("tiny.en RTF {rtf:.3} on {secs:.1}s → {:#?}", t.segments);
+    let text = t.text.to_lowercase();
+    let missing: Vec<_> = keywords.iter().filter(|k| !text.contains(*k)).collect();
+    eprintln!("missing keywords: {missing:?}");
+    assert!(missing.len() <= 2, "missing {missing:?} in {text:?}");
+    let last = t.segments.last().expect("segments");
+    assert!(last.end > 55.0 && last.end <= secs + 0.01, "{last:?}");
+    for pair in t.segments.windows(2) {
+        assert!(pair[1].start >= pair[0].start, "{pair:?}");
+    }
+}
+
+#[test]
+fn bad_audio_is_a_typed_error() {
+    assert!(matches!(decode_audio(&[]), Err(AsrError::EmptyAudio)));
+    let mut wav = espeak("hello");
+    let garbage = vec![0x5a; 2000];
+    assert!(matches!(
+        decode_audio(&garbage),
+        Err(AsrError::UnsupportedFormat(_))
+    ));
+    wav.truncate(20);
+    assert!(decode_audio(&wav).is_err());
+    let mut asr = tiny();
+    assert!(matches!(
+        asr.transcribe(&[], &TranscribeOptions::default()),
+        Err(AsrError::EmptyAudio)
+    ));
+}
+
+#[test]
+fn multilingual_base_detects_english() {
+    let installed = kiln_store::ensure_for_tests("whisper-base");
+    let mut asr = Transcriber::load(&installed.dir).expect("load whisper base");
+    assert!(asr.is_multilingual());
+    let reference = "The quick brown fox jumps over the lazy dog.";
+    let samples = decode_audio(&espeak_with(reference, &["-g", "6"])).expect("decode");
+    let started = std::time::Instant::now();
+    let t = asr
+        .transcribe(&samples, &TranscribeOptions::default())
+        .expect("transcribe");
+    let rtf = started.elapsed().as_secs_f32() / t.duration;
+    eprintln!("base RTF {rtf:.3}: {t:?}");
+    assert_eq!(t.language, "en");
+    assert!(wer(reference, &t.text) <= 0.3, "transcript: {:?}", t.text);
+    let bad = TranscribeOptions {
+        language: Some("xx".into()),
+        ..Default::default()
+    };
+    assert!(asr.transcribe(&samples, &bad).is_err());
+}
