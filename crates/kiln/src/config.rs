@@ -36,6 +36,11 @@ pub struct ServeConfig {
     #[arg(long, env = "KILN_MODELS", value_delimiter = ',')]
     pub models: Option<Vec<String>>,
 
+    /// Models fetched on first run but loaded only on their first request, comma-separated
+    /// [default: the speech and image models]. A failed fetch is a warning, not a failed start.
+    #[arg(long, env = "KILN_FETCH", value_delimiter = ',')]
+    pub fetch: Option<Vec<String>>,
+
     /// LLM context window in tokens [default: the model's, at most 8192].
     #[arg(long, env = "KILN_CONTEXT_SIZE")]
     pub context_size: Option<u32>,
@@ -125,6 +130,7 @@ impl ServeConfig {
             data_dir: self.data_dir.or(base.data_dir),
             threads: self.threads.or(base.threads),
             models: self.models.or(base.models),
+            fetch: self.fetch.or(base.fetch),
             context_size: self.context_size.or(base.context_size),
             parallel: self.parallel.or(base.parallel),
             queue_capacity: self.queue_capacity.or(base.queue_capacity),
@@ -161,6 +167,10 @@ impl ServeConfig {
 
     pub fn models(&self) -> Vec<String> {
         self.models.clone().unwrap_or_default()
+    }
+
+    pub fn fetch(&self) -> Vec<String> {
+        self.fetch.clone().unwrap_or_default()
     }
 
     pub fn parallel(&self) -> u32 {

@@ -22,6 +22,19 @@ pub fn ensure_models(
     progress: Progress,
 ) -> anyhow::Result<Vec<InstalledModel>> {
     let store = ModelStore::new(config.data_dir());
+    for name in config.fetch() {
+        if config.models().contains(&name) {
+            continue;
+        }
+        let fetched = if config.offline() {
+            store.verify(&name, progress)
+        } else {
+            store.ensure(&name, progress)
+        };
+        if let Err(error) = fetched {
+            tracing::warn!(model = %name, "not fetched, requests for it will fail: {error}");
+        }
+    }
     config
         .models()
         .iter()

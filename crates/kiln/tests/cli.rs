@@ -29,6 +29,7 @@ fn serve_help_lists_every_setting_with_its_environment_variable() {
         "KILN_GATEWAY_CACHE_MIB",
         "KILN_BINDING_ACCOUNT",
         "KILN_VECTORIZE_DIR",
+        "KILN_FETCH",
     ] {
         assert!(
             help.contains(variable),
