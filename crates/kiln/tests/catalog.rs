@@ -50,7 +50,8 @@ async fn search_paginates() {
 
 #[tokio::test]
 async fn search_reports_models_nothing_serves() {
-    let (_, body) = get_json(&search_path("search=whisper")).await;
+    // Text-to-image: in the catalog, served by nothing local.
+    let (_, body) = get_json(&search_path("search=stable-diffusion")).await;
     let results = body["result"].as_array().expect("results");
     assert!(!results.is_empty());
     assert!(

@@ -160,6 +160,57 @@ async fn long_recordings_are_transcribed_whole() {
 }
 
 #[tokio::test]
+async fn json_inputs_mp3_and_the_turbo_shape() {
+    kiln_store::ensure_for_tests("whisper-base");
+    let wav = speak(SENTENCES[2]).await;
+    // `{audio: number[]}`: the file's bytes as numbers.
+    let numbers: Vec<u64> = wav.iter().map(|&b| u64::from(b)).collect();
+    let (status, _, body) = run("@cf/openai/whisper", &json!({"audio": numbers})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        wer(SENTENCES[2], body["result"]["text"].as_str().unwrap()) <= 0.3,
+        "{body}"
+    );
+
+    // whisper-large-v3-turbo's shape: base64 audio in, segments and transcription_info out.
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&wav);
+    let (status, _, body) = run(
+        "@cf/openai/whisper-large-v3-turbo",
+        &json!({"audio": encoded, "task": "transcribe", "language": "en"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let result = &body["result"];
+    assert_eq!(result["transcription_info"]["language"], "en", "{body}");
+    assert!(result["transcription_info"]["duration"].as_f64() > Some(1.0));
+    let segment = &result["segments"][0];
+    assert!(
+        segment["text"].is_string() && segment["words"].is_array(),
+        "{body}"
+    );
+
+    // MP3 in: Kiln's own voice as MP3.
+    let mp3 = client()
+        .post(media_run_url("@cf/deepgram/aura-1"))
+        .bearer_auth("sk-test")
+        .json(&json!({"text": SENTENCES[0]}))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    let (status, body) = transcribe("@cf/openai/whisper", mp3).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        wer(SENTENCES[0], body["result"]["text"].as_str().unwrap()) <= 0.3,
+        "{body}"
+    );
+}
+
+#[tokio::test]
 async fn bad_audio_and_the_openai_route() {
     kiln_store::ensure_for_tests("whisper-base");
     let (status, body) = transcribe("@cf/openai/whisper", b"definitely not audio".to_vec()).await;
