@@ -178,8 +178,8 @@ async fn unknown_model_is_5007() {
 #[tokio::test]
 async fn catalog_model_without_a_local_model_is_5007_and_says_so() {
     expect_error(
-        "@cf/openai/whisper",
-        json!({"audio": [1, 2, 3]}),
+        "@cf/stabilityai/stable-diffusion-xl-base-1.0",
+        json!({"prompt": "a kiln"}),
         400,
         5007,
         "no installed local model",
