@@ -103,39 +103,19 @@ impl EmbeddingWorker {
         pooling: Pooling,
         admission: Admission,
     ) -> KilnResult<EmbeddingOutput> {
-        let previously = self.in_flight.fetch_add(1, Ordering::SeqCst);
-        if admission.reject_if_busy && previously > 0 {
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            return Err(KilnError::capacity());
-        }
-        let deadline = admission
-            .deadline
-            .unwrap_or_else(|| Instant::now() + self.config.request_timeout);
-        let (reply, answer) = oneshot::channel();
-        let job = EmbeddingJob {
-            input,
-            pooling,
-            deadline,
-            reply,
-        };
-        if let Err(error) = self.jobs.try_send(job) {
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            return Err(match error {
-                mpsc::TrySendError::Full(_) => KilnError::capacity(),
-                mpsc::TrySendError::Disconnected(_) => {
-                    KilnError::internal("the model's worker thread has stopped")
-                }
-            });
-        }
-        let timeout = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(KilnError::internal("the model's worker thread has stopped")),
-            Err(_) => Err(KilnError::new(
-                ErrorKind::Timeout,
-                ErrorKind::Timeout.default_message(),
-            )),
-        }
+        crate::submit_and_wait(
+            &self.jobs,
+            &self.in_flight,
+            &self.config,
+            admission,
+            |deadline, reply| EmbeddingJob {
+                input,
+                pooling,
+                deadline,
+                reply,
+            },
+        )
+        .await
     }
 }
 

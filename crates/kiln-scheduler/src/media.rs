@@ -40,15 +40,19 @@ impl MediaWorker {
             .spawn(move || {
                 while let Ok(job) = queue.recv() {
                     // A caller that left or ran out of time gets no work done for it.
-                    if !job.reply.is_closed() {
-                        let result = if job.deadline <= Instant::now() {
+                    let result = (!job.reply.is_closed()).then(|| {
+                        if job.deadline <= Instant::now() {
                             Err(timeout())
                         } else {
                             engine.run(job.request)
-                        };
+                        }
+                    });
+                    // Not busy before the answer leaves: a caller that has its answer never
+                    // sees its own request still counted.
+                    counter.fetch_sub(1, Ordering::SeqCst);
+                    if let Some(result) = result {
                         let _ = job.reply.send(result);
                     }
-                    counter.fetch_sub(1, Ordering::SeqCst);
                 }
             })
             .map_err(|e| KilnError::internal(format!("cannot start worker thread: {e}")))?;
@@ -74,35 +78,18 @@ impl MediaWorker {
         request: MediaRequest,
         admission: Admission,
     ) -> KilnResult<MediaOutput> {
-        let previously = self.in_flight.fetch_add(1, Ordering::SeqCst);
-        if admission.reject_if_busy && previously > 0 {
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            return Err(KilnError::capacity());
-        }
-        let deadline = admission
-            .deadline
-            .unwrap_or_else(|| Instant::now() + self.config.request_timeout);
-        let (reply, answer) = oneshot::channel();
-        let job = MediaJob {
-            request,
-            deadline,
-            reply,
-        };
-        if let Err(error) = self.jobs.try_send(job) {
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            return Err(match error {
-                mpsc::TrySendError::Full(_) => KilnError::capacity(),
-                mpsc::TrySendError::Disconnected(_) => {
-                    KilnError::internal("the model's worker thread has stopped")
-                }
-            });
-        }
-        let wait = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(wait, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(KilnError::internal("the model's worker thread has stopped")),
-            Err(_) => Err(timeout()),
-        }
+        crate::submit_and_wait(
+            &self.jobs,
+            &self.in_flight,
+            &self.config,
+            admission,
+            |deadline, reply| MediaJob {
+                request,
+                deadline,
+                reply,
+            },
+        )
+        .await
     }
 }
 
