@@ -126,3 +126,49 @@ pub async fn read_raw_response(socket: &mut tokio::net::TcpStream) -> String {
     .await;
     String::from_utf8_lossy(&response).into_owned()
 }
+
+/// A real `kiln serve` process on a free port, with the default models and `extra` arguments;
+/// for tests that must kill a server outright (`kill -9`) and start it again.
+pub struct KilnProcess {
+    child: std::process::Child,
+    pub base: String,
+}
+
+impl KilnProcess {
+    pub async fn start(extra: &[&std::ffi::OsStr]) -> KilnProcess {
+        use std::time::{Duration, Instant};
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--config")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/default-kiln.toml"))
+            .arg("--data-dir")
+            .arg(kiln_store::default_data_dir())
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("kiln starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !client()
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            assert!(Instant::now() < deadline, "kiln did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        KilnProcess { child, base }
+    }
+
+    /// SIGKILL (`Child::kill`): no shutdown code runs.
+    pub fn kill_9(mut self) {
+        self.child.kill().expect("killed");
+        let _ = self.child.wait();
+    }
+}

@@ -1,61 +1,17 @@
 //! `kill -9` right after responses: every log whose id was returned, and every cache entry,
 //! is there after a restart.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::ffi::OsStr;
 
 use serde_json::json;
 
 use super::*;
 
-struct KilnProcess {
-    child: Child,
-    base: String,
-}
-
-impl KilnProcess {
-    async fn start(gateway_db: &std::path::Path) -> KilnProcess {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--config")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/default-kiln.toml"))
-            .arg("--data-dir")
-            .arg(kiln_store::default_data_dir())
-            .arg("--gateway-db")
-            .arg(gateway_db)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("kiln starts");
-        let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let health = client().get(format!("{base}/health")).send().await;
-            if health.is_ok_and(|r| r.status() == 200) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "kiln did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        KilnProcess { child, base }
-    }
-
-    fn kill_9(mut self) {
-        // `Child::kill` sends SIGKILL: no shutdown code runs.
-        self.child.kill().expect("killed");
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn logs_and_cache_survive_kill_9() {
     let dir = tempfile::tempdir().expect("temp dir");
     let gateway_db = dir.path().join("gateway.db");
-    let first = KilnProcess::start(&gateway_db).await;
+    let first = KilnProcess::start(&[OsStr::new("--gateway-db"), gateway_db.as_os_str()]).await;
     let gateway = Gateway::create_on(&first.base, json!({"cache_ttl": 3600})).await;
     let gateway_url = |base: &str| {
         format!(
@@ -80,7 +36,7 @@ async fn logs_and_cache_survive_kill_9() {
     let answered = futures::future::join_all(requests).await;
     first.kill_9();
 
-    let second = KilnProcess::start(&gateway_db).await;
+    let second = KilnProcess::start(&[OsStr::new("--gateway-db"), gateway_db.as_os_str()]).await;
     for (input, log_id, body) in &answered {
         let log_url = format!(
             "{}/client/v4/accounts/{}/ai-gateway/gateways/{}/logs/{log_id}",

@@ -1,54 +1,16 @@
 //! `kill -9` in the middle of a stream of upserts: after a restart, every id whose mutation was
 //! acknowledged is returned by `get_by_ids`.
 
-use std::process::{Child, Command, Stdio};
+use std::ffi::OsStr;
 
 use serde_json::json;
 
 use super::*;
 
-struct KilnProcess {
-    child: Child,
-    base: String,
-}
-
-impl KilnProcess {
-    async fn start(vectorize_dir: &std::path::Path) -> KilnProcess {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--config")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/default-kiln.toml"))
-            .arg("--data-dir")
-            .arg(kiln_store::default_data_dir())
-            .arg("--vectorize-dir")
-            .arg(vectorize_dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("kiln starts");
-        let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !client()
-            .get(format!("{base}/health"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            assert!(Instant::now() < deadline, "kiln did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        KilnProcess { child, base }
-    }
-}
-
 #[tokio::test]
 async fn acknowledged_upserts_survive_kill_9() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut first = KilnProcess::start(dir.path()).await;
+    let first = KilnProcess::start(&[OsStr::new("--vectorize-dir"), dir.path().as_os_str()]).await;
     let index = Index::create_on(&first.base, json!({"dimensions": 8, "metric": "cosine"})).await;
     let upsert_url = format!("{}/docs/upsert", index.collection());
 
@@ -90,14 +52,13 @@ async fn acknowledged_upserts_survive_kill_9() {
     while acknowledged.lock().unwrap().len() < 400 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    first.child.kill().expect("killed");
-    let _ = first.child.wait();
+    first.kill_9();
     for writer in writers {
         let _ = writer.await;
     }
     let acknowledged = acknowledged.lock().unwrap().clone();
 
-    let mut second = KilnProcess::start(dir.path()).await;
+    let second = KilnProcess::start(&[OsStr::new("--vectorize-dir"), dir.path().as_os_str()]).await;
     let restarted = Index {
         base: second.base.clone(),
         account: index.account.clone(),
@@ -121,6 +82,5 @@ async fn acknowledged_upserts_survive_kill_9() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    second.child.kill().expect("killed");
-    let _ = second.child.wait();
+    second.kill_9();
 }
