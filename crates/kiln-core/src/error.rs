@@ -31,6 +31,10 @@ pub enum ErrorKind {
     OutOfCapacity,
     /// Missing or bad credentials.
     Authentication,
+    /// Good credentials that do not reach this account or lack the scope for this route.
+    Forbidden,
+    /// The account's requests per minute for this task (or model) are used up.
+    RateLimited,
     /// No route for that URI.
     RouteNotFound,
     /// The route exists but the object it names does not (a gateway, say).
@@ -122,6 +126,14 @@ pub const ERROR_TABLE: &[ErrorRow] = &[
         10000,
         "Authentication error",
     ),
+    row(ErrorKind::Forbidden, 403, 10000, "Authentication error"),
+    // Observed from Workers AI (cloudflare/ai#657): 429 / 3021.
+    row(
+        ErrorKind::RateLimited,
+        429,
+        3021,
+        "rate limiting: inference request per min rate reached",
+    ),
     row(ErrorKind::RouteNotFound, 404, 7000, "No route for that URI"),
     // AI Gateway management codes (spec §4.14: 1003 duplicate, 1004 not found).
     row(ErrorKind::NotFound, 404, 1004, "Not found"),
@@ -187,6 +199,8 @@ impl ErrorKind {
 pub struct KilnError {
     pub kind: ErrorKind,
     pub message: String,
+    /// Seconds until a refused request may succeed: sent as `retry-after` on 429s.
+    pub retry_after_secs: Option<u64>,
 }
 
 pub type KilnResult<T> = Result<T, KilnError>;
@@ -196,7 +210,13 @@ impl KilnError {
         Self {
             kind,
             message: message.into(),
+            retry_after_secs: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_secs = Some(seconds.max(1));
+        self
     }
 
     /// A schema or semantic validation failure, worded as Workers AI words it.
@@ -262,6 +282,8 @@ mod tests {
             ErrorKind::AccountLimited,
             ErrorKind::OutOfCapacity,
             ErrorKind::Authentication,
+            ErrorKind::Forbidden,
+            ErrorKind::RateLimited,
             ErrorKind::RouteNotFound,
             ErrorKind::NotFound,
             ErrorKind::Conflict,

@@ -1,8 +1,6 @@
-//! The one place where callers are authenticated. Every route hands its bearer token here, so
-//! real token checks arrive by changing [`check`] alone.
+//! Reading credentials off a request; [`crate::platform::authorize`] decides what they allow.
 
 use axum::http::{header, HeaderMap};
-use kiln_core::KilnResult;
 
 /// The token of `Authorization: Bearer <token>`, when the request carries one.
 pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
@@ -12,13 +10,6 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim().to_owned())
         .filter(|token| !token.is_empty())
-}
-
-/// Accepts every caller for now: Kiln serves the local machine. A refusal must be
-/// `ErrorKind::Authentication` (401) so both API surfaces report it correctly.
-pub fn check(token: Option<&str>) -> KilnResult<()> {
-    let _ = token;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -45,11 +36,5 @@ mod tests {
         assert_eq!(bearer_token(&headers_with("Basic dXNlcjpw")), None);
         assert_eq!(bearer_token(&headers_with("Bearer ")), None);
         assert_eq!(bearer_token(&HeaderMap::new()), None);
-    }
-
-    #[test]
-    fn accepts_everyone_for_now() {
-        assert!(check(None).is_ok());
-        assert!(check(Some("anything")).is_ok());
     }
 }

@@ -6,11 +6,13 @@ use kiln_scheduler::{Admission, EmbeddingWorker};
 use serde_json::{json, Value};
 
 use crate::envelope::success;
+use crate::platform::Meter;
 
 pub async fn run(
     worker: &EmbeddingWorker,
     input: &Value,
     admission: Admission,
+    meter: &Meter,
 ) -> KilnResult<Response> {
     let texts = texts_of(input)?;
     let pooling = match input.get("pooling").and_then(Value::as_str) {
@@ -24,6 +26,7 @@ pub async fn run(
     };
     let count = texts.len();
     let output = worker.embed(texts, pooling, admission).await?;
+    meter.charge_tokens(&kiln_core::Usage::new(output.prompt_tokens, 0));
     let result = json!({
         "shape": [count, worker.dimensions()],
         "data": output.vectors,

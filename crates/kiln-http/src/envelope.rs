@@ -47,10 +47,20 @@ impl IntoResponse for ApiError {
         }
         let body = error_body(json!([{"code": self.error.code(), "message": self.error.message}]));
         let mut response = (status, Json(body)).into_response();
+        with_retry_after(&mut response, &self.error);
         if let Some(model) = self.served_by.and_then(|m| HeaderValue::from_str(&m).ok()) {
             response.headers_mut().insert(MODEL_HEADER, model);
         }
         response
+    }
+}
+
+/// `retry-after` for refusals that pass with time (rate limits, the daily allocation).
+pub fn with_retry_after(response: &mut Response, error: &KilnError) {
+    if let Some(seconds) = error.retry_after_secs {
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(seconds));
     }
 }
 

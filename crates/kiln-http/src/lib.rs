@@ -2,6 +2,7 @@
 //! scheduler, and writes envelopes and SSE. Knows nothing about engines.
 
 mod auth;
+mod batch;
 mod body;
 mod catalog_routes;
 mod embeddings;
@@ -13,6 +14,7 @@ mod kiln_routes;
 mod media;
 mod metrics;
 mod openai;
+pub mod platform;
 mod request_metrics;
 mod run;
 mod text_generation;
@@ -67,6 +69,10 @@ pub struct AppState {
     pub vectors: Arc<VectorStore>,
     /// The account that Worker binding requests (`/run`, `/ai-gateway/run`) belong to.
     pub binding_account: String,
+    /// Accounts, tokens, rate limits and neurons.
+    pub platform: Arc<platform::Platform>,
+    /// Queued `?queueRequest=true` batches.
+    pub batches: Arc<kiln_batch::BatchQueue>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -78,6 +84,7 @@ pub fn router(state: AppState) -> Router {
     metrics::install_recorder();
     let accounts = Router::new()
         .route("/ai/run/{*model}", post(run::run_model))
+        .route("/ai/usage", get(platform::usage_routes::usage))
         .route("/ai/models/search", get(catalog_routes::search_models))
         .route("/ai/models/schema", get(catalog_routes::model_schema))
         .route("/ai/tasks/search", get(catalog_routes::search_tasks))
@@ -127,12 +134,16 @@ pub fn router(state: AppState) -> Router {
         )
         .nest("/ai/v1", openai::routes())
         .merge(vectorize::account_routes());
-    let api = Router::new().nest("/accounts/{account_id}", accounts);
     let state = Arc::new(state);
+    let require_token =
+        axum::middleware::from_fn_with_state(state.clone(), platform::authorize::require_token);
+    let api = Router::new()
+        .nest("/accounts/{account_id}", accounts)
+        .route_layer(require_token.clone());
     let inner = Router::new()
         .nest("/client/v4", api.clone())
         .merge(api)
-        .nest("/v1", openai::routes())
+        .nest("/v1", openai::routes().route_layer(require_token))
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics::render))
         .route("/kiln/models", get(kiln_routes::models))
@@ -140,7 +151,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(envelope::route_not_found)
         .method_not_allowed_fallback(envelope::method_not_allowed)
         .with_state(state.clone());
-    // The gateway reaches the Workers AI routes in-process through `inner`.
+    // The gateway and the batch queue reach the Workers AI routes in-process through `inner`.
+    batch::spawn_runner(state.clone(), inner.clone());
     inner
         .clone()
         .merge(gateway::routes(state, inner))

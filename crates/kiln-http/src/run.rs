@@ -1,16 +1,18 @@
 //! `POST /accounts/{account_id}/ai/run/{model}`: resolve the model, read the input, dispatch by task.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use kiln_catalog::CatalogEntry;
 use kiln_core::{ErrorKind, KilnError, Task};
 use kiln_scheduler::{Admission, Worker};
 use serde_json::Value;
 
 use crate::envelope::ApiError;
-use crate::{body, embeddings, text_generation, SharedState};
+use crate::platform::{Caller, Meter};
+use crate::{batch, body, embeddings, text_generation, SharedState};
 
 /// Catalog entries whose schemas stand in for local models run by their own name.
 const REPRESENTATIVE_IDS: [(Task, &str); 5] = [
@@ -23,25 +25,44 @@ const REPRESENTATIVE_IDS: [(Task, &str); 5] = [
 
 pub async fn run_model(
     State(state): State<SharedState>,
-    Path((account_id, model)): Path<(String, String)>,
+    Extension(caller): Extension<Caller>,
+    Path((_account_id, model)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     request_body: Body,
 ) -> Response {
-    match run(&state, &account_id, &model, &headers, request_body).await {
+    let call = Call {
+        caller: &caller,
+        model: &model,
+        queued: batch::requested(query.as_deref()),
+    };
+    match run(&state, call, &headers, request_body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
+/// Who runs which model, and whether as a queued batch.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    caller: &'a Caller,
+    model: &'a str,
+    queued: bool,
+}
+
 async fn run(
     state: &SharedState,
-    account: &str,
-    model: &str,
+    call: Call<'_>,
     headers: &HeaderMap,
     request_body: Body,
 ) -> Result<Response, ApiError> {
-    crate::auth::check(crate::auth::bearer_token(headers).as_deref())?;
+    let Call { caller, model, .. } = call;
+    let account = caller.account.as_str();
     let (name, entry) = resolve(state, model)?;
+    if call.queued {
+        let model = model.trim_start_matches('/');
+        return batch::submit_or_poll(state, caller, model, headers, request_body).await;
+    }
     let served = state
         .registry
         .acquire(name)
@@ -49,6 +70,7 @@ async fn run(
         .map_err(|e| ApiError::from(e).served_by(name))?;
     // Media models take binary bodies as well as JSON: they read their own.
     if let Worker::Media(worker) = &served.worker {
+        let meter = admit(state, caller, model, entry).map_err(|e| e.served_by(&served.name))?;
         return crate::media::run(
             state,
             worker,
@@ -56,6 +78,7 @@ async fn run(
             headers,
             request_body,
             Admission::default(),
+            &meter,
         )
         .await
         .map(|r| crate::envelope::with_model_header(r, &served.name))
@@ -64,8 +87,13 @@ async fn run(
     let input = body::read_json(headers, request_body, state.config.max_body_bytes)
         .await
         .map_err(|e| ApiError::from(e).served_by(&served.name))?;
+    // A Worker polls a batch with `env.AI.run(model, {request_id})`, without the query.
+    if let Some(request_id) = batch::poll_id(&input) {
+        return batch::poll(state, caller, request_id);
+    }
     kiln_catalog::validate_input(entry, &input)
         .map_err(|e| ApiError::from(e).served_by(&served.name))?;
+    let meter = admit(state, caller, model, entry).map_err(|e| e.served_by(&served.name))?;
     let admission = admission_options(&input);
     let response = match &served.worker {
         Worker::Generation(worker) => {
@@ -76,16 +104,30 @@ async fn run(
                 account,
                 entry,
                 catalog_id: entry.name == model.trim_start_matches('/'),
+                meter: &meter,
             };
             let session = body::session_affinity(headers);
             text_generation::run(state, &target, &input, admission, session).await
         }
-        Worker::Embedding(worker) => embeddings::run(worker, &input, admission).await,
+        Worker::Embedding(worker) => embeddings::run(worker, &input, admission, &meter).await,
         Worker::Media(_) => Err(KilnError::internal("media requests are served above")),
     };
     response
         .map(|r| crate::envelope::with_model_header(r, &served.name))
         .map_err(|e| ApiError::from(e).served_by(&served.name))
+}
+
+/// The per-minute limit and the daily allocation, before any work starts.
+fn admit(
+    state: &SharedState,
+    caller: &Caller,
+    model: &str,
+    entry: &'static CatalogEntry,
+) -> Result<Meter, ApiError> {
+    let model = model.trim_start_matches('/');
+    Ok(state
+        .platform
+        .admit(caller, entry.task, model, Some(entry))?)
 }
 
 /// Finds the local model for `model` and the catalog entry whose schema validates its input.
@@ -117,6 +159,20 @@ fn resolve<'a>(
             .ok_or_else(|| ApiError::from(KilnError::no_such_model(model)))?,
     };
     Ok((name, entry))
+}
+
+/// The catalog entry a request for `model` is priced at: its own, or its task's
+/// representative's when `model` names a local model.
+pub(crate) fn priced_entry(
+    state: &SharedState,
+    model: &str,
+    task: Task,
+) -> Option<&'static CatalogEntry> {
+    state
+        .catalog
+        .get(model)
+        .filter(|entry| entry.task == task)
+        .or_else(|| representative_entry(state, task))
 }
 
 fn representative_entry(state: &SharedState, task: Task) -> Option<&'static CatalogEntry> {

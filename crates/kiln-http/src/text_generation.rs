@@ -19,6 +19,8 @@ use serde_json::{json, Value};
 
 use crate::envelope::success;
 use crate::json_mode::JsonMode;
+use crate::platform::meter::with_neurons;
+use crate::platform::Meter;
 use crate::request_metrics::with_timing_headers;
 use crate::tools::{self, CallDetector};
 use crate::SharedState;
@@ -40,6 +42,8 @@ pub struct Target<'a> {
     /// Whether the caller named that catalog entry (rather than a local model): then the
     /// entry's properties (`function_calling`) decide what the request may use.
     pub catalog_id: bool,
+    /// Books the request's neurons once its usage is known.
+    pub meter: &'a Meter,
 }
 
 pub async fn run(
@@ -71,6 +75,7 @@ pub async fn run(
     let answer = Answer {
         json_mode,
         tool_syntax,
+        meter: target.meter.clone(),
     };
     let streaming = input
         .get("stream")
@@ -90,7 +95,8 @@ pub async fn run(
             .await
             .map_err(|_| timeout())??;
         let (response, calls) = answer.finish(text)?;
-        let result = json!({"response": response, "tool_calls": calls, "usage": usage_json(usage)});
+        let usage = answer.billed_usage(usage);
+        let result = json!({"response": response, "tool_calls": calls, "usage": usage});
         Ok(with_timing_headers(
             success(result).into_response(),
             events.timings(),
@@ -154,9 +160,16 @@ async fn lora_adapter(
 struct Answer {
     json_mode: Option<Arc<JsonMode>>,
     tool_syntax: Option<ToolSyntax>,
+    meter: Meter,
 }
 
 impl Answer {
+    /// Books the request and reports its usage with `neurons`, as Workers AI does.
+    fn billed_usage(&self, usage: Usage) -> Value {
+        let neurons = self.meter.charge_tokens(&usage);
+        with_neurons(usage_json(usage), neurons)
+    }
+
     /// `response` and Workers AI's `tool_calls: [{name, arguments}]`.
     fn finish(&self, text: String) -> KilnResult<(Value, Value)> {
         if let Some(json_mode) = &self.json_mode {
@@ -307,7 +320,9 @@ fn sse_events(
                         .map(|m| m.check(&state.text));
                     match unmet {
                         Some(Err(error)) => send(error_event(&error)),
-                        _ => send(json!({"response": "", "usage": usage_json(usage)})),
+                        _ => {
+                            send(json!({"response": "", "usage": state.answer.billed_usage(usage)}))
+                        }
                     }
                     state.queue.push_back("[DONE]".to_owned());
                 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use kiln_accounts::Plan;
+use kiln_http::platform::{AuthMode, PlatformSettings};
 use serde::Deserialize;
 
 const BUILT_IN: &str = include_str!("../default-kiln.toml");
@@ -89,6 +91,33 @@ pub struct ServeConfig {
     #[arg(long, env = "KILN_BINDING_ACCOUNT")]
     pub binding_account: Option<String>,
 
+    /// When requests need an API token: `auto` (open until the first token exists), `open`
+    /// (never: a single-user machine) or `tokens` (always) [default: auto].
+    #[arg(long, env = "KILN_AUTH")]
+    pub auth: Option<AuthMode>,
+
+    /// Accounts, API tokens and usage [default: DATA_DIR/accounts.db].
+    #[arg(long, env = "KILN_ACCOUNTS_DB")]
+    pub accounts_db: Option<PathBuf>,
+
+    /// The durable queue of `?queueRequest=true` batches [default: DATA_DIR/batches.db].
+    #[arg(long, env = "KILN_BATCH_DB")]
+    pub batch_db: Option<PathBuf>,
+
+    /// Apply Workers AI's per-task requests-per-minute limits per account (`[rpm_limits]` in
+    /// kiln.toml overrides them by model id or task name) [default: true].
+    #[arg(long, env = "KILN_RATE_LIMITS", num_args = 0..=1, default_missing_value = "true")]
+    pub rate_limits: Option<bool>,
+
+    /// Neurons a free-plan account may spend per UTC day [default: 10000].
+    #[arg(long, env = "KILN_FREE_NEURONS_PER_DAY")]
+    pub free_neurons_per_day: Option<f64>,
+
+    /// Plan of accounts not made with `kiln accounts create` (e.g. the open-mode account):
+    /// `paid` (usage counted, never refused) or `free` [default: paid].
+    #[arg(long, env = "KILN_DEFAULT_PLAN")]
+    pub default_plan: Option<Plan>,
+
     /// Do not fetch missing models; fail instead.
     #[arg(long, env = "KILN_OFFLINE", num_args = 0..=1, default_missing_value = "true")]
     pub offline: Option<bool>,
@@ -100,6 +129,10 @@ pub struct ServeConfig {
     /// Model id → local model (file only).
     #[arg(skip)]
     pub aliases: BTreeMap<String, String>,
+
+    /// Model id or task name → requests per minute per account, 0 for unlimited (file only).
+    #[arg(skip)]
+    pub rpm_limits: BTreeMap<String, u32>,
 }
 
 impl ServeConfig {
@@ -124,6 +157,8 @@ impl ServeConfig {
         task_defaults.extend(self.task_defaults);
         let mut aliases = base.aliases;
         aliases.extend(self.aliases);
+        let mut rpm_limits = base.rpm_limits;
+        rpm_limits.extend(self.rpm_limits);
         ServeConfig {
             config: self.config.or(base.config),
             listen: self.listen.or(base.listen),
@@ -143,8 +178,15 @@ impl ServeConfig {
             vectorize_dir: self.vectorize_dir.or(base.vectorize_dir),
             gateway_cache_mib: self.gateway_cache_mib.or(base.gateway_cache_mib),
             offline: self.offline.or(base.offline),
+            auth: self.auth.or(base.auth),
+            accounts_db: self.accounts_db.or(base.accounts_db),
+            batch_db: self.batch_db.or(base.batch_db),
+            rate_limits: self.rate_limits.or(base.rate_limits),
+            free_neurons_per_day: self.free_neurons_per_day.or(base.free_neurons_per_day),
+            default_plan: self.default_plan.or(base.default_plan),
             task_defaults,
             aliases,
+            rpm_limits,
         }
     }
 
@@ -226,6 +268,29 @@ impl ServeConfig {
 
     pub fn offline(&self) -> bool {
         self.offline.unwrap_or(false)
+    }
+
+    pub fn accounts_db(&self) -> PathBuf {
+        self.accounts_db
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("accounts.db"))
+    }
+
+    pub fn batch_db(&self) -> PathBuf {
+        self.batch_db
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("batches.db"))
+    }
+
+    pub fn platform_settings(&self) -> PlatformSettings {
+        PlatformSettings {
+            auth: self.auth.unwrap_or_default(),
+            rate_limits: self.rate_limits.unwrap_or(true),
+            rpm_overrides: self.rpm_limits.clone().into_iter().collect(),
+            free_neurons_per_day: self.free_neurons_per_day.unwrap_or(10_000.0),
+            default_plan: self.default_plan.unwrap_or(Plan::Paid),
+            default_account: self.binding_account(),
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 pub mod config;
 mod media_engines;
 pub mod models;
+pub mod platform_cli;
 pub mod server;
 
 pub use config::ServeConfig;
-pub use server::{start, RunningServer};
+pub use server::{start, start_with_clock, RunningServer};

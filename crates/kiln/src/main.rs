@@ -1,7 +1,7 @@
 //! `kiln`: serve models, manage the model store.
 
 use clap::{Parser, Subcommand};
-use kiln::ServeConfig;
+use kiln::{platform_cli, ServeConfig};
 use kiln_store::Progress;
 
 #[derive(Parser)]
@@ -24,6 +24,18 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Manage accounts (the ids in `/accounts/{id}/…`).
+    Accounts {
+        #[command(subcommand)]
+        command: platform_cli::AccountsCommand,
+    },
+    /// Manage API tokens.
+    Tokens {
+        #[command(subcommand)]
+        command: platform_cli::TokensCommand,
+    },
+    /// Show requests, tokens and neurons per day, account and model.
+    Usage(platform_cli::UsageArgs),
 }
 
 #[derive(Subcommand)]
@@ -83,6 +95,9 @@ fn main() -> anyhow::Result<()> {
         Command::Models {
             command: ModelsCommand::List { config },
         } => kiln::models::list(&config.resolve()?),
+        Command::Accounts { command } => platform_cli::accounts(command),
+        Command::Tokens { command } => platform_cli::tokens(command),
+        Command::Usage(args) => platform_cli::usage(args),
     }
 }
 
@@ -93,6 +108,9 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
     runtime.block_on(async {
         let server = kiln::start(config, Progress::Bar).await?;
         println!("Kiln is listening on http://{}", server.addr);
+        if let Some(notice) = &server.open_mode {
+            println!("\n  !!! {notice}\n");
+        }
         println!(
             "  try: curl http://{}/client/v4/accounts/local/ai/run/@cf/meta/llama-3.1-8b-instruct \
              -d '{{\"prompt\":\"Hello\"}}'",

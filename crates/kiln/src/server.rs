@@ -5,9 +5,12 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use anyhow::Context;
+use kiln_accounts::{AccountStore, Clock, SystemClock};
+use kiln_batch::BatchQueue;
 use kiln_catalog::Catalog;
 use kiln_finetune::FinetuneStore;
 use kiln_gateway::{GatewayStore, WriterLimits};
+use kiln_http::platform::Platform;
 use kiln_http::{AppState, HttpConfig};
 use kiln_scheduler::ModelRegistry;
 use kiln_store::Progress;
@@ -19,6 +22,8 @@ use crate::{models, ServeConfig};
 /// A server running in the background; dropping it shuts it down.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// Set when the server accepts requests without an API token: what to tell the operator.
+    pub open_mode: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -42,6 +47,15 @@ impl Drop for RunningServer {
 
 /// Fetches and loads the configured models, binds, and serves in a background task.
 pub async fn start(config: ServeConfig, progress: Progress) -> anyhow::Result<RunningServer> {
+    start_with_clock(config, progress, Arc::new(SystemClock)).await
+}
+
+/// [`start`] with the clock that rate limits and daily allocations read (tests move it).
+pub async fn start_with_clock(
+    config: ServeConfig,
+    progress: Progress,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<RunningServer> {
     // Before the models load: their workers register metric handles with the recorder.
     kiln_http::install_metrics_recorder();
     let loader_config = config.clone();
@@ -68,7 +82,31 @@ pub async fn start(config: ServeConfig, progress: Progress) -> anyhow::Result<Ru
         VectorStore::open(&config.vectorize_dir())
             .map_err(|error| anyhow::anyhow!("{}", error.message))?,
     );
+    let accounts = Arc::new(
+        AccountStore::open_with_clock(&config.accounts_db(), clock.clone())
+            .map_err(|error| anyhow::anyhow!("{}", error.message))?,
+    );
+    let platform = Arc::new(
+        Platform::new(accounts, clock, config.platform_settings())
+            .map_err(|error| anyhow::anyhow!("{}", error.message))?,
+    );
+    let open_mode = match platform.startup_notice() {
+        (true, notice) => {
+            tracing::warn!("{notice}");
+            Some(notice)
+        }
+        (false, notice) => {
+            tracing::info!("{notice}");
+            None
+        }
+    };
+    let batches = Arc::new(
+        BatchQueue::open(&config.batch_db())
+            .map_err(|error| anyhow::anyhow!("{}", error.message))?,
+    );
     let state = AppState {
+        platform,
+        batches,
         vectors,
         gateways,
         binding_account: config.binding_account(),
@@ -96,6 +134,7 @@ pub async fn start(config: ServeConfig, progress: Progress) -> anyhow::Result<Ru
     });
     Ok(RunningServer {
         addr,
+        open_mode,
         shutdown: Some(shutdown),
         task,
     })

@@ -5,7 +5,8 @@
 //! Binding requests carry no account: they belong to the server's binding account
 //! (`--binding-account`). The binding returns JSON answers parsed, so success is the bare
 //! `result` with content type exactly `application/json`; streams and binary outputs pass
-//! through; errors are `{internalCode, name, description, message}`.
+//! through; errors are `{internalCode, name, description, message}`. The rest of the protocol
+//! (`env.AI.models()`, `env.AI.gateway(id)`'s helpers) is in `binding_api`.
 
 use std::sync::Arc;
 
@@ -34,13 +35,22 @@ pub async fn run(
     let answered = async {
         let (model, call) = read_call(&context, &headers, body).await?;
         let account = &context.app.binding_account;
+        // `{queueRequest: true}` queues a batch (spec §1.6), as `?queueRequest=true` does.
+        let queued = call.options.get("queueRequest").and_then(Value::as_bool) == Some(true);
+        let query = if queued { "?queueRequest=true" } else { "" };
         let request = Request::builder()
             .method(Method::POST)
-            .uri(format!("/accounts/{account}/ai/run/{model}"))
+            .uri(format!("/accounts/{account}/ai/run/{model}{query}"))
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(call.inputs))
             .map_err(|e| KilnError::bad_input(format!("invalid model id: {e}")))?;
         let mut request = request;
+        request
+            .extensions_mut()
+            .insert(crate::platform::TrustedCall {
+                account: account.clone(),
+                rate_limited: true,
+            });
         copy_extra_headers(&headers, request.headers_mut());
         let response = context.inner.clone().oneshot(request).await;
         Ok::<_, KilnError>(response.unwrap_or_else(|never| match never {}))

@@ -54,6 +54,14 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// A Worker binding's request reaches Kiln's routes as its account, without a token.
+    pub fn trusted_call(&self) -> Option<crate::platform::TrustedCall> {
+        (self.request_type == "binding").then(|| crate::platform::TrustedCall {
+            account: self.account.clone(),
+            rate_limited: true,
+        })
+    }
+
     /// The cache key of `call`, when the request is cacheable under `options`.
     pub fn cache_plan(&self, call: &ProviderCall, options: &RequestOptions) -> Option<CachePlan> {
         let ttl_secs = options.cache_ttl_secs(&self.gateway.config)?;

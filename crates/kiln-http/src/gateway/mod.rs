@@ -8,6 +8,7 @@
 
 pub mod admin;
 mod binding;
+mod binding_api;
 mod exchange;
 pub mod logs;
 mod proxy;
@@ -22,7 +23,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{any, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use kiln_core::time::unix_millis;
 use kiln_core::{ErrorKind, KilnError, KilnResult};
@@ -54,9 +55,25 @@ pub fn routes(app: SharedState, inner: Router) -> Router {
     };
     Router::new()
         .route("/v1/{account_id}/{gateway_id}", post(universal::handle))
+        // `…/{gateway}/`: the universal URL as the binding's `getUrl()` writes it.
+        .route("/v1/{account_id}/{gateway_id}/", post(universal::handle))
         .route("/v1/{account_id}/{gateway_id}/{*path}", any(proxy::handle))
+        // The Worker AI binding (spec §2.3, §11); see docs/worker-binding.md.
         .route("/run", post(binding::run))
         .route("/ai-gateway/run", post(binding::gateway_run))
+        .route("/ai-api/models/search", get(binding_api::models))
+        .route(
+            "/ai-gateway/gateways/{gateway}/url/{provider}",
+            get(binding_api::gateway_url),
+        )
+        .route(
+            "/ai-gateway/gateways/{gateway}/logs/{id}",
+            get(binding_api::get_log).patch(binding_api::patch_log),
+        )
+        .route(
+            "/ai-gateway/universal/run/{gateway}",
+            post(binding_api::universal),
+        )
         .with_state(Arc::new(context))
 }
 
@@ -87,10 +104,13 @@ async fn open_exchange(
     let started = Instant::now();
     let gateway = context.app.gateways.resolve(account, gateway_id)?;
     let options = RequestOptions::from_headers(header_pairs(headers))?;
-    let authenticated = match &options.authorization {
-        Some(token) => crate::auth::check(Some(token)).is_ok(),
-        None => false,
-    };
+    // The Worker binding's requests come from the account's own runtime: pre-authenticated
+    // (spec §4.2).
+    let authenticated = request_type == "binding"
+        || match &options.authorization {
+            Some(token) => context.app.platform.may_run_gateway(account, token),
+            None => false,
+        };
     if gateway.config.authentication && !authenticated {
         return Err(KilnError::new(
             ErrorKind::GatewayUnauthorized,

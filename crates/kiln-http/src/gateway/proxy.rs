@@ -83,7 +83,7 @@ async fn serve(
     let log_id = exchange.log_id.clone();
     let limit = context.app.config.max_body_bytes;
     let body = crate::body::read_limited(headers, body, limit).await?;
-    let call = route::resolve(
+    let mut call = route::resolve(
         &context.app,
         account,
         path,
@@ -92,6 +92,7 @@ async fn serve(
         headers,
         body,
     )?;
+    call.on_behalf_of = exchange.trusted_call();
     let cache = exchange.cache_plan(&call, &options);
     if let Some(plan) = cache {
         if let Some(hit) = exchange.replay_cached(&call, &options, plan, None).await {

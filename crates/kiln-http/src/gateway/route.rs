@@ -25,6 +25,9 @@ pub struct ProviderCall {
     pub body: Bytes,
     /// Headers passed on to the provider.
     pub headers: HeaderMap,
+    /// Set for a Worker binding's calls, which carry no token: Kiln's own routes then serve
+    /// them as this account.
+    pub on_behalf_of: Option<crate::platform::TrustedCall>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +57,7 @@ pub fn resolve(
         method,
         body,
         headers: forwarded_headers(headers),
+        on_behalf_of: None,
     };
     match provider {
         "workers-ai" => workers_ai(&mut call, account, rest)?,

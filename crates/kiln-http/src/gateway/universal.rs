@@ -21,11 +21,24 @@ pub async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response<Body> {
+    answer(&context, &account, &gateway, &headers, body, "universal").await
+}
+
+/// Serves the steps, answering with the log and event ids; `request_type` is what the log says
+/// (`binding` for the Worker binding's `gateway(id).run`).
+pub(super) async fn answer(
+    context: &Arc<GatewayContext>,
+    account: &str,
+    gateway: &str,
+    headers: &HeaderMap,
+    body: Body,
+    request_type: &'static str,
+) -> Response<Body> {
     let event_id = headers
         .get(super::EVENT_ID)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    match serve(&context, &account, &gateway, &headers, body).await {
+    match serve(context, account, gateway, headers, body, request_type).await {
         Ok((response, log_id)) => with_ids(response, Some(&log_id), event_id.as_deref()),
         Err(error) => with_ids(gateway_error(&error), None, event_id.as_deref()),
     }
@@ -45,9 +58,10 @@ async fn serve(
     gateway: &str,
     headers: &HeaderMap,
     body: Body,
+    request_type: &'static str,
 ) -> KilnResult<(Response<Body>, String)> {
     let (exchange, request_options) =
-        open_exchange(context, account, gateway, headers, "universal").await?;
+        open_exchange(context, account, gateway, headers, request_type).await?;
     let log_id = exchange.log_id.clone();
     let input = crate::body::read_json(headers, body, context.app.config.max_body_bytes).await?;
     let steps = parse_steps(input)?;
@@ -86,6 +100,8 @@ async fn run_steps(
             }
             Err(error) => return gateway_error(&error),
         };
+        let mut call = call;
+        call.on_behalf_of = exchange.trusted_call();
         let cache = exchange.cache_plan(&call, &options);
         if let Some(plan) = cache {
             if let Some(hit) = exchange

@@ -68,6 +68,9 @@ async fn send_once(context: &GatewayContext, call: &ProviderCall) -> KilnResult<
                 .body(Body::from(call.body.clone()))
                 .map_err(|e| KilnError::bad_input(format!("invalid provider path: {e}")))?;
             *request.headers_mut() = call.headers.clone();
+            if let Some(trusted) = &call.on_behalf_of {
+                request.extensions_mut().insert(trusted.clone());
+            }
             let response = context.inner.clone().oneshot(request).await;
             Ok(response.unwrap_or_else(|never| match never {}))
         }

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::{bytes_field, MediaInput};
 use crate::envelope::success;
+use crate::platform::Meter;
 
 /// Workers AI answers with the top classes; five, as the model card shows.
 const TOP_K: usize = 5;
@@ -16,6 +17,7 @@ pub async fn run(
     worker: &MediaWorker,
     input: MediaInput,
     admission: Admission,
+    meter: &Meter,
 ) -> KilnResult<Response> {
     let image = match input {
         MediaInput::Binary(bytes) => bytes.to_vec(),
@@ -35,6 +37,7 @@ pub async fn run(
             "the classifier answered with something else",
         ));
     };
+    meter.charge_units("images", 1.0);
     let result: Vec<_> = labels
         .iter()
         .map(|l| json!({"label": l.label, "score": l.score}))

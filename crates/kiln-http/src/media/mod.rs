@@ -19,6 +19,7 @@ use kiln_core::{KilnError, KilnResult, Task};
 use kiln_scheduler::{Admission, MediaWorker};
 use serde_json::Value;
 
+use crate::platform::Meter;
 use crate::SharedState;
 
 /// OpenAI's limit for an uploaded audio file.
@@ -67,15 +68,16 @@ pub async fn run(
     headers: &HeaderMap,
     body: Body,
     admission: Admission,
+    meter: &Meter,
 ) -> KilnResult<Response> {
     let input = read_input(state, headers, body).await?;
     if let MediaInput::Json(value) = &input {
         kiln_catalog::validate_input(entry, value)?;
     }
     match worker.task() {
-        Task::SpeechRecognition => speech::run(worker, entry, input, admission).await,
-        Task::TextToSpeech => voice::run(worker, entry, input, admission).await,
-        Task::ImageClassification => image::run(worker, input, admission).await,
+        Task::SpeechRecognition => speech::run(worker, entry, input, admission, meter).await,
+        Task::TextToSpeech => voice::run(worker, entry, input, admission, meter).await,
+        Task::ImageClassification => image::run(worker, input, admission, meter).await,
         task => Err(KilnError::internal(format!(
             "no media route for task {}",
             task.name()

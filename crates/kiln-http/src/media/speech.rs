@@ -13,18 +13,21 @@ use serde_json::{json, Value};
 
 use super::{bytes_field, MediaInput};
 use crate::envelope::success;
+use crate::platform::Meter;
 
 pub async fn run(
     worker: &MediaWorker,
     entry: &CatalogEntry,
     input: MediaInput,
     admission: Admission,
+    meter: &Meter,
 ) -> KilnResult<Response> {
     let (audio, options) = match input {
         MediaInput::Binary(bytes) => (bytes.to_vec(), TranscribeOptions::default()),
         MediaInput::Json(value) => (bytes_field(&value, "audio")?, options_of(&value)?),
     };
     let transcription = transcribe(worker, audio, options, admission).await?;
+    meter.charge_units("audio minute", f64::from(transcription.duration) / 60.0);
     let turbo = entry.name.ends_with("whisper-large-v3-turbo");
     let result = if turbo {
         turbo_result(&transcription)
@@ -129,6 +132,7 @@ pub async fn openai_transcription(
     audio: Vec<u8>,
     fields: &std::collections::HashMap<String, String>,
     admission: Admission,
+    meter: &Meter,
 ) -> KilnResult<Response> {
     let options = TranscribeOptions {
         language: fields.get("language").cloned(),
@@ -136,6 +140,7 @@ pub async fn openai_transcription(
         initial_prompt: fields.get("prompt").cloned(),
     };
     let transcription = transcribe(worker, audio, options, admission).await?;
+    meter.charge_units("audio minute", f64::from(transcription.duration) / 60.0);
     let format = fields.get("response_format").map_or("json", String::as_str);
     let text_response = |body: String, content_type: &'static str| {
         let mut response = body.into_response();

@@ -13,12 +13,14 @@ use serde_json::{json, Value};
 
 use super::MediaInput;
 use crate::envelope::success;
+use crate::platform::Meter;
 
 pub async fn run(
     worker: &MediaWorker,
     entry: &CatalogEntry,
     input: MediaInput,
     admission: Admission,
+    meter: &Meter,
 ) -> KilnResult<Response> {
     let MediaInput::Json(value) = input else {
         return Err(KilnError::bad_input("text-to-speech takes a JSON body"));
@@ -30,12 +32,15 @@ pub async fn run(
             .get("sample_rate")
             .and_then(Value::as_f64)
             .map(|rate| rate as u32);
-        let (bytes, content_type) = speak(worker, text, format, sample_rate, admission).await?;
+        let characters = text.chars().count() as f64;
+        let (bytes, content_type, _) = speak(worker, text, format, sample_rate, admission).await?;
+        meter.charge_units("characters", characters);
         return Ok(binary(bytes, content_type));
     }
     // MeloTTS (and local TTS models by name): base64 MP3 in the envelope.
     let text = required_text(&value, "prompt")?;
-    let (bytes, _) = speak(worker, text, AudioFormat::Mp3, None, admission).await?;
+    let (bytes, _, seconds) = speak(worker, text, AudioFormat::Mp3, None, admission).await?;
+    meter.charge_units("audio minute", f64::from(seconds) / 60.0);
     let audio = base64::engine::general_purpose::STANDARD.encode(bytes);
     Ok(success(json!({"audio": audio})).into_response())
 }
@@ -72,7 +77,7 @@ async fn speak(
     format: AudioFormat,
     sample_rate: Option<u32>,
     admission: Admission,
-) -> KilnResult<(Vec<u8>, &'static str)> {
+) -> KilnResult<(Vec<u8>, &'static str, f32)> {
     let request = MediaRequest::Speak {
         text,
         format,
@@ -82,8 +87,8 @@ async fn speak(
         MediaOutput::Audio {
             bytes,
             content_type,
-            ..
-        } => Ok((bytes, content_type)),
+            duration,
+        } => Ok((bytes, content_type, duration)),
         _ => Err(KilnError::internal(
             "the voice answered with something else",
         )),
@@ -103,6 +108,7 @@ pub async fn openai_speech(
     worker: &MediaWorker,
     value: &Value,
     admission: Admission,
+    meter: &Meter,
 ) -> KilnResult<Response> {
     let text = required_text(value, "input")?;
     let format = match value.get("response_format").and_then(Value::as_str) {
@@ -117,6 +123,8 @@ pub async fn openai_speech(
     };
     // OpenAI's pcm is 24 kHz.
     let sample_rate = (format == AudioFormat::Linear16).then_some(24_000);
-    let (bytes, content_type) = speak(worker, text, format, sample_rate, admission).await?;
+    let (bytes, content_type, seconds) =
+        speak(worker, text, format, sample_rate, admission).await?;
+    meter.charge_units("audio minute", f64::from(seconds) / 60.0);
     Ok(binary(bytes, content_type))
 }

@@ -8,19 +8,25 @@ use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, State};
 use axum::http::{HeaderMap, Request};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use kiln_core::{KilnError, Task};
 use kiln_scheduler::{Admission, MediaWorker, Worker};
 
-use super::{read_request, OpenAiError};
-use crate::{auth, media, SharedState};
+use super::{admit, read_request, OpenAiError};
+use crate::platform::Caller;
+use crate::{media, SharedState};
 
-pub async fn transcriptions(State(state): State<SharedState>, request: Request<Body>) -> Response {
+pub async fn transcriptions(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    request: Request<Body>,
+) -> Response {
     let answered = async {
-        auth::check(auth::bearer_token(request.headers()).as_deref())?;
         let (audio, fields) = read_form(request).await?;
         let model = fields.get("model").map_or("whisper-1", String::as_str);
         let (name, worker) = media_worker(&state, model, Task::SpeechRecognition).await?;
-        media::openai_transcription(&worker, audio, &fields, Admission::default())
+        let meter = admit(&state, &caller, model, Task::SpeechRecognition)?;
+        media::openai_transcription(&worker, audio, &fields, Admission::default(), &meter)
             .await
             .map_err(|e| OpenAiError::from(e).served_by(&name))
     };
@@ -29,6 +35,7 @@ pub async fn transcriptions(State(state): State<SharedState>, request: Request<B
 
 pub async fn speech(
     State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     request_body: Body,
 ) -> Response {
@@ -40,7 +47,8 @@ pub async fn speech(
             .unwrap_or("tts-1")
             .to_owned();
         let (name, worker) = media_worker(&state, &model, Task::TextToSpeech).await?;
-        media::openai_speech(&worker, &value, Admission::default())
+        let meter = admit(&state, &caller, &model, Task::TextToSpeech)?;
+        media::openai_speech(&worker, &value, Admission::default(), &meter)
             .await
             .map_err(|e| OpenAiError::from(e).served_by(&name))
     };

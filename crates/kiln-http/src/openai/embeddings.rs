@@ -4,6 +4,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -13,8 +14,9 @@ use serde_json::{json, Value};
 
 use super::error::OpenAiError;
 use super::request::{type_error, Fields};
-use super::{read_request, resolve, wrong_task};
+use super::{admit, read_request, resolve, wrong_task};
 use crate::envelope::with_model_header;
+use crate::platform::Caller;
 use crate::SharedState;
 
 /// OpenAI's limit on inputs per request.
@@ -29,16 +31,18 @@ enum EncodingFormat {
 
 pub async fn embeddings(
     State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     request_body: Body,
 ) -> Response {
-    serve(&state, &headers, request_body)
+    serve(&state, &caller, &headers, request_body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn serve(
     state: &SharedState,
+    caller: &Caller,
     headers: &HeaderMap,
     request_body: Body,
 ) -> Result<Response, OpenAiError> {
@@ -58,10 +62,13 @@ async fn serve(
     let name = served.name.as_str();
     let parsed = parse(&fields, worker.dimensions()).map_err(|e| e.served_by(name))?;
     let (input, format) = parsed;
+    let meter =
+        admit(state, caller, &requested, Task::TextEmbeddings).map_err(|e| e.served_by(name))?;
     let output = worker
         .embed_input(input, Pooling::Mean, Admission::default())
         .await
         .map_err(|e| OpenAiError::from(e).served_by(name))?;
+    meter.charge_tokens(&kiln_core::Usage::new(output.prompt_tokens, 0));
     let data: Vec<Value> = output
         .vectors
         .iter()

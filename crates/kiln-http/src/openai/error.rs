@@ -74,6 +74,8 @@ impl OpenAiError {
             ErrorKind::InvalidModelId => ("invalid_request_error", Some("invalid_model")),
             ErrorKind::RequestTooLarge => ("invalid_request_error", Some("request_too_large")),
             ErrorKind::Authentication => ("authentication_error", Some("invalid_api_key")),
+            ErrorKind::Forbidden => ("permission_error", Some("insufficient_permissions")),
+            ErrorKind::RateLimited => ("rate_limit_error", Some("rate_limit_exceeded")),
             ErrorKind::OutOfCapacity => ("rate_limit_error", Some("capacity_exceeded")),
             ErrorKind::AccountLimited => ("rate_limit_error", Some("rate_limit_exceeded")),
             ErrorKind::Timeout | ErrorKind::Aborted => ("timeout_error", Some("timeout")),
@@ -114,6 +116,7 @@ impl IntoResponse for OpenAiError {
             tracing::error!(code = self.error.code(), "{}", self.error.message);
         }
         let mut response = (status, Json(self.body())).into_response();
+        crate::envelope::with_retry_after(&mut response, &self.error);
         if let Some(model) = self.served_by.and_then(|m| HeaderValue::from_str(&m).ok()) {
             response.headers_mut().insert(MODEL_HEADER, model);
         }

@@ -4,7 +4,7 @@
 
 mod audio;
 mod embeddings;
-mod error;
+pub(crate) mod error;
 mod models;
 mod request;
 mod response;
@@ -21,7 +21,8 @@ use serde_json::Value;
 
 pub use error::OpenAiError;
 
-use crate::{auth, body, SharedState};
+use crate::platform::{Caller, Meter};
+use crate::{body, SharedState};
 
 /// The routes, to be nested under `/v1` and `…/ai/v1`.
 pub fn routes() -> Router<SharedState> {
@@ -48,8 +49,18 @@ async fn read_request(
     headers: &HeaderMap,
     request_body: Body,
 ) -> Result<Value, OpenAiError> {
-    auth::check(auth::bearer_token(headers).as_deref())?;
     Ok(body::read_json(headers, request_body, state.config.max_body_bytes).await?)
+}
+
+/// The per-minute limit and the daily allocation for `caller`'s request for `model`.
+fn admit(
+    state: &SharedState,
+    caller: &Caller,
+    model: &str,
+    task: Task,
+) -> Result<Meter, OpenAiError> {
+    let priced = crate::run::priced_entry(state, model, task);
+    Ok(state.platform.admit(caller, task, model, priced)?)
 }
 
 /// The local model serving `model`, exactly as the native route finds it: catalog task, then

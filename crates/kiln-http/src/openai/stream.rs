@@ -17,6 +17,8 @@ use super::error::OpenAiError;
 use super::request::TextRequest;
 use super::response::{self, ResponseMeta, StreamKind};
 use crate::json_mode::JsonMode;
+use crate::platform::meter::with_neurons;
+use crate::platform::Meter;
 use crate::request_metrics::with_timing_headers;
 use crate::text_generation::{first_event, worker_gone};
 use crate::tools::{self, CallDetector};
@@ -28,6 +30,7 @@ pub async fn respond(
     request: TextRequest,
     meta: ResponseMeta,
     kind: StreamKind,
+    meter: Meter,
 ) -> KilnResult<Response> {
     let mut events =
         worker.submit_with_session(request.generation, Admission::default(), request.session)?;
@@ -43,6 +46,7 @@ pub async fn respond(
         json_mode: request.json_mode,
         text: String::new(),
         detector: request.tool_syntax.map(CallDetector::new),
+        meter,
     };
     let response = Sse::new(chunks.into_stream()).into_response();
     Ok(with_timing_headers(response, timings))
@@ -51,6 +55,8 @@ pub async fn respond(
 /// Turns worker events into SSE payloads. Dropping it (client gone) drops the receiver, which
 /// stops the engine before its next token.
 struct Chunks {
+    /// Books the request when its usage arrives.
+    meter: Meter,
     meta: ResponseMeta,
     kind: StreamKind,
     include_usage: bool,
@@ -131,8 +137,10 @@ impl Chunks {
                     }
                 }
                 self.push_chunk(json!({}), Some(finish));
+                let neurons = self.meter.charge_tokens(&usage);
                 if self.include_usage {
-                    let trailer = response::usage_chunk(&self.meta, self.kind, usage);
+                    let mut trailer = response::usage_chunk(&self.meta, self.kind, usage);
+                    trailer["usage"] = with_neurons(trailer["usage"].take(), neurons);
                     self.pending.push_back(trailer.to_string());
                 }
                 self.pending.push_back("[DONE]".to_owned());

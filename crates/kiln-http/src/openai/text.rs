@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use kiln_core::{GenerationEvent, KilnResult, Task, Usage};
 use kiln_scheduler::{Admission, GenerationStream, GenerationWorker, Worker, WorkerEvent};
@@ -13,25 +14,38 @@ use kiln_scheduler::{Admission, GenerationStream, GenerationWorker, Worker, Work
 use super::error::OpenAiError;
 use super::request::{self, TextRequest};
 use super::response::{self, Choice, ResponseMeta, StreamKind};
-use super::{read_request, resolve, stream, wrong_task};
+use super::{admit, read_request, resolve, stream, wrong_task};
 use crate::envelope::with_model_header;
+use crate::platform::meter::with_neurons;
+use crate::platform::{Caller, Meter};
 use crate::text_generation::{timeout, worker_gone};
 use crate::SharedState;
 
 pub async fn chat_completions(
     State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     request_body: Body,
 ) -> Response {
-    respond(serve(&state, &headers, request_body, StreamKind::Chat).await)
+    respond(serve(&state, &caller, &headers, request_body, StreamKind::Chat).await)
 }
 
 pub async fn completions(
     State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     request_body: Body,
 ) -> Response {
-    respond(serve(&state, &headers, request_body, StreamKind::Completion).await)
+    respond(
+        serve(
+            &state,
+            &caller,
+            &headers,
+            request_body,
+            StreamKind::Completion,
+        )
+        .await,
+    )
 }
 
 fn respond(result: Result<Response, OpenAiError>) -> Response {
@@ -40,6 +54,7 @@ fn respond(result: Result<Response, OpenAiError>) -> Response {
 
 async fn serve(
     state: &SharedState,
+    caller: &Caller,
     headers: &HeaderMap,
     request_body: Body,
     kind: StreamKind,
@@ -68,11 +83,13 @@ async fn serve(
     .map_err(|e| e.served_by(name))?;
     request.session = crate::body::session_affinity(headers);
     apply_tools(state, &requested, &mut request, worker, name).map_err(|e| e.served_by(name))?;
+    let meter =
+        admit(state, caller, &requested, Task::TextGeneration).map_err(|e| e.served_by(name))?;
     let meta = ResponseMeta::new(kind.id_prefix(), &request.model, name);
     let response = if request.stream {
-        stream::respond(state, worker, request, meta, kind).await
+        stream::respond(state, worker, request, meta, kind, meter).await
     } else {
-        complete(state, worker, request, &meta, kind).await
+        complete(state, worker, request, &meta, kind, &meter).await
     };
     response
         .map(|r| with_model_header(r, name))
@@ -118,6 +135,7 @@ async fn complete(
     request: TextRequest,
     meta: &ResponseMeta,
     kind: StreamKind,
+    meter: &Meter,
 ) -> KilnResult<Response> {
     // Submitting every choice at once lets them queue together; each is still its own run.
     let mut streams = Vec::with_capacity(request.choices as usize);
@@ -167,10 +185,12 @@ async fn complete(
         .first()
         .map(GenerationStream::timings)
         .unwrap_or_default();
-    let body = match kind {
+    let mut body = match kind {
         StreamKind::Chat => response::chat_completion(meta, &choices, total),
         StreamKind::Completion => response::text_completion(meta, &choices, total),
     };
+    let neurons = meter.charge_tokens(&total);
+    body["usage"] = with_neurons(body["usage"].take(), neurons);
     Ok(with_timing_headers(Json(body).into_response(), timings))
 }
 

@@ -1,0 +1,99 @@
+//! Opening the shared SQLite file and its schema.
+
+use std::path::Path;
+use std::time::Duration;
+
+use kiln_core::KilnError;
+use rusqlite::Connection;
+
+/// Accounts, tokens and usage. `auth_generation` is bumped by triggers on every change to
+/// accounts or tokens, whichever process makes it, so a reader can tell a token change from
+/// unrelated commits (usage flushes) without rereading the tokens.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS accounts (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    plan TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL REFERENCES accounts(id),
+    name TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    secret_sha256 BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    revoked_at_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS usage_daily (
+    account_id TEXT NOT NULL,
+    day TEXT NOT NULL,
+    model TEXT NOT NULL,
+    requests INTEGER NOT NULL DEFAULT 0,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    neurons REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (account_id, day, model)
+);
+CREATE INDEX IF NOT EXISTS usage_daily_by_day ON usage_daily (day);
+CREATE TABLE IF NOT EXISTS auth_generation (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    n INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO auth_generation (id, n) VALUES (1, 0);
+CREATE TRIGGER IF NOT EXISTS accounts_insert AFTER INSERT ON accounts
+    BEGIN UPDATE auth_generation SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS accounts_update AFTER UPDATE ON accounts
+    BEGIN UPDATE auth_generation SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS accounts_delete AFTER DELETE ON accounts
+    BEGIN UPDATE auth_generation SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS api_tokens_insert AFTER INSERT ON api_tokens
+    BEGIN UPDATE auth_generation SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS api_tokens_update AFTER UPDATE ON api_tokens
+    BEGIN UPDATE auth_generation SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS api_tokens_delete AFTER DELETE ON api_tokens
+    BEGIN UPDATE auth_generation SET n = n + 1; END;
+";
+
+/// Opens (creating if needed) the file and its parent directories, with the schema in place.
+pub(crate) fn connect(path: &Path) -> Result<Connection, KilnError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|error| storage(format!("creating {}: {error}", parent.display())))?;
+    }
+    let db = Connection::open(path).map_err(db_error)?;
+    // The server and CLI processes take the write lock briefly; wait rather than fail.
+    db.busy_timeout(Duration::from_secs(5)).map_err(db_error)?;
+    db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+        .map_err(db_error)?;
+    // Two processes opening a fresh file at once both run this; IF NOT EXISTS keeps it safe
+    // and the immediate transaction keeps it atomic.
+    db.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
+        .map_err(db_error)?;
+    Ok(db)
+}
+
+pub(crate) fn db_error(error: rusqlite::Error) -> KilnError {
+    storage(error.to_string())
+}
+
+fn storage(message: String) -> KilnError {
+    KilnError::internal(format!("accounts storage: {message}"))
+}
+
+/// Whether the error is a UNIQUE or PRIMARY KEY violation.
+pub(crate) fn is_unique_violation(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error().map(|e| e.extended_code),
+        Some(rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY | rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
+    )
+}
+
+/// SQLite integers are signed; counters saturate rather than wrap.
+pub(crate) fn to_sql_int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn from_sql_int(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}

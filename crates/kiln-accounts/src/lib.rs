@@ -1,0 +1,28 @@
+//! Accounts and API tokens, the daily neuron ledger and per-minute rate limits.
+//!
+//! Everything persistent lives in one SQLite file shared by the server and short-lived CLI
+//! processes (`kiln tokens create`); the hot paths (`authenticate`, `record`, `check_and_count`)
+//! are served from memory.
+
+mod account;
+mod clock;
+mod day;
+mod db;
+mod rate_limit;
+mod scope;
+mod snapshot;
+mod store;
+mod token;
+mod usage;
+
+pub use account::{Account, Plan};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use day::{next_utc_midnight_ms, utc_day};
+pub use rate_limit::{default_limit_per_minute, RateLimited, RateLimiter};
+pub use scope::{MissingScope, Scope};
+pub use store::AccountStore;
+pub use token::TokenInfo;
+pub use usage::{AllowanceExhausted, Usage, UsageFilter, UsageLedger, UsageRow};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,155 @@
+//! The rest of the Worker AI binding's wire protocol (spec §2.3): `env.AI.models()` and the
+//! helpers of `env.AI.gateway(id)` (`getUrl`, `getLog`, `patchLog`, `run`), as workerd's
+//! `ai-api.ts` / `aig-api.ts` send them to their fetcher. Like `/run`, they act for the binding
+//! account and carry no credentials: the caller is the account's own Worker runtime.
+//!
+//! workerd reads `result` from a 200 and `errors[0].message` from any other status (404 on a
+//! log is `AiGatewayLogNotFound`), which is exactly the Workers AI envelope Kiln's REST routes
+//! answer with.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, Response};
+use kiln_catalog::SearchQuery;
+use serde_json::json;
+
+use super::admin::answer;
+use super::GatewayContext;
+
+/// Where `getUrl` points when the request names no usable host (Kiln's default address).
+pub const DEFAULT_PUBLIC_BASE: &str = "http://127.0.0.1:8787";
+
+/// The `Host` every binding request carries: not where Kiln can be reached.
+const BINDING_HOST: &str = "workers-binding.ai";
+
+/// `GET /ai-api/models/search?<params>` (`env.AI.models(params)`): the REST catalog search.
+pub async fn models(
+    State(context): State<Arc<GatewayContext>>,
+    query: Result<Query<SearchQuery>, QueryRejection>,
+) -> Response<Body> {
+    crate::catalog_routes::search_models(State(context.app.clone()), query).await
+}
+
+/// `GET /ai-gateway/gateways/{gateway}/url/{provider}` (`gateway(id).getUrl(provider)`):
+/// `{base}/v1/{account}/{gateway}/{provider}`, or `{base}/v1/{account}/{gateway}/` for
+/// `universal`. The base is [`public_base`].
+pub async fn gateway_url(
+    State(context): State<Arc<GatewayContext>>,
+    Path((gateway, provider)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    let account = &context.app.binding_account;
+    answer(context.app.gateways.get(account, &gateway).map(|_| {
+        let base = public_base(&headers);
+        let provider = if provider == "universal" {
+            ""
+        } else {
+            &provider
+        };
+        json!({"url": format!("{base}/v1/{account}/{gateway}/{provider}")})
+    }))
+}
+
+/// Kiln's address as a client should write it: `X-Forwarded-Host` (with `X-Forwarded-Proto`)
+/// when a proxy or workerd's `injectRequestHeaders` sets it, else `Host` unless it is the
+/// binding's placeholder host, else [`DEFAULT_PUBLIC_BASE`].
+pub fn public_base(headers: &HeaderMap) -> String {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let scheme = match text("x-forwarded-proto") {
+        Some("https") => "https",
+        _ => "http",
+    };
+    let usable = |host: &&str| {
+        let name = host.rsplit_once(':').map_or(*host, |(name, _)| name);
+        !name.eq_ignore_ascii_case(BINDING_HOST) && !host.contains(['/', '@', ' '])
+    };
+    match text("x-forwarded-host").or_else(|| text(header::HOST.as_str())) {
+        Some(host) if usable(&host) => format!("{scheme}://{host}"),
+        _ => DEFAULT_PUBLIC_BASE.to_owned(),
+    }
+}
+
+/// `GET /ai-gateway/gateways/{gateway}/logs/{id}` (`getLog`): `{"result": log}`; 404 when the
+/// gateway has no such log.
+pub async fn get_log(
+    State(context): State<Arc<GatewayContext>>,
+    Path((gateway, id)): Path<(String, String)>,
+) -> Response<Body> {
+    let account = &context.app.binding_account;
+    answer(context.app.gateways.get_log(account, &gateway, &id))
+}
+
+/// `PATCH /ai-gateway/gateways/{gateway}/logs/{id}` (`patchLog`) with
+/// `{score?, feedback?, metadata?}`.
+pub async fn patch_log(
+    State(context): State<Arc<GatewayContext>>,
+    Path((gateway, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response<Body> {
+    let patched = async {
+        let limit = context.app.config.max_body_bytes;
+        let input = crate::body::read_json(&headers, body, limit).await?;
+        let account = &context.app.binding_account;
+        context
+            .app
+            .gateways
+            .patch_log(account, &gateway, &id, &input)
+    };
+    answer(patched.await)
+}
+
+/// `POST /ai-gateway/universal/run/{gateway}` (`gateway(id).run(steps, {gateway})`): the
+/// universal endpoint of the binding account; the options arrive as `cf-aig-*` headers. The
+/// Worker receives this response as it is.
+pub async fn universal(
+    State(context): State<Arc<GatewayContext>>,
+    Path(gateway): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response<Body> {
+    let account = context.app.binding_account.clone();
+    super::universal::answer(&context, &account, &gateway, &headers, body, "binding").await
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn public_base_prefers_forwarded_then_host_then_the_default() {
+        let forwarded = headers(&[
+            ("host", "workers-binding.ai"),
+            ("x-forwarded-host", "kiln.internal:9000"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        assert_eq!(public_base(&forwarded), "https://kiln.internal:9000");
+        let direct = headers(&[("host", "127.0.0.1:4321")]);
+        assert_eq!(public_base(&direct), "http://127.0.0.1:4321");
+        for binding in ["workers-binding.ai", "WORKERS-BINDING.AI:443"] {
+            let binding = headers(&[("host", binding)]);
+            assert_eq!(public_base(&binding), DEFAULT_PUBLIC_BASE);
+        }
+        assert_eq!(public_base(&HeaderMap::new()), DEFAULT_PUBLIC_BASE);
+    }
+}

@@ -1,0 +1,204 @@
+//! Who is calling: every `/accounts/{account_id}/…` and `/v1/…` request passes [`require_token`]
+//! before its handler runs, which leaves a [`Caller`] in the request's extensions.
+//!
+//! A token reaches only its own account (403 for any other, so account B's ids are never even
+//! looked up) and only the routes its scopes cover. Requests Kiln makes to itself (a Worker
+//! binding's call, the gateway's `workers-ai` provider for a binding, a batch item) carry a
+//! [`TrustedCall`] extension instead: extensions cannot come from the network.
+
+use axum::extract::{OriginalUri, Request, State};
+use axum::http::{HeaderMap, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use kiln_accounts::Scope;
+use kiln_core::{ErrorKind, KilnError, KilnResult};
+
+use super::Platform;
+use crate::SharedState;
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub account: String,
+    /// Whether per-task requests-per-minute limits apply (not to queued batch items).
+    pub rate_limited: bool,
+}
+
+/// Set by Kiln on requests it makes to its own routes on behalf of `account`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedCall {
+    pub account: String,
+    pub rate_limited: bool,
+}
+
+/// The middleware: authenticates, checks account and scope, records the [`Caller`].
+pub async fn require_token(
+    State(state): State<SharedState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let caller = match request.extensions().get::<TrustedCall>() {
+        Some(trusted) => Ok(Caller {
+            account: trusted.account.clone(),
+            rate_limited: trusted.rate_limited,
+        }),
+        None => {
+            let (account, scope) = account_and_scope(request.method(), request.uri().path());
+            state
+                .platform
+                .authorize(request.headers(), account.as_deref(), scope)
+        }
+    };
+    match caller {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(error) => {
+            let path = request
+                .extensions()
+                .get::<OriginalUri>()
+                .map_or_else(|| request.uri().path(), |original| original.path());
+            refusal(path, error)
+        }
+    }
+}
+
+/// Both API surfaces answer in their own error shape.
+fn refusal(path: &str, error: KilnError) -> Response {
+    if path.starts_with("/v1/") || path.contains("/ai/v1/") {
+        crate::openai::error::OpenAiError::from(error).into_response()
+    } else {
+        crate::envelope::ApiError::from(error).into_response()
+    }
+}
+
+impl Platform {
+    /// The caller of a request with these headers to `account`'s route needing `scope`
+    /// (`account` is `None` on routes that name none: the token decides).
+    pub fn authorize(
+        &self,
+        headers: &HeaderMap,
+        account: Option<&str>,
+        scope: Scope,
+    ) -> KilnResult<Caller> {
+        let caller = |account: &str| Caller {
+            account: account.to_owned(),
+            rate_limited: true,
+        };
+        if self.is_open() {
+            return Ok(caller(account.unwrap_or(&self.settings.default_account)));
+        }
+        let secret = presented_token(headers).ok_or_else(authentication_error)?;
+        let token = self
+            .accounts
+            .authenticate(&secret)
+            .ok_or_else(authentication_error)?;
+        if account.is_some_and(|account| account != token.account_id) || !token.allows(scope) {
+            return Err(KilnError::new(
+                ErrorKind::Forbidden,
+                ErrorKind::Forbidden.default_message(),
+            ));
+        }
+        Ok(caller(&token.account_id))
+    }
+
+    /// Whether `secret` may call `account`'s authenticated gateways (`cf-aig-authorization`).
+    pub fn may_run_gateway(&self, account: &str, secret: &str) -> bool {
+        if self.is_open() {
+            return !secret.is_empty();
+        }
+        self.accounts
+            .authenticate(secret)
+            .is_some_and(|token| token.account_id == account && token.allows(Scope::AiGatewayRun))
+    }
+}
+
+fn authentication_error() -> KilnError {
+    KilnError::new(
+        ErrorKind::Authentication,
+        ErrorKind::Authentication.default_message(),
+    )
+}
+
+/// `Authorization: Bearer <token>`, or the legacy `X-Auth-Key` header (spec §1.1).
+fn presented_token(headers: &HeaderMap) -> Option<String> {
+    crate::auth::bearer_token(headers).or_else(|| {
+        headers
+            .get("x-auth-key")
+            .and_then(|value| value.to_str().ok())
+            .map(|value| value.trim().to_owned())
+            .filter(|value| !value.is_empty())
+    })
+}
+
+/// The account a path names and the scope its route needs. Paths are as the middleware sees
+/// them: `/accounts/{account}/…` (below `/client/v4` too) or `/v1/…` (OpenAI routes).
+pub fn account_and_scope(method: &Method, path: &str) -> (Option<String>, Scope) {
+    let mut segments = path.trim_start_matches('/').split('/');
+    let (account, rest): (Option<String>, Vec<&str>) = match segments.next() {
+        Some("accounts") => (
+            segments.next().map(str::to_owned),
+            segments.collect::<Vec<_>>(),
+        ),
+        // `/v1/…` is the OpenAI surface of Workers AI.
+        _ => (None, vec!["ai", "v1"]),
+    };
+    let reading = method == Method::GET || method == Method::HEAD;
+    let scope = match rest.as_slice() {
+        ["ai", "finetunes", ..] if !reading => Scope::WorkersAiEdit,
+        ["ai", ..] => Scope::WorkersAiRead,
+        ["ai-gateway", ..] if reading => Scope::AiGatewayRead,
+        ["ai-gateway", ..] => Scope::AiGatewayEdit,
+        ["vectorize", "v2", "indexes", _, "query" | "get_by_ids"] => Scope::VectorizeRead,
+        ["vectorize", ..] if reading => Scope::VectorizeRead,
+        ["vectorize", ..] => Scope::VectorizeEdit,
+        _ => Scope::WorkersAiRead,
+    };
+    (account, scope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_need_the_scope_of_what_they_do() {
+        let scope = |method: Method, path: &str| account_and_scope(&method, path);
+        assert_eq!(
+            scope(
+                Method::POST,
+                "/accounts/a/ai/run/@cf/meta/llama-3.1-8b-instruct"
+            ),
+            (Some("a".into()), Scope::WorkersAiRead)
+        );
+        assert_eq!(
+            scope(Method::POST, "/accounts/a/ai/finetunes").1,
+            Scope::WorkersAiEdit
+        );
+        assert_eq!(
+            scope(Method::GET, "/accounts/a/ai/finetunes").1,
+            Scope::WorkersAiRead
+        );
+        assert_eq!(
+            scope(Method::GET, "/accounts/a/ai-gateway/gateways/g/logs").1,
+            Scope::AiGatewayRead
+        );
+        assert_eq!(
+            scope(Method::PATCH, "/accounts/a/ai-gateway/gateways/g/logs/1").1,
+            Scope::AiGatewayEdit
+        );
+        assert_eq!(
+            scope(Method::POST, "/accounts/a/vectorize/v2/indexes/i/query").1,
+            Scope::VectorizeRead
+        );
+        assert_eq!(
+            scope(Method::POST, "/accounts/a/vectorize/v2/indexes/i/upsert").1,
+            Scope::VectorizeEdit
+        );
+        assert_eq!(
+            scope(Method::POST, "/v1/chat/completions"),
+            (None, Scope::WorkersAiRead)
+        );
+    }
+}

@@ -1,0 +1,174 @@
+//! What a model request may do and what it costs: [`Platform::admit`] applies the per-task
+//! requests-per-minute limit and the daily free allocation before any work starts; the
+//! [`Meter`] it returns turns the request's usage into neurons (catalog rates, spec §7) and
+//! books them for the account and UTC day.
+
+use std::sync::Arc;
+
+use kiln_accounts::{default_limit_per_minute, Usage as Booked};
+use kiln_catalog::{CatalogEntry, NeuronRates};
+use kiln_core::{ErrorKind, KilnError, KilnResult, Task, Usage};
+
+use super::{Caller, Platform};
+
+/// Books one request's cost; cheap to clone into a stream.
+#[derive(Clone)]
+pub struct Meter {
+    platform: Arc<Platform>,
+    account: String,
+    /// The model id the caller named: usage is reported under it.
+    model: String,
+    /// The catalog rates it is priced at (its own, or its task's representative's).
+    rates: Option<&'static NeuronRates>,
+}
+
+impl Platform {
+    /// Admits one request of `caller` for `model` (`priced` is the catalog entry whose rates
+    /// apply) or refuses it with 429: 3021 past the minute's limit, 3036 past a free account's
+    /// daily neurons. Both carry `retry-after`.
+    pub fn admit(
+        self: &Arc<Self>,
+        caller: &Caller,
+        task: Task,
+        model: &str,
+        priced: Option<&'static CatalogEntry>,
+    ) -> KilnResult<Meter> {
+        let account = caller.account.as_str();
+        if self.settings.rate_limits && caller.rate_limited {
+            let (key, limit) = self.limit_for(task, model, priced);
+            self.limiter
+                .check_and_count(account, &key, limit)
+                .map_err(|refused| {
+                    KilnError::new(
+                        ErrorKind::RateLimited,
+                        format!(
+                            "rate limiting: inference request per min rate reached ({} requests \
+                             per minute for {key})",
+                            refused.limit
+                        ),
+                    )
+                    .with_retry_after(refused.retry_after_secs)
+                })?;
+        }
+        let plan = self
+            .accounts
+            .account(account)
+            .ok()
+            .flatten()
+            .map_or(self.settings.default_plan, |account| account.plan);
+        self.ledger
+            .check_allowance(account, plan, self.settings.free_neurons_per_day)
+            .map_err(|exhausted| {
+                let now = self.clock.now_unix_ms();
+                let seconds = (exhausted.resets_at_ms - now).max(0) as u64 / 1000;
+                KilnError::new(
+                    ErrorKind::AccountLimited,
+                    format!(
+                        "You have used up your daily free allocation of {} neurons, please \
+                         upgrade to Cloudflare's Workers Paid plan if you would like to continue \
+                         usage (it resets at 00:00 UTC)",
+                        exhausted.allocation
+                    ),
+                )
+                .with_retry_after(seconds + 1)
+            })?;
+        Ok(Meter {
+            platform: self.clone(),
+            account: account.to_owned(),
+            model: model.to_owned(),
+            rates: priced.and_then(|entry| entry.neurons.as_ref()),
+        })
+    }
+
+    /// The window key and its requests per minute: a configured limit for the model or its
+    /// task, else Workers AI's (which has per-model exceptions, counted per model).
+    fn limit_for(
+        &self,
+        task: Task,
+        model: &str,
+        priced: Option<&'static CatalogEntry>,
+    ) -> (String, u32) {
+        let overrides = &self.settings.rpm_overrides;
+        let names = [Some(model), priced.map(|entry| entry.name.as_str())];
+        for name in names.into_iter().flatten() {
+            if let Some(limit) = overrides.get(name) {
+                return (name.to_owned(), *limit);
+            }
+        }
+        if let Some(limit) = overrides.get(task.name()) {
+            return (task.name().to_owned(), *limit);
+        }
+        let name = priced.map_or(model, |entry| entry.name.as_str());
+        let limit = default_limit_per_minute(task, name);
+        if limit == default_limit_per_minute(task, "") {
+            (task.name().to_owned(), limit)
+        } else {
+            (name.to_owned(), limit)
+        }
+    }
+}
+
+impl Meter {
+    /// Books a text request by its tokens; returns its neurons (`usage.neurons`).
+    pub fn charge_tokens(&self, usage: &Usage) -> f64 {
+        let neurons = self.rates.map_or(0.0, |rates| {
+            rates.neurons_for_tokens(
+                u64::from(usage.prompt_tokens),
+                u64::from(usage.cached_tokens),
+                u64::from(usage.completion_tokens),
+            )
+        });
+        self.book(Booked {
+            requests: 1,
+            input_tokens: u64::from(usage.prompt_tokens),
+            output_tokens: u64::from(usage.completion_tokens),
+            neurons,
+        })
+    }
+
+    /// Books a request priced per unit other than tokens: `amount` of the first rate whose unit
+    /// mentions `unit` (`audio minute`, `characters`, `images`, …). Returns its neurons.
+    pub fn charge_units(&self, unit: &str, amount: f64) -> f64 {
+        let neurons = self
+            .rates
+            .and_then(|rates| rates.units.iter().find(|rate| rate.unit.contains(unit)))
+            .map_or(0.0, |rate| rate.neurons * amount / unit_size(&rate.unit));
+        self.book(Booked {
+            requests: 1,
+            neurons,
+            ..Booked::default()
+        })
+    }
+
+    fn book(&self, usage: Booked) -> f64 {
+        self.platform
+            .ledger
+            .record(&self.account, &self.model, &usage);
+        usage.neurons
+    }
+}
+
+/// How many units one price covers: `per M images` is per million, `per 1k characters` per
+/// thousand.
+fn unit_size(unit: &str) -> f64 {
+    if unit.starts_with("per M ") {
+        1_000_000.0
+    } else if unit.starts_with("per 1k ") {
+        1_000.0
+    } else {
+        1.0
+    }
+}
+
+/// A usage object with `neurons` added.
+pub fn with_neurons(mut usage: serde_json::Value, neurons: f64) -> serde_json::Value {
+    if let Some(fields) = usage.as_object_mut() {
+        fields.insert("neurons".to_owned(), serde_json::json!(rounded(neurons)));
+    }
+    usage
+}
+
+/// `usage.neurons` as Workers AI reports it: a fraction, not a float's noise.
+pub fn rounded(neurons: f64) -> f64 {
+    (neurons * 1e6).round() / 1e6
+}

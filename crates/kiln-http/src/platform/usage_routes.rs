@@ -1,0 +1,76 @@
+//! `GET /accounts/{account_id}/ai/usage?since=&until=&model=`: the account's requests, tokens
+//! and neurons per UTC day and model (a Kiln extension; `kiln usage` shows every account).
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use kiln_accounts::UsageFilter;
+use kiln_core::KilnError;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::Caller;
+use crate::envelope::{success, ApiError};
+use crate::SharedState;
+
+#[derive(Debug, Deserialize)]
+pub struct UsageQuery {
+    /// First day, `YYYY-MM-DD` (UTC), inclusive.
+    since: Option<String>,
+    /// Last day, inclusive.
+    until: Option<String>,
+    model: Option<String>,
+}
+
+pub async fn usage(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let answer = || -> Result<Response, ApiError> {
+        let Query(query) = query.map_err(|e| KilnError::bad_input(e.body_text()))?;
+        for day in [&query.since, &query.until].into_iter().flatten() {
+            if !is_day(day) {
+                return Err(KilnError::bad_input(format!(
+                    "'{day}' is not a day: expected YYYY-MM-DD"
+                ))
+                .into());
+            }
+        }
+        // The middleware has matched the path's account to the caller's.
+        let account = caller.account;
+        let state = &state.platform;
+        let rows = state.ledger.report(UsageFilter {
+            account_id: Some(account.clone()),
+            model: query.model,
+            since_day: query.since,
+            until_day: query.until,
+        })?;
+        let neurons: f64 = rows.iter().map(|row| row.neurons).sum();
+        let plan = state
+            .accounts
+            .account(&account)?
+            .map_or(state.settings.default_plan, |a| a.plan);
+        let today = kiln_accounts::utc_day(state.clock.now_unix_ms());
+        Ok(success(json!({
+            "account_id": account,
+            "plan": plan,
+            "free_neurons_per_day": state.settings.free_neurons_per_day,
+            "today": today,
+            "neurons_today": super::meter::rounded(state.ledger.spent_today(&account)),
+            "neurons": super::meter::rounded(neurons),
+            "rows": rows,
+        }))
+        .into_response())
+    };
+    answer().unwrap_or_else(IntoResponse::into_response)
+}
+
+fn is_day(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.len() == 10
+        && bytes.iter().enumerate().all(|(i, b)| match i {
+            4 | 7 => *b == b'-',
+            _ => b.is_ascii_digit(),
+        })
+}
