@@ -13,11 +13,23 @@ pub const ACCOUNT: &str = "0123456789abcdef0123456789abcdef";
 
 static SERVER: OnceLock<SocketAddr> = OnceLock::new();
 
-/// Test configuration: default models from the shared model cache, ephemeral port.
+/// This test process's own directory for accounts and batches, so that tokens someone created
+/// in the shared data dir never turn these servers' open mode off.
+pub fn private_state_dir() -> &'static std::path::Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"))
+        .path()
+}
+
+/// Test configuration: default models from the shared model cache, ephemeral port, open
+/// mode (no API tokens) on this process's own accounts database.
 pub fn test_config() -> ServeConfig {
     ServeConfig {
         listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         data_dir: Some(kiln_store::default_data_dir()),
+        auth: Some(kiln_http::platform::AuthMode::Open),
+        accounts_db: Some(private_state_dir().join("accounts.db")),
+        batch_db: Some(private_state_dir().join("batches.db")),
         config: Some(std::path::PathBuf::from(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/default-kiln.toml"
@@ -28,6 +40,14 @@ pub fn test_config() -> ServeConfig {
 
 /// Starts `config` on its own runtime thread, so every `#[tokio::test]` runtime can use it.
 pub fn spawn_server(config: ServeConfig) -> SocketAddr {
+    spawn_server_with_clock(config, std::sync::Arc::new(kiln_accounts::SystemClock))
+}
+
+/// [`spawn_server`] with the clock that rate limits and daily allocations read.
+pub fn spawn_server_with_clock(
+    config: ServeConfig,
+    clock: std::sync::Arc<dyn kiln_accounts::Clock>,
+) -> SocketAddr {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -37,7 +57,7 @@ pub fn spawn_server(config: ServeConfig) -> SocketAddr {
             .expect("test runtime");
         runtime.block_on(async move {
             let config = config.resolve().expect("test config resolves");
-            let server = kiln::start(config, Progress::Quiet)
+            let server = kiln::start_with_clock(config, Progress::Quiet, clock)
                 .await
                 .expect("server starts");
             ready_tx.send(server.addr).expect("report address");
@@ -141,12 +161,21 @@ impl KilnProcess {
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
             .port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"));
+        command
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--config")
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/default-kiln.toml"))
             .arg("--data-dir")
             .arg(kiln_store::default_data_dir())
+            .args(["--auth", "open", "--accounts-db"])
+            .arg(private_state_dir().join("process-accounts.db"));
+        if !extra.iter().any(|arg| *arg == "--batch-db") {
+            command
+                .arg("--batch-db")
+                .arg(private_state_dir().join("process-batches.db"));
+        }
+        let child = command
             .args(extra)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

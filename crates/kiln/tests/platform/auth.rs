@@ -1,0 +1,429 @@
+//! Tokens mode: every route needs a token of its account with the right scope.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use kiln_accounts::{AccountStore, Plan, Scope};
+use kiln_http::platform::AuthMode;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::common::{self, client, spawn_server, test_config};
+
+const EMBEDDING_MODEL: &str = "@cf/baai/bge-base-en-v1.5";
+
+struct Tenant {
+    id: String,
+    token: String,
+}
+
+struct TokensServer {
+    addr: SocketAddr,
+    db: PathBuf,
+    a: Tenant,
+    b: Tenant,
+    /// A's token that may only run models (`workers-ai:read`).
+    a_read_only: String,
+}
+
+fn server() -> &'static TokensServer {
+    static SERVER: OnceLock<TokensServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let dir = common::private_state_dir().join("tokens-mode");
+        let db = dir.join("accounts.db");
+        let store = AccountStore::open(&db).expect("accounts db");
+        let tenant = |name: &str| {
+            let account = store
+                .create_account(None, name, Plan::Paid)
+                .expect("account");
+            let (_, token) = store
+                .create_token(&account.id, "all", &Scope::ALL)
+                .expect("token");
+            Tenant {
+                id: account.id,
+                token,
+            }
+        };
+        let (a, b) = (tenant("a"), tenant("b"));
+        let (_, a_read_only) = store
+            .create_token(&a.id, "read", &[Scope::WorkersAiRead])
+            .expect("token");
+        let addr = spawn_server(kiln::ServeConfig {
+            auth: Some(AuthMode::Tokens),
+            accounts_db: Some(db.clone()),
+            batch_db: Some(dir.join("batches.db")),
+            gateway_db: Some(dir.join("gateway.db")),
+            vectorize_dir: Some(dir.join("vectorize")),
+            ..test_config()
+        });
+        TokensServer {
+            addr,
+            db,
+            a,
+            b,
+            a_read_only,
+        }
+    })
+}
+
+async fn call(
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let url = format!("http://{}{path}", server().addr);
+    let mut request = client().request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request sent");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn account_path(account: &str, rest: &str) -> String {
+    format!("/client/v4/accounts/{account}{rest}")
+}
+
+fn assert_authentication_error(status: u16, body: &Value, expected_status: u16) {
+    assert_eq!(status, expected_status, "{body}");
+    assert_eq!(body["success"], false, "{body}");
+    assert_eq!(body["errors"][0]["code"], 10000, "{body}");
+    assert_eq!(
+        body["errors"][0]["message"], "Authentication error",
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn missing_or_bad_tokens_get_401_on_both_surfaces() {
+    let s = server();
+    let run = account_path(&s.a.id, &format!("/ai/run/{EMBEDDING_MODEL}"));
+    let input = json!({"text": "hello"});
+    let (status, body) = call(Method::POST, &run, None, Some(input.clone())).await;
+    assert_authentication_error(status, &body, 401);
+    let forged = format!("{}x", s.a.token);
+    let (status, body) = call(Method::POST, &run, Some(&forged), Some(input.clone())).await;
+    assert_authentication_error(status, &body, 401);
+    let (status, body) = call(
+        Method::POST,
+        &run,
+        Some("kiln_0000000000000000_guess"),
+        Some(input.clone()),
+    )
+    .await;
+    assert_authentication_error(status, &body, 401);
+    let (status, body) = call(Method::POST, &run, Some(&s.a.token), Some(input)).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The OpenAI surface answers in OpenAI's shape, and knows the account from the token.
+    let embeddings = json!({"model": EMBEDDING_MODEL, "input": "hello"});
+    let (status, body) = call(
+        Method::POST,
+        "/v1/embeddings",
+        None,
+        Some(embeddings.clone()),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["type"], "authentication_error", "{body}");
+    let (status, body) = call(
+        Method::POST,
+        "/v1/embeddings",
+        Some(&s.a.token),
+        Some(embeddings),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Account B's resources, made with B's token; A's token must reach none of them.
+struct BResources {
+    gateway: String,
+    log_id: String,
+    index: String,
+    request_id: String,
+}
+
+async fn b_resources() -> BResources {
+    let s = server();
+    let b = |rest: &str| account_path(&s.b.id, rest);
+    let token = Some(s.b.token.as_str());
+    let gateway = "b-gateway".to_owned();
+    let (status, body) = call(
+        Method::POST,
+        &b("/ai-gateway/gateways"),
+        token,
+        Some(json!({"id": gateway})),
+    )
+    .await;
+    assert!(status == 200 || status == 409, "{body}");
+    // One logged request through B's gateway (the workers-ai provider takes B's token).
+    let response = client()
+        .post(format!(
+            "http://{}/v1/{}/{gateway}/workers-ai/{EMBEDDING_MODEL}",
+            s.addr, s.b.id
+        ))
+        .bearer_auth(&s.b.token)
+        .json(&json!({"text": "secret of b"}))
+        .send()
+        .await
+        .expect("gateway request");
+    assert_eq!(response.status(), 200);
+    let log_id = response.headers()["cf-aig-log-id"]
+        .to_str()
+        .expect("log id")
+        .to_owned();
+
+    let index = "b-index".to_owned();
+    let (status, body) = call(
+        Method::POST,
+        &b("/vectorize/v2/indexes"),
+        token,
+        Some(json!({"name": index, "config": {"dimensions": 3, "metric": "cosine"}})),
+    )
+    .await;
+    assert!(status == 201 || status == 409, "{body}");
+
+    let (status, body) = call(
+        Method::POST,
+        &b(&format!("/ai/run/{EMBEDDING_MODEL}?queueRequest=true")),
+        token,
+        Some(json!({"requests": [{"text": "b's batch"}]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let request_id = body["result"]["request_id"]
+        .as_str()
+        .expect("request id")
+        .to_owned();
+    BResources {
+        gateway,
+        log_id,
+        index,
+        request_id,
+    }
+}
+
+#[tokio::test]
+async fn a_token_of_account_a_gets_nothing_of_account_b() {
+    let s = server();
+    let theirs = b_resources().await;
+    let a_token = Some(s.a.token.as_str());
+    let poll = json!({"request_id": theirs.request_id});
+    let queue_url = |account: &str| {
+        account_path(
+            account,
+            &format!("/ai/run/{EMBEDDING_MODEL}?queueRequest=true"),
+        )
+    };
+
+    // B's paths with A's token: refused before anything is looked up.
+    let on_b = [
+        (
+            Method::GET,
+            account_path(&s.b.id, "/ai-gateway/gateways"),
+            None,
+        ),
+        (
+            Method::GET,
+            account_path(
+                &s.b.id,
+                &format!("/ai-gateway/gateways/{}/logs", theirs.gateway),
+            ),
+            None,
+        ),
+        (
+            Method::GET,
+            account_path(
+                &s.b.id,
+                &format!(
+                    "/ai-gateway/gateways/{}/logs/{}",
+                    theirs.gateway, theirs.log_id
+                ),
+            ),
+            None,
+        ),
+        (
+            Method::GET,
+            account_path(&s.b.id, &format!("/vectorize/v2/indexes/{}", theirs.index)),
+            None,
+        ),
+        (
+            Method::POST,
+            account_path(
+                &s.b.id,
+                &format!("/vectorize/v2/indexes/{}/query", theirs.index),
+            ),
+            Some(json!({"vector": [1, 0, 0]})),
+        ),
+        (Method::GET, account_path(&s.b.id, "/ai/finetunes"), None),
+        (Method::GET, account_path(&s.b.id, "/ai/usage"), None),
+        (Method::POST, queue_url(&s.b.id), Some(poll.clone())),
+    ];
+    for (method, path, body) in on_b {
+        let (status, answer) = call(method, &path, a_token, body).await;
+        assert_authentication_error(status, &answer, 403);
+        assert!(
+            !answer.to_string().contains("secret of b"),
+            "{path}: {answer}"
+        );
+    }
+
+    // B's ids on A's own paths: not found, exactly as ids that never existed.
+    let on_a = [
+        (
+            Method::GET,
+            account_path(&s.a.id, &format!("/ai-gateway/gateways/{}", theirs.gateway)),
+            None,
+        ),
+        (
+            Method::GET,
+            account_path(
+                &s.a.id,
+                &format!(
+                    "/ai-gateway/gateways/{}/logs/{}",
+                    theirs.gateway, theirs.log_id
+                ),
+            ),
+            None,
+        ),
+        (
+            Method::GET,
+            account_path(&s.a.id, &format!("/vectorize/v2/indexes/{}", theirs.index)),
+            None,
+        ),
+        (Method::POST, queue_url(&s.a.id), Some(poll)),
+    ];
+    for (method, path, body) in on_a {
+        let (status, answer) = call(method, &path, a_token, body).await;
+        assert_eq!(status, 404, "{path}: {answer}");
+        assert_eq!(answer["success"], false, "{path}: {answer}");
+    }
+    let (status, listed) = call(
+        Method::GET,
+        &account_path(&s.a.id, "/ai-gateway/gateways"),
+        a_token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{listed}");
+    assert!(!listed.to_string().contains(&theirs.gateway), "{listed}");
+    let (status, listed) = call(
+        Method::GET,
+        &account_path(&s.a.id, "/vectorize/v2/indexes"),
+        a_token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{listed}");
+    assert!(!listed.to_string().contains(&theirs.index), "{listed}");
+
+    // B itself still sees all of it.
+    let (status, log) = call(
+        Method::GET,
+        &account_path(
+            &s.b.id,
+            &format!(
+                "/ai-gateway/gateways/{}/logs/{}",
+                theirs.gateway, theirs.log_id
+            ),
+        ),
+        Some(&s.b.token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{log}");
+}
+
+#[tokio::test]
+async fn scopes_limit_what_a_token_may_do() {
+    let s = server();
+    let read_only = Some(s.a_read_only.as_str());
+    let a = |rest: &str| account_path(&s.a.id, rest);
+    let (status, body) = call(
+        Method::POST,
+        &a(&format!("/ai/run/{EMBEDDING_MODEL}")),
+        read_only,
+        Some(json!({"text": "ok"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(Method::GET, &a("/ai/models/search"), read_only, None).await;
+    assert_eq!(status, 200, "{body}");
+    let refused = [
+        (
+            Method::POST,
+            a("/vectorize/v2/indexes"),
+            Some(json!({"name": "x", "config": {"dimensions": 3, "metric": "cosine"}})),
+        ),
+        (Method::GET, a("/vectorize/v2/indexes"), None),
+        (Method::GET, a("/ai-gateway/gateways"), None),
+        (
+            Method::POST,
+            a("/ai/finetunes"),
+            Some(json!({"model": "@cf/meta/llama-3.1-8b-instruct", "name": "x"})),
+        ),
+    ];
+    for (method, path, body) in refused {
+        let (status, answer) = call(method, &path, read_only, body).await;
+        assert_authentication_error(status, &answer, 403);
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_token_stops_working_on_the_next_request() {
+    let s = server();
+    // Another connection to the same file: what `kiln tokens revoke` does from its own process.
+    let store = AccountStore::open(&s.db).expect("accounts db");
+    let (token, secret) = store
+        .create_token(&s.a.id, "short-lived", &[Scope::WorkersAiRead])
+        .expect("token");
+    let search = account_path(&s.a.id, "/ai/models/search");
+    let (status, body) = call(Method::GET, &search, Some(&secret), None).await;
+    assert_eq!(status, 200, "{body}");
+    store.revoke_token(&token.id).expect("revoked");
+    let (status, body) = call(Method::GET, &search, Some(&secret), None).await;
+    assert_authentication_error(status, &body, 401);
+}
+
+#[tokio::test]
+async fn auto_mode_is_open_until_the_first_token_exists() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("accounts.db");
+    let addr = spawn_server(kiln::ServeConfig {
+        auth: Some(AuthMode::Auto),
+        accounts_db: Some(db.clone()),
+        batch_db: Some(dir.path().join("batches.db")),
+        ..test_config()
+    });
+    let search = format!("http://{addr}/client/v4/accounts/local/ai/models/search");
+    let response = client().get(&search).send().await.expect("sent");
+    assert_eq!(response.status(), 200, "open while no token exists");
+
+    let store = AccountStore::open(&db).expect("accounts db");
+    let account = store
+        .create_account(Some("local"), "local", Plan::Paid)
+        .expect("account");
+    let (_, secret) = store
+        .create_token(&account.id, "first", &[Scope::WorkersAiRead])
+        .expect("token");
+    let response = client().get(&search).send().await.expect("sent");
+    assert_eq!(response.status(), 401, "the first token closes open mode");
+    let response = client()
+        .get(&search)
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+}
