@@ -30,6 +30,12 @@ fn serve_help_lists_every_setting_with_its_environment_variable() {
         "KILN_BINDING_ACCOUNT",
         "KILN_VECTORIZE_DIR",
         "KILN_FETCH",
+        "KILN_AUTH",
+        "KILN_ACCOUNTS_DB",
+        "KILN_BATCH_DB",
+        "KILN_RATE_LIMITS",
+        "KILN_FREE_NEURONS_PER_DAY",
+        "KILN_DEFAULT_PLAN",
     ] {
         assert!(
             help.contains(variable),
@@ -90,4 +96,88 @@ fn invalid_config_file_is_reported() {
     assert!(!output.status.success());
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(text.contains("invalid config file"), "{text}");
+}
+
+/// `kiln accounts`, `kiln tokens` and `kiln usage` on one accounts database, as an operator runs
+/// them next to a server.
+#[test]
+fn accounts_tokens_and_usage_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("accounts.db");
+    let run = |args: &[&str]| {
+        let output = kiln()
+            .args(args)
+            .arg("--accounts-db")
+            .arg(&db)
+            .output()
+            .expect("kiln runs");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{args:?}: {stderr}");
+        stdout
+    };
+    let account = run(&["accounts", "create", "--name", "team", "--plan", "free"]);
+    let account = account.trim();
+    assert_eq!(account.len(), 32, "{account}");
+    assert!(run(&["accounts", "list"]).contains(account));
+
+    let secret = run(&[
+        "tokens",
+        "create",
+        "--account",
+        account,
+        "--scope",
+        "workers-ai:read,vectorize:edit",
+    ]);
+    let secret = secret.trim();
+    assert!(secret.starts_with("kiln_"), "{secret}");
+    let listed = run(&["tokens", "list", "--account", account]);
+    assert!(listed.contains("workers-ai:read"), "{listed}");
+    assert!(!listed.contains(secret), "a token list never shows secrets");
+    let token_id = listed
+        .lines()
+        .nth(1)
+        .and_then(|line| line.split_whitespace().next())
+        .expect("a token row")
+        .to_owned();
+    run(&["tokens", "revoke", &token_id]);
+    assert!(run(&["tokens", "list"]).contains("revoked"));
+
+    // Usage the server booked (here: booked directly, as the server's ledger does).
+    {
+        let store = kiln_accounts::AccountStore::open(&db).expect("db");
+        let ledger = kiln_accounts::UsageLedger::open(
+            &store,
+            std::sync::Arc::new(kiln_accounts::SystemClock),
+        )
+        .expect("ledger");
+        let usage = kiln_accounts::Usage {
+            requests: 3,
+            input_tokens: 30,
+            output_tokens: 12,
+            neurons: 1.5,
+        };
+        ledger.record(account, "@cf/meta/llama-3.1-8b-instruct", &usage);
+    }
+    let table = run(&["usage", "--account", account]);
+    assert!(table.contains("@cf/meta/llama-3.1-8b-instruct"), "{table}");
+    let rows: serde_json::Value =
+        serde_json::from_str(&run(&["usage", "--json"])).expect("JSON rows");
+    assert_eq!(rows[0]["requests"], 3, "{rows}");
+    assert_eq!(rows[0]["neurons"], 1.5, "{rows}");
+
+    // Bad input is a clear error, not a panic.
+    let output = kiln()
+        .args([
+            "tokens",
+            "create",
+            "--account",
+            "no-such-account",
+            "--accounts-db",
+        ])
+        .arg(&db)
+        .output()
+        .expect("kiln runs");
+    assert!(!output.status.success());
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("panicked"));
 }
