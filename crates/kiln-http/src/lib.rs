@@ -147,7 +147,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics::render))
         .route("/kiln/models", get(kiln_routes::models))
-        .merge(vectorize::binding_routes())
+        .merge(vectorize::binding_routes(state.clone()))
         .fallback(envelope::route_not_found)
         .method_not_allowed_fallback(envelope::method_not_allowed)
         .with_state(state.clone());

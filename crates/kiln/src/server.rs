@@ -125,6 +125,8 @@ pub async fn start_with_clock(
     let (shutdown, stopped) = oneshot::channel::<()>();
     let app = kiln_http::router(state);
     let task = tokio::spawn(async move {
+        // Peer addresses: the Worker binding routes answer only local callers in tokens mode.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(listener, app).with_graceful_shutdown(async {
             let _ = stopped.await;
         });

@@ -48,17 +48,22 @@ pub struct GatewayContext {
 
 /// `/v1/{account}/{gateway}` (universal) and `/v1/{account}/{gateway}/{provider}/…`.
 pub fn routes(app: SharedState, inner: Router) -> Router {
+    let local_binding_only = axum::middleware::from_fn_with_state(
+        app.clone(),
+        crate::platform::authorize::local_binding_only,
+    );
     let context = GatewayContext {
         app,
         inner,
         http: reqwest::Client::new(),
     };
-    Router::new()
+    let gateway = Router::new()
         .route("/v1/{account_id}/{gateway_id}", post(universal::handle))
         // `…/{gateway}/`: the universal URL as the binding's `getUrl()` writes it.
         .route("/v1/{account_id}/{gateway_id}/", post(universal::handle))
-        .route("/v1/{account_id}/{gateway_id}/{*path}", any(proxy::handle))
-        // The Worker AI binding (spec §2.3, §11); see docs/worker-binding.md.
+        .route("/v1/{account_id}/{gateway_id}/{*path}", any(proxy::handle));
+    // The Worker AI binding (spec §2.3, §11); see docs/worker-binding.md.
+    let binding = Router::new()
         .route("/run", post(binding::run))
         .route("/ai-gateway/run", post(binding::gateway_run))
         .route("/ai-api/models/search", get(binding_api::models))
@@ -74,7 +79,8 @@ pub fn routes(app: SharedState, inner: Router) -> Router {
             "/ai-gateway/universal/run/{gateway}",
             post(binding_api::universal),
         )
-        .with_state(Arc::new(context))
+        .route_layer(local_binding_only);
+    gateway.merge(binding).with_state(Arc::new(context))
 }
 
 /// Gateway errors: Cloudflare's gateway answers with an `error` array (spec §4.14); `errors`

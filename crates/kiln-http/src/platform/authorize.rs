@@ -6,7 +6,9 @@
 //! binding's call, the gateway's `workers-ai` provider for a binding, a batch item) carry a
 //! [`TrustedCall`] extension instead: extensions cannot come from the network.
 
-use axum::extract::{OriginalUri, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, OriginalUri, Request, State};
 use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -71,6 +73,39 @@ fn refusal(path: &str, error: KilnError) -> Response {
     } else {
         crate::envelope::ApiError::from(error).into_response()
     }
+}
+
+/// The Worker binding's routes carry no token: a Worker runtime on this machine (workerd) calls
+/// them. While tokens are required they answer only loopback peers, or a caller presenting a
+/// token of the binding account.
+pub async fn local_binding_only(
+    State(state): State<SharedState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let platform = &state.platform;
+    let local_peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|peer| peer.0.ip().is_loopback());
+    let allowed = platform.is_open()
+        || local_peer
+        || platform
+            .authorize(
+                request.headers(),
+                Some(&platform.settings.default_account),
+                Scope::WorkersAiRead,
+            )
+            .is_ok();
+    if allowed {
+        return next.run(request).await;
+    }
+    let error = KilnError::new(
+        ErrorKind::Authentication,
+        "Authentication error: the Worker binding routes answer this machine only while API tokens \
+         are required (or a token of the binding account)",
+    );
+    crate::envelope::ApiError::from(error).into_response()
 }
 
 impl Platform {

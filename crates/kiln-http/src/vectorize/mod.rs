@@ -53,12 +53,16 @@ pub fn account_routes() -> Router<SharedState> {
 /// The binding's operations, at `/vectorize-binding/{account}/{index}/{op}`: a Worker binding
 /// emulation points its `vector-search` fetcher here (the real binding names the index in its
 /// configuration, not in the request).
-pub fn binding_routes() -> Router<SharedState> {
+pub fn binding_routes(state: SharedState) -> Router<SharedState> {
     Router::new()
         .route(
             "/vectorize-binding/{account_id}/{index}/{op}",
             get(binding::handle).post(binding::handle),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::platform::authorize::local_binding_only,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
 }
 

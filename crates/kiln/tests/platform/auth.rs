@@ -49,14 +49,19 @@ fn server() -> &'static TokensServer {
         let (_, a_read_only) = store
             .create_token(&a.id, "read", &[Scope::WorkersAiRead])
             .expect("token");
-        let addr = spawn_server(kiln::ServeConfig {
+        // Every interface: the binding test below calls from a non-loopback address too.
+        let any_interface = SocketAddr::from(([0, 0, 0, 0], 0));
+        let port = spawn_server(kiln::ServeConfig {
+            listen: Some(any_interface),
             auth: Some(AuthMode::Tokens),
             accounts_db: Some(db.clone()),
             batch_db: Some(dir.join("batches.db")),
             gateway_db: Some(dir.join("gateway.db")),
             vectorize_dir: Some(dir.join("vectorize")),
             ..test_config()
-        });
+        })
+        .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         TokensServer {
             addr,
             db,
@@ -426,4 +431,48 @@ async fn auto_mode_is_open_until_the_first_token_exists() {
         .await
         .expect("sent");
     assert_eq!(response.status(), 200);
+}
+
+/// This machine's address on its default route, if it has one besides loopback.
+fn non_loopback_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    // Connecting a UDP socket sends nothing; it only picks the outgoing interface.
+    socket
+        .connect("192.0.2.255:9")
+        .or_else(|_| socket.connect("10.255.255.255:9"))
+        .ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[tokio::test]
+async fn binding_routes_answer_only_this_machine_while_tokens_are_required() {
+    let s = server();
+    let call = |host: String, token: Option<String>| async move {
+        let mut request = client()
+            .post(format!("http://{host}/run?version=3"))
+            .header("cf-consn-model-id", EMBEDDING_MODEL)
+            .json(&json!({"inputs": {"text": "hi"}, "options": {}}));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("sent").status().as_u16()
+    };
+    // A Worker runtime on this machine: no token needed.
+    assert_eq!(call(s.addr.to_string(), None).await, 200);
+    let Some(ip) = non_loopback_address() else {
+        eprintln!("no non-loopback address on this machine: only the loopback half was checked");
+        return;
+    };
+    let remote = SocketAddr::new(ip, s.addr.port()).to_string();
+    assert_eq!(
+        call(remote.clone(), None).await,
+        401,
+        "a remote caller without a token"
+    );
+    assert_eq!(
+        call(remote.clone(), Some(s.a.token.clone())).await,
+        401,
+        "a token of another account than the binding's"
+    );
 }
