@@ -172,3 +172,67 @@ pub fn with_neurons(mut usage: serde_json::Value, neurons: f64) -> serde_json::V
 pub fn rounded(neurons: f64) -> f64 {
     (neurons * 1e6).round() / 1e6
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use kiln_accounts::{AccountStore, Plan, SystemClock};
+
+    use super::*;
+    use crate::platform::{AuthMode, PlatformSettings};
+
+    fn platform(overrides: &[(&str, u32)]) -> (tempfile::TempDir, Platform) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let accounts = Arc::new(AccountStore::open(&dir.path().join("a.db")).expect("db"));
+        let settings = PlatformSettings {
+            auth: AuthMode::Open,
+            rate_limits: true,
+            rpm_overrides: overrides
+                .iter()
+                .map(|(name, limit)| ((*name).to_owned(), *limit))
+                .collect::<HashMap<_, _>>(),
+            free_neurons_per_day: 10_000.0,
+            default_plan: Plan::Paid,
+            default_account: "local".into(),
+        };
+        let platform = Platform::new(accounts, Arc::new(SystemClock), settings).expect("platform");
+        (dir, platform)
+    }
+
+    #[test]
+    fn limits_come_from_the_model_then_the_task_then_workers_ai() {
+        let (_dir, defaults) = platform(&[]);
+        let llama = "@cf/meta/llama-3.1-8b-instruct";
+        assert_eq!(
+            defaults.limit_for(Task::TextGeneration, llama, None),
+            ("Text Generation".to_owned(), 300)
+        );
+        let exception = "@cf/qwen/qwen1.5-14b-chat-awq";
+        assert_eq!(
+            defaults.limit_for(Task::TextGeneration, exception, None),
+            (exception.to_owned(), 150),
+            "Workers AI's per-model exceptions are counted per model"
+        );
+        let (_dir, configured) = platform(&[(llama, 5), ("Text Embeddings", 0)]);
+        assert_eq!(
+            configured.limit_for(Task::TextGeneration, llama, None),
+            (llama.to_owned(), 5)
+        );
+        assert_eq!(
+            configured
+                .limit_for(Task::TextEmbeddings, "@cf/baai/bge-small-en-v1.5", None)
+                .1,
+            0,
+            "0 is unlimited"
+        );
+    }
+
+    #[test]
+    fn unit_prices_scale_by_their_unit() {
+        assert_eq!(unit_size("per M images"), 1_000_000.0);
+        assert_eq!(unit_size("per 1k characters"), 1_000.0);
+        assert_eq!(unit_size("per audio minute"), 1.0);
+        assert_eq!(rounded(0.123_456_789), 0.123_457);
+    }
+}
