@@ -1,30 +1,37 @@
 #!/usr/bin/env python3
-"""Vectorize's index beside hnswlib and faiss-cpu on the same vectors: insert throughput, recall@10,
-single-thread queries per second and p50/p99 latency, per metric (cosine, euclidean, dot-product).
+"""Vectorize's index beside hnswlib and faiss-cpu on the same vectors: recall@10 and single-thread
+queries per second per metric (cosine, euclidean, dot-product), in process and over HTTP.
 
-One run, in this order, everything on this machine and one thing at a time:
+One run, everything on this machine:
 
-  1. `recall_bench` (the kiln-vectorize example) generates the data set, writes it with its exact
-     top-10 per query to `recall-{metric}.bin`, and measures Kiln's index in process: the usearch
-     HNSW graph exactly as the store configures it (M 16, ef_add 128, ef 128), built on every core,
-     queried one query at a time on one thread. Its stdout is parsed.
-  2. hnswlib (M 16, ef_construction 128) and faiss `IndexHNSWFlat` (M 16, efConstruction 128) are
-     built on the same base vectors with every core, then queried one query at a time with one
-     thread while ef / efSearch sweeps (default 16, 32, 64, 128, 256).
-  3. Kiln over HTTP: `kiln serve` with a fresh Vectorize directory; per metric an index is created,
-     the base vectors are upserted as NDJSON in batches of 5,000 (one connection, sequential),
-     insert throughput is taken both until the last upsert is acknowledged (durable in the
-     mutation log) and until `info` reports its mutation applied (searchable); once the server is
-     idle again (the apply thread has finished building or extending the HNSW graph), the queries
-     are sent one at a time over one keep-alive connection; recall@10 from the returned ids.
+  1. `recall_bench` (the kiln-vectorize example) generates the data set and writes it with its exact
+     top-10 per query to `recall-{metric}.bin` (and prints its own quick ef sweep of Kiln's graph).
+  2. In process, per metric: hnswlib (M 16, ef_construction 128) and faiss `IndexHNSWFlat` (M 16,
+     efConstruction 128) are built with every core; Kiln's graph is built (every core) by a
+     `recall_bench serve` process, which then answers "run every query at ef N" requests. The ef
+     sweep is run `--rounds` times, **interleaving** the libraries (Kiln, hnswlib, faiss for one
+     ef, then the next ef, …), so that they share whatever else the machine is doing; the median
+     QPS of the rounds is reported. Every library answers one query at a time on one thread:
+     Kiln in a Rust loop, exactly as the store answers (the graph proposes 2 × topK, rescored
+     exactly in f64); hnswlib and faiss both in their C++ loop (one call with all queries, 1
+     thread: `knn_query(num_threads=1)`, `omp_set_num_threads(1)`) and one Python call per query.
+     QPS is also given per CPU-second of the querying thread, which other load disturbs less.
+  3. Over HTTP, per metric: `kiln serve` with a fresh Vectorize directory (the base vectors are
+     upserted as NDJSON in batches of 5,000; insert throughput until acknowledged and until
+     applied), and, as a peer, hnswlib behind a minimal Python HTTP server (`http.server`, the
+     same JSON body and answer shape, ef = Kiln's default). Queries are sent one at a time over
+     one keep-alive connection from Python's http.client, alternating the two servers for
+     `--rounds` rounds; recall@10 from the returned ids.
 
 The data set is synthetic: `kiln_vectorize::bench::clustered_vectors` (100 Gaussian clusters,
 centres ~ N(0, 1), points = centre + N(0, 0.6²) per coordinate, 384 dimensions, L2-normalised for
 cosine; seed 7), 1,000 extra vectors from the same generator as queries.
 
 Needs numpy, hnswlib and faiss-cpu (`scripts/bench vectorize` installs them into the bench venv
-and builds Kiln and the example first). The server it starts is killed on exit and its temporary
+and builds Kiln and the example first). The servers it starts are killed on exit and its temporary
 files (the data set included) are removed unless --keep-data.
+
+`vector_bench.py --serve-hnswlib FILE PORT EF` is the hnswlib HTTP peer (used by the run itself).
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ import platform
 import re
 import shlex
 import shutil
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,50 +74,80 @@ REQUEST_TIMEOUT_S = 600
 METRICS = ("cosine", "euclidean", "dot-product")
 ACCOUNT = "bench"
 RECALL_TARGET = 0.95
-KILN_EF = 128  # kiln_vectorize::bench::EXPANSION_SEARCH, what the store searches with
 K = 10
 
 
 @dataclass
-class Row:
-    """One measured configuration of one library on one metric."""
+class Point:
+    """One library at one ef: recall (the same every round) and QPS per round."""
+    library: str
+    ef: int
+    recall: float = 0.0
+    qps: list = field(default_factory=list)
+    cpu_qps: list = field(default_factory=list)
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+    @property
+    def median_qps(self) -> float:
+        return statistics.median(self.qps)
+
+    @property
+    def median_cpu_qps(self) -> float | None:
+        return statistics.median(self.cpu_qps) if self.cpu_qps else None
+
+
+@dataclass
+class HttpRow:
     library: str
     config: str
     recall: float | None = None
-    qps: float | None = None
+    qps: list = field(default_factory=list)
     p50_ms: float | None = None
     p99_ms: float | None = None
     build_s: float | None = None
-    insert_rate: str = ""  # free text: vectors/s, possibly two figures
-    ef: int | None = None
+    insert_rate: str = ""
     notes: list = field(default_factory=list)
+
+    @property
+    def median_qps(self) -> float | None:
+        return statistics.median(self.qps) if self.qps else None
 
 
 @dataclass
 class MetricResult:
     metric: str
-    kiln: Row | None = None
-    kiln_http: Row | None = None
-    hnswlib: list = field(default_factory=list)
-    faiss: list = field(default_factory=list)
+    points: dict = field(default_factory=dict)  # (library, ef) -> Point
+    builds: dict = field(default_factory=dict)  # library -> seconds
+    kiln_default_ef: int | None = None
+    exact_qps: float | None = None
+    http: list = field(default_factory=list)  # HttpRow
+    notes: list = field(default_factory=list)
     failures: list = field(default_factory=list)
+
+    def curve(self, library: str) -> list:
+        return sorted((p for (lib, _), p in self.points.items() if lib == library), key=lambda p: p.ef)
 
 
 # ---------------------------------------------------------------------------------------------
-# The data set and Kiln in process (recall_bench)
+# The data set (recall_bench)
 
 
 RECALL_LINE = re.compile(
-    r"^(?P<metric>\S+)\s+exact: recall [\d.]+,\s*(?P<exact_qps>[\d.]+) q/s \| usearch HNSW "
+    r"^(?P<metric>\S+)\s+exact: recall [\d.]+,\s*(?P<exact_qps>[\d.]+) q/s \| Kiln HNSW "
     r"\((?P<config>[^)]*)\): recall (?P<recall>[\d.]+),\s*(?P<qps>[\d.]+) q/s, build "
     r"(?P<build>[\d.]+) s \| data: (?P<path>.+)$")
 
 
-def run_recall_bench(args, work: Path) -> tuple[dict, str, float]:
-    """Runs the example; returns {metric: parsed line}, its first line and its wall time."""
-    argv = ([args.recall_bench_bin] if args.recall_bench_bin else
+def recall_bench_argv(args) -> list[str]:
+    return ([args.recall_bench_bin] if args.recall_bench_bin else
             ["cargo", "run", "--release", "--locked", "-q", "-p", "kiln-vectorize", "--example",
-             "recall_bench", "--"]) + [str(args.count), str(work)]
+             "recall_bench", "--"])
+
+
+def run_recall_bench(args, work: Path) -> tuple[dict, str, float]:
+    """Runs the example; returns {metric: its lines}, its first line and its wall time."""
+    argv = recall_bench_argv(args) + [str(args.count), str(work), ",".join(map(str, args.efs))]
     print(f"bench: running {' '.join(map(shlex.quote, argv))}", file=sys.stderr)
     started = time.monotonic()
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=REPO_DIR)
@@ -118,10 +157,10 @@ def run_recall_bench(args, work: Path) -> tuple[dict, str, float]:
         lines.append(line.rstrip())
     if process.wait() != 0:
         raise RuntimeError(f"recall_bench exited with {process.returncode}")
-    parsed = {}
+    parsed: dict = {}
     for line in lines:
         if m := RECALL_LINE.match(line):
-            parsed[m.group("metric")] = m.groupdict()
+            parsed.setdefault(m.group("metric"), []).append(m.groupdict())
     if not parsed:
         raise RuntimeError("could not parse recall_bench's output:\n" + "\n".join(lines))
     return parsed, lines[0] if lines else "", time.monotonic() - started
@@ -158,27 +197,69 @@ def latency_stats(latencies_s: list, wall_s: float) -> tuple[float, float, float
 
 
 # ---------------------------------------------------------------------------------------------
-# hnswlib and faiss
+# In process: Kiln (recall_bench serve), hnswlib and faiss, one ef at a time, interleaved
 
 
-def sweep(search, queries: np.ndarray, truth: np.ndarray, warmup: int = 50) -> tuple[float, float, float, float]:
-    """Queries one at a time through `search(q) -> ids`; returns recall, QPS, p50 ms, p99 ms."""
+class KilnInProcess:
+    """`recall_bench serve FILE`: builds Kiln's graph, then measures one ef per request."""
+
+    READY = re.compile(r"^ready: build (?P<build>[\d.]+) s, default ef (?P<ef>\d+)")
+    ANSWER = re.compile(r"^ef (?P<ef>\d+): recall (?P<recall>[\d.]+), (?P<qps>[\d.]+) q/s, (?P<cpu>\S+) q/s of CPU time")
+
+    def __init__(self, args, path: Path):
+        argv = recall_bench_argv(args) + ["serve", str(path)]
+        self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO_DIR)
+        line = self.process.stdout.readline()
+        m = self.READY.match(line)
+        if not m:
+            raise RuntimeError(f"recall_bench serve: unexpected {line!r}")
+        self.build_s, self.default_ef = float(m.group("build")), int(m.group("ef"))
+
+    def measure(self, ef: int) -> tuple[float, float, float | None]:
+        self.process.stdin.write(f"{ef}\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        m = self.ANSWER.match(line)
+        if not m:
+            raise RuntimeError(f"recall_bench serve: unexpected {line!r}")
+        cpu = None if m.group("cpu") == "-" else float(m.group("cpu"))
+        return float(m.group("recall")), float(m.group("qps")), cpu
+
+    def close(self) -> None:
+        try:
+            self.process.stdin.close()
+            self.process.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+
+
+def timed_batch(search_all, queries: np.ndarray) -> tuple[np.ndarray, float, float | None]:
+    """One call that answers every query in the library's own loop: ids, QPS, QPS per CPU-second
+    of this thread (the library runs its single-threaded loop in it)."""
+    search_all(queries[:100])
+    cpu0, t0 = time.thread_time(), time.perf_counter()
+    ids = search_all(queries)
+    wall, cpu = time.perf_counter() - t0, time.thread_time() - cpu0
+    return ids, len(queries) / wall, (len(queries) / cpu if cpu > 0 else None)
+
+
+def timed_loop(search_one, queries: np.ndarray, warmup: int = 50) -> tuple[list, float, float | None, float, float]:
+    """One Python call per query: ids, QPS, CPU QPS, p50 ms, p99 ms."""
     for q in queries[:warmup]:
-        search(q)
+        search_one(q)
     found, latencies = [], []
     clock = time.perf_counter
-    started = clock()
+    cpu0, started = time.thread_time(), clock()
     for q in queries:
         t0 = clock()
-        ids = search(q)
+        found.append(search_one(q))
         latencies.append(clock() - t0)
-        found.append(ids)
-    wall = clock() - started
+    wall, cpu = clock() - started, time.thread_time() - cpu0
     qps, p50, p99 = latency_stats(latencies, wall)
-    return recall_at_k(found, truth), qps, p50, p99
+    return found, qps, (len(queries) / cpu if cpu > 0 else None), p50, p99
 
 
-def run_hnswlib(args, data: DataSet) -> list[Row]:
+def build_hnswlib(data: DataSet):
     import hnswlib
 
     space = {"cosine": "cosine", "euclidean": "l2", "dot-product": "ip"}[data.metric]
@@ -190,48 +271,91 @@ def run_hnswlib(args, data: DataSet) -> list[Row]:
     index.add_items(data.base, np.arange(n))
     build = time.perf_counter() - started
     index.set_num_threads(1)
-    rows = []
-    for ef in args.efs:
-        index.set_ef(max(ef, K))
-        recall, qps, p50, p99 = sweep(lambda q: index.knn_query(q, k=K)[0][0], data.queries, data.truth)
-        rows.append(Row("hnswlib", f"space {space}, M 16, ef_c 128, ef {ef}", recall, qps, p50, p99,
-                        build, f"{n / build:,.0f} vec/s", ef=ef))
-        print(f"bench: hnswlib {data.metric} ef {ef}: recall {recall:.4f}, {qps:,.0f} q/s", file=sys.stderr)
-    del index
-    return rows
+    return index, space, build
 
 
-def run_faiss(args, data: DataSet) -> list[Row]:
+def build_faiss(data: DataSet):
     import faiss
 
-    n, d = data.base.shape
     base, queries = data.base, data.queries
     if data.metric == "cosine":  # inner product of unit vectors (they already are: kept exact)
         base, queries = base.copy(), queries.copy()
         faiss.normalize_L2(base)
         faiss.normalize_L2(queries)
     metric = faiss.METRIC_L2 if data.metric == "euclidean" else faiss.METRIC_INNER_PRODUCT
-    index = faiss.IndexHNSWFlat(d, 16, metric)
+    index = faiss.IndexHNSWFlat(base.shape[1], 16, metric)
     index.hnsw.efConstruction = 128
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     started = time.perf_counter()
     index.add(base)
     build = time.perf_counter() - started
     faiss.omp_set_num_threads(1)
-    metric_name = "L2" if metric == faiss.METRIC_L2 else "IP"
-    rows = []
-    for ef in args.efs:
-        index.hnsw.efSearch = max(ef, K)
-        recall, qps, p50, p99 = sweep(lambda q: index.search(q.reshape(1, -1), K)[1][0], queries, data.truth)
-        rows.append(Row("faiss", f"HNSWFlat {metric_name}, M 16, efC 128, efSearch {ef}", recall, qps, p50,
-                        p99, build, f"{n / build:,.0f} vec/s", ef=ef))
-        print(f"bench: faiss {data.metric} efSearch {ef}: recall {recall:.4f}, {qps:,.0f} q/s", file=sys.stderr)
-    del index
-    return rows
+    return index, queries, build
+
+
+def run_in_process(args, data: DataSet, path: Path, result: MetricResult) -> None:
+    """Builds everything, then runs the ef sweep `--rounds` times, interleaving the libraries."""
+    libraries = []  # (name, measure(ef) -> (recall, qps, cpu_qps, p50, p99))
+    closers = []
+    try:
+        print(f"bench: {data.metric}: building Kiln's graph (recall_bench serve)", file=sys.stderr)
+        kiln = KilnInProcess(args, path)
+        closers.append(kiln.close)
+        result.builds["Kiln"] = kiln.build_s
+        result.kiln_default_ef = kiln.default_ef
+        libraries.append(("Kiln", lambda ef: (*kiln.measure(ef), None, None)))
+        if not args.skip_hnswlib:
+            print(f"bench: {data.metric}: building hnswlib", file=sys.stderr)
+            hnsw, space, build = build_hnswlib(data)
+            result.builds["hnswlib"] = build
+            result.notes.append(f"hnswlib: space {space}, M 16, ef_construction 128")
+
+            def hnsw_batch(ef):
+                hnsw.set_ef(max(ef, K))
+                ids, qps, cpu = timed_batch(lambda qs: hnsw.knn_query(qs, k=K, num_threads=1)[0], data.queries)
+                return recall_at_k(list(ids), data.truth), qps, cpu, None, None
+
+            def hnsw_loop(ef):
+                hnsw.set_ef(max(ef, K))
+                found, qps, cpu, p50, p99 = timed_loop(lambda q: hnsw.knn_query(q, k=K)[0][0], data.queries)
+                return recall_at_k(found, data.truth), qps, cpu, p50, p99
+
+            libraries += [("hnswlib", hnsw_batch), ("hnswlib (Python loop)", hnsw_loop)]
+        if not args.skip_faiss:
+            import faiss
+
+            print(f"bench: {data.metric}: building faiss", file=sys.stderr)
+            fidx, fqueries, build = build_faiss(data)
+            result.builds["faiss"] = build
+
+            def faiss_batch(ef):
+                fidx.hnsw.efSearch = max(ef, K)
+                ids, qps, cpu = timed_batch(lambda qs: fidx.search(qs, K)[1], fqueries)
+                return recall_at_k(list(ids), data.truth), qps, cpu, None, None
+
+            libraries.append(("faiss", faiss_batch))
+            result.notes.append(f"faiss: IndexHNSWFlat {'L2' if data.metric == 'euclidean' else 'IP'}, "
+                                f"M 16, efConstruction 128 (faiss {faiss.__version__})")
+        for round_number in range(args.rounds):
+            for ef in args.efs:
+                for name, measure in libraries:
+                    recall, qps, cpu, p50, p99 = measure(ef)
+                    point = result.points.setdefault((name, ef), Point(name, ef))
+                    point.recall = recall
+                    point.qps.append(qps)
+                    if cpu:
+                        point.cpu_qps.append(cpu)
+                    point.p50_ms, point.p99_ms = p50, p99
+            line = ", ".join(f"{name} {result.points[(name, args.efs[-1])].qps[-1]:,.0f}" for name, _ in libraries)
+            print(f"bench: {data.metric}: round {round_number + 1}/{args.rounds} done (ef {args.efs[-1]}: {line} q/s)",
+                  file=sys.stderr)
+    finally:
+        for close in closers:
+            close()
 
 
 # ---------------------------------------------------------------------------------------------
-# Kiln over HTTP
+# Over HTTP: Kiln, and hnswlib behind a minimal Python HTTP server
 
 
 class Client:
@@ -278,11 +402,49 @@ def server_idle(server, seconds: float = 1.0) -> float:
     return 0.0 if before is None or after is None else (after - before) / seconds
 
 
-def run_kiln_http(args, data: DataSet, kiln_base: str, server) -> Row:
+def wait_idle(server) -> float:
+    started = time.perf_counter()
+    busy = server_idle(server) if server else 0.0
+    while busy > 0.05 and time.perf_counter() - started < 600:
+        busy = server_idle(server)
+    return time.perf_counter() - started
+
+
+def query_pass(client: Client, path: str, bodies: list) -> tuple[list, float, float, float]:
+    """Every query once, one at a time: answers, QPS, p50 ms, p99 ms."""
+    answers, latencies = [], []
+    clock = time.perf_counter
+    started = clock()
+    for body in bodies:
+        t0 = clock()
+        status, answer = client.send("POST", path, body)
+        latencies.append(clock() - t0)
+        if status != 200:
+            raise RuntimeError(f"query: {status} {answer[:300]!r}")
+        answers.append(answer)
+    qps, p50, p99 = latency_stats(latencies, clock() - started)
+    return answers, qps, p50, p99
+
+
+def found_ids(answers: list) -> list:
+    return [[int(m["id"]) for m in json.loads(a)["result"]["matches"]] for a in answers]
+
+
+def rss_mib(server) -> float | None:
+    try:
+        status = Path(f"/proc/{server.process.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+    except (OSError, AttributeError):
+        return None
+
+
+def load_kiln(args, data: DataSet, kiln_base: str, server, default_ef: int | None) -> tuple[HttpRow, str]:
+    """Creates the index and upserts the base vectors; returns the row and the query path."""
     n, d = data.base.shape
     name = f"bench-{data.metric}"
     prefix = f"/client/v4/accounts/{ACCOUNT}/vectorize/v2/indexes"
-    row = Row("Kiln HTTP", f"index {name}: M 16, ef_add 128, ef 128; topK {K}, 1 connection, sequential")
+    row = HttpRow("Kiln HTTP", f"index {name}: M 16, ef_add 128, ef {default_ef or '?'} (its default for topK {K}); "
+                               f"`POST …/query {{vector, topK: {K}}}`")
     client = Client(kiln_base)
     try:
         client.send("DELETE", f"{prefix}/{name}")  # a leftover from an interrupted run
@@ -293,7 +455,6 @@ def run_kiln_http(args, data: DataSet, kiln_base: str, server) -> Row:
         megabytes = sum(map(len, bodies)) / 1e6
         print(f"bench: Kiln HTTP {data.metric}: {len(bodies)} NDJSON bodies, {megabytes:,.0f} MB, "
               f"encoded in {encode_s:.1f} s (not timed)", file=sys.stderr)
-
         started = time.perf_counter()
         last = None
         for body in bodies:
@@ -316,56 +477,103 @@ def run_kiln_http(args, data: DataSet, kiln_base: str, server) -> Row:
         row.insert_rate = f"{n / applied:,.0f} vec/s applied ({n / acknowledged:,.0f} vec/s acknowledged)"
         row.notes.append(
             f"insert: {len(bodies)} upserts of ≤ {args.batch:,} vectors ({megabytes:,.0f} MB NDJSON): "
-            f"all acknowledged after {acknowledged:.1f} s, all applied after {applied:.1f} s")
-
-        # The apply thread builds the graph (and rebuilds it as the index grows) after applying
-        # a batch; queries meanwhile fall back to exact search or share the CPUs with it. Wait
-        # until the server is idle, then warm up.
-        settle_started = time.perf_counter()
-        busy = server_idle(server) if server else 0.0
-        while busy > 0.05 and time.perf_counter() - settle_started < 600:
-            busy = server_idle(server)
-        settle = time.perf_counter() - settle_started
-        query_bodies = [json.dumps({"vector": q.tolist(), "topK": K}).encode() for q in data.queries]
-        path = f"{prefix}/{name}/query"
-        warm = []
-        for body in query_bodies[:100]:
-            t0 = time.perf_counter()
-            status, answer = client.send("POST", path, body)
-            warm.append(time.perf_counter() - t0)
-            if status != 200:
-                raise RuntimeError(f"query: {status} {answer[:300]!r}")
-        row.notes.append(
-            f"queries started {settle:.1f} s after the last mutation was applied, once the server "
-            f"was idle ({'its CPU time' if server else 'not checked: --kiln-url'}), after 100 "
-            f"warm-up queries (median {np.median(warm) * 1000:.2f} ms)")
-
-        answers, latencies = [], []
-        clock = time.perf_counter
-        loop_started = clock()
-        for body in query_bodies:
-            t0 = clock()
-            status, answer = client.send("POST", path, body)
-            latencies.append(clock() - t0)
-            if status != 200:
-                raise RuntimeError(f"query: {status} {answer[:300]!r}")
-            answers.append(answer)
-        wall = clock() - loop_started
-        row.qps, row.p50_ms, row.p99_ms = latency_stats(latencies, wall)
-        found = [[int(m["id"]) for m in json.loads(a)["result"]["matches"]] for a in answers]
-        row.recall = recall_at_k(found, data.truth)
-        if server and server.process:
-            try:
-                rss = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{server.process.pid}/status").read_text())
-                row.notes.append(f"server resident memory with this index loaded: {int(rss.group(1)) / 1024:,.0f} MiB")
-            except (OSError, AttributeError):
-                pass
-        print(f"bench: Kiln HTTP {data.metric}: recall {row.recall:.4f}, {row.qps:,.0f} q/s, "
-              f"p50 {row.p50_ms:.3f} ms, p99 {row.p99_ms:.3f} ms; {row.insert_rate}", file=sys.stderr)
-        client.send("DELETE", f"{prefix}/{name}")  # frees its memory before the next metric
+            f"all acknowledged after {acknowledged:.1f} s, all applied (searchable) after {applied:.1f} s")
+        settle = wait_idle(server)
+        row.notes.append(f"queries started {settle:.1f} s after the last mutation was applied, once the server "
+                         f"was idle ({'its CPU time' if server else 'not checked: --kiln-url'})")
     finally:
         client.close()
-    return row
+    return row, f"{prefix}/{name}/query"
+
+
+def run_http(args, data: DataSet, kiln_base: str, kiln_server, result: MetricResult) -> None:
+    kiln_row, kiln_path = load_kiln(args, data, kiln_base, kiln_server, result.kiln_default_ef)
+    result.http.append(kiln_row)
+    peer_row = None
+    peer = None
+    try:
+        if not args.skip_hnswlib:
+            port = free_port()
+            ef = result.kiln_default_ef or 64
+            argv = [sys.executable, str(Path(__file__).resolve()), "--serve-hnswlib", str(args.data_paths[data.metric]),
+                    str(port), str(ef)]
+            peer = Server("hnswlib-http", argv, port, "/health", args.log_dir / f"vector-hnswlib-{data.metric}.log",
+                          STARTUP_TIMEOUT_S)
+            print(f"bench: {data.metric}: starting the hnswlib HTTP peer: {peer.command}", file=sys.stderr)
+            started = time.perf_counter()
+            peer.start()
+            peer_row = HttpRow("hnswlib HTTP", f"hnswlib (M 16, ef_construction 128, ef {ef}) behind Python's "
+                                               "`http.server` (HTTP/1.1 keep-alive, JSON in and out, 1 thread)",
+                               build_s=time.perf_counter() - started)
+            result.http.append(peer_row)
+        bodies = [json.dumps({"vector": q.tolist(), "topK": K}).encode() for q in data.queries]
+        targets = [(kiln_row, Client(kiln_base), kiln_path)]
+        if peer_row:
+            targets.append((peer_row, Client(peer.base), "/query"))
+        for row, client, path in targets:  # warm-up
+            query_pass(client, path, bodies[:100])
+        for _ in range(args.rounds):
+            for row, client, path in targets:
+                answers, qps, p50, p99 = query_pass(client, path, bodies)
+                row.qps.append(qps)
+                row.p50_ms, row.p99_ms = p50, p99
+                row.recall = recall_at_k(found_ids(answers), data.truth)
+        for row, client, _ in targets:
+            client.close()
+        if kiln_server and kiln_server.process:
+            if (rss := rss_mib(kiln_server)) is not None:
+                kiln_row.notes.append(f"server resident memory with this index loaded: {rss:,.0f} MiB")
+        for row in (kiln_row, peer_row):
+            if row:
+                print(f"bench: {row.library} {data.metric}: recall {row.recall:.4f}, {row.median_qps:,.0f} q/s, "
+                      f"p50 {row.p50_ms:.3f} ms, p99 {row.p99_ms:.3f} ms", file=sys.stderr)
+    finally:
+        if peer:
+            peer.stop()
+        client = Client(kiln_base)
+        client.send("DELETE", kiln_path.rsplit("/", 1)[0])  # frees its memory before the next metric
+        client.close()
+
+
+def serve_hnswlib(path: str, port: int, ef: int) -> int:
+    """The HTTP peer: hnswlib on the data set's base vectors, `POST /query {vector, topK}` →
+    `{"result": {"matches": [{"id", "score"}]}}`, `GET /health`."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    data = load_dataset(Path(path))
+    index, _, _ = build_hnswlib(data)
+    index.set_ef(ef)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        wbufsize = -1  # headers and body leave in one write (flushed after each request)
+
+        def setup(self):
+            super().setup()
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def answer(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):  # noqa: N802
+            self.answer(200 if self.path == "/health" else 404, b"ok")
+
+        def do_POST(self):  # noqa: N802
+            request = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            vector = np.asarray(request["vector"], dtype=np.float32)
+            labels, distances = index.knn_query(vector, k=int(request.get("topK", K)), num_threads=1)
+            matches = [{"id": str(int(i)), "score": float(s)} for i, s in zip(labels[0], distances[0])]
+            self.answer(200, json.dumps({"result": {"count": len(matches), "matches": matches}}).encode())
+
+        def log_message(self, *args):
+            pass
+
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,16 +584,26 @@ def fmt(value: float | None, digits: int = 0) -> str:
     return "–" if value is None else f"{value:,.{digits}f}"
 
 
-def smallest_ef_reaching(rows: list[Row], recall: float) -> Row | None:
-    """The sweep's first (smallest-ef) row with recall ≥ `recall`."""
-    return next((r for r in sorted(rows, key=lambda r: r.ef) if r.recall is not None and r.recall >= recall), None)
+def qps_at_recall(curve: list, recall: float, cpu: bool = False) -> tuple[float, str] | None:
+    """The library's QPS at `recall`, interpolated linearly between the two swept points around
+    it (None outside the swept range), and which points those were."""
+    points = sorted(curve, key=lambda p: p.recall)
+    value = (lambda p: p.median_cpu_qps) if cpu else (lambda p: p.median_qps)
+    for low, high in zip(points, points[1:]):
+        if low.recall <= recall <= high.recall and value(low) and value(high):
+            if high.recall == low.recall:
+                return value(high), f"ef {high.ef}"
+            share = (recall - low.recall) / (high.recall - low.recall)
+            return (value(low) + share * (value(high) - value(low)),
+                    f"between ef {low.ef} (recall {low.recall:.4f}) and ef {high.ef} (recall {high.recall:.4f})")
+    exact = [p for p in points if p.recall == recall and value(p)]
+    return (value(exact[0]), f"ef {exact[0].ef}") if exact else None
 
 
-def ratio_line(label: str, kiln: Row | None, peer: Row | None, what: str) -> str:
-    if kiln is None or kiln.qps is None or peer is None:
-        return f"- {label} / hnswlib {what}: – (no such hnswlib point in the sweep)" if kiln else ""
-    return (f"- {label} / hnswlib {what} (ef {peer.ef}: recall {peer.recall:.4f}, {peer.qps:,.0f} q/s): "
-            f"**{kiln.qps / peer.qps:.2f}×** (Kiln recall {kiln.recall:.4f}, {kiln.qps:,.0f} q/s)")
+def ratio_text(kiln_qps: float | None, peer: tuple[float, str] | None) -> str:
+    if kiln_qps is None or peer is None:
+        return "– (outside the peer's swept recall range)"
+    return f"**{kiln_qps / peer[0]:.2f}×** (peer {peer[0]:,.0f} q/s, {peer[1]})"
 
 
 def versions() -> str:
@@ -426,75 +644,105 @@ def kiln_revision() -> str:
         return "unknown"
 
 
-def report(args, results: list[MetricResult], meta: dict) -> str:
+def report(args, results: list, meta: dict) -> str:
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"Generated by `benches/vector_bench.py` on {now}.",
         "",
         f"- Command: `{args.command_line}`",
-        f"- Machine: {machine_description()}; {cpu_model()}. Everything ran on it one step at a "
-        f"time (the HTTP client and Kiln share the CPUs). Load average (1/5/15 min) at start: "
+        f"- Machine: {machine_description()}; {cpu_model()}. Load average (1/5/15 min) at start: "
         f"{args.load_at_start}; at end: {load_average()}.",
-        f"- Versions: Kiln {kiln_revision()} (release build; usearch HNSW), Python "
+        f"- Versions: Kiln {kiln_revision()} (release build; its own HNSW, `kiln_vectorize::hnsw`), Python "
         f"{platform.python_version()}, {versions()}. Peers: {args.install_note}.",
         f"- Data: **synthetic**, `kiln_vectorize::bench::clustered_vectors`: {args.count:,} base "
         f"vectors × {meta['dimensions']} dimensions in 100 Gaussian clusters (centres ~ N(0, 1), "
         "points = centre + N(0, 0.6²) per coordinate, L2-normalised for cosine, seed 7) and 1,000 "
         "queries from the same generator; ground truth = exact top-10 per query (recall_bench, "
-        f"`{meta['recall_bench_header']}`; data set + truth + Kiln in-process run "
-        f"{meta['recall_bench_s']:.0f} s).",
-        "- Recall@10 = share of each query's exact top-10 ids among the 10 returned. Queries are "
-        "sent one at a time; QPS = queries / wall time of the loop, p50/p99 per query. "
-        f"hnswlib and faiss: through their Python bindings, 1 thread (`set_num_threads(1)`, "
-        f"`omp_set_num_threads(1)`), after 50 warm-up queries; build on all "
-        f"{os.cpu_count()} cores. Kiln in process: `recall_bench` (Rust, 1 thread, no per-query "
-        "latencies, build on all cores). Kiln HTTP: `kiln serve` on 127.0.0.1, one keep-alive "
-        "connection from Python's http.client, `POST …/query {vector, topK: 10}` (ids and "
-        "scores returned; Kiln asks the graph for 2 × topK candidates and rescores them exactly), "
-        "latency = send → response body read (JSON decoding of the answers after the loop); "
-        "insert = `POST …/upsert` NDJSON batches of "
-        f"{args.batch:,} (encoded before the clock starts) until acknowledged and until `info` "
-        "reports the last mutation applied.",
-        f"- Goal (issue 7): Kiln ≥ 1× hnswlib QPS at equal recall, recall ≥ {RECALL_TARGET}. "
-        "Kiln's ef is fixed at 128 (not tunable per query), so two hnswlib points are compared: "
-        f"its smallest swept ef with recall ≥ {RECALL_TARGET}, and its smallest swept ef whose "
-        "recall is at least Kiln's (equal recall); hnswlib at ef 128 is listed too.",
+        f"`{meta['recall_bench_header']}`, {meta['recall_bench_s']:.0f} s).",
+        "- Recall@10 = share of each query's exact top-10 ids among the 10 returned. Every library "
+        f"answers one query at a time on **one thread**; builds use all {os.cpu_count()} cores. "
+        "In process: Kiln in a Rust loop (`recall_bench serve`: the graph proposes 20 candidates, "
+        "rescored exactly in f64 from the f32 vectors, best 10 kept — what the store does); hnswlib "
+        "and faiss in their C++ loop (one call with all 1,000 queries, `num_threads=1` / "
+        "`omp_set_num_threads(1)`), hnswlib also with one Python call per query. The ef sweep ran "
+        f"{args.rounds} times, interleaving the libraries at each ef; QPS = median over the rounds of "
+        "queries / wall time of a pass (after warm-up queries); CPU q/s = queries per CPU-second of "
+        "the querying thread (less disturbed by other load).",
+        "- Over HTTP: one keep-alive connection from Python's http.client, one query at a time, "
+        f"`{{vector, topK: {K}}}` (ids and scores back), the Kiln server and the hnswlib HTTP peer "
+        f"alternating for {args.rounds} passes of 1,000 queries (median QPS; p50/p99 of the last "
+        "pass). The client shares the CPUs with the server.",
+        f"- Goal (issue 7): Kiln ≥ 1× hnswlib QPS at equal recall (recall ≥ {RECALL_TARGET}). "
+        "\"At equal recall\" = hnswlib's QPS interpolated linearly between its two swept ef values "
+        "whose recall brackets Kiln's.",
     ]
     for result in results:
-        lines += ["", f"### {result.metric}", "",
-                  "| library | configuration | recall@10 | QPS (1 thread) | p50 ms | p99 ms | build / load s "
-                  "| insert rate |",
-                  "|---|---|---|---|---|---|---|---|"]
-        all_rows = [r for r in (result.kiln, result.kiln_http) if r] + result.hnswlib + result.faiss
-        peer_best = {lib: smallest_ef_reaching(rows, RECALL_TARGET) for lib, rows in
-                     (("hnswlib", result.hnswlib), ("faiss", result.faiss))}
-        for r in all_rows:
-            bold = r is peer_best.get(r.library)
-            recall = "–" if r.recall is None else f"{r.recall:.4f}"
-            qps = fmt(r.qps)
-            lines.append(
-                f"| {r.library} | {r.config} | {f'**{recall}**' if bold else recall} "
-                f"| {f'**{qps}**' if bold else qps} | {fmt(r.p50_ms, 3)} | {fmt(r.p99_ms, 3)} "
-                f"| {fmt(r.build_s, 1)} | {r.insert_rate} |")
-        lines.append("")
-        lines.append(f"Bold: each peer's smallest swept ef with recall@10 ≥ {RECALL_TARGET}.")
-        lines.append("")
-        at_target = peer_best.get("hnswlib")
-        for label, kiln in (("Kiln in process", result.kiln), ("Kiln HTTP", result.kiln_http)):
-            if kiln is None or kiln.recall is None:
-                continue
-            lines.append(ratio_line(label, kiln, at_target, f"at recall ≥ {RECALL_TARGET}"))
-            lines.append(ratio_line(label, kiln, smallest_ef_reaching(result.hnswlib, kiln.recall),
-                                    "at equal recall"))
-            same_ef = next((r for r in result.hnswlib if r.ef == KILN_EF), None)
-            if same_ef:
-                lines.append(ratio_line(label, kiln, same_ef, f"at the same ef ({KILN_EF})"))
-        for r in all_rows:
-            for note in r.notes:
-                lines.append(f"- {r.library}: {note}")
+        lines += ["", f"#### {result.metric}", ""]
+        kiln_curve = result.curve("Kiln")
+        default = next((p for p in kiln_curve if p.ef == result.kiln_default_ef), None)
+        libs = [lib for lib in ("Kiln", "hnswlib", "hnswlib (Python loop)", "faiss") if result.curve(lib)]
+        if libs:
+            header = "| ef | " + " | ".join(f"{lib} recall | {lib} q/s (CPU q/s)" for lib in libs) + \
+                " | Kiln / hnswlib at Kiln's recall |"
+            lines += [header, "|" + "---|" * (2 + 2 * len(libs))]
+            for ef in args.efs:
+                cells = []
+                for lib in libs:
+                    p = result.points.get((lib, ef))
+                    if p is None:
+                        cells += ["–", "–"]
+                        continue
+                    cpu = f" ({fmt(p.median_cpu_qps)})" if p.median_cpu_qps else ""
+                    bold = "**" if lib == "Kiln" and ef == result.kiln_default_ef else ""
+                    cells += [f"{bold}{p.recall:.4f}{bold}", f"{bold}{fmt(p.median_qps)}{bold}{cpu}"]
+                kp = result.points.get(("Kiln", ef))
+                peer = qps_at_recall(result.curve("hnswlib"), kp.recall) if kp else None
+                cells.append(f"{kp.median_qps / peer[0]:.2f}×" if kp and peer else "–")
+                lines.append(f"| {ef}{' (Kiln default)' if ef == result.kiln_default_ef else ''} | " +
+                             " | ".join(cells) + " |")
+            lines.append("")
+            builds = ", ".join(f"{lib} {s:.1f} s" for lib, s in result.builds.items())
+            lines.append(f"- Build ({os.cpu_count()} cores, {args.count:,} vectors): {builds}; "
+                         f"exact search (brute force, 1 thread): {fmt(result.exact_qps, 1)} q/s.")
+        if default:
+            for peer_name, label in (("hnswlib", "C++ loop"), ("hnswlib (Python loop)", "one Python call per query")):
+                curve = result.curve(peer_name)
+                if not curve:
+                    continue
+                wall = qps_at_recall(curve, default.recall)
+                cpu = qps_at_recall(curve, default.recall, cpu=True)
+                lines.append(
+                    f"- Kiln in process at its default ef {default.ef} (recall {default.recall:.4f}, "
+                    f"{default.median_qps:,.0f} q/s) / hnswlib ({label}) at equal recall: "
+                    f"{ratio_text(default.median_qps, wall)}; per CPU-second: "
+                    f"{ratio_text(default.median_cpu_qps, cpu)}")
+        if result.http:
+            lines += ["", "| over HTTP | configuration | recall@10 | QPS | p50 ms | p99 ms | load / build s | insert rate |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for r in result.http:
+                lines.append(f"| {r.library} | {r.config} | {fmt(r.recall, 4)} | {fmt(r.median_qps)} | "
+                             f"{fmt(r.p50_ms, 3)} | {fmt(r.p99_ms, 3)} | {fmt(r.build_s, 1)} | {r.insert_rate} |")
+            lines.append("")
+            kiln_http = next((r for r in result.http if r.library == "Kiln HTTP" and r.median_qps), None)
+            peer_http = next((r for r in result.http if r.library == "hnswlib HTTP" and r.median_qps), None)
+            if kiln_http and peer_http:
+                lines.append(f"- Kiln HTTP / hnswlib HTTP peer: **{kiln_http.median_qps / peer_http.median_qps:.2f}×** "
+                             f"(recall {kiln_http.recall:.4f} vs {peer_http.recall:.4f})")
+            if kiln_http:
+                for peer_name, label in (("hnswlib", "in process, C++ loop"),
+                                         ("hnswlib (Python loop)", "in process, one Python call per query")):
+                    curve = result.curve(peer_name)
+                    if curve:
+                        lines.append(f"- Kiln HTTP / hnswlib ({label}) at equal recall: "
+                                     f"{ratio_text(kiln_http.median_qps, qps_at_recall(curve, kiln_http.recall))}")
+            for r in result.http:
+                for note in r.notes:
+                    lines.append(f"- {r.library}: {note}")
+        for note in result.notes:
+            lines.append(f"- {note}")
         for failure in result.failures:
             lines.append(f"- FAILED: {failure}")
-    return "\n".join(line for line in lines if line is not None) + "\n"
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -505,7 +753,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--count", type=int, default=100_000, help="base vectors (e.g. 20000 for a smoke run)")
     p.add_argument("--metrics", default=",".join(METRICS), help="comma-separated, of " + ", ".join(METRICS))
     p.add_argument("--http-metrics", help="metrics also measured through Kiln's HTTP API (default: --metrics)")
-    p.add_argument("--efs", default="16,32,64,128,256", help="ef / efSearch values the peers sweep")
+    p.add_argument("--efs", default="16,32,48,64,96,128,256", help="ef / efSearch values swept (every library)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the median is reported")
     p.add_argument("--batch", type=int, default=5000, help="vectors per upsert (Kiln's limit: 5000)")
     p.add_argument("--skip-hnswlib", action="store_true")
     p.add_argument("--skip-faiss", action="store_true")
@@ -534,6 +783,8 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> int:
+    if len(sys.argv) == 5 and sys.argv[1] == "--serve-hnswlib":
+        return serve_hnswlib(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     args = parse_args()
     args.load_at_start = load_average()
     args.log_dir.mkdir(parents=True, exist_ok=True)
@@ -545,6 +796,7 @@ def main() -> int:
 
     parsed, header, recall_bench_s = run_recall_bench(args, work)
     meta = {"recall_bench_header": header, "recall_bench_s": recall_bench_s, "dimensions": "?"}
+    args.data_paths = {metric: Path(lines[0]["path"]) for metric, lines in parsed.items()}
 
     kiln = None
     kiln_base = None
@@ -568,37 +820,29 @@ def main() -> int:
     for metric in args.metrics:
         result = MetricResult(metric)
         results.append(result)
-        line = parsed.get(metric)
-        if line is None:
+        lines = parsed.get(metric)
+        if not lines:
             result.failures.append("recall_bench printed no line for this metric")
             continue
-        data = load_dataset(Path(line["path"]))
+        result.exact_qps = float(lines[0]["exact_qps"])
+        path = Path(lines[0]["path"])
+        data = load_dataset(path)
         meta["dimensions"] = data.base.shape[1]
-        n = data.base.shape[0]
-        build = float(line["build"])
-        result.kiln = Row("Kiln in process", f"usearch HNSW ({line['config']}), recall_bench",
-                          float(line["recall"]), float(line["qps"]), build_s=build,
-                          insert_rate=f"{n / build:,.0f} vec/s")
-        result.kiln.notes.append(f"exact search (brute force, 1 thread): {float(line['exact_qps']):,.1f} q/s")
-        for name, run, skip in (("hnswlib", run_hnswlib, args.skip_hnswlib), ("faiss", run_faiss, args.skip_faiss)):
-            if skip:
-                continue
-            print(f"bench: {name} {metric}: building", file=sys.stderr)
-            try:
-                setattr(result, name, run(args, data))
-            except Exception as error:  # noqa: BLE001 - reported, the run goes on
-                result.failures.append(f"{name}: {type(error).__name__}: {error}")
+        try:
+            run_in_process(args, data, path, result)
+        except Exception as error:  # noqa: BLE001 - reported, the run goes on
+            result.failures.append(f"in process: {type(error).__name__}: {error}")
         if kiln_base and metric in args.http_metrics:
             print(f"bench: Kiln HTTP {metric}: inserting", file=sys.stderr)
             try:
-                result.kiln_http = run_kiln_http(args, data, kiln_base, kiln)
+                run_http(args, data, kiln_base, kiln, result)
             except (RuntimeError, OSError, http.client.HTTPException, KeyError, ValueError) as error:
-                result.failures.append(f"Kiln HTTP: {type(error).__name__}: {error}")
+                result.failures.append(f"HTTP: {type(error).__name__}: {error}")
         for failure in result.failures:
             print(f"bench: {metric}: FAILED: {failure}", file=sys.stderr)
         del data
         if not args.keep_data:  # the data file is no longer needed
-            Path(line["path"]).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
     if kiln:
         kiln.stop()
 

@@ -1,177 +1,290 @@
-//! Approximate nearest-neighbour search over one index's vectors.
+//! Approximate nearest-neighbour search over one index's vectors: an HNSW graph (`hnsw`) whose
+//! keys are the state's slot numbers.
 //!
-//! # Choice of library, by measurement
+//! # Why an own graph
 //!
-//! Data: 100,000 × 384 clustered Gaussian vectors plus 1,000 queries
-//! (`bench::clustered_vectors`: 100 centres ~ N(0, 1), points = centre + N(0, 0.6²) per
-//! coordinate, L2-normalised for cosine), recall@10 against exact search, queries one at a
-//! time on one thread, release build, this 2-core development machine (so QPS is indicative;
-//! the build runs on both cores). Reproduce with
-//! `cargo run --release -p kiln-vectorize --example recall_bench`.
-//!
-//! **Shipped configuration** (usearch 2.26, HNSW M = 16, ef_add = 128, ef = 128), from
-//! `examples/recall_bench.rs`:
-//!
-//! | metric | exact search | usearch recall@10 | usearch q/s | build |
-//! |---|---|---|---|---|
-//! | cosine | 19.8 q/s | 0.9973 | 2,105 | 18.1 s |
-//! | euclidean | 22.1 q/s | 0.9952 | 2,251 | 15.7 s |
-//! | dot-product | 23.8 q/s | 0.9932 | 3,580 | 13.0 s |
-//!
-//! **Candidates** (a scratch program, same data generator, 500 queries, M = 16,
-//! ef_construction = 200; recall@10 / q/s at search ef 64 → 128 → 256):
-//!
-//! | crate | cosine | euclidean | dot-product | build (cos/L2/dot) |
-//! |---|---|---|---|---|
-//! | `usearch` 2.26 | 0.970/2626 → 0.997/2044 → 0.9996/1580 | 0.972/1909 → 0.995/1323 → 0.999/1006 | 0.986/2016 → 0.992/2263 → 0.994/1024 | 31/51/61 s |
-//! | `hnsw_rs` 0.3.5 | 0.945/1094 → 0.988/839 → 0.9998/632 | 0.850/993 → 0.958/717 → 0.987/544 | 0.984/1644 → 0.989/1201 → 0.993/803 | 118/71/103 s |
-//! | `instant-distance` 0.6 | — | — | — | 12–31 s for just **5,000** vectors |
-//!
-//! (usearch builds in this table ran beside other compilations; the shipped-configuration
-//! builds above are the clean figures.)
-//!
-//! Choice: **usearch**. At equal ef it has the best recall for every metric and 2–3× the
-//! query rate of `hnsw_rs` (SIMD kernels); it supports what a mutable index needs — insert
-//! and remove after build, slot reuse, and filtered search with a predicate — and is actively
-//! maintained. Its cost is a C++ build (cxx; about a minute of compile time on this machine).
-//! `hnsw_rs` has no removal (tombstones only), its distances must be non-negative (negative dot
-//! products need a monotone remapping) and `Hnsw::new` exits the process on a bad parameter.
-//! `instant-distance` builds an immutable graph (no insert, remove or filtered search) and
-//! was too slow to build to measure at 100,000. At ef = 128 every metric is above the 0.95
-//! recall target with margin, at roughly 100× the speed of exact search.
+//! Until this version the graph was usearch 2.26 (C++, through `cxx`). On 100,000 × 384
+//! clustered vectors (`examples/recall_bench.rs`), one query at a time on one thread, it did
+//! 0.43–0.51× the queries per second of hnswlib at the same ef and recall. Two causes were
+//! measured: its f32 kernels (NumKong) widen every product to f64 with one accumulator chain
+//! (a custom f32 kernel through `change_metric` gave +20–60%), and its search loop (a hash set
+//! of visited nodes, a pointer per vector, no prefetching) — with the fast kernel it was still
+//! about 0.6–0.7× hnswlib. `hnsw` has hnswlib's algorithm with a flat layout, an epoch-tagged
+//! visited list, prefetching, AVX2 + FMA kernels and bfloat16 vectors for traversal (with exact
+//! rescoring of 2 × topK candidates): 1.2–1.5× hnswlib at equal recall, figures in
+//! docs/benchmarks.md ("Vectorize").
 //!
 //! # How it is used
 //!
-//! Keys are the state's slot numbers. The graph is built once an index holds
-//! [`StoreOptions::ann_min_vectors`](crate::StoreOptions) vectors (below that, exact search is
-//! as fast and simpler), then kept up to date on every applied mutation: deletes and replaced
-//! vectors are removed (usearch marks them deleted and reuses their slots). After as many
-//! changes as there were vectors at build time the graph is rebuilt from scratch, off the query
-//! path. Scores are never taken from the graph: candidates are rescored exactly from the
-//! stored vectors (see `search`).
+//! The graph is built once an index holds [`StoreOptions::ann_min_vectors`](crate::StoreOptions)
+//! vectors (below that, exact search is as fast and simpler), then kept up to date on every
+//! applied batch of mutations in three steps (see `index`): under the state's write lock the
+//! new vectors are copied in as hidden nodes ([`AnnIndex::push_hidden`]); under the read lock,
+//! queries going on, they are linked ([`AnnIndex::link`], on every core); under the write lock
+//! again the mutations are applied to the state and the graph together, revealing the new nodes
+//! ([`AnnIndex::reveal`]) and marking removed or replaced ones deleted, so that a query sees a
+//! mutation wholly or not at all while the write lock is only held for copying. Once deleted
+//! nodes outnumber live ones the graph is rebuilt from scratch, off the query path. Scores are
+//! never taken from the graph: candidates are rescored exactly from the stored vectors (see
+//! `search`). The graph is saved beside each snapshot and loaded at start (see `snapshot`).
 
-use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+use std::io::{self, Read, Write};
+use std::sync::Mutex;
 
+use crate::hnsw::Graph;
+use crate::kernels::Space;
 use crate::metric::Metric;
 
-/// HNSW `M`: links per node.
-const CONNECTIVITY: usize = 16;
+/// HNSW `M`: links per node (2·M at level 0).
+pub const CONNECTIVITY: usize = 16;
 /// Candidates explored while inserting.
-const EXPANSION_ADD: usize = 128;
-/// Candidates explored while searching (the `ef` of the measurements above).
+pub const EXPANSION_ADD: usize = 128;
+/// Candidates explored while searching (for topK up to 64; see [`expansion_for`]). 128
+/// keeps recall@10 ≥ 0.99 on the benchmark's 100,000 clustered vectors for every metric, what
+/// the store promised with usearch; it is also fast enough to beat hnswlib at equal recall
+/// (docs/benchmarks.md), so there was no reason to trade recall for speed.
 pub const EXPANSION_SEARCH: usize = 128;
 
-pub struct AnnIndex {
-    index: Index,
+/// The ef a query for `top_k` results searches with: [`EXPANSION_SEARCH`], or 2 × topK when that
+/// is more, so that recall holds up for large topK.
+pub fn expansion_for(top_k: usize) -> usize {
+    EXPANSION_SEARCH.max(top_k.saturating_mul(2))
 }
 
-fn usearch_metric(metric: Metric) -> MetricKind {
+const NO_NODE: u32 = u32::MAX;
+
+pub struct AnnIndex {
+    graph: Graph,
+    /// Node → key.
+    keys: Vec<u64>,
+    /// Key (a state slot) → node, `NO_NODE` when the key has none.
+    nodes: Vec<u32>,
+    /// Pushed but not linked yet.
+    pending: Mutex<Vec<u32>>,
+}
+
+fn space_of(metric: Metric) -> (Space, bool) {
     match metric {
-        Metric::Cosine => MetricKind::Cos,
-        Metric::Euclidean => MetricKind::L2sq,
-        // usearch's IP is 1 - a·b: the same order as Vectorize's -a·b.
-        Metric::DotProduct => MetricKind::IP,
+        // Unit vectors: the dot product orders exactly as cosine similarity.
+        Metric::Cosine => (Space::Dot, true),
+        Metric::Euclidean => (Space::L2, false),
+        Metric::DotProduct => (Space::Dot, false),
     }
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |count| count.get())
 }
 
 impl AnnIndex {
-    pub fn new(dimensions: usize, metric: Metric, capacity: usize) -> Result<Self, String> {
-        let options = IndexOptions {
-            dimensions,
-            metric: usearch_metric(metric),
-            quantization: ScalarKind::F32,
-            connectivity: CONNECTIVITY,
-            expansion_add: EXPANSION_ADD,
-            expansion_search: EXPANSION_SEARCH,
-            multi: false,
-        };
-        let index = Index::new(&options).map_err(|error| error.to_string())?;
-        index
-            .reserve(capacity.max(64))
-            .map_err(|error| error.to_string())?;
-        Ok(Self { index })
-    }
-
-    /// Builds a graph from `items` using every core (usearch inserts are thread-safe).
-    pub fn build(
-        dimensions: usize,
-        metric: Metric,
-        items: &[(u64, &[f32])],
-    ) -> Result<Self, String> {
-        let ann = Self::new(dimensions, metric, items.len() + items.len() / 4)?;
-        ann.add_parallel(items)?;
-        Ok(ann)
-    }
-
-    /// Adds many vectors at once, spread over the available cores.
-    pub fn add_parallel(&self, items: &[(u64, &[f32])]) -> Result<(), String> {
-        self.ensure_capacity(items.len())?;
-        let threads = std::thread::available_parallelism().map_or(1, |count| count.get());
-        if items.len() < 256 || threads == 1 {
-            return items
-                .iter()
-                .try_for_each(|(key, values)| self.add(*key, values));
+    pub fn new(dimensions: usize, metric: Metric, capacity: usize) -> Self {
+        let (space, normalized) = space_of(metric);
+        let mut graph = Graph::new(dimensions, space, normalized, CONNECTIVITY, EXPANSION_ADD);
+        graph.reserve(capacity);
+        Self {
+            graph,
+            keys: Vec::with_capacity(capacity),
+            nodes: Vec::new(),
+            pending: Mutex::new(Vec::new()),
         }
-        let chunk = items.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = items
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .try_for_each(|(key, values)| self.add(*key, values))
-                    })
-                })
-                .collect();
-            workers.into_iter().try_for_each(|worker| {
-                worker
-                    .join()
-                    .unwrap_or_else(|_| Err("an ANN insert thread panicked".into()))
-            })
-        })
     }
 
-    fn ensure_capacity(&self, incoming: usize) -> Result<(), String> {
-        let needed = self.index.size() + incoming;
-        if needed > self.index.capacity() {
-            self.index
-                .reserve(needed.max(self.index.capacity() * 2))
-                .map_err(|error| error.to_string())?;
+    /// Builds a graph of `items` using every core.
+    pub fn build(dimensions: usize, metric: Metric, items: &[(u64, &[f32])]) -> Self {
+        let mut ann = Self::new(dimensions, metric, items.len() + items.len() / 4);
+        for (key, values) in items {
+            ann.stage(*key, values);
         }
-        Ok(())
+        ann.link_pending();
+        ann
     }
 
-    fn add(&self, key: u64, values: &[f32]) -> Result<(), String> {
-        self.index
-            .add(key, values)
-            .map_err(|error| error.to_string())
+    /// Live keys.
+    pub fn live(&self) -> usize {
+        self.graph.len() - self.graph.deleted_count()
     }
 
-    pub fn remove(&self, key: u64) -> Result<(), String> {
-        self.index
-            .remove(key)
-            .map(|_| ())
-            .map_err(|error| error.to_string())
+    /// Deleted nodes (they still route searches until the graph is rebuilt).
+    pub fn deleted(&self) -> usize {
+        self.graph.deleted_count()
     }
 
-    /// The `count` nearest keys, best first by the graph's (approximate) order.
-    pub fn search(&self, query: &[f32], count: usize) -> Result<Vec<u64>, String> {
-        self.index
-            .search(query, count)
-            .map(|matches| matches.keys)
-            .map_err(|error| error.to_string())
+    /// Copies in the vector of `key` (replacing any it had); searchable after `link_pending`.
+    pub fn stage(&mut self, key: u64, values: &[f32]) {
+        let node = self.push_hidden(values);
+        self.reveal(key, node);
+        self.pending
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(node);
+    }
+
+    /// Copies in a vector that no key has yet: it is never returned until [`Self::reveal`]
+    /// gives it one, but can be linked before that ([`Self::link`]).
+    pub fn push_hidden(&mut self, values: &[f32]) -> u32 {
+        let node = self.graph.push(values);
+        self.graph.set_deleted(node, true);
+        self.keys.push(u64::MAX);
+        node
+    }
+
+    /// Links nodes from [`Self::push_hidden`], on every core; searches may run meanwhile.
+    pub fn link(&self, nodes: &[u32]) {
+        self.graph.link_all(nodes, threads());
+    }
+
+    /// Makes a hidden node `key`'s (replacing any node it had).
+    pub fn reveal(&mut self, key: u64, node: u32) {
+        self.remove(key);
+        self.keys[node as usize] = key;
+        let index = key as usize;
+        if self.nodes.len() <= index {
+            self.nodes.resize(index + 1, NO_NODE);
+        }
+        self.nodes[index] = node;
+        self.graph.set_deleted(node, false);
+    }
+
+    pub fn remove(&mut self, key: u64) {
+        if let Some(node) = self.nodes.get_mut(key as usize) {
+            if *node != NO_NODE {
+                self.graph.mark_deleted(*node);
+                *node = NO_NODE;
+            }
+        }
+    }
+
+    /// Links every staged node, on every core; searches may run meanwhile.
+    pub fn link_pending(&self) {
+        let pending = std::mem::take(
+            &mut *self
+                .pending
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        let live: Vec<u32> = pending
+            .into_iter()
+            .filter(|node| !self.graph.is_deleted(*node))
+            .collect();
+        self.link(&live);
+    }
+
+    /// The `count` nearest keys for a query of `top_k` results (`count` ≥ `top_k` candidates to
+    /// rescore), best first by the graph's approximate order.
+    pub fn search(&self, query: &[f32], top_k: usize, count: usize) -> Vec<u64> {
+        self.search_with(query, count, expansion_for(top_k).max(count))
+    }
+
+    /// The `count` nearest keys searching with `ef` (benchmarks sweep it).
+    pub fn search_with(&self, query: &[f32], count: usize, ef: usize) -> Vec<u64> {
+        self.graph
+            .search(query, count, ef, None)
+            .into_iter()
+            .map(|near| self.keys[near.node as usize])
+            .collect()
     }
 
     /// Like [`Self::search`] but only keys for which `allowed` holds are returned.
     pub fn filtered_search(
         &self,
         query: &[f32],
+        top_k: usize,
         count: usize,
         allowed: impl Fn(u64) -> bool,
-    ) -> Result<Vec<u64>, String> {
-        self.index
-            .filtered_search(query, count, allowed)
-            .map(|matches| matches.keys)
-            .map_err(|error| error.to_string())
+    ) -> Vec<u64> {
+        let keys = &self.keys;
+        let allowed = |node: u32| allowed(keys[node as usize]);
+        let ef = expansion_for(top_k).max(count);
+        self.graph
+            .search(query, count, ef, Some(&allowed))
+            .into_iter()
+            .map(|near| self.keys[near.node as usize])
+            .collect()
+    }
+
+    /// Writes the graph with its keys translated by `key_map` (a key that maps to `None` is
+    /// written as deleted, with its vector). Nodes whose key maps to `Some` are restored by
+    /// [`Self::read`] from the vector store.
+    pub fn write(
+        &self,
+        out: &mut impl Write,
+        key_map: impl Fn(u64) -> Option<u64>,
+    ) -> io::Result<()> {
+        if !self
+            .pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_empty()
+        {
+            return Err(io::Error::other("the graph has nodes not linked yet"));
+        }
+        let mapped: Vec<Option<u64>> = (0..self.graph.len())
+            .map(|node| {
+                if self.graph.is_deleted(node as u32) {
+                    None
+                } else {
+                    key_map(self.keys[node])
+                }
+            })
+            .collect();
+        out.write_all(&(mapped.len() as u64).to_le_bytes())?;
+        for key in &mapped {
+            out.write_all(&key.unwrap_or(u64::MAX).to_le_bytes())?;
+        }
+        self.graph
+            .write_structure(out, |node| mapped[node as usize].is_none())
+    }
+
+    /// Reads what [`Self::write`] wrote; `vector_of(key)` gives a live key's (original) vector.
+    pub fn read<'a>(
+        input: &mut impl Read,
+        dimensions: usize,
+        metric: Metric,
+        vector_of: impl Fn(u64) -> Option<&'a [f32]>,
+    ) -> io::Result<Self> {
+        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+        let mut word = [0u8; 8];
+        input.read_exact(&mut word)?;
+        let count =
+            usize::try_from(u64::from_le_bytes(word)).map_err(|_| invalid("bad node count"))?;
+        let mut keys = Vec::with_capacity(count.min(1 << 24));
+        for _ in 0..count {
+            input.read_exact(&mut word)?;
+            keys.push(u64::from_le_bytes(word));
+        }
+        let (space, normalized) = space_of(metric);
+        let mut graph = Graph::read_structure(input, dimensions, space, normalized, |node| {
+            keys.get(node as usize)
+                .filter(|key| **key != u64::MAX)
+                .and_then(|key| vector_of(*key))
+                .map(<[f32]>::to_vec)
+        })?;
+        if graph.len() != count {
+            return Err(invalid("the node count does not match"));
+        }
+        let mut nodes = Vec::new();
+        for (node, key) in keys.iter().enumerate() {
+            if *key == u64::MAX {
+                graph.mark_deleted(node as u32);
+                continue;
+            }
+            if graph.is_deleted(node as u32) {
+                continue;
+            }
+            let index = usize::try_from(*key).map_err(|_| invalid("bad key"))?;
+            if nodes.len() <= index {
+                nodes.resize(index + 1, NO_NODE);
+            }
+            if nodes[index] != NO_NODE {
+                return Err(invalid("a key has two live nodes"));
+            }
+            nodes[index] = node as u32;
+        }
+        Ok(Self {
+            graph,
+            keys,
+            nodes,
+            pending: Mutex::new(Vec::new()),
+        })
     }
 }

@@ -2,12 +2,12 @@
 //! the state (queries read it under an `RwLock`), and the apply thread that moves logged
 //! mutations into the state in order, keeps the ANN graph and writes snapshots.
 //!
-//! Directory: `config.json` (the [`IndexConfig`]), `snapshot.bin` (see `snapshot`), `log/`
-//! (see `wal`).
+//! Directory: `config.json` (the [`IndexConfig`]), `snapshot.bin` and `graph.bin` (see
+//! `snapshot`), `log/` (see `wal`).
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use kiln_core::{ErrorKind, KilnError, KilnResult};
 use crate::codec::{encode_mutation, Mutation, MutationOp};
 use crate::config::IndexConfig;
 use crate::filter::MetadataIndexType;
-use crate::snapshot::{load_snapshot, write_snapshot};
+use crate::snapshot::{load_graph, load_snapshot, write_graph, write_snapshot};
 use crate::state::IndexState;
 use crate::wal::MutationLog;
 use crate::StoreOptions;
@@ -65,8 +65,13 @@ impl IndexHandle {
     pub fn open(dir: &Path, config: IndexConfig, options: StoreOptions) -> KilnResult<Self> {
         let metric = config.metric()?;
         let mut state = IndexState::new(config.dimensions, metric);
-        load_snapshot(dir, &mut state)
+        let from_snapshot = load_snapshot(dir, &mut state)
             .map_err(|reason| KilnError::internal(format!("index {:?}: {reason}", config.name)))?;
+        if from_snapshot {
+            if let Err(reason) = load_graph(dir, &mut state) {
+                tracing::warn!(index = %config.name, %reason, "vectorize: rebuilding the ANN graph");
+            }
+        }
         let snapshot_seq = state.last.as_ref().map_or(0, |last| last.seq);
         let mut last_seq = snapshot_seq;
         let log = MutationLog::open(&dir.join("log"), |mutation| {
@@ -79,6 +84,8 @@ impl IndexHandle {
         .map_err(|error| {
             KilnError::internal(format!("index {:?}: mutation log: {error}", config.name))
         })?;
+        // Vectors replayed into a graph loaded from disk.
+        state.link_ann();
         let (sender, receiver) = mpsc::channel();
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
@@ -118,6 +125,15 @@ impl IndexHandle {
             .state
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The state if no writer holds it now (see `VectorStore::try_query_now`).
+    pub fn try_read_state(&self) -> Option<RwLockReadGuard<'_, IndexState>> {
+        match self.shared.state.try_read() {
+            Ok(state) => Some(state),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 
     /// The metadata indexes the caller has been told about (applied or not).
@@ -237,14 +253,24 @@ fn apply_loop(
             }
         }
         let last_seq = batch.last().map_or(0, |(mutation, _)| mutation.seq);
+        // Linking new vectors into the graph is the slow part of applying: the write lock is
+        // held only to copy them in (hidden) and, once they are linked beside queries, to apply
+        // the batch, which reveals them — queries see each mutation wholly or not at all.
+        let prestaged: Vec<Vec<u32>> = {
+            let mut state = write(shared);
+            batch
+                .iter()
+                .map(|(mutation, _)| state.prestage(mutation))
+                .collect()
+        };
+        if prestaged.iter().any(|nodes| !nodes.is_empty()) {
+            read(shared).link_nodes(&prestaged.concat());
+        }
         {
-            let mut state = shared
-                .state
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            for (mutation, bytes) in batch {
+            let mut state = write(shared);
+            for ((mutation, bytes), nodes) in batch.into_iter().zip(&prestaged) {
                 log_bytes_since_snapshot += bytes as u64;
-                state.apply(mutation);
+                state.apply_prestaged(mutation, nodes);
             }
         }
         lock(&shared.progress).applied_seq = last_seq;
@@ -273,25 +299,27 @@ fn apply_loop(
 /// this thread changes the state, so nothing changes under it) and installs it.
 fn maintain_ann(shared: &Shared) {
     let built = {
-        let state = shared
-            .state
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let state = read(shared);
         if !state.wants_ann_build(shared.options.ann_min_vectors) {
             return;
         }
         state.build_ann()
     };
-    match built {
-        Ok(ann) => shared
-            .state
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .install_ann(ann),
-        Err(reason) => {
-            tracing::warn!(%reason, "vectorize: building the ANN graph failed; exact search continues")
-        }
-    }
+    write(shared).install_ann(built);
+}
+
+fn write(shared: &Shared) -> RwLockWriteGuard<'_, IndexState> {
+    shared
+        .state
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn read(shared: &Shared) -> RwLockReadGuard<'_, IndexState> {
+    shared
+        .state
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Rotates the log (later mutations go to a new segment), writes the snapshot, then deletes
@@ -310,6 +338,11 @@ fn snapshot(shared: &Shared) -> Result<u64, String> {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let size =
             write_snapshot(&shared.dir, &state).map_err(|error| format!("writing: {error}"))?;
+        // Best effort: without it a restart only rebuilds the graph.
+        if let Err(error) = write_graph(&shared.dir, &state) {
+            tracing::warn!(dir = %shared.dir.display(), %error, "vectorize: saving the ANN graph failed");
+            let _ = std::fs::remove_file(shared.dir.join(crate::snapshot::GRAPH_FILE));
+        }
         (size, state.last.as_ref().map_or(0, |last| last.seq))
     };
     if let Some(log) = lock(&shared.writer).log.as_mut() {

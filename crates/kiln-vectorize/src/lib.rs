@@ -8,7 +8,7 @@
 //!   reports how far applying has got.
 //! - Snapshots (`snapshot`) bound replay time; on open, snapshot + log tail restore the state.
 //! - Search (`search`): exact for small indexes and selective filters, an HNSW graph (`ann`,
-//!   usearch) otherwise; scores are always recomputed exactly from the stored vectors.
+//!   `hnsw`) otherwise; scores are always recomputed exactly from the stored vectors.
 //!
 //! All methods block; callers on an async runtime use `spawn_blocking`.
 
@@ -16,7 +16,9 @@ mod ann;
 mod codec;
 mod config;
 mod filter;
+mod hnsw;
 mod index;
+mod kernels;
 mod metric;
 mod query;
 mod record;
@@ -57,7 +59,7 @@ impl Default for StoreOptions {
 /// The graph and the synthetic data of the recall measurements, public for
 /// `examples/recall_bench.rs` and the recall tests.
 pub mod bench {
-    pub use crate::ann::{AnnIndex, EXPANSION_SEARCH};
+    pub use crate::ann::{expansion_for, AnnIndex, CONNECTIVITY, EXPANSION_ADD, EXPANSION_SEARCH};
 
     /// Deterministic clustered Gaussian data: `clusters` centres drawn from N(0, 1) per
     /// coordinate, each point a random centre plus N(0, 0.6²) noise per coordinate; optionally

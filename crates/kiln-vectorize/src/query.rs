@@ -1,7 +1,8 @@
 //! Query options (spec §5.4) as both the REST body and the binding's wire body carry them.
 
 use kiln_core::{KilnError, KilnResult};
-use serde_json::Value;
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::{Map, Value};
 
 use crate::record::{parse_values, validate_id, validate_namespace};
 
@@ -43,6 +44,30 @@ impl Query {
         }
     }
 
+    /// A query from the raw JSON body when it has the common shape — an object whose `vector`
+    /// (if any) is a non-empty array of numbers within the float32 range — parsing the numbers
+    /// straight into floats instead of building a JSON tree of them first (a 384-float query is
+    /// mostly numbers). `None` for any other body: the caller then parses it as JSON and uses
+    /// [`Self::from_json`], which gives the same answer for the bodies this accepts and the
+    /// precise error for the others.
+    pub fn from_plain_json(bytes: &[u8]) -> Option<KilnResult<Query>> {
+        let plain: PlainQuery = serde_json::from_slice(bytes).ok()?;
+        let vector = match plain.vector {
+            None => None,
+            Some(wide) => {
+                if wide.is_empty() {
+                    return None;
+                }
+                let narrow: Vec<f32> = wide.iter().map(|value| *value as f32).collect();
+                if !narrow.iter().all(|value| value.is_finite()) {
+                    return None;
+                }
+                Some(narrow)
+            }
+        };
+        Some(Self::from_parts(&plain.rest, vector))
+    }
+
     /// `{vector | vectorId, topK?, returnValues?, returnMetadata?, namespace?, filter?}`.
     pub fn from_json(body: &Value) -> KilnResult<Query> {
         let object = body
@@ -61,6 +86,11 @@ impl Query {
                     .map_err(|reason| KilnError::bad_input(format!("vector {reason}")))?,
             ),
         };
+        Self::from_parts(object, vector)
+    }
+
+    /// Everything but parsing `vector` (which `object`'s `vector` field is not read for).
+    fn from_parts(object: &Map<String, Value>, vector: Option<Vec<f32>>) -> KilnResult<Query> {
         let vector_id = match object.get("vectorId") {
             None | Some(Value::Null) => None,
             Some(Value::String(id)) => {
@@ -162,6 +192,46 @@ impl Query {
     }
 }
 
+/// A query body as [`Query::from_plain_json`] reads it: `vector` as numbers (a `null` one as
+/// absent), every other field as JSON.
+struct PlainQuery {
+    vector: Option<Vec<f64>>,
+    rest: Map<String, Value>,
+}
+
+impl<'de> Deserialize<'de> for PlainQuery {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+
+        impl<'de> Visitor<'de> for Fields {
+            type Value = PlainQuery;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a query object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PlainQuery, A::Error> {
+                let mut query = PlainQuery {
+                    vector: None,
+                    rest: Map::new(),
+                };
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "vector" {
+                        // Like JSON objects, the last of repeated keys counts.
+                        query.vector = map.next_value::<Option<Vec<f64>>>()?;
+                    } else {
+                        let value = map.next_value::<Value>()?;
+                        query.rest.insert(key, value);
+                    }
+                }
+                Ok(query)
+            }
+        }
+
+        deserializer.deserialize_map(Fields)
+    }
+}
+
 /// A `Float32Array` under `JSON.stringify` is `{"0": …, "1": …}`; anything else that is an
 /// object (an embeddings response, say) is a mistake worth naming.
 fn looks_like_float32_array(value: &Value) -> bool {
@@ -220,6 +290,52 @@ mod tests {
         .is_ok());
         assert!(Query::from_json(&json!({"vector": [1], "topK": 0})).is_err());
         assert!(Query::from_json(&json!({"vector": [1], "topK": -1})).is_err());
+    }
+
+    #[test]
+    fn the_plain_path_agrees_with_the_json_path() {
+        let bodies = [
+            json!({"vector": [1, 2.5, -3e-3]}),
+            json!({"vector": [0.1, 0.2], "topK": 7, "returnValues": true, "returnMetadata": "indexed", "namespace": "n", "filter": {"a": {"$eq": 1}}}),
+            json!({"vectorId": "a", "topK": 3}),
+            json!({"vector": null, "vectorId": "a"}),
+            json!({"vector": [1], "topK": 0}),
+            json!({"vector": [1], "vectorId": "a"}),
+            json!({"vector": [1], "returnMetadata": "some"}),
+            json!({"vector": [1], "topK": 51, "returnValues": true}),
+            json!({}),
+        ];
+        for body in bodies {
+            let bytes = serde_json::to_vec(&body).unwrap();
+            let plain = Query::from_plain_json(&bytes).expect("plain shape");
+            let reference = Query::from_json(&body);
+            match (plain, reference) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{body}"),
+                (Err(a), Err(b)) => assert_eq!(a.message, b.message, "{body}"),
+                (a, b) => panic!("{body}: {a:?} vs {b:?}"),
+            }
+        }
+        // Repeated keys: the last counts, as when parsing to JSON first.
+        let repeated = br#"{"vector": [1], "vector": [2, 3]}"#;
+        let plain = Query::from_plain_json(repeated).unwrap().unwrap();
+        let value: Value = serde_json::from_slice(repeated).unwrap();
+        assert_eq!(plain, Query::from_json(&value).unwrap());
+        // Other shapes are left to the JSON path (and its precise errors).
+        for other in [
+            &br#"{"vector": {"0": 1, "1": 2}}"#[..],
+            br#"{"vector": []}"#,
+            br#"{"vector": ["a"]}"#,
+            br#"{"vector": [1e39]}"#,
+            br#"[1, 2]"#,
+            br#"{"vector": [1"#,
+            b"",
+        ] {
+            assert!(
+                Query::from_plain_json(other).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(other)
+            );
+        }
     }
 
     #[test]

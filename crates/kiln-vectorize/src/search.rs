@@ -8,9 +8,10 @@
 //!   if that finds fewer than topK (or fewer than there are candidates), exact search over the
 //!   candidates answers instead — never a short list.
 //!
-//! Every returned score is exact (recomputed from the stored vector); the graph only chooses
-//! candidates. `returnValues: true` over-fetches more candidates before exact rescoring, which
-//! is what "high-precision scoring" buys in Vectorize.
+//! Every returned score is exact (recomputed in f64 from the stored vector); the graph only
+//! chooses candidates, by approximate (bfloat16) distances: it proposes 2 × topK, the exact
+//! best topK of them are returned. `returnValues: true` over-fetches more candidates (and
+//! searches wider), which is what "high-precision scoring" buys in Vectorize.
 
 use kiln_core::{ErrorKind, KilnError, KilnResult};
 use serde_json::{json, Map, Value};
@@ -54,6 +55,8 @@ pub fn run_query(state: &IndexState, query: &Query, ann_min_vectors: usize) -> K
         Some(filter) => Some(Filter::parse(filter, &state.metadata_index_map())?),
         None => None,
     };
+    // The graph orders by approximate (bfloat16) distances: twice topK candidates, rescored
+    // exactly, recover the exact order of the best; more for "high precision" values.
     let fetch = if query.return_values {
         (query.top_k * 4).max(100)
     } else {
@@ -66,8 +69,7 @@ pub fn run_query(state: &IndexState, query: &Query, ann_min_vectors: usize) -> K
     let restricted = query.namespace.is_some() || filter.is_some();
     let slots: Vec<u32> = match (graph, restricted) {
         (Some(graph), false) => graph
-            .search(&target, fetch)
-            .map_err(KilnError::internal)?
+            .search(&target, query.top_k, fetch)
             .into_iter()
             .map(|key| key as u32)
             .collect(),
@@ -82,10 +84,9 @@ pub fn run_query(state: &IndexState, query: &Query, ann_min_vectors: usize) -> K
                         .iter()
                         .for_each(|slot| allowed[*slot as usize] = true);
                     let found: Vec<u32> = graph
-                        .filtered_search(&target, fetch, |key| {
+                        .filtered_search(&target, query.top_k, fetch, |key| {
                             allowed.get(key as usize).copied().unwrap_or(false)
                         })
-                        .map_err(KilnError::internal)?
                         .into_iter()
                         .map(|key| key as u32)
                         .collect();
@@ -133,6 +134,19 @@ fn candidates(state: &IndexState, namespace: Option<&str>, filter: Option<&Filte
 /// Exact scores for `slots`, the best `top_k` first (ties broken by id for stable answers).
 fn top_k_exact(state: &IndexState, target: &[f32], slots: &[u32], top_k: usize) -> Vec<Scored> {
     let metric = state.metric;
+    if slots.len() <= 1024 {
+        // Scattered vectors (graph candidates): request them all before reading any.
+        for slot in slots {
+            if let Some(entry) = state.slots.get(*slot as usize) {
+                crate::kernels::prefetch(std::slice::from_ref(entry), 2);
+            }
+        }
+        for slot in slots {
+            if let Some(vector) = state.vector(*slot) {
+                crate::kernels::prefetch(&vector.values, 24);
+            }
+        }
+    }
     let mut scored: Vec<Scored> = slots
         .iter()
         .filter_map(|slot| {

@@ -184,3 +184,107 @@ fn decode_into(body: &[u8], state: &mut IndexState) -> DecodeResult<()> {
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// The ANN graph beside the snapshot, so that a restart does not rebuild it.
+//
+// `<index>/graph.bin`, written after `snapshot.bin` under the same read lock (so of the same
+// state), to `graph.tmp` then renamed:
+//
+// ```text
+// "KVGRAPH1" [snapshot seq: u64] [vector count: u64] [graph: see AnnIndex::write] [CRC-32: u32]
+// ```
+// Keys are written as the vectors' positions in the snapshot, which are the slots they get when
+// it is loaded. A graph file that does not match the snapshot (a crash between the two renames,
+// corruption) is ignored: the graph is then rebuilt, as it was before graphs were saved.
+
+const GRAPH_MAGIC: &[u8; 8] = b"KVGRAPH1";
+pub const GRAPH_FILE: &str = "graph.bin";
+const GRAPH_TEMPORARY_FILE: &str = "graph.tmp";
+
+/// Writes the state's graph (or removes a stale file when there is none).
+pub fn write_graph(dir: &Path, state: &IndexState) -> io::Result<()> {
+    let Some(ann) = &state.ann else {
+        return match fs::remove_file(dir.join(GRAPH_FILE)) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        };
+    };
+    let mut position = vec![u64::MAX; state.slots.len()];
+    for (ordinal, slot) in state.ids.values().enumerate() {
+        position[*slot as usize] = ordinal as u64;
+    }
+    let temporary = dir.join(GRAPH_TEMPORARY_FILE);
+    let file = File::create(&temporary)?;
+    let mut out = ChecksummedWriter {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        crc: crc32fast::Hasher::new(),
+        written: 0,
+    };
+    let mut header = Vec::with_capacity(24);
+    header.extend_from_slice(GRAPH_MAGIC);
+    header.extend_from_slice(&state.last.as_ref().map_or(0, |last| last.seq).to_le_bytes());
+    header.extend_from_slice(&(state.vector_count() as u64).to_le_bytes());
+    out.put(&header)?;
+    ann.write(&mut out, |key| {
+        position
+            .get(key as usize)
+            .copied()
+            .filter(|ordinal| *ordinal != u64::MAX)
+    })?;
+    let crc = out.crc.clone().finalize();
+    out.inner.write_all(&crc.to_le_bytes())?;
+    let file = out.inner.into_inner().map_err(|error| error.into_error())?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&temporary, dir.join(GRAPH_FILE))?;
+    sync_dir(dir)
+}
+
+impl<W: Write> Write for ChecksummedWriter<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.put(bytes)?;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Loads `graph.bin` into a state just loaded from the snapshot, if it belongs to that
+/// snapshot; `Err` says why it was not used (the caller rebuilds).
+pub fn load_graph(dir: &Path, state: &mut IndexState) -> Result<bool, String> {
+    let _ = fs::remove_file(dir.join(GRAPH_TEMPORARY_FILE));
+    let bytes = match fs::read(dir.join(GRAPH_FILE)) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(error) => return Err(format!("reading the graph: {error}")),
+    };
+    if bytes.len() < 28 || &bytes[..8] != GRAPH_MAGIC {
+        return Err("the graph file has no valid header".into());
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32fast::hash(body).to_le_bytes() != crc {
+        return Err("the graph file fails its checksum".into());
+    }
+    let word = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().unwrap_or_default());
+    let seq = state.last.as_ref().map_or(0, |last| last.seq);
+    if word(8) != seq || word(16) != state.vector_count() as u64 {
+        return Err("the graph file belongs to another snapshot".into());
+    }
+    let slots = &state.slots;
+    let ann = crate::ann::AnnIndex::read(&mut &body[24..], state.dimensions, state.metric, |key| {
+        slots
+            .get(usize::try_from(key).ok()?)
+            .and_then(Option::as_ref)
+            .map(|vector| vector.values.as_slice())
+    })
+    .map_err(|error| format!("the graph file is corrupt: {error}"))?;
+    if ann.live() != state.vector_count() {
+        return Err("the graph file does not cover every vector".into());
+    }
+    state.install_ann(ann);
+    state.ann_from_disk = true;
+    Ok(true)
+}

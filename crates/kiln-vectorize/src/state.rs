@@ -39,9 +39,8 @@ pub struct IndexState {
     pub metadata_indexes: Vec<(String, MetadataIndexType)>,
     pub last: Option<LastMutation>,
     pub ann: Option<AnnIndex>,
-    /// Vectors added or removed since the graph was built; past the graph's size it is rebuilt.
-    pub changes_since_ann_build: usize,
-    pub ann_built_with: usize,
+    /// Whether `ann` was read from `graph.bin` rather than built here (tests, diagnostics).
+    pub ann_from_disk: bool,
 }
 
 impl IndexState {
@@ -56,8 +55,7 @@ impl IndexState {
             metadata_indexes: Vec::new(),
             last: None,
             ann: None,
-            changes_since_ann_build: 0,
-            ann_built_with: 0,
+            ann_from_disk: false,
         }
     }
 
@@ -77,28 +75,64 @@ impl IndexState {
         self.metadata_indexes.iter().cloned().collect()
     }
 
-    /// Applies one mutation, to the vectors and to the graph (if there is one).
+    /// Applies one mutation, to the vectors and to the graph (if there is one): vectors added to
+    /// the graph are searchable once [`Self::link_ann`] has run.
     pub fn apply(&mut self, mutation: Mutation) {
+        self.apply_prestaged(mutation, &[]);
+    }
+
+    /// Copies the vectors `mutation` would add into the graph, hidden (see [`Self::link_nodes`]
+    /// and [`Self::apply_prestaged`]): one node per vector of an insert or upsert, none if there
+    /// is no graph.
+    pub fn prestage(&mut self, mutation: &Mutation) -> Vec<u32> {
+        let (Some(ann), MutationOp::Insert(vectors) | MutationOp::Upsert(vectors)) =
+            (&mut self.ann, &mutation.op)
+        else {
+            return Vec::new();
+        };
+        vectors
+            .iter()
+            .map(|vector| ann.push_hidden(&vector.values))
+            .collect()
+    }
+
+    /// Links prestaged nodes into the graph, on every core (shared access: beside queries).
+    pub fn link_nodes(&self, nodes: &[u32]) {
+        if let Some(ann) = &self.ann {
+            ann.link(nodes);
+        }
+    }
+
+    /// [`Self::apply`] with the graph nodes [`Self::prestage`] made for this mutation (one per
+    /// vector, in order), which the vectors that are stored take over instead of being copied.
+    pub fn apply_prestaged(&mut self, mutation: Mutation, prestaged: &[u32]) {
+        // (slot, position of the vector in the mutation)
         let mut added = Vec::new();
         match mutation.op {
             MutationOp::Insert(vectors) => {
-                for vector in vectors {
+                for (position, vector) in vectors.into_iter().enumerate() {
                     // First write wins, including within one batch.
                     if !self.ids.contains_key(&vector.id) {
-                        added.push(self.add(vector));
+                        added.push((self.add(vector), position));
                     }
                 }
             }
             MutationOp::Upsert(vectors) => {
-                for vector in vectors {
+                for (position, vector) in vectors.into_iter().enumerate() {
                     self.remove(&vector.id);
-                    added.push(self.add(vector));
+                    added.push((self.add(vector), position));
                 }
-                // An id given twice in one batch frees its first slot, which the second may
-                // reuse: keep each live slot once.
+                // An id given twice in one batch frees its first slot, which the second reuses
+                // at once: keep each live slot once, with its last writer.
                 added.sort_unstable();
-                added.dedup();
-                added.retain(|slot| self.vector(*slot).is_some());
+                added.dedup_by(|later, earlier| {
+                    let same = later.0 == earlier.0;
+                    if same {
+                        earlier.1 = later.1;
+                    }
+                    same
+                });
+                added.retain(|(slot, _)| self.vector(*slot).is_some());
             }
             MutationOp::Delete(ids) => {
                 for id in ids {
@@ -131,8 +165,8 @@ impl IndexState {
             mutation_id: mutation.mutation_id,
             unix_millis: mutation.unix_millis,
         });
-        // Added now, before the next mutation can remove any of them again.
-        self.add_to_ann(&added);
+        // Into the graph now, before the next mutation can remove any of them again.
+        self.add_to_ann(&added, prestaged);
     }
 
     /// Stores a vector as written now (its indexed properties taken from today's indexes).
@@ -161,7 +195,6 @@ impl IndexState {
                 .insert(slot);
         }
         self.slots[slot as usize] = Some(vector);
-        self.changes_since_ann_build += 1;
         slot
     }
 
@@ -180,48 +213,46 @@ impl IndexState {
                 }
             }
         }
-        if let Some(ann) = &self.ann {
-            if let Err(reason) = ann.remove(u64::from(slot)) {
-                tracing::warn!(%reason, "vectorize: dropping the ANN graph after a failed removal");
-                self.ann = None;
-            }
+        if let Some(ann) = &mut self.ann {
+            ann.remove(u64::from(slot));
         }
         self.free_slots.push(slot);
-        self.changes_since_ann_build += 1;
     }
 
-    /// Puts freshly added slots into the graph, if there is one.
-    fn add_to_ann(&mut self, slots: &[u32]) {
-        let Some(ann) = &self.ann else {
+    /// Gives freshly added slots their graph nodes: the prestaged node of their vector if there
+    /// is one, else a copy to link later (see [`Self::link_ann`]).
+    fn add_to_ann(&mut self, added: &[(u32, usize)], prestaged: &[u32]) {
+        let Some(ann) = &mut self.ann else {
             return;
         };
-        let items: Vec<(u64, &[f32])> = slots
-            .iter()
-            .filter_map(|slot| {
-                self.vector(*slot)
-                    .map(|v| (u64::from(*slot), v.values.as_slice()))
-            })
-            .collect();
-        if let Err(reason) = ann.add_parallel(&items) {
-            tracing::warn!(%reason, "vectorize: dropping the ANN graph after a failed insert");
-            self.ann = None;
+        for (slot, position) in added {
+            if let Some(node) = prestaged.get(*position) {
+                ann.reveal(u64::from(*slot), *node);
+            } else if let Some(vector) = self.slots.get(*slot as usize).and_then(Option::as_ref) {
+                ann.stage(u64::from(*slot), &vector.values);
+            }
         }
     }
 
-    /// Whether the graph should be (re)built: none yet and enough vectors, or as many changes
-    /// as it had vectors when built (deleted nodes degrade a graph).
+    /// Links the vectors [`Self::apply`] copied into the graph, on every core (shared access).
+    pub fn link_ann(&self) {
+        if let Some(ann) = &self.ann {
+            ann.link_pending();
+        }
+    }
+
+    /// Whether the graph should be (re)built: none yet and enough vectors, or deleted nodes
+    /// (removed and replaced vectors, which still route searches) outnumber live ones.
     pub fn wants_ann_build(&self, ann_min_vectors: usize) -> bool {
         let enough = self.vector_count() >= ann_min_vectors;
         match &self.ann {
             None => enough,
-            Some(_) => {
-                enough && self.changes_since_ann_build > self.ann_built_with.max(ann_min_vectors)
-            }
+            Some(ann) => enough && ann.deleted() > ann.live().max(ann_min_vectors),
         }
     }
 
     /// Builds a graph of the current vectors (read access only: queries go on meanwhile).
-    pub fn build_ann(&self) -> Result<AnnIndex, String> {
+    pub fn build_ann(&self) -> AnnIndex {
         let items: Vec<(u64, &[f32])> = self
             .slots
             .iter()
@@ -235,7 +266,6 @@ impl IndexState {
 
     pub fn install_ann(&mut self, ann: AnnIndex) {
         self.ann = Some(ann);
-        self.ann_built_with = self.vector_count();
-        self.changes_since_ann_build = 0;
+        self.ann_from_disk = false;
     }
 }

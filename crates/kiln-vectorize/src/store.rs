@@ -17,7 +17,7 @@ use crate::codec::MutationOp;
 use crate::config::{validate_account, IndexConfig, MAX_INDEXES_PER_ACCOUNT};
 use crate::filter::{MetadataIndexType, MAX_METADATA_INDEXES};
 use crate::index::IndexHandle;
-use crate::query::Query;
+use crate::query::{Query, ReturnMetadata};
 use crate::record::{validate_id, VectorRecord};
 use crate::search::{get_by_ids, run_query};
 use crate::wal::sync_dir;
@@ -228,6 +228,37 @@ impl VectorStore {
         run_query(&state, query, self.options.ann_min_vectors)
     }
 
+    /// Answers `query` at once when that is cheap and cannot wait — the index has its graph,
+    /// the query no namespace, filter, values or full metadata (bounded work: a graph search and
+    /// rescoring topK × 2 vectors), and no writer holds the index — so that an async caller can
+    /// run it in place. `None`: use [`Self::query`] (off the async runtime: it may block on the
+    /// index's lock or search exactly).
+    pub fn try_query_now(
+        &self,
+        account: &str,
+        name: &str,
+        query: &Query,
+    ) -> Option<KilnResult<Value>> {
+        let cheap = query.namespace.is_none()
+            && query.filter.is_none()
+            && !query.return_values
+            && query.return_metadata != ReturnMetadata::All;
+        if !cheap {
+            return None;
+        }
+        let handle = self
+            .indexes
+            .try_read()
+            .ok()?
+            .get(&(account.to_owned(), name.to_owned()))
+            .cloned()?;
+        let state = handle.try_read_state()?;
+        if state.ann.is_none() || state.vector_count() < self.options.ann_min_vectors {
+            return None;
+        }
+        Some(run_query(&state, query, self.options.ann_min_vectors))
+    }
+
     pub fn get_by_ids(&self, account: &str, name: &str, ids: &[String]) -> KilnResult<Vec<Value>> {
         let handle = self.handle(account, name)?;
         check_ids(ids)?;
@@ -360,6 +391,20 @@ impl VectorStore {
     #[doc(hidden)]
     pub fn ann_ready(&self, account: &str, name: &str) -> KilnResult<bool> {
         Ok(self.handle(account, name)?.read_state().ann.is_some())
+    }
+
+    /// `None` without a graph, else whether it was `"loaded"` from disk at start or `"built"`.
+    #[doc(hidden)]
+    pub fn ann_source(&self, account: &str, name: &str) -> KilnResult<Option<&'static str>> {
+        let handle = self.handle(account, name)?;
+        let state = handle.read_state();
+        Ok(state.ann.as_ref().map(|_| {
+            if state.ann_from_disk {
+                "loaded"
+            } else {
+                "built"
+            }
+        }))
     }
 
     /// Blocks until every mutation acknowledged so far is visible to queries.

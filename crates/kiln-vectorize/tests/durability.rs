@@ -165,3 +165,75 @@ fn deleted_indexes_stay_deleted() {
     assert_eq!(names, ["keep"]);
     assert_eq!(store.info(ACCOUNT, "keep").unwrap()["vectorCount"], 1);
 }
+
+#[test]
+fn the_graph_is_saved_with_the_snapshot_and_loaded_at_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        snapshot_min_log_bytes: 1,
+        ann_min_vectors: 100,
+    };
+    let data = kiln_vectorize::bench::clustered_vectors(1200, 16, 10, true, 21);
+    let graph_file = dir.path().join(ACCOUNT).join("idx").join("graph.bin");
+    let probe = json!({"vector": data[7], "topK": 5});
+    let before;
+    {
+        let store = VectorStore::open_with_options(dir.path(), options).unwrap();
+        create(&store, "idx", 16, "cosine");
+        for (batch, chunk) in data.chunks(400).enumerate() {
+            let vectors = chunk
+                .iter()
+                .enumerate()
+                .map(|(n, v)| vector(&format!("v{}", batch * 400 + n), v))
+                .collect();
+            store.upsert(ACCOUNT, "idx", vectors).unwrap();
+            settle(&store, "idx");
+        }
+        // deleted and replaced vectors: the saved graph keeps them as deleted nodes
+        store
+            .delete_by_ids(ACCOUNT, "idx", vec!["v0".into(), "v1".into()])
+            .unwrap();
+        store
+            .upsert(ACCOUNT, "idx", vec![vector("v2", &data[3])])
+            .unwrap();
+        settle(&store, "idx");
+        assert_eq!(store.ann_source(ACCOUNT, "idx").unwrap(), Some("built"));
+        assert!(graph_file.exists());
+        before = query(&store, "idx", probe.clone());
+    }
+    let store = VectorStore::open_with_options(dir.path(), options).unwrap();
+    assert_eq!(store.ann_source(ACCOUNT, "idx").unwrap(), Some("loaded"));
+    assert_eq!(query(&store, "idx", probe.clone()), before);
+    assert_eq!(store.info(ACCOUNT, "idx").unwrap()["vectorCount"], 1198);
+    let found = ids(&query(&store, "idx", json!({"vector": data[3], "topK": 3})));
+    assert!(found.contains(&"v2".to_owned()) && found.contains(&"v3".to_owned()));
+    assert!(!ids(&query(
+        &store,
+        "idx",
+        json!({"vector": data[0], "topK": 10})
+    ))
+    .contains(&"v0".to_owned()));
+    // more writes after the restart go into the loaded graph
+    store
+        .upsert(ACCOUNT, "idx", vec![vector("new", &data[9])])
+        .unwrap();
+    settle(&store, "idx");
+    assert_eq!(
+        ids(&query(&store, "idx", json!({"vector": data[9], "topK": 1}))),
+        ["new"]
+    );
+    drop(store);
+
+    // a damaged graph file is ignored: the graph is rebuilt and nothing is lost
+    let mut bytes = fs::read(&graph_file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xFF;
+    fs::write(&graph_file, bytes).unwrap();
+    let store = VectorStore::open_with_options(dir.path(), options).unwrap();
+    assert_ne!(store.ann_source(ACCOUNT, "idx").unwrap(), Some("loaded"));
+    assert_eq!(store.info(ACCOUNT, "idx").unwrap()["vectorCount"], 1199);
+    assert_eq!(
+        ids(&query(&store, "idx", json!({"vector": data[9], "topK": 1}))),
+        ["new"]
+    );
+}

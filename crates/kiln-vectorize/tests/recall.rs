@@ -153,3 +153,46 @@ fn graph_follows_deletes_and_replacements() {
     assert_eq!(scores(&result)[0], 0.0);
     assert!(!ids(&result).contains(&"v0".to_owned()));
 }
+
+#[test]
+fn queries_go_on_while_a_large_batch_is_linked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    create(&store, "idx", DIMENSIONS, "euclidean");
+    let data = clustered_vectors(6000, DIMENSIONS, 20, false, 13);
+    let (first, second) = data.split_at(3000);
+    let records = |rows: &[Vec<f32>], offset: usize| -> Vec<VectorRecord> {
+        rows.iter()
+            .enumerate()
+            .map(|(n, v)| vector(&format!("v{}", offset + n), v))
+            .collect()
+    };
+    store.insert(ACCOUNT, "idx", records(first, 0)).unwrap();
+    settle(&store, "idx");
+    wait_for_graph(&store, "idx");
+    // 3,000 new vectors: linking them into the graph takes a while (more in a debug build);
+    // queries must not wait for it.
+    store.upsert(ACCOUNT, "idx", records(second, 3000)).unwrap();
+    let probe = json!({"vector": second[0], "topK": 1});
+    let mut answered_meanwhile = 0;
+    loop {
+        let started = Instant::now();
+        let found = ids(&query(&store, "idx", probe.clone()));
+        assert!(started.elapsed() < Duration::from_secs(5), "a query waited");
+        if found == ["v3000"] {
+            break; // the batch is applied
+        }
+        answered_meanwhile += 1;
+    }
+    settle(&store, "idx");
+    assert_eq!(store.info(ACCOUNT, "idx").unwrap()["vectorCount"], 6000);
+    assert!(
+        answered_meanwhile > 0,
+        "no query was answered while the batch was being linked"
+    );
+    // every new vector is findable through the graph
+    for (n, v) in second.iter().enumerate().step_by(300) {
+        let found = ids(&query(&store, "idx", json!({"vector": v, "topK": 1})));
+        assert_eq!(found, [format!("v{}", 3000 + n)]);
+    }
+}

@@ -10,7 +10,7 @@ use axum::Json;
 use kiln_core::{ErrorKind, KilnError, KilnResult};
 use serde_json::{json, Value};
 
-use super::{blocking, ids_of, read_vectors};
+use super::{blocking, ids_of, query_of, read_vectors, run_query};
 use crate::SharedState;
 use kiln_vectorize::Unparsable;
 
@@ -45,9 +45,9 @@ async fn serve(
     match (method, op) {
         (Method::GET, "info") => state.vectors.info(&account, &index),
         (Method::POST, "query") => {
-            let input = json_of(&state, request).await?;
-            let query = kiln_vectorize::Query::from_json(&input)?;
-            blocking(move || state.vectors.query(&account, &index, &query)).await
+            let (parts, body) = request.into_parts();
+            let query = query_of(&state, &parts.headers, body).await?;
+            run_query(state, account, index, query).await
         }
         (Method::POST, "insert" | "upsert") => {
             let upsert = op == "upsert";

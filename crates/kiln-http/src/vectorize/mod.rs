@@ -66,6 +66,35 @@ pub fn binding_routes(state: SharedState) -> Router<SharedState> {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
 }
 
+/// A query body: straight into a [`kiln_vectorize::Query`] when it has the common shape (see
+/// `Query::from_plain_json`), else through JSON, which also words every error.
+async fn query_of(
+    state: &SharedState,
+    headers: &HeaderMap,
+    body: Body,
+) -> KilnResult<kiln_vectorize::Query> {
+    let bytes = crate::body::read_limited(headers, body, state.config.max_body_bytes).await?;
+    if let Some(query) = kiln_vectorize::Query::from_plain_json(&bytes) {
+        return query;
+    }
+    kiln_vectorize::Query::from_json(&crate::body::parse_json(&bytes)?)
+}
+
+/// Runs a query in place when the store says it is cheap and the index is free (a graph search:
+/// well under a millisecond, less than handing it to another thread and back costs), else on
+/// the blocking pool.
+async fn run_query(
+    state: SharedState,
+    account: String,
+    index: String,
+    query: kiln_vectorize::Query,
+) -> KilnResult<Value> {
+    if let Some(answer) = state.vectors.try_query_now(&account, &index, &query) {
+        return answer;
+    }
+    blocking(move || state.vectors.query(&account, &index, &query)).await
+}
+
 /// Runs blocking store work (fsync, index search) off the async runtime.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> KilnResult<T> + Send + 'static,

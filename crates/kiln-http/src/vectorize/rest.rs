@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use kiln_core::KilnResult;
 use serde_json::{json, Value};
 
-use super::{authorized, blocking, ids_of, read_vectors, unparsable_behavior};
+use super::{authorized, blocking, ids_of, query_of, read_vectors, run_query, unparsable_behavior};
 use crate::envelope::{success, ApiError};
 use crate::{body, SharedState};
 
@@ -129,9 +129,8 @@ pub async fn query(
 ) -> Response {
     let answered = async {
         authorized(&headers)?;
-        let input = json_body(&state, &headers, request_body).await?;
-        let query = kiln_vectorize::Query::from_json(&input)?;
-        blocking(move || state.vectors.query(&account, &index, &query)).await
+        let query = query_of(&state, &headers, request_body).await?;
+        run_query(state, account, index, query).await
     };
     answer(answered.await)
 }
