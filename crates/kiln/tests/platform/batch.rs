@@ -155,3 +155,46 @@ async fn a_killed_server_finishes_its_batches_after_restart() {
     assert_eq!(observer.unfinished().expect("count"), 0);
     second.kill_9();
 }
+
+/// A Worker's `env.AI.run(model, {requests}, {queueRequest: true})` and its poll
+/// `env.AI.run(model, {request_id})`, as the binding sends them (spec §2.1, §2.3).
+#[tokio::test]
+async fn the_worker_binding_queues_and_polls_batches() {
+    let binding = |inputs: Value, options: Value| async move {
+        let response = client()
+            .post(crate::common::url("/run?version=3"))
+            .header("cf-consn-model-id", EMBEDDING_MODEL)
+            .json(&json!({"inputs": inputs, "options": options}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "application/json");
+        response.json::<Value>().await.expect("JSON")
+    };
+    let queued = binding(
+        json!({"requests": [{"text": "one"}, {"text": "two", "external_reference": "b"}]}),
+        json!({"queueRequest": true}),
+    )
+    .await;
+    // The binding gets the bare result, not the REST envelope.
+    assert_eq!(queued["status"], "queued", "{queued}");
+    assert_eq!(queued["model"], EMBEDDING_MODEL);
+    let request_id = queued["request_id"]
+        .as_str()
+        .expect("request id")
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let polled = binding(json!({"request_id": request_id}), json!({})).await;
+        if polled.get("responses").is_some() {
+            break polled;
+        }
+        assert!(Instant::now() < deadline, "never finished: {polled}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let responses = done["responses"].as_array().expect("responses");
+    assert_eq!(responses.len(), 2);
+    assert_eq!(responses[1]["external_reference"], "b");
+    assert_eq!(responses[0]["result"]["shape"], json!([1, 384]), "{done}");
+}
