@@ -476,3 +476,46 @@ async fn binding_routes_answer_only_this_machine_while_tokens_are_required() {
         "a token of another account than the binding's"
     );
 }
+
+/// An authenticated gateway's `cf-aig-authorization` must be a token of the gateway's account
+/// with `ai-gateway:run`, while the `workers-ai` provider behind it takes the caller's own token.
+#[tokio::test]
+async fn an_authenticated_gateway_takes_only_its_accounts_run_tokens() {
+    let s = server();
+    let gateway = "a-private-gateway";
+    let (status, body) = call(
+        Method::POST,
+        &account_path(&s.a.id, "/ai-gateway/gateways"),
+        Some(&s.a.token),
+        Some(json!({"id": gateway, "authentication": true})),
+    )
+    .await;
+    assert!(status == 200 || status == 409, "{body}");
+    let through_gateway = |gateway_token: Option<String>| async move {
+        let mut request = client()
+            .post(format!(
+                "http://{}/v1/{}/{gateway}/workers-ai/{EMBEDDING_MODEL}",
+                s.addr, s.a.id
+            ))
+            .bearer_auth(&s.a.token)
+            .json(&json!({"text": "hello"}));
+        if let Some(token) = gateway_token {
+            request = request.header("cf-aig-authorization", format!("Bearer {token}"));
+        }
+        let response = request.send().await.expect("sent");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json::<Value>().await.unwrap_or(Value::Null),
+        )
+    };
+    let (status, body) = through_gateway(None).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"][0]["code"], 2009, "{body}");
+    let (status, body) = through_gateway(Some(s.b.token.clone())).await;
+    assert_eq!(status, 401, "another account's token: {body}");
+    let (status, body) = through_gateway(Some(s.a_read_only.clone())).await;
+    assert_eq!(status, 401, "a token without ai-gateway:run: {body}");
+    let (status, body) = through_gateway(Some(s.a.token.clone())).await;
+    assert_eq!(status, 200, "{body}");
+}
