@@ -156,6 +156,22 @@ pub struct KilnProcess {
 
 impl KilnProcess {
     pub async fn start(extra: &[&std::ffi::OsStr]) -> KilnProcess {
+        Self::spawn(extra, std::process::Stdio::null(), None).await
+    }
+
+    /// [`KilnProcess::start`] with the server's log, at trace level, sent to `log`.
+    pub async fn start_with_log(
+        extra: &[&std::ffi::OsStr],
+        log: impl Into<std::process::Stdio>,
+    ) -> KilnProcess {
+        Self::spawn(extra, log.into(), Some("trace")).await
+    }
+
+    async fn spawn(
+        extra: &[&std::ffi::OsStr],
+        log: std::process::Stdio,
+        level: Option<&str>,
+    ) -> KilnProcess {
         use std::time::{Duration, Instant};
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
@@ -167,18 +183,24 @@ impl KilnProcess {
             .arg("--config")
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/default-kiln.toml"))
             .arg("--data-dir")
-            .arg(kiln_store::default_data_dir())
-            .args(["--auth", "open", "--accounts-db"])
-            .arg(private_state_dir().join("process-accounts.db"));
+            .arg(kiln_store::default_data_dir());
+        if !extra.iter().any(|arg| *arg == "--accounts-db") {
+            command
+                .args(["--auth", "open", "--accounts-db"])
+                .arg(private_state_dir().join("process-accounts.db"));
+        }
         if !extra.iter().any(|arg| *arg == "--batch-db") {
             command
                 .arg("--batch-db")
                 .arg(private_state_dir().join("process-batches.db"));
         }
+        if let Some(level) = level {
+            command.env("KILN_LOG", level);
+        }
         let child = command
             .args(extra)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("kiln starts");
         let base = format!("http://127.0.0.1:{port}");

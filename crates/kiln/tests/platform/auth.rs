@@ -519,3 +519,58 @@ async fn an_authenticated_gateway_takes_only_its_accounts_run_tokens() {
     let (status, body) = through_gateway(Some(s.a.token.clone())).await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// Secrets never reach the log, even at trace level and for refused requests.
+#[tokio::test]
+async fn tokens_never_reach_the_log() {
+    use std::ffi::OsStr;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("accounts.db");
+    let store = AccountStore::open(&db).expect("accounts db");
+    let account = store
+        .create_account(None, "logged", Plan::Paid)
+        .expect("account");
+    let (_, secret) = store
+        .create_token(&account.id, "secret", &Scope::ALL)
+        .expect("token");
+    let log_path = dir.path().join("kiln.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let kiln = common::KilnProcess::start_with_log(
+        &[
+            OsStr::new("--accounts-db"),
+            db.as_os_str(),
+            OsStr::new("--auth"),
+            OsStr::new("tokens"),
+        ],
+        log,
+    )
+    .await;
+    let run = format!(
+        "{}/client/v4/accounts/{}/ai/run/{EMBEDDING_MODEL}",
+        kiln.base, account.id
+    );
+    let forged = format!("{}{}", &secret[..secret.len() - 4], "XXXX");
+    for (token, expected) in [(&secret, 200), (&forged, 401)] {
+        let response = client()
+            .post(&run)
+            .bearer_auth(token)
+            .header("x-auth-key", token.as_str())
+            .json(&json!({"text": "log me not"}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), expected);
+    }
+    kiln.kill_9();
+    let logged = std::fs::read_to_string(&log_path).expect("log");
+    assert!(
+        logged.contains("POST"),
+        "the log has the requests: {logged}"
+    );
+    let random_part = secret.rsplit('_').next().expect("secret");
+    assert!(
+        !logged.contains(random_part),
+        "a token secret is in the log"
+    );
+    assert!(!logged.contains(&forged[forged.len() - 20..]));
+}
