@@ -132,16 +132,10 @@ pub fn spawn_runner(state: SharedState, inner: Router) {
                     }
                 });
             }
-            if running.is_empty() || free == 0 {
-                tokio::select! {
-                    _ = running.join_next(), if !running.is_empty() => {}
-                    _ = tokio::time::sleep(IDLE_POLL) => {}
-                }
-            } else {
-                tokio::select! {
-                    _ = running.join_next() => {}
-                    _ = tokio::time::sleep(IDLE_POLL) => {}
-                }
+            // Until an item finishes (a slot frees) or a while has passed (new batches).
+            tokio::select! {
+                _ = running.join_next(), if !running.is_empty() => {}
+                _ = tokio::time::sleep(IDLE_POLL) => {}
             }
         }
     });
