@@ -19,12 +19,8 @@ pub(super) fn answer(result: KilnResult<Value>) -> Response {
     }
 }
 
-/// The platform middleware has checked the token's account and scope before any handler.
-pub(super) fn authorized(_headers: &HeaderMap) -> KilnResult<()> {
-    Ok(())
-}
-
-/// A management call with a JSON body: authorize, read the body, run `call`, answer.
+/// A management call with a JSON body: read the body, run `call`, answer. (The platform
+/// middleware has checked the token's account and scope before any handler runs.)
 pub(super) async fn with_json_body<T: Serialize>(
     state: &SharedState,
     headers: &HeaderMap,
@@ -32,25 +28,19 @@ pub(super) async fn with_json_body<T: Serialize>(
     call: impl FnOnce(&Value) -> KilnResult<T>,
 ) -> Response {
     let answered = async {
-        authorized(headers)?;
         let input = body::read_json(headers, request_body, state.config.max_body_bytes).await?;
         Ok(serde_json::to_value(call(&input)?).unwrap_or_default())
     };
     answer(answered.await)
 }
 
-pub async fn list(
-    State(state): State<SharedState>,
-    Path(account): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    answer(authorized(&headers).and_then(|()| {
-        let gateways = state.gateways.list(&account)?;
-        Ok(json!(gateways
-            .iter()
-            .map(Gateway::to_json)
-            .collect::<Vec<_>>()))
-    }))
+pub async fn list(State(state): State<SharedState>, Path(account): Path<String>) -> Response {
+    answer(
+        state
+            .gateways
+            .list(&account)
+            .map(|gateways| json!(gateways.iter().map(Gateway::to_json).collect::<Vec<_>>())),
+    )
 }
 
 pub async fn create(
@@ -68,11 +58,8 @@ pub async fn create(
 pub async fn get(
     State(state): State<SharedState>,
     Path((account, gateway)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> Response {
-    answer(
-        authorized(&headers).and_then(|()| Ok(state.gateways.get(&account, &gateway)?.to_json())),
-    )
+    answer(state.gateways.get(&account, &gateway).map(|g| g.to_json()))
 }
 
 pub async fn update(
@@ -90,11 +77,12 @@ pub async fn update(
 pub async fn delete(
     State(state): State<SharedState>,
     Path((account, gateway)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> Response {
     answer(
-        authorized(&headers)
-            .and_then(|()| Ok(state.gateways.delete(&account, &gateway)?.to_json())),
+        state
+            .gateways
+            .delete(&account, &gateway)
+            .map(|g| g.to_json()),
     )
 }
 
@@ -103,12 +91,13 @@ pub async fn delete(
 pub async fn list_providers(
     State(state): State<SharedState>,
     Path(account): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    answer(authorized(&headers).and_then(|()| {
-        let providers = state.gateways.list_providers(&account)?;
-        Ok(serde_json::to_value(providers).unwrap_or_default())
-    }))
+    answer(
+        state
+            .gateways
+            .list_providers(&account)
+            .map(|providers| serde_json::to_value(providers).unwrap_or_default()),
+    )
 }
 
 pub async fn create_provider(
@@ -126,12 +115,13 @@ pub async fn create_provider(
 pub async fn get_provider(
     State(state): State<SharedState>,
     Path((account, id)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> Response {
-    answer(authorized(&headers).and_then(|()| {
-        let provider = state.gateways.get_provider(&account, &id)?;
-        Ok(serde_json::to_value(provider).unwrap_or_default())
-    }))
+    answer(
+        state
+            .gateways
+            .get_provider(&account, &id)
+            .map(|provider| serde_json::to_value(provider).unwrap_or_default()),
+    )
 }
 
 pub async fn update_provider(
@@ -149,10 +139,11 @@ pub async fn update_provider(
 pub async fn delete_provider(
     State(state): State<SharedState>,
     Path((account, id)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> Response {
-    answer(authorized(&headers).and_then(|()| {
-        let provider = state.gateways.delete_provider(&account, &id)?;
-        Ok(json!({"id": provider.id}))
-    }))
+    answer(
+        state
+            .gateways
+            .delete_provider(&account, &id)
+            .map(|provider| json!({"id": provider.id})),
+    )
 }

@@ -9,7 +9,7 @@ use kiln_core::KilnResult;
 use kiln_gateway::{BodyPart, LogQuery};
 use serde_json::{json, Value};
 
-use super::admin::{answer, authorized, with_json_body};
+use super::admin::{answer, with_json_body};
 use crate::envelope::ApiError;
 use crate::SharedState;
 
@@ -22,12 +22,9 @@ pub async fn list(
     State(state): State<SharedState>,
     Path((account, gateway)): Path<(String, String)>,
     Query(pairs): Pairs,
-    headers: HeaderMap,
 ) -> Response {
-    let listed = authorized(&headers).and_then(|()| {
-        let query = LogQuery::from_pairs(&pairs)?;
-        state.gateways.list_logs(&account, &gateway, &query)
-    });
+    let listed = LogQuery::from_pairs(&pairs)
+        .and_then(|query| state.gateways.list_logs(&account, &gateway, &query));
     match listed {
         Ok(page) => Json(json!({
             "result": page.items,
@@ -51,9 +48,8 @@ pub async fn delete(
     State(state): State<SharedState>,
     Path((account, gateway)): Path<(String, String)>,
     Query(pairs): Pairs,
-    headers: HeaderMap,
 ) -> Response {
-    answer(authorized(&headers).and_then(|()| {
+    let deleted = async {
         let limit = pairs
             .iter()
             .find(|(name, _)| name == "limit")
@@ -70,15 +66,15 @@ pub async fn delete(
             .gateways
             .delete_logs(&account, &gateway, &query, limit)?;
         Ok(json!({"deleted": deleted}))
-    }))
+    };
+    answer(deleted.await)
 }
 
 pub async fn get(
     State(state): State<SharedState>,
     Path((account, gateway, id)): Path<(String, String, String)>,
-    headers: HeaderMap,
 ) -> Response {
-    answer(authorized(&headers).and_then(|()| state.gateways.get_log(&account, &gateway, &id)))
+    answer(state.gateways.get_log(&account, &gateway, &id))
 }
 
 /// `PATCH …/logs/{id}`: `{feedback, score, metadata}`.
@@ -98,21 +94,16 @@ pub async fn patch(
 pub async fn stored_body_of(
     State(state): State<SharedState>,
     Path((account, gateway, id, part)): Path<(String, String, String, String)>,
-    headers: HeaderMap,
 ) -> Response {
-    answer(authorized(&headers).and_then(|()| {
-        let part = match part.as_str() {
-            "request" => BodyPart::Request,
-            "response" => BodyPart::Response,
-            _ => {
-                return Err(kiln_core::KilnError::new(
-                    kiln_core::ErrorKind::RouteNotFound,
-                    format!("no log body {part:?}: use request or response"),
-                ))
-            }
-        };
-        stored_body(&state, &account, &gateway, &id, part)
-    }))
+    let part = match part.as_str() {
+        "request" => Ok(BodyPart::Request),
+        "response" => Ok(BodyPart::Response),
+        _ => Err(kiln_core::KilnError::new(
+            kiln_core::ErrorKind::RouteNotFound,
+            format!("no log body {part:?}: use request or response"),
+        )),
+    };
+    answer(part.and_then(|part| stored_body(&state, &account, &gateway, &id, part)))
 }
 
 /// A stored body as the envelope's `result`: JSON as JSON, anything else as text.
@@ -133,16 +124,19 @@ pub async fn analytics(
     State(state): State<SharedState>,
     Path((account, gateway)): Path<(String, String)>,
     Query(pairs): Pairs,
-    headers: HeaderMap,
 ) -> Response {
-    answer(authorized(&headers).and_then(|()| {
-        let mut report = state.gateways.analytics(&account, &gateway, &pairs)?;
-        add_neurons(&mut report["totals"]);
-        if let Some(series) = report.get_mut("series").and_then(Value::as_array_mut) {
-            series.iter_mut().for_each(add_neurons);
-        }
-        Ok(report)
-    }))
+    answer(
+        state
+            .gateways
+            .analytics(&account, &gateway, &pairs)
+            .map(|mut report| {
+                add_neurons(&mut report["totals"]);
+                if let Some(series) = report.get_mut("series").and_then(Value::as_array_mut) {
+                    series.iter_mut().for_each(add_neurons);
+                }
+                report
+            }),
+    )
 }
 
 /// Neurons are Workers AI's unit of cost: the same estimate in the unit its bills use.

@@ -187,8 +187,3 @@ fn ids_of(input: &Value) -> KilnResult<Vec<String>> {
         })
         .ok_or_else(|| KilnError::bad_input("'ids' must be an array of strings"))
 }
-
-/// The platform middleware has checked the token's account and scope before any handler.
-fn authorized(_headers: &HeaderMap) -> KilnResult<()> {
-    Ok(())
-}

@@ -5,13 +5,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kiln_core::KilnResult;
+use kiln_vectorize::VectorStore;
 use serde_json::{json, Value};
 
-use super::{authorized, blocking, ids_of, query_of, read_vectors, run_query, unparsable_behavior};
+use super::{blocking, ids_of, query_of, read_vectors, run_query, unparsable_behavior};
 use crate::envelope::{success, ApiError};
 use crate::{body, SharedState};
 
 type IndexPath = Path<(String, String)>;
+type MetadataIndexChange = fn(&VectorStore, &str, &str, &Value) -> KilnResult<String>;
 
 fn answer(result: KilnResult<Value>) -> Response {
     match result {
@@ -31,7 +33,6 @@ pub async fn create_index(
     request_body: Body,
 ) -> Response {
     let created = async {
-        authorized(&headers)?;
         let input = json_body(&state, &headers, request_body).await?;
         blocking(move || state.vectors.create_index(&account, &input)).await
     };
@@ -44,38 +45,35 @@ pub async fn create_index(
 pub async fn list_indexes(
     State(state): State<SharedState>,
     Path(account): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    answer(authorized(&headers).and_then(|()| Ok(json!(state.vectors.list_indexes(&account)?))))
+    answer(
+        state
+            .vectors
+            .list_indexes(&account)
+            .map(|indexes| json!(indexes)),
+    )
 }
 
 pub async fn get_index(
     State(state): State<SharedState>,
     Path((account, index)): IndexPath,
-    headers: HeaderMap,
 ) -> Response {
-    answer(authorized(&headers).and_then(|()| state.vectors.get_index(&account, &index)))
+    answer(state.vectors.get_index(&account, &index))
 }
 
 pub async fn delete_index(
     State(state): State<SharedState>,
     Path((account, index)): IndexPath,
-    headers: HeaderMap,
 ) -> Response {
     let deleted = async {
-        authorized(&headers)?;
         blocking(move || state.vectors.delete_index(&account, &index)).await?;
         Ok(Value::Null)
     };
     answer(deleted.await)
 }
 
-pub async fn info(
-    State(state): State<SharedState>,
-    Path((account, index)): IndexPath,
-    headers: HeaderMap,
-) -> Response {
-    answer(authorized(&headers).and_then(|()| state.vectors.info(&account, &index)))
+pub async fn info(State(state): State<SharedState>, Path((account, index)): IndexPath) -> Response {
+    answer(state.vectors.info(&account, &index))
 }
 
 pub async fn insert(
@@ -108,7 +106,6 @@ async fn mutate(
     mutation: Mutation,
 ) -> Response {
     let mutated = async {
-        authorized(request.headers())?;
         let unparsable = unparsable_behavior(request.uri().query())?;
         let vectors = read_vectors(request, unparsable).await?;
         let mutation_id = blocking(move || match mutation {
@@ -128,7 +125,6 @@ pub async fn query(
     request_body: Body,
 ) -> Response {
     let answered = async {
-        authorized(&headers)?;
         let query = query_of(&state, &headers, request_body).await?;
         run_query(state, account, index, query).await
     };
@@ -142,7 +138,6 @@ pub async fn get_by_ids(
     request_body: Body,
 ) -> Response {
     let answered = async {
-        authorized(&headers)?;
         let ids = ids_of(&json_body(&state, &headers, request_body).await?)?;
         let vectors = blocking(move || state.vectors.get_by_ids(&account, &index, &ids)).await?;
         Ok(json!(vectors))
@@ -157,7 +152,6 @@ pub async fn delete_by_ids(
     request_body: Body,
 ) -> Response {
     let answered = async {
-        authorized(&headers)?;
         let ids = ids_of(&json_body(&state, &headers, request_body).await?)?;
         let mutation_id =
             blocking(move || state.vectors.delete_by_ids(&account, &index, ids)).await?;
@@ -176,19 +170,16 @@ pub async fn list_vectors(
     State(state): State<SharedState>,
     Path((account, index)): IndexPath,
     Query(params): Query<ListParams>,
-    headers: HeaderMap,
 ) -> Response {
-    answer(authorized(&headers).and_then(|()| {
-        let count = params
-            .count
-            .map(|count| {
-                count.parse::<usize>().map_err(|_| {
-                    kiln_core::KilnError::bad_input(format!(
-                        "'count' must be a number, not {count:?}"
-                    ))
-                })
+    let count = params
+        .count
+        .map(|count| {
+            count.parse::<usize>().map_err(|_| {
+                kiln_core::KilnError::bad_input(format!("'count' must be a number, not {count:?}"))
             })
-            .transpose()?;
+        })
+        .transpose();
+    answer(count.and_then(|count| {
         state
             .vectors
             .list_vectors(&account, &index, count, params.cursor.as_deref())
@@ -201,28 +192,15 @@ pub async fn create_metadata_index(
     headers: HeaderMap,
     request_body: Body,
 ) -> Response {
-    let answered = async {
-        authorized(&headers)?;
-        let input = json_body(&state, &headers, request_body).await?;
-        let mutation_id = blocking(move || {
-            state
-                .vectors
-                .create_metadata_index(&account, &index, &input)
-        })
-        .await?;
-        Ok(json!({"mutationId": mutation_id}))
-    };
-    answer(answered.await)
+    let change: MetadataIndexChange = VectorStore::create_metadata_index;
+    change_metadata_index(state, (account, index), change, &headers, request_body).await
 }
 
 pub async fn list_metadata_indexes(
     State(state): State<SharedState>,
     Path((account, index)): IndexPath,
-    headers: HeaderMap,
 ) -> Response {
-    answer(
-        authorized(&headers).and_then(|()| state.vectors.list_metadata_indexes(&account, &index)),
-    )
+    answer(state.vectors.list_metadata_indexes(&account, &index))
 }
 
 pub async fn delete_metadata_index(
@@ -231,15 +209,22 @@ pub async fn delete_metadata_index(
     headers: HeaderMap,
     request_body: Body,
 ) -> Response {
+    let change: MetadataIndexChange = VectorStore::delete_metadata_index;
+    change_metadata_index(state, (account, index), change, &headers, request_body).await
+}
+
+/// A metadata index change (its JSON body → `{mutationId}`), on the blocking pool.
+async fn change_metadata_index(
+    state: SharedState,
+    (account, index): (String, String),
+    change: MetadataIndexChange,
+    headers: &HeaderMap,
+    request_body: Body,
+) -> Response {
     let answered = async {
-        authorized(&headers)?;
-        let input = json_body(&state, &headers, request_body).await?;
-        let mutation_id = blocking(move || {
-            state
-                .vectors
-                .delete_metadata_index(&account, &index, &input)
-        })
-        .await?;
+        let input = json_body(&state, headers, request_body).await?;
+        let mutation_id =
+            blocking(move || change(&state.vectors, &account, &index, &input)).await?;
         Ok(json!({"mutationId": mutation_id}))
     };
     answer(answered.await)
