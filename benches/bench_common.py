@@ -1,6 +1,6 @@
-"""What the benchmark harnesses (llm_bench.py, gateway_bench.py) share: server processes in their
+"""What the benchmark harnesses (llm, gateway, vector and speech) share: server processes in their
 own process groups (started, waited on until healthy, killed on exit), free ports, CPU accounting
-from /proc and a line describing the machine. Standard library only.
+from /proc, a line describing the machine and the commit measured. Standard library only.
 
 The harnesses run as `python benches/<script>.py` and import this module from their own folder.
 """
@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 CACHE_DIR = Path.home() / ".cache" / "kiln"
+REPO_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_LOG_DIR = CACHE_DIR / "bench-logs"
 
 
@@ -156,3 +157,26 @@ def load_average() -> str:
 def machine_description() -> str:
     """E.g. `x86_64, 16 logical CPUs, Linux-6.1.0-…-x86_64-with-glibc2.36`."""
     return f"{platform.machine()}, {os.cpu_count()} logical CPUs, {platform.platform()}"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def kiln_revision() -> str:
+    """The checkout's commit, noting uncommitted changes under crates/."""
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO_DIR), "status", "--porcelain", "crates"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return f"{out}{' (crates/ modified)' if dirty else ''}" if out else "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"

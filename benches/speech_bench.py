@@ -62,8 +62,8 @@ if str(BENCHES_DIR) not in sys.path:  # bench_common lives beside this script, h
     sys.path.insert(0, str(BENCHES_DIR))
 
 from bench_common import (  # noqa: E402
-    CACHE_DIR, DEFAULT_LOG_DIR, Server, default_kiln_bin, free_port, load_average,
-    machine_description, stop_servers_on_exit,
+    CACHE_DIR, DEFAULT_LOG_DIR, Server, cpu_model, default_kiln_bin, free_port, kiln_revision,
+    load_average, machine_description, stop_servers_on_exit,
 )
 
 DEFAULT_MODELS_DIR = CACHE_DIR / "data" / "models"
@@ -297,27 +297,6 @@ def package_version(name: str) -> str:
         return version(name)
     except Exception:  # noqa: BLE001 - only for the report
         return "(not installed)"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def kiln_revision() -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO_DIR), "status", "--porcelain", "crates"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return f"{out}{' (crates/ modified)' if dirty else ''}" if out else "unknown"
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
 
 
 def report(args, syntheses: list[Synthesis], audio_s: float, rows: list[Transcription],
