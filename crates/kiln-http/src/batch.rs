@@ -57,7 +57,7 @@ pub async fn submit_or_poll(
     let limit = state.config.max_body_bytes.min(MAX_BATCH_BYTES);
     let input = crate::body::read_json(headers, body, limit).await?;
     if let Some(request_id) = poll_id(&input) {
-        return poll(state, caller, request_id);
+        return poll(state, caller, request_id).await;
     }
     let requests = input
         .get("requests")
@@ -80,8 +80,17 @@ pub async fn submit_or_poll(
     )
 }
 
-pub fn poll(state: &SharedState, caller: &Caller, request_id: &str) -> Result<Response, ApiError> {
-    let polled = state.batches.poll(&caller.account, request_id)?;
+/// A finished batch's answer can be megabytes of stored JSON, so it is read off the async threads.
+pub async fn poll(
+    state: &SharedState,
+    caller: &Caller,
+    request_id: &str,
+) -> Result<Response, ApiError> {
+    let queue = state.batches.clone();
+    let (account, id) = (caller.account.clone(), request_id.to_owned());
+    let polled = tokio::task::spawn_blocking(move || queue.poll(&account, &id))
+        .await
+        .map_err(|e| KilnError::internal(format!("batch poll: {e}")))??;
     let result = match polled {
         None => {
             return Err(KilnError::new(

@@ -69,6 +69,8 @@ pub struct AppState {
     pub vectors: Arc<VectorStore>,
     /// The account that Worker binding requests (`/run`, `/ai-gateway/run`) belong to.
     pub binding_account: String,
+    /// Where clients reach Kiln, for the URLs it hands out.
+    pub public_url: PublicUrl,
     /// Accounts, tokens, rate limits and neurons.
     pub platform: Arc<platform::Platform>,
     /// Queued `?queueRequest=true` batches.
@@ -76,6 +78,23 @@ pub struct AppState {
 }
 
 pub type SharedState = Arc<AppState>;
+
+/// The base of URLs Kiln hands out (the gateway binding's `getUrl`).
+#[derive(Debug, Clone)]
+pub enum PublicUrl {
+    /// `--public-url`: used as given, whatever the request's headers say.
+    Configured(String),
+    /// The listening address, used when the request names no usable host.
+    Listening(String),
+}
+
+impl PublicUrl {
+    pub fn base(&self) -> &str {
+        match self {
+            PublicUrl::Configured(base) | PublicUrl::Listening(base) => base,
+        }
+    }
+}
 
 /// The Workers AI REST routes, under both `/client/v4/accounts/…` (what SDKs call with
 /// `https://api.cloudflare.com/client/v4` as base) and `/accounts/…`, and the OpenAI-compatible

@@ -89,7 +89,7 @@ async fn run(
         .map_err(|e| ApiError::from(e).served_by(&served.name))?;
     // A Worker polls a batch with `env.AI.run(model, {request_id})`, without the query.
     if let Some(request_id) = batch::poll_id(&input) {
-        return batch::poll(state, caller, request_id);
+        return batch::poll(state, caller, request_id).await;
     }
     kiln_catalog::validate_input(entry, &input)
         .map_err(|e| ApiError::from(e).served_by(&served.name))?;

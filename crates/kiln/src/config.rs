@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use kiln_accounts::Plan;
 use kiln_http::platform::{AuthMode, PlatformSettings};
+use kiln_http::PublicUrl;
 use serde::Deserialize;
 
 const BUILT_IN: &str = include_str!("../default-kiln.toml");
@@ -90,6 +91,12 @@ pub struct ServeConfig {
     /// The account that a Worker's AI binding acts for (its requests name none) [default: local].
     #[arg(long, env = "KILN_BINDING_ACCOUNT")]
     pub binding_account: Option<String>,
+
+    /// Base URL clients reach Kiln at, for the URLs it hands out (a gateway's `getUrl`), e.g.
+    /// behind a proxy [default: the request's forwarded host or `Host`, else the listening
+    /// address].
+    #[arg(long, env = "KILN_PUBLIC_URL")]
+    pub public_url: Option<String>,
 
     /// When requests need an API token: `auto` (open until the first token exists), `open`
     /// (never: a single-user machine) or `tokens` (always) [default: auto].
@@ -175,6 +182,7 @@ impl ServeConfig {
             keep_alive_secs: self.keep_alive_secs.or(base.keep_alive_secs),
             gateway_db: self.gateway_db.or(base.gateway_db),
             binding_account: self.binding_account.or(base.binding_account),
+            public_url: self.public_url.or(base.public_url),
             vectorize_dir: self.vectorize_dir.or(base.vectorize_dir),
             gateway_cache_mib: self.gateway_cache_mib.or(base.gateway_cache_mib),
             offline: self.offline.or(base.offline),
@@ -282,6 +290,31 @@ impl ServeConfig {
             .unwrap_or_else(|| self.data_dir().join("batches.db"))
     }
 
+    /// `--public-url` checked and without its trailing `/`, or the address Kiln listens on
+    /// (`127.0.0.1` for an unspecified IP, which no client can dial).
+    pub fn public_url(&self, listening: SocketAddr) -> anyhow::Result<PublicUrl> {
+        if let Some(url) = &self.public_url {
+            let trimmed = url.trim().trim_end_matches('/');
+            let host = trimmed
+                .strip_prefix("http://")
+                .or_else(|| trimmed.strip_prefix("https://"));
+            anyhow::ensure!(
+                host.is_some_and(|host| !host.is_empty() && !host.contains(char::is_whitespace)),
+                "--public-url must be an http:// or https:// URL, got `{url}`"
+            );
+            return Ok(PublicUrl::Configured(trimmed.to_owned()));
+        }
+        let mut dialable = listening;
+        if dialable.ip().is_unspecified() {
+            dialable.set_ip(if dialable.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        Ok(PublicUrl::Listening(format!("http://{dialable}")))
+    }
+
     pub fn platform_settings(&self) -> PlatformSettings {
         PlatformSettings {
             auth: self.auth.unwrap_or_default(),
@@ -357,5 +390,28 @@ mod tests {
     #[test]
     fn unknown_keys_are_rejected() {
         assert!(toml::from_str::<ServeConfig>("thread = 2").is_err());
+    }
+
+    #[test]
+    fn public_url_is_checked_and_defaults_to_a_dialable_listening_address() {
+        let any: SocketAddr = "0.0.0.0:9000".parse().expect("address");
+        let url = ServeConfig::default().public_url(any).expect("default");
+        assert_eq!(url.base(), "http://127.0.0.1:9000");
+        let v6: SocketAddr = "[::]:9000".parse().expect("address");
+        let url = ServeConfig::default().public_url(v6).expect("default");
+        assert_eq!(url.base(), "http://[::1]:9000");
+        let configured = ServeConfig {
+            public_url: Some("https://ai.example.com/".into()),
+            ..ServeConfig::default()
+        };
+        let url = configured.public_url(any).expect("configured");
+        assert_eq!(url.base(), "https://ai.example.com");
+        for bad in ["ai.example.com", "ftp://x", "http://", "http://a b"] {
+            let config = ServeConfig {
+                public_url: Some(bad.into()),
+                ..ServeConfig::default()
+            };
+            assert!(config.public_url(any).is_err(), "{bad}");
+        }
     }
 }

@@ -104,7 +104,12 @@ pub async fn start_with_clock(
         BatchQueue::open(&config.batch_db())
             .map_err(|error| anyhow::anyhow!("{}", error.message))?,
     );
+    let listener = tokio::net::TcpListener::bind(config.listen_addr())
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen_addr()))?;
+    let addr = listener.local_addr()?;
     let state = AppState {
+        public_url: config.public_url(addr)?,
         platform,
         batches,
         vectors,
@@ -118,10 +123,6 @@ pub async fn start_with_clock(
             request_timeout: config.request_timeout(),
         },
     };
-    let listener = tokio::net::TcpListener::bind(config.listen_addr())
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen_addr()))?;
-    let addr = listener.local_addr()?;
     let (shutdown, stopped) = oneshot::channel::<()>();
     let app = kiln_http::router(state);
     let task = tokio::spawn(async move {

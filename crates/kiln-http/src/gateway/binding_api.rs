@@ -18,9 +18,7 @@ use serde_json::json;
 
 use super::admin::answer;
 use super::GatewayContext;
-
-/// Where `getUrl` points when the request names no usable host (Kiln's default address).
-pub const DEFAULT_PUBLIC_BASE: &str = "http://127.0.0.1:8787";
+use crate::PublicUrl;
 
 /// The `Host` every binding request carries: not where Kiln can be reached.
 const BINDING_HOST: &str = "workers-binding.ai";
@@ -43,7 +41,7 @@ pub async fn gateway_url(
 ) -> Response<Body> {
     let account = &context.app.binding_account;
     answer(context.app.gateways.get(account, &gateway).map(|_| {
-        let base = public_base(&headers);
+        let base = public_base(&headers, &context.app.public_url);
         let provider = if provider == "universal" {
             ""
         } else {
@@ -53,10 +51,13 @@ pub async fn gateway_url(
     }))
 }
 
-/// Kiln's address as a client should write it: `X-Forwarded-Host` (with `X-Forwarded-Proto`)
-/// when a proxy or workerd's `injectRequestHeaders` sets it, else `Host` unless it is the
-/// binding's placeholder host, else [`DEFAULT_PUBLIC_BASE`].
-pub fn public_base(headers: &HeaderMap) -> String {
+/// Kiln's address as a client should write it: `--public-url` when set, else `X-Forwarded-Host`
+/// (with `X-Forwarded-Proto`) when a proxy or workerd's `injectRequestHeaders` sets it, else
+/// `Host` unless it is the binding's placeholder host, else the listening address.
+pub fn public_base(headers: &HeaderMap, public_url: &PublicUrl) -> String {
+    if let PublicUrl::Configured(url) = public_url {
+        return url.clone();
+    }
     let text = |name: &str| {
         headers
             .get(name)
@@ -75,7 +76,7 @@ pub fn public_base(headers: &HeaderMap) -> String {
     };
     match text("x-forwarded-host").or_else(|| text(header::HOST.as_str())) {
         Some(host) if usable(&host) => format!("{scheme}://{host}"),
-        _ => DEFAULT_PUBLIC_BASE.to_owned(),
+        _ => public_url.base().to_owned(),
     }
 }
 
@@ -137,19 +138,39 @@ mod tests {
     }
 
     #[test]
-    fn public_base_prefers_forwarded_then_host_then_the_default() {
+    fn public_base_prefers_forwarded_then_host_then_the_listening_address() {
+        let listening = PublicUrl::Listening("http://127.0.0.1:8787".into());
         let forwarded = headers(&[
             ("host", "workers-binding.ai"),
             ("x-forwarded-host", "kiln.internal:9000"),
             ("x-forwarded-proto", "https"),
         ]);
-        assert_eq!(public_base(&forwarded), "https://kiln.internal:9000");
+        assert_eq!(
+            public_base(&forwarded, &listening),
+            "https://kiln.internal:9000"
+        );
         let direct = headers(&[("host", "127.0.0.1:4321")]);
-        assert_eq!(public_base(&direct), "http://127.0.0.1:4321");
+        assert_eq!(public_base(&direct, &listening), "http://127.0.0.1:4321");
         for binding in ["workers-binding.ai", "WORKERS-BINDING.AI:443"] {
             let binding = headers(&[("host", binding)]);
-            assert_eq!(public_base(&binding), DEFAULT_PUBLIC_BASE);
+            assert_eq!(public_base(&binding, &listening), "http://127.0.0.1:8787");
         }
-        assert_eq!(public_base(&HeaderMap::new()), DEFAULT_PUBLIC_BASE);
+        assert_eq!(
+            public_base(&HeaderMap::new(), &listening),
+            "http://127.0.0.1:8787"
+        );
+    }
+
+    #[test]
+    fn a_configured_public_url_wins_over_every_header() {
+        let configured = PublicUrl::Configured("https://ai.example.com".into());
+        let forwarded = headers(&[
+            ("host", "127.0.0.1:8787"),
+            ("x-forwarded-host", "kiln.internal:9000"),
+        ]);
+        assert_eq!(
+            public_base(&forwarded, &configured),
+            "https://ai.example.com"
+        );
     }
 }
