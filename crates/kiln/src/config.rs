@@ -112,7 +112,8 @@ pub struct ServeConfig {
     pub batch_db: Option<PathBuf>,
 
     /// Apply Workers AI's per-task requests-per-minute limits per account (`[rpm_limits]` in
-    /// kiln.toml overrides them by model id or task name) [default: true].
+    /// kiln.toml overrides them by model id or task name) [default: while API tokens are
+    /// required, not in open mode].
     #[arg(long, env = "KILN_RATE_LIMITS", num_args = 0..=1, default_missing_value = "true")]
     pub rate_limits: Option<bool>,
 
@@ -318,7 +319,7 @@ impl ServeConfig {
     pub fn platform_settings(&self) -> PlatformSettings {
         PlatformSettings {
             auth: self.auth.unwrap_or_default(),
-            rate_limits: self.rate_limits.unwrap_or(true),
+            rate_limits: self.rate_limits,
             rpm_overrides: self.rpm_limits.clone().into_iter().collect(),
             free_neurons_per_day: self.free_neurons_per_day.unwrap_or(10_000.0),
             default_plan: self.default_plan.unwrap_or(Plan::Paid),

@@ -34,7 +34,7 @@ impl Platform {
         priced: Option<&'static CatalogEntry>,
     ) -> KilnResult<Meter> {
         let account = caller.account.as_str();
-        if self.settings.rate_limits && caller.rate_limited {
+        if caller.rate_limited && self.rate_limits_apply() {
             let (key, limit) = self.limit_for(task, model, priced);
             self.limiter
                 .check_and_count(account, &key, limit)
@@ -82,6 +82,12 @@ impl Platform {
 
     /// The window key and its requests per minute: a configured limit for the model or its
     /// task, else Workers AI's (which has per-model exceptions, counted per model).
+    /// `--rate-limits` when given; else only while tokens are required, since in open mode
+    /// there is one user, whom a per-account limit would only throttle.
+    pub fn rate_limits_apply(&self) -> bool {
+        self.settings.rate_limits.unwrap_or_else(|| !self.is_open())
+    }
+
     fn limit_for(
         &self,
         task: Task,
@@ -187,7 +193,7 @@ mod tests {
         let accounts = Arc::new(AccountStore::open(&dir.path().join("a.db")).expect("db"));
         let settings = PlatformSettings {
             auth: AuthMode::Open,
-            rate_limits: true,
+            rate_limits: Some(true),
             rpm_overrides: overrides
                 .iter()
                 .map(|(name, limit)| ((*name).to_owned(), *limit))
@@ -226,6 +232,32 @@ mod tests {
             0,
             "0 is unlimited"
         );
+    }
+
+    #[test]
+    fn unset_rate_limits_apply_only_while_tokens_are_required() {
+        let (dir, mut platform) = platform(&[]);
+        platform.settings.rate_limits = None;
+        assert!(!platform.rate_limits_apply(), "open mode");
+        platform.settings.auth = AuthMode::Tokens;
+        assert!(platform.rate_limits_apply(), "tokens mode");
+        platform.settings.auth = AuthMode::Auto;
+        assert!(!platform.rate_limits_apply(), "auto mode before any token");
+        platform
+            .accounts
+            .create_account(Some("team"), "team", Plan::Free)
+            .expect("account");
+        platform
+            .accounts
+            .create_token("team", "t", &[kiln_accounts::Scope::WorkersAiRead])
+            .expect("token");
+        assert!(
+            platform.rate_limits_apply(),
+            "auto mode once a token exists"
+        );
+        platform.settings.rate_limits = Some(false);
+        assert!(!platform.rate_limits_apply(), "--rate-limits false");
+        drop(dir);
     }
 
     #[test]

@@ -48,8 +48,9 @@ impl FromStr for AuthMode {
 #[derive(Debug, Clone)]
 pub struct PlatformSettings {
     pub auth: AuthMode,
-    /// Whether per-task requests-per-minute limits apply.
-    pub rate_limits: bool,
+    /// Whether per-task requests-per-minute limits apply; `None`: only while tokens are
+    /// required ([`Platform::rate_limits_apply`]).
+    pub rate_limits: Option<bool>,
     /// Requests per minute by model id or task name, over Workers AI's defaults (0: unlimited).
     pub rpm_overrides: HashMap<String, u32>,
     /// A free account's daily neurons (spec §7: 10,000).
