@@ -97,7 +97,9 @@ async fn full_queue_gets_3040_at_once() {
     let body: Value = response.json().await.expect("envelope");
     assert_eq!(assert_error_envelope(&body).0, 3040);
     assert!(
-        started.elapsed() < Duration::from_millis(500),
+        // Waiting would mean the running generation's thousands of tokens; the margin is for
+        // a loaded CI machine.
+        started.elapsed() < Duration::from_secs(2),
         "refused without waiting: {:?}",
         started.elapsed()
     );
@@ -125,7 +127,8 @@ async fn disconnect_frees_the_worker() {
             break;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(1),
+            // The abandoned generation had 2,000 tokens (tens of seconds) to go.
+            started.elapsed() < Duration::from_secs(5),
             "worker still busy after disconnect"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
