@@ -47,6 +47,9 @@ pub struct ItemOutcome {
     pub result: Value,
     /// Workers AI error objects when it failed.
     pub errors: Value,
+    /// Token counts of an output that carries none itself (embeddings); an output's own
+    /// `usage` is used otherwise.
+    pub usage: Option<Value>,
 }
 
 /// What a poll sees.
@@ -96,11 +99,13 @@ impl BatchQueue {
                  success INTEGER,
                  result TEXT,
                  errors TEXT,
+                 usage TEXT,
                  PRIMARY KEY (request_id, idx)
              );
              CREATE INDEX IF NOT EXISTS batch_items_pending ON batch_items (done, request_id);",
         )
         .map_err(storage)?;
+        add_usage_column(&db)?;
         Ok(Self {
             db: Mutex::new(db),
             in_flight: Mutex::new(HashSet::new()),
@@ -271,14 +276,15 @@ impl BatchQueue {
         let transaction = db.transaction().map_err(storage)?;
         transaction
             .execute(
-                "UPDATE batch_items SET done = 1, success = ?3, result = ?4, errors = ?5
+                "UPDATE batch_items SET done = 1, success = ?3, result = ?4, errors = ?5, usage = ?6
                  WHERE request_id = ?1 AND idx = ?2",
                 params![
                     item.request_id,
                     item.index as i64,
                     outcome.success,
                     outcome.result.to_string(),
-                    outcome.errors.to_string()
+                    outcome.errors.to_string(),
+                    outcome.usage.as_ref().map(Value::to_string)
                 ],
             )
             .map_err(storage)?;
@@ -318,7 +324,7 @@ impl BatchQueue {
 fn responses(db: &Connection, request_id: &str) -> KilnResult<Value> {
     let mut query = db
         .prepare(
-            "SELECT idx, success, result, errors, external_reference FROM batch_items
+            "SELECT idx, success, result, errors, external_reference, usage FROM batch_items
              WHERE request_id = ?1 ORDER BY idx",
         )
         .map_err(storage)?;
@@ -330,6 +336,7 @@ fn responses(db: &Connection, request_id: &str) -> KilnResult<Value> {
                 row.get::<_, Option<String>>(2)?,
                 row.get::<_, Option<String>>(3)?,
                 row.get::<_, Option<String>>(4)?,
+                row.get::<_, Option<String>>(5)?,
             ))
         })
         .map_err(storage)?
@@ -341,9 +348,11 @@ fn responses(db: &Connection, request_id: &str) -> KilnResult<Value> {
     };
     let mut totals = Map::new();
     let mut responses = Vec::with_capacity(rows.len());
-    for (index, success, result, errors, reference) in rows {
+    for (index, success, result, errors, reference, reported) in rows {
         let result = parse(result);
-        let usage = result.get("usage").filter(|u| u.is_object()).cloned();
+        let usage = Some(parse(reported))
+            .filter(Value::is_object)
+            .or_else(|| result.get("usage").filter(|u| u.is_object()).cloned());
         for (name, count) in usage.iter().flat_map(|u| u.as_object()).flatten() {
             if let Some(count) = count.as_u64() {
                 let total = totals.get(name).and_then(Value::as_u64).unwrap_or(0);
@@ -363,6 +372,19 @@ fn responses(db: &Connection, request_id: &str) -> KilnResult<Value> {
         responses.push(response);
     }
     Ok(json!({"responses": responses, "usage": Value::Object(totals)}))
+}
+
+/// Queues made before items recorded their usage lack the column; adding it keeps their data.
+fn add_usage_column(db: &Connection) -> KilnResult<()> {
+    let has_usage = db
+        .prepare("SELECT 1 FROM pragma_table_info('batch_items') WHERE name = 'usage'")
+        .and_then(|mut query| query.exists([]))
+        .map_err(storage)?;
+    if !has_usage {
+        db.execute_batch("ALTER TABLE batch_items ADD COLUMN usage TEXT")
+            .map_err(storage)?;
+    }
+    Ok(())
 }
 
 fn storage(error: rusqlite::Error) -> KilnError {

@@ -9,6 +9,7 @@ fn ok(value: Value) -> ItemOutcome {
         success: true,
         result: value,
         errors: json!([]),
+        usage: None,
     }
 }
 
@@ -117,6 +118,7 @@ fn failures_carry_their_errors_and_bad_batches_are_refused() {
         success: false,
         result: Value::Null,
         errors: json!([{"code": 5006, "message": "AiError: Bad input"}]),
+        usage: None,
     };
     queue.complete(&items[0], &failure).unwrap();
     let Some(Poll::Done(done)) = queue.poll("a", &submitted.request_id).unwrap() else {
@@ -131,4 +133,57 @@ fn failures_carry_their_errors_and_bad_batches_are_refused() {
         .submit("a", "m", &[json!({"external_reference": 7})])
         .is_err());
     assert_eq!(queue.unfinished().unwrap(), 0);
+}
+
+#[test]
+fn reported_usage_counts_for_outputs_without_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue(&dir);
+    let submitted = queue
+        .submit("a", "m", &[json!({"text": "x"}), json!({"prompt": "y"})])
+        .unwrap();
+    let items = queue.claim(2).unwrap();
+    let embedding = ItemOutcome {
+        usage: Some(json!({"prompt_tokens": 4, "completion_tokens": 0, "total_tokens": 4})),
+        ..ok(json!({"shape": [1, 3], "data": [[0.1, 0.2, 0.3]]}))
+    };
+    queue.complete(&items[0], &embedding).unwrap();
+    let generation = ok(
+        json!({"response": "z", "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}}),
+    );
+    queue.complete(&items[1], &generation).unwrap();
+    let Some(Poll::Done(done)) = queue.poll("a", &submitted.request_id).unwrap() else {
+        panic!("batch is done");
+    };
+    assert_eq!(done["responses"][0]["usage"]["prompt_tokens"], 4);
+    assert_eq!(done["responses"][1]["usage"]["completion_tokens"], 1);
+    assert_eq!(
+        done["usage"],
+        json!({"prompt_tokens": 6, "completion_tokens": 1, "total_tokens": 7})
+    );
+}
+
+#[test]
+fn a_queue_from_before_usage_was_recorded_opens_and_keeps_its_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("batches.db");
+    let old = rusqlite::Connection::open(&path).unwrap();
+    old.execute_batch(
+        "CREATE TABLE batches (request_id TEXT PRIMARY KEY, account_id TEXT NOT NULL,
+             model TEXT NOT NULL, status TEXT NOT NULL, created_ms INTEGER NOT NULL);
+         CREATE TABLE batch_items (request_id TEXT NOT NULL, idx INTEGER NOT NULL,
+             input TEXT NOT NULL, external_reference TEXT, done INTEGER NOT NULL DEFAULT 0,
+             success INTEGER, result TEXT, errors TEXT, PRIMARY KEY (request_id, idx));
+         INSERT INTO batches VALUES ('r', 'a', 'm', 'queued', 0);
+         INSERT INTO batch_items (request_id, idx, input) VALUES ('r', 0, '{\"text\":\"x\"}');",
+    )
+    .unwrap();
+    drop(old);
+    let queue = BatchQueue::open(&path).expect("an old queue opens");
+    let items = queue.claim(1).unwrap();
+    assert_eq!(items[0].input, json!({"text": "x"}));
+    queue.complete(&items[0], &ok(json!({"data": []}))).unwrap();
+    assert!(matches!(queue.poll("a", "r").unwrap(), Some(Poll::Done(_))));
+    drop(queue);
+    BatchQueue::open(&path).expect("and opens again once migrated");
 }

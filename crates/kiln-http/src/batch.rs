@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use crate::envelope::{success, ApiError};
-use crate::platform::{Caller, TrustedCall};
+use crate::platform::{Caller, ReportedUsage, TrustedCall};
 use crate::SharedState;
 
 /// Items run at once: enough for the LLM's sequence slots to batch them, few enough that
@@ -177,6 +177,10 @@ async fn run_item(inner: &Router, item: &PendingItem) -> ItemOutcome {
         Ok(response) => response,
         Err(never) => match never {},
     };
+    let reported = response
+        .extensions()
+        .get::<ReportedUsage>()
+        .map(|usage| usage.0.clone());
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -197,6 +201,7 @@ async fn run_item(inner: &Router, item: &PendingItem) -> ItemOutcome {
         success: succeeded,
         result: envelope.get("result").cloned().unwrap_or(Value::Null),
         errors: envelope.get("errors").cloned().unwrap_or_else(|| json!([])),
+        usage: reported,
     }
 }
 
@@ -205,6 +210,7 @@ fn failure(error: &KilnError) -> ItemOutcome {
         success: false,
         result: Value::Null,
         errors: json!([{"code": error.code(), "message": error.message}]),
+        usage: None,
     }
 }
 

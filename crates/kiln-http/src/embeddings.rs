@@ -6,7 +6,7 @@ use kiln_scheduler::{Admission, EmbeddingWorker};
 use serde_json::{json, Value};
 
 use crate::envelope::success;
-use crate::platform::Meter;
+use crate::platform::{Meter, ReportedUsage};
 
 pub async fn run(
     worker: &EmbeddingWorker,
@@ -32,7 +32,13 @@ pub async fn run(
         "data": output.vectors,
         "pooling": pooling.as_str(),
     });
-    Ok(success(result).into_response())
+    let mut response = success(result).into_response();
+    response.extensions_mut().insert(ReportedUsage(json!({
+        "prompt_tokens": output.prompt_tokens,
+        "completion_tokens": 0,
+        "total_tokens": output.prompt_tokens,
+    })));
+    Ok(response)
 }
 
 /// `text` is a string or an array of strings (the schema has checked lengths and types).

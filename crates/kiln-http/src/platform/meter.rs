@@ -11,6 +11,11 @@ use kiln_core::{ErrorKind, KilnError, KilnResult, Task, Usage};
 
 use super::{Caller, Platform};
 
+/// Token counts of a response whose output has no `usage` field (embeddings), carried in the
+/// response's extensions for Kiln's own callers (a batch item's `usage`), never on the wire.
+#[derive(Debug, Clone)]
+pub struct ReportedUsage(pub serde_json::Value);
+
 /// Books one request's cost; cheap to clone into a stream.
 #[derive(Clone)]
 pub struct Meter {

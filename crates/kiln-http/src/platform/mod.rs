@@ -14,7 +14,7 @@ use kiln_accounts::{AccountStore, Clock, Plan, RateLimiter, UsageLedger};
 use serde::Deserialize;
 
 pub use authorize::{Caller, TrustedCall};
-pub use meter::Meter;
+pub use meter::{Meter, ReportedUsage};
 
 /// When requests must carry an API token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -108,7 +108,16 @@ async fn a_killed_server_finishes_its_batches_after_restart() {
         assert_eq!(response["success"], true, "{response}");
         assert_eq!(response["external_reference"], format!("doc-{i}"));
         assert_eq!(response["result"]["shape"], json!([1, 384]), "{response}");
+        assert!(
+            response["usage"]["prompt_tokens"].as_u64().unwrap_or(0) > 0,
+            "an embedding's token count: {response}"
+        );
     }
+    let item_tokens: u64 = responses
+        .iter()
+        .map(|response| response["usage"]["prompt_tokens"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(embeddings["usage"]["prompt_tokens"], item_tokens);
     // A queued item is the same computation as a direct request.
     let direct = client()
         .post(format!(
