@@ -85,14 +85,14 @@ impl Platform {
         })
     }
 
-    /// The window key and its requests per minute: a configured limit for the model or its
-    /// task, else Workers AI's (which has per-model exceptions, counted per model).
     /// `--rate-limits` when given; else only while tokens are required, since in open mode
     /// there is one user, whom a per-account limit would only throttle.
     pub fn rate_limits_apply(&self) -> bool {
         self.settings.rate_limits.unwrap_or_else(|| !self.is_open())
     }
 
+    /// The window key and its requests per minute: a configured limit for the model or its
+    /// task, else Workers AI's (which has per-model exceptions, counted per model).
     fn limit_for(
         &self,
         task: Task,
