@@ -180,7 +180,7 @@ async fn run_item(inner: &Router, item: &PendingItem) -> ItemOutcome {
     let reported = response
         .extensions()
         .get::<ReportedUsage>()
-        .map(|usage| usage.0.clone());
+        .and_then(|reported| serde_json::to_value(reported.0).ok());
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)

@@ -26,18 +26,15 @@ pub async fn run(
     };
     let count = texts.len();
     let output = worker.embed(texts, pooling, admission).await?;
-    meter.charge_tokens(&kiln_core::Usage::new(output.prompt_tokens, 0));
+    let usage = kiln_core::Usage::new(output.prompt_tokens, 0);
+    meter.charge_tokens(&usage);
     let result = json!({
         "shape": [count, worker.dimensions()],
         "data": output.vectors,
         "pooling": pooling.as_str(),
     });
     let mut response = success(result).into_response();
-    response.extensions_mut().insert(ReportedUsage(json!({
-        "prompt_tokens": output.prompt_tokens,
-        "completion_tokens": 0,
-        "total_tokens": output.prompt_tokens,
-    })));
+    response.extensions_mut().insert(ReportedUsage(usage));
     Ok(response)
 }
 

@@ -13,8 +13,8 @@ use super::{Caller, Platform};
 
 /// Token counts of a response whose output has no `usage` field (embeddings), carried in the
 /// response's extensions for Kiln's own callers (a batch item's `usage`), never on the wire.
-#[derive(Debug, Clone)]
-pub struct ReportedUsage(pub serde_json::Value);
+#[derive(Debug, Clone, Copy)]
+pub struct ReportedUsage(pub Usage);
 
 /// Books one request's cost; cheap to clone into a stream.
 #[derive(Clone)]
