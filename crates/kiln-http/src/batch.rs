@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use crate::envelope::{success, ApiError};
+use crate::offload::off_runtime;
 use crate::platform::{Caller, ReportedUsage, TrustedCall};
 use crate::SharedState;
 
@@ -70,10 +71,10 @@ pub async fn submit_or_poll(
     let queue = state.batches.clone();
     let (account, owned_model, requests) =
         (caller.account.clone(), model.to_owned(), requests.clone());
-    let Submitted { request_id, model } =
-        tokio::task::spawn_blocking(move || queue.submit(&account, &owned_model, &requests))
-            .await
-            .map_err(|e| KilnError::internal(format!("batch submit: {e}")))??;
+    let Submitted { request_id, model } = off_runtime("batch submit", move || {
+        queue.submit(&account, &owned_model, &requests)
+    })
+    .await?;
     Ok(
         success(json!({"status": "queued", "request_id": request_id, "model": model}))
             .into_response(),
@@ -88,9 +89,7 @@ pub async fn poll(
 ) -> Result<Response, ApiError> {
     let queue = state.batches.clone();
     let (account, id) = (caller.account.clone(), request_id.to_owned());
-    let polled = tokio::task::spawn_blocking(move || queue.poll(&account, &id))
-        .await
-        .map_err(|e| KilnError::internal(format!("batch poll: {e}")))??;
+    let polled = off_runtime("batch poll", move || queue.poll(&account, &id)).await?;
     let result = match polled {
         None => {
             return Err(KilnError::new(
@@ -121,9 +120,8 @@ pub fn spawn_runner(state: SharedState, inner: Router) {
                 Vec::new()
             } else {
                 let queue = state.batches.clone();
-                tokio::task::spawn_blocking(move || queue.claim(free))
+                off_runtime("batch claim", move || queue.claim(free))
                     .await
-                    .unwrap_or_else(|e| Err(KilnError::internal(e)))
                     .unwrap_or_else(|error| {
                         tracing::error!("batch queue: {}", error.message);
                         Vec::new()
@@ -135,8 +133,8 @@ pub fn spawn_runner(state: SharedState, inner: Router) {
                     let outcome = run_item(&inner, &item).await;
                     let queue = state.batches.clone();
                     let saved =
-                        tokio::task::spawn_blocking(move || queue.complete(&item, &outcome)).await;
-                    if let Ok(Err(error)) = saved {
+                        off_runtime("batch completion", move || queue.complete(&item, &outcome));
+                    if let Err(error) = saved.await {
                         tracing::error!("batch queue: {}", error.message);
                     }
                 });

@@ -8,6 +8,7 @@ use kiln_core::{ErrorKind, KilnError};
 use serde_json::{json, Value};
 
 use crate::envelope::{success, ApiError};
+use crate::offload::off_runtime;
 use crate::{body, SharedState};
 
 /// `POST …/ai/finetunes` `{model, name, description?}`.
@@ -36,11 +37,10 @@ pub async fn create(
         let store = state.finetunes.clone();
         let (account, name, model) = (account.clone(), name.to_owned(), model.to_owned());
         let description = text("description").map(str::to_owned);
-        tokio::task::spawn_blocking(move || {
+        off_runtime("fine-tune creation", move || {
             store.create(&account, &name, &model, description.as_deref())
         })
         .await
-        .map_err(|e| KilnError::internal(format!("fine-tune creation failed: {e}")))?
     };
     match created.await {
         Ok(finetune) => success(json!(finetune)).into_response(),
@@ -72,11 +72,10 @@ pub async fn upload_asset(
         })?;
         let (file_name, contents) = read_fields(&mut multipart).await?;
         let store = state.finetunes.clone();
-        tokio::task::spawn_blocking(move || {
+        off_runtime("upload", move || {
             store.upload(&account, &finetune, &file_name, &contents)
         })
         .await
-        .map_err(|e| KilnError::internal(format!("upload failed: {e}")))?
     };
     match uploaded.await {
         Ok(()) => success(json!({"success": true})).into_response(),

@@ -13,6 +13,7 @@ mod json_mode;
 mod kiln_routes;
 mod media;
 mod metrics;
+mod offload;
 mod openai;
 pub mod platform;
 mod request_metrics;

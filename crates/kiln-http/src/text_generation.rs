@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 
 use crate::envelope::success;
 use crate::json_mode::JsonMode;
+use crate::offload::off_runtime;
 use crate::platform::meter::with_neurons;
 use crate::platform::Meter;
 use crate::request_metrics::with_timing_headers;
@@ -151,9 +152,10 @@ async fn lora_adapter(
             )
         })?
         .to_owned();
-    tokio::task::spawn_blocking(move || kiln_finetune::gguf_adapter(&ready, &model_file))
-        .await
-        .map_err(|e| KilnError::internal(format!("adapter conversion failed: {e}")))?
+    off_runtime("adapter conversion", move || {
+        kiln_finetune::gguf_adapter(&ready, &model_file)
+    })
+    .await
 }
 
 /// How the finished text becomes the answer: JSON mode's parsed value, or text and calls.

@@ -14,6 +14,7 @@ use kiln_core::{KilnError, KilnResult};
 use kiln_vectorize::{parse_json_vectors, parse_ndjson, Unparsable, VectorRecord};
 use serde_json::Value;
 
+use crate::offload::off_runtime;
 use crate::SharedState;
 
 /// NDJSON uploads may be up to 100 MB (spec §5.2).
@@ -99,9 +100,7 @@ async fn run_query(
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> KilnResult<T> + Send + 'static,
 ) -> KilnResult<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| KilnError::internal(format!("vectorize task failed: {e}")))?
+    off_runtime("vectorize task", work).await
 }
 
 /// The vectors of an insert or upsert: NDJSON (`application/x-ndjson` or anything that is not
