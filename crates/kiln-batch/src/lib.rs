@@ -218,8 +218,7 @@ impl BatchQueue {
     }
 
     /// Up to `limit` unfinished items that nobody in this process is running, oldest batch
-    /// first; they count as in flight until [`complete`](Self::complete) or
-    /// [`release`](Self::release).
+    /// first; they count as in flight until [`complete`](Self::complete) has saved them.
     pub fn claim(&self, limit: usize) -> KilnResult<Vec<PendingItem>> {
         let db = self.db();
         let mut in_flight = self.in_flight();
@@ -301,8 +300,7 @@ impl BatchQueue {
         Ok(())
     }
 
-    /// Gives an unfinished item back to the queue (e.g. the server is shutting down).
-    pub fn release(&self, item: &PendingItem) {
+    fn release(&self, item: &PendingItem) {
         self.in_flight()
             .remove(&(item.request_id.clone(), item.index));
     }
