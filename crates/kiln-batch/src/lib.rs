@@ -259,7 +259,13 @@ impl BatchQueue {
                 input,
             });
         }
-        for request_id in claimed.iter().map(|item| &item.request_id) {
+        // Claimed items come in batch order, so each batch's id is one run.
+        let mut batch_ids: Vec<&str> = claimed
+            .iter()
+            .map(|item| item.request_id.as_str())
+            .collect();
+        batch_ids.dedup();
+        for request_id in batch_ids {
             db.execute(
                 "UPDATE batches SET status = 'running' WHERE request_id = ?1 AND status = 'queued'",
                 params![request_id],
