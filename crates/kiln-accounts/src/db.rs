@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use kiln_core::KilnError;
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 /// Accounts, tokens and usage. `auth_generation` is bumped by triggers on every change to
 /// accounts or tokens, whichever process makes it, so a reader can tell a token change from
@@ -71,6 +71,18 @@ pub(crate) fn connect(path: &Path) -> Result<Connection, KilnError> {
     db.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
         .map_err(db_error)?;
     Ok(db)
+}
+
+/// Whether `table` has a row with this `id`.
+pub(crate) fn has_row(db: &Connection, table: &str, id: &str) -> Result<bool, KilnError> {
+    db.query_row(
+        &format!("SELECT 1 FROM {table} WHERE id = ?1"),
+        [id],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|row| row.is_some())
+    .map_err(db_error)
 }
 
 pub(crate) fn db_error(error: rusqlite::Error) -> KilnError {

@@ -4,11 +4,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use kiln_core::{ErrorKind, KilnError, KilnResult};
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, TransactionBehavior};
 
 use crate::account::{generate_account_id, validate_account_id, validate_name, Account, Plan};
 use crate::clock::{Clock, SystemClock};
-use crate::db::{connect, db_error, is_unique_violation};
+use crate::db::{connect, db_error, has_row, is_unique_violation};
 use crate::scope::Scope;
 use crate::snapshot::Cached;
 use crate::token::{
@@ -135,14 +135,7 @@ impl AccountStore {
             .db
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db_error)?;
-        let account_exists = tx
-            .query_row("SELECT 1 FROM accounts WHERE id = ?1", [account_id], |_| {
-                Ok(())
-            })
-            .optional()
-            .map_err(db_error)?
-            .is_some();
-        if !account_exists {
+        if !has_row(&tx, "accounts", account_id)? {
             return Err(no_account(account_id));
         }
         tx.execute(
@@ -190,21 +183,11 @@ impl AccountStore {
                 params![now, token_id],
             )
             .map_err(db_error)?;
-        if changed == 0 {
-            let exists = cached
-                .db
-                .query_row("SELECT 1 FROM api_tokens WHERE id = ?1", [token_id], |_| {
-                    Ok(())
-                })
-                .optional()
-                .map_err(db_error)?
-                .is_some();
-            if !exists {
-                return Err(KilnError::new(
-                    ErrorKind::NotFound,
-                    format!("no token {token_id}"),
-                ));
-            }
+        if changed == 0 && !has_row(&cached.db, "api_tokens", token_id)? {
+            return Err(KilnError::new(
+                ErrorKind::NotFound,
+                format!("no token {token_id}"),
+            ));
         }
         cached.reload()
     }
