@@ -33,7 +33,8 @@ pub async fn run_model(
 ) -> Response {
     let call = Call {
         caller: &caller,
-        model: &model,
+        // Catalog ids have no leading slash; a `{*model}` capture may.
+        model: model.trim_start_matches('/'),
         queued: batch::requested(query.as_deref()),
     };
     match run(&state, call, &headers, request_body).await {
@@ -60,7 +61,6 @@ async fn run(
     let account = caller.account.as_str();
     let (name, entry) = resolve(state, model)?;
     if call.queued {
-        let model = model.trim_start_matches('/');
         return batch::submit_or_poll(state, caller, model, headers, request_body).await;
     }
     let served = state
@@ -103,7 +103,7 @@ async fn run(
                 model_file: served.model_file.as_deref(),
                 account,
                 entry,
-                catalog_id: entry.name == model.trim_start_matches('/'),
+                catalog_id: entry.name == model,
                 meter: &meter,
             };
             let session = body::session_affinity(headers);
@@ -124,7 +124,6 @@ fn admit(
     model: &str,
     entry: &'static CatalogEntry,
 ) -> Result<Meter, ApiError> {
-    let model = model.trim_start_matches('/');
     Ok(state
         .platform
         .admit(caller, entry.task, model, Some(entry))?)
@@ -135,7 +134,6 @@ fn resolve<'a>(
     state: &'a SharedState,
     model: &str,
 ) -> Result<(&'a str, &'static CatalogEntry), ApiError> {
-    let model = model.trim_start_matches('/');
     if model.is_empty() || model.len() > 256 || model.chars().any(char::is_control) {
         return Err(KilnError::new(ErrorKind::InvalidModelId, "The model name is invalid").into());
     }
