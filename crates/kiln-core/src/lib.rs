@@ -3,6 +3,7 @@
 
 pub mod engine;
 pub mod error;
+pub mod limits;
 pub mod media;
 pub mod task;
 pub mod time;
@@ -14,6 +15,7 @@ pub use engine::{
     Usage,
 };
 pub use error::{ErrorKind, KilnError, KilnResult};
+pub use limits::InputLimits;
 pub use media::{MediaEngine, MediaOutput, MediaRequest};
 pub use task::Task;
 pub use tools::{ParsedOutput, ToolCall, ToolChoice, ToolSpec, ToolSyntax};

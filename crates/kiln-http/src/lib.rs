@@ -46,6 +46,8 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Wall-clock limit for a whole request, queueing included: 408 / 3007.
     pub request_timeout: Duration,
+    /// Bounds on inputs that drive work or memory (`[limits.*]` in kiln.toml).
+    pub limits: Arc<kiln_core::InputLimits>,
 }
 
 impl Default for HttpConfig {
@@ -53,6 +55,7 @@ impl Default for HttpConfig {
         Self {
             max_body_bytes: 16 * 1024 * 1024,
             request_timeout: Duration::from_secs(300),
+            limits: Arc::default(),
         }
     }
 }

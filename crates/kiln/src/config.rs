@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use kiln_accounts::Plan;
+use kiln_core::InputLimits;
 use kiln_http::platform::{AuthMode, PlatformSettings};
 use kiln_http::PublicUrl;
 use serde::Deserialize;
@@ -141,6 +142,10 @@ pub struct ServeConfig {
     /// Model id or task name → requests per minute per account, 0 for unlimited (file only).
     #[arg(skip)]
     pub rpm_limits: BTreeMap<String, u32>,
+
+    /// Bounds on inputs that drive work or memory (`[limits.*]` tables, file only).
+    #[arg(skip)]
+    pub limits: Option<InputLimits>,
 }
 
 impl ServeConfig {
@@ -196,7 +201,12 @@ impl ServeConfig {
             task_defaults,
             aliases,
             rpm_limits,
+            limits: self.limits.or(base.limits),
         }
+    }
+
+    pub fn limits(&self) -> InputLimits {
+        self.limits.clone().unwrap_or_default()
     }
 
     pub fn listen_addr(&self) -> SocketAddr {

@@ -121,6 +121,7 @@ pub async fn start_with_clock(
         config: HttpConfig {
             max_body_bytes: config.max_body_bytes(),
             request_timeout: config.request_timeout(),
+            limits: Arc::new(config.limits()),
         },
     };
     let (shutdown, stopped) = oneshot::channel::<()>();
