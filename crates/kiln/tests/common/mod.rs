@@ -197,6 +197,18 @@ impl KilnProcess {
         if let Some(level) = level {
             command.env("KILN_LOG", level);
         }
+        // The server dies with the thread that started it, so a failed or finished test never
+        // leaves one running.
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let child = command
             .args(extra)
             .stdout(std::process::Stdio::null())
@@ -215,6 +227,10 @@ impl KilnProcess {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         KilnProcess { child, base }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL (`Child::kill`): no shutdown code runs.
