@@ -16,6 +16,6 @@ pub use engine::{
 };
 pub use error::{ErrorKind, KilnError, KilnResult};
 pub use limits::InputLimits;
-pub use media::{MediaEngine, MediaOutput, MediaRequest};
+pub use media::{MediaEngine, MediaOutput, MediaRequest, WorkProgress};
 pub use task::Task;
 pub use tools::{ParsedOutput, ToolCall, ToolChoice, ToolSpec, ToolSyntax};

@@ -102,5 +102,54 @@ pub enum MediaOutput {
 /// format) is `ErrorKind::BadInput` naming the problem.
 pub trait MediaEngine: Send {
     fn task(&self) -> Task;
-    fn run(&mut self, request: MediaRequest) -> KilnResult<MediaOutput>;
+    /// Long work is done in chunks and calls `progress.check()` between them, so a request
+    /// past its deadline, or whose client left, stops consuming CPU within one chunk.
+    fn run(&mut self, request: MediaRequest, progress: &WorkProgress) -> KilnResult<MediaOutput>;
+}
+
+/// Whether a request's work should go on: its deadline, and whether anyone still waits for it.
+pub struct WorkProgress {
+    deadline: std::time::Instant,
+    abandoned: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl WorkProgress {
+    pub fn new(
+        deadline: std::time::Instant,
+        abandoned: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            deadline,
+            abandoned: Box::new(abandoned),
+        }
+    }
+
+    /// No deadline and never abandoned (tools, tests).
+    pub fn unbounded() -> Self {
+        Self::new(
+            std::time::Instant::now() + std::time::Duration::from_secs(365 * 24 * 3600),
+            || false,
+        )
+    }
+
+    /// `Err(Timeout)` past the deadline, `Err(Aborted)` once the caller is gone; else `Ok`.
+    pub fn check(&self) -> KilnResult<()> {
+        if (self.abandoned)() {
+            return Err(crate::KilnError::new(
+                crate::ErrorKind::Aborted,
+                crate::ErrorKind::Aborted.default_message(),
+            ));
+        }
+        if std::time::Instant::now() >= self.deadline {
+            return Err(crate::KilnError::new(
+                crate::ErrorKind::Timeout,
+                crate::ErrorKind::Timeout.default_message(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn deadline(&self) -> std::time::Instant {
+        self.deadline
+    }
 }

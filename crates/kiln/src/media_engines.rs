@@ -27,7 +27,7 @@ impl MediaEngine for VisionEngine {
         Task::ImageClassification
     }
 
-    fn run(&mut self, request: MediaRequest) -> KilnResult<MediaOutput> {
+    fn run(&mut self, request: MediaRequest, _progress: &WorkProgress) -> KilnResult<MediaOutput> {
         let MediaRequest::Classify { image, top_k } = request else {
             return Err(wrong_request(self.task()));
         };
@@ -66,7 +66,7 @@ impl MediaEngine for VoiceEngine {
         Task::TextToSpeech
     }
 
-    fn run(&mut self, request: MediaRequest) -> KilnResult<MediaOutput> {
+    fn run(&mut self, request: MediaRequest, _progress: &WorkProgress) -> KilnResult<MediaOutput> {
         let MediaRequest::Speak {
             text,
             format,
@@ -132,7 +132,7 @@ impl MediaEngine for WhisperEngine {
         Task::SpeechRecognition
     }
 
-    fn run(&mut self, request: MediaRequest) -> KilnResult<MediaOutput> {
+    fn run(&mut self, request: MediaRequest, _progress: &WorkProgress) -> KilnResult<MediaOutput> {
         let MediaRequest::Transcribe { audio, options } = request else {
             return Err(wrong_request(self.task()));
         };
