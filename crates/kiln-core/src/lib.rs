@@ -5,6 +5,7 @@ pub mod engine;
 pub mod error;
 pub mod limits;
 pub mod media;
+pub mod schema_guard;
 pub mod task;
 pub mod time;
 pub mod tools;

@@ -95,6 +95,12 @@ pub struct SchemaLimits {
     pub max_depth: usize,
     /// Most tools in one request.
     pub max_tools: usize,
+    /// Most `$ref`s in one schema: a chain of them nests definitions inside the compilers.
+    pub max_refs: usize,
+    /// Most subschemas (objects and booleans in schema positions) in one schema. The compilers
+    /// recurse at most once per subschema on a path, using up to ~8 KiB of stack each: keep
+    /// this × 8 KiB well under the 64 MiB their threads get.
+    pub max_subschemas: usize,
 }
 
 impl Default for SchemaLimits {
@@ -103,6 +109,8 @@ impl Default for SchemaLimits {
             max_bytes: 64 * 1024,
             max_depth: 32,
             max_tools: 128,
+            max_refs: 128,
+            max_subschemas: 4096,
         }
     }
 }

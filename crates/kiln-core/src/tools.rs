@@ -4,6 +4,55 @@
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+/// Keywords whose values are data, not schemas: a `"$ref"` key inside them is not a reference.
+const DATA_KEYWORDS: [&str; 4] = ["const", "enum", "default", "examples"];
+
+/// Whether a schema holds a `$ref` (outside data). Walks with a stack: no recursion on a
+/// client's data.
+fn has_ref(schema: &Value) -> bool {
+    let mut stack = vec![schema];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::Object(map) => {
+                if map.get("$ref").is_some_and(Value::is_string) {
+                    return true;
+                }
+                stack.extend(
+                    map.iter()
+                        .filter(|(key, _)| !DATA_KEYWORDS.contains(&key.as_str()))
+                        .map(|(_, value)| value),
+                );
+            }
+            Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Rewrites each local `$ref` (`#…`) of a schema that now lives at `at` to point there.
+fn relocate_refs(schema: &mut Value, at: &str) {
+    let mut stack = vec![schema];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(reference)) = map.get_mut("$ref") {
+                    if let Some(rest) = reference.strip_prefix('#') {
+                        *reference = format!("{at}{rest}");
+                    }
+                }
+                stack.extend(
+                    map.iter_mut()
+                        .filter(|(key, _)| !DATA_KEYWORDS.contains(&key.as_str()))
+                        .map(|(_, value)| value),
+                );
+            }
+            Value::Array(items) => stack.extend(items.iter_mut()),
+            _ => {}
+        }
+    }
+}
+
 /// A function the model may call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolSpec {
@@ -162,15 +211,32 @@ impl ToolSyntax {
     }
 
     /// `{"name": <one of the tools>, "<arguments key>": <that tool's parameters>}`.
-    fn call_schema(self, tools: &[&ToolSpec]) -> Value {
+    ///
+    /// Parameters with a `$ref` are placed under `$defs` and their local `$ref`s rewritten to
+    /// point there: a tool's `#` means its own parameters, not this schema's root. (Without
+    /// that, a `$ref` could also reach places of this schema the parameters' checks never saw.)
+    pub fn call_schema(self, tools: &[&ToolSpec]) -> Value {
+        let mut definitions = Map::new();
         let variants: Vec<Value> = tools
             .iter()
-            .map(|tool| {
-                let parameters = if tool.parameters.is_object() {
+            .enumerate()
+            .map(|(index, tool)| {
+                let mut parameters = if tool.parameters.is_object() {
                     tool.parameters.clone()
                 } else {
                     json!({"type": "object"})
                 };
+                if let Value::Object(map) = &mut parameters {
+                    // Only the document root may name a base URI or a draft.
+                    map.retain(|key, _| key != "$id" && key != "$schema");
+                }
+                if has_ref(&parameters) {
+                    let name = format!("tool{index}");
+                    let at = format!("#/$defs/{name}");
+                    relocate_refs(&mut parameters, &at);
+                    definitions.insert(name, parameters);
+                    parameters = json!({"$ref": at});
+                }
                 json!({
                     "type": "object",
                     "properties": {
@@ -187,6 +253,9 @@ impl ToolSyntax {
             Err(variants) => json!({"anyOf": variants}),
         };
         if let Value::Object(map) = &mut schema {
+            if !definitions.is_empty() {
+                map.insert("$defs".into(), Value::Object(definitions));
+            }
             map.insert(
                 "x-guidance".into(),
                 json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}),
@@ -327,6 +396,53 @@ mod tests {
             parameters: json!({"type": "object", "properties": {"city": {"type": "string"}},
                 "required": ["city"]}),
         }
+    }
+
+    #[test]
+    fn a_tools_refs_keep_meaning_its_own_parameters() {
+        let tree = ToolSpec {
+            name: "tree".into(),
+            description: None,
+            parameters: json!({"$id": "https://x/y", "type": "object",
+                "$defs": {"leaf": {"type": "integer", "const": {"$ref": "#"}}},
+                "properties": {"left": {"$ref": "#"}, "leaf": {"$ref": "#/$defs/leaf"}}}),
+        };
+        let schema = ToolSyntax::Hermes.call_schema(&[&weather(), &tree]);
+        let relocated = &schema["$defs"]["tool1"];
+        assert_eq!(
+            relocated["properties"]["left"],
+            json!({"$ref": "#/$defs/tool1"})
+        );
+        assert_eq!(
+            relocated["properties"]["leaf"],
+            json!({"$ref": "#/$defs/tool1/$defs/leaf"})
+        );
+        // Data is not a reference; the root's `$id` would move what `#` means.
+        assert_eq!(relocated["$defs"]["leaf"]["const"], json!({"$ref": "#"}));
+        assert!(relocated.get("$id").is_none());
+        assert_eq!(
+            schema["anyOf"][1]["properties"]["arguments"],
+            json!({"$ref": "#/$defs/tool1"})
+        );
+        // A tool without refs is inlined, as before.
+        assert_eq!(
+            schema["anyOf"][0]["properties"]["arguments"],
+            weather().parameters
+        );
+        // What the guard checked on the parameters alone holds for the composed schema.
+        let limits = crate::limits::SchemaLimits::default();
+        let mut composed = schema.clone();
+        assert!(crate::schema_guard::guard(&mut composed, &limits, "tools").is_ok());
+        let sneaky = ToolSpec {
+            name: "sneaky".into(),
+            description: None,
+            parameters: json!({"type": "object", "properties": {"arguments": {"type": "object"}},
+                "anyOf": [{"$ref": "#/properties/arguments"}]}),
+        };
+        let mut alone = sneaky.parameters.clone();
+        assert!(crate::schema_guard::guard(&mut alone, &limits, "p").is_ok());
+        let mut composed = ToolSyntax::Hermes.call_schema(&[&sneaky]);
+        assert!(crate::schema_guard::guard(&mut composed, &limits, "tools").is_ok());
     }
 
     #[test]
