@@ -12,14 +12,17 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use kiln_core::limits::BatchLimits;
 use kiln_core::{ErrorKind, KilnError, KilnResult};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Map, Value};
 
+mod submission;
+
+pub use submission::{read_submission, QueuedInput, Submission};
+
 /// Spec §1.6: the whole batch payload must stay under 10 MB.
 pub const MAX_BATCH_BYTES: usize = 10 * 1024 * 1024;
-/// More items than any sensible batch; bounds the work one submission can queue.
-pub const MAX_BATCH_ITEMS: usize = 10_000;
 
 /// What `submit` answers: `{"status":"queued","request_id":…,"model":…}`.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,10 +72,16 @@ pub struct BatchQueue {
     db: Mutex<Connection>,
     /// (request_id, index) of the items being run by this process.
     in_flight: Mutex<HashSet<(String, usize)>>,
+    limits: BatchLimits,
 }
 
 impl BatchQueue {
     pub fn open(path: &Path) -> KilnResult<Self> {
+        Self::open_with_limits(path, BatchLimits::default())
+    }
+
+    /// A queue that refuses batches over the operator's `[limits.batch]`.
+    pub fn open_with_limits(path: &Path, limits: BatchLimits) -> KilnResult<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| {
                 KilnError::internal(format!("cannot create {}: {e}", dir.display()))
@@ -109,7 +118,12 @@ impl BatchQueue {
         Ok(Self {
             db: Mutex::new(db),
             in_flight: Mutex::new(HashSet::new()),
+            limits,
         })
+    }
+
+    pub fn limits(&self) -> &BatchLimits {
+        &self.limits
     }
 
     fn db(&self) -> MutexGuard<'_, Connection> {
@@ -130,36 +144,32 @@ impl BatchQueue {
         model: &str,
         requests: &[Value],
     ) -> KilnResult<Submitted> {
-        if requests.is_empty() {
+        // Counted before anything is copied.
+        submission::check_count(requests.len(), &self.limits)?;
+        let inputs = requests
+            .iter()
+            .enumerate()
+            .map(|(index, request)| QueuedInput::from_value(index, request))
+            .collect::<KilnResult<Vec<_>>>()?;
+        self.submit_inputs(account_id, model, &inputs)
+    }
+
+    /// Queues inputs already split from their `external_reference` ([`read_submission`]),
+    /// after checking them against the limits: nothing is written for a batch over them.
+    pub fn submit_inputs(
+        &self,
+        account_id: &str,
+        model: &str,
+        inputs: &[QueuedInput],
+    ) -> KilnResult<Submitted> {
+        if inputs.is_empty() {
             return Err(KilnError::bad_input(
                 "'/requests' must hold at least one input",
             ));
         }
-        if requests.len() > MAX_BATCH_ITEMS {
-            return Err(KilnError::bad_input(format!(
-                "'/requests' holds {} inputs; at most {MAX_BATCH_ITEMS} are allowed",
-                requests.len()
-            )));
-        }
-        let mut items = Vec::with_capacity(requests.len());
-        for (index, request) in requests.iter().enumerate() {
-            let Value::Object(fields) = request else {
-                return Err(KilnError::bad_input(format!(
-                    "Type mismatch of '/requests/{index}', 'object' expected"
-                )));
-            };
-            let mut input = fields.clone();
-            let reference = match input.remove("external_reference") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(text)) => Some(text),
-                Some(_) => {
-                    return Err(KilnError::bad_input(format!(
-                        "Type mismatch of '/requests/{index}/external_reference', 'string' expected"
-                    )))
-                }
-            };
-            items.push((Value::Object(input).to_string(), reference));
-        }
+        submission::check_count(inputs.len(), &self.limits)?;
+        let stored = inputs.iter().map(QueuedInput::stored_bytes).sum::<usize>();
+        submission::check_stored_bytes(stored, &self.limits)?;
         let request_id = uuid::Uuid::new_v4().to_string();
         let mut db = self.db();
         let transaction = db.transaction().map_err(storage)?;
@@ -182,9 +192,14 @@ impl BatchQueue {
                      VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(storage)?;
-            for (index, (input, reference)) in items.iter().enumerate() {
+            for (index, item) in inputs.iter().enumerate() {
                 insert
-                    .execute(params![request_id, index as i64, input, reference])
+                    .execute(params![
+                        request_id,
+                        index as i64,
+                        item.input,
+                        item.external_reference
+                    ])
                     .map_err(storage)?;
             }
         }

@@ -187,3 +187,109 @@ fn a_queue_from_before_usage_was_recorded_opens_and_keeps_its_items() {
     drop(queue);
     BatchQueue::open(&path).expect("and opens again once migrated");
 }
+
+fn small_limits() -> BatchLimits {
+    BatchLimits {
+        max_requests: 3,
+        max_stored_bytes: 100,
+    }
+}
+
+fn stored_items(queue: &BatchQueue) -> usize {
+    queue.unfinished().unwrap()
+}
+
+#[test]
+fn a_batch_over_the_limits_is_refused_before_anything_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue =
+        BatchQueue::open_with_limits(&dir.path().join("batches.db"), small_limits()).unwrap();
+    let four: Vec<Value> = (0..4).map(|n| json!({"text": n.to_string()})).collect();
+    let error = queue.submit("a", "m", &four).unwrap_err();
+    assert_eq!((error.status(), error.code()), (400, 5006));
+    assert!(
+        error.message.contains("limits.batch.max_requests"),
+        "{}",
+        error.message
+    );
+
+    let big = [json!({"text": "x".repeat(101)})];
+    let error = queue.submit("a", "m", &big).unwrap_err();
+    assert_eq!((error.status(), error.code()), (413, 3006));
+    assert!(
+        error.message.contains("limits.batch.max_stored_bytes"),
+        "{}",
+        error.message
+    );
+    // The external reference is stored too.
+    let referenced = [json!({"text": "x", "external_reference": "r".repeat(100)})];
+    assert!(queue.submit("a", "m", &referenced).is_err());
+    assert_eq!(stored_items(&queue), 0, "nothing was written");
+
+    queue.submit("a", "m", &four[..3]).expect("at the limit");
+    assert_eq!(stored_items(&queue), 3);
+}
+
+#[test]
+fn a_body_is_read_within_the_limits_without_becoming_a_tree() {
+    let limits = small_limits();
+    let read = |body: &str| read_submission(body.as_bytes(), &limits);
+    assert_eq!(
+        read(r#"{"request_id": "abc"}"#).unwrap(),
+        Submission::Poll("abc".into())
+    );
+    let Submission::Requests(inputs) = read(
+        r#"{"requests": [{"text": "a", "external_reference": "first", "n": [1, 2]}, {"text": "b", "external_reference": null}]}"#,
+    )
+    .unwrap() else {
+        panic!("requests");
+    };
+    assert_eq!(inputs.len(), 2);
+    assert_eq!(inputs[0].external_reference.as_deref(), Some("first"));
+    let first: Value = serde_json::from_str(&inputs[0].input).unwrap();
+    assert_eq!(first, json!({"text": "a", "n": [1, 2]}));
+    assert_eq!(inputs[1].external_reference, None);
+
+    let error = read(r#"{"requests": [{"a":1},{"a":2},{"a":3},{"a":4},{"a":5}]}"#).unwrap_err();
+    assert!(error.message.contains("max_requests"), "{}", error.message);
+    let error = read(&format!(
+        r#"{{"requests": [{{"text": "{}"}}]}}"#,
+        "x".repeat(200)
+    ))
+    .unwrap_err();
+    assert_eq!(error.code(), 3006);
+
+    for (body, expected) in [
+        (r#"{"requests": [7]}"#, "'/requests/0', 'object' expected"),
+        (
+            r#"{"requests": [{"external_reference": 7}]}"#,
+            "'/requests/0/external_reference'",
+        ),
+        (r#"{"requests": "no"}"#, "a queued request takes"),
+        (r#"{"prompt": "x"}"#, "a queued request takes"),
+        (
+            r#"{"request_id": "x", "prompt": "y"}"#,
+            "a queued request takes",
+        ),
+        (r#"[1]"#, "a queued request takes"),
+        ("{not json", "not valid JSON"),
+    ] {
+        let error = read(body).unwrap_err();
+        assert!(
+            error.message.contains(expected),
+            "{body}: {}",
+            error.message
+        );
+    }
+    // A batch of ten thousand requests is refused at the default limit of 1000.
+    let body = format!(
+        r#"{{"requests": [{}]}}"#,
+        vec![r#"{"text":"x"}"#; 10_000].join(",")
+    );
+    let error = read_submission(body.as_bytes(), &BatchLimits::default()).unwrap_err();
+    assert!(
+        error.message.contains("more than 1000"),
+        "{}",
+        error.message
+    );
+}
