@@ -31,6 +31,8 @@ pub struct AudioLimits {
     pub max_sample_rate: u32,
     /// Most channels a header may declare.
     pub max_channels: u32,
+    /// Largest decoded size of audio sent inside JSON (a byte array or base64), in bytes.
+    pub max_decoded_bytes: usize,
 }
 
 impl Default for AudioLimits {
@@ -40,6 +42,7 @@ impl Default for AudioLimits {
             min_sample_rate: 1000,
             max_sample_rate: 384_000,
             max_channels: 16,
+            max_decoded_bytes: 25 * 1024 * 1024,
         }
     }
 }
@@ -142,6 +145,9 @@ pub struct VectorizeLimits {
     pub max_vectors_per_write: usize,
     /// Indexes kept open (a thread and files each); idle ones beyond this are closed.
     pub max_open_indexes: usize,
+    /// Most memory one insert or upsert may take once parsed (values, ids, namespaces and
+    /// metadata as held in memory), in bytes; 5000 vectors of 1536 dimensions take 31 MB.
+    pub max_write_bytes: usize,
 }
 
 impl Default for VectorizeLimits {
@@ -149,6 +155,7 @@ impl Default for VectorizeLimits {
         Self {
             max_vectors_per_write: 5000,
             max_open_indexes: 64,
+            max_write_bytes: 128 * 1024 * 1024,
         }
     }
 }

@@ -28,13 +28,17 @@ mod state;
 mod store;
 mod wal;
 
+use kiln_core::limits::VectorizeLimits;
+
 pub use config::{IndexConfig, MAX_DIMENSIONS, MAX_INDEXES_PER_ACCOUNT, MAX_INDEX_NAME_BYTES};
 pub use filter::{MetadataIndexType, INDEXED_STRING_BYTES, MAX_FILTER_BYTES, MAX_METADATA_INDEXES};
 pub use metric::Metric;
 pub use query::{
     Query, ReturnMetadata, DEFAULT_TOP_K, MAX_TOP_K, MAX_TOP_K_WITH_VALUES_OR_METADATA,
 };
-pub use record::{parse_json_vectors, parse_ndjson, Unparsable, VectorRecord};
+pub use record::{
+    parse_ndjson, parse_vectors, Unparsable, VectorRecord, WriteLimits, MAX_VECTOR_JSON_BYTES,
+};
 pub use store::{VectorStore, MAX_LIST_COUNT, MAX_VECTORS_PER_MUTATION};
 
 /// Tuning knobs; the defaults suit a server, tests make them small to exercise every path.
@@ -45,13 +49,32 @@ pub struct StoreOptions {
     /// A snapshot is written once this many bytes of log (and at least half the previous
     /// snapshot's size) have been applied since the last one.
     pub snapshot_min_log_bytes: u64,
+    /// Indexes kept open at once (an apply thread and a log file each); the least recently
+    /// used idle ones beyond this are closed and reopened on their next use.
+    pub max_open_indexes: usize,
+    /// Most vectors one insert or upsert may carry.
+    pub max_vectors_per_write: usize,
+}
+
+impl StoreOptions {
+    /// The defaults with the operator's `[limits.vectorize]`.
+    pub fn with_limits(limits: &VectorizeLimits) -> Self {
+        Self {
+            max_open_indexes: limits.max_open_indexes,
+            max_vectors_per_write: limits.max_vectors_per_write,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
+        let limits = VectorizeLimits::default();
         Self {
             ann_min_vectors: 2000,
             snapshot_min_log_bytes: 16 * 1024 * 1024,
+            max_open_indexes: limits.max_open_indexes,
+            max_vectors_per_write: limits.max_vectors_per_write,
         }
     }
 }

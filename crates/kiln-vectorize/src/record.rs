@@ -1,14 +1,25 @@
 //! Vectors as clients send them: NDJSON lines (REST) or `{"vectors":[...]}` (binding wire), and
 //! the per-vector rules of spec §5.1. The dimension check needs the index, so it happens in
 //! `insert`/`upsert`.
+//!
+//! A write is bounded while it is parsed, never after: parsing stops at the vector after the
+//! count limit or once the parsed vectors take more memory than allowed, and no single vector's
+//! JSON longer than [`MAX_VECTOR_JSON_BYTES`] is parsed at all (a JSON tree can take 30 times
+//! the bytes of its text).
 
-use kiln_core::{KilnError, KilnResult};
+use kiln_core::limits::VectorizeLimits;
+use kiln_core::{ErrorKind, KilnError, KilnResult};
+use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 pub const MAX_ID_BYTES: usize = 64;
 pub const MAX_NAMESPACE_BYTES: usize = 64;
 /// 10 KiB of compact JSON.
 pub const MAX_METADATA_BYTES: usize = 10 * 1024;
+/// The longest JSON text of one vector (an NDJSON line or an element of `vectors`): 1536
+/// values at full precision and 10 KiB of metadata fit many times over.
+pub const MAX_VECTOR_JSON_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct VectorRecord {
@@ -25,53 +36,227 @@ pub enum Unparsable {
     Discard,
 }
 
+/// The bounds of one insert or upsert, from `[limits.vectorize]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteLimits {
+    /// Most vectors (`max_vectors_per_write`).
+    pub max_vectors: usize,
+    /// Most memory the parsed vectors may take (`max_write_bytes`).
+    pub max_bytes: usize,
+}
+
+impl From<&VectorizeLimits> for WriteLimits {
+    fn from(limits: &VectorizeLimits) -> Self {
+        Self {
+            max_vectors: limits.max_vectors_per_write,
+            max_bytes: limits.max_write_bytes,
+        }
+    }
+}
+
+impl Default for WriteLimits {
+    fn default() -> Self {
+        Self::from(&VectorizeLimits::default())
+    }
+}
+
+/// The vectors parsed so far, refusing the one over either bound.
+struct Collector {
+    limits: WriteLimits,
+    records: Vec<VectorRecord>,
+    bytes: usize,
+}
+
+impl Collector {
+    fn new(limits: WriteLimits) -> Self {
+        Self {
+            limits,
+            records: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    fn push(&mut self, record: VectorRecord) -> KilnResult<()> {
+        if self.records.len() >= self.limits.max_vectors {
+            return Err(KilnError::bad_input(format!(
+                "more than {} vectors in one insert or upsert; the limit is \
+                 limits.vectorize.max_vectors_per_write",
+                self.limits.max_vectors
+            )));
+        }
+        self.bytes = self.bytes.saturating_add(record_bytes(&record));
+        if self.bytes > self.limits.max_bytes {
+            return Err(KilnError::new(
+                ErrorKind::RequestTooLarge,
+                format!(
+                    "the vectors of this write take more than {} bytes in memory (after {} \
+                     vectors); the limit is limits.vectorize.max_write_bytes",
+                    self.limits.max_bytes,
+                    self.records.len() + 1
+                ),
+            ));
+        }
+        self.records.push(record);
+        Ok(())
+    }
+}
+
+/// About what a parsed vector holds in memory: its values, strings, and the metadata tree.
+fn record_bytes(record: &VectorRecord) -> usize {
+    std::mem::size_of::<VectorRecord>()
+        + record.id.len()
+        + record.values.len() * std::mem::size_of::<f32>()
+        + record.namespace.as_ref().map_or(0, String::len)
+        + record.metadata.as_ref().map_or(0, map_bytes)
+}
+
+fn map_bytes(map: &Map<String, Value>) -> usize {
+    // A map entry: the key's String and heap bytes, the value, and the tree node's share.
+    map.iter()
+        .map(|(key, value)| std::mem::size_of::<String>() + key.len() + 16 + value_bytes(value))
+        .sum()
+}
+
+fn value_bytes(value: &Value) -> usize {
+    std::mem::size_of::<Value>()
+        + match value {
+            Value::String(text) => text.len(),
+            Value::Array(items) => items.iter().map(value_bytes).sum(),
+            Value::Object(map) => map_bytes(map),
+            Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        }
+}
+
+/// One vector's JSON text, refused unparsed when it is longer than any valid vector needs.
+fn parse_vector_text(text: &[u8]) -> Result<VectorRecord, String> {
+    if text.len() > MAX_VECTOR_JSON_BYTES {
+        return Err(format!(
+            "{} bytes of JSON; one vector may have at most {MAX_VECTOR_JSON_BYTES}",
+            text.len()
+        ));
+    }
+    serde_json::from_slice::<Value>(text)
+        .map_err(|error| format!("not valid JSON ({error})"))
+        .and_then(|value| vector_from_json(&value))
+}
+
 /// One vector per line; blank lines are ignored. A bad line is an error naming its (1-based)
 /// line number, or is skipped with [`Unparsable::Discard`].
-pub fn parse_ndjson(body: &[u8], unparsable: Unparsable) -> KilnResult<Vec<VectorRecord>> {
-    let mut records = Vec::new();
+pub fn parse_ndjson(
+    body: &[u8],
+    unparsable: Unparsable,
+    limits: WriteLimits,
+) -> KilnResult<Vec<VectorRecord>> {
+    let mut collector = Collector::new(limits);
     for (index, line) in body.split(|byte| *byte == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let parsed = serde_json::from_slice::<Value>(line)
-            .map_err(|error| format!("not valid JSON ({error})"))
-            .and_then(|value| vector_from_json(&value));
-        match (parsed, unparsable) {
-            (Ok(record), _) => records.push(record),
+        match (parse_vector_text(line), unparsable) {
+            (Ok(record), _) => collector.push(record)?,
             (Err(_), Unparsable::Discard) => {}
             (Err(reason), Unparsable::Error) => {
                 return Err(KilnError::bad_input(format!(
                     "line {}: {reason}",
                     index + 1
-                )))
+                )));
             }
         }
     }
-    Ok(records)
+    Ok(collector.records)
 }
 
-/// `{"vectors":[...]}` (what the Worker binding sends as JSON) or a bare array of vectors.
-pub fn parse_json_vectors(body: &Value) -> KilnResult<Vec<VectorRecord>> {
-    let items = match body {
-        Value::Array(items) => items,
-        Value::Object(object) => object
-            .get("vectors")
-            .and_then(Value::as_array)
-            .ok_or_else(|| KilnError::bad_input("vectors is required and must be an array"))?,
-        _ => {
-            return Err(KilnError::bad_input(
-                "the body must be {\"vectors\": [...]} or an array of vectors",
-            ))
+/// The vectors of an insert or upsert body: `{"vectors":[...]}` or a bare array of vectors
+/// (what the Worker binding sends), else NDJSON. The JSON forms are read element by element
+/// from the text, never as one tree.
+pub fn parse_vectors(
+    body: &[u8],
+    unparsable: Unparsable,
+    limits: WriteLimits,
+) -> KilnResult<Vec<VectorRecord>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(KilnError::bad_input("the body holds no vectors"));
+    }
+    match json_vector_list(body) {
+        Some(Ok(list)) => parse_vector_list(list.get(), limits),
+        Some(Err(error)) => Err(error),
+        None => parse_ndjson(body, unparsable, limits),
+    }
+}
+
+/// The array of the JSON forms, if the body is one: `None` when the body is not one JSON
+/// value (NDJSON of several lines) or is an object without `vectors` (one NDJSON line).
+fn json_vector_list(body: &[u8]) -> Option<KilnResult<&RawValue>> {
+    #[derive(serde::Deserialize)]
+    struct Wrapped<'a> {
+        #[serde(borrow, default)]
+        vectors: Option<&'a RawValue>,
+    }
+    let whole: &RawValue = serde_json::from_slice(body).ok()?;
+    let text = whole.get().trim_start();
+    if text.starts_with('[') {
+        return Some(Ok(whole));
+    }
+    if !text.starts_with('{') {
+        return None;
+    }
+    let vectors = serde_json::from_str::<Wrapped<'_>>(text).ok()?.vectors?;
+    if vectors.get().trim_start().starts_with('[') {
+        Some(Ok(vectors))
+    } else {
+        Some(Err(KilnError::bad_input(
+            "vectors is required and must be an array",
+        )))
+    }
+}
+
+/// The elements of a JSON array of vectors, each validated as it is reached; stops at the first
+/// bad one or at a bound.
+fn parse_vector_list(list: &str, limits: WriteLimits) -> KilnResult<Vec<VectorRecord>> {
+    struct Elements<'c> {
+        collector: &'c mut Collector,
+        failure: &'c mut Option<KilnError>,
+    }
+    impl<'de> Visitor<'de> for Elements<'_> {
+        type Value = ();
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            formatter.write_str("an array of vectors")
         }
-    };
-    items
-        .iter()
-        .enumerate()
-        .map(|(index, item)| {
-            vector_from_json(item)
-                .map_err(|reason| KilnError::bad_input(format!("vectors[{index}]: {reason}")))
-        })
-        .collect()
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut index = 0usize;
+            while let Some(element) = seq.next_element::<&'de RawValue>()? {
+                let pushed = parse_vector_text(element.get().as_bytes())
+                    .map_err(|reason| KilnError::bad_input(format!("vectors[{index}]: {reason}")))
+                    .and_then(|record| self.collector.push(record));
+                if let Err(error) = pushed {
+                    *self.failure = Some(error);
+                    return Err(de::Error::custom("stopped"));
+                }
+                index += 1;
+            }
+            Ok(())
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Elements<'_> {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+            deserializer.deserialize_seq(self)
+        }
+    }
+    let mut collector = Collector::new(limits);
+    let mut failure = None;
+    let mut deserializer = serde_json::Deserializer::from_str(list);
+    let parsed = Elements {
+        collector: &mut collector,
+        failure: &mut failure,
+    }
+    .deserialize(&mut deserializer);
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    // The text was checked to be JSON already; this is only a safety net.
+    parsed.map_err(|error| KilnError::bad_input(format!("vectors: {error}")))?;
+    Ok(collector.records)
 }
 
 /// Validates one vector object; the error is a reason without a location, which the caller
@@ -207,7 +392,7 @@ mod tests {
     #[test]
     fn parses_lines_and_skips_blank_ones() {
         let body = b"{\"id\":\"a\",\"values\":[1,2],\"metadata\":{\"url\":\"/x\"}}\n\n{\"id\":\"b\",\"values\":[3,4],\"namespace\":\"ns\"}\r\n";
-        let records = parse_ndjson(body, Unparsable::Error).unwrap();
+        let records = parse_ndjson(body, Unparsable::Error, WriteLimits::default()).unwrap();
         assert_eq!(records.len(), 2);
         assert_eq!(records[0].values, vec![1.0, 2.0]);
         assert_eq!(records[0].metadata.as_ref().unwrap()["url"], "/x");
@@ -217,13 +402,13 @@ mod tests {
     #[test]
     fn bad_line_names_its_number_or_is_discarded() {
         let body = b"{\"id\":\"a\",\"values\":[1]}\n{\"id\":\"b\",\"values\":\"x\"}\nnot json\n";
-        let error = parse_ndjson(body, Unparsable::Error).unwrap_err();
+        let error = parse_ndjson(body, Unparsable::Error, WriteLimits::default()).unwrap_err();
         assert!(
             error.message.contains("line 2: values"),
             "{}",
             error.message
         );
-        let kept = parse_ndjson(body, Unparsable::Discard).unwrap();
+        let kept = parse_ndjson(body, Unparsable::Discard, WriteLimits::default()).unwrap();
         assert_eq!(kept.len(), 1);
     }
 
@@ -278,23 +463,144 @@ mod tests {
         }
     }
 
+    fn parse(body: &str) -> KilnResult<Vec<VectorRecord>> {
+        parse_vectors(body.as_bytes(), Unparsable::Error, WriteLimits::default())
+    }
+
     #[test]
     fn json_wire_forms() {
         let wrapped = json!({"vectors": [{"id": "a", "values": {"0": 0.5, "1": 1.5}}]});
         assert_eq!(
-            parse_json_vectors(&wrapped).unwrap()[0].values,
+            parse(&wrapped.to_string()).unwrap()[0].values,
             vec![0.5, 1.5]
         );
         let bare = json!([{"id": "a", "values": [1]}, {"id": 2, "values": [1]}]);
-        let error = parse_json_vectors(&bare).unwrap_err();
+        let error = parse(&bare.to_string()).unwrap_err();
         assert!(error.message.contains("vectors[1]: id must be a string"));
+        let error = parse(r#"{"vectors": 5}"#).unwrap_err();
+        assert!(
+            error.message.contains("must be an array"),
+            "{}",
+            error.message
+        );
+        // One object without `vectors` is one NDJSON line; several lines are NDJSON.
+        assert_eq!(parse(r#"{"id": "a", "values": [1]}"#).unwrap().len(), 1);
+        let lines = "{\"id\":\"a\",\"values\":[1]}\n{\"id\":\"b\",\"values\":[2]}\n";
+        assert_eq!(parse(lines).unwrap().len(), 2);
+        assert!(parse(" \n ").unwrap_err().message.contains("no vectors"));
+    }
+
+    fn tiny_lines(count: usize) -> String {
+        (0..count)
+            .map(|n| format!("{{\"id\":\"{n}\",\"values\":[1]}}\n"))
+            .collect()
+    }
+
+    #[test]
+    fn the_vector_count_is_checked_while_parsing() {
+        let limits = WriteLimits {
+            max_vectors: 10,
+            ..WriteLimits::default()
+        };
+        let body = tiny_lines(10);
+        assert_eq!(
+            parse_ndjson(body.as_bytes(), Unparsable::Error, limits)
+                .unwrap()
+                .len(),
+            10
+        );
+        // Everything after the eleventh line is never looked at: a broken tail is not reported.
+        let over = format!(
+            "{}{{\"id\":\"x\",\"values\":[1]}}\nnot json\n",
+            tiny_lines(10)
+        );
+        for unparsable in [Unparsable::Error, Unparsable::Discard] {
+            let error = parse_ndjson(over.as_bytes(), unparsable, limits).unwrap_err();
+            assert_eq!((error.status(), error.code()), (400, 5006));
+            assert!(
+                error
+                    .message
+                    .contains("limits.vectorize.max_vectors_per_write"),
+                "{}",
+                error.message
+            );
+        }
+        let list: Vec<Value> = (0..11)
+            .map(|n| json!({"id": n.to_string(), "values": [1]}))
+            .collect();
+        let valid = json!({"vectors": list}).to_string();
+        let error = parse_vectors(valid.as_bytes(), Unparsable::Error, limits).unwrap_err();
+        assert!(
+            error.message.contains("max_vectors_per_write"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn a_hundred_megabytes_of_tiny_lines_stops_at_the_cap() {
+        let line = "{\"id\":\"a\",\"values\":[1]}\n";
+        let body = line.repeat(100 * 1024 * 1024 / line.len());
+        let started = std::time::Instant::now();
+        let error =
+            parse_ndjson(body.as_bytes(), Unparsable::Error, WriteLimits::default()).unwrap_err();
+        assert!(error.message.contains("max_vectors_per_write"));
+        // Only the first 5001 lines were parsed.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn what_a_write_takes_in_memory_is_bounded() {
+        // Metadata of tiny array elements: 10 KiB of text, about 32 bytes each in memory.
+        let metadata = json!({"a": vec![0; 4000]});
+        let line = json!({"id": "a", "values": [1], "metadata": metadata}).to_string() + "\n";
+        let limits = WriteLimits {
+            max_vectors: 5000,
+            max_bytes: 1024 * 1024,
+        };
+        let error =
+            parse_ndjson(line.repeat(20).as_bytes(), Unparsable::Error, limits).unwrap_err();
+        assert_eq!((error.status(), error.code()), (413, 3006));
+        assert!(
+            error.message.contains("limits.vectorize.max_write_bytes"),
+            "{}",
+            error.message
+        );
+        assert_eq!(
+            parse_ndjson(line.repeat(2).as_bytes(), Unparsable::Error, limits)
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn one_huge_vector_is_refused_unparsed() {
+        let zeros = vec!["0"; MAX_VECTOR_JSON_BYTES / 2].join(",");
+        let line = format!("{{\"id\":\"a\",\"values\":[1],\"metadata\":{{\"a\":[{zeros}]}}}}");
+        let error = parse(&line).unwrap_err();
+        assert!(error.message.contains("line 1:"), "{}", error.message);
+        assert!(
+            error.message.contains("at most 1048576"),
+            "{}",
+            error.message
+        );
+        let error = parse(&format!("[{line}]")).unwrap_err();
+        assert!(error.message.contains("vectors[0]:"), "{}", error.message);
+        let kept = parse_ndjson(
+            format!("{line}\n{{\"id\":\"b\",\"values\":[1]}}").as_bytes(),
+            Unparsable::Discard,
+            WriteLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(kept.len(), 1);
     }
 
     proptest! {
         #[test]
         fn ndjson_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = parse_ndjson(&body, Unparsable::Error);
-            let _ = parse_ndjson(&body, Unparsable::Discard);
+            let _ = parse_vectors(&body, Unparsable::Error, WriteLimits::default());
+            let _ = parse_vectors(&body, Unparsable::Discard, WriteLimits::default());
         }
 
         #[test]
@@ -306,7 +612,7 @@ mod tests {
                 .iter()
                 .map(|id| format!("{}\n", json!({"id": id, "values": [value, 1.0]})))
                 .collect();
-            let records = parse_ndjson(body.as_bytes(), Unparsable::Error).unwrap();
+            let records = parse_ndjson(body.as_bytes(), Unparsable::Error, WriteLimits::default()).unwrap();
             prop_assert_eq!(records.len(), ids.len());
             prop_assert_eq!(records[0].values[0], value);
         }
@@ -316,7 +622,7 @@ mod tests {
             prop_oneof![Just("{\"id\":\"ok\",\"values\":[1]}"), Just("{\"id\":1}"), Just("[")], 0..30)
         ) {
             let body = lines.join("\n");
-            let kept = parse_ndjson(body.as_bytes(), Unparsable::Discard).unwrap();
+            let kept = parse_ndjson(body.as_bytes(), Unparsable::Discard, WriteLimits::default()).unwrap();
             let valid = lines.iter().filter(|line| line.contains("ok")).count();
             prop_assert_eq!(kept.len(), valid);
         }

@@ -3,11 +3,16 @@
 //! to `<root>/<account>/.deleted-<index>-<uuid>` (atomic), then removes it; leftovers of a
 //! crash in between are removed at the next start, as are directories without a `config.json`
 //! (a crash during creation).
+//!
+//! An open index costs an apply thread, a log file and its state in memory, so indexes are
+//! opened on first use (not at start) and at most `max_open_indexes` idle ones stay open: the
+//! least recently used are closed, and reopened (snapshot + log replay) when next used.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use kiln_core::{ErrorKind, KilnError, KilnResult};
@@ -23,6 +28,7 @@ use crate::search::{get_by_ids, run_query};
 use crate::wal::sync_dir;
 use crate::StoreOptions;
 
+/// The default of `[limits.vectorize] max_vectors_per_write`.
 pub const MAX_VECTORS_PER_MUTATION: usize = 5000;
 pub const MAX_IDS_PER_CALL: usize = 5000;
 pub const DEFAULT_LIST_COUNT: usize = 100;
@@ -31,10 +37,46 @@ const CONFIG_FILE: &str = "config.json";
 
 type IndexKey = (String, String);
 
+/// One index the store knows of, open or not.
+struct Slot {
+    dir: PathBuf,
+    config: IndexConfig,
+    state: Mutex<SlotState>,
+    /// The store's use counter at this index's last use (for closing the least recently used).
+    last_used: AtomicU64,
+}
+
+enum SlotState {
+    Closed,
+    Open(Arc<IndexHandle>),
+    /// Removed from the store; a caller that found the slot before that gets 404.
+    Deleted,
+}
+
+impl Slot {
+    fn new(dir: PathBuf, config: IndexConfig) -> Self {
+        Self {
+            dir,
+            config,
+            state: Mutex::new(SlotState::Closed),
+            last_used: AtomicU64::new(0),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, SlotState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 pub struct VectorStore {
     root: PathBuf,
     options: StoreOptions,
-    indexes: RwLock<BTreeMap<IndexKey, Arc<IndexHandle>>>,
+    indexes: RwLock<BTreeMap<IndexKey, Arc<Slot>>>,
+    /// The slots whose index is open now.
+    open: Mutex<Vec<Arc<Slot>>>,
+    uses: AtomicU64,
 }
 
 fn io_error(what: &str, error: std::io::Error) -> KilnError {
@@ -49,7 +91,8 @@ fn not_found(name: &str) -> KilnError {
 }
 
 impl VectorStore {
-    /// Opens `root` (e.g. `<data_dir>/vectorize`), loading every index and replaying its log.
+    /// Opens `root` (e.g. `<data_dir>/vectorize`): reads every index's config; an index's data
+    /// is loaded (its log replayed) when it is first used.
     pub fn open(root: &Path) -> KilnResult<Self> {
         Self::open_with_options(root, StoreOptions::default())
     }
@@ -80,18 +123,22 @@ impl VectorStore {
                             KilnError::internal(format!("{}: {error}", config_path.display()))
                         })
                     })?;
-                let handle = IndexHandle::open(&index_dir, config, options)?;
-                indexes.insert((account.clone(), name), Arc::new(handle));
+                indexes.insert(
+                    (account.clone(), name),
+                    Arc::new(Slot::new(index_dir, config)),
+                );
             }
         }
         Ok(Self {
             root: root.to_owned(),
             options,
             indexes: RwLock::new(indexes),
+            open: Mutex::new(Vec::new()),
+            uses: AtomicU64::new(0),
         })
     }
 
-    fn handle(&self, account: &str, name: &str) -> KilnResult<Arc<IndexHandle>> {
+    fn slot(&self, account: &str, name: &str) -> KilnResult<Arc<Slot>> {
         let indexes = self
             .indexes
             .read()
@@ -100,6 +147,81 @@ impl VectorStore {
             .get(&(account.to_owned(), name.to_owned()))
             .cloned()
             .ok_or_else(|| not_found(name))
+    }
+
+    fn open_slots(&self) -> MutexGuard<'_, Vec<Arc<Slot>>> {
+        self.open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn touch(&self, slot: &Slot) {
+        let now = self.uses.fetch_add(1, Ordering::Relaxed) + 1;
+        slot.last_used.store(now, Ordering::Relaxed);
+    }
+
+    /// The open index, opening it first if needed; then closes idle indexes over the bound.
+    /// While the caller holds the handle, its index is not closed.
+    fn handle(&self, account: &str, name: &str) -> KilnResult<Arc<IndexHandle>> {
+        let slot = self.slot(account, name)?;
+        let handle = {
+            let mut state = slot.state();
+            match &*state {
+                SlotState::Open(handle) => Arc::clone(handle),
+                SlotState::Deleted => return Err(not_found(name)),
+                SlotState::Closed => {
+                    let handle = Arc::new(IndexHandle::open(
+                        &slot.dir,
+                        slot.config.clone(),
+                        self.options,
+                    )?);
+                    *state = SlotState::Open(Arc::clone(&handle));
+                    self.open_slots().push(Arc::clone(&slot));
+                    handle
+                }
+            }
+        };
+        self.touch(&slot);
+        self.close_idle();
+        Ok(handle)
+    }
+
+    /// Closes the least recently used open indexes that nobody is using until at most
+    /// `max_open_indexes` are open (or none is left to close). Closing drains the index's apply
+    /// queue; its slot stays locked meanwhile, so a reopen never overlaps the old writer.
+    fn close_idle(&self) {
+        let limit = self.options.max_open_indexes.max(1);
+        let mut candidates = {
+            let open = self.open_slots();
+            if open.len() <= limit {
+                return;
+            }
+            open.clone()
+        };
+        candidates.sort_by_key(|slot| slot.last_used.load(Ordering::Relaxed));
+        for slot in candidates {
+            if self.open_slots().len() <= limit {
+                return;
+            }
+            // A slot being opened or closed by someone else is skipped, never waited for.
+            let Ok(mut state) = slot.state.try_lock() else {
+                continue;
+            };
+            let idle = matches!(&*state, SlotState::Open(handle) if Arc::strong_count(handle) == 1);
+            if !idle {
+                continue;
+            }
+            if let SlotState::Open(handle) = std::mem::replace(&mut *state, SlotState::Closed) {
+                handle.shut_down();
+            }
+            self.open_slots().retain(|open| !Arc::ptr_eq(open, &slot));
+        }
+    }
+
+    /// How many indexes are open now (tests).
+    #[doc(hidden)]
+    pub fn open_index_count(&self) -> usize {
+        self.open_slots().len()
     }
 
     pub fn create_index(&self, account: &str, body: &Value) -> KilnResult<Value> {
@@ -135,9 +257,10 @@ impl VectorStore {
             .and_then(|()| sync_dir(&dir))
             .and_then(|()| sync_dir(&account_dir))
             .map_err(|error| io_error("writing the index config", error))?;
-        let handle = IndexHandle::open(&dir, config.clone(), self.options)?;
-        indexes.insert(key, Arc::new(handle));
-        Ok(config.to_json())
+        let created = config.to_json();
+        // Opened on first use, like every other index.
+        indexes.insert(key, Arc::new(Slot::new(dir, config)));
+        Ok(created)
     }
 
     /// Index objects of the account, by name.
@@ -149,17 +272,17 @@ impl VectorStore {
         Ok(indexes
             .iter()
             .filter(|((owner, _), _)| owner == account)
-            .map(|(_, handle)| handle.config.to_json())
+            .map(|(_, slot)| slot.config.to_json())
             .collect())
     }
 
     pub fn get_index(&self, account: &str, name: &str) -> KilnResult<Value> {
-        Ok(self.handle(account, name)?.config.to_json())
+        Ok(self.slot(account, name)?.config.to_json())
     }
 
     /// Removes the index and its files; the name can be used again at once.
     pub fn delete_index(&self, account: &str, name: &str) -> KilnResult<()> {
-        let handle = {
+        let slot = {
             let mut indexes = self
                 .indexes
                 .write()
@@ -168,7 +291,14 @@ impl VectorStore {
                 .remove(&(account.to_owned(), name.to_owned()))
                 .ok_or_else(|| not_found(name))?
         };
-        handle.shut_down();
+        {
+            let mut state = slot.state();
+            // Callers still holding the handle get 404 on their next write.
+            if let SlotState::Open(handle) = std::mem::replace(&mut *state, SlotState::Deleted) {
+                handle.shut_down();
+                self.open_slots().retain(|open| !Arc::ptr_eq(open, &slot));
+            }
+        }
         let account_dir = self.root.join(account);
         let doomed = account_dir.join(format!(".deleted-{name}-{}", uuid::Uuid::new_v4()));
         fs::rename(account_dir.join(name), &doomed)
@@ -200,7 +330,7 @@ impl VectorStore {
         vectors: Vec<VectorRecord>,
     ) -> KilnResult<String> {
         let handle = self.handle(account, name)?;
-        check_vectors(&handle, &vectors)?;
+        check_vectors(&handle, &vectors, self.options.max_vectors_per_write)?;
         handle.submit(MutationOp::Insert(vectors), |_| Ok(()))
     }
 
@@ -212,7 +342,7 @@ impl VectorStore {
         vectors: Vec<VectorRecord>,
     ) -> KilnResult<String> {
         let handle = self.handle(account, name)?;
-        check_vectors(&handle, &vectors)?;
+        check_vectors(&handle, &vectors, self.options.max_vectors_per_write)?;
         handle.submit(MutationOp::Upsert(vectors), |_| Ok(()))
     }
 
@@ -246,12 +376,18 @@ impl VectorStore {
         if !cheap {
             return None;
         }
-        let handle = self
+        let slot = self
             .indexes
             .try_read()
             .ok()?
             .get(&(account.to_owned(), name.to_owned()))
             .cloned()?;
+        // A closed index is opened by `query`, off the async runtime.
+        let handle = match &*slot.state.try_lock().ok()? {
+            SlotState::Open(handle) => Arc::clone(handle),
+            SlotState::Closed | SlotState::Deleted => return None,
+        };
+        self.touch(&slot);
         let state = handle.try_read_state()?;
         if state.ann.is_none() || state.vector_count() < self.options.ann_min_vectors {
             return None;
@@ -437,15 +573,20 @@ fn property_name(body: &Value) -> KilnResult<String> {
     Ok(property.to_owned())
 }
 
-fn check_vectors(handle: &IndexHandle, vectors: &[VectorRecord]) -> KilnResult<()> {
+fn check_vectors(
+    handle: &IndexHandle,
+    vectors: &[VectorRecord],
+    max_vectors: usize,
+) -> KilnResult<()> {
     if vectors.is_empty() {
         return Err(KilnError::bad_input(
             "vectors: at least one vector is required",
         ));
     }
-    if vectors.len() > MAX_VECTORS_PER_MUTATION {
+    if vectors.len() > max_vectors {
         return Err(KilnError::bad_input(format!(
-            "at most {MAX_VECTORS_PER_MUTATION} vectors per insert or upsert (got {})",
+            "at most {max_vectors} vectors per insert or upsert (got {}; \
+             limits.vectorize.max_vectors_per_write)",
             vectors.len()
         )));
     }
@@ -499,9 +640,66 @@ fn file_name(path: &Path) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn the_store_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
         check::<super::VectorStore>();
+    }
+
+    /// Threads writing and querying more indexes than may be open: no deadlock, no lost write,
+    /// and never more open than the bound plus, per thread, one index in use and one being
+    /// closed.
+    #[test]
+    fn closing_and_reopening_under_concurrent_use() {
+        const THREADS: usize = 6;
+        const INDEXES: usize = 10;
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            max_open_indexes: 2,
+            ..StoreOptions::default()
+        };
+        let store = VectorStore::open_with_options(dir.path(), options).unwrap();
+        for index in 0..INDEXES {
+            store
+                .create_index(
+                    "acct",
+                    &json!({"name": format!("i{index}"), "config": {"dimensions": 2, "metric": "cosine"}}),
+                )
+                .unwrap();
+        }
+        std::thread::scope(|scope| {
+            for thread in 0..THREADS {
+                let store = &store;
+                scope.spawn(move || {
+                    for step in 0..40 {
+                        let name = format!("i{}", (thread * 7 + step) % INDEXES);
+                        let record = VectorRecord {
+                            id: format!("t{thread}-{step}"),
+                            values: vec![1.0, step as f32],
+                            namespace: None,
+                            metadata: None,
+                        };
+                        store.upsert("acct", &name, vec![record]).unwrap();
+                        let query = Query::from_json(&json!({"vector": [1.0, 0.0]})).unwrap();
+                        store.query("acct", &name, &query).unwrap();
+                        assert!(store.open_index_count() <= 2 + 2 * THREADS);
+                    }
+                });
+            }
+        });
+        let mut total = 0;
+        for index in 0..INDEXES {
+            let name = format!("i{index}");
+            store
+                .wait_until_processed("acct", &name, Duration::from_secs(30))
+                .unwrap();
+            total += store.info("acct", &name).unwrap()["vectorCount"]
+                .as_u64()
+                .unwrap();
+        }
+        assert_eq!(total, (THREADS * 40) as u64);
+        assert!(store.open_index_count() <= 2);
     }
 }

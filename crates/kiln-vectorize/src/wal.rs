@@ -45,6 +45,12 @@ impl MutationLog {
         let mut closed = Vec::new();
         for (segment, path) in segments(dir)? {
             let bytes = fs::read(&path)?;
+            // Each open starts a segment; those of opens that wrote nothing (an index closed
+            // while idle and reopened) would otherwise pile up until the next snapshot.
+            if bytes.is_empty() {
+                fs::remove_file(&path)?;
+                continue;
+            }
             let mut max_seq = 0;
             for mutation in intact_records(&bytes, &path) {
                 max_seq = max_seq.max(mutation.seq);

@@ -77,6 +77,7 @@ fn snapshots_plus_log_tail_restore_everything() {
     let options = StoreOptions {
         snapshot_min_log_bytes: 1,
         ann_min_vectors: 50,
+        ..StoreOptions::default()
     };
     let expected_ids: Vec<String>;
     {
@@ -172,6 +173,7 @@ fn the_graph_is_saved_with_the_snapshot_and_loaded_at_restart() {
     let options = StoreOptions {
         snapshot_min_log_bytes: 1,
         ann_min_vectors: 100,
+        ..StoreOptions::default()
     };
     let data = kiln_vectorize::bench::clustered_vectors(1200, 16, 10, true, 21);
     let graph_file = dir.path().join(ACCOUNT).join("idx").join("graph.bin");

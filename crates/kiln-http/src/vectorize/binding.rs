@@ -50,7 +50,7 @@ async fn serve(
         }
         (Method::POST, "insert" | "upsert") => {
             let upsert = op == "upsert";
-            let vectors = read_vectors(request, Unparsable::Error).await?;
+            let vectors = read_vectors(&state, request, Unparsable::Error).await?;
             let mutation_id = blocking(move || {
                 if upsert {
                     state.vectors.upsert(&account, &index, vectors)

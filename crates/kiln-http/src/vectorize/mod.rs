@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, Request};
 use axum::routing::{get, post};
 use axum::Router;
 use kiln_core::{KilnError, KilnResult};
-use kiln_vectorize::{parse_json_vectors, parse_ndjson, Unparsable, VectorRecord};
+use kiln_vectorize::{parse_vectors, Unparsable, VectorRecord, WriteLimits};
 use serde_json::Value;
 
 use crate::offload::off_runtime;
@@ -104,8 +104,10 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// The vectors of an insert or upsert: NDJSON (`application/x-ndjson` or anything that is not
-/// JSON with a `vectors` field), a multipart upload's `vectors` file, or `{"vectors": [...]}`.
+/// JSON with a `vectors` field), a multipart upload's `vectors` file, or `{"vectors": [...]}`;
+/// parsing stops at the first vector over `[limits.vectorize]`.
 async fn read_vectors(
+    state: &SharedState,
     request: Request<Body>,
     unparsable: Unparsable,
 ) -> KilnResult<Vec<VectorRecord>> {
@@ -121,19 +123,12 @@ async fn read_vectors(
         let (parts, body) = request.into_parts();
         crate::body::read_limited(&parts.headers, body, MAX_UPLOAD_BYTES).await?
     };
-    vectors_from_bytes(&bytes, unparsable)
-}
-
-fn vectors_from_bytes(bytes: &[u8], unparsable: Unparsable) -> KilnResult<Vec<VectorRecord>> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(KilnError::bad_input("the body holds no vectors"));
-    }
-    if let Ok(value) = serde_json::from_slice::<Value>(bytes) {
-        if value.is_array() || value.get("vectors").is_some() {
-            return parse_json_vectors(&value);
-        }
-    }
-    parse_ndjson(bytes, unparsable)
+    let limits = WriteLimits::from(&state.config.limits.vectorize);
+    // Up to 100 MB of JSON: parsed on the blocking pool.
+    off_runtime("vector parsing", move || {
+        parse_vectors(&bytes, unparsable, limits)
+    })
+    .await
 }
 
 async fn multipart_vectors(request: Request<Body>) -> KilnResult<Bytes> {

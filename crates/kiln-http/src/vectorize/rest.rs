@@ -107,7 +107,7 @@ async fn mutate(
 ) -> Response {
     let mutated = async {
         let unparsable = unparsable_behavior(request.uri().query())?;
-        let vectors = read_vectors(request, unparsable).await?;
+        let vectors = read_vectors(&state, request, unparsable).await?;
         let mutation_id = blocking(move || match mutation {
             Mutation::Insert => state.vectors.insert(&account, &index, vectors),
             Mutation::Upsert => state.vectors.upsert(&account, &index, vectors),
