@@ -14,9 +14,10 @@ use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use kiln_core::{KilnError, KilnResult};
+use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
-use crate::{invalid, ReadyAdapter};
+use crate::{invalid, validate_weights, ReadyAdapter};
 
 /// Hugging Face module name → llama.cpp tensor name inside `blk.{i}`.
 const MODULES: [(&str, &str); 7] = [
@@ -98,6 +99,9 @@ impl BaseModel {
 fn convert(adapter: &ReadyAdapter, base_gguf: &Path, output: &Path) -> KilnResult<()> {
     let base = BaseModel::read(base_gguf)?;
     let bytes = std::fs::read(adapter.weights_path()).map_err(storage_error)?;
+    // Checked again here: the file may predate the checks, or the config may have been
+    // uploaded while it was (the two uploads are not serialized).
+    validate_weights(&bytes, &adapter.limits, Some(adapter.config.rank))?;
     let tensors = SafeTensors::deserialize(&bytes)
         .map_err(|e| invalid(format!("adapter_model.safetensors: {e}")))?;
     let mut converted: Vec<(String, QTensor)> = Vec::new();
@@ -113,15 +117,17 @@ fn convert(adapter: &ReadyAdapter, base_gguf: &Path, output: &Path) -> KilnResul
         let (out, input) = base
             .shape(&target)
             .ok_or_else(|| invalid(format!("{a_name}: the base model has no {target} to adapt")))?;
-        let a = matrix(&tensors, a_name)?;
-        let mut b = matrix(&tensors, &b_name)?;
-        let (rank, a_input) = (a.1[0], a.1[1]);
-        if a_input != input || b.1 != [out, rank] {
+        // Shapes first: nothing is decoded for a pair that does not fit the base weight.
+        let (a_view, b_view) = (view(&tensors, a_name)?, view(&tensors, &b_name)?);
+        let (a_shape, b_shape) = (a_view.shape(), b_view.shape());
+        let rank = a_shape.first().copied().unwrap_or(0);
+        if a_shape != [rank, input] || b_shape != [out, rank] {
             return Err(invalid(format!(
-                "{a_name} {:?} and {b_name} {:?} do not fit {target} [{out}, {input}]",
-                a.1, b.1
+                "{a_name} {a_shape:?} and {b_name} {b_shape:?} do not fit {target} [{out}, {input}]"
             )));
         }
+        let a = matrix(&a_view, a_name)?;
+        let mut b = matrix(&b_view, &b_name)?;
         if base.architecture == "llama" {
             if target.ends_with("attn_q.weight") {
                 b.0 = permute_rows(&b.0, out, rank, base.heads)?;
@@ -169,11 +175,14 @@ pub fn gguf_name(peft_name: &str) -> Option<String> {
     Some(format!("blk.{layer}.{target}.weight"))
 }
 
-/// A 2-D tensor as f32 values and its `[rows, cols]`.
-fn matrix(tensors: &SafeTensors<'_>, name: &str) -> KilnResult<(Vec<f32>, [usize; 2])> {
-    let view = tensors
+fn view<'a>(tensors: &'a SafeTensors<'a>, name: &str) -> KilnResult<TensorView<'a>> {
+    tensors
         .tensor(name)
-        .map_err(|_| invalid(format!("adapter_model.safetensors has no {name}")))?;
+        .map_err(|_| invalid(format!("adapter_model.safetensors has no {name}")))
+}
+
+/// A 2-D tensor as f32 values and its `[rows, cols]`.
+fn matrix(view: &TensorView<'_>, name: &str) -> KilnResult<(Vec<f32>, [usize; 2])> {
     let [rows, cols] = <[usize; 2]>::try_from(view.shape().to_vec())
         .map_err(|shape| invalid(format!("{name} has shape {shape:?}; expected 2-D")))?;
     let data = view.data();

@@ -13,11 +13,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use kiln_core::limits::LoraLimits;
 use kiln_core::time::utc_timestamp;
 use kiln_core::{ErrorKind, KilnError, KilnResult};
 use serde::{Deserialize, Serialize};
 
-pub use adapter::{validate_config, validate_weights, AdapterConfig};
+pub use adapter::{
+    check_pairs, read_weights_header, validate_config, validate_weights, AdapterConfig,
+    TensorHeader,
+};
 pub use convert::{gguf_adapter, gguf_name, permute_rows};
 
 /// The two files a fine-tune consists of (exactly these names).
@@ -48,6 +52,8 @@ pub struct ReadyAdapter {
     pub finetune: Finetune,
     pub config: AdapterConfig,
     pub dir: PathBuf,
+    /// The bounds conversion reads the weights under.
+    pub limits: LoraLimits,
 }
 
 impl ReadyAdapter {
@@ -61,13 +67,20 @@ pub struct FinetuneStore {
     root: PathBuf,
     /// Creation checks the per-account count and name uniqueness; one at a time.
     creating: Mutex<()>,
+    limits: LoraLimits,
 }
 
 impl FinetuneStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self::with_limits(root, LoraLimits::default())
+    }
+
+    /// A store whose uploads are checked against the operator's `[limits.lora]`.
+    pub fn with_limits(root: impl Into<PathBuf>, limits: LoraLimits) -> Self {
         Self {
             root: root.into(),
             creating: Mutex::new(()),
+            limits,
         }
     }
 
@@ -170,11 +183,27 @@ impl FinetuneStore {
                 "{file_name} was already uploaded; assets cannot be edited, create a new fine-tune"
             )));
         }
+        // Whichever asset comes second is checked against the first: the tensors' shapes must
+        // agree with the config's rank.
         match file_name {
             CONFIG_FILE => {
-                validate_config(contents)?;
+                let config = validate_config(contents)?;
+                let weights = dir.join(WEIGHTS_FILE);
+                if weights.is_file() {
+                    let tensors = read_weights_header(&weights, &self.limits)?;
+                    check_pairs(&tensors, Some(config.rank))?;
+                }
             }
-            _ => validate_weights(contents)?,
+            _ => {
+                let config = dir.join(CONFIG_FILE);
+                let rank = if config.is_file() {
+                    let bytes = fs::read(&config).map_err(io_error)?;
+                    Some(validate_config(&bytes)?.rank)
+                } else {
+                    None
+                };
+                validate_weights(contents, &self.limits, rank)?;
+            }
         }
         write_atomically(&dir, file_name, contents)
     }
@@ -197,6 +226,7 @@ impl FinetuneStore {
             finetune,
             config,
             dir,
+            limits: self.limits.clone(),
         })
     }
 

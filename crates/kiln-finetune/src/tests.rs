@@ -158,3 +158,152 @@ fn unsafe_account_ids_and_names_are_refused() {
         ErrorKind::BadInput
     );
 }
+
+/// A file of `names.len()` tensors, A/B alternating, with the given shapes.
+fn weights_with(tensors: &[(&str, Vec<usize>)]) -> Vec<u8> {
+    let data: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, shape)| vec![0u8; shape.iter().product::<usize>() * 4])
+        .collect();
+    let views: Vec<(&str, TensorView<'_>)> = tensors
+        .iter()
+        .zip(&data)
+        .map(|((name, shape), bytes)| {
+            (
+                *name,
+                TensorView::new(Dtype::F32, shape.clone(), bytes).expect("view"),
+            )
+        })
+        .collect();
+    safetensors::serialize(views, None).expect("serialize")
+}
+
+const Q_A: &str = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight";
+const Q_B: &str = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight";
+
+#[test]
+fn a_tensor_that_disagrees_with_the_rank_is_refused_naming_it() {
+    let (dir, store) = store();
+    for name in ["config-first", "weights-first"] {
+        store.create(ACCOUNT, name, "m", None).expect("created");
+    }
+    // Rank 4 tensors against r = 8, config first: the weights are refused.
+    store
+        .upload(ACCOUNT, "config-first", CONFIG_FILE, &config("llama", 8))
+        .expect("config");
+    let (error_kind, message) =
+        kind(store.upload(ACCOUNT, "config-first", WEIGHTS_FILE, &weights(4)));
+    assert_eq!(error_kind, ErrorKind::InvalidFinetune, "{message}");
+    assert!(
+        message.contains(Q_A) && message.contains("r = 8"),
+        "{message}"
+    );
+    // Weights first: the config is refused.
+    store
+        .upload(ACCOUNT, "weights-first", WEIGHTS_FILE, &weights(4))
+        .expect("weights alone are consistent");
+    let (error_kind, message) =
+        kind(store.upload(ACCOUNT, "weights-first", CONFIG_FILE, &config("llama", 8)));
+    assert_eq!(error_kind, ErrorKind::InvalidFinetune, "{message}");
+    assert!(message.contains(Q_A), "{message}");
+    store
+        .upload(ACCOUNT, "weights-first", CONFIG_FILE, &config("llama", 4))
+        .expect("the matching rank");
+    // A lora_B whose rank disagrees (A agrees) is named too.
+    let mismatched_b = weights_with(&[(Q_A, vec![8, 4]), (Q_B, vec![4, 6])]);
+    let (_, message) = kind(validate_weights(
+        &mismatched_b,
+        &LoraLimits::default(),
+        Some(8),
+    ));
+    assert!(message.contains("not a rank-r pair"), "{message}");
+    let lone_b = weights_with(&[
+        (Q_A, vec![8, 4]),
+        (Q_B, vec![4, 8]),
+        ("x.lora_B.weight", vec![4, 2]),
+    ]);
+    let (_, message) = kind(validate_weights(&lone_b, &LoraLimits::default(), Some(8)));
+    assert!(message.contains("x.lora_B.weight"), "{message}");
+    drop(dir);
+}
+
+#[test]
+fn tensor_count_and_size_are_bounded_before_parsing() {
+    let limits = LoraLimits {
+        max_tensors: 3,
+        max_tensor_elements: 64,
+    };
+    let four = weights_with(&[
+        (Q_A, vec![2, 4]),
+        (Q_B, vec![4, 2]),
+        (
+            "base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight",
+            vec![2, 4],
+        ),
+        (
+            "base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight",
+            vec![4, 2],
+        ),
+    ]);
+    let error = validate_weights(&four, &limits, None).expect_err("refused");
+    assert_eq!((error.status(), error.code()), (400, 5006));
+    assert!(
+        error.message.contains("limits.lora.max_tensors"),
+        "{}",
+        error.message
+    );
+
+    let big = weights_with(&[(Q_A, vec![2, 40]), (Q_B, vec![4, 2])]);
+    let error = validate_weights(&big, &limits, None).expect_err("refused");
+    assert_eq!((error.status(), error.code()), (413, 3006));
+    assert!(error.message.contains(Q_A), "{}", error.message);
+    assert!(
+        error.message.contains("limits.lora.max_tensor_elements"),
+        "{}",
+        error.message
+    );
+    validate_weights(&weights(8), &limits, Some(8)).expect("within the limits");
+
+    // A header that declares 200,000 tensors is refused at the fourth, whatever follows.
+    let mut header = String::from("{");
+    for index in 0..200_000 {
+        header.push_str(&format!(
+            "\"t{index}\":{{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}},"
+        ));
+    }
+    header.pop();
+    header.push('}');
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header.as_bytes());
+    let error = validate_weights(&file, &limits, None).expect_err("refused");
+    assert!(error.message.contains("max_tensors"), "{}", error.message);
+
+    // Shapes that overflow or have absurd ranks never allocate.
+    for shape in [
+        "[4294967296,4294967296,4294967296]",
+        "[1,1,1,1,1,1,1,1,1,1,1,1]",
+    ] {
+        let header =
+            format!("{{\"{Q_A}\":{{\"dtype\":\"F32\",\"shape\":{shape},\"data_offsets\":[0,4]}}}}");
+        let mut file = (header.len() as u64).to_le_bytes().to_vec();
+        file.extend_from_slice(header.as_bytes());
+        file.extend_from_slice(&[0; 4]);
+        assert!(validate_weights(&file, &limits, None).is_err(), "{shape}");
+    }
+    // A header length beyond the file.
+    let mut lying = u64::MAX.to_le_bytes().to_vec();
+    lying.extend_from_slice(b"{}");
+    let (_, message) = kind(validate_weights(&lying, &limits, None));
+    assert!(message.contains("not a valid safetensors"), "{message}");
+}
+
+#[test]
+fn the_header_is_read_alone_from_a_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join(WEIGHTS_FILE);
+    fs::write(&path, weights(8)).expect("written");
+    let tensors = read_weights_header(&path, &LoraLimits::default()).expect("read");
+    assert_eq!(tensors.len(), 2);
+    check_pairs(&tensors, Some(8)).expect("rank 8");
+    assert!(check_pairs(&tensors, Some(16)).is_err());
+}
