@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{header, Method, Request};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use kiln_batch::{ItemOutcome, PendingItem, Poll, Submitted, MAX_BATCH_BYTES};
+use kiln_batch::{ItemOutcome, PendingItem, Poll, Submission, Submitted, MAX_BATCH_BYTES};
 use kiln_core::{ErrorKind, KilnError};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
@@ -56,25 +56,31 @@ pub async fn submit_or_poll(
     body: Body,
 ) -> Result<Response, ApiError> {
     let limit = state.config.max_body_bytes.min(MAX_BATCH_BYTES);
-    let input = crate::body::read_json(headers, body, limit).await?;
-    if let Some(request_id) = poll_id(&input) {
-        return poll(state, caller, request_id).await;
+    let bytes = crate::body::read_limited(headers, body, limit).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(KilnError::new(
+            ErrorKind::IncompleteRequest,
+            "Request is missing headers or body: the body is empty",
+        )
+        .into());
     }
-    let requests = input
-        .get("requests")
-        .and_then(Value::as_array)
-        .ok_or_else(|| {
-            KilnError::bad_input(
-                "a queued request takes {\"requests\": [<input>, …]} or {\"request_id\": …}",
-            )
-        })?;
+    // Read and queued on the blocking pool: up to 10 MB of JSON and an fsync'd transaction.
+    // The queue's `[limits.batch]` are checked while reading, before anything is stored.
     let queue = state.batches.clone();
-    let (account, owned_model, requests) =
-        (caller.account.clone(), model.to_owned(), requests.clone());
-    let Submitted { request_id, model } = off_runtime("batch submit", move || {
-        queue.submit(&account, &owned_model, &requests)
+    let (account, owned_model) = (caller.account.clone(), model.to_owned());
+    let queued = off_runtime("batch submit", move || {
+        match kiln_batch::read_submission(&bytes, queue.limits())? {
+            Submission::Poll(request_id) => Ok(Err(request_id)),
+            Submission::Requests(inputs) => {
+                queue.submit_inputs(&account, &owned_model, &inputs).map(Ok)
+            }
+        }
     })
     .await?;
+    let Submitted { request_id, model } = match queued {
+        Ok(submitted) => submitted,
+        Err(request_id) => return poll(state, caller, &request_id).await,
+    };
     Ok(
         success(json!({"status": "queued", "request_id": request_id, "model": model}))
             .into_response(),

@@ -14,7 +14,7 @@ use kiln_http::platform::Platform;
 use kiln_http::{AppState, HttpConfig};
 use kiln_scheduler::ModelRegistry;
 use kiln_store::Progress;
-use kiln_vectorize::VectorStore;
+use kiln_vectorize::{StoreOptions, VectorStore};
 use tokio::sync::oneshot;
 
 use crate::{models, ServeConfig};
@@ -67,7 +67,11 @@ pub async fn start_with_clock(
     .context("model loading thread failed")??;
     let registry = Arc::new(registry);
     spawn_idle_sweeper(&registry);
-    let finetunes = Arc::new(FinetuneStore::new(config.data_dir().join("finetunes")));
+    let limits = config.limits();
+    let finetunes = Arc::new(FinetuneStore::with_limits(
+        config.data_dir().join("finetunes"),
+        limits.lora.clone(),
+    ));
     let gateways = Arc::new(
         GatewayStore::open_with(
             &config.gateway_db(),
@@ -79,8 +83,11 @@ pub async fn start_with_clock(
         .map_err(|error| anyhow::anyhow!("{}", error.message))?,
     );
     let vectors = Arc::new(
-        VectorStore::open(&config.vectorize_dir())
-            .map_err(|error| anyhow::anyhow!("{}", error.message))?,
+        VectorStore::open_with_options(
+            &config.vectorize_dir(),
+            StoreOptions::with_limits(&limits.vectorize),
+        )
+        .map_err(|error| anyhow::anyhow!("{}", error.message))?,
     );
     let accounts = Arc::new(
         AccountStore::open_with_clock(&config.accounts_db(), clock.clone())
@@ -101,7 +108,7 @@ pub async fn start_with_clock(
         }
     };
     let batches = Arc::new(
-        BatchQueue::open(&config.batch_db())
+        BatchQueue::open_with_limits(&config.batch_db(), limits.batch.clone())
             .map_err(|error| anyhow::anyhow!("{}", error.message))?,
     );
     let listener = tokio::net::TcpListener::bind(config.listen_addr())

@@ -6,5 +6,6 @@
 mod common;
 
 mod harness;
+mod storage;
 
 pub use harness::*;
