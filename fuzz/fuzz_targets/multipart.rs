@@ -23,7 +23,8 @@ async fn read(request: Request<Body>) -> Result<usize, String> {
     while let Some(field) = form.next_field().await.map_err(|e| e.body_text())? {
         let _ = field.file_name().map(str::len);
         let _ = field.content_type().map(str::len);
-        match field.name().unwrap_or_default() {
+        let name = field.name().unwrap_or_default().to_owned();
+        match name.as_str() {
             "file" | "vectors" => total += field.bytes().await.map_err(|e| e.body_text())?.len(),
             _ => total += field.text().await.map_err(|e| e.body_text())?.len(),
         }

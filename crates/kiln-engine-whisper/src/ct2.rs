@@ -94,7 +94,9 @@ impl Ct2Model {
         let spec = c.string()?;
         let _revision = c.u32()?;
         let n_vars = c.u32()? as usize;
-        let mut variables = HashMap::with_capacity(n_vars);
+        // Each variable takes at least 8 bytes (name length, rank, dtype, size), so a count the
+        // file cannot hold does not reserve memory up front.
+        let mut variables = HashMap::with_capacity(n_vars.min(bytes.len() / 8));
         for _ in 0..n_vars {
             let name = c.string()?;
             let rank = c.u8()? as usize;
@@ -326,4 +328,22 @@ fn widen_int(raw: &[u8], id: u8) -> Result<Vec<u8>, AsrError> {
         out.extend_from_slice(&v.to_le_bytes());
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by reading the fuzz target's input space (`fuzz/fuzz_targets/ct2_reader.rs`): a
+    /// header declaring u32::MAX variables reserved ~700 GB before reading the first one.
+    #[test]
+    fn a_huge_variable_count_is_truncation_not_an_allocation() {
+        let mut file = 6u32.to_le_bytes().to_vec();
+        file.extend(1u16.to_le_bytes());
+        file.push(0);
+        file.extend(1u32.to_le_bytes());
+        file.extend(u32::MAX.to_le_bytes());
+        let error = Ct2Model::parse(&file).err().expect("a truncated file");
+        assert!(error.to_string().contains("truncated"), "{error}");
+    }
 }
