@@ -54,11 +54,11 @@ pub async fn run(
     admission: Admission,
     session: Option<String>,
 ) -> KilnResult<Response> {
-    let (mut request, json_mode) = parse_request(input)?;
+    let (mut request, json_mode) = parse_request(input, &state.config.limits.schema)?;
     if let Some(lora) = input.get("lora").filter(|v| !v.is_null()) {
         request.lora = Some(lora_adapter(state, target, lora).await?);
     }
-    let tools = tools::parse_tools(input.get("tools"))?;
+    let tools = tools::parse_tools(input.get("tools"), &state.config.limits.schema)?;
     if !tools.is_empty() && target.catalog_id && !target.entry.has_property("function_calling") {
         return Err(KilnError::bad_input(format!(
             "The model {} does not support function calling ('tools')",
@@ -340,14 +340,17 @@ fn sse_events(
 
 /// Builds the engine request from input the schema has already accepted; remaining semantic
 /// checks (features not served yet, limits that depend on the model) happen here.
-pub fn parse_request(input: &Value) -> KilnResult<(GenerationRequest, Option<Arc<JsonMode>>)> {
+pub fn parse_request(
+    input: &Value,
+    limits: &kiln_core::limits::SchemaLimits,
+) -> KilnResult<(GenerationRequest, Option<Arc<JsonMode>>)> {
     if input.get("functions").is_some_and(|v| !v.is_null()) {
         return Err(KilnError::bad_input(
             "'/functions' (embedded function calling, which runs JavaScript) is not supported; \
              use 'tools' and run the calls yourself",
         ));
     }
-    let json_mode = JsonMode::from_native(input)?;
+    let json_mode = JsonMode::from_native(input, limits)?;
     let prompt_input = if let Some(messages) = input.get("messages") {
         PromptInput::Messages(parse_messages(messages)?)
     } else {

@@ -1,6 +1,8 @@
 //! Tool calling on both APIs: `tools` in either wire form, `tool_choice`, earlier turns' calls,
 //! and holding back streamed text that turns out to be a call.
 
+use kiln_core::limits::SchemaLimits;
+use kiln_core::schema_guard::{self, SchemaSize};
 use kiln_core::{
     GenerationRequest, KilnError, KilnResult, OutputConstraint, ParsedOutput, ToolCall, ToolChoice,
     ToolSpec, ToolSyntax,
@@ -9,13 +11,53 @@ use rand::distr::{Alphanumeric, SampleString};
 use serde_json::{json, Value};
 
 /// `tools`: the legacy `{name, description, parameters}` or OpenAI's
-/// `{type: "function", function: {name, description, parameters}}`.
-pub fn parse_tools(value: Option<&Value>) -> KilnResult<Vec<ToolSpec>> {
+/// `{type: "function", function: {name, description, parameters}}`. Every tool's `parameters`
+/// passes the schema guard, and all of them together stay within one schema's limits: they are
+/// compiled into one grammar.
+pub fn parse_tools(value: Option<&Value>, limits: &SchemaLimits) -> KilnResult<Vec<ToolSpec>> {
     let items = match value {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(items)) => items,
         Some(_) => return Err(KilnError::bad_input("'tools' must be an array")),
     };
+    if items.len() > limits.max_tools {
+        return Err(KilnError::bad_input(format!(
+            "'tools' has {} tools, more than {} ([limits.schema] max_tools)",
+            items.len(),
+            limits.max_tools
+        )));
+    }
+    let mut tools = parse_tool_items(items)?;
+    let mut total = SchemaSize::default();
+    for (index, tool) in tools.iter_mut().enumerate() {
+        let field = format!("tools[{index}].parameters");
+        let size = schema_guard::guard(&mut tool.parameters, limits, &field)?;
+        total.bytes += size.bytes;
+        total.refs += size.refs;
+        total.subschemas += size.subschemas;
+    }
+    let over = [
+        (total.bytes, limits.max_bytes, "bytes", "max_bytes"),
+        (total.refs, limits.max_refs, "'$ref's", "max_refs"),
+        (
+            total.subschemas,
+            limits.max_subschemas,
+            "subschemas",
+            "max_subschemas",
+        ),
+    ]
+    .into_iter()
+    .find(|(used, max, _, _)| used > max);
+    if let Some((used, max, what, setting)) = over {
+        return Err(KilnError::bad_input(format!(
+            "the parameters of all 'tools' together have {used} {what}, more than {max} \
+             ([limits.schema] {setting})"
+        )));
+    }
+    Ok(tools)
+}
+
+fn parse_tool_items(items: &[Value]) -> KilnResult<Vec<ToolSpec>> {
     items
         .iter()
         .enumerate()
@@ -234,15 +276,62 @@ mod tests {
     #[test]
     fn both_tool_forms_parse_to_the_same_spec() {
         let parameters = json!({"type": "object", "properties": {"city": {"type": "string"}}});
-        let legacy = parse_tools(Some(&json!([{"name": "get_weather",
-            "description": "Weather", "parameters": parameters}])))
+        let limits = SchemaLimits::default();
+        let legacy = parse_tools(
+            Some(&json!([{"name": "get_weather",
+            "description": "Weather", "parameters": parameters}])),
+            &limits,
+        )
         .expect("legacy form");
-        let openai = parse_tools(Some(&json!([{"type": "function", "function":
-            {"name": "get_weather", "description": "Weather", "parameters": parameters}}])))
+        let openai = parse_tools(
+            Some(&json!([{"type": "function", "function":
+            {"name": "get_weather", "description": "Weather", "parameters": parameters}}])),
+            &limits,
+        )
         .expect("OpenAI form");
         assert_eq!(legacy, openai);
-        assert!(parse_tools(Some(&json!([{"type": "custom"}]))).is_err());
-        assert!(parse_tools(Some(&json!([{"description": "no name"}]))).is_err());
+        assert!(parse_tools(Some(&json!([{"type": "custom"}])), &limits).is_err());
+        assert!(parse_tools(Some(&json!([{"description": "no name"}])), &limits).is_err());
+    }
+
+    #[test]
+    fn tool_schemas_are_guarded() {
+        let limits = SchemaLimits {
+            max_tools: 3,
+            max_bytes: 400,
+            ..SchemaLimits::default()
+        };
+        let tool = |parameters: Value| json!({"name": "f", "parameters": parameters});
+        let refused = |tools: Value, needle: &str| {
+            let error = parse_tools(Some(&tools), &limits).expect_err("refused");
+            assert!(error.message.contains(needle), "{}", error.message);
+        };
+        let small = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+        refused(Value::Array(vec![tool(small.clone()); 4]), "max_tools");
+        refused(
+            json!([tool(json!({"anyOf": [{"$ref": "#"}, {"type": "integer"}]}))]),
+            "'tools[0].parameters' refers to itself without consuming input",
+        );
+        refused(
+            json!([tool(small.clone()), tool(json!({"not": {"$ref": "#"}}))]),
+            "'tools[1].parameters'",
+        );
+        // Each under max_bytes, together over it: they become one grammar.
+        let padded = json!({"type": "object", "description": "x".repeat(150)});
+        assert!(parse_tools(Some(&json!([tool(padded.clone())])), &limits).is_ok());
+        refused(
+            Value::Array(vec![tool(padded.clone()); 3]),
+            "all 'tools' together",
+        );
+        // Client guidance options are removed.
+        let tools = parse_tools(
+            Some(&json!([tool(
+                json!({"type": "object", "x-guidance": {"lenient": true}})
+            )])),
+            &limits,
+        )
+        .expect("accepted");
+        assert_eq!(tools[0].parameters, json!({"type": "object"}));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use kiln_core::limits::SchemaLimits;
 use kiln_core::{
     ChatMessage, GenerationRequest, PromptInput, SamplingParams, ToolChoice, ToolSpec, ToolSyntax,
 };
@@ -145,8 +146,8 @@ pub fn type_error(name: &str, expected: &str, got: &Value) -> OpenAiError {
     )
 }
 
-/// `POST /v1/chat/completions`.
-pub fn parse_chat(body: &Value, context_window: u32) -> Parsed<TextRequest> {
+/// `POST /v1/chat/completions`. `limits` bound `response_format` and the tools' schemas.
+pub fn parse_chat(body: &Value, context_window: u32, limits: &SchemaLimits) -> Parsed<TextRequest> {
     let fields = Fields::of(body)?;
     let model = fields.model()?;
     let messages = parse_messages(fields.get("messages"))?;
@@ -165,7 +166,7 @@ pub fn parse_chat(body: &Value, context_window: u32) -> Parsed<TextRequest> {
         non_empty,
         "function calling is not implemented",
     )?;
-    let tools = tools::parse_tools(fields.get("tools"))
+    let tools = tools::parse_tools(fields.get("tools"), limits)
         .map_err(|error| OpenAiError::invalid("tools", error.message))?;
     let tool_choice = tools::parse_tool_choice(fields.get("tool_choice"))
         .map_err(|error| OpenAiError::invalid("tool_choice", error.message))?;
@@ -181,13 +182,14 @@ pub fn parse_chat(body: &Value, context_window: u32) -> Parsed<TextRequest> {
     };
     // OpenAI's default is "whatever the context window leaves"; the engine clamps to that.
     let max_tokens = max_tokens.map_or(context_window, |n| n as u32);
-    let mut request = text_request(&fields, model, PromptInput::Messages(messages), max_tokens)?;
+    let input = PromptInput::Messages(messages);
+    let mut request = text_request(&fields, model, input, max_tokens, limits)?;
     request.tools = (tools, tool_choice);
     Ok(request)
 }
 
 /// `POST /v1/completions`: the prompt is raw text, no chat template.
-pub fn parse_completion(body: &Value) -> Parsed<TextRequest> {
+pub fn parse_completion(body: &Value, limits: &SchemaLimits) -> Parsed<TextRequest> {
     let fields = Fields::of(body)?;
     let model = fields.model()?;
     let prompt =
@@ -233,7 +235,7 @@ pub fn parse_completion(body: &Value) -> Parsed<TextRequest> {
         text: prompt,
         raw: true,
     };
-    text_request(&fields, model, input, max_tokens)
+    text_request(&fields, model, input, max_tokens, limits)
 }
 
 /// The fields chat and legacy completions share.
@@ -242,12 +244,13 @@ fn text_request(
     model: String,
     input: PromptInput,
     max_tokens: u32,
+    limits: &SchemaLimits,
 ) -> Parsed<TextRequest> {
     fields.string("user")?;
     fields.refuse_if("logit_bias", non_empty, "logit_bias is not implemented")?;
     let json_mode = match fields.get("response_format") {
         None | Some(Value::Null) => None,
-        Some(format) => JsonMode::from_response_format(format, "response_format")
+        Some(format) => JsonMode::from_response_format(format, "response_format", limits)
             .map_err(|error| OpenAiError::invalid("response_format", error.message))?,
     };
     let sampling = SamplingParams {
@@ -412,7 +415,7 @@ mod tests {
     #[test]
     fn chat_defaults_follow_openai() {
         let body = json!({"model": "m", "messages": [{"role": "user", "content": "Hi"}]});
-        let request = parse_chat(&body, 8192).unwrap();
+        let request = parse_chat(&body, 8192, &SchemaLimits::default()).unwrap();
         assert_eq!(request.generation.max_tokens, 8192);
         assert_eq!(request.generation.sampling.temperature, 1.0);
         assert_eq!(
@@ -437,7 +440,7 @@ mod tests {
             "stop": "END", "presence_penalty": 0.5, "frequency_penalty": -0.5, "n": 3,
             "tool_choice": "none", "tools": [], "logprobs": false, "response_format": {"type": "text"}
         });
-        let request = parse_chat(&body, 8192).unwrap();
+        let request = parse_chat(&body, 8192, &SchemaLimits::default()).unwrap();
         let generation = &request.generation;
         assert_eq!(generation.max_tokens, 5, "max_completion_tokens wins");
         assert_eq!(generation.sampling.seed, Some(u64::MAX));
@@ -455,7 +458,7 @@ mod tests {
     #[test]
     fn completions_are_raw_and_short_by_default() {
         let body = json!({"model": "m", "prompt": "Once", "stream": true, "stream_options": {"include_usage": true}});
-        let request = parse_completion(&body).unwrap();
+        let request = parse_completion(&body, &SchemaLimits::default()).unwrap();
         assert_eq!(request.generation.max_tokens, DEFAULT_COMPLETION_MAX_TOKENS);
         assert_eq!(
             request.generation.input,
@@ -476,7 +479,7 @@ mod tests {
         ] {
             let mut body = base.clone();
             body[field] = value;
-            let error = parse_chat(&body, 8192).unwrap_err();
+            let error = parse_chat(&body, 8192, &SchemaLimits::default()).unwrap_err();
             assert_eq!(error.param.as_deref(), Some(field));
             assert!(
                 error.error.message.contains("not supported"),

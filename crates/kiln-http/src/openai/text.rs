@@ -76,9 +76,10 @@ async fn serve(
         ));
     };
     let name = served.name.as_str();
+    let limits = &state.config.limits.schema;
     let mut request = match kind {
-        StreamKind::Chat => request::parse_chat(&body, worker.context_window()),
-        StreamKind::Completion => request::parse_completion(&body),
+        StreamKind::Chat => request::parse_chat(&body, worker.context_window(), limits),
+        StreamKind::Completion => request::parse_completion(&body, limits),
     }
     .map_err(|e| e.served_by(name))?;
     request.session = crate::body::session_affinity(headers);
