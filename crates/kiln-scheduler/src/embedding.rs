@@ -8,7 +8,7 @@ use std::time::Instant;
 use kiln_core::{Embedder, EmbeddingOutput, ErrorKind, KilnError, KilnResult, Pooling};
 use tokio::sync::oneshot;
 
-use crate::{Admission, AdmissionConfig};
+use crate::{isolated, rebuilt, Admission, AdmissionConfig, Rebuild};
 
 /// Requests waiting together are embedded in one forward pass up to this many texts.
 const MAX_BATCH_TEXTS: usize = 256;
@@ -51,20 +51,33 @@ pub struct EmbeddingWorker {
 impl EmbeddingWorker {
     pub fn spawn(
         name: &str,
+        embedder: Box<dyn Embedder>,
+        config: AdmissionConfig,
+    ) -> KilnResult<Self> {
+        Self::spawn_rebuildable(name, embedder, None, config)
+    }
+
+    /// [`spawn`](Self::spawn), with a way to reload the model after the engine panicked.
+    pub fn spawn_rebuildable(
+        name: &str,
         mut embedder: Box<dyn Embedder>,
+        rebuild: Option<Rebuild<Box<dyn Embedder>>>,
         config: AdmissionConfig,
     ) -> KilnResult<Self> {
         let (jobs, queue) = mpsc::sync_channel::<EmbeddingJob>(config.queue_capacity);
         let in_flight = Arc::new(AtomicUsize::new(0));
         let dimensions = embedder.dimensions();
         let counter = in_flight.clone();
+        let model = name.to_owned();
         thread::Builder::new()
             .name(format!("embed-{name}"))
             .spawn(move || {
                 while let Ok(first) = queue.recv() {
                     let batch = gather_batch(first, &queue);
                     let finished = batch.len();
-                    run_batch(embedder.as_mut(), batch);
+                    if run_batch(&model, embedder.as_mut(), batch) == Engine::Panicked {
+                        embedder = rebuilt(&model, embedder, rebuild.as_ref());
+                    }
                     counter.fetch_sub(finished, Ordering::SeqCst);
                 }
             })
@@ -135,7 +148,14 @@ fn gather_batch(first: EmbeddingJob, queue: &mpsc::Receiver<EmbeddingJob>) -> Ve
     batch
 }
 
-fn run_batch(embedder: &mut dyn Embedder, batch: Vec<EmbeddingJob>) {
+/// Whether the engine can be trusted after a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Sound,
+    Panicked,
+}
+
+fn run_batch(model: &str, embedder: &mut dyn Embedder, batch: Vec<EmbeddingJob>) -> Engine {
     let now = Instant::now();
     let (live, expired): (Vec<_>, Vec<_>) = batch
         .into_iter()
@@ -153,9 +173,13 @@ fn run_batch(embedder: &mut dyn Embedder, batch: Vec<EmbeddingJob>) {
             None => groups.push(vec![job]),
         }
     }
+    let mut state = Engine::Sound;
     for group in groups {
-        embed_group(embedder, group);
+        if embed_group(model, embedder, group) == Engine::Panicked {
+            state = Engine::Panicked;
+        }
     }
+    state
 }
 
 fn same_group(a: &EmbeddingJob, b: &EmbeddingJob) -> bool {
@@ -168,9 +192,10 @@ fn same_group(a: &EmbeddingJob, b: &EmbeddingJob) -> bool {
 }
 
 /// Runs one homogeneous group (same pooling, same kind of input) in one engine call.
-fn embed_group(embedder: &mut dyn Embedder, group: Vec<EmbeddingJob>) {
+fn embed_group(model: &str, embedder: &mut dyn Embedder, group: Vec<EmbeddingJob>) -> Engine {
     let pooling = group[0].pooling;
-    let result = match &group[0].input {
+    // A panic fails this group's requests only; the caller rebuilds the engine.
+    let result = isolated(model, || match &group[0].input {
         EmbeddingInput::Texts(_) => {
             let texts: Vec<String> = group
                 .iter()
@@ -191,6 +216,10 @@ fn embed_group(embedder: &mut dyn Embedder, group: Vec<EmbeddingJob>) {
                 .collect();
             embedder.embed_token_ids(&ids, pooling)
         }
+    });
+    let (result, state) = match result {
+        Ok(result) => (result, Engine::Sound),
+        Err(panicked) => (Err(panicked), Engine::Panicked),
     };
     match result {
         Ok(output) => split_output(output, group),
@@ -200,6 +229,7 @@ fn embed_group(embedder: &mut dyn Embedder, group: Vec<EmbeddingJob>) {
             }
         }
     }
+    state
 }
 
 /// Hands each job its own vectors and its own inputs' token counts back.

@@ -13,7 +13,7 @@ use kiln_core::{ErrorKind, GenerationEvent, GenerationRequest, KilnError, KilnRe
 use tokio::sync::mpsc as async_mpsc;
 
 use crate::metrics::ModelMetrics;
-use crate::{Admission, AdmissionConfig};
+use crate::{isolated, rebuilt, Admission, AdmissionConfig, Rebuild};
 
 /// What the transport receives: engine events, or the error that ended the request.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,7 +113,19 @@ impl GenerationWorker {
     /// for a free slot; more get 429 / 3040.
     pub fn spawn(
         name: &str,
-        mut generator: Box<dyn BatchGenerator>,
+        generator: Box<dyn BatchGenerator>,
+        config: AdmissionConfig,
+    ) -> KilnResult<Self> {
+        Self::spawn_rebuildable(name, generator, None, config)
+    }
+
+    /// [`spawn`](Self::spawn), with a way to reload the model after the engine panicked: a
+    /// panic in a forward pass fails the requests of that pass, the model is reloaded, and the
+    /// queued requests are served by the fresh engine.
+    pub fn spawn_rebuildable(
+        name: &str,
+        generator: Box<dyn BatchGenerator>,
+        rebuild: Option<Rebuild<Box<dyn BatchGenerator>>>,
         config: AdmissionConfig,
     ) -> KilnResult<Self> {
         let (jobs, queue) = mpsc::sync_channel::<GenerationJob>(config.queue_capacity);
@@ -123,11 +135,14 @@ impl GenerationWorker {
         let slots = generator.max_sequences().max(1);
         let counter = in_flight.clone();
         let metrics = ModelMetrics::new(name);
+        let model = name.to_owned();
         thread::Builder::new()
             .name(format!("gen-{name}"))
             .spawn(move || {
                 let mut scheduler = Scheduler {
-                    generator: generator.as_mut(),
+                    model,
+                    generator,
+                    rebuild,
                     queue,
                     in_flight: counter,
                     running: HashMap::new(),
@@ -237,8 +252,10 @@ struct RunningRequest {
 }
 
 /// The worker thread's state.
-struct Scheduler<'a> {
-    generator: &'a mut dyn BatchGenerator,
+struct Scheduler {
+    model: String,
+    generator: Box<dyn BatchGenerator>,
+    rebuild: Option<Rebuild<Box<dyn BatchGenerator>>>,
     queue: mpsc::Receiver<GenerationJob>,
     in_flight: Arc<AtomicUsize>,
     running: HashMap<SequenceId, RunningRequest>,
@@ -246,7 +263,7 @@ struct Scheduler<'a> {
     metrics: ModelMetrics,
 }
 
-impl Scheduler<'_> {
+impl Scheduler {
     fn run(&mut self) {
         loop {
             if !self.admit_waiting() {
@@ -256,8 +273,31 @@ impl Scheduler<'_> {
             if self.running.is_empty() {
                 continue;
             }
-            let report = self.generator.step();
-            self.dispatch(report);
+            let generator = &mut self.generator;
+            match isolated(&self.model, || generator.step()) {
+                Ok(report) => self.dispatch(report),
+                // Every sequence of the pass is lost with the engine's state.
+                Err(panicked) => self.recover(panicked),
+            }
+        }
+    }
+
+    /// After a panic: the running requests end with `error`, and the engine is rebuilt (the
+    /// model reloaded) before queued requests are admitted.
+    fn recover(&mut self, error: KilnError) {
+        for (_, request) in self.running.drain() {
+            let _ = request.events.try_send(WorkerEvent::Error(error.clone()));
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+        let old = std::mem::replace(&mut self.generator, Box::new(Reloading));
+        self.generator = rebuilt(&self.model, old, self.rebuild.as_ref());
+    }
+
+    /// Cancels a sequence; a panic while doing so means the engine cannot be trusted.
+    fn cancel(&mut self, id: SequenceId) {
+        let generator = &mut self.generator;
+        if let Err(panicked) = isolated(&self.model, || generator.cancel(id)) {
+            self.recover(panicked);
         }
     }
 
@@ -300,9 +340,18 @@ impl Scheduler<'_> {
         }
         let id = self.next_id;
         self.next_id += 1;
-        if let Err(error) = self.generator.add_sequence(id, &job.request, &job.options) {
+        let generator = &mut self.generator;
+        let added = isolated(&self.model, || {
+            generator.add_sequence(id, &job.request, &job.options)
+        });
+        let panicked = added.is_err();
+        if let Err(error) = added.and_then(|added| added) {
             let _ = job.events.try_send(WorkerEvent::Error(error));
             self.release();
+            if panicked {
+                // Whatever the engine half-admitted goes; if even that fails, it is rebuilt.
+                self.cancel(id);
+            }
             return;
         }
         self.metrics.queue_time(now - job.clock.submitted);
@@ -329,13 +378,15 @@ impl Scheduler<'_> {
             .map(|(&id, _)| id)
             .collect();
         for id in departed {
-            if let Some(request) = self.running.remove(&id) {
-                if !request.events.is_closed() {
-                    let _ = request.events.try_send(WorkerEvent::Error(timeout_error()));
-                }
+            // A panic while cancelling an earlier one may have ended this one already.
+            let Some(request) = self.running.remove(&id) else {
+                continue;
+            };
+            if !request.events.is_closed() {
+                let _ = request.events.try_send(WorkerEvent::Error(timeout_error()));
             }
-            self.generator.cancel(id);
             self.release();
+            self.cancel(id);
         }
     }
 
@@ -380,11 +431,11 @@ impl Scheduler<'_> {
             let delivered = request.events.try_send(message).is_ok();
             if last || !delivered {
                 self.running.remove(&event.id);
+                self.release();
                 if !last {
                     // The client left (or, impossibly, fell a whole request behind).
-                    self.generator.cancel(event.id);
+                    self.cancel(event.id);
                 }
-                self.release();
             }
         }
     }
@@ -392,5 +443,32 @@ impl Scheduler<'_> {
     /// One queued or running request is gone.
     fn release(&self) {
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Stands in for the engine while a panicked one is dropped and its model reloaded.
+struct Reloading;
+
+impl BatchGenerator for Reloading {
+    fn context_window(&self) -> u32 {
+        0
+    }
+    fn max_sequences(&self) -> usize {
+        0
+    }
+    fn running_sequences(&self) -> usize {
+        0
+    }
+    fn add_sequence(
+        &mut self,
+        _: SequenceId,
+        _: &GenerationRequest,
+        _: &SequenceOptions,
+    ) -> KilnResult<()> {
+        Err(KilnError::internal("the model is being reloaded"))
+    }
+    fn cancel(&mut self, _: SequenceId) {}
+    fn step(&mut self) -> StepReport {
+        StepReport::default()
     }
 }

@@ -16,7 +16,54 @@ pub use registry::{
     LoadedWorker, ModelLoader, ModelRegistry, ResidencyPolicy, ServedModel, UnloadReason, Worker,
 };
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
+
+use kiln_core::{KilnError, KilnResult};
+
+/// Builds a fresh engine (reloads the model) after a panic left the old one untrustworthy.
+/// Runs on the worker's own thread; queued requests wait for it and are served once it is back.
+pub type Rebuild<E> = Box<dyn Fn() -> KilnResult<E> + Send>;
+
+/// Runs one piece of engine work, turning a panic into an error for the request(s) it served.
+/// The worker thread, its queue and every other request carry on.
+pub(crate) fn isolated<T>(model: &str, work: impl FnOnce() -> T) -> Result<T, KilnError> {
+    catch_unwind(AssertUnwindSafe(work)).map_err(|payload| {
+        let reason = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        tracing::error!(model, reason = %reason, "engine panicked; the request that hit it fails");
+        crate::metrics::engine_panicked(model);
+        KilnError::internal(format!(
+            "the model {model} failed while serving this request (an internal error); \
+             other requests are not affected"
+        ))
+    })
+}
+
+/// After a panic: a fresh engine from `rebuild`, or the old one when there is no way to rebuild
+/// (or rebuilding fails, which is logged: a possibly degraded model beats none).
+pub(crate) fn rebuilt<E>(model: &str, old: E, rebuild: Option<&Rebuild<E>>) -> E {
+    let Some(rebuild) = rebuild else {
+        return old;
+    };
+    // The old engine's memory is released before the new one is read.
+    drop(old);
+    loop {
+        match isolated(model, rebuild) {
+            Ok(Ok(engine)) => {
+                tracing::info!(model, "engine rebuilt after a panic");
+                return engine;
+            }
+            Ok(Err(error)) | Err(error) => {
+                tracing::error!(model, %error, "rebuilding the engine failed; retrying in 1 s");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
 
 /// Limits shared by every worker.
 #[derive(Debug, Clone, Copy)]
@@ -58,7 +105,7 @@ pub(crate) async fn submit_and_wait<J, T>(
     use std::sync::atomic::Ordering;
     use std::sync::mpsc::TrySendError;
 
-    use kiln_core::{ErrorKind, KilnError};
+    use kiln_core::ErrorKind;
 
     let previously = in_flight.fetch_add(1, Ordering::SeqCst);
     if admission.reject_if_busy && previously > 0 {

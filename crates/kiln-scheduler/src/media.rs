@@ -6,10 +6,12 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Instant;
 
-use kiln_core::{ErrorKind, KilnError, KilnResult, MediaEngine, MediaOutput, MediaRequest, Task};
+use kiln_core::{
+    ErrorKind, KilnError, KilnResult, MediaEngine, MediaOutput, MediaRequest, Task, WorkProgress,
+};
 use tokio::sync::oneshot;
 
-use crate::{Admission, AdmissionConfig};
+use crate::{isolated, rebuilt, Admission, AdmissionConfig, Rebuild};
 
 struct MediaJob {
     request: MediaRequest,
@@ -28,30 +30,56 @@ pub struct MediaWorker {
 impl MediaWorker {
     pub fn spawn(
         name: &str,
+        engine: Box<dyn MediaEngine>,
+        config: AdmissionConfig,
+    ) -> KilnResult<Self> {
+        Self::spawn_rebuildable(name, engine, None, config)
+    }
+
+    /// [`spawn`](Self::spawn), with a way to reload the model after the engine panicked.
+    pub fn spawn_rebuildable(
+        name: &str,
         mut engine: Box<dyn MediaEngine>,
+        rebuild: Option<Rebuild<Box<dyn MediaEngine>>>,
         config: AdmissionConfig,
     ) -> KilnResult<Self> {
         let (jobs, queue) = mpsc::sync_channel::<MediaJob>(config.queue_capacity);
         let in_flight = Arc::new(AtomicUsize::new(0));
         let task = engine.task();
         let counter = in_flight.clone();
+        let model = name.to_owned();
         thread::Builder::new()
             .name(format!("media-{name}"))
             .spawn(move || {
-                while let Ok(job) = queue.recv() {
+                while let Ok(MediaJob {
+                    request,
+                    deadline,
+                    reply,
+                }) = queue.recv()
+                {
                     // A caller that left or ran out of time gets no work done for it.
-                    let result = (!job.reply.is_closed()).then(|| {
-                        if job.deadline <= Instant::now() {
-                            Err(timeout())
-                        } else {
-                            engine.run(job.request)
+                    let result = if reply.is_closed() {
+                        None
+                    } else if deadline <= Instant::now() {
+                        Some(Err(timeout()))
+                    } else {
+                        // Long work stops between chunks once the caller is gone or late.
+                        let progress = WorkProgress::new(deadline, || reply.is_closed());
+                        let outcome = isolated(&model, || engine.run(request, &progress));
+                        drop(progress);
+                        match outcome {
+                            Ok(result) => Some(result),
+                            Err(panicked) => {
+                                engine = rebuilt(&model, engine, rebuild.as_ref());
+                                Some(Err(panicked))
+                            }
                         }
-                    });
+                    };
                     // Not busy before the answer leaves: a caller that has its answer never
                     // sees its own request still counted.
                     counter.fetch_sub(1, Ordering::SeqCst);
                     if let Some(result) = result {
-                        let _ = job.reply.send(result);
+                        let _ = reply.send(result);
                     }
                 }
             })
@@ -109,7 +137,7 @@ mod tests {
         fn task(&self) -> Task {
             Task::ImageClassification
         }
-        fn run(&mut self, request: MediaRequest) -> KilnResult<MediaOutput> {
+        fn run(&mut self, request: MediaRequest, _: &WorkProgress) -> KilnResult<MediaOutput> {
             std::thread::sleep(self.0);
             match request {
                 MediaRequest::Classify { image, .. } => Ok(MediaOutput::Labels(vec![LabelScore {

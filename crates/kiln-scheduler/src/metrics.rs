@@ -87,3 +87,8 @@ pub fn model_unloaded(model: &str, reason: &'static str) {
     gauge!("kiln_model_memory_bytes", "model" => model.clone()).set(0.0);
     counter!("kiln_model_unloads_total", "model" => model, "reason" => reason).increment(1);
 }
+
+/// An engine panicked while serving a request (the request failed; the worker carried on).
+pub fn engine_panicked(model: &str) {
+    counter!("kiln_engine_panics_total", "model" => model.to_owned()).increment(1);
+}

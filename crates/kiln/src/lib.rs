@@ -2,6 +2,7 @@
 //! that tests start the very same server in-process.
 
 pub mod config;
+mod fault_injection;
 mod media_engines;
 pub mod models;
 pub mod platform_cli;

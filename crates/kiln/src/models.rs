@@ -5,16 +5,17 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use kiln_catalog::Catalog;
-use kiln_core::{ErrorKind, KilnError, KilnResult, Task};
+use kiln_core::engine::BatchGenerator;
+use kiln_core::{Embedder, ErrorKind, KilnError, KilnResult, MediaEngine, Task};
 use kiln_engine_bert::BertEmbedder;
 use kiln_engine_llama::{LlamaGenerator, LlamaOptions};
 use kiln_scheduler::{
     AdmissionConfig, EmbeddingWorker, GenerationWorker, LoadedWorker, MediaWorker, ModelLoader,
-    ModelRegistry, ResidencyPolicy, Worker,
+    ModelRegistry, Rebuild, ResidencyPolicy, Worker,
 };
 use kiln_store::{InstalledModel, ModelFormat, ModelStore, Progress};
 
-use crate::ServeConfig;
+use crate::{fault_injection, ServeConfig};
 
 /// Makes sure every configured model is present and verified, fetching what is missing.
 pub fn ensure_models(
@@ -81,7 +82,17 @@ impl ModelLoader for EngineLoader {
                     LlamaGenerator::load(&model.primary_file, &options).map_err(cannot_load)?;
                 tracing::info!(model = %model.name, "{}", generator.model_description());
                 let memory_bytes = generator.memory_bytes();
-                let worker = GenerationWorker::spawn(&model.name, Box::new(generator), admission)?;
+                let file = model.primary_file.clone();
+                let reload: Rebuild<Box<dyn BatchGenerator>> = Box::new(move || {
+                    let generator = LlamaGenerator::load(&file, &options)?;
+                    Ok(fault_injection::generator(Box::new(generator)))
+                });
+                let worker = GenerationWorker::spawn_rebuildable(
+                    &model.name,
+                    fault_injection::generator(Box::new(generator)),
+                    Some(reload),
+                    admission,
+                )?;
                 Ok(LoadedWorker {
                     worker: Worker::Generation(worker),
                     memory_bytes,
@@ -90,7 +101,18 @@ impl ModelLoader for EngineLoader {
             }
             ModelFormat::HfBert => {
                 let embedder = BertEmbedder::load(&model.dir).map_err(cannot_load)?;
-                let worker = EmbeddingWorker::spawn(&model.name, Box::new(embedder), admission)?;
+                let dir = model.dir.clone();
+                let reload: Rebuild<Box<dyn Embedder>> = Box::new(move || {
+                    Ok(fault_injection::embedder(Box::new(BertEmbedder::load(
+                        &dir,
+                    )?)))
+                });
+                let worker = EmbeddingWorker::spawn_rebuildable(
+                    &model.name,
+                    fault_injection::embedder(Box::new(embedder)),
+                    Some(reload),
+                    admission,
+                )?;
                 Ok(LoadedWorker {
                     worker: Worker::Embedding(worker),
                     // f32 weights as read, plus activations that scale with them.
@@ -99,16 +121,34 @@ impl ModelLoader for EngineLoader {
                 })
             }
             ModelFormat::EfficientNetPth => {
-                let engine = crate::media_engines::VisionEngine::load(&model.dir)?;
-                media_worker(name, Box::new(engine), admission, model.size_bytes)
+                let dir = model.dir.clone();
+                let limits = self.config.limits();
+                let load = move || -> KilnResult<Box<dyn MediaEngine>> {
+                    Ok(Box::new(
+                        crate::media_engines::VisionEngine::load_with_limits(&dir, &limits)?,
+                    ))
+                };
+                media_worker(name, load, admission, model.size_bytes)
             }
             ModelFormat::Piper => {
-                let engine = crate::media_engines::VoiceEngine::load(&model.dir)?;
-                media_worker(name, Box::new(engine), admission, model.size_bytes)
+                let dir = model.dir.clone();
+                let limits = self.config.limits();
+                let load = move || -> KilnResult<Box<dyn MediaEngine>> {
+                    Ok(Box::new(
+                        crate::media_engines::VoiceEngine::load_with_limits(&dir, &limits)?,
+                    ))
+                };
+                media_worker(name, load, admission, model.size_bytes)
             }
             ModelFormat::Ct2Whisper => {
-                let engine = crate::media_engines::WhisperEngine::load(&model.dir)?;
-                media_worker(name, Box::new(engine), admission, model.size_bytes)
+                let dir = model.dir.clone();
+                let limits = self.config.limits();
+                let load = move || -> KilnResult<Box<dyn MediaEngine>> {
+                    Ok(Box::new(
+                        crate::media_engines::WhisperEngine::load_with_limits(&dir, &limits)?,
+                    ))
+                };
+                media_worker(name, load, admission, model.size_bytes)
             }
             ModelFormat::Assets => Err(KilnError::new(
                 ErrorKind::NoSuchModel,
@@ -286,14 +326,18 @@ fn human_size(bytes: u64) -> String {
 
 /// A media engine on its own worker thread; it holds about twice its weights (f32 copies and
 /// one request's activations).
+/// `load` is called again to reload the model if the engine panics.
 fn media_worker(
     name: &str,
-    engine: Box<dyn kiln_core::MediaEngine>,
+    load: impl Fn() -> KilnResult<Box<dyn MediaEngine>> + Send + 'static,
     admission: AdmissionConfig,
     weights_bytes: u64,
 ) -> KilnResult<LoadedWorker> {
+    let engine = fault_injection::media(load()?);
+    let reload = move || load().map(fault_injection::media);
+    let worker = MediaWorker::spawn_rebuildable(name, engine, Some(Box::new(reload)), admission)?;
     Ok(LoadedWorker {
-        worker: Worker::Media(MediaWorker::spawn(name, engine, admission)?),
+        worker: Worker::Media(worker),
         memory_bytes: weights_bytes.saturating_mul(2),
         model_file: None,
     })
