@@ -23,10 +23,44 @@ pub use audio::{encode_mp3, encode_wav, resample};
 /// Silence put between two sentences, in seconds (Piper's default).
 const SENTENCE_SILENCE_SECONDS: f32 = 0.2;
 
+/// Phoneme characters synthesized in one run of the voice: a longer sentence is cut at a
+/// word boundary, because the model's memory grows with the length of what it speaks at once
+/// (a 4096-character sentence would need gigabytes; 400 phonemes, about 30 s of speech, took
+/// 450 MB that ONNX Runtime's arena then keeps), and a deadline is checked between pieces.
+/// 160 is a long spoken sentence.
+const MAX_PHONEMES_PER_RUN: usize = 160;
+
+/// What one request may ask a voice for (Kiln's `[limits.speech_synthesis]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpeechLimits {
+    /// Longest text spoken in one request, in characters.
+    pub max_characters: usize,
+}
+
+impl Default for SpeechLimits {
+    fn default() -> Self {
+        Self {
+            max_characters: 4096,
+        }
+    }
+}
+
+/// Sets how many `espeak-ng` processes may run at once in this process, over all voices and
+/// requests (`limits.speech_synthesis.max_phonemizer_processes`).
+pub fn set_max_phonemizer_processes(max: usize) {
+    phonemize::set_max_processes(max);
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TtsError {
     #[error("no text to speak")]
     EmptyText,
+    /// Over one of [`SpeechLimits`]; the message names the limit (the caller's fault).
+    #[error("{0}")]
+    Limit(String),
+    /// The caller's `keep_going` said stop (deadline passed, client gone).
+    #[error("the synthesis was stopped")]
+    Stopped,
     #[error("phonemizer: {0}")]
     Phonemizer(String),
     #[error("onnx runtime: {0}")]
@@ -205,19 +239,43 @@ impl Synthesizer {
     /// Mono f32 samples in [-1, 1] for `text` (sentences synthesized one after another, short
     /// silence between).
     pub fn speak(&self, text: &str) -> Result<Vec<f32>, TtsError> {
+        self.speak_within(text, &SpeechLimits::default(), &|| true)
+    }
+
+    /// [`Synthesizer::speak`] within `limits`, asking `keep_going` before each piece of each
+    /// sentence (and while the phonemizer runs): `TtsError::Stopped` when it says no.
+    pub fn speak_within(
+        &self,
+        text: &str,
+        limits: &SpeechLimits,
+        keep_going: &dyn Fn() -> bool,
+    ) -> Result<Vec<f32>, TtsError> {
         if text.trim().is_empty() {
             return Err(TtsError::EmptyText);
         }
-        let sentences = phonemize::phonemize(&self.espeak_voice, text)?;
+        // Counted without walking past the limit: the text may be megabytes.
+        if text.chars().nth(limits.max_characters).is_some() {
+            return Err(TtsError::Limit(format!(
+                "the text is {} characters, more than {} (limits.speech_synthesis.max_characters)",
+                text.chars().count(),
+                limits.max_characters
+            )));
+        }
+        let sentences = phonemize::phonemize(&self.espeak_voice, text, keep_going)?;
         let silence = (SENTENCE_SILENCE_SECONDS * self.sample_rate as f32) as usize;
         let mut audio = Vec::new();
-        for (i, phonemes) in sentences.iter().enumerate() {
-            let ids = self.ids.encode(phonemes);
-            tracing::debug!(%phonemes, ids = ids.len(), "synthesizing sentence");
+        for (i, sentence) in sentences.iter().enumerate() {
             if i > 0 {
                 audio.resize(audio.len() + silence, 0.0);
             }
-            self.synthesize_ids(ids, &mut audio)?;
+            for phonemes in pieces(sentence, MAX_PHONEMES_PER_RUN) {
+                if !keep_going() {
+                    return Err(TtsError::Stopped);
+                }
+                let ids = self.ids.encode(phonemes);
+                tracing::debug!(%phonemes, ids = ids.len(), "synthesizing sentence");
+                self.synthesize_ids(ids, &mut audio)?;
+            }
         }
         Ok(audio)
     }
@@ -259,9 +317,49 @@ impl Synthesizer {
     }
 }
 
+/// `text` cut into pieces of at most `max` characters, at the last space of each when there
+/// is one.
+fn pieces(text: &str, max: usize) -> Vec<&str> {
+    let max = max.max(1);
+    let mut out = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let Some((cut, _)) = rest.char_indices().nth(max) else {
+            out.push(rest);
+            break;
+        };
+        // The last space at or before the cut; a piece with none is cut mid-word.
+        let at = if rest[cut..].starts_with(' ') {
+            cut
+        } else {
+            match rest[..cut].rfind(' ') {
+                Some(space) if space > 0 => space,
+                _ => cut,
+            }
+        };
+        out.push(rest[..at].trim_end());
+        rest = rest[at..].trim_start();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_sentences_are_cut_at_spaces() {
+        assert_eq!(pieces("ab cd ef", 5), vec!["ab cd", "ef"]);
+        assert_eq!(pieces("abcdefgh", 3), vec!["abc", "def", "gh"]);
+        assert_eq!(pieces("  ab  ", 5), vec!["ab"]);
+        assert!(pieces("", 5).is_empty());
+        let long = "wˈɜːld ".repeat(500);
+        let cut = pieces(&long, MAX_PHONEMES_PER_RUN);
+        assert!(cut
+            .iter()
+            .all(|p| p.chars().count() <= MAX_PHONEMES_PER_RUN));
+        assert_eq!(cut.concat().chars().filter(|c| *c == 'w').count(), 500);
+    }
 
     fn assert_send_sync<T: Send + Sync>() {}
 

@@ -9,13 +9,76 @@
 //! punctuation is put back from the text.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::{Command, Stdio};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::TtsError;
 
 /// Program run for phonemes; `KILN_ESPEAK_NG` overrides it.
 const ESPEAK_PROGRAM: &str = "espeak-ng";
+/// A run of espeak-ng that takes longer is stuck (a 4096-character text takes well under a
+/// second): it is killed.
+const ESPEAK_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often a waiting phonemizer looks at its child and at the caller's `keep_going`.
+const POLL: Duration = Duration::from_millis(10);
+/// Most bytes read from espeak-ng's stdout or stderr (IPA of the longest accepted text is a
+/// small fraction of this).
+const MAX_OUTPUT_BYTES: u64 = 16 << 20;
+/// Most espeak-ng runs one request may start after its first (the clause-by-clause fallback);
+/// with more clauses than this the fallback reads the first run's lines as sentences instead.
+const MAX_FALLBACK_RUNS: usize = 32;
+
+/// espeak-ng processes that may run at once in this process, over all voices and requests.
+struct ProcessSlots {
+    /// (running, most allowed)
+    state: Mutex<(usize, usize)>,
+    freed: Condvar,
+}
+
+static SLOTS: ProcessSlots = ProcessSlots {
+    state: Mutex::new((0, 2)),
+    freed: Condvar::new(),
+};
+
+/// Sets how many espeak-ng processes may run at once (`limits.speech_synthesis.
+/// max_phonemizer_processes`; at least one).
+pub fn set_max_processes(max: usize) {
+    let mut state = SLOTS.state.lock().unwrap_or_else(|e| e.into_inner());
+    state.1 = max.max(1);
+    SLOTS.freed.notify_all();
+}
+
+/// A claim on one of the [`ProcessSlots`], given back on drop.
+struct Slot;
+
+impl Slot {
+    /// Waits for a free slot, asking `keep_going` (without the lock held) while it waits.
+    fn acquire(keep_going: &dyn Fn() -> bool) -> Result<Slot, TtsError> {
+        loop {
+            {
+                let mut state = SLOTS.state.lock().unwrap_or_else(|e| e.into_inner());
+                if state.0 < state.1 {
+                    state.0 += 1;
+                    return Ok(Slot);
+                }
+                let _ = SLOTS.freed.wait_timeout(state, POLL * 5);
+            }
+            if !keep_going() {
+                return Err(TtsError::Stopped);
+            }
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut state = SLOTS.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 = state.0.saturating_sub(1);
+        SLOTS.freed.notify_one();
+    }
+}
 
 /// One clause of the input text, as espeak-ng would split it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,11 +187,37 @@ fn push_clause(clauses: &mut Vec<Clause>, current: &mut String, terminator: Opti
     });
 }
 
-/// Runs espeak-ng once on `input` and returns its non-empty output lines.
-fn run_espeak(voice: &str, input: &str) -> Result<Vec<String>, TtsError> {
+/// Runs espeak-ng once on `input` and returns its non-empty output lines. At most
+/// `max_phonemizer_processes` of these run at once; a child that outlives [`ESPEAK_TIMEOUT`] or
+/// whose caller stops waiting is killed.
+fn run_espeak(
+    voice: &str,
+    input: &str,
+    keep_going: &dyn Fn() -> bool,
+) -> Result<Vec<String>, TtsError> {
     let program = std::env::var("KILN_ESPEAK_NG").unwrap_or_else(|_| ESPEAK_PROGRAM.to_owned());
-    let mut child = Command::new(&program)
-        .args(["-q", "--ipa", "-b", "1", "-v", voice])
+    let args = ["-q", "--ipa", "-b", "1", "-v", voice];
+    let stdout = run_limited(&program, &args, input, keep_going, ESPEAK_TIMEOUT)?;
+    Ok(String::from_utf8_lossy(&stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Runs `program` in a [`Slot`] with `input` on its stdin and returns its stdout; kills it
+/// after `timeout` or once `keep_going` says stop.
+fn run_limited(
+    program: &str,
+    args: &[&str],
+    input: &str,
+    keep_going: &dyn Fn() -> bool,
+    timeout: Duration,
+) -> Result<Vec<u8>, TtsError> {
+    let _slot = Slot::acquire(keep_going)?;
+    let mut child = Command::new(program)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -139,38 +228,88 @@ fn run_espeak(voice: &str, input: &str) -> Result<Vec<String>, TtsError> {
                  (scripts/install-deps does)"
             ))
         })?;
-    let mut stdin = child
-        .stdin
-        .take()
-        .ok_or_else(|| TtsError::Phonemizer("espeak-ng has no stdin".into()))?;
+    let (stdin, stdout, stderr) =
+        match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
+            (Some(stdin), Some(stdout), Some(stderr)) => (stdin, stdout, stderr),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(TtsError::Phonemizer("espeak-ng has no pipes".into()));
+            }
+        };
     let input = input.to_owned();
-    // Write from another thread so that a full stdout pipe cannot deadlock us.
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let output = child
-        .wait_with_output()
-        .map_err(|e| TtsError::Phonemizer(format!("espeak-ng failed: {e}")))?;
-    match writer.join() {
+    // Writing and reading happen on their own threads so that no full pipe can deadlock us,
+    // and this one can watch the clock.
+    let writer = std::thread::spawn(move || {
+        let mut stdin = stdin;
+        stdin.write_all(input.as_bytes())
+    });
+    let read_all = |pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            pipe.take(MAX_OUTPUT_BYTES)
+                .read_to_end(&mut out)
+                .map(|_| out)
+        })
+    };
+    let out_reader = read_all(Box::new(stdout));
+    let err_reader = read_all(Box::new(stderr));
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) => {}
+            Err(e) => break Err(TtsError::Phonemizer(format!("espeak-ng failed: {e}"))),
+        }
+        let stop = if !keep_going() {
+            Some(TtsError::Stopped)
+        } else if started.elapsed() > timeout {
+            Some(TtsError::Phonemizer(format!(
+                "{program} did not finish within {} ms and was killed",
+                timeout.as_millis()
+            )))
+        } else {
+            None
+        };
+        if let Some(error) = stop {
+            let _ = child.kill();
+            let _ = child.wait();
+            break Err(error);
+        }
+        std::thread::sleep(POLL);
+    };
+    // The child is gone, so its pipes are closed and these threads end.
+    let written = writer.join();
+    let stdout = out_reader.join();
+    let stderr = err_reader.join();
+    let status = status?;
+    match written {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(TtsError::Phonemizer(format!("writing to espeak-ng: {e}"))),
         Err(_) => return Err(TtsError::Phonemizer("espeak-ng writer panicked".into())),
     }
-    if !output.status.success() {
+    let stdout = match stdout {
+        Ok(Ok(bytes)) => bytes,
+        _ => return Err(TtsError::Phonemizer("reading from espeak-ng failed".into())),
+    };
+    if !status.success() {
+        let stderr = match stderr {
+            Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes).trim().to_owned(),
+            _ => String::new(),
+        };
         return Err(TtsError::Phonemizer(format!(
-            "espeak-ng exited with {}: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
+            "{program} exited with {status}: {stderr}"
         )));
     }
-    Ok(String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect())
+    Ok(stdout)
 }
 
 /// Phonemizes `text` into sentences of IPA phonemes, with punctuation, as Piper does.
-pub(crate) fn phonemize(voice: &str, text: &str) -> Result<Vec<String>, TtsError> {
+pub(crate) fn phonemize(
+    voice: &str,
+    text: &str,
+    keep_going: &dyn Fn() -> bool,
+) -> Result<Vec<String>, TtsError> {
     let clauses: Vec<Clause> = split_clauses(text)
         .into_iter()
         .filter(|c| !c.text.is_empty())
@@ -188,11 +327,22 @@ pub(crate) fn phonemize(voice: &str, text: &str) -> Result<Vec<String>, TtsError
             None => format!("{}\n\n", c.text),
         })
         .collect();
-    let mut lines = run_espeak(voice, &batch)?;
+    let mut lines = run_espeak(voice, &batch, keep_going)?;
     if lines.len() != clauses.len() {
+        if clauses.len() > MAX_FALLBACK_RUNS {
+            // One process per clause would be one per few characters of a hostile text; the
+            // lines of the one run already made are spoken as sentences, without the
+            // punctuation marks (which only shape intonation).
+            tracing::debug!(
+                clauses = clauses.len(),
+                lines = lines.len(),
+                "espeak-ng split the text differently; its lines become sentences"
+            );
+            return Ok(lines);
+        }
         lines = clauses
             .iter()
-            .map(|c| run_espeak(voice, &c.text).map(|l| l.join(" ")))
+            .map(|c| run_espeak(voice, &c.text, keep_going).map(|l| l.join(" ")))
             .collect::<Result<_, _>>()?;
     }
     let mut sentences = Vec::new();
@@ -319,18 +469,72 @@ mod tests {
     // These run the espeak-ng program (scripts/install-deps installs it).
     #[test]
     fn phonemizes_with_punctuation_per_sentence() {
-        let sentences = phonemize("en-us", "Hello, world! How are you?").expect("espeak-ng");
+        let sentences =
+            phonemize("en-us", "Hello, world! How are you?", &|| true).expect("espeak-ng");
         assert_eq!(sentences, vec!["həlˈoʊ, wˈɜːld!", "hˈaʊ ɑːɹ juː?"]);
     }
 
     #[test]
     fn falls_back_to_one_run_per_clause() {
         // "-." gives espeak-ng no phonemes, so the batch output has a line too few.
-        let sentences = phonemize("en-us", "Hello. -. World, again.").expect("espeak-ng");
+        let sentences = phonemize("en-us", "Hello. -. World, again.", &|| true).expect("espeak-ng");
         assert_eq!(sentences, vec!["həlˈoʊ.", "wˈɜːld, ɐɡˈɛn."]);
-        assert!(phonemize("en-us", "... ?! ,")
+        assert!(phonemize("en-us", "... ?! ,", &|| true)
             .expect("espeak-ng")
             .is_empty());
+    }
+
+    #[test]
+    fn a_stuck_child_is_killed() {
+        let started = Instant::now();
+        let result = run_limited("sleep", &["30"], "", &|| true, Duration::from_millis(300));
+        assert!(
+            matches!(&result, Err(TtsError::Phonemizer(m)) if m.contains("killed")),
+            "{result:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let started = Instant::now();
+        let result = run_limited("sleep", &["30"], "", &|| false, Duration::from_secs(60));
+        assert_eq!(result, Err(TtsError::Stopped));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn processes_wait_for_a_slot() {
+        let max_running = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let peak = |max_running: &std::sync::atomic::AtomicUsize| {
+            let running = SLOTS.state.lock().map(|s| s.0).unwrap_or(0);
+            max_running.fetch_max(running, std::sync::atomic::Ordering::SeqCst);
+        };
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let max_running = max_running.clone();
+                std::thread::spawn(move || {
+                    let watch = || {
+                        peak(&max_running);
+                        true
+                    };
+                    run_limited("sleep", &["0.2"], "", &watch, Duration::from_secs(10))
+                })
+            })
+            .collect();
+        for thread in threads {
+            assert!(thread.join().expect("joins").is_ok());
+        }
+        // The limit is 2 unless a test lowered it; the other tests here run at most a few.
+        let allowed = SLOTS.state.lock().map(|s| s.1).unwrap_or(0);
+        assert!(max_running.load(std::sync::atomic::Ordering::SeqCst) <= allowed);
+    }
+
+    #[test]
+    fn many_clauses_do_not_start_many_processes() {
+        // "-." gives espeak-ng no phonemes, so line counts never match; 500 clauses must not
+        // become 500 processes (this would take minutes if they did, not milliseconds).
+        let text = "Hello. -. ".repeat(250);
+        let started = Instant::now();
+        let sentences = phonemize("en-us", &text, &|| true).expect("espeak-ng");
+        assert_eq!(sentences.len(), 250);
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[test]

@@ -16,13 +16,15 @@ use std::path::Path;
 use candle_core::Tensor;
 
 use efficientnet_lite::EfficientNetLite;
+pub use preprocess::ImageLimits;
 use preprocess::Normalization;
 use resnet::ResNet50;
 
 /// The checkpoint file inside an installed `efficientnet-lite0` model directory.
 pub const EFFICIENTNET_LITE0_FILE: &str = "efficientnet-lite0-57934424.pth";
 
-/// Why an image could not be classified. The first three are the caller's fault (HTTP 400).
+/// Why an image could not be classified. `EmptyImage`, `UnsupportedFormat`, `CorruptImage` and
+/// `Limit` are the caller's fault (HTTP 400).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum VisionError {
     #[error("the image is empty")]
@@ -31,6 +33,12 @@ pub enum VisionError {
     UnsupportedFormat(String),
     #[error("the image could not be decoded: {0}")]
     CorruptImage(String),
+    /// Over one of [`ImageLimits`]; the message names the limit.
+    #[error("{0}")]
+    Limit(String),
+    /// The caller's `keep_going` said stop (deadline passed, client gone).
+    #[error("the classification was stopped")]
+    Stopped,
     #[error("model error: {0}")]
     Model(String),
 }
@@ -38,7 +46,7 @@ pub enum VisionError {
 impl VisionError {
     /// True when the request body, not the server, is at fault.
     pub fn is_bad_input(&self) -> bool {
-        !matches!(self, VisionError::Model(_))
+        !matches!(self, VisionError::Model(_) | VisionError::Stopped)
     }
 }
 
@@ -109,7 +117,25 @@ impl ImageClassifier {
         image_bytes: &[u8],
         k: usize,
     ) -> Result<Vec<Classification>, VisionError> {
-        let input = preprocess::preprocess(image_bytes, self.normalization)?;
+        self.classify_within(image_bytes, k, &ImageLimits::default(), &|| true)
+    }
+
+    /// [`ImageClassifier::classify`] within `limits`, asking `keep_going` before decoding and
+    /// before the network runs (`VisionError::Stopped` when it says no).
+    pub fn classify_within(
+        &self,
+        image_bytes: &[u8],
+        k: usize,
+        limits: &ImageLimits,
+        keep_going: &dyn Fn() -> bool,
+    ) -> Result<Vec<Classification>, VisionError> {
+        if !keep_going() {
+            return Err(VisionError::Stopped);
+        }
+        let input = preprocess::preprocess_within(image_bytes, self.normalization, limits)?;
+        if !keep_going() {
+            return Err(VisionError::Stopped);
+        }
         let logits = self.logits(&input)?;
         let probs = candle_nn::ops::softmax_last_dim(&logits)?
             .squeeze(0)?

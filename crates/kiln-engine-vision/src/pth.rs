@@ -16,7 +16,7 @@
 //! offset, size and stride and then made contiguous in its logical order.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use candle_core::pickle::{Object, Stack};
@@ -92,8 +92,12 @@ pub fn read_legacy_pth_from<R: BufRead>(r: &mut R) -> Result<HashMap<String, Ten
             .checked_mul(dtype.size_in_bytes() as u64)
             .filter(|n| *n <= MAX_STORAGE_BYTES)
             .ok_or_else(|| candle_core::Error::Msg(format!("storage {key} is too large")))?;
-        let mut bytes = vec![0u8; n_bytes as usize];
-        r.read_exact(&mut bytes)?;
+        // Read before allocating: a header may declare far more than the file holds.
+        let mut bytes = Vec::new();
+        r.by_ref().take(n_bytes).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 != n_bytes {
+            bail!("storage {key} declares {n_bytes} bytes but the file ends first");
+        }
         let storage = Tensor::from_raw_buffer(&bytes, dtype, &[numel as usize], &Device::Cpu)?;
         storages.insert(key, storage);
     }

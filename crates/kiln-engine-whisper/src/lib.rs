@@ -13,12 +13,13 @@ mod output;
 mod rules;
 mod transcribe;
 
-pub use audio::{decode_audio, pcm_i16_to_f32, resample_to_16k};
+pub use audio::{decode_audio, decode_audio_within, pcm_i16_to_f32, resample_to_16k, AudioLimits};
 pub use output::{to_vtt, Segment, Transcript, Word};
 pub use transcribe::{Task, TranscribeOptions, Transcriber};
 
-/// Errors of the speech-recognition engine. The first three are the caller's fault (HTTP 400,
-/// Workers AI code 5006 upstream); `Model` is an internal failure.
+/// Errors of the speech-recognition engine. The first four are the caller's fault (HTTP 400,
+/// Workers AI code 5006 upstream); `Stopped` is the caller's `keep_going` saying stop (deadline,
+/// client gone); `Model` is an internal failure.
 #[derive(Debug, thiserror::Error)]
 pub enum AsrError {
     #[error("the audio input is empty")]
@@ -27,6 +28,11 @@ pub enum AsrError {
     UnsupportedFormat(String),
     #[error("corrupt audio: {0}")]
     CorruptAudio(String),
+    /// Over one of [`AudioLimits`]; the message names the limit.
+    #[error("{0}")]
+    Limit(String),
+    #[error("the transcription was stopped")]
+    Stopped,
     #[error("speech model error: {0}")]
     Model(String),
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, IndexOp, Tensor, D};
 use candle_nn::VarBuilder;
-use candle_transformers::models::whisper::{self as w, audio::pcm_to_mel, model::Whisper};
+use candle_transformers::models::whisper::{self as w, model::Whisper};
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
@@ -18,6 +18,11 @@ const NO_SPEECH_THRESHOLD: f32 = 0.6;
 const LOGPROB_THRESHOLD: f32 = -1.0;
 /// Mel frames per timestamp step.
 const INPUT_STRIDE: usize = 2;
+/// Characters of an initial prompt that are tokenized (its end; far more than the ~220
+/// tokens a window can be conditioned on).
+const PROMPT_TAIL_CHARS: usize = 4096;
+/// Decoder steps between two progress checks inside a window.
+const TOKENS_PER_CHECK: usize = 32;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Task {
@@ -110,16 +115,26 @@ impl Transcriber {
         samples_16k: &[f32],
         options: &TranscribeOptions,
     ) -> Result<Transcript, AsrError> {
+        self.transcribe_within(samples_16k, options, &|| true)
+    }
+
+    /// [`Transcriber::transcribe`], asking `keep_going` before each 30 s window (and every few
+    /// decoded tokens): when it returns false the work stops with `AsrError::Stopped`, so a
+    /// request past its deadline holds the model for at most one more window step.
+    pub fn transcribe_within(
+        &mut self,
+        samples_16k: &[f32],
+        options: &TranscribeOptions,
+        keep_going: &dyn Fn() -> bool,
+    ) -> Result<Transcript, AsrError> {
         if samples_16k.is_empty() {
             return Err(AsrError::EmptyAudio);
         }
         let duration = samples_16k.len() as f32 / w::SAMPLE_RATE as f32;
         // Mel of the whole recording plus 30 s of silence, so every window is full length.
-        let mut padded = samples_16k.to_vec();
-        padded.extend(std::iter::repeat_n(0.0, w::N_SAMPLES));
         let cfg = self.model.config.clone();
-        let mel = pcm_to_mel(&cfg, &padded, &self.filters);
-        let n_frames = mel.len() / cfg.num_mel_bins;
+        let (mel, n_frames) =
+            crate::mel::log_mel(samples_16k, cfg.num_mel_bins, &self.filters, keep_going)?;
         let mel = Tensor::from_vec(mel, (1, cfg.num_mel_bins, n_frames), &Device::Cpu)?;
         let content_frames = samples_16k.len() / w::HOP_LENGTH;
 
@@ -149,7 +164,15 @@ impl Transcriber {
         }
         let mut prompt: Vec<u32> = Vec::new();
         if let (Some(text), Some(sot_prev)) = (&options.initial_prompt, self.tokens.sot_prev) {
-            let text = format!(" {}", text.trim());
+            // Only the prompt's last tokens are kept, so only its tail is tokenized: a huge
+            // prompt costs nothing more than a short one.
+            let text = text.trim();
+            let tail_start = text
+                .char_indices()
+                .rev()
+                .nth(PROMPT_TAIL_CHARS)
+                .map_or(0, |(at, _)| at);
+            let text = format!(" {}", &text[tail_start..]);
             let enc = self
                 .tokenizer
                 .encode(text, false)
@@ -163,6 +186,9 @@ impl Transcriber {
         let mut segments = Vec::new();
         let mut seek = 0usize;
         while seek < content_frames {
+            if !keep_going() {
+                return Err(AsrError::Stopped);
+            }
             let time_offset = (seek * w::HOP_LENGTH) as f32 / w::SAMPLE_RATE as f32;
             let segment_size = w::N_FRAMES.min(content_frames - seek);
             let window_secs = (segment_size * w::HOP_LENGTH) as f32 / w::SAMPLE_RATE as f32;
@@ -170,7 +196,7 @@ impl Transcriber {
                 Some(f) if seek == 0 => f,
                 _ => self.encode(&mel, seek)?,
             };
-            let result = self.decode_window(&features, &prompt, &sot_seq)?;
+            let result = self.decode_window(&features, &prompt, &sot_seq, keep_going)?;
             // The initial prompt conditions the first window only (no conditioning on
             // previous text: it costs decoder time and feeds repetition loops).
             prompt.clear();
@@ -229,6 +255,7 @@ impl Transcriber {
         features: &Tensor,
         prompt: &[u32],
         sot_seq: &[u32],
+        keep_going: &dyn Fn() -> bool,
     ) -> Result<WindowResult, AsrError> {
         let rules = LogitRules {
             tokens: &self.tokens,
@@ -244,6 +271,9 @@ impl Transcriber {
         let mut no_speech_prob = 0f32;
         let mut step = 0;
         while tokens.len() < max_len {
+            if step % TOKENS_PER_CHECK == TOKENS_PER_CHECK - 1 && !keep_going() {
+                return Err(AsrError::Stopped);
+            }
             let input = Tensor::new(tokens.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
             let ys = self.model.decoder.forward(&input, features, step == 0)?;
             let seq = ys.dim(1)?;

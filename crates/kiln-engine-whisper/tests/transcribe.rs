@@ -194,3 +194,39 @@ fn multilingual_base_detects_english() {
     };
     assert!(asr.transcribe(&samples, &bad).is_err());
 }
+
+/// Speech tiled to `secs` seconds (16 kHz).
+fn speech_for(secs: f32) -> Vec<f32> {
+    let clip = decode_audio(&espeak(
+        "Kiln serves models on your own machine. The quick brown fox jumps over the lazy dog.",
+    ))
+    .expect("decode");
+    let want = (secs * 16_000.0) as usize;
+    clip.iter().copied().cycle().take(want).collect()
+}
+
+#[test]
+fn a_passed_deadline_stops_a_long_transcription_within_a_window() {
+    use std::time::{Duration, Instant};
+    let mut asr = tiny();
+    let options = TranscribeOptions::default();
+    // What one 30 s window costs here.
+    let window = speech_for(30.0);
+    let started = Instant::now();
+    asr.transcribe(&window, &options).expect("one window");
+    let one_window = started.elapsed();
+    // Ten minutes (20 windows) with a deadline 1.5 s away.
+    let long = speech_for(600.0);
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(1500);
+    let result = asr.transcribe_within(&long, &options, &|| Instant::now() < deadline);
+    let took = started.elapsed();
+    eprintln!("one window {one_window:?}; stopped after {took:?}");
+    assert!(matches!(result, Err(AsrError::Stopped)), "{result:?}");
+    assert!(
+        took < Duration::from_millis(1500) + one_window + Duration::from_secs(1),
+        "held the model {took:?} (one window takes {one_window:?})"
+    );
+    // And the model is still usable afterwards.
+    asr.transcribe(&window, &options).expect("after a stop");
+}

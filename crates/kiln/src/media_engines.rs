@@ -4,20 +4,46 @@
 
 use std::path::Path;
 
+use kiln_core::limits::{AudioLimits, ImageLimits, InputLimits, SpeechSynthesisLimits};
 use kiln_core::media::{AudioFormat, LabelScore, TimedSegment, TimedWord, Transcription};
-use kiln_core::{KilnError, KilnResult, MediaEngine, MediaOutput, MediaRequest, Task};
+use kiln_core::{
+    ErrorKind, KilnError, KilnResult, MediaEngine, MediaOutput, MediaRequest, Task, WorkProgress,
+};
 
 fn wrong_request(task: Task) -> KilnError {
     KilnError::bad_input(format!("this model serves {} requests only", task.name()))
 }
 
+/// The error that stopped an engine when its `keep_going` said no: what `progress` says now
+/// (the deadline only passes further and a gone caller does not come back).
+fn stopped(progress: &WorkProgress) -> KilnError {
+    progress
+        .check()
+        .err()
+        .unwrap_or_else(|| KilnError::new(ErrorKind::Timeout, ErrorKind::Timeout.default_message()))
+}
+
 /// Image classification on EfficientNet-Lite0 (`kiln-engine-vision`).
-pub struct VisionEngine(kiln_engine_vision::ImageClassifier);
+pub struct VisionEngine {
+    classifier: kiln_engine_vision::ImageClassifier,
+    limits: kiln_engine_vision::ImageLimits,
+}
 
 impl VisionEngine {
-    pub fn load(dir: &Path) -> KilnResult<Self> {
+    pub fn load_with_limits(dir: &Path, limits: &InputLimits) -> KilnResult<Self> {
+        let ImageLimits {
+            max_dimension,
+            max_pixels,
+            ..
+        } = limits.image;
         kiln_engine_vision::ImageClassifier::load_efficientnet_lite0(dir)
-            .map(Self)
+            .map(|classifier| Self {
+                classifier,
+                limits: kiln_engine_vision::ImageLimits {
+                    max_dimension,
+                    max_pixels,
+                },
+            })
             .map_err(|e| KilnError::internal(format!("cannot load the image classifier: {e}")))
     }
 }
@@ -27,17 +53,19 @@ impl MediaEngine for VisionEngine {
         Task::ImageClassification
     }
 
-    fn run(&mut self, request: MediaRequest, _progress: &WorkProgress) -> KilnResult<MediaOutput> {
+    fn run(&mut self, request: MediaRequest, progress: &WorkProgress) -> KilnResult<MediaOutput> {
         let MediaRequest::Classify { image, top_k } = request else {
             return Err(wrong_request(self.task()));
         };
-        let classes = self.0.classify(&image, top_k).map_err(|error| {
-            if error.is_bad_input() {
-                KilnError::bad_input(error.to_string())
-            } else {
-                KilnError::internal(error.to_string())
-            }
-        })?;
+        let keep_going = || progress.check().is_ok();
+        let classes = self
+            .classifier
+            .classify_within(&image, top_k, &self.limits, &keep_going)
+            .map_err(|error| match error {
+                kiln_engine_vision::VisionError::Stopped => stopped(progress),
+                error if error.is_bad_input() => KilnError::bad_input(error.to_string()),
+                error => KilnError::internal(error.to_string()),
+            })?;
         Ok(MediaOutput::Labels(
             classes
                 .into_iter()
@@ -51,12 +79,25 @@ impl MediaEngine for VisionEngine {
 }
 
 /// Text-to-speech with a Piper voice (`kiln-engine-tts`).
-pub struct VoiceEngine(kiln_engine_tts::Synthesizer);
+pub struct VoiceEngine {
+    synthesizer: kiln_engine_tts::Synthesizer,
+    limits: kiln_engine_tts::SpeechLimits,
+}
 
 impl VoiceEngine {
-    pub fn load(dir: &Path) -> KilnResult<Self> {
+    /// Loads the voice; also sets the process-wide number of phonemizer processes.
+    pub fn load_with_limits(dir: &Path, limits: &InputLimits) -> KilnResult<Self> {
+        let SpeechSynthesisLimits {
+            max_characters,
+            max_phonemizer_processes,
+            ..
+        } = limits.speech_synthesis;
+        kiln_engine_tts::set_max_phonemizer_processes(max_phonemizer_processes);
         kiln_engine_tts::Synthesizer::load(dir)
-            .map(Self)
+            .map(|synthesizer| Self {
+                synthesizer,
+                limits: kiln_engine_tts::SpeechLimits { max_characters },
+            })
             .map_err(|e| KilnError::internal(format!("cannot load the voice: {e}")))
     }
 }
@@ -66,7 +107,7 @@ impl MediaEngine for VoiceEngine {
         Task::TextToSpeech
     }
 
-    fn run(&mut self, request: MediaRequest, _progress: &WorkProgress) -> KilnResult<MediaOutput> {
+    fn run(&mut self, request: MediaRequest, progress: &WorkProgress) -> KilnResult<MediaOutput> {
         let MediaRequest::Speak {
             text,
             format,
@@ -76,11 +117,17 @@ impl MediaEngine for VoiceEngine {
             return Err(wrong_request(self.task()));
         };
         use kiln_engine_tts::TtsError;
-        let mut samples = self.0.speak(&text).map_err(|error| match error {
-            TtsError::EmptyText => KilnError::bad_input("the text is empty"),
-            other => KilnError::internal(other.to_string()),
-        })?;
-        let mut rate = self.0.sample_rate();
+        let keep_going = || progress.check().is_ok();
+        let mut samples = self
+            .synthesizer
+            .speak_within(&text, &self.limits, &keep_going)
+            .map_err(|error| match error {
+                TtsError::EmptyText => KilnError::bad_input("the text is empty"),
+                TtsError::Limit(message) => KilnError::bad_input(message),
+                TtsError::Stopped => stopped(progress),
+                other => KilnError::internal(other.to_string()),
+            })?;
+        let mut rate = self.synthesizer.sample_rate();
         if let Some(target) = sample_rate.filter(|&target| target != rate) {
             if !(8_000..=48_000).contains(&target) {
                 return Err(KilnError::bad_input(format!(
@@ -109,20 +156,39 @@ impl MediaEngine for VoiceEngine {
 }
 
 /// Speech recognition with Whisper on CTranslate2 weights (`kiln-engine-whisper`).
-pub struct WhisperEngine(kiln_engine_whisper::Transcriber);
+pub struct WhisperEngine {
+    transcriber: kiln_engine_whisper::Transcriber,
+    limits: kiln_engine_whisper::AudioLimits,
+}
 
 impl WhisperEngine {
-    pub fn load(dir: &Path) -> KilnResult<Self> {
+    pub fn load_with_limits(dir: &Path, limits: &InputLimits) -> KilnResult<Self> {
+        let AudioLimits {
+            max_seconds,
+            min_sample_rate,
+            max_sample_rate,
+            max_channels,
+            ..
+        } = limits.audio;
         kiln_engine_whisper::Transcriber::load(dir)
-            .map(Self)
+            .map(|transcriber| Self {
+                transcriber,
+                limits: kiln_engine_whisper::AudioLimits {
+                    max_seconds,
+                    min_sample_rate,
+                    max_sample_rate,
+                    max_channels,
+                },
+            })
             .map_err(|e| KilnError::internal(format!("cannot load Whisper: {e}")))
     }
 }
 
-fn asr_error(error: kiln_engine_whisper::AsrError) -> KilnError {
+fn asr_error(error: kiln_engine_whisper::AsrError, progress: &WorkProgress) -> KilnError {
     use kiln_engine_whisper::AsrError;
     match error {
         AsrError::Model(detail) => KilnError::internal(detail),
+        AsrError::Stopped => stopped(progress),
         input_error => KilnError::bad_input(input_error.to_string()),
     }
 }
@@ -132,11 +198,14 @@ impl MediaEngine for WhisperEngine {
         Task::SpeechRecognition
     }
 
-    fn run(&mut self, request: MediaRequest, _progress: &WorkProgress) -> KilnResult<MediaOutput> {
+    fn run(&mut self, request: MediaRequest, progress: &WorkProgress) -> KilnResult<MediaOutput> {
         let MediaRequest::Transcribe { audio, options } = request else {
             return Err(wrong_request(self.task()));
         };
-        let samples = kiln_engine_whisper::decode_audio(&audio).map_err(asr_error)?;
+        let keep_going = || progress.check().is_ok();
+        let asr_error = |error| asr_error(error, progress);
+        let samples = kiln_engine_whisper::decode_audio_within(audio, &self.limits, &keep_going)
+            .map_err(asr_error)?;
         let whisper_options = kiln_engine_whisper::TranscribeOptions {
             language: options.language,
             task: if options.translate {
@@ -147,9 +216,10 @@ impl MediaEngine for WhisperEngine {
             initial_prompt: options.initial_prompt,
         };
         let transcript = self
-            .0
-            .transcribe(&samples, &whisper_options)
+            .transcriber
+            .transcribe_within(&samples, &whisper_options, &keep_going)
             .map_err(asr_error)?;
+        drop(samples);
         let vtt = kiln_engine_whisper::to_vtt(&transcript);
         // Words belong to the segment they start in.
         let segments = transcript
