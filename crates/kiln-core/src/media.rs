@@ -108,15 +108,15 @@ pub trait MediaEngine: Send {
 }
 
 /// Whether a request's work should go on: its deadline, and whether anyone still waits for it.
-pub struct WorkProgress {
+pub struct WorkProgress<'a> {
     deadline: std::time::Instant,
-    abandoned: Box<dyn Fn() -> bool + Send + Sync>,
+    abandoned: Box<dyn Fn() -> bool + Send + Sync + 'a>,
 }
 
-impl WorkProgress {
+impl<'a> WorkProgress<'a> {
     pub fn new(
         deadline: std::time::Instant,
-        abandoned: impl Fn() -> bool + Send + Sync + 'static,
+        abandoned: impl Fn() -> bool + Send + Sync + 'a,
     ) -> Self {
         Self {
             deadline,

@@ -372,6 +372,10 @@ pub fn validation_within(schema: &Value, instance: &Value, budget: usize) -> boo
                 }
                 _ => {}
             }
+            // Queued work counts too: one value can queue a subschema per member.
+            if steps + work.len() > budget {
+                return false;
+            }
         }
     }
     true

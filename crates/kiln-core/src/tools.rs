@@ -368,20 +368,20 @@ impl ToolSyntax {
 /// `{…}; {…}` or `{…}\n{…}` → the values, or `None` if anything else is there.
 fn split_json_values(text: &str) -> Option<Vec<Value>> {
     let mut values = Vec::new();
-    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    // A loop, not recursion per `;`: the text is a model's output, as long as it likes.
+    let mut rest = text;
     loop {
-        match stream.next() {
-            None => return Some(values),
-            Some(Ok(value)) => values.push(value),
-            Some(Err(_)) => {
-                // Skip one `;` separator and continue after it.
-                let offset = stream.byte_offset();
-                let rest = text[offset..].trim_start().strip_prefix(';')?;
-                let mut tail = split_json_values(rest)?;
-                values.append(&mut tail);
-                return Some(values);
+        let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Value>();
+        loop {
+            match stream.next() {
+                None => return Some(values),
+                Some(Ok(value)) => values.push(value),
+                Some(Err(_)) => break,
             }
         }
+        // Skip one `;` separator and continue after it.
+        let offset = stream.byte_offset();
+        rest = rest[offset..].trim_start().strip_prefix(';')?;
     }
 }
 
@@ -396,6 +396,14 @@ mod tests {
             parameters: json!({"type": "object", "properties": {"city": {"type": "string"}},
                 "required": ["city"]}),
         }
+    }
+
+    #[test]
+    fn any_number_of_separated_values_splits_without_recursion() {
+        let text = vec!["{}"; 200_000].join(";");
+        let values = split_json_values(&text).expect("splits");
+        assert_eq!(values.len(), 200_000);
+        assert_eq!(split_json_values("{}; [1]").map(|v| v.len()), Some(2));
     }
 
     #[test]

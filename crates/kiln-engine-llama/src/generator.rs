@@ -26,7 +26,10 @@ use crate::sampling::{build_sampler, sampler_seed, PENALTY_WINDOW};
 use crate::slots::{choose_slot, Phase, Running, Slot, TextPipeline};
 
 /// The context window used when the caller does not choose one and the model allows more.
-pub const DEFAULT_CONTEXT_CAP: u32 = 8192;
+/// Every parallel slot holds this many KV cells, cleared (so resident) at load: 4096 keeps the
+/// default models under 2 GiB together (issue #15), as Ollama's and llama.cpp server's defaults
+/// do; `context_size` raises it.
+pub const DEFAULT_CONTEXT_CAP: u32 = 4096;
 
 /// How to load a model.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -385,5 +385,8 @@ fn description_names_the_architecture() {
     let generator = generator();
     let description = generator.model_description();
     assert!(description.contains("llama"), "{description}");
-    assert_eq!(generator.context_window(), 8192);
+    assert_eq!(
+        generator.context_window(),
+        kiln_engine_llama::DEFAULT_CONTEXT_CAP
+    );
 }

@@ -96,16 +96,24 @@ impl GatewayStore {
 
     /// The gateway a request names, from memory after its first use.
     pub fn resolve(&self, account: &str, id: &str) -> KilnResult<Arc<Gateway>> {
-        let key = (account.to_owned(), id.to_owned());
-        if let Some(gateway) = self.resolved_map().get(&key) {
-            return Ok(gateway.clone());
+        if let Some(gateway) = self.resolved(account, id) {
+            return Ok(gateway);
         }
+        let key = (account.to_owned(), id.to_owned());
         let gateway = Arc::new(self.get(account, id)?);
         self.resolved
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(key, gateway.clone());
         Ok(gateway)
+    }
+
+    /// The gateway a request names if it is in memory: never touches SQLite, so an async
+    /// caller can try it before [`GatewayStore::resolve`] on a blocking thread.
+    pub fn resolved(&self, account: &str, id: &str) -> Option<Arc<Gateway>> {
+        self.resolved_map()
+            .get(&(account.to_owned(), id.to_owned()))
+            .cloned()
     }
 
     /// Replaces the settings; with `cache_invalidate_on_update` the gateway's cache is emptied.

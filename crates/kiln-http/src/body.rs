@@ -5,6 +5,8 @@ use axum::http::{header, HeaderMap};
 use kiln_core::{ErrorKind, KilnError, KilnResult};
 use serde_json::Value;
 
+use crate::offload::{off_runtime_if, INLINE_BYTES};
+
 fn too_large(limit: usize) -> KilnError {
     KilnError::new(
         ErrorKind::RequestTooLarge,
@@ -48,7 +50,14 @@ pub fn parse_json(bytes: &[u8]) -> KilnResult<Value> {
 
 /// [`read_limited`] then [`parse_json`]: the JSON body of a request, within `limit` bytes.
 pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> KilnResult<Value> {
-    parse_json(&read_limited(headers, body, limit).await?)
+    parse_json_off_runtime(read_limited(headers, body, limit).await?).await
+}
+
+/// [`parse_json`], on the blocking pool when the body is large: parsing megabytes takes
+/// milliseconds that the runtime's other requests would wait for.
+pub async fn parse_json_off_runtime(bytes: Bytes) -> KilnResult<Value> {
+    let large = bytes.len() > INLINE_BYTES;
+    off_runtime_if(large, "JSON parsing", move || parse_json(&bytes)).await
 }
 
 /// `x-session-affinity`: pins a conversation to the slot that holds its prefix cache.

@@ -6,6 +6,7 @@ use kiln_scheduler::{Admission, EmbeddingWorker};
 use serde_json::{json, Value};
 
 use crate::envelope::success;
+use crate::offload::{off_runtime_if, INLINE_BYTES};
 use crate::platform::{Meter, ReportedUsage};
 
 pub async fn run(
@@ -28,12 +29,15 @@ pub async fn run(
     let output = worker.embed(texts, pooling, admission).await?;
     let usage = kiln_core::Usage::new(output.prompt_tokens, 0);
     meter.charge_tokens(&usage);
-    let result = json!({
-        "shape": [count, worker.dimensions()],
-        "data": output.vectors,
-        "pooling": pooling.as_str(),
+    let shape = [count, worker.dimensions()];
+    // Each float is about ten bytes of JSON: many texts make megabytes to write.
+    let floats: usize = output.vectors.iter().map(Vec::len).sum();
+    let vectors = output.vectors;
+    let written = off_runtime_if(floats * 10 > INLINE_BYTES, "embedding output", move || {
+        let result = json!({"shape": shape, "data": vectors, "pooling": pooling.as_str()});
+        Ok(success(result).into_response())
     });
-    let mut response = success(result).into_response();
+    let mut response = written.await?;
     response.extensions_mut().insert(ReportedUsage(usage));
     Ok(response)
 }

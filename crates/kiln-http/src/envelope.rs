@@ -99,3 +99,48 @@ pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         .unwrap_or("unknown panic");
     ApiError::from(KilnError::internal(detail)).into_response()
 }
+
+/// Largest text/plain body read back from an extractor's rejection.
+const REJECTION_BYTES: usize = 4096;
+
+/// axum's extractor rejections (a path segment that is not UTF-8, a query string that does not
+/// parse, a missing content type) answer `text/plain`. Every error of Kiln's own routes is an
+/// envelope, so these are rewrapped: OpenAI's shape under `/v1` (and `/ai/v1`), Workers AI's
+/// elsewhere, keeping the rejection's status and message. Not for relayed upstream answers:
+/// the gateway's routes sit outside this layer.
+pub async fn rejections_as_envelopes(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let openai = {
+        let path = request.uri().path();
+        path.starts_with("/v1/") || path.contains("/ai/v1/")
+    };
+    let response = next.run(request).await;
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/plain"));
+    if !status.is_client_error() || !plain {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), REJECTION_BYTES)
+        .await
+        .unwrap_or_default();
+    let message = String::from_utf8_lossy(&body).trim().to_owned();
+    let kind = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorKind::RequestTooLarge,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorKind::MethodNotAllowed,
+        _ => ErrorKind::BadInput,
+    };
+    let error = KilnError::new(kind, message);
+    let mut wrapped = if openai {
+        crate::openai::OpenAiError::from(error).into_response()
+    } else {
+        ApiError::from(error).into_response()
+    };
+    *wrapped.status_mut() = status;
+    wrapped
+}

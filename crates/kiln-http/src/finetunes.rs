@@ -1,6 +1,7 @@
 //! `/accounts/{account_id}/ai/finetunes`: create, list, and upload the two assets of a LoRA
 //! fine-tune (spec §6).
 
+use axum::body::Bytes;
 use axum::extract::{Multipart, Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -48,9 +49,10 @@ pub async fn create(
     }
 }
 
-/// `GET …/ai/finetunes`.
+/// `GET …/ai/finetunes`: reads every fine-tune's metadata file.
 pub async fn list(State(state): State<SharedState>, Path(account): Path<String>) -> Response {
-    let listed = state.finetunes.list(&account);
+    let store = state.finetunes.clone();
+    let listed = off_runtime("listing fine-tunes", move || store.list(&account)).await;
     match listed {
         Ok(finetunes) => success(json!(finetunes)).into_response(),
         Err(error) => ApiError::from(error).into_response(),
@@ -84,7 +86,7 @@ pub async fn upload_asset(
 }
 
 /// The `file_name` and `file` fields; `file_name` defaults to the file part's own name.
-async fn read_fields(multipart: &mut Multipart) -> Result<(String, Vec<u8>), KilnError> {
+async fn read_fields(multipart: &mut Multipart) -> Result<(String, Bytes), KilnError> {
     let mut file_name = None;
     let mut contents = None;
     let multipart_error =
@@ -96,7 +98,8 @@ async fn read_fields(multipart: &mut Multipart) -> Result<(String, Vec<u8>), Kil
                 let part_name = field.file_name().map(str::to_owned);
                 let bytes = field.bytes().await.map_err(multipart_error)?;
                 file_name = file_name.or(part_name);
-                contents = Some(bytes.to_vec());
+                // Up to 300 MB: kept as received, not copied.
+                contents = Some(bytes);
             }
             _ => {}
         }

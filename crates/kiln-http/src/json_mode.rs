@@ -75,9 +75,8 @@ impl JsonMode {
             )));
         }
         schema_guard::guard(&mut schema, limits, field)?;
-        let compiled = schema_guard::on_large_stack("compiling the JSON schema", || {
-            compile(&schema).map_err(|error| error.to_string())
-        })?;
+        let compiled =
+            schema_guard::on_large_stack("compiling the JSON schema", || compile(&schema))?;
         let validator = compiled.map_err(|error| {
             KilnError::bad_input(format!(
                 "'{field}' is not a valid JSON Schema: {}",
@@ -142,7 +141,7 @@ impl JsonMode {
 
 /// The validator: local `$ref`s only (the retriever refuses every URI, whatever features the
 /// crate was built with), and regular expressions with bounded size and backtracking.
-fn compile(schema: &Value) -> Result<jsonschema::Validator, jsonschema::ValidationError<'static>> {
+fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
     jsonschema::options()
         .with_retriever(NoFetch)
         .with_pattern_options(
@@ -152,6 +151,7 @@ fn compile(schema: &Value) -> Result<jsonschema::Validator, jsonschema::Validati
                 .dfa_size_limit(256 * 1024),
         )
         .build(schema)
+        .map_err(|error| error.to_string())
 }
 
 /// Never fetches: a schema from a client must not make Kiln open connections or files.

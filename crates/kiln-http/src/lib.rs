@@ -40,7 +40,7 @@ pub use metrics::install_recorder as install_metrics_recorder;
 pub use request_metrics::TOTAL_MS_HEADER;
 
 /// Transport limits.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct HttpConfig {
     /// Larger bodies get 413 / 3006 before they are parsed.
     pub max_body_bytes: usize,
@@ -173,7 +173,8 @@ pub fn router(state: AppState) -> Router {
         .merge(vectorize::binding_routes(state.clone()))
         .fallback(envelope::route_not_found)
         .method_not_allowed_fallback(envelope::method_not_allowed)
-        .with_state(state.clone());
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn(envelope::rejections_as_envelopes));
     // The gateway and the batch queue reach the Workers AI routes in-process through `inner`.
     batch::spawn_runner(state.clone(), inner.clone());
     inner

@@ -103,7 +103,12 @@ fn spawn_upkeep(handle: PrometheusHandle) {
 
 /// `GET /metrics`: the Prometheus text exposition of every metric recorded in this process.
 pub async fn render() -> Response {
-    let mut response = handle().render().into_response();
+    // Rendering grows with the number of series (routes × statuses × models, histograms).
+    let rendered = crate::offload::off_runtime("rendering metrics", || Ok(handle().render()));
+    let mut response = match rendered.await {
+        Ok(text) => text.into_response(),
+        Err(error) => return crate::envelope::ApiError::from(error).into_response(),
+    };
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_TEXT));

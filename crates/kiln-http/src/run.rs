@@ -11,6 +11,7 @@ use kiln_scheduler::{Admission, Worker};
 use serde_json::Value;
 
 use crate::envelope::ApiError;
+use crate::offload::{off_runtime_if, INLINE_BYTES};
 use crate::platform::{Caller, Meter};
 use crate::{batch, body, embeddings, text_generation, SharedState};
 
@@ -84,15 +85,23 @@ async fn run(
         .map(|r| crate::envelope::with_model_header(r, &served.name))
         .map_err(|e| ApiError::from(e).served_by(&served.name));
     }
-    let input = body::read_json(headers, request_body, state.config.max_body_bytes)
+    let bytes = body::read_limited(headers, request_body, state.config.max_body_bytes)
         .await
         .map_err(|e| ApiError::from(e).served_by(&served.name))?;
-    // A Worker polls a batch with `env.AI.run(model, {request_id})`, without the query.
+    // Parsing and schema validation grow with the input.
+    let input = off_runtime_if(bytes.len() > INLINE_BYTES, "input validation", move || {
+        let input = body::parse_json(&bytes)?;
+        // A Worker polls a batch with `env.AI.run(model, {request_id})`, without the query.
+        if batch::poll_id(&input).is_none() {
+            kiln_catalog::validate_input(entry, &input)?;
+        }
+        Ok(input)
+    })
+    .await
+    .map_err(|e| ApiError::from(e).served_by(&served.name))?;
     if let Some(request_id) = batch::poll_id(&input) {
         return batch::poll(state, caller, request_id).await;
     }
-    kiln_catalog::validate_input(entry, &input)
-        .map_err(|e| ApiError::from(e).served_by(&served.name))?;
     let meter = admit(state, caller, model, entry).map_err(|e| e.served_by(&served.name))?;
     let admission = admission_options(&input);
     let response = match &served.worker {
@@ -107,7 +116,7 @@ async fn run(
                 meter: &meter,
             };
             let session = body::session_affinity(headers);
-            text_generation::run(state, &target, &input, admission, session).await
+            text_generation::run(state, &target, input, admission, session).await
         }
         Worker::Embedding(worker) => embeddings::run(worker, &input, admission, &meter).await,
         Worker::Media(_) => Err(KilnError::internal("media requests are served above")),

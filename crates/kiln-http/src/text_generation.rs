@@ -50,38 +50,34 @@ pub struct Target<'a> {
 pub async fn run(
     state: &SharedState,
     target: &Target<'_>,
-    input: &Value,
+    input: Value,
     admission: Admission,
     session: Option<String>,
 ) -> KilnResult<Response> {
-    let (mut request, json_mode) = parse_request(input, &state.config.limits.schema)?;
-    if let Some(lora) = input.get("lora").filter(|v| !v.is_null()) {
+    // Compiling a client's JSON Schema (JSON mode) and tool grammars grows with what the client
+    // sent: off the async threads, with the input that went through validation.
+    let preparing = Preparing {
+        limits: state.config.limits.clone(),
+        catalog_id: target.catalog_id,
+        entry: target.entry,
+        tool_syntax: target.worker.tool_syntax(),
+        local_model: target.local_model.to_owned(),
+    };
+    let prepared = off_runtime("request preparation", move || preparing.run(input)).await?;
+    let Prepared {
+        mut request,
+        answer: (json_mode, tool_syntax),
+        lora,
+        streaming,
+    } = prepared;
+    if let Some(lora) = lora {
         request.lora = Some(lora_adapter(state, target, lora).await?);
     }
-    let tools = tools::parse_tools(input.get("tools"), &state.config.limits.schema)?;
-    if !tools.is_empty() && target.catalog_id && !target.entry.has_property("function_calling") {
-        return Err(KilnError::bad_input(format!(
-            "The model {} does not support function calling ('tools')",
-            target.entry.name
-        )));
-    }
-    let choice = tools::parse_tool_choice(input.get("tool_choice"))?;
-    let tool_syntax = tools::prepare(
-        &mut request,
-        tools,
-        choice,
-        target.worker.tool_syntax(),
-        target.local_model,
-    )?;
     let answer = Answer {
         json_mode,
         tool_syntax,
         meter: target.meter.clone(),
     };
-    let streaming = input
-        .get("stream")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
     let deadline = state.config.request_timeout;
     let mut events = target
         .worker
@@ -105,54 +101,110 @@ pub async fn run(
     }
 }
 
-/// The GGUF adapter of the account's fine-tune `lora` names, converted for the serving model.
+/// What [`Preparing::run`] needs of the target, owned for the blocking pool.
+struct Preparing {
+    /// `[limits.schema]` bounds JSON mode's schema and the tools' parameters.
+    limits: Arc<kiln_core::InputLimits>,
+    catalog_id: bool,
+    entry: &'static CatalogEntry,
+    tool_syntax: Option<ToolSyntax>,
+    local_model: String,
+}
+
+/// The engine request and how its answer is read.
+struct Prepared {
+    request: GenerationRequest,
+    answer: (Option<Arc<JsonMode>>, Option<ToolSyntax>),
+    /// The fine-tune `lora` names.
+    lora: Option<String>,
+    streaming: bool,
+}
+
+impl Preparing {
+    fn run(self, input: Value) -> KilnResult<Prepared> {
+        let (mut request, json_mode) = parse_request(&input, &self.limits.schema)?;
+        let lora = match input.get("lora").filter(|v| !v.is_null()) {
+            None => None,
+            Some(lora) => {
+                if self.catalog_id && !self.entry.has_property("lora") {
+                    return Err(KilnError::new(
+                        ErrorKind::LoraUnsupported,
+                        format!(
+                            "The model {} does not support LoRa inference",
+                            self.entry.name
+                        ),
+                    ));
+                }
+                let name = lora.as_str().ok_or_else(|| {
+                    KilnError::bad_input("'/lora' must be a fine-tune id or name")
+                })?;
+                Some(name.to_owned())
+            }
+        };
+        let tools = tools::parse_tools(input.get("tools"), &self.limits.schema)?;
+        if !tools.is_empty() && self.catalog_id && !self.entry.has_property("function_calling") {
+            return Err(KilnError::bad_input(format!(
+                "The model {} does not support function calling ('tools')",
+                self.entry.name
+            )));
+        }
+        let choice = tools::parse_tool_choice(input.get("tool_choice"))?;
+        let tool_syntax = tools::prepare(
+            &mut request,
+            tools,
+            choice,
+            self.tool_syntax,
+            &self.local_model,
+        )?;
+        let streaming = input
+            .get("stream")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        Ok(Prepared {
+            request,
+            answer: (json_mode, tool_syntax),
+            lora,
+            streaming,
+        })
+    }
+}
+
+/// The GGUF adapter of the account's fine-tune `lora`, converted for the serving model. Reading
+/// the fine-tune's files and converting it run on the blocking pool.
 async fn lora_adapter(
     state: &SharedState,
     target: &Target<'_>,
-    lora: &Value,
+    lora: String,
 ) -> KilnResult<PathBuf> {
-    if target.catalog_id && !target.entry.has_property("lora") {
-        return Err(KilnError::new(
-            ErrorKind::LoraUnsupported,
-            format!(
-                "The model {} does not support LoRa inference",
-                target.entry.name
-            ),
-        ));
-    }
-    let lora = lora
-        .as_str()
-        .ok_or_else(|| KilnError::bad_input("'/lora' must be a fine-tune id or name"))?;
-    let ready = state.finetunes.ready(target.account, lora)?;
-    // The adapter was trained for its base model; the request must run on the same weights.
-    let base_task = state.catalog.get(&ready.finetune.model).map(|e| e.task);
-    let base_local = state
-        .registry
-        .resolve(&ready.finetune.model, base_task)
-        .map(|(name, _)| name);
-    if base_local != Some(target.local_model) {
-        return Err(KilnError::bad_input(format!(
-            "fine-tune {:?} is for {} (served by {}), not this model (served by {})",
-            ready.finetune.name,
-            ready.finetune.model,
-            base_local.unwrap_or("no local model"),
-            target.local_model
-        )));
-    }
     let model_file = target
         .model_file
         .filter(|file| file.extension().is_some_and(|e| e == "gguf"))
-        .ok_or_else(|| {
+        .map(Path::to_path_buf);
+    let (state, account) = (state.clone(), target.account.to_owned());
+    let local_model = target.local_model.to_owned();
+    off_runtime("adapter conversion", move || {
+        let ready = state.finetunes.ready(&account, &lora)?;
+        // The adapter was trained for its base model; the request must run on the same weights.
+        let base_task = state.catalog.get(&ready.finetune.model).map(|e| e.task);
+        let base_local = state
+            .registry
+            .resolve(&ready.finetune.model, base_task)
+            .map(|(name, _)| name);
+        if base_local != Some(local_model.as_str()) {
+            return Err(KilnError::bad_input(format!(
+                "fine-tune {:?} is for {} (served by {}), not this model (served by {})",
+                ready.finetune.name,
+                ready.finetune.model,
+                base_local.unwrap_or("no local model"),
+                local_model
+            )));
+        }
+        let model_file = model_file.ok_or_else(|| {
             KilnError::new(
                 ErrorKind::LoraUnsupported,
-                format!(
-                    "the local model {} cannot take LoRA adapters",
-                    target.local_model
-                ),
+                format!("the local model {local_model} cannot take LoRA adapters"),
             )
-        })?
-        .to_owned();
-    off_runtime("adapter conversion", move || {
+        })?;
         kiln_finetune::gguf_adapter(&ready, &model_file)
     })
     .await

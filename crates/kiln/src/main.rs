@@ -101,8 +101,16 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The stack of every runtime and blocking-pool thread, stated rather than left to tokio's
+/// 2 MiB default. Recursion over a client's JSON is bounded by serde_json's depth limit (128):
+/// Kiln's own walks are iterative or bounded, and the deepest JSON a request can carry runs
+/// through schema compilation, validation and tool grammars within 2 MiB even in a debug build
+/// (kiln-http's `offload` test). Four times that is headroom for the libraries doing it.
+const THREAD_STACK_BYTES: usize = 8 * 1024 * 1024;
+
 fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(THREAD_STACK_BYTES)
         .enable_all()
         .build()?;
     runtime.block_on(async {

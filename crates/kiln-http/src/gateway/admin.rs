@@ -1,4 +1,7 @@
 //! The management API of spec §4.12: gateway objects and custom providers.
+//!
+//! Every call here reads or writes SQLite (`synchronous = FULL`, and the logs API first waits
+//! for the log writer), so each runs on the blocking pool, envelope serialization included.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -10,37 +13,48 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::envelope::{success, ApiError};
+use crate::offload::off_runtime;
 use crate::{body, SharedState};
 
-pub(super) fn answer(result: KilnResult<Value>) -> Response {
-    match result {
-        Ok(value) => success(value).into_response(),
-        Err(error) => ApiError::from(error).into_response(),
-    }
+/// Runs a storage call on the blocking pool and answers with its result in the envelope.
+pub(super) async fn stored<T: Serialize>(
+    what: &'static str,
+    call: impl FnOnce() -> KilnResult<T> + Send + 'static,
+) -> Response {
+    let answered = off_runtime(what, move || {
+        let value = serde_json::to_value(call()?).unwrap_or_default();
+        Ok(success(value).into_response())
+    });
+    answered
+        .await
+        .unwrap_or_else(|error| ApiError::from(error).into_response())
 }
 
-/// A management call with a JSON body: read the body, run `call`, answer. (The platform
-/// middleware has checked the token's account and scope before any handler runs.)
+/// A management call with a JSON body: read the body, then parse it and run `call` on the
+/// blocking pool. (The platform middleware has checked the token's account and scope before any
+/// handler runs.)
 pub(super) async fn with_json_body<T: Serialize>(
     state: &SharedState,
     headers: &HeaderMap,
     request_body: Body,
-    call: impl FnOnce(&Value) -> KilnResult<T>,
+    what: &'static str,
+    call: impl FnOnce(&Value) -> KilnResult<T> + Send + 'static,
 ) -> Response {
-    let answered = async {
-        let input = body::read_json(headers, request_body, state.config.max_body_bytes).await?;
-        Ok(serde_json::to_value(call(&input)?).unwrap_or_default())
-    };
-    answer(answered.await)
+    match body::read_limited(headers, request_body, state.config.max_body_bytes).await {
+        Ok(bytes) => stored(what, move || call(&body::parse_json(&bytes)?)).await,
+        Err(error) => ApiError::from(error).into_response(),
+    }
 }
 
 pub async fn list(State(state): State<SharedState>, Path(account): Path<String>) -> Response {
-    answer(
-        state
-            .gateways
-            .list(&account)
-            .map(|gateways| json!(gateways.iter().map(Gateway::to_json).collect::<Vec<_>>())),
-    )
+    stored("listing gateways", move || {
+        let gateways = state.gateways.list(&account)?;
+        Ok(json!(gateways
+            .iter()
+            .map(Gateway::to_json)
+            .collect::<Vec<_>>()))
+    })
+    .await
 }
 
 pub async fn create(
@@ -49,9 +63,14 @@ pub async fn create(
     headers: HeaderMap,
     request_body: Body,
 ) -> Response {
-    with_json_body(&state, &headers, request_body, |input| {
-        Ok(state.gateways.create(&account, input)?.to_json())
-    })
+    let gateways = state.gateways.clone();
+    with_json_body(
+        &state,
+        &headers,
+        request_body,
+        "gateway creation",
+        move |input| Ok(gateways.create(&account, input)?.to_json()),
+    )
     .await
 }
 
@@ -59,7 +78,10 @@ pub async fn get(
     State(state): State<SharedState>,
     Path((account, gateway)): Path<(String, String)>,
 ) -> Response {
-    answer(state.gateways.get(&account, &gateway).map(|g| g.to_json()))
+    stored("reading a gateway", move || {
+        Ok(state.gateways.get(&account, &gateway)?.to_json())
+    })
+    .await
 }
 
 pub async fn update(
@@ -68,9 +90,14 @@ pub async fn update(
     headers: HeaderMap,
     request_body: Body,
 ) -> Response {
-    with_json_body(&state, &headers, request_body, |input| {
-        Ok(state.gateways.update(&account, &gateway, input)?.to_json())
-    })
+    let gateways = state.gateways.clone();
+    with_json_body(
+        &state,
+        &headers,
+        request_body,
+        "gateway update",
+        move |input| Ok(gateways.update(&account, &gateway, input)?.to_json()),
+    )
     .await
 }
 
@@ -78,12 +105,10 @@ pub async fn delete(
     State(state): State<SharedState>,
     Path((account, gateway)): Path<(String, String)>,
 ) -> Response {
-    answer(
-        state
-            .gateways
-            .delete(&account, &gateway)
-            .map(|g| g.to_json()),
-    )
+    stored("gateway deletion", move || {
+        Ok(state.gateways.delete(&account, &gateway)?.to_json())
+    })
+    .await
 }
 
 // Custom providers: `/accounts/{account_id}/ai-gateway/custom-providers[/{id}]`.
@@ -92,12 +117,10 @@ pub async fn list_providers(
     State(state): State<SharedState>,
     Path(account): Path<String>,
 ) -> Response {
-    answer(
-        state
-            .gateways
-            .list_providers(&account)
-            .map(|providers| serde_json::to_value(providers).unwrap_or_default()),
-    )
+    stored("listing custom providers", move || {
+        state.gateways.list_providers(&account)
+    })
+    .await
 }
 
 pub async fn create_provider(
@@ -106,9 +129,14 @@ pub async fn create_provider(
     headers: HeaderMap,
     request_body: Body,
 ) -> Response {
-    with_json_body(&state, &headers, request_body, |input| {
-        state.gateways.create_provider(&account, input)
-    })
+    let gateways = state.gateways.clone();
+    with_json_body(
+        &state,
+        &headers,
+        request_body,
+        "custom provider creation",
+        move |input| gateways.create_provider(&account, input),
+    )
     .await
 }
 
@@ -116,12 +144,10 @@ pub async fn get_provider(
     State(state): State<SharedState>,
     Path((account, id)): Path<(String, String)>,
 ) -> Response {
-    answer(
-        state
-            .gateways
-            .get_provider(&account, &id)
-            .map(|provider| serde_json::to_value(provider).unwrap_or_default()),
-    )
+    stored("reading a custom provider", move || {
+        state.gateways.get_provider(&account, &id)
+    })
+    .await
 }
 
 pub async fn update_provider(
@@ -130,9 +156,14 @@ pub async fn update_provider(
     headers: HeaderMap,
     request_body: Body,
 ) -> Response {
-    with_json_body(&state, &headers, request_body, |input| {
-        state.gateways.update_provider(&account, &id, input)
-    })
+    let gateways = state.gateways.clone();
+    with_json_body(
+        &state,
+        &headers,
+        request_body,
+        "custom provider update",
+        move |input| gateways.update_provider(&account, &id, input),
+    )
     .await
 }
 
@@ -140,10 +171,9 @@ pub async fn delete_provider(
     State(state): State<SharedState>,
     Path((account, id)): Path<(String, String)>,
 ) -> Response {
-    answer(
-        state
-            .gateways
-            .delete_provider(&account, &id)
-            .map(|provider| json!({"id": provider.id})),
-    )
+    stored("custom provider deletion", move || {
+        let provider = state.gateways.delete_provider(&account, &id)?;
+        Ok(json!({"id": provider.id}))
+    })
+    .await
 }

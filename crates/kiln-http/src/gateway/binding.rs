@@ -23,6 +23,7 @@ use tower::ServiceExt;
 
 use super::proxy::{self, GatewayRequest};
 use super::GatewayContext;
+use crate::offload::{off_runtime_if, INLINE_BYTES};
 
 /// `cf-ai-req-id`: becomes `env.AI.lastRequestId`.
 const REQUEST_ID: &str = "cf-ai-req-id";
@@ -131,7 +132,20 @@ async fn read_call(
         .filter(|model| !model.is_empty())
         .ok_or_else(|| KilnError::bad_input("the cf-consn-model-id header names no model"))?
         .to_owned();
-    let body = crate::body::read_json(headers, body, context.app.config.max_body_bytes).await?;
+    let limit = context.app.config.max_body_bytes;
+    let bytes = crate::body::read_limited(headers, body, limit).await?;
+    // Parsing, then writing `inputs` back out, grows with the body.
+    let call = off_runtime_if(
+        bytes.len() > INLINE_BYTES,
+        "reading a binding call",
+        move || split_call(&crate::body::parse_json(&bytes)?),
+    )
+    .await?;
+    Ok((model, call))
+}
+
+/// `{inputs, options}` → the inputs as the native route takes them, and the options.
+fn split_call(body: &Value) -> KilnResult<BindingCall> {
     let mut inputs = body
         .get("inputs")
         .cloned()
@@ -148,7 +162,7 @@ async fn read_call(
         }
     }
     let inputs = Bytes::from(serde_json::to_vec(&inputs).unwrap_or_default());
-    Ok((model, BindingCall { inputs, options }))
+    Ok(BindingCall { inputs, options })
 }
 
 /// `GatewayOptions` (spec §2.1) as the `cf-aig-*` headers they stand for.
@@ -202,8 +216,30 @@ async fn binding_answer(response: Response<Body>) -> Response<Body> {
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         return binding_error(&KilnError::internal("the answer could not be read"));
     };
-    let envelope: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let answer = if parts.status.is_success() {
+    let success = parts.status.is_success();
+    // Kiln's own answer, but one as large as its input (embeddings of many texts, say).
+    let unwrapped = off_runtime_if(
+        bytes.len() > INLINE_BYTES,
+        "unwrapping an answer",
+        move || Ok(unwrap_envelope(&bytes, success)),
+    );
+    let answer = match unwrapped.await {
+        Ok(answer) => answer,
+        Err(error) => return binding_error(&error),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    // Exactly `application/json`: with a charset the binding would hand the Worker a stream.
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, Body::from(answer))
+}
+
+/// The envelope's `result` on success, else its first error as the binding's error object.
+fn unwrap_envelope(bytes: &[u8], success: bool) -> String {
+    let envelope: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+    let answer = if success {
         envelope.get("result").cloned().unwrap_or(envelope)
     } else {
         let error = envelope
@@ -218,13 +254,7 @@ async fn binding_answer(response: Response<Body>) -> Response<Body> {
             .to_owned();
         error_body(error["code"].as_u64().unwrap_or(5000), &message)
     };
-    parts.headers.remove(header::CONTENT_LENGTH);
-    // Exactly `application/json`: with a charset the binding would hand the Worker a stream.
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Response::from_parts(parts, Body::from(answer.to_string()))
+    answer.to_string()
 }
 
 fn error_body(code: u64, message: &str) -> Value {

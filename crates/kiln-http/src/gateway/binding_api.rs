@@ -16,7 +16,7 @@ use axum::http::{header, HeaderMap, Response};
 use kiln_catalog::SearchQuery;
 use serde_json::json;
 
-use super::admin::answer;
+use super::admin::{stored, with_json_body};
 use super::GatewayContext;
 use crate::PublicUrl;
 
@@ -39,16 +39,19 @@ pub async fn gateway_url(
     Path((gateway, provider)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response<Body> {
-    let account = &context.app.binding_account;
-    answer(context.app.gateways.get(account, &gateway).map(|_| {
-        let base = public_base(&headers, &context.app.public_url);
+    let account = context.app.binding_account.clone();
+    let base = public_base(&headers, &context.app.public_url);
+    // `get` reads SQLite: only a gateway that exists has a URL.
+    stored("reading a gateway", move || {
+        context.app.gateways.get(&account, &gateway)?;
         let provider = if provider == "universal" {
             ""
         } else {
             &provider
         };
-        json!({"url": format!("{base}/v1/{account}/{gateway}/{provider}")})
-    }))
+        Ok(json!({"url": format!("{base}/v1/{account}/{gateway}/{provider}")}))
+    })
+    .await
 }
 
 /// Kiln's address as a client should write it: `--public-url` when set, else `X-Forwarded-Host`
@@ -86,8 +89,11 @@ pub async fn get_log(
     State(context): State<Arc<GatewayContext>>,
     Path((gateway, id)): Path<(String, String)>,
 ) -> Response<Body> {
-    let account = &context.app.binding_account;
-    answer(context.app.gateways.get_log(account, &gateway, &id))
+    stored("reading a log", move || {
+        let account = &context.app.binding_account;
+        context.app.gateways.get_log(account, &gateway, &id)
+    })
+    .await
 }
 
 /// `PATCH /ai-gateway/gateways/{gateway}/logs/{id}` (`patchLog`) with
@@ -98,16 +104,13 @@ pub async fn patch_log(
     headers: HeaderMap,
     body: Body,
 ) -> Response<Body> {
-    let patched = async {
-        let limit = context.app.config.max_body_bytes;
-        let input = crate::body::read_json(&headers, body, limit).await?;
-        let account = &context.app.binding_account;
-        context
-            .app
-            .gateways
-            .patch_log(account, &gateway, &id, &input)
-    };
-    answer(patched.await)
+    let app = context.app.clone();
+    let gateways = app.gateways.clone();
+    let account = app.binding_account.clone();
+    with_json_body(&app, &headers, body, "log feedback", move |input| {
+        gateways.patch_log(&account, &gateway, &id, input)
+    })
+    .await
 }
 
 /// `POST /ai-gateway/universal/run/{gateway}` (`gateway(id).run(steps, {gateway})`): the

@@ -3,6 +3,10 @@
 //!
 //! Every way out ends in [`Exchange::commit`], which waits for the writer to commit the
 //! request's log before the response's last byte leaves (see `kiln_gateway::writer`).
+//!
+//! The cache lookup reads SQLite, and hashing a body, reading a response's token counts and
+//! copying bodies into a log grow with the bodies (up to 25 MB): the lookup always, and the
+//! rest for bodies past [`INLINE_BYTES`], run on the blocking pool.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +26,7 @@ use kiln_gateway::{
 use super::route::ProviderCall;
 use super::usage::{cost_of, usage};
 use super::{gateway_error, GatewayContext};
+use crate::offload::{off_runtime, off_runtime_if, INLINE_BYTES};
 
 /// Bodies of a log are kept when request and response together fit (spec §4.6: 10 MB).
 const MAX_LOGGED_BODIES: usize = 10 * 1024 * 1024;
@@ -63,31 +68,35 @@ impl Exchange {
     }
 
     /// The cache key of `call`, when the request is cacheable under `options`.
-    pub fn cache_plan(&self, call: &ProviderCall, options: &RequestOptions) -> Option<CachePlan> {
+    pub async fn cache_plan(
+        &self,
+        call: &ProviderCall,
+        options: &RequestOptions,
+    ) -> Option<CachePlan> {
         let ttl_secs = options.cache_ttl_secs(&self.gateway.config)?;
         if call.body.len() > MAX_ENTRY_BYTES {
             return None;
         }
-        // Credentials can change the answer (another account, another key); the format is in the
-        // body for every API the gateway fronts, so `accept` and the rest do not count.
-        let headers: Vec<(&str, &[u8])> = [header::AUTHORIZATION]
-            .iter()
-            .filter_map(|name| {
-                call.headers
-                    .get(name)
-                    .map(|value| (name.as_str(), value.as_bytes()))
-            })
-            .collect();
-        let key = cache::key(&KeyParts {
-            account: &self.account,
-            gateway: &self.gateway.id,
-            method: call.method.as_str(),
-            path: &format!("{}/{}", call.provider, call.path),
-            body: &call.body,
-            headers: &headers,
-            custom_key: options.cache_key.as_deref(),
-        });
-        Some(CachePlan { key, ttl_secs })
+        let input = KeyInput {
+            account: self.account.clone(),
+            gateway: self.gateway.id.clone(),
+            method: call.method.as_str().to_owned(),
+            path: format!("{}/{}", call.provider, call.path),
+            body: call.body.clone(),
+            authorization: call
+                .headers
+                .get(header::AUTHORIZATION)
+                .map(|value| value.as_bytes().to_vec()),
+            custom_key: options.cache_key.clone(),
+        };
+        let large = call.body.len() > INLINE_BYTES;
+        match off_runtime_if(large, "cache key", move || Ok(input.key())).await {
+            Ok(key) => Some(CachePlan { key, ttl_secs }),
+            Err(error) => {
+                tracing::warn!("gateway cache key failed, not caching: {error}");
+                None
+            }
+        }
     }
 
     /// A cached answer for `plan`, logged as a cache hit.
@@ -98,28 +107,33 @@ impl Exchange {
         plan: CachePlan,
         step: Option<u32>,
     ) -> Option<Response<Body>> {
-        let entry = match self.context.app.gateways.cached(&plan.key, unix_millis()) {
-            Ok(entry) => entry?,
+        let gateways = self.context.app.gateways.clone();
+        let (key, now) = (plan.key, unix_millis());
+        let lookup = off_runtime("gateway cache lookup", move || {
+            Ok(gateways.cached(&key, now)?.map(Hit::from))
+        });
+        let hit = match lookup.await {
+            Ok(hit) => hit?,
             Err(error) => {
                 tracing::warn!("gateway cache lookup failed, answering from the provider: {error}");
                 return None;
             }
         };
-        let status = StatusCode::from_u16(entry.status).unwrap_or(StatusCode::OK);
+        let status = StatusCode::from_u16(hit.status).unwrap_or(StatusCode::OK);
         let outcome = Outcome {
             status,
-            content_type: entry.content_type.clone(),
-            body: &entry.body,
-            size: entry.body.len(),
+            content_type: hit.content_type.clone(),
+            size: hit.body.len(),
+            body: hit.body,
             complete: true,
-            streamed: entry.streamed,
+            streamed: hit.streamed,
             cached: true,
         };
         self.commit(call, options, outcome, None, step).await;
         metrics::counter!("kiln_gateway_requests_total", "cache" => "hit").increment(1);
-        let mut response = Response::new(replay_body(entry.body, entry.streamed));
+        let mut response = Response::new(hit.replay);
         *response.status_mut() = status;
-        if let Some(value) = entry
+        if let Some(value) = hit
             .content_type
             .and_then(|ct| HeaderValue::from_str(&ct).ok())
         {
@@ -184,7 +198,7 @@ impl Exchange {
         let outcome = Outcome {
             status: response.status(),
             content_type: Some("application/json".into()),
-            body: error.message.as_bytes(),
+            body: Bytes::copy_from_slice(error.message.as_bytes()),
             size: error.message.len(),
             complete: true,
             streamed: false,
@@ -234,7 +248,7 @@ impl Exchange {
                     }
                     None => {
                         let body: Bytes = head.concat().into();
-                        let outcome = Outcome::complete(&parts, &body, false);
+                        let outcome = Outcome::complete(&parts, body.clone(), false);
                         self.commit(&call, &options, outcome, cache, step).await;
                         return Response::from_parts(parts, Body::from(body));
                     }
@@ -271,7 +285,7 @@ impl Exchange {
             let outcome = Outcome {
                 status: status_parts.0,
                 content_type: status_parts.1,
-                body: &captured,
+                body: Bytes::from(captured),
                 size,
                 complete,
                 streamed,
@@ -288,11 +302,44 @@ impl Exchange {
         &self,
         call: &ProviderCall,
         options: &RequestOptions,
-        outcome: Outcome<'_>,
+        outcome: Outcome,
         cache: Option<CachePlan>,
         step: Option<u32>,
     ) {
-        let record = self.record(call, options, &outcome, step);
+        // Reading the token counts parses the body; the log and cache entry copy it.
+        let write = if call.body.len() + outcome.body.len() > INLINE_BYTES {
+            let (exchange, call, options) = (self.clone(), call.clone(), options.clone());
+            off_runtime("gateway log", move || {
+                Ok(exchange.write(&call, &options, &outcome, cache, step))
+            })
+            .await
+        } else {
+            Ok(self.write(call, options, &outcome, cache, step))
+        };
+        let write = match write {
+            Ok(write) => write,
+            Err(error) => {
+                tracing::warn!(log_id = %self.log_id, "gateway log not written: {error}");
+                return;
+            }
+        };
+        if let Some(committed) = self.context.app.gateways.submit(write) {
+            if tokio::time::timeout(COMMIT_WAIT, committed).await.is_err() {
+                tracing::warn!(log_id = %self.log_id, "gateway log not committed in time");
+            }
+        }
+    }
+
+    /// The request's log record and cache entry.
+    fn write(
+        &self,
+        call: &ProviderCall,
+        options: &RequestOptions,
+        outcome: &Outcome,
+        cache: Option<CachePlan>,
+        step: Option<u32>,
+    ) -> RequestWrite {
+        let record = self.record(call, options, outcome, step);
         let config = &self.gateway.config;
         let log = options
             .collects_log(config)
@@ -316,24 +363,19 @@ impl Exchange {
                 created_at_ms: self.created_at_ms,
                 expires_at_ms: self.created_at_ms + plan.ttl_secs as i64 * 1000,
             });
-        let write = RequestWrite { record, log, cache };
-        if let Some(committed) = self.context.app.gateways.submit(write) {
-            if tokio::time::timeout(COMMIT_WAIT, committed).await.is_err() {
-                tracing::warn!(log_id = %self.log_id, "gateway log not committed in time");
-            }
-        }
+        RequestWrite { record, log, cache }
     }
 
     fn record(
         &self,
         call: &ProviderCall,
         options: &RequestOptions,
-        outcome: &Outcome<'_>,
+        outcome: &Outcome,
         step: Option<u32>,
     ) -> LogRecord {
         let tokens = outcome
             .complete
-            .then(|| usage(outcome.body, outcome.streamed))
+            .then(|| usage(&outcome.body, outcome.streamed))
             .flatten();
         let (tokens_in, tokens_out) = tokens.unwrap_or_default();
         let (cost, custom_cost) = match (tokens, options.custom_cost) {
@@ -395,11 +437,11 @@ impl Exchange {
 }
 
 /// How a request ended, for its log and cache entry.
-struct Outcome<'a> {
+struct Outcome {
     status: StatusCode,
     content_type: Option<String>,
     /// The body, or as much of it as was kept.
-    body: &'a [u8],
+    body: Bytes,
     /// Bytes sent to the client.
     size: usize,
     /// `body` is all of it and arrived intact.
@@ -408,13 +450,13 @@ struct Outcome<'a> {
     cached: bool,
 }
 
-impl<'a> Outcome<'a> {
-    fn complete(parts: &Parts, body: &'a [u8], streamed: bool) -> Self {
+impl Outcome {
+    fn complete(parts: &Parts, body: Bytes, streamed: bool) -> Self {
         Self {
             status: parts.status,
             content_type: content_type(parts),
-            body,
             size: body.len(),
+            body,
             complete: true,
             streamed,
             cached: false,
@@ -434,12 +476,65 @@ fn is_event_stream(parts: &Parts) -> bool {
     content_type(parts).is_some_and(|ct| ct.starts_with("text/event-stream"))
 }
 
+/// What a cache key is made of, owned so that a large body can be hashed on the blocking pool.
+struct KeyInput {
+    account: String,
+    gateway: String,
+    method: String,
+    path: String,
+    body: Bytes,
+    authorization: Option<Vec<u8>>,
+    custom_key: Option<String>,
+}
+
+impl KeyInput {
+    fn key(&self) -> [u8; 32] {
+        // Credentials can change the answer (another account, another key); the format is in
+        // the body for every API the gateway fronts, so `accept` and the rest do not count.
+        let headers: Vec<(&str, &[u8])> = self
+            .authorization
+            .iter()
+            .map(|value| ("authorization", value.as_slice()))
+            .collect();
+        cache::key(&KeyParts {
+            account: &self.account,
+            gateway: &self.gateway,
+            method: &self.method,
+            path: &self.path,
+            body: &self.body,
+            headers: &headers,
+            custom_key: self.custom_key.as_deref(),
+        })
+    }
+}
+
+/// A cache entry found, with the body it replays.
+struct Hit {
+    status: u16,
+    content_type: Option<String>,
+    streamed: bool,
+    body: Bytes,
+    replay: Body,
+}
+
+impl From<CacheEntry> for Hit {
+    fn from(entry: CacheEntry) -> Self {
+        let body = Bytes::from(entry.body);
+        Hit {
+            status: entry.status,
+            content_type: entry.content_type,
+            streamed: entry.streamed,
+            replay: replay_body(body.clone(), entry.streamed),
+            body,
+        }
+    }
+}
+
 /// A cached body; an event stream is replayed event by event, as it first arrived.
-fn replay_body(body: Vec<u8>, streamed: bool) -> Body {
+fn replay_body(body: Bytes, streamed: bool) -> Body {
     if !streamed {
         return Body::from(body);
     }
-    let body = Bytes::from(body);
     let mut events = Vec::new();
     let mut start = 0;
     while let Some(end) = body[start..]

@@ -9,8 +9,9 @@ use kiln_core::KilnResult;
 use kiln_gateway::{BodyPart, LogQuery};
 use serde_json::{json, Value};
 
-use super::admin::{answer, with_json_body};
+use super::admin::{stored, with_json_body};
 use crate::envelope::ApiError;
+use crate::offload::off_runtime;
 use crate::SharedState;
 
 type Pairs = Query<Vec<(String, String)>>;
@@ -18,15 +19,17 @@ type Pairs = Query<Vec<(String, String)>>;
 /// USD per neuron (spec §7: $0.011 per 1,000 neurons).
 const USD_PER_NEURON: f64 = 0.000_011;
 
+// Each call waits for the log writer, then queries SQLite: all of it on the blocking pool.
+
 pub async fn list(
     State(state): State<SharedState>,
     Path((account, gateway)): Path<(String, String)>,
     Query(pairs): Pairs,
 ) -> Response {
-    let listed = LogQuery::from_pairs(&pairs)
-        .and_then(|query| state.gateways.list_logs(&account, &gateway, &query));
-    match listed {
-        Ok(page) => Json(json!({
+    let listed = off_runtime("listing logs", move || {
+        let query = LogQuery::from_pairs(&pairs)?;
+        let page = state.gateways.list_logs(&account, &gateway, &query)?;
+        Ok(Json(json!({
             "result": page.items,
             "result_info": {
                 "page": page.page,
@@ -38,9 +41,11 @@ pub async fn list(
             "errors": [],
             "messages": [],
         }))
-        .into_response(),
-        Err(error) => ApiError::from(error).into_response(),
-    }
+        .into_response())
+    });
+    listed
+        .await
+        .unwrap_or_else(|error| ApiError::from(error).into_response())
 }
 
 /// `DELETE …/logs?filters=…&limit=…&order_by=…`.
@@ -49,7 +54,7 @@ pub async fn delete(
     Path((account, gateway)): Path<(String, String)>,
     Query(pairs): Pairs,
 ) -> Response {
-    let deleted = async {
+    stored("deleting logs", move || {
         let limit = pairs
             .iter()
             .find(|(name, _)| name == "limit")
@@ -66,15 +71,18 @@ pub async fn delete(
             .gateways
             .delete_logs(&account, &gateway, &query, limit)?;
         Ok(json!({"deleted": deleted}))
-    };
-    answer(deleted.await)
+    })
+    .await
 }
 
 pub async fn get(
     State(state): State<SharedState>,
     Path((account, gateway, id)): Path<(String, String, String)>,
 ) -> Response {
-    answer(state.gateways.get_log(&account, &gateway, &id))
+    stored("reading a log", move || {
+        state.gateways.get_log(&account, &gateway, &id)
+    })
+    .await
 }
 
 /// `PATCH …/logs/{id}`: `{feedback, score, metadata}`.
@@ -84,9 +92,14 @@ pub async fn patch(
     headers: HeaderMap,
     request_body: axum::body::Body,
 ) -> Response {
-    with_json_body(&state, &headers, request_body, |input| {
-        state.gateways.patch_log(&account, &gateway, &id, input)
-    })
+    let gateways = state.gateways.clone();
+    with_json_body(
+        &state,
+        &headers,
+        request_body,
+        "log feedback",
+        move |input| gateways.patch_log(&account, &gateway, &id, input),
+    )
     .await
 }
 
@@ -96,17 +109,23 @@ pub async fn stored_body_of(
     Path((account, gateway, id, part)): Path<(String, String, String, String)>,
 ) -> Response {
     let part = match part.as_str() {
-        "request" => Ok(BodyPart::Request),
-        "response" => Ok(BodyPart::Response),
-        _ => Err(kiln_core::KilnError::new(
-            kiln_core::ErrorKind::RouteNotFound,
-            format!("no log body {part:?}: use request or response"),
-        )),
+        "request" => BodyPart::Request,
+        "response" => BodyPart::Response,
+        _ => {
+            let error = kiln_core::KilnError::new(
+                kiln_core::ErrorKind::RouteNotFound,
+                format!("no log body {part:?}: use request or response"),
+            );
+            return ApiError::from(error).into_response();
+        }
     };
-    answer(part.and_then(|part| stored_body(&state, &account, &gateway, &id, part)))
+    stored("reading a log body", move || {
+        stored_body(&state, &account, &gateway, &id, part)
+    })
+    .await
 }
 
-/// A stored body as the envelope's `result`: JSON as JSON, anything else as text.
+/// A stored body (up to 10 MB) as the envelope's `result`: JSON as JSON, anything else as text.
 fn stored_body(
     state: &SharedState,
     account: &str,
@@ -125,18 +144,15 @@ pub async fn analytics(
     Path((account, gateway)): Path<(String, String)>,
     Query(pairs): Pairs,
 ) -> Response {
-    answer(
-        state
-            .gateways
-            .analytics(&account, &gateway, &pairs)
-            .map(|mut report| {
-                add_neurons(&mut report["totals"]);
-                if let Some(series) = report.get_mut("series").and_then(Value::as_array_mut) {
-                    series.iter_mut().for_each(add_neurons);
-                }
-                report
-            }),
-    )
+    stored("analytics", move || {
+        let mut report = state.gateways.analytics(&account, &gateway, &pairs)?;
+        add_neurons(&mut report["totals"]);
+        if let Some(series) = report.get_mut("series").and_then(Value::as_array_mut) {
+            series.iter_mut().for_each(add_neurons);
+        }
+        Ok(report)
+    })
+    .await
 }
 
 /// Neurons are Workers AI's unit of cost: the same estimate in the unit its bills use.

@@ -30,6 +30,7 @@ use kiln_core::{ErrorKind, KilnError, KilnResult};
 use kiln_gateway::RequestOptions;
 use serde_json::json;
 
+use crate::offload::off_runtime;
 use crate::SharedState;
 use exchange::Exchange;
 
@@ -108,7 +109,18 @@ async fn open_exchange(
     request_type: &'static str,
 ) -> KilnResult<(Exchange, RequestOptions)> {
     let started = Instant::now();
-    let gateway = context.app.gateways.resolve(account, gateway_id)?;
+    // From memory after the gateway's first request; that first one reads SQLite.
+    let gateway = match context.app.gateways.resolved(account, gateway_id) {
+        Some(gateway) => gateway,
+        None => {
+            let (gateways, account, id) = (
+                context.app.gateways.clone(),
+                account.to_owned(),
+                gateway_id.to_owned(),
+            );
+            off_runtime("reading a gateway", move || gateways.resolve(&account, &id)).await?
+        }
+    };
     let options = RequestOptions::from_headers(header_pairs(headers))?;
     // The Worker binding's requests come from the account's own runtime: pre-authenticated
     // (spec §4.2).

@@ -83,7 +83,7 @@ async fn serve(
     let log_id = exchange.log_id.clone();
     let limit = context.app.config.max_body_bytes;
     let body = crate::body::read_limited(headers, body, limit).await?;
-    let mut call = route::resolve(
+    let mut call = route::resolve_off_runtime(
         &context.app,
         account,
         path,
@@ -91,9 +91,10 @@ async fn serve(
         method,
         headers,
         body,
-    )?;
+    )
+    .await?;
     call.on_behalf_of = exchange.trusted_call();
-    let cache = exchange.cache_plan(&call, &options);
+    let cache = exchange.cache_plan(&call, &options).await;
     if let Some(plan) = cache {
         if let Some(hit) = exchange.replay_cached(&call, &options, plan, None).await {
             return Ok((hit, log_id));

@@ -10,6 +10,7 @@ use axum::http::{header, HeaderMap, HeaderName, Method};
 use kiln_core::{ErrorKind, KilnError, KilnResult};
 use serde_json::Value;
 
+use crate::offload::{off_runtime, INLINE_BYTES};
 use crate::SharedState;
 
 /// A request on its way to one provider.
@@ -36,6 +37,37 @@ pub enum Target {
     Local(String),
     /// A URL on another server.
     Remote(String),
+}
+
+/// [`resolve`], on the blocking pool unless it is a `workers-ai` call with a small body:
+/// custom providers are looked up in SQLite, and `compat` rewrites the body's JSON.
+pub async fn resolve_off_runtime(
+    state: &SharedState,
+    account: &str,
+    path: &str,
+    query: Option<&str>,
+    method: Method,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> KilnResult<ProviderCall> {
+    let local = path.split('/').next() == Some("workers-ai");
+    if local && body.len() <= INLINE_BYTES {
+        return resolve(state, account, path, query, method, headers, body);
+    }
+    let (state, account, path) = (state.clone(), account.to_owned(), path.to_owned());
+    let (query, headers) = (query.map(str::to_owned), headers.clone());
+    off_runtime("provider routing", move || {
+        resolve(
+            &state,
+            &account,
+            &path,
+            query.as_deref(),
+            method,
+            &headers,
+            body,
+        )
+    })
+    .await
 }
 
 /// Resolves `path` (after `/v1/{account}/{gateway}/`) to a provider call.

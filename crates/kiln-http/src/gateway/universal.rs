@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::exchange::Exchange;
 use super::{gateway_error, open_exchange, route, upstream, with_ids, GatewayContext, STEP};
+use crate::offload::{off_runtime_if, INLINE_BYTES};
 
 pub async fn handle(
     State(context): State<Arc<GatewayContext>>,
@@ -63,8 +64,13 @@ async fn serve(
     let (exchange, request_options) =
         open_exchange(context, account, gateway, headers, request_type).await?;
     let log_id = exchange.log_id.clone();
-    let input = crate::body::read_json(headers, body, context.app.config.max_body_bytes).await?;
-    let steps = parse_steps(input)?;
+    let limit = context.app.config.max_body_bytes;
+    let bytes = crate::body::read_limited(headers, body, limit).await?;
+    // Each step's `query` becomes a body of its own: work that grows with the request.
+    let steps = off_runtime_if(bytes.len() > INLINE_BYTES, "reading steps", move || {
+        parse_steps(crate::body::parse_json(&bytes)?)
+    })
+    .await?;
     let response = run_steps(
         &exchange,
         context,
@@ -90,7 +96,7 @@ async fn run_steps(
     let mut failure = None;
     for (index, step) in steps.into_iter().enumerate() {
         let number = index as u32;
-        let prepared = prepare(context, account, request_headers, request_options, &step);
+        let prepared = prepare(context, account, request_headers, request_options, &step).await;
         let (call, options) = match prepared {
             Ok(prepared) => prepared,
             Err(error) if index < last => {
@@ -102,7 +108,7 @@ async fn run_steps(
         };
         let mut call = call;
         call.on_behalf_of = exchange.trusted_call();
-        let cache = exchange.cache_plan(&call, &options);
+        let cache = exchange.cache_plan(&call, &options).await;
         if let Some(plan) = cache {
             if let Some(hit) = exchange
                 .replay_cached(&call, &options, plan, Some(number))
@@ -141,7 +147,7 @@ async fn run_steps(
 }
 
 /// The step's call and options: its own headers override the request's (spec §4.1).
-fn prepare(
+async fn prepare(
     context: &Arc<GatewayContext>,
     account: &str,
     request_headers: &HeaderMap,
@@ -174,7 +180,7 @@ fn prepare(
     if let Some(config) = &step.config {
         apply_config(&mut options, config)?;
     }
-    let call = route::resolve(
+    let call = route::resolve_off_runtime(
         &context.app,
         account,
         &step.path,
@@ -182,7 +188,8 @@ fn prepare(
         Method::POST,
         &headers,
         step.body.clone(),
-    )?;
+    )
+    .await?;
     Ok((call, options))
 }
 

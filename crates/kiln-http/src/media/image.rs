@@ -16,12 +16,18 @@ const TOP_K: usize = 5;
 pub async fn run(
     worker: &MediaWorker,
     input: MediaInput,
+    max_decoded_bytes: usize,
     admission: Admission,
     meter: &Meter,
 ) -> KilnResult<Response> {
     let image = match input {
         MediaInput::Binary(bytes) => bytes.to_vec(),
-        MediaInput::Json(value) => bytes_field(&value, "image")?,
+        MediaInput::Json(value) => bytes_field(
+            &value,
+            "image",
+            max_decoded_bytes,
+            "limits.image.max_decoded_bytes",
+        )?,
     };
     let output = worker
         .run(

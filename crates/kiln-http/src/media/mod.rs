@@ -4,6 +4,7 @@
 //! melotts vs aura).
 
 mod image;
+mod json;
 mod speech;
 mod voice;
 
@@ -19,6 +20,7 @@ use kiln_core::{KilnError, KilnResult, Task};
 use kiln_scheduler::{Admission, MediaWorker};
 use serde_json::Value;
 
+use crate::offload::{off_runtime_if, INLINE_BYTES};
 use crate::platform::Meter;
 use crate::SharedState;
 
@@ -50,11 +52,23 @@ pub async fn read_input(
         .is_some_and(|ct| ct.starts_with("application/json"));
     let looks_json = bytes.first().is_some_and(|b| *b == b'{');
     if declared_json || looks_json {
-        if let Ok(value) = serde_json::from_slice::<Value>(&bytes) {
+        // Audio and images as JSON arrays run to megabytes: parsed off the runtime threads.
+        let text = bytes.clone();
+        let parsed = off_runtime_if(bytes.len() > INLINE_BYTES, "JSON parsing", move || {
+            // Small JSON that is not an object still goes to the schema, which names what it
+            // should be.
+            let small = text.len() <= INLINE_BYTES;
+            Ok(json::parse_media_json(&text)
+                .or_else(|| small.then(|| serde_json::from_slice(&text).ok()).flatten()))
+        })
+        .await?;
+        if let Some(value) = parsed {
             return Ok(MediaInput::Json(value));
         }
         if declared_json {
-            return Err(KilnError::bad_input("the body is not valid JSON"));
+            return Err(KilnError::bad_input(
+                "the body is not valid JSON, or not a JSON object",
+            ));
         }
     }
     Ok(MediaInput::Binary(bytes))
@@ -70,14 +84,34 @@ pub async fn run(
     admission: Admission,
     meter: &Meter,
 ) -> KilnResult<Response> {
-    let input = read_input(state, headers, body).await?;
-    if let MediaInput::Json(value) = &input {
-        kiln_catalog::validate_input(entry, value)?;
-    }
+    let input = match read_input(state, headers, body).await? {
+        MediaInput::Json(value) => {
+            // Validation walks every element of a byte array: off the runtime when large.
+            let large = value.as_object().is_some_and(|fields| {
+                fields
+                    .values()
+                    .any(|v| v.as_array().is_some_and(|a| a.len() > INLINE_BYTES / 4))
+            });
+            let checked = entry.clone();
+            MediaInput::Json(
+                off_runtime_if(large, "input validation", move || {
+                    kiln_catalog::validate_input(&checked, &value).map(|()| value)
+                })
+                .await?,
+            )
+        }
+        binary => binary,
+    };
     match worker.task() {
-        Task::SpeechRecognition => speech::run(worker, entry, input, admission, meter).await,
+        Task::SpeechRecognition => {
+            let max = state.config.limits.audio.max_decoded_bytes;
+            speech::run(worker, entry, input, max, admission, meter).await
+        }
         Task::TextToSpeech => voice::run(worker, entry, input, admission, meter).await,
-        Task::ImageClassification => image::run(worker, input, admission, meter).await,
+        Task::ImageClassification => {
+            let max = state.config.limits.image.max_decoded_bytes;
+            image::run(worker, input, max, admission, meter).await
+        }
         task => Err(KilnError::internal(format!(
             "no media route for task {}",
             task.name()
@@ -85,24 +119,101 @@ pub async fn run(
     }
 }
 
-/// Bytes from a JSON field: an array of byte values (0–255) or a base64 string.
-fn bytes_field(value: &Value, field: &str) -> KilnResult<Vec<u8>> {
+/// Bytes from a JSON field: an array of byte values (0–255) or a base64 string, refused
+/// before decoding when it would decode to more than `max` bytes (`limit` names the setting).
+fn bytes_field(value: &Value, field: &str, max: usize, limit: &str) -> KilnResult<Vec<u8>> {
+    let too_big = |bytes: usize| {
+        KilnError::bad_input(format!(
+            "'{field}' holds {bytes} bytes, more than {max} ({limit})"
+        ))
+    };
     match value.get(field) {
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| {
-                item.as_u64()
-                    .and_then(|b| u8::try_from(b).ok())
-                    .ok_or_else(|| {
-                        KilnError::bad_input(format!("'{field}' must hold byte values 0–255"))
-                    })
-            })
-            .collect(),
-        Some(Value::String(encoded)) => base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .map_err(|e| KilnError::bad_input(format!("'{field}' is not valid base64: {e}"))),
+        Some(Value::Array(items)) => {
+            if items.len() > max {
+                return Err(too_big(items.len()));
+            }
+            items
+                .iter()
+                .map(|item| {
+                    item.as_u64()
+                        .and_then(|b| u8::try_from(b).ok())
+                        .ok_or_else(|| {
+                            KilnError::bad_input(format!("'{field}' must hold byte values 0–255"))
+                        })
+                })
+                .collect()
+        }
+        Some(Value::String(encoded)) => {
+            let encoded = encoded.trim();
+            // Exact for valid base64: every 4 characters (padding excluded) are 3 bytes.
+            let unpadded = encoded.trim_end_matches('=').len();
+            let decoded = unpadded / 4 * 3 + (unpadded % 4).saturating_sub(1);
+            if decoded > max {
+                return Err(too_big(decoded));
+            }
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .map_err(|e| KilnError::bad_input(format!("'{field}' is not valid base64: {e}")))
+        }
         _ => Err(KilnError::bad_input(format!(
             "'{field}' is required: an array of bytes or a base64 string"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const LIMIT: &str = "limits.image.max_decoded_bytes";
+
+    #[test]
+    fn byte_arrays_are_bounded_before_decoding() {
+        let value = json!({"image": [1, 2, 3, 4]});
+        assert_eq!(
+            bytes_field(&value, "image", 4, LIMIT).expect("4"),
+            [1, 2, 3, 4]
+        );
+        let error = bytes_field(&value, "image", 3, LIMIT).expect_err("over");
+        assert_eq!(error.kind, kiln_core::ErrorKind::BadInput);
+        assert!(
+            error
+                .message
+                .contains("4 bytes, more than 3 (limits.image.max_decoded_bytes)"),
+            "{}",
+            error.message
+        );
+        assert!(bytes_field(&json!({"image": [256]}), "image", 3, LIMIT).is_err());
+    }
+
+    #[test]
+    fn base64_is_bounded_by_its_decoded_size() {
+        use base64::Engine;
+        for len in 0..20usize {
+            let data = vec![7u8; len];
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&data);
+            let value = json!({"audio": format!(" {encoded}\n")});
+            assert_eq!(
+                bytes_field(&value, "audio", len, LIMIT).expect("fits"),
+                data
+            );
+            if len > 0 {
+                let error = bytes_field(&value, "audio", len - 1, LIMIT).expect_err("over");
+                assert!(
+                    error.message.contains(&format!("{len} bytes")),
+                    "{}",
+                    error.message
+                );
+            }
+        }
+        // 40 MB of base64 is refused from its length, without decoding it.
+        let value = json!({"audio": "A".repeat(40_000_000)});
+        let error = bytes_field(&value, "audio", 25 << 20, LIMIT).expect_err("over");
+        assert!(
+            error.message.contains("30000000 bytes"),
+            "{}",
+            error.message
+        );
     }
 }

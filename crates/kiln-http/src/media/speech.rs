@@ -19,12 +19,17 @@ pub async fn run(
     worker: &MediaWorker,
     entry: &CatalogEntry,
     input: MediaInput,
+    max_decoded_bytes: usize,
     admission: Admission,
     meter: &Meter,
 ) -> KilnResult<Response> {
     let (audio, options) = match input {
         MediaInput::Binary(bytes) => (bytes.to_vec(), TranscribeOptions::default()),
-        MediaInput::Json(value) => (bytes_field(&value, "audio")?, options_of(&value)?),
+        MediaInput::Json(value) => {
+            let limit = "limits.audio.max_decoded_bytes";
+            let audio = bytes_field(&value, "audio", max_decoded_bytes, limit)?;
+            (audio, options_of(&value)?)
+        }
     };
     let transcription = transcribe(worker, audio, options, admission).await?;
     meter.charge_units("audio minute", f64::from(transcription.duration) / 60.0);

@@ -8,7 +8,7 @@ use axum::Extension;
 use axum::Json;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use kiln_core::{Pooling, Task};
+use kiln_core::{EmbeddingOutput, Pooling, Task};
 use kiln_scheduler::{Admission, EmbeddingInput, Worker};
 use serde_json::{json, Value};
 
@@ -16,6 +16,7 @@ use super::error::OpenAiError;
 use super::request::{type_error, Fields};
 use super::{admit, read_request, resolve, wrong_task};
 use crate::envelope::with_model_header;
+use crate::offload::{off_runtime_if, INLINE_BYTES};
 use crate::platform::Caller;
 use crate::SharedState;
 
@@ -69,6 +70,19 @@ async fn serve(
         .await
         .map_err(|e| OpenAiError::from(e).served_by(name))?;
     meter.charge_tokens(&kiln_core::Usage::new(output.prompt_tokens, 0));
+    // Floats as text (about ten bytes each) or base64: many inputs make megabytes to write.
+    let floats: usize = output.vectors.iter().map(Vec::len).sum();
+    let written = off_runtime_if(floats * 10 > INLINE_BYTES, "embedding output", move || {
+        Ok(Json(list(output, format, requested)).into_response())
+    });
+    let response = written
+        .await
+        .map_err(|e| OpenAiError::from(e).served_by(name))?;
+    Ok(with_model_header(response, name))
+}
+
+/// The `list` object of every input's embedding.
+fn list(output: EmbeddingOutput, format: EncodingFormat, requested: String) -> Value {
     let data: Vec<Value> = output
         .vectors
         .iter()
@@ -81,13 +95,12 @@ async fn serve(
             json!({"object": "embedding", "embedding": embedding, "index": index})
         })
         .collect();
-    let body = json!({
+    json!({
         "object": "list",
         "data": data,
         "model": requested,
         "usage": {"prompt_tokens": output.prompt_tokens, "total_tokens": output.prompt_tokens},
-    });
-    Ok(with_model_header(Json(body).into_response(), name))
+    })
 }
 
 pub fn encode_base64(vector: &[f32]) -> String {

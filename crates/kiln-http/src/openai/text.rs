@@ -8,14 +8,17 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
-use kiln_core::{GenerationEvent, KilnResult, Task, Usage};
+use kiln_catalog::Catalog;
+use kiln_core::{GenerationEvent, KilnResult, Task, ToolSyntax, Usage};
 use kiln_scheduler::{Admission, GenerationStream, GenerationWorker, Worker, WorkerEvent};
+use serde_json::Value;
 
 use super::error::OpenAiError;
 use super::request::{self, TextRequest};
 use super::response::{self, Choice, ResponseMeta, StreamKind};
 use super::{admit, read_request, resolve, stream, wrong_task};
 use crate::envelope::with_model_header;
+use crate::offload::off_runtime;
 use crate::platform::meter::with_neurons;
 use crate::platform::{Caller, Meter};
 use crate::text_generation::{timeout, worker_gone};
@@ -76,14 +79,26 @@ async fn serve(
         ));
     };
     let name = served.name.as_str();
-    let limits = &state.config.limits.schema;
-    let mut request = match kind {
-        StreamKind::Chat => request::parse_chat(&body, worker.context_window(), limits),
-        StreamKind::Completion => request::parse_completion(&body, limits),
-    }
-    .map_err(|e| e.served_by(name))?;
+    // Compiling a client's JSON Schema (`response_format`) and tool grammars grows with what
+    // the client sent: off the async threads.
+    let preparing = Preparing {
+        limits: state.config.limits.clone(),
+        catalog: state.catalog,
+        requested: requested.clone(),
+        context_window: worker.context_window(),
+        tool_syntax: worker.tool_syntax(),
+        local_model: name.to_owned(),
+    };
+    let prepared = off_runtime(
+        "request preparation",
+        move || Ok(preparing.run(&body, kind)),
+    );
+    let mut request = prepared
+        .await
+        .map_err(OpenAiError::from)
+        .and_then(|prepared| prepared)
+        .map_err(|e| e.served_by(name))?;
     request.session = crate::body::session_affinity(headers);
-    apply_tools(state, &requested, &mut request, worker, name).map_err(|e| e.served_by(name))?;
     let meter =
         admit(state, caller, &requested, Task::TextGeneration).map_err(|e| e.served_by(name))?;
     let meta = ResponseMeta::new(kind.id_prefix(), &request.model, name);
@@ -97,36 +112,56 @@ async fn serve(
         .map_err(|e| OpenAiError::from(e).served_by(name))
 }
 
-/// Shows the request's tools to the model, once it is known which model serves it.
-fn apply_tools(
-    state: &SharedState,
-    requested: &str,
-    request: &mut TextRequest,
-    worker: &GenerationWorker,
-    local_model: &str,
-) -> Result<(), OpenAiError> {
-    let (tools, choice) = std::mem::take(&mut request.tools);
-    if tools.is_empty() {
-        return Ok(());
+/// What preparing a request needs of the state and the worker, owned for the blocking pool.
+struct Preparing {
+    /// `[limits.schema]` bounds `response_format` and the tools' parameters.
+    limits: std::sync::Arc<kiln_core::InputLimits>,
+    catalog: &'static Catalog,
+    requested: String,
+    context_window: u32,
+    tool_syntax: Option<ToolSyntax>,
+    local_model: String,
+}
+
+impl Preparing {
+    /// The engine request, with the request's tools shown to the model.
+    fn run(self, body: &Value, kind: StreamKind) -> Result<TextRequest, OpenAiError> {
+        let mut request = match kind {
+            StreamKind::Chat => request::parse_chat(body, self.context_window, &self.limits.schema),
+            StreamKind::Completion => request::parse_completion(body, &self.limits.schema),
+        }?;
+        self.apply_tools(&mut request)?;
+        Ok(request)
     }
-    // A catalog id keeps its catalog capabilities; a local name has its template's.
-    if let Some(entry) = state.catalog.get(requested) {
-        if !entry.has_property("function_calling") {
-            return Err(OpenAiError::invalid(
-                "tools",
-                format!("The model {requested} does not support function calling ('tools')"),
-            ));
+
+    /// Shows the request's tools to the model, once it is known which model serves it.
+    fn apply_tools(&self, request: &mut TextRequest) -> Result<(), OpenAiError> {
+        let (tools, choice) = std::mem::take(&mut request.tools);
+        if tools.is_empty() {
+            return Ok(());
         }
+        // A catalog id keeps its catalog capabilities; a local name has its template's.
+        if let Some(entry) = self.catalog.get(&self.requested) {
+            if !entry.has_property("function_calling") {
+                return Err(OpenAiError::invalid(
+                    "tools",
+                    format!(
+                        "The model {} does not support function calling ('tools')",
+                        self.requested
+                    ),
+                ));
+            }
+        }
+        request.tool_syntax = tools::prepare(
+            &mut request.generation,
+            tools,
+            choice,
+            self.tool_syntax,
+            &self.local_model,
+        )
+        .map_err(|error| OpenAiError::invalid("tools", error.message))?;
+        Ok(())
     }
-    request.tool_syntax = tools::prepare(
-        &mut request.generation,
-        tools,
-        choice,
-        worker.tool_syntax(),
-        local_model,
-    )
-    .map_err(|error| OpenAiError::invalid("tools", error.message))?;
-    Ok(())
 }
 
 /// Runs every choice to the end and answers with one object.

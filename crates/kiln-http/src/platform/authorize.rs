@@ -111,6 +111,10 @@ pub async fn local_binding_only(
 impl Platform {
     /// The caller of a request with these headers to `account`'s route needing `scope`
     /// (`account` is `None` on routes that name none: the token decides).
+    ///
+    /// Runs on the async threads, for every request: `AccountStore` answers from its memory
+    /// snapshot after one `PRAGMA data_version` (a WAL read of shared memory that no writer
+    /// blocks), and rereads the accounts and tokens only when an operator changed them.
     pub fn authorize(
         &self,
         headers: &HeaderMap,

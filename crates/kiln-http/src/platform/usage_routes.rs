@@ -5,12 +5,13 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use kiln_accounts::UsageFilter;
-use kiln_core::KilnError;
+use kiln_core::{KilnError, KilnResult};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::Caller;
 use crate::envelope::{success, ApiError};
+use crate::offload::off_runtime;
 use crate::SharedState;
 
 #[derive(Debug, Deserialize)]
@@ -27,12 +28,13 @@ pub async fn usage(
     Extension(caller): Extension<Caller>,
     query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let answer = || -> Result<Response, ApiError> {
+    let answer = move || -> KilnResult<Response> {
         // The ledger refuses days not in YYYY-MM-DD form.
         let Query(query) = query.map_err(|e| KilnError::bad_input(e.body_text()))?;
         // The middleware has matched the path's account to the caller's.
         let account = caller.account;
         let state = &state.platform;
+        // Writes pending usage to SQLite, then queries it.
         let rows = state.ledger.report(UsageFilter {
             account_id: Some(account.clone()),
             model: query.model,
@@ -56,5 +58,7 @@ pub async fn usage(
         }))
         .into_response())
     };
-    answer().unwrap_or_else(IntoResponse::into_response)
+    off_runtime("usage report", answer)
+        .await
+        .unwrap_or_else(|error| ApiError::from(error).into_response())
 }
