@@ -45,7 +45,7 @@ pub struct ServeConfig {
     #[arg(long, env = "KILN_FETCH", value_delimiter = ',')]
     pub fetch: Option<Vec<String>>,
 
-    /// LLM context window in tokens [default: the model's, at most 8192].
+    /// LLM context window in tokens, per parallel slot [default: the model's, at most 4096].
     #[arg(long, env = "KILN_CONTEXT_SIZE")]
     pub context_size: Option<u32>,
 

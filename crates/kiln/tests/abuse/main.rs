@@ -5,7 +5,14 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod audio;
+mod deadlines;
+mod generator;
 mod harness;
+mod image;
+mod panics;
+mod schemas;
+mod speech_synthesis;
 mod storage;
 
 pub use harness::*;

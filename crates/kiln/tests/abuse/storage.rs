@@ -44,6 +44,7 @@ async fn assert_healthy() {
 
 #[tokio::test]
 async fn a_batch_over_max_requests_is_refused() {
+    let _serial = crate::one_attack_at_a_time().await;
     let url = format!(
         "{}/client/v4/accounts/{}/ai/run/{EMBEDDING}?queueRequest=true",
         target().base,
@@ -65,6 +66,7 @@ async fn a_batch_over_max_requests_is_refused() {
 
 #[tokio::test]
 async fn an_ndjson_upsert_over_max_vectors_is_refused() {
+    let _serial = crate::one_attack_at_a_time().await;
     let account = fresh_account();
     let indexes = format!(
         "{}/client/v4/accounts/{account}/vectorize/v2/indexes",
@@ -154,6 +156,7 @@ async fn upload(
 
 #[tokio::test]
 async fn a_lora_adapter_whose_shape_disagrees_with_its_rank_is_refused() {
+    let _serial = crate::one_attack_at_a_time().await;
     let account = fresh_account();
     let finetunes = format!(
         "{}/client/v4/accounts/{account}/ai/finetunes",

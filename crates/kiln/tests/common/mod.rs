@@ -156,7 +156,12 @@ pub struct KilnProcess {
 
 impl KilnProcess {
     pub async fn start(extra: &[&std::ffi::OsStr]) -> KilnProcess {
-        Self::spawn(extra, std::process::Stdio::null(), None).await
+        Self::spawn(extra, &[], std::process::Stdio::null(), None).await
+    }
+
+    /// [`KilnProcess::start`] with extra environment variables for the server.
+    pub async fn start_with_env(extra: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> KilnProcess {
+        Self::spawn(extra, env, std::process::Stdio::null(), None).await
     }
 
     /// [`KilnProcess::start`] with the server's log, at trace level, sent to `log`.
@@ -164,11 +169,12 @@ impl KilnProcess {
         extra: &[&std::ffi::OsStr],
         log: impl Into<std::process::Stdio>,
     ) -> KilnProcess {
-        Self::spawn(extra, log.into(), Some("trace")).await
+        Self::spawn(extra, &[], log.into(), Some("trace")).await
     }
 
     async fn spawn(
         extra: &[&std::ffi::OsStr],
+        env: &[(&str, &str)],
         log: std::process::Stdio,
         level: Option<&str>,
     ) -> KilnProcess {
@@ -181,9 +187,12 @@ impl KilnProcess {
         command
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--config")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/default-kiln.toml"))
-            .arg("--data-dir")
-            .arg(kiln_store::default_data_dir());
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/default-kiln.toml"));
+        if !extra.iter().any(|arg| *arg == "--data-dir") {
+            command
+                .arg("--data-dir")
+                .arg(kiln_store::default_data_dir());
+        }
         if !extra.iter().any(|arg| *arg == "--accounts-db") {
             command
                 .args(["--auth", "open", "--accounts-db"])
@@ -197,6 +206,7 @@ impl KilnProcess {
         if let Some(level) = level {
             command.env("KILN_LOG", level);
         }
+        command.envs(env.iter().copied());
         // The server dies with the thread that started it, so a failed or finished test never
         // leaves one running.
         use std::os::unix::process::CommandExt;
