@@ -88,7 +88,12 @@ fn slow_logs_url(addr: std::net::SocketAddr) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_answers_while_slow_log_queries_run() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let gateway_db = gateway_db_with_logs(dir.path());
+    // Written on a thread of its own: the writer's acknowledgements are awaited on a runtime
+    // of that thread's, and this test's runtime cannot block inside itself.
+    let setup_dir = dir.path().to_owned();
+    let gateway_db = tokio::task::spawn_blocking(move || gateway_db_with_logs(&setup_dir))
+        .await
+        .expect("gateway database written");
     let mut config = test_config();
     config.gateway_db = Some(gateway_db);
     let addr = spawn_server(config);

@@ -5,7 +5,8 @@
 //! success), no answer may be a 500, and the server must never restart.
 //!
 //! `KILN_HTTP_FUZZ_REQUESTS` sets how many requests (CI runs a short bounded number; the
-//! campaign in docs/robustness.md ran 100,000+), `KILN_HTTP_FUZZ_SEED` the seed.
+//! campaign in docs/robustness.md ran 100,000+), `KILN_HTTP_FUZZ_SEED` the seed,
+//! `KILN_HTTP_FUZZ_CONCURRENCY` how many are in flight (default 2).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -851,6 +852,10 @@ async fn generated_requests_to_every_route_get_well_formed_answers() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(3000);
+    let concurrency: usize = std::env::var("KILN_HTTP_FUZZ_CONCURRENCY")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2);
     let target = target();
     // Something for the generated ids to find.
     let setup = client();
@@ -919,7 +924,7 @@ async fn generated_requests_to_every_route_get_well_formed_answers() {
     }))
     // Two at a time, as many as the cores of the machine CI runs on: more only queues, and
     // the memory bound is about hostile input, not about every model running at once.
-    .buffer_unordered(2);
+    .buffer_unordered(concurrency);
 
     let mut per_route: BTreeMap<&str, usize> = BTreeMap::new();
     let mut per_status: BTreeMap<u16, usize> = BTreeMap::new();
