@@ -21,9 +21,9 @@ fuzz_target!(|data: &[u8]| {
                 let _ = options.collects_log(&gateway);
                 let plan = options.retries(&gateway);
                 let _ = format!("{plan:?}");
-            }
-            for retry in 0..6 {
-                let _ = options.delay_before(retry);
+                for retry in 0..6 {
+                    let _ = plan.delay_before(retry);
+                }
             }
             if let Some(cost) = options.custom_cost {
                 let _ = cost.cost(u64::MAX, u64::MAX);

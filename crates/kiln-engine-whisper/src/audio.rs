@@ -111,8 +111,11 @@ pub fn decode_audio_within(
     if bytes.is_empty() {
         return Err(AsrError::EmptyAudio);
     }
-    check_riff_header(&bytes, limits)?;
-    check_flac_metadata(&bytes, limits)?;
+    // Symphonia's probe opens the container at the first marker it finds, wherever it is: the
+    // header checks look there too.
+    let container = &bytes[probed_container_start(&bytes)..];
+    check_riff_header(container, limits)?;
+    check_flac_metadata(container, limits)?;
     // The header checks above and in `decode` keep hostile fields away from the decoders; a
     // decoder that still panics on a malformed stream must fail this request, not the worker.
     catch_unwind(AssertUnwindSafe(|| decode(bytes, limits, keep_going))).unwrap_or_else(|_| {
@@ -120,6 +123,36 @@ pub fn decode_audio_within(
             "the audio decoder failed on this input".into(),
         ))
     })
+}
+
+/// Where symphonia's probe will open a container: the first offset holding one of the markers
+/// of the readers Kiln enables (WAV, AIFF, FLAC, Ogg, an MPEG audio frame), after skipping ID3v2
+/// tags as the probe does. A file with junk before `fLaC` is read as FLAC from there. 0 when
+/// none is found (the probe then refuses the file).
+fn probed_container_start(bytes: &[u8]) -> usize {
+    let mut at = 0;
+    while at + 4 <= bytes.len() {
+        let window = &bytes[at..at + 4];
+        if window.starts_with(b"ID3") && at + 10 <= bytes.len() {
+            // Synchsafe size (7 bits a byte) after a 10-byte header, plus a footer if flagged.
+            let size = bytes[at + 6..at + 10]
+                .iter()
+                .fold(0usize, |n, b| (n << 7) | usize::from(b & 0x7F));
+            let footer = if bytes[at + 5] & 0x10 != 0 { 10 } else { 0 };
+            at += 10 + size + footer;
+            continue;
+        }
+        let mpeg_frame = window[0] == 0xFF
+            && window[1] >= 0xE0
+            && (window[1] >> 3) & 0x03 != 0x01
+            && (window[1] >> 1) & 0x03 != 0x00;
+        let marker = [window[0], window[1], window[2], window[3]];
+        if mpeg_frame || matches!(&marker, b"RIFF" | b"FORM" | b"fLaC" | b"OggS") {
+            return at;
+        }
+        at += 1;
+    }
+    0
 }
 
 /// Checks a RIFF/WAVE file's chunk table and `fmt ` fields before symphonia reads them: every
@@ -901,6 +934,28 @@ mod tests {
             decode_audio_within(long, &AudioLimits::default(), &|| false),
             Err(AsrError::Stopped)
         ));
+    }
+
+    /// Found by `scripts/fuzz` (audio_decode, 2026-12-03): junk, then `fLaC` 93 bytes in, then
+    /// a picture block whose lengths made symphonia's FLAC reader allocate 2.2 GB. The probe
+    /// opens FLAC wherever the marker is, so the metadata is checked there.
+    #[test]
+    fn flac_metadata_after_junk_is_checked_where_the_probe_finds_it() {
+        use base64::Engine;
+        let input = base64::engine::general_purpose::STANDARD
+            .decode(
+                "T2dnBoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhobhhoaGhoaGhoaGhoaGhoaGhoaGhoa\
+                 GhoahAAAAhoaGhoaGhoaGhoaGhj2GhoaGhoaGRoaGZkxhQ4aGhoaGhoaGhoaGhobhhoaGhoaGhoaGhoaG\
+                 hoaGhoaGhgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAIaGhoaGhoaGhoaGhoaGhoaGho\
+                 aGhoaGhoaGhoaG//OGhoaGhoaGhoaGhv/zhoaGhoaGhoaGhoYAAgAAAAAAAAAAAQAAAAD/4gAAAA==",
+            )
+            .expect("base64");
+        assert_eq!(probed_container_start(&input), 93);
+        let error = decode_audio(&input).expect_err("refused");
+        assert!(
+            matches!(&error, AsrError::CorruptAudio(m) if m.contains("FLAC metadata")),
+            "{error:?}"
+        );
     }
 
     /// Silent MPEG-1 Layer III frames: 32 kb/s at 32 kHz, 144 bytes and 1152 samples each.

@@ -144,3 +144,26 @@ pub async fn rejections_as_envelopes(
     *wrapped.status_mut() = status;
     wrapped
 }
+
+/// `Path`, refusing a path it cannot decode (a segment that is not UTF-8) with 400 / 5006 in
+/// the envelope. For the gateway's routes, which sit outside [`rejections_as_envelopes`]
+/// because they relay upstream answers as they are.
+pub struct EnvelopePath<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for EnvelopePath<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| EnvelopePath(value))
+            .map_err(|rejection| ApiError::from(KilnError::bad_input(rejection.body_text())))
+    }
+}

@@ -71,7 +71,7 @@ mod tests {
                     .get("@cf/meta/llama-3.1-8b-instruct")
                     .expect("catalog entry");
                 for field in ["prompt", "messages", "response_format", "tools", "unknown"] {
-                    let body = format!(r#"{{"{field}": {}}}"#, deep_array(127));
+                    let body = format!(r#"{{"{field}": {}}}"#, deep_array(126));
                     let input = crate::body::parse_json(body.as_bytes()).expect("parses");
                     let refused = kiln_catalog::validate_input(entry, &input);
                     assert!(refused.is_err(), "{field}");

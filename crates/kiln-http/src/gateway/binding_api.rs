@@ -11,13 +11,14 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, Response};
 use kiln_catalog::SearchQuery;
 use serde_json::json;
 
 use super::admin::{stored, with_json_body};
 use super::GatewayContext;
+use crate::envelope::EnvelopePath;
 use crate::PublicUrl;
 
 /// The `Host` every binding request carries: not where Kiln can be reached.
@@ -36,7 +37,7 @@ pub async fn models(
 /// `universal`. The base is [`public_base`].
 pub async fn gateway_url(
     State(context): State<Arc<GatewayContext>>,
-    Path((gateway, provider)): Path<(String, String)>,
+    EnvelopePath((gateway, provider)): EnvelopePath<(String, String)>,
     headers: HeaderMap,
 ) -> Response<Body> {
     let account = context.app.binding_account.clone();
@@ -87,7 +88,7 @@ pub fn public_base(headers: &HeaderMap, public_url: &PublicUrl) -> String {
 /// gateway has no such log.
 pub async fn get_log(
     State(context): State<Arc<GatewayContext>>,
-    Path((gateway, id)): Path<(String, String)>,
+    EnvelopePath((gateway, id)): EnvelopePath<(String, String)>,
 ) -> Response<Body> {
     stored("reading a log", move || {
         let account = &context.app.binding_account;
@@ -100,7 +101,7 @@ pub async fn get_log(
 /// `{score?, feedback?, metadata?}`.
 pub async fn patch_log(
     State(context): State<Arc<GatewayContext>>,
-    Path((gateway, id)): Path<(String, String)>,
+    EnvelopePath((gateway, id)): EnvelopePath<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response<Body> {
@@ -118,7 +119,7 @@ pub async fn patch_log(
 /// Worker receives this response as it is.
 pub async fn universal(
     State(context): State<Arc<GatewayContext>>,
-    Path(gateway): Path<String>,
+    EnvelopePath(gateway): EnvelopePath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response<Body> {

@@ -3,15 +3,16 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, Method, Response, Uri};
 use kiln_core::KilnResult;
 
 use super::{gateway_error, open_exchange, route, upstream, with_ids, GatewayContext};
+use crate::envelope::EnvelopePath;
 
 pub async fn handle(
     State(context): State<Arc<GatewayContext>>,
-    Path((account, gateway, path)): Path<(String, String, String)>,
+    EnvelopePath((account, gateway, path)): EnvelopePath<(String, String, String)>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response};
 use kiln_core::{KilnError, KilnResult};
 use kiln_gateway::{RequestOptions, RetryBackoff};
@@ -14,11 +14,12 @@ use serde_json::Value;
 
 use super::exchange::Exchange;
 use super::{gateway_error, open_exchange, route, upstream, with_ids, GatewayContext, STEP};
+use crate::envelope::EnvelopePath;
 use crate::offload::{off_runtime_if, INLINE_BYTES};
 
 pub async fn handle(
     State(context): State<Arc<GatewayContext>>,
-    Path((account, gateway)): Path<(String, String)>,
+    EnvelopePath((account, gateway)): EnvelopePath<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response<Body> {

@@ -65,8 +65,15 @@ fn start_server(env: &'static [(&'static str, &'static str)]) -> Target {
             let shared_models = kiln_store::default_data_dir().join("models");
             std::os::unix::fs::symlink(&shared_models, state.path().join("models"))
                 .expect("link the model cache");
+            // Requests end by 60 s (408), well inside the clients' 120 s: a generated request
+            // that lets a model speak its whole context gets an answer, not a client timeout.
             let process = KilnProcess::start_with_env(
-                &["--data-dir".as_ref(), state.path().as_os_str()],
+                &[
+                    "--data-dir".as_ref(),
+                    state.path().as_os_str(),
+                    "--request-timeout-secs".as_ref(),
+                    "60".as_ref(),
+                ],
                 env,
             )
             .await;
