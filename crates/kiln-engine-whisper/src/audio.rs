@@ -166,7 +166,7 @@ fn check_riff_header(bytes: &[u8], limits: &AudioLimits) -> Result<(), AsrError>
     let u32_at =
         |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
     let mut pos = 12usize;
-    while bytes.len() - pos >= 8 {
+    while bytes.len().saturating_sub(pos) >= 8 {
         let tag = &bytes[pos..pos + 4];
         let declared = u32_at(pos + 4) as usize;
         let body = pos + 8;
@@ -934,6 +934,17 @@ mod tests {
             decode_audio_within(long, &AudioLimits::default(), &|| false),
             Err(AsrError::Stopped)
         ));
+    }
+
+    /// Found by `scripts/fuzz` (audio_decode, 2026-12-03): an odd-sized `fmt ` chunk whose pad
+    /// byte is past the end of the file made the chunk walk subtract past zero.
+    #[test]
+    fn a_padded_last_chunk_past_the_end_is_not_an_overflow() {
+        use base64::Engine;
+        let input = base64::engine::general_purpose::STANDARD
+            .decode("UklGRkQAAABXQVZFZm10IBkAAAABAAEAQB8AAIA+/wAAIgAAAAAAAAAA0wAA")
+            .expect("base64");
+        assert!(decode_audio(&input).is_err());
     }
 
     /// Found by `scripts/fuzz` (audio_decode, 2026-12-03): junk, then `fLaC` 93 bytes in, then
