@@ -440,8 +440,9 @@ fn decode(
             None => AsrError::EmptyAudio,
         });
     }
-    match to_16k {
-        Some(resampler) if frames > 0 => resampler.finish(),
+    // A few frames at a high rate can resample to nothing: that is empty audio too.
+    match to_16k.map(To16k::finish).transpose()? {
+        Some(samples) if frames > 0 && !samples.is_empty() => Ok(samples),
         _ => Err(AsrError::EmptyAudio),
     }
 }
@@ -934,6 +935,20 @@ mod tests {
             decode_audio_within(long, &AudioLimits::default(), &|| false),
             Err(AsrError::Stopped)
         ));
+    }
+
+    /// Found by `scripts/fuzz` (audio_decode, 2026-12-03): 8 frames of 5-channel 48 kHz audio
+    /// resampled to no samples at all, and were answered as a success.
+    #[test]
+    fn audio_that_resamples_to_nothing_is_empty() {
+        use base64::Engine;
+        let input = base64::engine::general_purpose::STANDARD
+            .decode(
+                "UklGRqQCAABXQVZFZm10IBAAAAABAAUAgLsAAAB3AQACABAAZGF0YYAAAAAAEAD/3///EC0AEAAQABAAEAAQ\
+                 ABAAEAAQABA=",
+            )
+            .expect("base64");
+        assert!(matches!(decode_audio(&input), Err(AsrError::EmptyAudio)));
     }
 
     /// Found by `scripts/fuzz` (audio_decode, 2026-12-03): an odd-sized `fmt ` chunk whose pad
