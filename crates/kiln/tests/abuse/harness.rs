@@ -175,8 +175,18 @@ pub async fn assert_still_serving(model: &str, normal: &Value) {
         .await
         .expect("/health answers after the attack");
     assert_eq!(health.status(), 200);
+    assert_serves(target(), model, normal).await;
+    assert_peak_rss_under(PEAK_RSS_BOUND);
+}
+
+/// A normal request to `model` on `server` succeeds: a success envelope, or (speech synthesis)
+/// the audio itself.
+pub async fn assert_serves(server: &Target, model: &str, normal: &Value) {
     let response = client()
-        .post(run_url(model))
+        .post(format!(
+            "{}/client/v4/accounts/{ACCOUNT}/ai/run/{model}",
+            server.base
+        ))
         .json(normal)
         .timeout(Duration::from_secs(120))
         .send()
@@ -191,17 +201,13 @@ pub async fn assert_still_serving(model: &str, normal: &Value) {
         .to_owned();
     let bytes = response.bytes().await.unwrap_or_default();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    assert_eq!(
-        status, 200,
-        "a normal request to {model} after the attack: {body}"
-    );
+    assert_eq!(status, 200, "a normal request to {model}: {body}");
     if content_type.starts_with("audio/") {
         // Speech synthesis answers the audio itself.
         assert!(bytes.len() > 1000, "{} bytes of audio", bytes.len());
     } else {
         assert_eq!(body["success"], json!(true), "{body}");
     }
-    assert_peak_rss_under(PEAK_RSS_BOUND);
 }
 
 pub fn assert_peak_rss_under(bound: u64) {
