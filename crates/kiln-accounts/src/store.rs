@@ -201,9 +201,15 @@ impl AccountStore {
         (!info.revoked && hash_matches(hash, secret)).then(|| info.clone())
     }
 
-    /// Whether any unrevoked token exists; until one does the server runs open.
+    /// Whether any unrevoked token exists.
     pub fn has_tokens(&self) -> bool {
         self.refreshed_or_stale().snapshot.live_tokens > 0
+    }
+
+    /// Whether a token was ever created, revoked ones included: once one was, `auto` mode
+    /// stays closed, so revoking the last token never reopens the server.
+    pub fn ever_had_tokens(&self) -> bool {
+        !self.refreshed_or_stale().snapshot.tokens.is_empty()
     }
 
     fn lock(&self) -> MutexGuard<'_, Cached> {

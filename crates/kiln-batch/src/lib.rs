@@ -290,8 +290,16 @@ impl BatchQueue {
         Ok(claimed)
     }
 
-    /// Records how `item` ended (durably) and marks its batch done once nothing is left.
+    /// Records how `item` ended (durably) and marks its batch done once nothing is left. If
+    /// that fails (a full disk) the item is released anyway: it is claimed and run again later,
+    /// rather than staying in flight, unsaved, until a restart.
     pub fn complete(&self, item: &PendingItem, outcome: &ItemOutcome) -> KilnResult<()> {
+        let saved = self.save_outcome(item, outcome);
+        self.release(item);
+        saved
+    }
+
+    fn save_outcome(&self, item: &PendingItem, outcome: &ItemOutcome) -> KilnResult<()> {
         let mut db = self.db();
         let transaction = db.transaction().map_err(storage)?;
         transaction
@@ -315,10 +323,7 @@ impl BatchQueue {
                 params![item.request_id],
             )
             .map_err(storage)?;
-        transaction.commit().map_err(storage)?;
-        drop(db);
-        self.release(item);
-        Ok(())
+        transaction.commit().map_err(storage)
     }
 
     fn release(&self, item: &PendingItem) {

@@ -168,6 +168,10 @@ pub struct SequenceOptions {
     /// Conversation key (`x-session-affinity`): the sequence goes to the slot that last served
     /// this session when that slot is idle, so a multi-turn chat finds its KV cache there.
     pub session: Option<String>,
+    /// Whose prompt this is (the account). A sequence reuses only KV entries its own tenant's
+    /// prompts left behind, so neither a faster answer nor `cached_tokens` can tell one account
+    /// what another one asked.
+    pub tenant: Option<String>,
 }
 
 /// What one [`BatchGenerator::step`] produced for one sequence.

@@ -51,6 +51,10 @@ pub enum ErrorKind {
     UpstreamFailed,
     /// The provider did not send its first byte within `cf-aig-request-timeout`.
     UpstreamTimeout,
+    /// The egress policy refuses the address a provider URL leads to (loopback, private, …).
+    EgressRefused,
+    /// The request has already passed through this gateway: a provider routes back to it.
+    GatewayLoop,
     /// Method exists on the path but not with this verb.
     MethodNotAllowed,
     /// A bug or an engine failure; never the caller's fault.
@@ -154,6 +158,19 @@ pub const ERROR_TABLE: &[ErrorRow] = &[
         504,
         2006,
         "The provider did not answer in time",
+    ),
+    // Kiln's own: a refused address is the operator's policy, not a provider failure.
+    row(
+        ErrorKind::EgressRefused,
+        403,
+        2007,
+        "The egress policy refuses this provider address",
+    ),
+    row(
+        ErrorKind::GatewayLoop,
+        508,
+        2008,
+        "The request has already passed through this gateway",
     ),
     row(
         ErrorKind::MethodNotAllowed,
@@ -292,6 +309,8 @@ mod tests {
             ErrorKind::GatewayRateLimited,
             ErrorKind::UpstreamFailed,
             ErrorKind::UpstreamTimeout,
+            ErrorKind::EgressRefused,
+            ErrorKind::GatewayLoop,
             ErrorKind::MethodNotAllowed,
             ErrorKind::Internal,
         ];

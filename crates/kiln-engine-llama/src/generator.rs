@@ -304,11 +304,15 @@ impl BatchGenerator for LlamaGenerator {
             Some(path) => self.adapters.group(path)?,
             None => None,
         };
-        let slot_index = choose_slot(&self.slots, &prompt, adapter, options.session.as_deref())
+        let reuse = crate::slots::Reuse {
+            adapter,
+            tenant: options.tenant.as_deref(),
+        };
+        let slot_index = choose_slot(&self.slots, &prompt, reuse, options.session.as_deref())
             .ok_or_else(|| KilnError::internal("no free sequence slot"))?;
 
         // The last prompt token is always evaluated again: its logits pick the first new token.
-        let shared = crate::slots::reusable_prefix(&self.slots[slot_index], &prompt, adapter);
+        let shared = crate::slots::reusable_prefix(&self.slots[slot_index], &prompt, reuse);
         let reused = self.trim_cache(slot_index, shared.min(prompt.len() - 1));
         self.slots[slot_index].cached_adapter = adapter;
 
@@ -329,6 +333,7 @@ impl BatchGenerator for LlamaGenerator {
         let slot = &mut self.slots[slot_index];
         slot.last_used = self.clock;
         slot.session = options.session.clone();
+        slot.tenant = options.tenant.clone();
         slot.running = Some(Running {
             id,
             prompt,

@@ -49,6 +49,8 @@ pub struct Slot {
     pub last_used: u64,
     /// The conversation that last ran here.
     pub session: Option<String>,
+    /// The tenant whose prompt the cached KV entries are: only that tenant may reuse them.
+    pub tenant: Option<String>,
     pub running: Option<Running>,
 }
 
@@ -60,6 +62,7 @@ impl Slot {
             cached_adapter: None,
             last_used: 0,
             session: None,
+            tenant: None,
             running: None,
         }
     }
@@ -79,20 +82,22 @@ const CHEAP_TO_DISCARD: usize = 256;
 pub fn choose_slot(
     slots: &[Slot],
     prompt: &[LlamaToken],
-    adapter: AdapterGroup,
+    reuse: Reuse<'_>,
     session: Option<&str>,
 ) -> Option<usize> {
     if let Some(session) = session {
-        let pinned = slots
-            .iter()
-            .position(|slot| slot.is_idle() && slot.session.as_deref() == Some(session));
+        let pinned = slots.iter().position(|slot| {
+            slot.is_idle()
+                && slot.session.as_deref() == Some(session)
+                && slot.tenant.as_deref() == reuse.tenant
+        });
         if pinned.is_some() {
             return pinned;
         }
     }
     let idle = || slots.iter().enumerate().filter(|(_, slot)| slot.is_idle());
     let best_match = idle()
-        .map(|(index, slot)| (index, reusable_prefix(slot, prompt, adapter), slot))
+        .map(|(index, slot)| (index, reusable_prefix(slot, prompt, reuse), slot))
         .filter(|&(_, shared, slot)| {
             let discarded = slot.cached.len() - shared;
             shared > 0 && (shared >= discarded || discarded <= CHEAP_TO_DISCARD)
@@ -106,9 +111,17 @@ pub fn choose_slot(
     })
 }
 
-/// The part of `prompt` whose KV entries the slot holds, computed with the same adapter.
-pub fn reusable_prefix(slot: &Slot, prompt: &[LlamaToken], adapter: AdapterGroup) -> usize {
-    if slot.cached_adapter == adapter {
+/// Whose KV entries a new sequence may start from: computed with its adapter, for its tenant.
+#[derive(Debug, Clone, Copy)]
+pub struct Reuse<'a> {
+    pub adapter: AdapterGroup,
+    pub tenant: Option<&'a str>,
+}
+
+/// The part of `prompt` whose KV entries the slot holds, computed with the same adapter from
+/// the same tenant's prompts.
+pub fn reusable_prefix(slot: &Slot, prompt: &[LlamaToken], reuse: Reuse<'_>) -> usize {
+    if slot.cached_adapter == reuse.adapter && slot.tenant.as_deref() == reuse.tenant {
         common_prefix(&slot.cached, prompt)
     } else {
         0
@@ -153,20 +166,56 @@ mod tests {
         prompt: &[LlamaToken],
         session: Option<&str>,
     ) -> Option<usize> {
-        choose_slot(slots, prompt, None, session)
+        choose_slot(slots, prompt, base(None), session)
+    }
+
+    fn base(tenant: Option<&str>) -> Reuse<'_> {
+        Reuse {
+            adapter: None,
+            tenant,
+        }
     }
 
     #[test]
     fn a_cache_computed_with_another_adapter_is_not_reused() {
         let mut slots = vec![slot(0, &[1, 2, 3], 5), slot(1, &[], 1)];
         slots[0].cached_adapter = Some(0);
+        let with_adapter = Reuse {
+            adapter: Some(0),
+            tenant: None,
+        };
         assert_eq!(
-            choose_slot(&slots, &tokens(&[1, 2, 3, 4]), Some(0), None),
+            choose_slot(&slots, &tokens(&[1, 2, 3, 4]), with_adapter, None),
             Some(0)
         );
         assert_eq!(
-            choose_slot(&slots, &tokens(&[1, 2, 3, 4]), None, None),
+            choose_slot(&slots, &tokens(&[1, 2, 3, 4]), base(None), None),
             Some(1)
+        );
+    }
+
+    #[test]
+    fn another_tenants_cache_is_never_reused_nor_its_session_slot() {
+        let mut slots = vec![slot(0, &[1, 2, 3], 5), slot(1, &[], 1)];
+        slots[0].tenant = Some("account-a".into());
+        slots[0].session = Some("chat".into());
+        let prompt = tokens(&[1, 2, 3, 4]);
+        assert_eq!(
+            reusable_prefix(&slots[0], &prompt, base(Some("account-a"))),
+            3
+        );
+        assert_eq!(
+            reusable_prefix(&slots[0], &prompt, base(Some("account-b"))),
+            0
+        );
+        assert_eq!(
+            choose_slot(&slots, &prompt, base(Some("account-a")), Some("chat")),
+            Some(0)
+        );
+        assert_eq!(
+            choose_slot(&slots, &prompt, base(Some("account-b")), Some("chat")),
+            Some(1),
+            "B names A's session: it gets the least recently used slot, not A's cache"
         );
     }
 

@@ -2,8 +2,11 @@
 //! lookup by id or name at inference.
 //!
 //! Layout: `{root}/{account}/{id}/finetune.json` plus the two uploaded assets. Every write goes
-//! to a temporary file in the same directory and is renamed into place once complete and valid,
-//! so a failed or interrupted upload leaves nothing half-written.
+//! to a temporary file in the same directory, is fsync'd, and is renamed into place once
+//! complete and valid, and the directory is fsync'd after the rename (and after a fine-tune's
+//! directory is created): a failed or interrupted upload leaves nothing half-written, and what
+//! was acknowledged survives `kill -9` and power loss. A write that fails (a full disk) is
+//! answered with an error and leaves nothing behind.
 
 mod adapter;
 mod convert;
@@ -119,10 +122,16 @@ impl FinetuneStore {
             created_at: now.clone(),
             modified_at: now,
         };
-        let dir = self.account_dir(account)?.join(&finetune.id);
-        fs::create_dir_all(&dir).map_err(io_error)?;
+        let account_dir = self.account_dir(account)?;
+        let dir = account_dir.join(&finetune.id);
         let metadata = serde_json::to_vec_pretty(&finetune).map_err(|e| internal(e.to_string()))?;
-        if let Err(error) = write_atomically(&dir, METADATA_FILE, &metadata) {
+        let created = fs::create_dir_all(&dir)
+            .map_err(io_error)
+            .and_then(|()| write_atomically(&dir, METADATA_FILE, &metadata))
+            // The new directory's name must be durable too, and the account's on first use.
+            .and_then(|()| sync_dir(&account_dir))
+            .and_then(|()| sync_dir(&self.root));
+        if let Err(error) = created {
             let _ = fs::remove_dir_all(&dir);
             return Err(error);
         }
@@ -275,7 +284,14 @@ fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> KilnResult<()> {
         let _ = fs::remove_file(&temporary);
         return Err(io_error(error));
     }
-    Ok(())
+    sync_dir(dir)
+}
+
+/// Makes a rename or creation in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> KilnResult<()> {
+    fs::File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io_error)
 }
 
 pub(crate) fn invalid(message: String) -> KilnError {

@@ -307,3 +307,72 @@ fn the_header_is_read_alone_from_a_file() {
     check_pairs(&tensors, Some(8)).expect("rank 8");
     assert!(check_pairs(&tensors, Some(16)).is_err());
 }
+
+#[path = "../../../tests/disk_full.rs"]
+mod disk_full;
+
+/// A full disk: creating and uploading fail with an error and leave nothing behind, what was
+/// stored before is still usable, and once space is back both work again.
+#[test]
+fn a_full_disk_refuses_writes_and_loses_none_acknowledged() {
+    let Some(disk) = disk_full::SmallDisk::mount("fine-tunes") else {
+        return;
+    };
+    let store = FinetuneStore::new(disk.path().join("finetunes"));
+    let model = "@cf/meta/llama-3.3-70b-instruct-fp8-fast";
+    store
+        .create(ACCOUNT, "ready", model, None)
+        .expect("created");
+    store
+        .upload(ACCOUNT, "ready", CONFIG_FILE, &config("llama", 8))
+        .expect("config");
+    store
+        .upload(ACCOUNT, "ready", WEIGHTS_FILE, &weights(8))
+        .expect("weights");
+    store
+        .create(ACCOUNT, "waiting", model, None)
+        .expect("created");
+
+    disk.fill();
+    let (_, message) = kind(store.create(ACCOUNT, "refused", model, None));
+    assert!(disk_full::says_disk_full(&message), "{message}");
+    let (_, message) = kind(store.upload(ACCOUNT, "waiting", CONFIG_FILE, &config("llama", 8)));
+    assert!(disk_full::says_disk_full(&message), "{message}");
+    let names: Vec<String> = store
+        .list(ACCOUNT)
+        .expect("list")
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(names, ["ready", "waiting"]);
+    store.ready(ACCOUNT, "ready").expect("still usable");
+    let waiting = store.find(ACCOUNT, "waiting").expect("found");
+    let leftovers = std::fs::read_dir(
+        disk.path()
+            .join("finetunes")
+            .join(ACCOUNT)
+            .join(&waiting.id),
+    )
+    .expect("dir")
+    .count();
+    assert_eq!(
+        leftovers, 1,
+        "only finetune.json: no partial upload left behind"
+    );
+
+    disk.free();
+    store
+        .create(ACCOUNT, "refused", model, None)
+        .expect("created");
+    store
+        .upload(ACCOUNT, "waiting", CONFIG_FILE, &config("llama", 8))
+        .expect("config");
+    store
+        .upload(ACCOUNT, "waiting", WEIGHTS_FILE, &weights(8))
+        .expect("weights");
+    let reopened = FinetuneStore::new(disk.path().join("finetunes"));
+    reopened
+        .ready(ACCOUNT, "waiting")
+        .expect("usable after a restart");
+    assert_eq!(reopened.list(ACCOUNT).expect("list").len(), 3);
+}

@@ -38,6 +38,9 @@ pub struct KeyParts<'a> {
     pub headers: &'a [(&'a str, &'a [u8])],
     /// `cf-aig-cache-key`: replaces method, path, body and headers.
     pub custom_key: Option<&'a str>,
+    /// Who asked: their credentials, in every key (a custom one too), so that no caller is
+    /// ever served an entry another caller's credentials produced.
+    pub caller: &'a [u8],
 }
 
 /// SHA-256 over length-prefixed parts, so no two different requests can share a key by
@@ -50,6 +53,7 @@ pub fn key(parts: &KeyParts<'_>) -> [u8; 32] {
     };
     field(parts.account.as_bytes());
     field(parts.gateway.as_bytes());
+    field(parts.caller);
     match parts.custom_key {
         Some(custom) => {
             field(b"custom");

@@ -70,7 +70,8 @@ pub enum RetryBackoff {
 }
 
 /// Fields of the Cloudflare object that Kiln accepts and ignores (they configure services Kiln
-/// does not run: Logpush, DLP, billing, …).
+/// does not run: Logpush, billing, …); `guardrails`, `dlp` and `spend_limits` only while
+/// switched off (see [`UNENFORCED`]).
 const IGNORED_FIELDS: [&str; 14] = [
     "id",
     "logpush",
@@ -88,6 +89,59 @@ const IGNORED_FIELDS: [&str; 14] = [
     "created_at",
 ];
 
+/// Settings that promise protection Kiln does not give. Set to act, they are refused with
+/// their name rather than stored and ignored: a gateway must not look guarded when it is not.
+/// Switched off (`null`, `false`, `{"enabled": false}`, no actions) they are accepted.
+const UNENFORCED: [(&str, &str); 3] = [
+    (
+        "guardrails",
+        "Kiln does not evaluate prompts or responses with Llama Guard yet",
+    ),
+    ("dlp", "Kiln has no DLP profiles to scan requests with"),
+    (
+        "spend_limits",
+        "Kiln does not stop a gateway at a spending limit yet",
+    ),
+];
+
+fn refuse_unenforced(object: &serde_json::Map<String, Value>) -> KilnResult<()> {
+    for (field, why) in UNENFORCED {
+        if object.get(field).is_some_and(acts) {
+            return Err(KilnError::bad_input(format!(
+                "'{field}' is set to act, but {why}: refused rather than accepted and ignored \
+                 (send it as null, false or {{\"enabled\": false}})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a guardrails / DLP / spend-limit setting would do anything.
+fn acts(setting: &Value) -> bool {
+    match setting {
+        Value::Null | Value::Bool(false) => false,
+        Value::Bool(true) => true,
+        Value::String(action) => {
+            let action = action.to_ascii_uppercase();
+            action == "BLOCK" || action == "FLAG"
+        }
+        Value::Number(_) => false,
+        Value::Array(items) => items.iter().any(acts),
+        Value::Object(fields) => match fields.get("enabled") {
+            Some(Value::Bool(false)) => false,
+            Some(Value::Bool(true)) => true,
+            _ => fields
+                .iter()
+                .filter(|(key, _)| key.as_str() != "enabled")
+                .any(|(key, value)| {
+                    // Spend rules name their limit as a number: any rule acts.
+                    (key == "rules" && value.as_array().is_some_and(|r| !r.is_empty()))
+                        || acts(value)
+                }),
+        },
+    }
+}
+
 impl GatewayConfig {
     /// From a create or update body; unknown fields, wrong types and out-of-range values are a
     /// 400 naming the field.
@@ -95,6 +149,7 @@ impl GatewayConfig {
         let object = body
             .as_object()
             .ok_or_else(|| KilnError::bad_input("the body must be a JSON object"))?;
+        refuse_unenforced(object)?;
         let known: serde_json::Map<String, Value> = object
             .iter()
             .filter(|(key, _)| !IGNORED_FIELDS.contains(&key.as_str()) && *key != "modified_at")
@@ -140,5 +195,55 @@ impl GatewayConfig {
     pub fn from_text(text: &str) -> KilnResult<Self> {
         serde_json::from_str(text)
             .map_err(|error| KilnError::internal(format!("stored gateway settings: {error}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn protection_that_is_not_enforced_is_refused_by_name() {
+        for (field, setting) in [
+            ("guardrails", json!({"prompt": {"S1": "BLOCK"}})),
+            ("guardrails", json!({"response": {"S10": "FLAG"}})),
+            ("guardrails", json!(true)),
+            (
+                "dlp",
+                json!({"enabled": true, "action": "BLOCK", "profiles": ["p"]}),
+            ),
+            (
+                "dlp",
+                json!({"policies": [{"id": "x", "action": "FLAG", "check": ["REQUEST"]}]}),
+            ),
+            (
+                "spend_limits",
+                json!({"rules": [{"limit": 10, "limitType": "cost", "window": "daily"}]}),
+            ),
+            ("spend_limits", json!({"enabled": true})),
+        ] {
+            let error =
+                GatewayConfig::from_json(&json!({"id": "g", field: setting})).expect_err("refused");
+            assert_eq!(error.status(), 400);
+            assert!(
+                error.message.contains(&format!("'{field}'")),
+                "{}",
+                error.message
+            );
+        }
+    }
+
+    #[test]
+    fn protection_switched_off_is_accepted() {
+        for body in [
+            json!({"guardrails": null, "dlp": null, "spend_limits": null}),
+            json!({"dlp": {"enabled": false, "action": "BLOCK", "profiles": []}}),
+            json!({"guardrails": {"prompt": {}, "response": {}}}),
+            json!({"spend_limits": {"enabled": false, "rules": [{"limit": 1}]}}),
+            json!({"spend_limits": {"rules": []}, "guardrails": false}),
+        ] {
+            assert!(GatewayConfig::from_json(&body).is_ok(), "{body}");
+        }
     }
 }

@@ -1,11 +1,13 @@
-//! The write-ahead journal: each request's writes are appended here, in one `write` per batch,
-//! before the request is acknowledged. Appends are cheap (about a kilobyte per request, no page
-//! rewrites), so acknowledging costs little; SQLite gets the records later in large
-//! transactions, off the request path. After a crash the unapplied tail is replayed.
+//! The write-ahead journal: each request's writes are appended here, in one `write` and one
+//! `fdatasync` per batch (group commit), before the request is acknowledged. Appends are cheap
+//! (about a kilobyte per request, no page rewrites), so acknowledging costs little; SQLite gets
+//! the records later in large transactions, off the request path. After a crash or power loss
+//! the unapplied tail is replayed.
 //!
 //! Files are segments `{seq:020}.journal` in one directory. A record is
 //! `[payload length: u32][FNV-1a of payload: u64][payload]`; a torn or corrupt record ends the
-//! replay of its segment (it was never acknowledged).
+//! replay of its segment (it was never acknowledged). A failed append is cut off again
+//! (`set_len`) before anything else is appended, so a torn record is only ever a segment's tail.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -25,25 +27,46 @@ pub struct Journal {
     file: File,
     pub segment: u64,
     pub offset: u64,
+    /// Whether each append is fsync'd before it counts as done.
+    sync: bool,
+    /// A failed append left bytes past `offset` that could not be cut off yet.
+    torn: bool,
 }
 
 impl Journal {
-    /// Opens a new segment after the existing ones.
-    pub fn open(dir: &Path) -> io::Result<Self> {
+    /// Opens a new segment numbered after the existing ones and after `after` (the segment SQLite
+    /// has applied up to: numbers must keep growing across restarts, or replay would take new
+    /// records for applied ones).
+    pub fn open(dir: &Path, after: u64, sync: bool) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
-        let segment = segments(dir)?.last().map_or(1, |(seq, _)| seq + 1);
+        let last = segments(dir)?.last().map_or(0, |(seq, _)| *seq);
+        let segment = last.max(after) + 1;
         let file = create_segment(dir, segment)?;
         Ok(Self {
             dir: dir.to_owned(),
             file,
             segment,
             offset: 0,
+            sync,
+            torn: false,
         })
     }
 
-    /// Appends already-encoded records in one write.
+    /// Appends already-encoded records in one write (and one fsync). On an error none of them
+    /// counts: whatever part reached the file is cut off, now or before the next append.
     pub fn append(&mut self, encoded: &[u8]) -> io::Result<()> {
-        self.file.write_all(encoded)?;
+        if self.torn {
+            self.file.set_len(self.offset)?;
+            self.torn = false;
+        }
+        let mut written = self.file.write_all(encoded);
+        if self.sync {
+            written = written.and_then(|()| self.file.sync_data());
+        }
+        if let Err(error) = written {
+            self.torn = self.file.set_len(self.offset).is_err();
+            return Err(error);
+        }
         self.offset += encoded.len() as u64;
         Ok(())
     }
@@ -62,10 +85,13 @@ impl Journal {
 }
 
 fn create_segment(dir: &Path, seq: u64) -> io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
-        .open(segment_path(dir, seq))
+        .open(segment_path(dir, seq))?;
+    // The new name must be durable too, or a power cut could lose a segment of fsync'd records.
+    File::open(dir)?.sync_all()?;
+    Ok(file)
 }
 
 pub fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -430,7 +456,7 @@ pub(crate) mod tests {
     #[test]
     fn records_round_trip_and_torn_tails_are_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let mut journal = Journal::open(dir.path()).unwrap();
+        let mut journal = Journal::open(dir.path(), 0, true).unwrap();
         let mut encoded = Vec::new();
         encode_into(&mut encoded, &sample());
         encode_into(&mut encoded, &sample());
@@ -438,7 +464,12 @@ pub(crate) mod tests {
         // A crash in the middle of the third record's write.
         let mut torn = Vec::new();
         encode_into(&mut torn, &sample());
-        journal.append(&torn[..torn.len() / 2]).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(segment_path(dir.path(), journal.segment))
+            .unwrap()
+            .write_all(&torn[..torn.len() / 2])
+            .unwrap();
         let path = segment_path(dir.path(), journal.segment);
         let records = read_segment(&path).unwrap();
         assert_eq!(records.len(), 2);
@@ -448,10 +479,34 @@ pub(crate) mod tests {
         assert_eq!(write.record, expected.record);
         assert_eq!(write.log, expected.log);
         assert_eq!(write.cache, expected.cache);
-        // The next journal opened starts a new segment after this one.
+        // The next journal opened starts a new segment after this one, and after the segment
+        // SQLite says it applied.
         assert_eq!(
-            Journal::open(dir.path()).unwrap().segment,
+            Journal::open(dir.path(), 0, true).unwrap().segment,
             journal.segment + 1
         );
+        assert_eq!(Journal::open(dir.path(), 40, true).unwrap().segment, 41);
+    }
+
+    /// A torn tail left by a failed append is cut off before the next append, so the records
+    /// after it are replayed.
+    #[test]
+    fn a_failed_append_never_hides_later_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::open(dir.path(), 0, true).unwrap();
+        let mut one = Vec::new();
+        encode_into(&mut one, &sample());
+        journal.append(&one).unwrap();
+        // What a write cut short by ENOSPC leaves, with the cut not yet made.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(segment_path(dir.path(), journal.segment))
+            .unwrap()
+            .write_all(&one[..10])
+            .unwrap();
+        journal.torn = true;
+        journal.append(&one).unwrap();
+        let records = read_segment(&segment_path(dir.path(), journal.segment)).unwrap();
+        assert_eq!(records.len(), 2);
     }
 }

@@ -312,3 +312,6 @@ fn storage(message: String) -> KilnError {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod durability_tests;

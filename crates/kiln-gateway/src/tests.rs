@@ -137,7 +137,8 @@ fn journaled_writes_are_replayed_once_after_a_crash() {
     let write = crate::journal::tests::sample();
     let mut encoded = Vec::new();
     crate::journal::encode_into(&mut encoded, &write);
-    let mut journal = crate::journal::Journal::open(&crate::writer::journal_dir(&path)).unwrap();
+    let mut journal =
+        crate::journal::Journal::open(&crate::writer::journal_dir(&path), 0, true).unwrap();
     journal.append(&encoded).unwrap();
     drop(journal);
 

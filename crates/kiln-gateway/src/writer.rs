@@ -2,21 +2,28 @@
 //!
 //! Two OS threads, so no request ever waits on SQLite:
 //! - the *journal thread* drains a bounded queue, appends each batch to the write-ahead
-//!   [`Journal`] in one `write`, makes new cache entries visible in memory, and acknowledges;
-//! - the *apply thread* moves journaled writes into SQLite in large transactions (checkpoints
-//!   and page writes happen there), then drops the journal segments it has applied.
+//!   [`Journal`] in one `write` and one `fdatasync` (group commit: every write that queued while
+//!   the previous batch synced shares the next sync), makes new cache entries visible in memory,
+//!   and acknowledges;
+//! - the *apply thread* moves journaled writes into SQLite in large transactions
+//!   (`synchronous = FULL`, so a segment is deleted only after its records are durable there),
+//!   then drops the journal segments it has applied.
 //!
 //! A request never waits for room in the queue: when the queue or its byte budget is full the
 //! write is dropped and counted (`kiln_gateway_writes_dropped_total`). A queued write is
-//! acknowledged once it is in the journal; the HTTP layer releases the response's last byte only
-//! then, so every `cf-aig-log-id` a client has seen survives a `kill -9`: on start, the journal's
-//! unapplied records are replayed. (Journal appends are not fsynced; a power cut may lose the
-//! last moments of logs, never corrupt them.)
+//! acknowledged once it is in the journal and on disk; the HTTP layer releases the response's
+//! last byte only then, so every `cf-aig-log-id` whose response completed survives a `kill -9`
+//! or a power cut: on start, the journal's unapplied records are replayed. A batch whose append
+//! fails (a full disk) is not acknowledged, and is dropped and counted like a full queue's. A
+//! transaction that fails is retried (with everything after it) until it commits; until then
+//! its records stay in the journal and their bytes in the queue's budget.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, sync_channel, Receiver, Sender, SyncSender, TrySendError};
+use std::sync::mpsc::{
+    self, sync_channel, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError,
+};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -35,6 +42,8 @@ const MAX_BATCH: usize = 1024;
 const MAX_APPLY: usize = 8192;
 /// How long the apply thread gathers writes before a transaction, so that many share one.
 const APPLY_GATHER: Duration = Duration::from_millis(50);
+/// How long the apply thread waits before retrying a transaction that failed.
+const APPLY_RETRY: Duration = Duration::from_secs(1);
 
 /// How the writer is bounded.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +54,9 @@ pub struct WriterLimits {
     pub queue_bytes: usize,
     /// The cache is trimmed to this size, oldest entries first.
     pub cache_bytes: i64,
+    /// fsync each journal batch before acknowledging it (survives power loss). Without it a
+    /// `kill -9` still loses nothing acknowledged, a power cut may lose the last moments.
+    pub sync_journal: bool,
 }
 
 impl Default for WriterLimits {
@@ -53,6 +65,7 @@ impl Default for WriterLimits {
             queue_len: 16 * 1024,
             queue_bytes: 256 * 1024 * 1024,
             cache_bytes: 1024 * 1024 * 1024,
+            sync_journal: true,
         }
     }
 }
@@ -116,7 +129,7 @@ impl Writer {
         let db = Connection::open(path)?;
         db.busy_timeout(Duration::from_secs(5))?;
         db.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
              CREATE TABLE IF NOT EXISTS journal_applied (
                  id INTEGER PRIMARY KEY CHECK (id = 1),
                  segment INTEGER NOT NULL,
@@ -125,7 +138,9 @@ impl Writer {
         )?;
         let journal_dir = journal_dir(path);
         replay(&db, &journal_dir)?;
-        let journal = Journal::open(&journal_dir).map_err(io_error)?;
+        let (applied_segment, _) = applied_position(&db)?;
+        let journal =
+            Journal::open(&journal_dir, applied_segment, limits.sync_journal).map_err(io_error)?;
         // Shown in /metrics from the start, so a dashboard sees 0 rather than nothing.
         metrics::counter!("kiln_gateway_writes_dropped_total").absolute(0);
         let cache_size = Arc::new(AtomicI64::new(cache::total_size(&db)?));
@@ -136,6 +151,7 @@ impl Writer {
         let journal_thread = JournalThread {
             journal,
             pending_cache: pending_cache.clone(),
+            queued_bytes: queued_bytes.clone(),
             to_apply,
         };
         let apply_thread = ApplyThread {
@@ -145,6 +161,7 @@ impl Writer {
             cache_size: cache_size.clone(),
             cache_limit: limits.cache_bytes,
             pending_cache: pending_cache.clone(),
+            failed: None,
         };
         spawn("kiln-gateway-journal", move || journal_thread.run(jobs))?;
         spawn("kiln-gateway-apply", move || apply_thread.run(applies))?;
@@ -157,8 +174,9 @@ impl Writer {
         })
     }
 
-    /// Queues `write`; the receiver resolves once it is journaled. `None` when it was dropped
-    /// because the writer is behind.
+    /// Queues `write`; the receiver resolves `Ok` once it is journaled, `Err` when the journal
+    /// could not take it (then it is dropped). `None` when it was dropped because the writer is
+    /// behind.
     pub fn submit(&self, write: RequestWrite) -> Option<oneshot::Receiver<()>> {
         let bytes = write.bytes();
         let before = self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
@@ -301,6 +319,7 @@ fn apply_write(db: &Connection, write: &RequestWrite) -> rusqlite::Result<i64> {
 struct JournalThread {
     journal: Journal,
     pending_cache: PendingCache,
+    queued_bytes: Arc<AtomicUsize>,
     to_apply: Sender<Apply>,
 }
 
@@ -336,9 +355,19 @@ impl JournalThread {
             }
             if !encoded.is_empty() {
                 if let Err(error) = self.journal.append(&encoded) {
-                    // SQLite may still get these writes; they just lost their crash safety.
-                    tracing::error!("gateway journal: {error}");
+                    // Not acknowledged (dropping the senders tells each request) and not
+                    // applied: a write SQLite got but the journal lost would be a log the
+                    // client was told failed.
+                    tracing::error!(writes = writes.len(), "gateway journal: {error}");
                     metrics::counter!("kiln_gateway_journal_errors_total").increment(1);
+                    dropped(writes.len() as u64);
+                    let bytes: usize = writes.iter().map(|(_, bytes)| bytes).sum();
+                    self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                    drop(acknowledgements);
+                    for reply in flushes {
+                        let _ = self.to_apply.send(Apply::Flush(reply));
+                    }
+                    continue;
                 }
             }
             self.publish_cache_entries(&writes);
@@ -372,6 +401,16 @@ impl JournalThread {
     }
 }
 
+/// Writes whose transaction failed, kept to be committed before anything after them.
+#[derive(Default)]
+struct Unapplied {
+    writes: Vec<(RequestWrite, usize)>,
+    /// The journal position just past `writes`.
+    position: Option<(u64, u64)>,
+    /// Segments to delete once `writes` are committed.
+    closed: Vec<u64>,
+}
+
 struct ApplyThread {
     db: Connection,
     journal_dir: PathBuf,
@@ -379,12 +418,31 @@ struct ApplyThread {
     cache_size: Arc<AtomicI64>,
     cache_limit: i64,
     pending_cache: PendingCache,
+    failed: Option<Unapplied>,
 }
 
 impl ApplyThread {
     fn run(mut self, applies: Receiver<Apply>) {
         lower_priority();
-        while let Ok(first) = applies.recv() {
+        loop {
+            // After a failure, retry on a timer even if nothing new arrives.
+            let first = if self.failed.is_some() {
+                match applies.recv_timeout(APPLY_RETRY) {
+                    Ok(item) => Some(item),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    // Shutting down: what failed stays in the journal for the next start.
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            } else {
+                match applies.recv() {
+                    Ok(item) => Some(item),
+                    Err(_) => return,
+                }
+            };
+            let Some(first) = first else {
+                self.apply(Vec::new());
+                continue;
+            };
             let mut items = vec![first];
             let deadline = Instant::now() + APPLY_GATHER;
             let mut count = 0;
@@ -412,37 +470,48 @@ impl ApplyThread {
     }
 
     fn apply(&mut self, items: Vec<Apply>) {
-        let mut position = None;
-        let mut closed = Vec::new();
+        // What failed before goes first, so the recorded position never passes it.
+        let mut batch = self.failed.take().unwrap_or_default();
         let mut flushes = Vec::new();
-        let mut writes = Vec::new();
         for item in items {
             match item {
                 Apply::Writes {
-                    writes: batch,
+                    writes,
                     segment,
                     offset,
                 } => {
-                    writes.extend(batch);
-                    position = Some((segment, offset));
+                    batch.writes.extend(writes);
+                    batch.position = Some((segment, offset));
                 }
-                Apply::SegmentClosed(segment) => closed.push(segment),
+                Apply::SegmentClosed(segment) => batch.closed.push(segment),
                 Apply::Flush(reply) => flushes.push(reply),
             }
         }
-        match self.commit(&writes, position) {
+        match self.commit(&batch.writes, batch.position) {
             Ok(()) => {
-                for segment in closed {
-                    let _ = std::fs::remove_file(journal::segment_path(&self.journal_dir, segment));
+                for segment in &batch.closed {
+                    let _ =
+                        std::fs::remove_file(journal::segment_path(&self.journal_dir, *segment));
                 }
+                self.retire_cache_entries(&batch.writes);
+                let bytes: usize = batch.writes.iter().map(|(_, bytes)| bytes).sum();
+                self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                metrics::counter!("kiln_gateway_writes_committed_total")
+                    .increment(batch.writes.len() as u64);
             }
-            // The writes stay in the journal and are replayed on the next start.
-            Err(error) => tracing::error!("gateway writer: {error}"),
+            // Kept (in memory and in the journal) and retried; their cache entries stay
+            // visible, and their bytes keep counting so that a long outage fills the budget
+            // and new writes are dropped rather than piling up.
+            Err(error) => {
+                tracing::error!(
+                    writes = batch.writes.len(),
+                    "gateway writer: {error}; retrying"
+                );
+                metrics::counter!("kiln_gateway_apply_errors_total").increment(1);
+                self.failed = Some(batch);
+            }
         }
-        self.retire_cache_entries(&writes);
-        let bytes: usize = writes.iter().map(|(_, bytes)| bytes).sum();
-        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
-        metrics::counter!("kiln_gateway_writes_committed_total").increment(writes.len() as u64);
+        // A reader waiting on a flush gets what is committed; it does not wait out an outage.
         for reply in flushes {
             let _ = reply.send(());
         }

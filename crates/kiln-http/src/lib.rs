@@ -4,7 +4,9 @@
 mod auth;
 mod batch;
 mod body;
+mod browser;
 mod catalog_routes;
+pub mod egress;
 mod embeddings;
 mod envelope;
 mod finetunes;
@@ -35,6 +37,8 @@ use kiln_gateway::GatewayStore;
 use kiln_scheduler::ModelRegistry;
 use kiln_vectorize::VectorStore;
 
+pub use browser::BrowserPolicy;
+pub use egress::EgressPolicy;
 pub use envelope::{ApiError, MODEL_HEADER};
 pub use metrics::install_recorder as install_metrics_recorder;
 pub use request_metrics::TOTAL_MS_HEADER;
@@ -48,6 +52,10 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     /// Bounds on inputs that drive work or memory (`[limits.*]` in kiln.toml).
     pub limits: Arc<kiln_core::InputLimits>,
+    /// Which addresses provider calls may reach.
+    pub egress: Arc<egress::EgressPolicy>,
+    /// Which `Host`s and `Origin`s browsers may send.
+    pub browser: Arc<browser::BrowserPolicy>,
 }
 
 impl Default for HttpConfig {
@@ -56,6 +64,8 @@ impl Default for HttpConfig {
             max_body_bytes: 16 * 1024 * 1024,
             request_timeout: Duration::from_secs(300),
             limits: Arc::default(),
+            egress: Arc::default(),
+            browser: Arc::default(),
         }
     }
 }
@@ -177,11 +187,16 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(envelope::rejections_as_envelopes));
     // The gateway and the batch queue reach the Workers AI routes in-process through `inner`.
     batch::spawn_runner(state.clone(), inner.clone());
+    let browser = state.config.browser.clone();
     inner
         .clone()
         .merge(gateway::routes(state, inner))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             envelope::panic_response,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            browser,
+            browser::guard,
         ))
         .layer(axum::middleware::from_fn(request_metrics::record))
         .layer(tower_http::trace::TraceLayer::new_for_http())

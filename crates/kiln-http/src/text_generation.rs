@@ -79,9 +79,11 @@ pub async fn run(
         meter: target.meter.clone(),
     };
     let deadline = state.config.request_timeout;
-    let mut events = target
-        .worker
-        .submit_with_session(request, admission, session)?;
+    let mut events = target.worker.submit_with_options(
+        request,
+        admission,
+        sequence_options(session, &target.meter),
+    )?;
     if streaming {
         let first = first_event(&mut events, deadline).await?;
         let timings = events.timings();
@@ -510,5 +512,16 @@ fn parse_stop(input: &Value) -> KilnResult<Vec<String>> {
         Some(_) => Err(KilnError::bad_input(
             "'/stop' must be a string or an array of strings",
         )),
+    }
+}
+
+/// The session a request pins, and its account: the prefix cache is per account.
+pub(crate) fn sequence_options(
+    session: Option<String>,
+    meter: &crate::platform::Meter,
+) -> kiln_core::engine::SequenceOptions {
+    kiln_core::engine::SequenceOptions {
+        session,
+        tenant: Some(meter.account().to_owned()),
     }
 }

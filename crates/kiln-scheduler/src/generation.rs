@@ -188,16 +188,17 @@ impl GenerationWorker {
         request: GenerationRequest,
         admission: Admission,
     ) -> KilnResult<GenerationStream> {
-        self.submit_with_session(request, admission, None)
+        self.submit_with_options(request, admission, SequenceOptions::default())
     }
 
-    /// [`submit`](Self::submit) for a request of a conversation (`x-session-affinity`): it runs
-    /// in the slot that last served `session` when that slot is free, reusing its KV cache.
-    pub fn submit_with_session(
+    /// [`submit`](Self::submit) with the request's tenant and conversation
+    /// (`x-session-affinity`): it runs in the slot that last served the session when that slot
+    /// is free, reusing the KV cache its tenant left there.
+    pub fn submit_with_options(
         &self,
         request: GenerationRequest,
         admission: Admission,
-        session: Option<String>,
+        options: SequenceOptions,
     ) -> KilnResult<GenerationStream> {
         let previously = self.in_flight.fetch_add(1, Ordering::SeqCst);
         if admission.reject_if_busy && previously >= self.slots {
@@ -219,7 +220,7 @@ impl GenerationWorker {
             .unwrap_or_else(|| submitted + self.config.request_timeout);
         let job = GenerationJob {
             request,
-            options: SequenceOptions { session },
+            options,
             events,
             deadline,
             clock,

@@ -46,6 +46,24 @@ struct Shared {
     progressed: Condvar,
 }
 
+/// Why an index could not be opened.
+pub enum OpenError {
+    /// Its files are damaged (config, snapshot or log): the store quarantines it.
+    Damaged(String),
+    /// Anything else (the disk, the OS): nothing is moved, the next use tries again.
+    Failed(KilnError),
+}
+
+impl OpenError {
+    fn from_io(what: &str, error: std::io::Error) -> Self {
+        if error.kind() == std::io::ErrorKind::InvalidData {
+            Self::Damaged(format!("{what}: {error}"))
+        } else {
+            Self::Failed(KilnError::internal(format!("{what}: {error}")))
+        }
+    }
+}
+
 pub struct IndexHandle {
     pub config: IndexConfig,
     shared: Arc<Shared>,
@@ -62,11 +80,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl IndexHandle {
     /// Loads the snapshot, replays the log after it and starts the apply thread.
-    pub fn open(dir: &Path, config: IndexConfig, options: StoreOptions) -> KilnResult<Self> {
-        let metric = config.metric()?;
+    pub fn open(dir: &Path, config: IndexConfig, options: StoreOptions) -> Result<Self, OpenError> {
+        let metric = config
+            .metric()
+            .map_err(|error| OpenError::Damaged(format!("config.json: {}", error.message)))?;
         let mut state = IndexState::new(config.dimensions, metric);
         let from_snapshot = load_snapshot(dir, &mut state)
-            .map_err(|reason| KilnError::internal(format!("index {:?}: {reason}", config.name)))?;
+            .map_err(|error| OpenError::from_io(&format!("index {:?}", config.name), error))?;
         if from_snapshot {
             if let Err(reason) = load_graph(dir, &mut state) {
                 tracing::warn!(index = %config.name, %reason, "vectorize: rebuilding the ANN graph");
@@ -82,7 +102,7 @@ impl IndexHandle {
             }
         })
         .map_err(|error| {
-            KilnError::internal(format!("index {:?}: mutation log: {error}", config.name))
+            OpenError::from_io(&format!("index {:?}: mutation log", config.name), error)
         })?;
         // Vectors replayed into a graph loaded from disk.
         state.link_ann();
@@ -112,7 +132,11 @@ impl IndexHandle {
         let apply_thread = std::thread::Builder::new()
             .name(format!("vectorize-{}", config.name))
             .spawn(move || apply_loop(&worker, &receiver, replayed_bytes))
-            .map_err(|error| KilnError::internal(format!("starting the apply thread: {error}")))?;
+            .map_err(|error| {
+                OpenError::Failed(KilnError::internal(format!(
+                    "starting the apply thread: {error}"
+                )))
+            })?;
         Ok(Self {
             config,
             shared,

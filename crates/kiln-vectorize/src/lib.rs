@@ -13,6 +13,7 @@
 //! All methods block; callers on an async runtime use `spawn_blocking`.
 
 mod ann;
+mod checks;
 mod codec;
 mod config;
 mod filter;
@@ -20,6 +21,7 @@ mod hnsw;
 mod index;
 mod kernels;
 mod metric;
+mod quarantine;
 mod query;
 mod record;
 mod search;

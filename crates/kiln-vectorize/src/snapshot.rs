@@ -116,23 +116,25 @@ fn encode_vector(vector: &StoredVector) -> Vec<u8> {
 }
 
 /// Loads `snapshot.bin` into `state`, if there is one. A snapshot that fails its checksum is an
-/// error: the log before it is gone, so silently starting empty would lose data.
-pub fn load_snapshot(dir: &Path, state: &mut IndexState) -> Result<bool, String> {
+/// error (`InvalidData`: the index is damaged): the log before it is gone, so silently starting
+/// empty would lose data. Other errors are the disk's (reading failed).
+pub fn load_snapshot(dir: &Path, state: &mut IndexState) -> io::Result<bool> {
     let _ = fs::remove_file(dir.join(TEMPORARY_FILE));
     let bytes = match fs::read(dir.join(SNAPSHOT_FILE)) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(error) => return Err(format!("reading the snapshot: {error}")),
+        Err(error) => return Err(error),
     };
+    let damaged = |reason: String| io::Error::new(io::ErrorKind::InvalidData, reason);
     if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
-        return Err("the snapshot has no valid header".into());
+        return Err(damaged("the snapshot has no valid header".into()));
     }
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     if crc32fast::hash(body).to_le_bytes() != crc {
-        return Err("the snapshot fails its checksum".into());
+        return Err(damaged("the snapshot fails its checksum".into()));
     }
     decode_into(&body[MAGIC.len()..], state)
-        .map_err(|reason| format!("the snapshot is corrupt: {reason}"))?;
+        .map_err(|reason| damaged(format!("the snapshot is corrupt: {reason}")))?;
     Ok(true)
 }
 

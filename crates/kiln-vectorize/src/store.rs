@@ -2,7 +2,8 @@
 //! `<root>/<account>/<index>/` (see `index`). Deleting an index first renames its directory
 //! to `<root>/<account>/.deleted-<index>-<uuid>` (atomic), then removes it; leftovers of a
 //! crash in between are removed at the next start, as are directories without a `config.json`
-//! (a crash during creation).
+//! (a crash during creation). An index whose files are damaged is quarantined, at start or when
+//! it is first opened (see `quarantine`).
 //!
 //! An open index costs an apply thread, a log file and its state in memory, so indexes are
 //! opened on first use (not at start) and at most `max_open_indexes` idle ones stay open: the
@@ -18,12 +19,14 @@ use std::time::Duration;
 use kiln_core::{ErrorKind, KilnError, KilnResult};
 use serde_json::{json, Value};
 
+use crate::checks::{check_ids, check_vectors, file_name, property_name, read_dirs};
 use crate::codec::MutationOp;
 use crate::config::{validate_account, IndexConfig, MAX_INDEXES_PER_ACCOUNT};
 use crate::filter::{MetadataIndexType, MAX_METADATA_INDEXES};
-use crate::index::IndexHandle;
+use crate::index::{IndexHandle, OpenError};
+use crate::quarantine::{quarantine, QUARANTINE_DIR};
 use crate::query::{Query, ReturnMetadata};
-use crate::record::{validate_id, VectorRecord};
+use crate::record::VectorRecord;
 use crate::search::{get_by_ids, run_query};
 use crate::wal::sync_dir;
 use crate::StoreOptions;
@@ -79,7 +82,7 @@ pub struct VectorStore {
     uses: AtomicU64,
 }
 
-fn io_error(what: &str, error: std::io::Error) -> KilnError {
+pub(crate) fn io_error(what: &str, error: std::io::Error) -> KilnError {
     KilnError::internal(format!("vectorize storage: {what}: {error}"))
 }
 
@@ -111,18 +114,28 @@ impl VectorStore {
                 let Some(name) = file_name(&index_dir) else {
                     continue;
                 };
+                if name == QUARANTINE_DIR {
+                    continue;
+                }
                 let config_path = index_dir.join(CONFIG_FILE);
                 if name.starts_with(".deleted-") || !config_path.exists() {
                     let _ = fs::remove_dir_all(&index_dir);
                     continue;
                 }
-                let config: IndexConfig = fs::read(&config_path)
+                let config: IndexConfig = match fs::read(&config_path)
                     .map_err(|error| io_error("reading an index config", error))
                     .and_then(|bytes| {
                         serde_json::from_slice(&bytes).map_err(|error| {
                             KilnError::internal(format!("{}: {error}", config_path.display()))
                         })
-                    })?;
+                    }) {
+                    Ok(config) => config,
+                    Err(error) => {
+                        // Skipped (and moved aside if it can be), never fatal.
+                        let _ = quarantine(&account_dir, &index_dir, &error.message);
+                        continue;
+                    }
+                };
                 indexes.insert(
                     (account.clone(), name),
                     Arc::new(Slot::new(index_dir, config)),
@@ -149,6 +162,29 @@ impl VectorStore {
             .ok_or_else(|| not_found(name))
     }
 
+    /// Takes a damaged index out of the store and moves its files aside; the error answers the
+    /// request that found the damage (later ones get 404).
+    fn quarantine_slot(
+        &self,
+        account: &str,
+        name: &str,
+        slot: &Arc<Slot>,
+        reason: &str,
+    ) -> KilnError {
+        self.indexes
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|_, kept| !Arc::ptr_eq(kept, slot));
+        let moved = quarantine(&self.root.join(account), &slot.dir, reason);
+        let place = match &moved {
+            Ok(target) => format!("moved to {}", target.display()),
+            Err(error) => format!("could not be moved aside: {error}"),
+        };
+        KilnError::internal(format!(
+            "vectorize index {name:?} is damaged ({reason}); it was taken out of service and {place}"
+        ))
+    }
+
     fn open_slots(&self) -> MutexGuard<'_, Vec<Arc<Slot>>> {
         self.open
             .lock()
@@ -170,11 +206,16 @@ impl VectorStore {
                 SlotState::Open(handle) => Arc::clone(handle),
                 SlotState::Deleted => return Err(not_found(name)),
                 SlotState::Closed => {
-                    let handle = Arc::new(IndexHandle::open(
-                        &slot.dir,
-                        slot.config.clone(),
-                        self.options,
-                    )?);
+                    let opened = IndexHandle::open(&slot.dir, slot.config.clone(), self.options);
+                    let handle = match opened {
+                        Ok(handle) => Arc::new(handle),
+                        Err(OpenError::Failed(error)) => return Err(error),
+                        Err(OpenError::Damaged(reason)) => {
+                            *state = SlotState::Deleted;
+                            drop(state);
+                            return Err(self.quarantine_slot(account, name, &slot, &reason));
+                        }
+                    };
                     *state = SlotState::Open(Arc::clone(&handle));
                     self.open_slots().push(Arc::clone(&slot));
                     handle
@@ -554,152 +595,6 @@ impl VectorStore {
     }
 }
 
-fn property_name(body: &Value) -> KilnResult<String> {
-    let property = body
-        .get("propertyName")
-        .and_then(Value::as_str)
-        .ok_or_else(|| KilnError::bad_input("propertyName is required and must be a string"))?;
-    let valid = !property.is_empty()
-        && property.chars().count() <= crate::filter::MAX_FILTER_KEY_CHARS
-        && !property.contains('"')
-        && !property.starts_with('$')
-        && !property.split('.').any(str::is_empty);
-    if !valid {
-        return Err(KilnError::bad_input(format!(
-            "propertyName {property:?} must be 1 to 512 characters, without '\"', not starting \
-             with '$', with '.' only between nested keys"
-        )));
-    }
-    Ok(property.to_owned())
-}
-
-fn check_vectors(
-    handle: &IndexHandle,
-    vectors: &[VectorRecord],
-    max_vectors: usize,
-) -> KilnResult<()> {
-    if vectors.is_empty() {
-        return Err(KilnError::bad_input(
-            "vectors: at least one vector is required",
-        ));
-    }
-    if vectors.len() > max_vectors {
-        return Err(KilnError::bad_input(format!(
-            "at most {max_vectors} vectors per insert or upsert (got {}; \
-             limits.vectorize.max_vectors_per_write)",
-            vectors.len()
-        )));
-    }
-    let dimensions = handle.config.dimensions;
-    if let Some((position, vector)) = vectors
-        .iter()
-        .enumerate()
-        .find(|(_, vector)| vector.values.len() != dimensions)
-    {
-        return Err(KilnError::bad_input(format!(
-            "vector {:?} (number {}) has {} dimensions but index {:?} has {dimensions}",
-            vector.id,
-            position + 1,
-            vector.values.len(),
-            handle.config.name
-        )));
-    }
-    Ok(())
-}
-
-fn check_ids(ids: &[String]) -> KilnResult<()> {
-    if ids.is_empty() {
-        return Err(KilnError::bad_input("ids: at least one id is required"));
-    }
-    if ids.len() > MAX_IDS_PER_CALL {
-        return Err(KilnError::bad_input(format!(
-            "ids: at most {MAX_IDS_PER_CALL} per call (got {})",
-            ids.len()
-        )));
-    }
-    for id in ids {
-        validate_id(id).map_err(|reason| KilnError::bad_input(format!("ids: {reason}")))?;
-    }
-    Ok(())
-}
-
-fn read_dirs(dir: &Path) -> KilnResult<Vec<PathBuf>> {
-    let entries = fs::read_dir(dir).map_err(|error| io_error("listing indexes", error))?;
-    Ok(entries
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| path.is_dir())
-        .collect())
-}
-
-fn file_name(path: &Path) -> Option<String> {
-    path.file_name()
-        .and_then(|name| name.to_str())
-        .map(str::to_owned)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_store_is_send_and_sync() {
-        fn check<T: Send + Sync>() {}
-        check::<super::VectorStore>();
-    }
-
-    /// Threads writing and querying more indexes than may be open: no deadlock, no lost write,
-    /// and never more open than the bound plus, per thread, one index in use and one being
-    /// closed.
-    #[test]
-    fn closing_and_reopening_under_concurrent_use() {
-        const THREADS: usize = 6;
-        const INDEXES: usize = 10;
-        let dir = tempfile::tempdir().unwrap();
-        let options = StoreOptions {
-            max_open_indexes: 2,
-            ..StoreOptions::default()
-        };
-        let store = VectorStore::open_with_options(dir.path(), options).unwrap();
-        for index in 0..INDEXES {
-            store
-                .create_index(
-                    "acct",
-                    &json!({"name": format!("i{index}"), "config": {"dimensions": 2, "metric": "cosine"}}),
-                )
-                .unwrap();
-        }
-        std::thread::scope(|scope| {
-            for thread in 0..THREADS {
-                let store = &store;
-                scope.spawn(move || {
-                    for step in 0..40 {
-                        let name = format!("i{}", (thread * 7 + step) % INDEXES);
-                        let record = VectorRecord {
-                            id: format!("t{thread}-{step}"),
-                            values: vec![1.0, step as f32],
-                            namespace: None,
-                            metadata: None,
-                        };
-                        store.upsert("acct", &name, vec![record]).unwrap();
-                        let query = Query::from_json(&json!({"vector": [1.0, 0.0]})).unwrap();
-                        store.query("acct", &name, &query).unwrap();
-                        assert!(store.open_index_count() <= 2 + 2 * THREADS);
-                    }
-                });
-            }
-        });
-        let mut total = 0;
-        for index in 0..INDEXES {
-            let name = format!("i{index}");
-            store
-                .wait_until_processed("acct", &name, Duration::from_secs(30))
-                .unwrap();
-            total += store.info("acct", &name).unwrap()["vectorCount"]
-                .as_u64()
-                .unwrap();
-        }
-        assert_eq!(total, (THREADS * 40) as u64);
-        assert!(store.open_index_count() <= 2);
-    }
-}
+#[path = "store_tests.rs"]
+mod tests;

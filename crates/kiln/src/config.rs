@@ -10,7 +10,7 @@ use clap::Args;
 use kiln_accounts::Plan;
 use kiln_core::InputLimits;
 use kiln_http::platform::{AuthMode, PlatformSettings};
-use kiln_http::PublicUrl;
+use kiln_http::{BrowserPolicy, EgressPolicy, PublicUrl};
 use serde::Deserialize;
 
 const BUILT_IN: &str = include_str!("../default-kiln.toml");
@@ -127,6 +127,38 @@ pub struct ServeConfig {
     #[arg(long, env = "KILN_DEFAULT_PLAN")]
     pub default_plan: Option<Plan>,
 
+    /// Hosts, IP addresses or CIDR networks that custom providers and the universal endpoint
+    /// may reach although they are loopback, private, link-local or Kiln's own, comma-separated
+    /// (e.g. `127.0.0.1,10.0.0.0/8,llm.lan`) [default: none].
+    #[arg(long, env = "KILN_EGRESS_ALLOW", value_delimiter = ',')]
+    pub egress_allow: Option<Vec<String>>,
+
+    /// Seconds a provider call may take to connect [default: 10].
+    #[arg(long, env = "KILN_EGRESS_CONNECT_TIMEOUT_SECS")]
+    pub egress_connect_timeout_secs: Option<u64>,
+
+    /// Seconds a whole provider call may take, its streamed answer included [default: the
+    /// request timeout].
+    #[arg(long, env = "KILN_EGRESS_TIMEOUT_SECS")]
+    pub egress_timeout_secs: Option<u64>,
+
+    /// Host names requests may address Kiln by, beyond IP addresses, `localhost`, the
+    /// listening host and `--public-url`'s host (a guard against DNS rebinding), comma-separated;
+    /// `*` allows any [default: none].
+    #[arg(long, env = "KILN_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Option<Vec<String>>,
+
+    /// Browser origins allowed to call Kiln (CORS), comma-separated: `scheme://host[:port]`,
+    /// `scheme://host:*` or `*`. Requests from any other `Origin` are refused [default: none;
+    /// Kiln's own pages only].
+    #[arg(long, env = "KILN_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
+
+    /// While API tokens are required, let Worker binding routes serve loopback callers without
+    /// a token (as the binding account) [default: false: they need a token].
+    #[arg(long, env = "KILN_TRUST_LOCAL_BINDINGS", num_args = 0..=1, default_missing_value = "true")]
+    pub trust_local_bindings: Option<bool>,
+
     /// Do not fetch missing models; fail instead.
     #[arg(long, env = "KILN_OFFLINE", num_args = 0..=1, default_missing_value = "true")]
     pub offline: Option<bool>,
@@ -192,6 +224,14 @@ impl ServeConfig {
             vectorize_dir: self.vectorize_dir.or(base.vectorize_dir),
             gateway_cache_mib: self.gateway_cache_mib.or(base.gateway_cache_mib),
             offline: self.offline.or(base.offline),
+            egress_allow: self.egress_allow.or(base.egress_allow),
+            egress_connect_timeout_secs: self
+                .egress_connect_timeout_secs
+                .or(base.egress_connect_timeout_secs),
+            egress_timeout_secs: self.egress_timeout_secs.or(base.egress_timeout_secs),
+            allowed_hosts: self.allowed_hosts.or(base.allowed_hosts),
+            cors_origins: self.cors_origins.or(base.cors_origins),
+            trust_local_bindings: self.trust_local_bindings.or(base.trust_local_bindings),
             auth: self.auth.or(base.auth),
             accounts_db: self.accounts_db.or(base.accounts_db),
             batch_db: self.batch_db.or(base.batch_db),
@@ -326,6 +366,34 @@ impl ServeConfig {
         Ok(PublicUrl::Listening(format!("http://{dialable}")))
     }
 
+    /// Where provider calls may go. `own`: the addresses this server answers on.
+    pub fn egress_policy(&self, own: Vec<std::net::IpAddr>) -> anyhow::Result<EgressPolicy> {
+        let allow = self.egress_allow.clone().unwrap_or_default();
+        let policy = EgressPolicy::new(&allow, own).map_err(anyhow::Error::msg)?;
+        Ok(policy.with_timeouts(
+            Duration::from_secs(self.egress_connect_timeout_secs.unwrap_or(10).max(1)),
+            Duration::from_secs(
+                self.egress_timeout_secs
+                    .map_or_else(|| self.request_timeout().as_secs(), |secs| secs.max(1)),
+            ),
+        ))
+    }
+
+    /// Which hosts and origins browsers may use; `public_url`: this server's own base URL.
+    pub fn browser_policy(&self, public_url: &PublicUrl) -> anyhow::Result<BrowserPolicy> {
+        let hosts = self.allowed_hosts.clone().unwrap_or_default();
+        let origins = self.cors_origins.clone().unwrap_or_default();
+        let policy = BrowserPolicy::new(&hosts, &origins).map_err(anyhow::Error::msg)?;
+        let base = public_url.base();
+        let authority = base
+            .split_once("://")
+            .map_or(base, |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        Ok(policy.with_host(authority))
+    }
+
     pub fn platform_settings(&self) -> PlatformSettings {
         PlatformSettings {
             auth: self.auth.unwrap_or_default(),
@@ -334,6 +402,7 @@ impl ServeConfig {
             free_neurons_per_day: self.free_neurons_per_day.unwrap_or(10_000.0),
             default_plan: self.default_plan.unwrap_or(Plan::Paid),
             default_account: self.binding_account(),
+            trust_local_bindings: self.trust_local_bindings.unwrap_or(false),
         }
     }
 }

@@ -116,7 +116,7 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
     runtime.block_on(async {
         let server = kiln::start(config, Progress::Bar).await?;
         println!("Kiln is listening on http://{}", server.addr);
-        if let Some(notice) = &server.open_mode {
+        if let Some(notice) = &server.loud_notice {
             println!("\n  !!! {notice}\n");
         }
         println!(

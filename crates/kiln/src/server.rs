@@ -22,8 +22,9 @@ use crate::{models, ServeConfig};
 /// A server running in the background; dropping it shuts it down.
 pub struct RunningServer {
     pub addr: SocketAddr,
-    /// Set when the server accepts requests without an API token: what to tell the operator.
-    pub open_mode: Option<String>,
+    /// What the operator must hear at start-up: the server accepts requests without an API
+    /// token, or every token is revoked and it accepts none.
+    pub loud_notice: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -97,7 +98,7 @@ pub async fn start_with_clock(
         Platform::new(accounts, clock, config.platform_settings())
             .map_err(|error| anyhow::anyhow!("{}", error.message))?,
     );
-    let open_mode = match platform.startup_notice() {
+    let loud_notice = match platform.startup_notice() {
         (true, notice) => {
             tracing::warn!("{notice}");
             Some(notice)
@@ -115,8 +116,11 @@ pub async fn start_with_clock(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen_addr()))?;
     let addr = listener.local_addr()?;
+    let public_url = config.public_url(addr)?;
+    let egress = config.egress_policy(own_addresses(addr))?;
+    let browser = config.browser_policy(&public_url)?;
     let state = AppState {
-        public_url: config.public_url(addr)?,
+        public_url,
         platform,
         batches,
         vectors,
@@ -129,6 +133,8 @@ pub async fn start_with_clock(
             max_body_bytes: config.max_body_bytes(),
             request_timeout: config.request_timeout(),
             limits: Arc::new(config.limits()),
+            egress: Arc::new(egress),
+            browser: Arc::new(browser),
         },
     };
     let (shutdown, stopped) = oneshot::channel::<()>();
@@ -145,10 +151,25 @@ pub async fn start_with_clock(
     });
     Ok(RunningServer {
         addr,
-        open_mode,
+        loud_notice,
         shutdown: Some(shutdown),
         task,
     })
+}
+
+/// The addresses this server answers on: provider calls must not come back to them. Every
+/// interface's when it listens on all of them.
+fn own_addresses(listening: SocketAddr) -> Vec<std::net::IpAddr> {
+    if !listening.ip().is_unspecified() {
+        return vec![listening.ip()];
+    }
+    match if_addrs::get_if_addrs() {
+        Ok(interfaces) => interfaces.iter().map(|i| i.ip()).collect(),
+        Err(error) => {
+            tracing::warn!(%error, "cannot list this machine's addresses for the egress policy");
+            Vec::new()
+        }
+    }
 }
 
 /// Unloads models past their keep-alive, once a second, for as long as the server lives.

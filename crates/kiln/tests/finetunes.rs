@@ -53,6 +53,16 @@ fn adapter_weights() -> Vec<u8> {
 }
 
 async fn upload(account: &str, finetune: &str, file_name: &str, contents: Vec<u8>) -> (u16, Value) {
+    upload_to(&finetunes_url(account), finetune, file_name, contents).await
+}
+
+/// Uploads to the fine-tunes collection at `finetunes` (of any server).
+async fn upload_to(
+    finetunes: &str,
+    finetune: &str,
+    file_name: &str,
+    contents: Vec<u8>,
+) -> (u16, Value) {
     let form = reqwest::multipart::Form::new()
         .text("file_name", file_name.to_owned())
         .part(
@@ -60,10 +70,7 @@ async fn upload(account: &str, finetune: &str, file_name: &str, contents: Vec<u8
             reqwest::multipart::Part::bytes(contents).file_name(file_name.to_owned()),
         );
     let response = client()
-        .post(format!(
-            "{}/{finetune}/finetune-assets",
-            finetunes_url(account)
-        ))
+        .post(format!("{finetunes}/{finetune}/finetune-assets"))
         .bearer_auth("sk-test")
         .multipart(form)
         .send()
@@ -198,4 +205,59 @@ async fn create_list_and_upload_with_validation() {
     assert_eq!(listed["result"], json!([]));
     let (status, body) = upload(&other.0, &id, "adapter_config.json", adapter_config(8)).await;
     assert_eq!(status, 400, "{body}");
+}
+
+/// `kill -9` right after the answers: the fine-tune and both its assets are there after a
+/// restart, and inference uses them.
+#[tokio::test]
+async fn a_finetune_survives_kill_9() {
+    let account = account();
+    let first = KilnProcess::start(&[]).await;
+    let finetunes = |base: &str| format!("{base}/client/v4/accounts/{}/ai/finetunes", account.0);
+    let (status, _, body) = post_json(
+        &finetunes(&first.base),
+        &json!({"model": LORA_BASE, "name": "durable"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let created = body["result"].clone();
+    let id = created["id"].as_str().expect("id").to_owned();
+    let (status, body) = upload_to(
+        &finetunes(&first.base),
+        &id,
+        "adapter_config.json",
+        adapter_config(8),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = upload_to(
+        &finetunes(&first.base),
+        &id,
+        "adapter_model.safetensors",
+        adapter_weights(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    first.kill_9();
+
+    let second = KilnProcess::start(&[]).await;
+    let listed: Value = client()
+        .get(finetunes(&second.base))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(listed["result"], json!([created]), "{listed}");
+    let (status, _, body) = post_json(
+        &format!(
+            "{}/client/v4/accounts/{}/ai/run/{LORA_BASE}",
+            second.base, account.0
+        ),
+        &json!({"prompt": "The sea is", "max_tokens": 4, "lora": "durable"}),
+    )
+    .await;
+    assert_eq!(status, 200, "both assets survived: {body}");
+    second.kill_9();
 }

@@ -78,3 +78,55 @@ async fn gateway_crud_over_http() {
     let (_, body) = send(Method::GET, &base, None).await;
     assert_eq!(body["result"], json!([]));
 }
+
+/// Guardrails, DLP and spend limits are not enforced by Kiln: set to act, they are refused by
+/// name on create and update, never stored and silently ignored.
+#[tokio::test]
+async fn protection_kiln_does_not_give_is_refused_by_name() {
+    use reqwest::Method;
+    let account = format!("gw-guard-{}", uuid::Uuid::new_v4().simple());
+    let base = format!("/client/v4/accounts/{account}/ai-gateway/gateways");
+    let acting = [
+        (
+            "guardrails",
+            json!({"prompt": {"S1": "BLOCK"}, "response": {}}),
+        ),
+        (
+            "dlp",
+            json!({"enabled": true, "action": "BLOCK", "profiles": ["pii"]}),
+        ),
+        (
+            "spend_limits",
+            json!({"enabled": true, "rules": [{"limit": 5}]}),
+        ),
+    ];
+    for (field, setting) in &acting {
+        let (status, body) = send(
+            Method::POST,
+            &base,
+            Some(json!({"id": "guarded", *field: setting})),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        let (_, message) = assert_error_envelope(&body);
+        assert!(message.contains(&format!("'{field}'")), "{message}");
+    }
+    let (status, body) = send(
+        Method::POST,
+        &base,
+        Some(json!({"id": "guarded", "dlp": {"enabled": false}, "guardrails": null})),
+    )
+    .await;
+    assert_eq!(status, 200, "switched off is accepted: {body}");
+    for (field, setting) in &acting {
+        let (status, body) = send(
+            Method::PUT,
+            &format!("{base}/guarded"),
+            Some(json!({*field: setting})),
+        )
+        .await;
+        assert_eq!(status, 400, "update with {field}: {body}");
+    }
+    let (status, _) = send(Method::DELETE, &format!("{base}/guarded"), None).await;
+    assert_eq!(status, 200);
+}

@@ -126,6 +126,10 @@ fn a_second_store_sees_creations_and_revocations() {
         .unwrap();
     assert_eq!(server.authenticate(&secret), None);
     assert!(!server.has_tokens());
+    assert!(
+        server.ever_had_tokens(),
+        "a revoked token still counts as having existed"
+    );
 }
 
 #[test]

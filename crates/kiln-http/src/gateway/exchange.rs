@@ -83,10 +83,7 @@ impl Exchange {
             method: call.method.as_str().to_owned(),
             path: format!("{}/{}", call.provider, call.path),
             body: call.body.clone(),
-            authorization: call
-                .headers
-                .get(header::AUTHORIZATION)
-                .map(|value| value.as_bytes().to_vec()),
+            caller: caller_credentials(&call.headers, options),
             custom_key: options.cache_key.clone(),
         };
         let large = call.body.len() > INLINE_BYTES;
@@ -129,7 +126,9 @@ impl Exchange {
             streamed: hit.streamed,
             cached: true,
         };
-        self.commit(call, options, outcome, None, step).await;
+        if !self.commit(call, options, outcome, None, step).await {
+            return Some(gateway_error(&self.log_lost()));
+        }
         metrics::counter!("kiln_gateway_requests_total", "cache" => "hit").increment(1);
         let mut response = Response::new(hit.replay);
         *response.status_mut() = status;
@@ -249,7 +248,9 @@ impl Exchange {
                     None => {
                         let body: Bytes = head.concat().into();
                         let outcome = Outcome::complete(&parts, body.clone(), false);
-                        self.commit(&call, &options, outcome, cache, step).await;
+                        if !self.commit(&call, &options, outcome, cache, step).await {
+                            return gateway_error(&self.log_lost());
+                        }
                         return Response::from_parts(parts, Body::from(body));
                     }
                 }
@@ -291,13 +292,19 @@ impl Exchange {
                 streamed,
                 cached: false,
             };
-            self.commit(&call, &options, outcome, cache, step).await;
+            if !self.commit(&call, &options, outcome, cache, step).await {
+                // The stream breaks off instead of ending: the client sees no success.
+                let lost = std::io::Error::other(self.log_lost().message);
+                let _ = sender.send(Err(axum::Error::new(lost))).await;
+            }
             drop(sender);
         });
         Response::from_parts(parts, Body::from_stream(receiver))
     }
 
     /// Builds the request's log record (and cache entry) and waits until they are committed.
+    /// `false` when the journal refused a write that carries a log (a full disk): the response
+    /// must then not go out as a success.
     async fn commit(
         &self,
         call: &ProviderCall,
@@ -305,7 +312,7 @@ impl Exchange {
         outcome: Outcome,
         cache: Option<CachePlan>,
         step: Option<u32>,
-    ) {
+    ) -> bool {
         // Reading the token counts parses the body; the log and cache entry copy it.
         let write = if call.body.len() + outcome.body.len() > INLINE_BYTES {
             let (exchange, call, options) = (self.clone(), call.clone(), options.clone());
@@ -320,14 +327,32 @@ impl Exchange {
             Ok(write) => write,
             Err(error) => {
                 tracing::warn!(log_id = %self.log_id, "gateway log not written: {error}");
-                return;
+                return true;
             }
         };
-        if let Some(committed) = self.context.app.gateways.submit(write) {
-            if tokio::time::timeout(COMMIT_WAIT, committed).await.is_err() {
+        let logged = write.log.is_some();
+        let Some(committed) = self.context.app.gateways.submit(write) else {
+            return true;
+        };
+        match tokio::time::timeout(COMMIT_WAIT, committed).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => {
+                tracing::warn!(log_id = %self.log_id, "gateway log refused by the journal");
+                !logged
+            }
+            Err(_) => {
                 tracing::warn!(log_id = %self.log_id, "gateway log not committed in time");
+                true
             }
         }
+    }
+
+    /// The answer of a request whose log the journal refused.
+    fn log_lost(&self) -> KilnError {
+        KilnError::internal(format!(
+            "the gateway could not store log {} (the server's disk refused it)",
+            self.log_id
+        ))
     }
 
     /// The request's log record and cache entry.
@@ -483,27 +508,39 @@ struct KeyInput {
     method: String,
     path: String,
     body: Bytes,
-    authorization: Option<Vec<u8>>,
+    caller: Vec<u8>,
     custom_key: Option<String>,
+}
+
+/// Every credential the caller sent (the provider's, Kiln's, the gateway's), length-prefixed.
+fn caller_credentials(headers: &axum::http::HeaderMap, options: &RequestOptions) -> Vec<u8> {
+    let mut caller = Vec::new();
+    let sent = [
+        headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
+        headers.get("x-auth-key").map(|v| v.as_bytes()),
+        options.authorization.as_deref().map(str::as_bytes),
+    ];
+    for credential in sent {
+        let credential = credential.unwrap_or_default();
+        caller.extend_from_slice(&(credential.len() as u64).to_le_bytes());
+        caller.extend_from_slice(credential);
+    }
+    caller
 }
 
 impl KeyInput {
     fn key(&self) -> [u8; 32] {
-        // Credentials can change the answer (another account, another key); the format is in
-        // the body for every API the gateway fronts, so `accept` and the rest do not count.
-        let headers: Vec<(&str, &[u8])> = self
-            .authorization
-            .iter()
-            .map(|value| ("authorization", value.as_slice()))
-            .collect();
+        // The format is in the body for every API the gateway fronts, so `accept` and the
+        // other headers do not count; credentials always do (`caller`).
         cache::key(&KeyParts {
             account: &self.account,
             gateway: &self.gateway,
             method: &self.method,
             path: &self.path,
             body: &self.body,
-            headers: &headers,
+            headers: &[],
             custom_key: self.custom_key.as_deref(),
+            caller: &self.caller,
         })
     }
 }

@@ -43,20 +43,20 @@ pub struct GatewayContext {
     pub app: SharedState,
     /// Kiln's own routes, which serve the `workers-ai` provider in-process.
     pub inner: Router,
-    /// For custom providers.
+    /// For custom providers: addresses checked by the egress policy, no redirects.
     pub http: reqwest::Client,
 }
 
 /// `/v1/{account}/{gateway}` (universal) and `/v1/{account}/{gateway}/{provider}/…`.
 pub fn routes(app: SharedState, inner: Router) -> Router {
-    let local_binding_only = axum::middleware::from_fn_with_state(
+    let binding_access = axum::middleware::from_fn_with_state(
         app.clone(),
-        crate::platform::authorize::local_binding_only,
+        crate::platform::authorize::binding_access,
     );
     let context = GatewayContext {
+        http: app.config.egress.client(),
         app,
         inner,
-        http: reqwest::Client::new(),
     };
     let gateway = Router::new()
         .route("/v1/{account_id}/{gateway_id}", post(universal::handle))
@@ -80,7 +80,7 @@ pub fn routes(app: SharedState, inner: Router) -> Router {
             "/ai-gateway/universal/run/{gateway}",
             post(binding_api::universal),
         )
-        .route_layer(local_binding_only);
+        .route_layer(binding_access);
     gateway.merge(binding).with_state(Arc::new(context))
 }
 
@@ -109,6 +109,11 @@ async fn open_exchange(
     request_type: &'static str,
 ) -> KilnResult<(Exchange, RequestOptions)> {
     let started = Instant::now();
+    context.app.config.egress.check_incoming_hops(
+        headers
+            .get(crate::egress::HOPS_HEADER)
+            .and_then(|v| v.to_str().ok()),
+    )?;
     // From memory after the gateway's first request; that first one reads SQLite.
     let gateway = match context.app.gateways.resolved(account, gateway_id) {
         Some(gateway) => gateway,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Request, Response, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use kiln_core::{ErrorKind, KilnError, KilnResult};
 use kiln_gateway::RetryPlan;
 use tower::ServiceExt;
@@ -49,6 +49,8 @@ pub async fn send(
                     format!("{} answered {}", call.provider, response.status()),
                 ));
             }
+            // The policy will refuse the next attempt too.
+            Err(error) if error.kind == ErrorKind::EgressRefused => return Err(error),
             Err(error) => last_error = Some(error),
         }
     }
@@ -75,28 +77,71 @@ async fn send_once(context: &GatewayContext, call: &ProviderCall) -> KilnResult<
             Ok(response.unwrap_or_else(|never| match never {}))
         }
         Target::Remote(url) => {
+            let egress = &context.app.config.egress;
+            let url = egress.check_url(url)?;
+            let mut headers = call.headers.clone();
+            let hops = egress.next_hops(
+                headers
+                    .get(crate::egress::HOPS_HEADER)
+                    .and_then(|v| v.to_str().ok()),
+            )?;
+            if let Ok(hops) = HeaderValue::from_str(&hops) {
+                headers.insert(crate::egress::HOPS_HEADER, hops);
+            }
+            drop_kiln_credentials(context, &mut headers);
             let response = context
                 .http
                 .request(call.method.clone(), url)
-                .headers(call.headers.clone())
+                .headers(headers)
                 .body(call.body.clone())
                 .send()
                 .await
-                .map_err(|error| {
-                    KilnError::new(
+                .map_err(|error| match crate::egress::refusal_in(&error) {
+                    Some(refused) => KilnError::from(refused),
+                    None => KilnError::new(
                         ErrorKind::UpstreamFailed,
                         format!("{} could not be reached: {error}", call.provider),
-                    )
+                    ),
                 })?;
             let mut builder = Response::builder().status(response.status());
             if let Some(headers) = builder.headers_mut() {
                 *headers = response.headers().clone();
                 headers.remove(axum::http::header::CONTENT_LENGTH);
                 headers.remove(axum::http::header::TRANSFER_ENCODING);
+                drop_kiln_headers(headers);
             }
             builder
                 .body(Body::from_stream(response.bytes_stream()))
                 .map_err(|e| KilnError::internal(format!("provider response: {e}")))
         }
+    }
+}
+
+/// A caller's Kiln token authenticates them to Kiln only: it never leaves for a provider (a
+/// provider key in `authorization` that is not one of this server's tokens passes).
+fn drop_kiln_credentials(context: &GatewayContext, headers: &mut HeaderMap) {
+    for name in ["authorization", "x-auth-key"] {
+        let is_kiln_token = headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim())
+            .map(|v| v.split_once(' ').map_or(v, |(_, secret)| secret).trim())
+            .is_some_and(|secret| context.app.platform.accounts.authenticate(secret).is_some());
+        if is_kiln_token {
+            headers.remove(name);
+        }
+    }
+}
+
+/// `x-kiln-*` answer headers are Kiln's own (metrics label requests by `x-kiln-model`): a
+/// provider cannot set them, so no upstream can grow Kiln's metric label sets.
+fn drop_kiln_headers(headers: &mut HeaderMap) {
+    let kiln_headers: Vec<_> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-kiln-"))
+        .cloned()
+        .collect();
+    for name in kiln_headers {
+        headers.remove(name);
     }
 }

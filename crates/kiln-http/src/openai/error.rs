@@ -85,6 +85,8 @@ impl OpenAiError {
             ErrorKind::GatewayUnauthorized => ("authentication_error", Some("unauthorized")),
             ErrorKind::GatewayRateLimited => ("rate_limit_error", Some("rate_limit_exceeded")),
             ErrorKind::UpstreamTimeout => ("timeout_error", Some("upstream_timeout")),
+            ErrorKind::EgressRefused => ("permission_error", Some("egress_refused")),
+            ErrorKind::GatewayLoop => ("invalid_request_error", Some("gateway_loop")),
             ErrorKind::Internal | ErrorKind::UpstreamFailed => ("server_error", None),
             ErrorKind::InvalidProvider
             | ErrorKind::BadInput

@@ -32,8 +32,9 @@ pub async fn respond(
     kind: StreamKind,
     meter: Meter,
 ) -> KilnResult<Response> {
+    let options = crate::text_generation::sequence_options(request.session, &meter);
     let mut events =
-        worker.submit_with_session(request.generation, Admission::default(), request.session)?;
+        worker.submit_with_options(request.generation, Admission::default(), options)?;
     let first = first_event(&mut events, state.config.request_timeout).await?;
     let timings = events.timings();
     let chunks = Chunks {

@@ -181,8 +181,8 @@ async fn complete(
             .sampling
             .seed
             .map(|seed| seed.wrapping_add(u64::from(index)));
-        let session = request.session.clone();
-        streams.push(worker.submit_with_session(generation, Admission::default(), session)?);
+        let options = crate::text_generation::sequence_options(request.session.clone(), meter);
+        streams.push(worker.submit_with_options(generation, Admission::default(), options)?);
     }
     // Read every choice at once: with continuous batching they run together, and an unread
     // stream would stall the engine on a full channel.
@@ -191,10 +191,12 @@ async fn complete(
         let mut choices = Vec::with_capacity(answers.len());
         let mut total = Usage::default();
         for (choice, usage) in answers {
-            // Each choice reads the prompt, but it is billed once, as OpenAI bills it.
-            total = Usage::new(
+            // Each choice reads the prompt, but it is billed once, as OpenAI bills it; its
+            // prefix-cache reuse is the best any choice had.
+            total = Usage::with_cached(
                 usage.prompt_tokens,
                 total.completion_tokens + usage.completion_tokens,
+                total.cached_tokens.max(usage.cached_tokens),
             );
             choices.push(choice);
         }

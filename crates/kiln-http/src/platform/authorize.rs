@@ -67,7 +67,7 @@ pub async fn require_token(
 }
 
 /// Both API surfaces answer in their own error shape.
-fn refusal(path: &str, error: KilnError) -> Response {
+pub(crate) fn refusal(path: &str, error: KilnError) -> Response {
     if path.starts_with("/v1/") || path.contains("/ai/v1/") {
         crate::openai::error::OpenAiError::from(error).into_response()
     } else {
@@ -75,37 +75,72 @@ fn refusal(path: &str, error: KilnError) -> Response {
     }
 }
 
-/// The Worker binding's routes carry no token: a Worker runtime on this machine (workerd) calls
-/// them. While tokens are required they answer only loopback peers, or a caller presenting a
-/// token of the binding account.
-pub async fn local_binding_only(
+/// The Worker binding's routes. A Worker runtime calls them for the binding account
+/// (`--binding-account`; the Vectorize binding's path names its account). While tokens are
+/// required, each needs a token of that account with the operation's scope (workerd adds it
+/// with `injectRequestHeaders`, docs/worker-binding.md), or, only with
+/// `--trust-local-bindings`, a loopback peer acting for the binding account. Loopback is not
+/// trusted by default: Kiln's own provider calls and any local process come from it too.
+pub async fn binding_access(
     State(state): State<SharedState>,
     request: Request,
     next: Next,
 ) -> Response {
     let platform = &state.platform;
+    if platform.is_open() {
+        return next.run(request).await;
+    }
+    let binding_account = platform.settings.default_account.as_str();
+    let path = request.uri().path();
+    let account = vectorize_binding_account(path).unwrap_or(binding_account);
     let local_peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .is_some_and(|peer| peer.0.ip().is_loopback());
-    let allowed = platform.is_open()
-        || local_peer
-        || platform
-            .authorize(
-                request.headers(),
-                Some(&platform.settings.default_account),
-                Scope::WorkersAiRead,
-            )
-            .is_ok();
-    if allowed {
+    let trusted = platform.settings.trust_local_bindings
+        && local_peer
+        && account == binding_account
+        && presented_token(request.headers()).is_none();
+    if trusted {
         return next.run(request).await;
     }
-    let error = KilnError::new(
-        ErrorKind::Authentication,
-        "Authentication error: the Worker binding routes answer this machine only while API tokens \
-         are required (or a token of the binding account)",
-    );
-    crate::envelope::ApiError::from(error).into_response()
+    let scope = binding_scope(request.method(), path);
+    match platform.authorize(request.headers(), Some(account), scope) {
+        Ok(_) => next.run(request).await,
+        Err(mut error) => {
+            error.message = format!(
+                "{}: the Worker binding routes need a token of account {account} with {} while \
+                 API tokens are required",
+                error.message,
+                scope.as_str()
+            );
+            crate::envelope::ApiError::from(error).into_response()
+        }
+    }
+}
+
+/// `{account}` of `/vectorize-binding/{account}/{index}/{op}`.
+fn vectorize_binding_account(path: &str) -> Option<&str> {
+    path.strip_prefix("/vectorize-binding/")?.split('/').next()
+}
+
+/// The scope each binding operation needs, as its REST twin does.
+fn binding_scope(method: &Method, path: &str) -> Scope {
+    let reading = method == Method::GET || method == Method::HEAD;
+    if path.starts_with("/vectorize-binding/") {
+        let op = path.rsplit('/').next().unwrap_or_default();
+        return match op {
+            "query" | "getByIds" | "info" | "describe" => Scope::VectorizeRead,
+            _ if reading => Scope::VectorizeRead,
+            _ => Scope::VectorizeEdit,
+        };
+    }
+    match path {
+        "/run" | "/ai-gateway/run" | "/ai-api/models/search" => Scope::WorkersAiRead,
+        _ if path.starts_with("/ai-gateway/universal/") => Scope::WorkersAiRead,
+        _ if reading => Scope::AiGatewayRead,
+        _ => Scope::AiGatewayEdit,
+    }
 }
 
 impl Platform {
@@ -128,11 +163,9 @@ impl Platform {
         if self.is_open() {
             return Ok(caller(account.unwrap_or(&self.settings.default_account)));
         }
-        let secret = presented_token(headers).ok_or_else(authentication_error)?;
-        let token = self
-            .accounts
-            .authenticate(&secret)
-            .ok_or_else(authentication_error)?;
+        let refused = || self.authentication_error();
+        let secret = presented_token(headers).ok_or_else(refused)?;
+        let token = self.accounts.authenticate(&secret).ok_or_else(refused)?;
         if account.is_some_and(|account| account != token.account_id) || !token.allows(scope) {
             return Err(KilnError::new(
                 ErrorKind::Forbidden,
@@ -153,11 +186,20 @@ impl Platform {
     }
 }
 
-fn authentication_error() -> KilnError {
-    KilnError::new(
-        ErrorKind::Authentication,
-        ErrorKind::Authentication.default_message(),
-    )
+impl Platform {
+    fn authentication_error(&self) -> KilnError {
+        if self.accounts.has_tokens() {
+            return KilnError::new(
+                ErrorKind::Authentication,
+                ErrorKind::Authentication.default_message(),
+            );
+        }
+        KilnError::new(
+            ErrorKind::Authentication,
+            "Authentication error: every API token of this server is revoked; an operator can \
+             create one with `kiln tokens create`",
+        )
+    }
 }
 
 /// `Authorization: Bearer <token>`, or the legacy `X-Auth-Key` header (spec §1.1).
@@ -200,6 +242,32 @@ pub fn account_and_scope(method: &Method, path: &str) -> (Option<String>, Scope)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binding_operations_need_the_scope_of_their_rest_twins() {
+        let scope = |method: Method, path: &str| binding_scope(&method, path);
+        assert_eq!(scope(Method::POST, "/run"), Scope::WorkersAiRead);
+        assert_eq!(
+            scope(Method::POST, "/vectorize-binding/a/i/query"),
+            Scope::VectorizeRead
+        );
+        assert_eq!(
+            scope(Method::POST, "/vectorize-binding/a/i/deleteByIds"),
+            Scope::VectorizeEdit
+        );
+        assert_eq!(
+            scope(Method::PATCH, "/ai-gateway/gateways/g/logs/1"),
+            Scope::AiGatewayEdit
+        );
+        assert_eq!(
+            scope(Method::GET, "/ai-gateway/gateways/g/logs/1"),
+            Scope::AiGatewayRead
+        );
+        assert_eq!(
+            vectorize_binding_account("/vectorize-binding/acct/i/query"),
+            Some("acct")
+        );
+    }
 
     #[test]
     fn routes_need_the_scope_of_what_they_do() {

@@ -27,6 +27,13 @@ pub struct Meter {
     rates: Option<&'static NeuronRates>,
 }
 
+impl Meter {
+    /// The account the request is booked to.
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+}
+
 impl Platform {
     /// Admits one request of `caller` for `model` (`priced` is the catalog entry whose rates
     /// apply) or refuses it with 429: 3021 past the minute's limit, 3036 past a free account's
@@ -206,6 +213,7 @@ mod tests {
             free_neurons_per_day: 10_000.0,
             default_plan: Plan::Paid,
             default_account: "local".into(),
+            trust_local_bindings: false,
         };
         let platform = Platform::new(accounts, Arc::new(SystemClock), settings).expect("platform");
         (dir, platform)

@@ -20,7 +20,8 @@ pub use meter::{Meter, ReportedUsage};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
-    /// Open until the first API token exists (`kiln tokens create`), then tokens only.
+    /// Open until the first API token is created (`kiln tokens create`), then tokens only,
+    /// for good: revoking every token leaves a closed server, not an open one.
     #[default]
     Auto,
     /// Every request is accepted, as the account its path names: a single-user machine.
@@ -60,6 +61,9 @@ pub struct PlatformSettings {
     /// The account of requests that name none (the OpenAI routes in open mode, a Worker
     /// binding).
     pub default_account: String,
+    /// Whether the Worker binding routes serve loopback callers without a token while tokens
+    /// are required (an explicit opt-in: Kiln's own provider calls also come from loopback).
+    pub trust_local_bindings: bool,
 }
 
 pub struct Platform {
@@ -91,11 +95,12 @@ impl Platform {
         match self.settings.auth {
             AuthMode::Open => true,
             AuthMode::Tokens => false,
-            AuthMode::Auto => !self.accounts.has_tokens(),
+            AuthMode::Auto => !self.accounts.ever_had_tokens(),
         }
     }
 
-    /// The sentence `kiln serve` prints at start-up, loudly when anyone may call.
+    /// The sentence `kiln serve` prints at start-up, loudly (`true`) when anyone may call or
+    /// nobody can.
     pub fn startup_notice(&self) -> (bool, String) {
         let account = &self.settings.default_account;
         match (self.settings.auth, self.is_open()) {
@@ -115,6 +120,13 @@ impl Platform {
                      required as soon as one exists (`kiln accounts create`, then `kiln tokens \
                      create`); `--auth tokens` requires them always."
                 ),
+            ),
+            (_, false) if !self.accounts.has_tokens() => (
+                true,
+                "EVERY API TOKEN IS REVOKED: requests get 401 until a token exists again \
+                 (`kiln tokens create`). The server does not reopen: use `--auth open` to run \
+                 without tokens on purpose."
+                    .to_owned(),
             ),
             _ => (
                 false,

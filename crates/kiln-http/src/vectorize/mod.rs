@@ -62,7 +62,7 @@ pub fn binding_routes(state: SharedState) -> Router<SharedState> {
         )
         .route_layer(axum::middleware::from_fn_with_state(
             state,
-            crate::platform::authorize::local_binding_only,
+            crate::platform::authorize::binding_access,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
 }

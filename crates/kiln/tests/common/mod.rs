@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod upstream;
+
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
@@ -28,6 +30,8 @@ pub fn test_config() -> ServeConfig {
         listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         data_dir: Some(kiln_store::default_data_dir()),
         auth: Some(kiln_http::platform::AuthMode::Open),
+        // Test upstreams (and Kiln itself, as a custom provider) listen on loopback.
+        egress_allow: Some(vec!["127.0.0.1".into(), "::1".into()]),
         accounts_db: Some(private_state_dir().join("accounts.db")),
         batch_db: Some(private_state_dir().join("batches.db")),
         config: Some(std::path::PathBuf::from(concat!(

@@ -8,6 +8,7 @@ mod common;
 mod binding;
 mod cache;
 mod durability;
+mod egress;
 mod limits;
 mod logs;
 mod providers;

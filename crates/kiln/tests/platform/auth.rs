@@ -13,21 +13,23 @@ use crate::common::{self, client, spawn_server, test_config};
 
 const EMBEDDING_MODEL: &str = "@cf/baai/bge-base-en-v1.5";
 
-struct Tenant {
-    id: String,
-    token: String,
+pub struct Tenant {
+    pub id: String,
+    pub token: String,
 }
 
-struct TokensServer {
-    addr: SocketAddr,
-    db: PathBuf,
-    a: Tenant,
-    b: Tenant,
+pub struct TokensServer {
+    pub addr: SocketAddr,
+    pub db: PathBuf,
+    pub a: Tenant,
+    pub b: Tenant,
     /// A's token that may only run models (`workers-ai:read`).
-    a_read_only: String,
+    pub a_read_only: String,
+    /// A token of the binding account (`local`), which Worker binding routes act for.
+    pub binding: Tenant,
 }
 
-fn server() -> &'static TokensServer {
+pub fn server() -> &'static TokensServer {
     static SERVER: OnceLock<TokensServer> = OnceLock::new();
     SERVER.get_or_init(|| {
         let dir = common::private_state_dir().join("tokens-mode");
@@ -49,6 +51,16 @@ fn server() -> &'static TokensServer {
         let (_, a_read_only) = store
             .create_token(&a.id, "read", &[Scope::WorkersAiRead])
             .expect("token");
+        let binding_account = store
+            .create_account(Some("local"), "binding", Plan::Paid)
+            .expect("binding account");
+        let (_, binding_token) = store
+            .create_token(&binding_account.id, "workerd", &Scope::ALL)
+            .expect("token");
+        let binding = Tenant {
+            id: binding_account.id,
+            token: binding_token,
+        };
         // Every interface: the binding test below calls from a non-loopback address too.
         let any_interface = SocketAddr::from(([0, 0, 0, 0], 0));
         let port = spawn_server(kiln::ServeConfig {
@@ -68,11 +80,12 @@ fn server() -> &'static TokensServer {
             a,
             b,
             a_read_only,
+            binding,
         }
     })
 }
 
-async fn call(
+pub async fn call(
     method: Method,
     path: &str,
     token: Option<&str>,
@@ -95,7 +108,7 @@ async fn call(
     )
 }
 
-fn account_path(account: &str, rest: &str) -> String {
+pub fn account_path(account: &str, rest: &str) -> String {
     format!("/client/v4/accounts/{account}{rest}")
 }
 
@@ -431,6 +444,23 @@ async fn auto_mode_is_open_until_the_first_token_exists() {
         .await
         .expect("sent");
     assert_eq!(response.status(), 200);
+
+    // Revoking the last token does not reopen the server: it stays closed, and says why.
+    let token_id = store.tokens(Some(&account.id)).expect("tokens")[0]
+        .id
+        .clone();
+    store.revoke_token(&token_id).expect("revoked");
+    for token in [None, Some(&secret)] {
+        let mut request = client().get(&search);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("sent");
+        assert_eq!(response.status(), 401, "after the last token was revoked");
+        let body: Value = response.json().await.expect("JSON");
+        let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("revoked"), "{body}");
+    }
 }
 
 /// This machine's address on its default route, if it has one besides loopback.
@@ -446,7 +476,7 @@ fn non_loopback_address() -> Option<std::net::IpAddr> {
 }
 
 #[tokio::test]
-async fn binding_routes_answer_only_this_machine_while_tokens_are_required() {
+async fn binding_routes_need_a_token_of_the_binding_account_while_tokens_are_required() {
     let s = server();
     let call = |host: String, token: Option<String>| async move {
         let mut request = client()
@@ -458,8 +488,22 @@ async fn binding_routes_answer_only_this_machine_while_tokens_are_required() {
         }
         request.send().await.expect("sent").status().as_u16()
     };
-    // A Worker runtime on this machine: no token needed.
-    assert_eq!(call(s.addr.to_string(), None).await, 200);
+    // Loopback is not trusted by default: Kiln's own provider calls come from it too.
+    assert_eq!(
+        call(s.addr.to_string(), None).await,
+        401,
+        "loopback, no token"
+    );
+    assert_eq!(
+        call(s.addr.to_string(), Some(s.binding.token.clone())).await,
+        200,
+        "a token of the binding account, as workerd's injectRequestHeaders adds it"
+    );
+    assert_eq!(
+        call(s.addr.to_string(), Some(s.a.token.clone())).await,
+        403,
+        "a token of another account than the binding's"
+    );
     let Some(ip) = non_loopback_address() else {
         eprintln!("no non-loopback address on this machine: only the loopback half was checked");
         return;
@@ -472,9 +516,10 @@ async fn binding_routes_answer_only_this_machine_while_tokens_are_required() {
     );
     assert_eq!(
         call(remote.clone(), Some(s.a.token.clone())).await,
-        401,
+        403,
         "a token of another account than the binding's"
     );
+    assert_eq!(call(remote, Some(s.binding.token.clone())).await, 200);
 }
 
 /// An authenticated gateway's `cf-aig-authorization` must be a token of the gateway's account

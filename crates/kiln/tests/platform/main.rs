@@ -7,3 +7,4 @@ mod common;
 mod auth;
 mod batch;
 mod limits;
+mod tenants;
