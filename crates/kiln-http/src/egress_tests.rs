@@ -164,6 +164,6 @@ fn a_request_that_comes_back_is_a_loop() {
     let other = EgressPolicy::default();
     let through_both = other.next_hops(Some(&first)).expect("second node");
     assert!(policy.check_incoming_hops(Some(&through_both)).is_err());
-    let long = vec!["n"; MAX_HOPS + 1].join(",");
+    let long = ["n"; MAX_HOPS + 1].join(",");
     assert!(policy.next_hops(Some(&long)).is_err());
 }

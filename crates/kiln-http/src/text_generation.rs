@@ -82,7 +82,7 @@ pub async fn run(
     let mut events = target.worker.submit_with_options(
         request,
         admission,
-        sequence_options(session, &target.meter),
+        sequence_options(session, target.meter),
     )?;
     if streaming {
         let first = first_event(&mut events, deadline).await?;
