@@ -2,8 +2,8 @@
 //! opens: a page can send it requests (a form post needs no preflight) and, by pointing its
 //! own DNS name at 127.0.0.1 (DNS rebinding), even read the answers. So:
 //!
-//! - the `Host` a request names must be this server's: an IP literal, `localhost`, the
-//!   listening host, `--public-url`'s host, or one of `--allowed-hosts`;
+//! - the `Host` a request names must be this server's: an IP literal, `localhost`, a name
+//!   without a dot (a local service name), `--public-url`'s host, or one of `--allowed-hosts`;
 //! - a request carrying an `Origin` must come from an allowed origin (`--cors-origins`) or
 //!   from Kiln's own pages (same origin), or it is refused before any handler acts;
 //! - allowed origins get CORS answers (preflights, `Access-Control-*`), so a browser app can
@@ -89,6 +89,9 @@ impl BrowserPolicy {
             || name.trim_matches(['[', ']']).parse::<IpAddr>().is_ok()
             || name == "localhost"
             || name.ends_with(".localhost")
+            // A name without a dot (`kiln` in a compose network) is resolved by the local
+            // network, not by public DNS, so no rebinding page can own it.
+            || !name.contains('.')
             || self.hosts.contains(&name)
     }
 
@@ -267,6 +270,7 @@ mod tests {
             "10.1.2.3",
             "kiln.lan:8787",
             "ai.example.com",
+            "kiln:8787",
         ] {
             assert!(policy.host_allowed(host), "{host}");
         }

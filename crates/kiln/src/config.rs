@@ -142,8 +142,8 @@ pub struct ServeConfig {
     #[arg(long, env = "KILN_EGRESS_TIMEOUT_SECS")]
     pub egress_timeout_secs: Option<u64>,
 
-    /// Host names requests may address Kiln by, beyond IP addresses, `localhost`, the
-    /// listening host and `--public-url`'s host (a guard against DNS rebinding), comma-separated;
+    /// Host names requests may address Kiln by, beyond IP addresses, `localhost`, names
+    /// without a dot and `--public-url`'s host (a guard against DNS rebinding), comma-separated;
     /// `*` allows any [default: none].
     #[arg(long, env = "KILN_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Option<Vec<String>>,
