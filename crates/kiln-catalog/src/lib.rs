@@ -16,4 +16,4 @@ pub use entry::{
 };
 pub use query::SearchQuery;
 pub use schema::{schema_for, SchemaKind};
-pub use validate::{compile_schema, validate_input};
+pub use validate::{compile_schema, drop_null_fields, validate_input};

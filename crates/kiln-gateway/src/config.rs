@@ -174,18 +174,24 @@ impl GatewayConfig {
         if self.retry_delay > 5000 {
             return out_of_range("retry_delay", "between 0 and 5000 milliseconds");
         }
-        match (self.rate_limiting_limit, self.rate_limiting_interval) {
-            (Some(0), _) => return out_of_range("rate_limiting_limit", "at least 1"),
-            (_, Some(0)) => return out_of_range("rate_limiting_interval", "at least 1 second"),
-            (Some(_), None) => {
-                return out_of_range("rate_limiting_interval", "set with rate_limiting_limit")
+        // 0 is "no limit", as Cloudflare's Terraform and Pulumi examples send it.
+        if let (Some(limit), None) = (self.rate_limiting_limit, self.rate_limiting_interval) {
+            if limit > 0 {
+                return out_of_range("rate_limiting_interval", "set with rate_limiting_limit");
             }
-            _ => {}
         }
         if self.log_management == Some(0) {
             return out_of_range("log_management", "at least 1, or null");
         }
         Ok(())
+    }
+
+    /// `(requests, seconds)` when the gateway limits its rate; `null` or 0 in either is off.
+    pub fn rate_limit(&self) -> Option<(u64, u64)> {
+        match (self.rate_limiting_limit, self.rate_limiting_interval) {
+            (Some(limit), Some(interval)) if limit > 0 && interval > 0 => Some((limit, interval)),
+            _ => None,
+        }
     }
 
     pub fn to_text(&self) -> String {
@@ -232,6 +238,25 @@ mod tests {
                 error.message
             );
         }
+    }
+
+    #[test]
+    fn a_zero_rate_limit_is_no_rate_limit() {
+        for body in [
+            json!({"rate_limiting_limit": 0, "rate_limiting_interval": 0}),
+            json!({"rate_limiting_limit": 0, "rate_limiting_interval": 60}),
+            json!({"rate_limiting_limit": 100, "rate_limiting_interval": 0}),
+            json!({"rate_limiting_limit": 0}),
+        ] {
+            let config = GatewayConfig::from_json(&body).expect("accepted");
+            assert_eq!(config.rate_limit(), None, "{body}");
+        }
+        let config = GatewayConfig::from_json(
+            &json!({"rate_limiting_limit": 10, "rate_limiting_interval": 60}),
+        )
+        .expect("accepted");
+        assert_eq!(config.rate_limit(), Some((10, 60)));
+        assert!(GatewayConfig::from_json(&json!({"rate_limiting_limit": 10})).is_err());
     }
 
     #[test]

@@ -155,6 +155,10 @@ pub fn router(state: AppState) -> Router {
             get(logs::analytics),
         )
         .route(
+            "/ai-gateway/gateways/{gateway}/url/{provider}",
+            get(admin::url),
+        )
+        .route(
             "/ai-gateway/custom-providers",
             get(admin::list_providers).post(admin::create_provider),
         )
@@ -188,7 +192,7 @@ pub fn router(state: AppState) -> Router {
     // The gateway and the batch queue reach the Workers AI routes in-process through `inner`.
     batch::spawn_runner(state.clone(), inner.clone());
     let browser = state.config.browser.clone();
-    inner
+    let app = inner
         .clone()
         .merge(gateway::routes(state, inner))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
@@ -199,5 +203,13 @@ pub fn router(state: AppState) -> Router {
             browser::guard,
         ))
         .layer(axum::middleware::from_fn(request_metrics::record))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+    // `cf-aig-gateway-id` changes the URI, so it wraps the router instead of running after it.
+    Router::new().fallback_service(
+        tower::ServiceBuilder::new()
+            .layer(axum::middleware::from_fn(
+                gateway::header_route::route_by_header,
+            ))
+            .service(app),
+    )
 }

@@ -90,7 +90,8 @@ async fn run(
         .map_err(|e| ApiError::from(e).served_by(&served.name))?;
     // Parsing and schema validation grow with the input.
     let input = off_runtime_if(bytes.len() > INLINE_BYTES, "input validation", move || {
-        let input = body::parse_json(&bytes)?;
+        let mut input = body::parse_json(&bytes)?;
+        kiln_catalog::drop_null_fields(&mut input);
         // A Worker polls a batch with `env.AI.run(model, {request_id})`, without the query.
         if batch::poll_id(&input).is_none() {
             kiln_catalog::validate_input(entry, &input)?;

@@ -130,3 +130,48 @@ async fn protection_kiln_does_not_give_is_refused_by_name() {
     let (status, _) = send(Method::DELETE, &format!("{base}/guarded"), None).await;
     assert_eq!(status, 200);
 }
+
+/// Cloudflare's Terraform and Pulumi examples send `0` for "no rate limit" (issue #17).
+#[tokio::test]
+async fn a_zero_rate_limit_means_none_and_the_gateway_names_its_urls() {
+    use reqwest::Method;
+    let account = format!("gw-zero-{}", uuid::Uuid::new_v4().simple());
+    let base = format!("/client/v4/accounts/{account}/ai-gateway/gateways");
+    let zero = json!({"rate_limiting_limit": 0, "rate_limiting_interval": 0});
+    let mut created = zero.clone();
+    created["id"] = json!("zero");
+    let (status, body) = send(Method::POST, &base, Some(created)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["rate_limiting_limit"], 0, "{body}");
+    let (status, body) = send(Method::PUT, &format!("{base}/zero"), Some(zero)).await;
+    assert_eq!(status, 200, "{body}");
+    for _ in 0..3 {
+        let response = client()
+            .post(url(&format!(
+                "/v1/{account}/zero/workers-ai/@cf/baai/bge-small-en-v1.5"
+            )))
+            .json(&json!({"text": "not limited"}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 200);
+    }
+    // The gateway's URL per provider, on the account path the SDKs call (spec §4.12).
+    let (status, body) = send(Method::GET, &format!("{base}/zero/url/workers-ai"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["result"],
+        url(&format!("/v1/{account}/zero/workers-ai")),
+        "{body}"
+    );
+    let (status, body) = send(Method::GET, &format!("{base}/zero/url/universal"), None).await;
+    assert_eq!(
+        body["result"],
+        url(&format!("/v1/{account}/zero/")),
+        "{status} {body}"
+    );
+    let (status, _) = send(Method::DELETE, &format!("{base}/zero"), None).await;
+    assert_eq!(status, 200);
+    let (status, body) = send(Method::GET, &format!("{base}/zero/url/workers-ai"), None).await;
+    assert_eq!(status, 404, "{body}");
+}

@@ -238,3 +238,20 @@ async fn responses_carry_queue_prefill_and_decode_timings() {
     assert!(header_ms(&headers, "x-kiln-prefill-ms").is_some_and(|ms| ms > 0.0));
     assert!(headers.get("x-kiln-decode-ms").is_none(), "{headers:?}");
 }
+
+/// Explicit `null`s are "not set" on `/ai/run`, as Workers AI takes them; a popular
+/// integration sends them on every call (issue #17).
+#[tokio::test]
+async fn explicit_nulls_on_ai_run_behave_as_absent() {
+    let with_nulls = json!({"prompt": "Say hi", "max_tokens": null, "temperature": null,
+        "stop": null, "seed": null, "tools": null, "stream": null});
+    let (status, _, body) = run(LLAMA, &with_nulls).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["result"]["response"].is_string(), "{body}");
+    let (status, _, body) = run(
+        "@cf/baai/bge-small-en-v1.5",
+        &json!({"text": "hi", "pooling": null, "truncate_inputs": null}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}

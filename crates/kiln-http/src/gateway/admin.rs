@@ -46,6 +46,26 @@ pub(super) async fn with_json_body<T: Serialize>(
     }
 }
 
+/// `GET …/ai-gateway/gateways/{gateway}/url/{provider}`: the URL to call a provider through the
+/// gateway, as a string (spec §4.12); `universal` is the universal endpoint's.
+pub async fn url(
+    State(state): State<SharedState>,
+    Path((account, gateway, provider)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let base = super::binding_api::public_base(&headers, &state.public_url);
+    stored("reading a gateway", move || {
+        state.gateways.get(&account, &gateway)?;
+        let provider = if provider == "universal" {
+            ""
+        } else {
+            &provider
+        };
+        Ok(format!("{base}/v1/{account}/{gateway}/{provider}"))
+    })
+    .await
+}
+
 pub async fn list(State(state): State<SharedState>, Path(account): Path<String>) -> Response {
     stored("listing gateways", move || {
         let gateways = state.gateways.list(&account)?;

@@ -151,9 +151,7 @@ impl Exchange {
         options: &RequestOptions,
     ) -> Result<(), Response<Body>> {
         let config = &self.gateway.config;
-        let (Some(limit), Some(interval_secs)) =
-            (config.rate_limiting_limit, config.rate_limiting_interval)
-        else {
+        let Some((limit, interval_secs)) = config.rate_limit() else {
             return Ok(());
         };
         let limit = RateLimit {

@@ -10,6 +10,7 @@ pub mod admin;
 mod binding;
 mod binding_api;
 mod exchange;
+pub mod header_route;
 pub mod logs;
 mod proxy;
 mod route;

@@ -11,6 +11,7 @@ mod durability;
 mod egress;
 mod limits;
 mod logs;
+mod named;
 mod providers;
 
 use common::*;
