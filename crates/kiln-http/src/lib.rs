@@ -17,6 +17,7 @@ mod media;
 mod metrics;
 mod offload;
 mod openai;
+mod paging;
 pub mod platform;
 mod request_metrics;
 mod run;

@@ -175,3 +175,68 @@ async fn a_zero_rate_limit_means_none_and_the_gateway_names_its_urls() {
     let (status, body) = send(Method::GET, &format!("{base}/zero/url/workers-ai"), None).await;
     assert_eq!(status, 404, "{body}");
 }
+
+/// The SDKs page through lists with `?page=N` until a page comes back short (issue #17): every
+/// item once, and the loop ends.
+#[tokio::test]
+async fn gateway_and_provider_lists_page_like_cloudflares() {
+    use reqwest::Method;
+    let account = format!("gw-pages-{}", uuid::Uuid::new_v4().simple());
+    let gateways = format!("/client/v4/accounts/{account}/ai-gateway/gateways");
+    let providers = format!("/client/v4/accounts/{account}/ai-gateway/custom-providers");
+    // An account holds at most 20 gateways.
+    for n in 0..12 {
+        let (status, body) = send(
+            Method::POST,
+            &gateways,
+            Some(json!({"id": format!("g{n:02}")})),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for n in 0..7 {
+        let provider = json!({"name": format!("p{n}"), "slug": format!("p{n}"),
+                              "base_url": "http://127.0.0.1:9"});
+        let (status, body) = send(Method::POST, &providers, Some(provider)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for (list, total, per_page, key) in [(&gateways, 12, 5, "id"), (&providers, 7, 3, "slug")] {
+        let mut seen = Vec::new();
+        let mut page = 1;
+        loop {
+            let (status, body) = send(
+                Method::GET,
+                &format!("{list}?page={page}&per_page={per_page}"),
+                None,
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            let items = body["result"].as_array().expect("a list").clone();
+            let info = &body["result_info"];
+            assert_eq!(info["total_count"], total, "{body}");
+            assert_eq!(info["count"], items.len(), "{body}");
+            assert_eq!(info["page"], page);
+            seen.extend(
+                items
+                    .iter()
+                    .map(|item| item[key].as_str().unwrap_or("").to_owned()),
+            );
+            if items.len() < per_page {
+                break;
+            }
+            page += 1;
+            assert!(page <= 10, "the page loop does not end: {body}");
+        }
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), total, "{list}: {seen:?}");
+    }
+    let (status, body) = send(Method::GET, &format!("{gateways}?per_page=0"), None).await;
+    assert_eq!(status, 400, "{body}");
+    let (_, body) = send(Method::GET, &gateways, None).await;
+    assert_eq!(
+        body["result_info"]["per_page"], 20,
+        "the default page: {body}"
+    );
+    assert_eq!(body["result"].as_array().map(Vec::len), Some(12));
+}

@@ -4,7 +4,7 @@
 //! for the log writer), so each runs on the blocking pool, envelope serialization included.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use kiln_core::KilnResult;
@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::envelope::{success, ApiError};
 use crate::offload::off_runtime;
+use crate::paging::Paging;
 use crate::{body, SharedState};
 
 /// Runs a storage call on the blocking pool and answers with its result in the envelope.
@@ -66,15 +67,32 @@ pub async fn url(
     .await
 }
 
-pub async fn list(State(state): State<SharedState>, Path(account): Path<String>) -> Response {
-    stored("listing gateways", move || {
+/// `GET …/ai-gateway/gateways?page=&per_page=`.
+pub async fn list(
+    State(state): State<SharedState>,
+    Path(account): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    paged("listing gateways", &pairs, move || {
         let gateways = state.gateways.list(&account)?;
-        Ok(json!(gateways
-            .iter()
-            .map(Gateway::to_json)
-            .collect::<Vec<_>>()))
+        Ok(gateways.iter().map(Gateway::to_json).collect())
     })
     .await
+}
+
+/// A list route's page of what `call` lists, on the blocking pool.
+async fn paged(
+    what: &'static str,
+    pairs: &[(String, String)],
+    call: impl FnOnce() -> KilnResult<Vec<Value>> + Send + 'static,
+) -> Response {
+    let paging = match Paging::from_pairs(pairs) {
+        Ok(paging) => paging,
+        Err(error) => return ApiError::from(error).into_response(),
+    };
+    off_runtime(what, move || Ok(paging.answer(call()?)))
+        .await
+        .unwrap_or_else(|error| ApiError::from(error).into_response())
 }
 
 pub async fn create(
@@ -133,12 +151,18 @@ pub async fn delete(
 
 // Custom providers: `/accounts/{account_id}/ai-gateway/custom-providers[/{id}]`.
 
+/// `GET …/ai-gateway/custom-providers?page=&per_page=`.
 pub async fn list_providers(
     State(state): State<SharedState>,
     Path(account): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    stored("listing custom providers", move || {
-        state.gateways.list_providers(&account)
+    paged("listing custom providers", &pairs, move || {
+        let providers = state.gateways.list_providers(&account)?;
+        Ok(providers
+            .iter()
+            .map(|provider| serde_json::to_value(provider).unwrap_or_default())
+            .collect())
     })
     .await
 }
