@@ -34,9 +34,7 @@ pub struct KeyParts<'a> {
     /// The path after the gateway, provider first.
     pub path: &'a str,
     pub body: &'a [u8],
-    /// Headers that change the answer (credentials, accepted formats), as sent.
-    pub headers: &'a [(&'a str, &'a [u8])],
-    /// `cf-aig-cache-key`: replaces method, path, body and headers.
+    /// `cf-aig-cache-key`: replaces method, path and body.
     pub custom_key: Option<&'a str>,
     /// Who asked: their credentials, in every key (a custom one too), so that no caller is
     /// ever served an entry another caller's credentials produced.
@@ -63,10 +61,6 @@ pub fn key(parts: &KeyParts<'_>) -> [u8; 32] {
             field(parts.method.as_bytes());
             field(parts.path.as_bytes());
             field(parts.body);
-            for (name, value) in parts.headers {
-                field(name.as_bytes());
-                field(value);
-            }
         }
     }
     hasher.finalize().into()

@@ -3,7 +3,6 @@
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use kiln_catalog::SearchQuery;
 use kiln_core::{ErrorKind, KilnError};
 use serde::Deserialize;
@@ -36,19 +35,13 @@ pub async fn search_models(
             object
         })
         .collect();
-    Json(json!({
-        "result": results,
-        "result_info": {
-            "count": page.count,
-            "page": page.page,
-            "per_page": page.per_page,
-            "total_count": page.total_count,
-        },
-        "success": true,
-        "errors": [],
-        "messages": [],
-    }))
-    .into_response()
+    crate::paging::ResultInfo {
+        page: page.page.into(),
+        per_page: page.per_page.into(),
+        count: page.count.into(),
+        total_count: page.total_count.into(),
+    }
+    .envelope(Value::Array(results))
 }
 
 #[derive(Deserialize)]

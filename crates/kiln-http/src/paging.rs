@@ -46,13 +46,36 @@ impl Paging {
         let total_count = items.len();
         let start = self.page.saturating_sub(1).saturating_mul(self.per_page);
         let page: Vec<Value> = items.into_iter().skip(start).take(self.per_page).collect();
+        let info = ResultInfo {
+            page: self.page as u64,
+            per_page: self.per_page as u64,
+            count: page.len() as u64,
+            total_count: total_count as u64,
+        };
+        info.envelope(Value::Array(page))
+    }
+}
+
+/// `result_info` of a page, however the list route computed it (here, in SQL, in the catalog).
+pub struct ResultInfo {
+    pub page: u64,
+    pub per_page: u64,
+    /// Items on this page.
+    pub count: u64,
+    /// Items on all pages.
+    pub total_count: u64,
+}
+
+impl ResultInfo {
+    /// The success envelope with `result` and this `result_info`.
+    pub fn envelope(self, result: Value) -> Response {
         Json(json!({
-            "result": page,
+            "result": result,
             "result_info": {
                 "page": self.page,
                 "per_page": self.per_page,
-                "count": page.len(),
-                "total_count": total_count,
+                "count": self.count,
+                "total_count": self.total_count,
             },
             "success": true,
             "errors": [],

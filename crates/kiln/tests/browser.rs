@@ -123,17 +123,20 @@ async fn send(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn gateway_ids() -> Vec<String> {
-    let body: Value = client()
-        .get(kiln_url(&format!(
-            "/client/v4/accounts/{ACCOUNT_ID}/ai-gateway/gateways"
-        )))
+/// `GET` of one of the test account's lists, with no `Origin`.
+async fn account_list(rest: &str) -> Value {
+    client()
+        .get(kiln_url(&format!("/client/v4/accounts/{ACCOUNT_ID}{rest}")))
         .send()
         .await
         .expect("sent")
         .json()
         .await
-        .expect("JSON");
+        .expect("JSON")
+}
+
+async fn gateway_ids() -> Vec<String> {
+    let body = account_list("/ai-gateway/gateways").await;
     body["result"]
         .as_array()
         .map(|gateways| {
@@ -197,16 +200,7 @@ async fn a_foreign_host_or_origin_is_refused_before_anything_happens() {
         "deleted by a refused request"
     );
     assert!(!ids.contains(&"created-by-attacker".to_owned()));
-    let indexes: Value = client()
-        .get(kiln_url(&format!(
-            "/client/v4/accounts/{ACCOUNT_ID}/vectorize/v2/indexes"
-        )))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("JSON");
+    let indexes = account_list("/vectorize/v2/indexes").await;
     assert!(!indexes.to_string().contains("attacker-index"), "{indexes}");
 
     // Without Origin (curl, SDKs) and from Kiln's own pages (same origin), requests act.

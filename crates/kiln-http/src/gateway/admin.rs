@@ -57,12 +57,9 @@ pub async fn url(
     let base = super::binding_api::public_base(&headers, &state.public_url);
     stored("reading a gateway", move || {
         state.gateways.get(&account, &gateway)?;
-        let provider = if provider == "universal" {
-            ""
-        } else {
-            &provider
-        };
-        Ok(format!("{base}/v1/{account}/{gateway}/{provider}"))
+        Ok(super::binding_api::provider_url(
+            &base, &account, &gateway, &provider,
+        ))
     })
     .await
 }

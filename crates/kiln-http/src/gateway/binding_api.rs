@@ -45,14 +45,19 @@ pub async fn gateway_url(
     // `get` reads SQLite: only a gateway that exists has a URL.
     stored("reading a gateway", move || {
         context.app.gateways.get(&account, &gateway)?;
-        let provider = if provider == "universal" {
-            ""
-        } else {
-            &provider
-        };
-        Ok(json!({"url": format!("{base}/v1/{account}/{gateway}/{provider}")}))
+        Ok(json!({"url": provider_url(&base, &account, &gateway, &provider)}))
     })
     .await
+}
+
+/// A provider's URL through a gateway; the universal endpoint's ends at the gateway.
+pub(super) fn provider_url(base: &str, account: &str, gateway: &str, provider: &str) -> String {
+    let provider = if provider == "universal" {
+        ""
+    } else {
+        provider
+    };
+    format!("{base}/v1/{account}/{gateway}/{provider}")
 }
 
 /// Kiln's address as a client should write it: `--public-url` when set, else `X-Forwarded-Host`

@@ -536,7 +536,6 @@ impl KeyInput {
             method: &self.method,
             path: &self.path,
             body: &self.body,
-            headers: &[],
             custom_key: self.custom_key.as_deref(),
             caller: &self.caller,
         })

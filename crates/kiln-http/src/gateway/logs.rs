@@ -4,7 +4,6 @@
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use kiln_core::KilnResult;
 use kiln_gateway::{BodyPart, LogQuery};
 use serde_json::{json, Value};
@@ -12,6 +11,7 @@ use serde_json::{json, Value};
 use super::admin::{stored, with_json_body};
 use crate::envelope::ApiError;
 use crate::offload::off_runtime;
+use crate::paging::ResultInfo;
 use crate::SharedState;
 
 type Pairs = Query<Vec<(String, String)>>;
@@ -29,19 +29,13 @@ pub async fn list(
     let listed = off_runtime("listing logs", move || {
         let query = LogQuery::from_pairs(&pairs)?;
         let page = state.gateways.list_logs(&account, &gateway, &query)?;
-        Ok(Json(json!({
-            "result": page.items,
-            "result_info": {
-                "page": page.page,
-                "per_page": page.per_page,
-                "count": page.count,
-                "total_count": page.total_count,
-            },
-            "success": true,
-            "errors": [],
-            "messages": [],
-        }))
-        .into_response())
+        let info = ResultInfo {
+            page: page.page,
+            per_page: page.per_page,
+            count: page.count,
+            total_count: page.total_count,
+        };
+        Ok(info.envelope(Value::Array(page.items)))
     });
     listed
         .await

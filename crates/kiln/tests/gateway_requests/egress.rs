@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::providers::create_provider;
+use super::providers::{create_provider, create_provider_on};
 use super::*;
 use crate::common::upstream::Upstream;
 
@@ -30,25 +30,12 @@ fn strict_server() -> SocketAddr {
     })
 }
 
-async fn gateway_on(server: SocketAddr) -> Gateway {
-    Gateway::create_on(&format!("http://{server}"), json!({})).await
+fn base(server: SocketAddr) -> String {
+    format!("http://{server}")
 }
 
-async fn create_provider_on(server: SocketAddr, account: &str, slug: &str, base_url: &str) {
-    let response = client()
-        .post(format!(
-            "http://{server}/client/v4/accounts/{account}/ai-gateway/custom-providers"
-        ))
-        .json(&json!({"name": slug, "slug": slug, "base_url": base_url}))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(
-        response.status(),
-        200,
-        "{}",
-        response.text().await.unwrap_or_default()
-    );
+async fn gateway_on(server: SocketAddr) -> Gateway {
+    Gateway::create_on(&base(server), json!({})).await
 }
 
 /// POSTs through `gateway` on `server` to `custom-{slug}/{rest}`, following no redirect.
@@ -98,7 +85,7 @@ async fn custom_providers_cannot_reach_this_machine_unless_allowed() {
     ];
     for (n, base_url) in refused.iter().enumerate() {
         let slug = format!("p{n}");
-        create_provider_on(server, &gateway.account, &slug, base_url).await;
+        create_provider_on(&base(server), &gateway.account, &slug, base_url).await;
         let (status, _, body) = through(server, &gateway, &slug, "chat/completions", &[]).await;
         assert_eq!(status, 403, "{base_url}: {body}");
         let (code, message) = gateway_error(&body);
@@ -113,7 +100,7 @@ async fn custom_providers_cannot_reach_this_machine_unless_allowed() {
     // The allow-list opens exactly what it names: 127.0.0.2.
     let allowed = Upstream::start([127, 0, 0, 2]).await;
     create_provider_on(
-        server,
+        &base(server),
         &gateway.account,
         "allowed",
         &format!("http://{}/v1", allowed.addr),
@@ -137,7 +124,7 @@ async fn redirects_are_relayed_not_followed() {
     let target = Upstream::start([127, 0, 0, 2]).await;
     let gateway = gateway_on(server).await;
     create_provider_on(
-        server,
+        &base(server),
         &gateway.account,
         "r",
         &format!("http://{}", allowed.addr),

@@ -7,14 +7,25 @@ use super::*;
 
 /// Registers `custom-{slug}` for `account`.
 pub async fn create_provider(account: &str, slug: &str, base_url: &str) {
-    let (status, body) = provider_request(
-        reqwest::Method::POST,
-        account,
-        "",
-        Some(json!({"name": slug, "slug": slug, "base_url": base_url})),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    create_provider_on(&url(""), account, slug, base_url).await;
+}
+
+/// [`create_provider`] on the server at `base` (another one than the shared server).
+pub async fn create_provider_on(base: &str, account: &str, slug: &str, base_url: &str) {
+    let response = client()
+        .post(format!(
+            "{base}/client/v4/accounts/{account}/ai-gateway/custom-providers"
+        ))
+        .json(&json!({"name": slug, "slug": slug, "base_url": base_url}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        response.status(),
+        200,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
 }
 
 async fn provider_request(

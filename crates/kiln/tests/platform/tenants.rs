@@ -82,6 +82,29 @@ async fn b_sees_its_vector(index: &str) -> bool {
     false
 }
 
+/// Creates (or finds) A's object at `rest` with A's token.
+async fn a_creates(rest: &str, body: Value) {
+    let s = server();
+    let (status, answer) = call(
+        Method::POST,
+        &account_path(&s.a.id, rest),
+        Some(&s.a.token),
+        Some(body),
+    )
+    .await;
+    assert!(status == 200 || status == 409, "{answer}");
+}
+
+/// A's gateway `gateway` with the custom provider `custom-{slug}` at `base_url`.
+async fn a_gateway_with_provider(gateway: &str, slug: &str, base_url: String) {
+    a_creates("/ai-gateway/gateways", json!({"id": gateway})).await;
+    a_creates(
+        "/ai-gateway/custom-providers",
+        json!({"name": slug, "slug": slug, "base_url": base_url}),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn b_vectors_are_out_of_reach_through_the_binding_and_through_a_provider() {
     let s = server();
@@ -99,23 +122,8 @@ async fn b_vectors_are_out_of_reach_through_the_binding_and_through_a_provider()
     // A custom provider of A's that points at Kiln's own binding route for B's index: the
     // test config allows loopback egress, so only the binding's own check stands in the way.
     let gateway = "a-ssrf-gateway";
-    let (status, body) = call(
-        Method::POST,
-        &account_path(&s.a.id, "/ai-gateway/gateways"),
-        Some(&s.a.token),
-        Some(json!({"id": gateway})),
-    )
-    .await;
-    assert!(status == 200 || status == 409, "{body}");
-    let (status, body) = call(
-        Method::POST,
-        &account_path(&s.a.id, "/ai-gateway/custom-providers"),
-        Some(&s.a.token),
-        Some(json!({"name": "ssrf", "slug": "ssrf",
-                    "base_url": format!("http://{}/vectorize-binding/{}/{index}", s.addr, s.b.id)})),
-    )
-    .await;
-    assert!(status == 200 || status == 409, "{body}");
+    let b_index = format!("http://{}/vectorize-binding/{}/{index}", s.addr, s.b.id);
+    a_gateway_with_provider(gateway, "ssrf", b_index).await;
     for op in ["getByIds", "deleteByIds"] {
         let response = client()
             .post(format!(
@@ -140,24 +148,7 @@ async fn a_callers_kiln_token_never_reaches_an_upstream() {
     let s = server();
     let upstream = Upstream::start([127, 0, 0, 1]).await;
     let gateway = "a-upstream-gateway";
-    let (status, body) = call(
-        Method::POST,
-        &account_path(&s.a.id, "/ai-gateway/gateways"),
-        Some(&s.a.token),
-        Some(json!({"id": gateway})),
-    )
-    .await;
-    assert!(status == 200 || status == 409, "{body}");
-    let (status, body) = call(
-        Method::POST,
-        &account_path(&s.a.id, "/ai-gateway/custom-providers"),
-        Some(&s.a.token),
-        Some(
-            json!({"name": "rec", "slug": "rec", "base_url": format!("http://{}", upstream.addr)}),
-        ),
-    )
-    .await;
-    assert!(status == 200 || status == 409, "{body}");
+    a_gateway_with_provider(gateway, "rec", format!("http://{}", upstream.addr)).await;
     let response = client()
         .post(format!(
             "http://{}/v1/{}/{gateway}/custom-rec/chat",
@@ -186,14 +177,11 @@ async fn a_callers_kiln_token_never_reaches_an_upstream() {
 async fn a_cached_answer_is_served_only_to_the_caller_it_was_made_for() {
     let s = server();
     let gateway = "a-cached-gateway";
-    let (status, body) = call(
-        Method::POST,
-        &account_path(&s.a.id, "/ai-gateway/gateways"),
-        Some(&s.a.token),
-        Some(json!({"id": gateway, "cache_ttl": 600})),
+    a_creates(
+        "/ai-gateway/gateways",
+        json!({"id": gateway, "cache_ttl": 600}),
     )
     .await;
-    assert!(status == 200 || status == 409, "{body}");
     let ask = |token: String| async move {
         let response = client()
             .post(format!(
