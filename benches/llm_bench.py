@@ -44,7 +44,8 @@ from bench_common import (  # noqa: E402
 
 REPO_ROOT = BENCHES_DIR.parent
 DEFAULT_DATA_DIR = CACHE_DIR / "data"
-SERVERS = ("kiln", "llama-server", "llama-cpp-python")
+# kiln-reproducible: Kiln with --reproducible (issue #17), to measure what that setting costs.
+SERVERS = ("kiln", "llama-server", "llama-cpp-python", "kiln-reproducible")
 STARTUP_TIMEOUT_S = 600
 REQUEST_TIMEOUT_S = 600
 
@@ -111,7 +112,7 @@ class PromptMaker:
 # Servers
 
 
-def kiln_server(args, model: str, gguf: Path, port: int) -> tuple[Server, "Client"]:
+def kiln_server(args, model: str, gguf: Path, port: int, reproducible: bool = False) -> tuple[Server, "Client"]:
     argv = [
         args.kiln_bin, "serve", "--listen", f"127.0.0.1:{port}", "--models", model,
         "--threads", str(args.threads), "--data-dir", str(args.data_dir),
@@ -119,7 +120,10 @@ def kiln_server(args, model: str, gguf: Path, port: int) -> tuple[Server, "Clien
     ]
     if kiln_has_flag(args.kiln_bin, "--parallel"):
         argv += ["--parallel", str(args.parallel)]
-    server = Server("kiln", argv, port, "/health", args.log_dir / "kiln.log", STARTUP_TIMEOUT_S)
+    name = "kiln-reproducible" if reproducible else "kiln"
+    if reproducible:
+        argv.append("--reproducible")
+    server = Server(name, argv, port, "/health", args.log_dir / f"{name}.log", STARTUP_TIMEOUT_S)
     if args.kiln_api == "openai":
         return server, OpenAIClient(server, model, extra={})
     return server, KilnNativeClient(server, model)
@@ -449,7 +453,8 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="smollm2-135m-instruct,qwen2.5-coder-0.5b-instruct",
                    help="Kiln model names, comma-separated; their GGUF files are used for the peers")
-    p.add_argument("--servers", default=",".join(SERVERS), help="which servers to run, comma-separated")
+    p.add_argument("--servers", default="kiln,llama-server,llama-cpp-python",
+                   help=f"which servers to run, comma-separated, of: {', '.join(SERVERS)}")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--parallel", type=int, default=16, help="slots for servers that batch")
     p.add_argument("--ctx-per-slot", type=int, default=2048)
@@ -482,7 +487,10 @@ def main() -> int:
         {"decode_runs": 3, "decode_tokens": 256, "ttft_runs": 3, "rounds": 3, "concurrent_tokens": 128}
     )
     plan["concurrency"] = concurrency
-    starters = {"kiln": kiln_server, "llama-server": llama_server, "llama-cpp-python": llama_cpp_python}
+    starters = {
+        "kiln": kiln_server, "llama-server": llama_server, "llama-cpp-python": llama_cpp_python,
+        "kiln-reproducible": lambda *a: kiln_server(*a, reproducible=True),
+    }
     chosen = [s.strip() for s in args.servers.split(",") if s.strip()]
     unknown = set(chosen) - set(SERVERS)
     if unknown:

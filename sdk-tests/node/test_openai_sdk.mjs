@@ -9,6 +9,7 @@ const root = process.env.KILN_BASE_URL.replace(/\/$/, "");
 const account = process.env.KILN_ACCOUNT ?? "local";
 const LLAMA = "@cf/meta/llama-3.1-8b-instruct";
 const BGE = "@cf/baai/bge-base-en-v1.5";
+const GPT_OSS = "@cf/openai/gpt-oss-20b";
 const CAPITAL = [
   { role: "system", content: "You are a helpful assistant." },
   { role: "user", content: "What is the capital of France?" },
@@ -76,6 +77,38 @@ async function completions(client) {
   const stream = await client.completions.create({ model: LLAMA, prompt, temperature: 0, max_tokens: 6, stream: true });
   for await (const chunk of stream) streamed += chunk.choices[0]?.text ?? "";
   assert.equal(streamed, text);
+}
+
+async function responses(client) {
+  const request = {
+    model: GPT_OSS, instructions: CAPITAL[0].content, input: CAPITAL[1].content,
+    temperature: 0, max_output_tokens: 48,
+  };
+  const response = await client.responses.create(request);
+  assert.equal(response.object, "response");
+  assert.match(response.id, /^resp_/);
+  assert.equal(response.model, GPT_OSS);
+  assert.ok(["completed", "incomplete"].includes(response.status));
+  assert.equal(response.output[0].type, "message");
+  assert.equal(response.output[0].content[0].type, "output_text");
+  assert.ok(response.output_text.includes("Paris"), `answer was ${JSON.stringify(response.output_text)}`);
+  const { usage } = response;
+  assert.equal(usage.total_tokens, usage.input_tokens + usage.output_tokens);
+  // The SDK's streaming helper rebuilds the response from the typed events.
+  const stream = client.responses.stream(request);
+  let deltas = "";
+  for await (const event of stream) {
+    if (event.type === "response.output_text.delta") deltas += event.delta;
+  }
+  const final = await stream.finalResponse();
+  assert.equal(deltas, response.output_text, "streamed text equals the non-streamed text");
+  assert.equal(final.output_text, response.output_text);
+  assert.equal(final.usage.output_tokens, usage.output_tokens);
+  await expectError(OpenAI.BadRequestError, 400,
+    () => client.responses.create({ model: LLAMA, input: "Hi" }), ["Responses API"]);
+  await expectError(OpenAI.BadRequestError, 400,
+    () => client.responses.create({ model: GPT_OSS, input: "Hi", previous_response_id: "resp_1" }),
+    ["previous_response_id"]);
 }
 
 async function embeddings(client) {
@@ -148,6 +181,7 @@ for (const baseURL of bases) {
   const answer = await chat(client);
   await chatStream(client, answer);
   await completions(client);
+  await responses(client);
   await embeddings(client);
   await models(client);
   await errors(client);

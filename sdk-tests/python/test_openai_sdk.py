@@ -20,6 +20,7 @@ ROOT = os.environ["KILN_BASE_URL"].rstrip("/")
 ACCOUNT = os.environ.get("KILN_ACCOUNT", "local")
 LLAMA = "@cf/meta/llama-3.1-8b-instruct"
 BGE = "@cf/baai/bge-base-en-v1.5"
+GPT_OSS = "@cf/openai/gpt-oss-20b"
 CAPITAL = [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "What is the capital of France?"},
@@ -251,6 +252,41 @@ def tools(client):
     check("23" in text or "sunny" in text.lower(), f"the answer ignores the tool result: {text!r}")
 
 
+def responses(client):
+    """The Responses API: plain, streamed through the SDK's helper, and a function call loop."""
+    request = dict(
+        model=GPT_OSS, instructions=CAPITAL[0]["content"], input=CAPITAL[1]["content"],
+        temperature=0, max_output_tokens=48,
+    )
+    response = client.responses.create(**request)
+    check(response.object == "response" and response.id.startswith("resp_"), response)
+    check(response.model == GPT_OSS, response.model)
+    check(response.output[0].type == "message", response.output)
+    check("Paris" in response.output_text, f"answer was {response.output_text!r}")
+    usage = response.usage
+    check(usage.total_tokens == usage.input_tokens + usage.output_tokens, usage)
+    with client.responses.stream(**request) as stream:
+        deltas = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+        final = stream.get_final_response()
+    check(deltas == response.output_text, (deltas, response.output_text))
+    check(final.output_text == response.output_text, final)
+
+    tool = {"type": "function", **WEATHER_TOOL["function"]}
+    question = {"role": "user", "content": "What is the weather in Paris?"}
+    called = client.responses.create(model=QWEN, input=[question], tools=[tool], temperature=0)
+    calls = [item for item in called.output if item.type == "function_call"]
+    check(len(calls) == 1 and calls[0].name == "get_weather", called.output)
+    check(json.loads(calls[0].arguments) == {"city": "Paris"}, calls[0].arguments)
+    result = {"type": "function_call_output", "call_id": calls[0].call_id,
+              "output": json.dumps({"temperature_c": 23, "condition": "sunny"})}
+    answer = client.responses.create(
+        model=QWEN, input=[question, calls[0].model_dump(exclude_none=True), result],
+        tools=[tool], tool_choice="none", temperature=0, max_output_tokens=80,
+    )
+    text = answer.output_text
+    check("23" in text or "sunny" in text.lower(), f"the answer ignores the tool result: {text!r}")
+
+
 def main():
     print(f"openai {openai.__version__}")
     for base in BASES:
@@ -258,6 +294,7 @@ def main():
         text, usage = chat(client)
         chat_stream(client, text, usage)
         completions(client)
+        responses(client)
         embeddings(client)
         models(client)
         errors(client)

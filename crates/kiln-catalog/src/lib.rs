@@ -6,6 +6,7 @@
 
 mod catalog;
 mod entry;
+mod nulls;
 mod query;
 pub mod schema;
 mod validate;
@@ -14,6 +15,7 @@ pub use catalog::{Catalog, SearchPage};
 pub use entry::{
     stable_id, task_description, task_object, CatalogEntry, NeuronRates, Property, UnitRate,
 };
+pub use nulls::{drop_null_fields, with_nullable_optionals};
 pub use query::SearchQuery;
 pub use schema::{schema_for, SchemaKind};
-pub use validate::{compile_schema, drop_null_fields, validate_input};
+pub use validate::{compile_schema, validate_input};

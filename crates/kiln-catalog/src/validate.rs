@@ -47,23 +47,6 @@ static COMPILED: LazyLock<CompiledTable> = LazyLock::new(|| {
     table
 });
 
-/// Removes the top-level fields set to `null` (and those of each `requests` item): an explicit
-/// `null` means "not set", as the Workers AI API takes it. Integrations send `"stop": null`,
-/// `"seed": null`, `"tools": null` on every call.
-pub fn drop_null_fields(input: &mut Value) {
-    let Value::Object(fields) = input else {
-        return;
-    };
-    fields.retain(|_, value| !value.is_null());
-    if let Some(Value::Array(requests)) = fields.get_mut("requests") {
-        for request in requests.iter_mut() {
-            if let Value::Object(item) = request {
-                item.retain(|_, value| !value.is_null());
-            }
-        }
-    }
-}
-
 /// Checks `input` against the model's input schema. Errors are `BadInput` (5006).
 pub fn validate_input(entry: &CatalogEntry, input: &Value) -> Result<(), KilnError> {
     let compiled = match COMPILED.get(&(entry.schema, batch_enabled(entry))) {
@@ -347,7 +330,3 @@ fn short(value: &Value) -> String {
     let cut: String = text.chars().take(MAX_VALUE_CHARS).collect();
     format!("{cut}...")
 }
-
-#[cfg(test)]
-#[path = "validate_null_tests.rs"]
-mod null_tests;

@@ -1,6 +1,7 @@
 //! Kiln's shared vocabulary. Every other crate speaks these types: the transport turns them into
 //! wire formats, the scheduler moves them between threads, the engines produce them.
 
+pub mod classify;
 pub mod engine;
 pub mod error;
 pub mod limits;
@@ -10,6 +11,7 @@ pub mod task;
 pub mod time;
 pub mod tools;
 
+pub use classify::{ClassifierHead, ClassifierInput, ClassifierOutput, SequenceClassifier};
 pub use engine::{
     ChatMessage, Embedder, EmbeddingOutput, EventSink, FinishReason, GenerationEvent,
     GenerationRequest, OutputConstraint, Pooling, PromptInput, SamplingParams, TextGenerator,

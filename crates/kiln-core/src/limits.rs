@@ -17,6 +17,7 @@ pub struct InputLimits {
     pub batch: BatchLimits,
     pub vectorize: VectorizeLimits,
     pub lora: LoraLimits,
+    pub text_classification: TextClassificationLimits,
 }
 
 /// Audio uploads (speech recognition): what a header may declare and how much is decoded.
@@ -175,6 +176,26 @@ impl Default for LoraLimits {
         Self {
             max_tensors: 4096,
             max_tensor_elements: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Text classification and reranking: the work a request asks for grows with its contexts and
+/// the length of its texts (each is tokenized whole before its token count can be checked).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TextClassificationLimits {
+    /// Most contexts (documents) one rerank request may score; also the largest `top_k`.
+    pub max_contexts: usize,
+    /// Longest text, query or context, in bytes (the model's own token limit applies too).
+    pub max_text_bytes: usize,
+}
+
+impl Default for TextClassificationLimits {
+    fn default() -> Self {
+        Self {
+            max_contexts: 1000,
+            max_text_bytes: 64 * 1024,
         }
     }
 }

@@ -1,12 +1,17 @@
-//! BERT-family text embeddings (all-MiniLM, BGE, …) on candle, behind Kiln's [`Embedder`] trait.
+//! Text embeddings on candle, behind Kiln's [`Embedder`] trait: BERT-family encoders (all-MiniLM,
+//! BGE, …) in [`BertEmbedder`], and EmbeddingGemma (the Gemma 3 encoder with sentence-transformers'
+//! pooling, Dense layers and prompts) in [`GemmaEmbedder`].
 //!
 //! A model is a Hugging Face-layout directory: `config.json`, `tokenizer.json`,
-//! `model.safetensors` and, when it came from sentence-transformers, `1_Pooling/config.json`.
+//! `model.safetensors` and, when it came from sentence-transformers, `1_Pooling/config.json`
+//! (and for EmbeddingGemma `modules.json`, `2_Dense/`, `3_Dense/` and its prompts).
 //!
 //! [`Embedder`]: kiln_core::Embedder
 
 mod embedder;
+mod gemma;
 mod model_dir;
 mod pooling;
 
 pub use embedder::BertEmbedder;
+pub use gemma::GemmaEmbedder;

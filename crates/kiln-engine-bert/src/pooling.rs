@@ -24,7 +24,7 @@ pub(crate) fn pool_and_normalize(
     l2_normalize(&pooled)
 }
 
-fn masked_mean(hidden: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+pub(crate) fn masked_mean(hidden: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
     let summed = hidden
         .broadcast_mul(&attention_mask.unsqueeze(2)?)?
         .sum(1)?;
@@ -34,7 +34,7 @@ fn masked_mean(hidden: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
     summed.broadcast_div(&token_counts)
 }
 
-fn l2_normalize(vectors: &Tensor) -> Result<Tensor> {
+pub(crate) fn l2_normalize(vectors: &Tensor) -> Result<Tensor> {
     let norms = vectors
         .sqr()?
         .sum_keepdim(1)?

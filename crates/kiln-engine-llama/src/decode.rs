@@ -9,7 +9,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 
 use crate::lora::AdapterGroup;
-use crate::slots::{Phase, Running, Slot};
+use crate::slots::{PassGroup, Phase, Running, Slot};
 use crate::text_stream::Filtered;
 
 /// Batch limits for one pass.
@@ -38,7 +38,7 @@ pub fn step(
     model: &LlamaModel,
     slots: &mut [Slot],
     budget: &Budget,
-    group: AdapterGroup,
+    group: PassGroup,
 ) -> StepReport {
     let mut report = StepReport::default();
     let (planned, sample_at) = match plan_batch(batch, slots, budget, group) {
@@ -62,7 +62,7 @@ pub fn step(
         return report;
     }
     for planned in &planned {
-        record_evaluated(&mut slots[planned.slot], planned.tokens);
+        record_evaluated(&mut slots[planned.slot], planned.tokens, budget);
     }
     for sample in sample_at {
         sample_next(
@@ -76,27 +76,28 @@ pub fn step(
     report
 }
 
-/// Fills the batch with the sequences of adapter `group`: decoding sequences first (one token
-/// each), then prompt chunks, oldest request first.
+/// Fills the batch with the sequences of `group`: decoding sequences first (one token each),
+/// then prompt chunks, oldest request first.
 fn plan_batch(
     batch: &mut LlamaBatch<'_>,
     slots: &[Slot],
     budget: &Budget,
-    group: AdapterGroup,
+    group: PassGroup,
 ) -> KilnResult<(Vec<Planned>, Vec<SampleAt>)> {
     batch.clear();
     let mut planned = Vec::new();
     let mut sample_at = Vec::new();
     for (index, slot) in slots.iter().enumerate() {
-        let Some(Running {
-            phase: Phase::Decode { pending },
-            adapter,
-            ..
-        }) = &slot.running
+        let Some(
+            running @ Running {
+                phase: Phase::Decode { pending },
+                ..
+            },
+        ) = &slot.running
         else {
             continue;
         };
-        if *adapter != group {
+        if running.pass_group() != group {
             continue;
         }
         if batch_len(batch) >= budget.batch_tokens {
@@ -118,7 +119,8 @@ fn plan_batch(
         .enumerate()
         .filter_map(|(index, slot)| match &slot.running {
             Some(running)
-                if matches!(running.phase, Phase::Prefill { .. }) && running.adapter == group =>
+                if matches!(running.phase, Phase::Prefill { .. })
+                    && running.pass_group() == group =>
             {
                 Some((index, running.admitted))
             }
@@ -179,8 +181,10 @@ fn add(
         .map_err(|error| KilnError::internal(format!("building the batch: {error}")))
 }
 
-/// The evaluated tokens are now in the slot's KV cache.
-fn record_evaluated(slot: &mut Slot, tokens: usize) {
+/// The evaluated tokens are now in the slot's KV cache. A lone sequence's whole prefill chunk
+/// that continues the canonical prefix extends it (a pass of its own always prefills a chunk of
+/// `prefill_chunk` tokens while the prompt has that many left).
+fn record_evaluated(slot: &mut Slot, tokens: usize, budget: &Budget) {
     let Some(running) = &mut slot.running else {
         return;
     };
@@ -189,6 +193,9 @@ fn record_evaluated(slot: &mut Slot, tokens: usize) {
         Phase::Prefill { next } => {
             let end = *next + tokens;
             slot.cached.extend_from_slice(&running.prompt[*next..end]);
+            if running.alone && slot.canonical == *next && tokens == budget.prefill_chunk {
+                slot.canonical = end;
+            }
             *next = end;
         }
     }
@@ -306,4 +313,5 @@ pub fn forget_cache(context: &mut LlamaContext<'_>, slot: &mut Slot) {
         let _ = context.clear_kv_cache_seq(Some(sequence), None, None);
     }
     slot.cached.clear();
+    slot.canonical = 0;
 }

@@ -21,9 +21,12 @@ use crate::backend::backend;
 use crate::chat_template::{ChatTemplate, CHATML_TEMPLATE};
 use crate::constraint::GrammarCompiler;
 use crate::decode::{self, forget_cache, Budget};
-use crate::lora::{AdapterGroup, Adapters};
+use crate::lora::Adapters;
 use crate::sampling::{build_sampler, sampler_seed, PENALTY_WINDOW};
-use crate::slots::{choose_slot, Phase, Running, Slot, TextPipeline};
+use crate::slots::{
+    choose_lone_slot, choose_slot, next_turn, reusable_prefix, PassGroup, Phase, Running, Slot,
+    TextPipeline,
+};
 
 /// The context window used when the caller does not choose one and the model allows more.
 /// Every parallel slot holds this many KV cells, cleared (so resident) at load: 4096 keeps the
@@ -45,6 +48,11 @@ pub struct LlamaOptions {
     pub parallel: u32,
     /// Prompt tokens evaluated per forward pass, so a long prompt does not stall running streams.
     pub prefill_chunk: u32,
+    /// Greedy and seeded requests give the same text whatever else the server runs or ran:
+    /// each runs in forward passes of its own from an empty KV cache (no prefix reuse), so
+    /// llama.cpp computes it with the same shapes every time. Costs their batching and prefix
+    /// cache (docs/benchmarks.md, "Reproducible output").
+    pub reproducible: bool,
 }
 
 impl Default for LlamaOptions {
@@ -56,6 +64,7 @@ impl Default for LlamaOptions {
             batch_size: 512,
             parallel: 4,
             prefill_chunk: 256,
+            reproducible: false,
         }
     }
 }
@@ -103,6 +112,10 @@ pub struct LlamaGenerator {
     grammar: Option<GrammarCompiler>,
     /// LoRA adapters requests asked for, and which one the context has set.
     adapters: Adapters,
+    /// The group the last forward pass ran, for taking turns.
+    last_pass: Option<PassGroup>,
+    /// See [`LlamaOptions::reproducible`].
+    reproducible: bool,
 }
 
 impl LlamaGenerator {
@@ -188,6 +201,8 @@ impl LlamaGenerator {
             exit_gate_registered: false,
             grammar: None,
             adapters: Adapters::new(gguf),
+            last_pass: None,
+            reproducible: options.reproducible,
         })
     }
 
@@ -255,6 +270,7 @@ impl LlamaGenerator {
         match context.clear_kv_cache_seq(Some(sequence), Some(from), None) {
             Ok(true) => {
                 slot.cached.truncate(keep);
+                slot.canonical = slot.canonical.min(keep);
                 keep
             }
             _ => {
@@ -308,11 +324,21 @@ impl BatchGenerator for LlamaGenerator {
             adapter,
             tenant: options.tenant.as_deref(),
         };
-        let slot_index = choose_slot(&self.slots, &prompt, reuse, options.session.as_deref())
-            .ok_or_else(|| KilnError::internal("no free sequence slot"))?;
-
-        // The last prompt token is always evaluated again: its logits pick the first new token.
-        let shared = crate::slots::reusable_prefix(&self.slots[slot_index], &prompt, reuse);
+        // Greedy or seeded: the caller asked for the same text every time.
+        let alone = self.reproducible
+            && (request.sampling.temperature <= 0.0 || request.sampling.seed.is_some());
+        // A lone sequence reuses only KV entries computed as a fresh run computes them (whole
+        // chunks of lone prefills from an empty cache); others, any shared prefix. The last
+        // prompt token is always evaluated again: its logits pick the first new token.
+        let (slot_index, shared) = if alone {
+            choose_lone_slot(&self.slots, &prompt, reuse, self.budget.prefill_chunk)
+        } else {
+            choose_slot(&self.slots, &prompt, reuse, options.session.as_deref()).map(|index| {
+                let shared = reusable_prefix(&self.slots[index], &prompt, reuse);
+                (index, shared)
+            })
+        }
+        .ok_or_else(|| KilnError::internal("no free sequence slot"))?;
         let reused = self.trim_cache(slot_index, shared.min(prompt.len() - 1));
         self.slots[slot_index].cached_adapter = adapter;
 
@@ -346,6 +372,7 @@ impl BatchGenerator for LlamaGenerator {
             generated: 0,
             phase: Phase::Prefill { next: reused },
             admitted: self.clock,
+            alone,
         });
         Ok(())
     }
@@ -376,17 +403,17 @@ impl BatchGenerator for LlamaGenerator {
             }
         }
         let ModelWithContext { context, model } = &mut self.loaded;
-        // One adapter group per pass; the groups take turns.
-        let waiting: Vec<AdapterGroup> = self
+        // One group per pass (an adapter's sequences, or one lone sequence); groups take turns.
+        let waiting: Vec<PassGroup> = self
             .slots
             .iter()
-            .filter_map(|slot| slot.running.as_ref().map(|running| running.adapter))
+            .filter_map(|slot| slot.running.as_ref().map(Running::pass_group))
             .collect();
-        let Some(group) = self.adapters.next_group(&waiting) else {
+        let Some(group) = next_turn(&waiting, &mut self.last_pass) else {
             return report;
         };
-        if let Err(error) = self.adapters.apply(context, group) {
-            decode::fail_group(context, &mut self.slots, group, &error, &mut report);
+        if let Err(error) = self.adapters.apply(context, group.adapter) {
+            decode::fail_group(context, &mut self.slots, group.adapter, &error, &mut report);
             return report;
         }
         let _permit = crate::backend::decode_permit();

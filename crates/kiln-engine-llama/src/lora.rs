@@ -25,8 +25,6 @@ pub struct Adapters {
     loaded: Vec<(PathBuf, LlamaLoraAdapter)>,
     /// The group whose adapter is set on the context now.
     active: AdapterGroup,
-    /// The group the last pass ran, for taking turns.
-    last_group: Option<AdapterGroup>,
 }
 
 impl Adapters {
@@ -36,7 +34,6 @@ impl Adapters {
             loader: None,
             loaded: Vec::new(),
             active: None,
-            last_group: None,
         }
     }
 
@@ -65,24 +62,6 @@ impl Adapters {
         })?;
         self.loaded.push((path.to_owned(), adapter));
         Ok(Some(self.loaded.len() - 1))
-    }
-
-    /// The group to run next among those with work: the one after the last group run, so that
-    /// every group gets passes.
-    pub fn next_group(&mut self, waiting: &[AdapterGroup]) -> Option<AdapterGroup> {
-        let mut groups: Vec<AdapterGroup> = waiting.to_vec();
-        groups.sort();
-        groups.dedup();
-        let next = match self.last_group {
-            Some(last) => groups
-                .iter()
-                .copied()
-                .find(|&group| group > last)
-                .or_else(|| groups.first().copied()),
-            None => groups.first().copied(),
-        }?;
-        self.last_group = Some(next);
-        Some(next)
     }
 
     /// Sets `group`'s adapter on the context (or none), if it is not set already.

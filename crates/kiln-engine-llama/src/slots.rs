@@ -35,6 +35,41 @@ pub struct Running {
     pub phase: Phase,
     /// Admission order, so the oldest prompt is prefilled first.
     pub admitted: u64,
+    /// Runs in forward passes of its own, from an empty KV cache (see [`PassGroup`]).
+    pub alone: bool,
+}
+
+impl Running {
+    pub fn pass_group(&self) -> PassGroup {
+        PassGroup {
+            adapter: self.adapter,
+            alone: self.alone.then_some(self.admitted),
+        }
+    }
+}
+
+/// Which sequences share a forward pass. llama.cpp's arithmetic depends on the batch's shape:
+/// how many tokens of how many sequences a ubatch holds picks the matmul and attention kernels
+/// and their summation order, and the longest KV cache in it sets the attention width. So a
+/// sequence whose output must not depend on other traffic runs alone (keyed by its admission),
+/// and sequences of different adapters never share a pass (the adapter is set per context).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PassGroup {
+    pub adapter: AdapterGroup,
+    pub alone: Option<u64>,
+}
+
+/// The group to run next among those with work: the first one after `last` (wrapping round),
+/// so that every group gets passes.
+pub fn next_turn(waiting: &[PassGroup], last: &mut Option<PassGroup>) -> Option<PassGroup> {
+    let mut groups = waiting.to_vec();
+    groups.sort();
+    groups.dedup();
+    let next = last
+        .and_then(|last| groups.iter().copied().find(|&group| group > last))
+        .or_else(|| groups.first().copied())?;
+    *last = Some(next);
+    Some(next)
 }
 
 /// One llama.cpp sequence.
@@ -43,6 +78,9 @@ pub struct Slot {
     pub sequence: i32,
     /// Tokens whose KV entries are in this sequence, from position 0.
     pub cached: Vec<LlamaToken>,
+    /// How many of `cached` lone sequences computed in whole prefill chunks from an empty cache:
+    /// the part a lone sequence may reuse, since a fresh run computes it the same way.
+    pub canonical: usize,
     /// The adapter those KV entries were computed with: they are only reusable with it.
     pub cached_adapter: AdapterGroup,
     /// Last time a request used this slot (a counter, for LRU).
@@ -59,6 +97,7 @@ impl Slot {
         Self {
             sequence,
             cached: Vec::new(),
+            canonical: 0,
             cached_adapter: None,
             last_used: 0,
             session: None,
@@ -104,11 +143,50 @@ pub fn choose_slot(
         })
         .max_by_key(|&(_, shared, slot)| (shared, std::cmp::Reverse(slot.last_used)))
         .map(|(index, _, _)| index);
-    best_match.or_else(|| {
-        idle()
-            .min_by_key(|(_, slot)| slot.last_used)
-            .map(|(index, _)| index)
-    })
+    best_match.or_else(|| least_recently_used(slots))
+}
+
+/// The idle slot for a lone sequence and how much of `prompt` it reuses there: the slot holding
+/// the most whole canonical chunks of it, else the least recently used one.
+pub fn choose_lone_slot(
+    slots: &[Slot],
+    prompt: &[LlamaToken],
+    reuse: Reuse<'_>,
+    chunk: usize,
+) -> Option<(usize, usize)> {
+    slots
+        .iter()
+        .enumerate()
+        .filter(|(_, slot)| slot.is_idle())
+        .map(|(index, slot)| (index, canonical_prefix(slot, prompt, reuse, chunk)))
+        .filter(|&(_, shared)| shared > 0)
+        .max_by_key(|&(index, shared)| (shared, slots[index].last_used))
+        .or_else(|| least_recently_used(slots).map(|index| (index, 0)))
+}
+
+/// The part of `prompt` a lone sequence may take from `slot`: whole chunks of the slot's
+/// canonical prefix, and only those before the chunk holding the prompt's last token, whose
+/// logits must come from a pass of the same shape as in a fresh run.
+pub fn canonical_prefix(
+    slot: &Slot,
+    prompt: &[LlamaToken],
+    reuse: Reuse<'_>,
+    chunk: usize,
+) -> usize {
+    let chunk = chunk.max(1);
+    let shared = reusable_prefix(slot, prompt, reuse).min(slot.canonical);
+    let last_chunk_start = prompt.len().saturating_sub(1) / chunk * chunk;
+    (shared / chunk * chunk).min(last_chunk_start)
+}
+
+/// The idle slot used longest ago: where a sequence that reuses no cache does least harm.
+pub fn least_recently_used(slots: &[Slot]) -> Option<usize> {
+    slots
+        .iter()
+        .enumerate()
+        .filter(|(_, slot)| slot.is_idle())
+        .min_by_key(|(_, slot)| slot.last_used)
+        .map(|(index, _)| index)
 }
 
 /// Whose KV entries a new sequence may start from: computed with its adapter, for its tenant.
@@ -277,6 +355,63 @@ mod tests {
         assert_eq!(
             choose_slot_for_base(&slots, &tokens(&[1, 2, 3, 50]), None),
             Some(0)
+        );
+    }
+
+    #[test]
+    fn groups_take_turns_and_a_lone_sequence_gets_its_own() {
+        let shared = PassGroup {
+            adapter: None,
+            alone: None,
+        };
+        let lone = |admitted| PassGroup {
+            adapter: None,
+            alone: Some(admitted),
+        };
+        let waiting = [shared, lone(7), shared, lone(3)];
+        let mut last = None;
+        let turns: Vec<_> = (0..4)
+            .filter_map(|_| next_turn(&waiting, &mut last))
+            .collect();
+        assert_eq!(turns, [shared, lone(3), lone(7), shared]);
+        assert_eq!(next_turn(&[], &mut last), None);
+    }
+
+    #[test]
+    fn a_lone_sequence_reuses_only_whole_canonical_chunks() {
+        let prompt: Vec<i32> = (1..=20).collect();
+        let mut slots = vec![
+            slot(0, &prompt, 1),
+            slot(1, &prompt[..9], 2),
+            slot(2, &[], 0),
+        ];
+        slots[0].canonical = 8;
+        // Slot 1 holds more of the prompt, but none of it canonical: the LRU slot, from empty.
+        assert_eq!(
+            choose_lone_slot(&slots[1..], &tokens(&prompt), base(None), 4),
+            Some((1, 0))
+        );
+        assert_eq!(
+            choose_lone_slot(&slots, &tokens(&prompt), base(None), 4),
+            Some((0, 8))
+        );
+        // The chunk holding the last prompt token is always computed again.
+        assert_eq!(
+            canonical_prefix(&slots[0], &tokens(&prompt[..8]), base(None), 4),
+            4
+        );
+        assert_eq!(
+            canonical_prefix(&slots[0], &tokens(&prompt[..9]), base(None), 4),
+            8
+        );
+        // Only whole chunks: 8 canonical tokens are one chunk of 5.
+        assert_eq!(
+            canonical_prefix(&slots[0], &tokens(&prompt), base(None), 5),
+            5
+        );
+        assert_eq!(
+            canonical_prefix(&slots[0], &tokens(&prompt), base(Some("b")), 4),
+            0
         );
     }
 

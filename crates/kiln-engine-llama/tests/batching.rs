@@ -26,6 +26,7 @@ fn generator() -> MutexGuard<'static, LlamaGenerator> {
                 batch_size: 512,
                 parallel: PARALLEL,
                 prefill_chunk: 128,
+                reproducible: false,
             };
             Mutex::new(LlamaGenerator::load(&model.primary_file, &options).expect("load Qwen"))
         })

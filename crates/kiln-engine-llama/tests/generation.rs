@@ -27,6 +27,7 @@ fn generator() -> MutexGuard<'static, LlamaGenerator> {
                 batch_size: TEST_BATCH_SIZE,
                 parallel: 1,
                 prefill_chunk: TEST_BATCH_SIZE,
+                reproducible: false,
             };
             Mutex::new(LlamaGenerator::load(&model_path(), &options).expect("load SmolLM2"))
         })
@@ -44,6 +45,7 @@ fn small_context_generator() -> MutexGuard<'static, LlamaGenerator> {
                 batch_size: 64,
                 parallel: 1,
                 prefill_chunk: 64,
+                reproducible: false,
             };
             Mutex::new(LlamaGenerator::load(&model_path(), &options).expect("load SmolLM2"))
         })

@@ -90,6 +90,7 @@ fn converted_adapter(dir: &Path, pairs: &[Pair]) -> PathBuf {
             "test",
             "@cf/meta/llama-3.3-70b-instruct-fp8-fast",
             None,
+            false,
         )
         .expect("created");
     let config = serde_json::json!({"model_type": "llama", "r": RANK, "lora_alpha": ALPHA,

@@ -94,6 +94,7 @@ impl FinetuneStore {
         name: &str,
         model: &str,
         description: Option<&str>,
+        public: bool,
     ) -> KilnResult<Finetune> {
         validate_name(name)?;
         let _creating = self
@@ -118,7 +119,7 @@ impl FinetuneStore {
             name: name.to_owned(),
             model: model.to_owned(),
             description: description.unwrap_or_default().to_owned(),
-            public: false,
+            public,
             created_at: now.clone(),
             modified_at: now,
         };
@@ -149,6 +150,26 @@ impl FinetuneStore {
             .filter_map(|entry| fs::read(entry.path().join(METADATA_FILE)).ok())
             .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
             .collect();
+        found.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+        Ok(found)
+    }
+
+    /// Every account's fine-tunes created with `public: true`, oldest first: what
+    /// `GET …/ai/finetunes/public` lists.
+    pub fn list_public(&self) -> KilnResult<Vec<Finetune>> {
+        let Ok(accounts) = fs::read_dir(&self.root) else {
+            return Ok(Vec::new());
+        };
+        let mut found = Vec::new();
+        for account in accounts.filter_map(Result::ok) {
+            let Some(name) = account.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            // Anything that is not an account directory (a stray file) is not listed.
+            if let Ok(finetunes) = self.list(&name) {
+                found.extend(finetunes.into_iter().filter(|f| f.public));
+            }
+        }
         found.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
         Ok(found)
     }

@@ -51,6 +51,7 @@ fn create_upload_find_and_ready() {
             "my-adapter",
             "@cf/meta/llama-3.3-70b-instruct-fp8-fast",
             Some("d"),
+            false,
         )
         .expect("created");
     assert_eq!(store.list(ACCOUNT).expect("list"), vec![created.clone()]);
@@ -84,6 +85,7 @@ fn bad_assets_are_refused_and_leave_nothing_behind() {
             "a",
             "@cf/meta/llama-3.3-70b-instruct-fp8-fast",
             None,
+            false,
         )
         .expect("created");
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
@@ -132,16 +134,16 @@ fn the_101st_fine_tune_and_duplicate_names_are_refused() {
     let (_dir, store) = store();
     for index in 0..MAX_FINETUNES_PER_ACCOUNT {
         store
-            .create(ACCOUNT, &format!("ft-{index}"), "m", None)
+            .create(ACCOUNT, &format!("ft-{index}"), "m", None, false)
             .expect("within the limit");
     }
-    let (error_kind, message) = kind(store.create(ACCOUNT, "one-more", "m", None));
+    let (error_kind, message) = kind(store.create(ACCOUNT, "one-more", "m", None, false));
     assert_eq!(error_kind, ErrorKind::InvalidFinetune);
     assert!(message.contains("100"), "{message}");
     store
-        .create("other", "ft-0", "m", None)
+        .create("other", "ft-0", "m", None, false)
         .expect("names and limits are per account");
-    let (_, message) = kind(store.create(ACCOUNT, "ft-0", "m", None));
+    let (_, message) = kind(store.create(ACCOUNT, "ft-0", "m", None, false));
     assert!(message.contains("already exists"), "{message}");
 }
 
@@ -150,11 +152,11 @@ fn unsafe_account_ids_and_names_are_refused() {
     let (_dir, store) = store();
     assert_eq!(kind(store.list("../etc")).0, ErrorKind::BadInput);
     assert_eq!(
-        kind(store.create(ACCOUNT, "a/b", "m", None)).0,
+        kind(store.create(ACCOUNT, "a/b", "m", None, false)).0,
         ErrorKind::BadInput
     );
     assert_eq!(
-        kind(store.create(ACCOUNT, "cf-public-x", "m", None)).0,
+        kind(store.create(ACCOUNT, "cf-public-x", "m", None, false)).0,
         ErrorKind::BadInput
     );
 }
@@ -185,7 +187,9 @@ const Q_B: &str = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weigh
 fn a_tensor_that_disagrees_with_the_rank_is_refused_naming_it() {
     let (dir, store) = store();
     for name in ["config-first", "weights-first"] {
-        store.create(ACCOUNT, name, "m", None).expect("created");
+        store
+            .create(ACCOUNT, name, "m", None, false)
+            .expect("created");
     }
     // Rank 4 tensors against r = 8, config first: the weights are refused.
     store
@@ -321,7 +325,7 @@ fn a_full_disk_refuses_writes_and_loses_none_acknowledged() {
     let store = FinetuneStore::new(disk.path().join("finetunes"));
     let model = "@cf/meta/llama-3.3-70b-instruct-fp8-fast";
     store
-        .create(ACCOUNT, "ready", model, None)
+        .create(ACCOUNT, "ready", model, None, false)
         .expect("created");
     store
         .upload(ACCOUNT, "ready", CONFIG_FILE, &config("llama", 8))
@@ -330,11 +334,11 @@ fn a_full_disk_refuses_writes_and_loses_none_acknowledged() {
         .upload(ACCOUNT, "ready", WEIGHTS_FILE, &weights(8))
         .expect("weights");
     store
-        .create(ACCOUNT, "waiting", model, None)
+        .create(ACCOUNT, "waiting", model, None, false)
         .expect("created");
 
     disk.fill();
-    let (_, message) = kind(store.create(ACCOUNT, "refused", model, None));
+    let (_, message) = kind(store.create(ACCOUNT, "refused", model, None, false));
     assert!(disk_full::says_disk_full(&message), "{message}");
     let (_, message) = kind(store.upload(ACCOUNT, "waiting", CONFIG_FILE, &config("llama", 8)));
     assert!(disk_full::says_disk_full(&message), "{message}");
@@ -364,7 +368,7 @@ fn a_full_disk_refuses_writes_and_loses_none_acknowledged() {
 
     disk.free();
     store
-        .create(ACCOUNT, "refused", model, None)
+        .create(ACCOUNT, "refused", model, None, false)
         .expect("created");
     store
         .upload(ACCOUNT, "waiting", CONFIG_FILE, &config("llama", 8))

@@ -37,6 +37,7 @@ fn a_smollm2_adapter_converts_with_permuted_query_rows() {
             "smol",
             "@cf/meta/llama-3.3-70b-instruct-fp8-fast",
             None,
+            false,
         )
         .expect("created");
     let config = serde_json::json!({"model_type": "llama", "r": RANK, "lora_alpha": 16,
@@ -145,7 +146,9 @@ fn an_adapter_that_does_not_fit_the_base_is_refused() {
     let base = kiln_store::ensure_for_tests("smollm2-135m-instruct");
     let dir = tempfile::tempdir().expect("temp dir");
     let store = FinetuneStore::new(dir.path());
-    store.create("acct", "wrong", "m", None).expect("created");
+    store
+        .create("acct", "wrong", "m", None, false)
+        .expect("created");
     let config = serde_json::json!({"model_type": "llama", "r": 4});
     store
         .upload("acct", "wrong", CONFIG_FILE, config.to_string().as_bytes())

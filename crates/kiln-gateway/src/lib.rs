@@ -1,5 +1,6 @@
 //! AI Gateway (spec §4): gateway objects, custom providers, the response cache, request logs,
-//! analytics and rate limits, all kept in one SQLite database in the data dir.
+//! datasets and evaluations, analytics and rate limits, all kept in one SQLite database in the
+//! data dir.
 //!
 //! Three connections share it (WAL mode): one for the REST API's reads and writes
 //! (`synchronous = FULL`: a change is on disk before the call answers), one for cache lookups on
@@ -10,6 +11,8 @@
 pub mod analytics;
 pub mod cache;
 mod config;
+mod datasets;
+mod evaluations;
 mod gateways;
 mod journal;
 mod limiter;
@@ -29,6 +32,7 @@ use serde_json::Value;
 
 pub use cache::{CacheEntry, KeyParts};
 pub use config::{GatewayConfig, LogStrategy, RateLimitTechnique, RetryBackoff};
+pub use datasets::{Dataset, MAX_DATASETS_PER_GATEWAY};
 pub use gateways::{Gateway, MAX_GATEWAYS_PER_ACCOUNT};
 pub use limiter::RateLimit;
 pub use logs::{BodyPart, LogCap, LogQuery};
@@ -68,6 +72,8 @@ impl GatewayStore {
             .and_then(|()| cache::create_schema(&db))
             .and_then(|()| logs::create_schema(&db))
             .and_then(|()| analytics::create_schema(&db))
+            .and_then(|()| datasets::create_schema(&db))
+            .and_then(|()| evaluations::create_schema(&db))
             .map_err(db_error)?;
         let cache_reader = connect(path)?;
         let writer = Writer::start(path, limits).map_err(db_error)?;
@@ -128,12 +134,14 @@ impl GatewayStore {
         Ok(gateway)
     }
 
-    /// Deletes the gateway with its cache and logs.
+    /// Deletes the gateway with its cache, logs, datasets and evaluations.
     pub fn delete(&self, account: &str, id: &str) -> KilnResult<Gateway> {
         self.writer.flush();
         let db = self.db();
         let gateway = gateways::delete(&db, account, id)?;
         cache::purge_gateway(&db, account, id).map_err(db_error)?;
+        datasets::purge_gateway(&db, account, id).map_err(db_error)?;
+        evaluations::purge_gateway(&db, account, id).map_err(db_error)?;
         logs::delete(&db, account, id, &LogQuery::default(), None)?;
         self.forget(account, id);
         self.limiter.forget(account, id);
@@ -285,6 +293,67 @@ impl GatewayStore {
         self.writer.flush();
         self.get(account, gateway)?;
         analytics::query(&self.db(), account, gateway, pairs)
+    }
+
+    // Datasets and evaluations (spec §4.7).
+
+    pub fn create_dataset(
+        &self,
+        account: &str,
+        gateway: &str,
+        body: &Value,
+    ) -> KilnResult<Dataset> {
+        datasets::create(&self.db(), account, gateway, body)
+    }
+
+    pub fn list_datasets(&self, account: &str, gateway: &str) -> KilnResult<Vec<Dataset>> {
+        datasets::list(&self.db(), account, gateway)
+    }
+
+    pub fn get_dataset(&self, account: &str, gateway: &str, id: &str) -> KilnResult<Dataset> {
+        datasets::get(&self.db(), account, gateway, id)
+    }
+
+    pub fn update_dataset(
+        &self,
+        account: &str,
+        gateway: &str,
+        id: &str,
+        body: &Value,
+    ) -> KilnResult<Dataset> {
+        datasets::update(&self.db(), account, gateway, id, body)
+    }
+
+    pub fn delete_dataset(&self, account: &str, gateway: &str, id: &str) -> KilnResult<Dataset> {
+        datasets::delete(&self.db(), account, gateway, id)
+    }
+
+    /// The evaluators `GET …/ai-gateway/evaluation-types` lists.
+    pub fn evaluation_types(&self) -> Vec<Value> {
+        evaluations::types()
+    }
+
+    /// Runs an evaluation over every log answered before this call.
+    pub fn create_evaluation(
+        &self,
+        account: &str,
+        gateway: &str,
+        body: &Value,
+    ) -> KilnResult<Value> {
+        self.writer.flush();
+        evaluations::create(&self.db(), account, gateway, body)
+    }
+
+    pub fn list_evaluations(&self, account: &str, gateway: &str) -> KilnResult<Vec<Value>> {
+        evaluations::list(&self.db(), account, gateway)
+    }
+
+    pub fn get_evaluation(&self, account: &str, gateway: &str, id: &str) -> KilnResult<Value> {
+        evaluations::get(&self.db(), account, gateway, id)
+    }
+
+    pub fn delete_evaluation(&self, account: &str, gateway: &str, id: &str) -> KilnResult<Value> {
+        evaluations::delete(&self.db(), account, gateway, id)
     }
 
     fn db(&self) -> MutexGuard<'_, Connection> {

@@ -2,7 +2,7 @@
 //! fine-tune (spec §6).
 
 use axum::body::Bytes;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{Multipart, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use kiln_core::{ErrorKind, KilnError};
@@ -10,9 +10,10 @@ use serde_json::{json, Value};
 
 use crate::envelope::{success, ApiError};
 use crate::offload::off_runtime;
+use crate::paging::{paged, ResultInfo, Unasked, MAX_PER_PAGE};
 use crate::{body, SharedState};
 
-/// `POST …/ai/finetunes` `{model, name, description?}`.
+/// `POST …/ai/finetunes` `{model, name, description?, public?}`.
 pub async fn create(
     State(state): State<SharedState>,
     Path(account): Path<String>,
@@ -35,11 +36,20 @@ pub async fn create(
                 format!("The model {model} does not support LoRa inference"),
             ));
         }
+        let public = match input.get("public") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(public)) => *public,
+            Some(other) => {
+                return Err(KilnError::bad_input(format!(
+                    "'public' must be true or false, got {other}"
+                )))
+            }
+        };
         let store = state.finetunes.clone();
         let (account, name, model) = (account.clone(), name.to_owned(), model.to_owned());
         let description = text("description").map(str::to_owned);
         off_runtime("fine-tune creation", move || {
-            store.create(&account, &name, &model, description.as_deref())
+            store.create(&account, &name, &model, description.as_deref(), public)
         })
         .await
     };
@@ -49,13 +59,124 @@ pub async fn create(
     }
 }
 
-/// `GET …/ai/finetunes`: reads every fine-tune's metadata file.
-pub async fn list(State(state): State<SharedState>, Path(account): Path<String>) -> Response {
-    let store = state.finetunes.clone();
-    let listed = off_runtime("listing fine-tunes", move || store.list(&account)).await;
-    match listed {
-        Ok(finetunes) => success(json!(finetunes)).into_response(),
-        Err(error) => ApiError::from(error).into_response(),
+/// `GET …/ai/finetunes`: reads every fine-tune's metadata file. One page unless the client
+/// asks for `page`/`per_page`.
+pub async fn list(
+    State(state): State<SharedState>,
+    Path(account): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    paged(
+        "listing fine-tunes",
+        &pairs,
+        Unasked::Everything,
+        move || {
+            Ok(state
+                .finetunes
+                .list(&account)?
+                .iter()
+                .map(|f| json!(f))
+                .collect())
+        },
+    )
+    .await
+}
+
+/// `GET …/ai/finetunes/public?limit&offset&orderBy`: fine-tunes any account created with
+/// `public: true` (Kiln ships no `cf-public-*` adapters of its own). `page`/`per_page` work too.
+pub async fn list_public(
+    State(state): State<SharedState>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    let window = match PublicWindow::from_pairs(&pairs) {
+        Ok(window) => window,
+        Err(error) => return ApiError::from(error).into_response(),
+    };
+    let Some((offset, limit)) = window.offset_limit else {
+        return paged(
+            "listing public fine-tunes",
+            &pairs,
+            Unasked::Everything,
+            move || Ok(window.ordered(state.finetunes.list_public()?)),
+        )
+        .await;
+    };
+    let listed = off_runtime("listing public fine-tunes", move || {
+        let all = window.ordered(state.finetunes.list_public()?);
+        let total_count = all.len() as u64;
+        let page: Vec<Value> = all.into_iter().skip(offset).take(limit).collect();
+        Ok(ResultInfo {
+            page: (offset / limit.max(1)) as u64 + 1,
+            per_page: limit as u64,
+            count: page.len() as u64,
+            total_count,
+        }
+        .envelope(Value::Array(page)))
+    });
+    listed
+        .await
+        .unwrap_or_else(|error| ApiError::from(error).into_response())
+}
+
+/// The public list's `orderBy` and `limit`/`offset`.
+struct PublicWindow {
+    order_by: &'static str,
+    offset_limit: Option<(usize, usize)>,
+}
+
+impl PublicWindow {
+    const ORDERS: [&'static str; 4] = ["created_at", "modified_at", "name", "model"];
+
+    fn from_pairs(pairs: &[(String, String)]) -> kiln_core::KilnResult<Self> {
+        let value = |name: &str| pairs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v);
+        let order_by = match value("orderBy") {
+            None => "created_at",
+            Some(asked) => Self::ORDERS
+                .into_iter()
+                .find(|order| order == asked)
+                .ok_or_else(|| {
+                    KilnError::bad_input(format!(
+                        "'orderBy' must be one of {:?}, got {asked:?}",
+                        Self::ORDERS
+                    ))
+                })?,
+        };
+        let number = |name: &str, min: usize, max: usize| {
+            value(name)
+                .map(|text| {
+                    text.trim()
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (min..=max).contains(n))
+                        .ok_or_else(|| {
+                            KilnError::bad_input(format!(
+                                "'{name}' must be a whole number from {min} to {max}, got {text:?}"
+                            ))
+                        })
+                })
+                .transpose()
+        };
+        let limit = number("limit", 1, MAX_PER_PAGE)?;
+        let offset = number("offset", 0, usize::MAX)?;
+        let offset_limit = match (offset, limit) {
+            (None, None) => None,
+            (offset, limit) => Some((offset.unwrap_or(0), limit.unwrap_or(MAX_PER_PAGE))),
+        };
+        Ok(Self {
+            order_by,
+            offset_limit,
+        })
+    }
+
+    fn ordered(&self, mut finetunes: Vec<kiln_finetune::Finetune>) -> Vec<Value> {
+        // Creation order already; the sort is stable so ties keep it.
+        match self.order_by {
+            "modified_at" => finetunes.sort_by(|a, b| a.modified_at.cmp(&b.modified_at)),
+            "name" => finetunes.sort_by(|a, b| a.name.cmp(&b.name)),
+            "model" => finetunes.sort_by(|a, b| a.model.cmp(&b.model)),
+            _ => {}
+        }
+        finetunes.iter().map(|f| json!(f)).collect()
     }
 }
 

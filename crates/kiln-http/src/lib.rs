@@ -6,6 +6,7 @@ mod batch;
 mod body;
 mod browser;
 mod catalog_routes;
+mod classification;
 pub mod egress;
 mod embeddings;
 mod envelope;
@@ -31,7 +32,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
-use gateway::{admin, logs};
+use gateway::{admin, datasets, logs};
 use kiln_catalog::Catalog;
 use kiln_finetune::FinetuneStore;
 use kiln_gateway::GatewayStore;
@@ -127,6 +128,7 @@ pub fn router(state: AppState) -> Router {
             "/ai/finetunes",
             get(finetunes::list).post(finetunes::create),
         )
+        .route("/ai/finetunes/public", get(finetunes::list_public))
         .route(
             "/ai/finetunes/{finetune}/finetune-assets",
             // Assets may be up to 300 MB; the multipart reader enforces that limit.
@@ -160,6 +162,25 @@ pub fn router(state: AppState) -> Router {
             get(admin::url),
         )
         .route(
+            "/ai-gateway/gateways/{gateway}/datasets",
+            get(datasets::list).post(datasets::create),
+        )
+        .route(
+            "/ai-gateway/gateways/{gateway}/datasets/{id}",
+            get(datasets::get)
+                .put(datasets::update)
+                .delete(datasets::delete),
+        )
+        .route(
+            "/ai-gateway/gateways/{gateway}/evaluations",
+            get(datasets::list_evaluations).post(datasets::create_evaluation),
+        )
+        .route(
+            "/ai-gateway/gateways/{gateway}/evaluations/{id}",
+            get(datasets::get_evaluation).delete(datasets::delete_evaluation),
+        )
+        .route("/ai-gateway/evaluation-types", get(datasets::list_types))
+        .route(
             "/ai-gateway/custom-providers",
             get(admin::list_providers).post(admin::create_provider),
         )
@@ -181,7 +202,13 @@ pub fn router(state: AppState) -> Router {
     let inner = Router::new()
         .nest("/client/v4", api.clone())
         .merge(api)
-        .nest("/v1", openai::routes().route_layer(require_token))
+        .nest("/v1", openai::routes().route_layer(require_token.clone()))
+        // llama-server and text-embeddings-inference also answer reranking at the root.
+        .merge(
+            Router::new()
+                .route("/rerank", post(openai::rerank::rerank))
+                .route_layer(require_token),
+        )
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics::render))
         .route("/kiln/models", get(kiln_routes::models))
@@ -193,6 +220,7 @@ pub fn router(state: AppState) -> Router {
     // The gateway and the batch queue reach the Workers AI routes in-process through `inner`.
     batch::spawn_runner(state.clone(), inner.clone());
     let browser = state.config.browser.clone();
+    let binding_account: Arc<str> = Arc::from(state.binding_account.as_str());
     let app = inner
         .clone()
         .merge(gateway::routes(state, inner))
@@ -205,11 +233,16 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn(request_metrics::record))
         .layer(tower_http::trace::TraceLayer::new_for_http());
-    // `cf-aig-gateway-id` changes the URI, so it wraps the router instead of running after it.
+    // `cf-aig-gateway-id` and `x-kiln-vectorize-index` change the URI, so they wrap the router
+    // instead of running after it.
     Router::new().fallback_service(
         tower::ServiceBuilder::new()
             .layer(axum::middleware::from_fn(
                 gateway::header_route::route_by_header,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                binding_account,
+                vectorize::route_by_header,
             ))
             .service(app),
     )

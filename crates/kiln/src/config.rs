@@ -41,7 +41,8 @@ pub struct ServeConfig {
     pub models: Option<Vec<String>>,
 
     /// Models fetched on first run but loaded only on their first request, comma-separated
-    /// [default: the speech and image models]. A failed fetch is a warning, not a failed start.
+    /// [default: the speech and image models and EmbeddingGemma]. A failed fetch is a warning,
+    /// not a failed start.
     #[arg(long, env = "KILN_FETCH", value_delimiter = ',')]
     pub fetch: Option<Vec<String>>,
 
@@ -53,6 +54,13 @@ pub struct ServeConfig {
     /// full context window [default: 4].
     #[arg(long, env = "KILN_PARALLEL")]
     pub parallel: Option<u32>,
+
+    /// Greedy (`temperature: 0`) and seeded requests give the same text whatever else the
+    /// server runs or ran: each runs in LLM forward passes of its own, without the prefix
+    /// cache. Costs their batching and prefix reuse (README, "Reproducible output")
+    /// [default: false].
+    #[arg(long, env = "KILN_REPRODUCIBLE", num_args = 0..=1, default_missing_value = "true")]
+    pub reproducible: Option<bool>,
 
     /// Requests that may wait per model for a free slot before new ones get 429 [default: 64].
     #[arg(long, env = "KILN_QUEUE_CAPACITY")]
@@ -213,6 +221,7 @@ impl ServeConfig {
             fetch: self.fetch.or(base.fetch),
             context_size: self.context_size.or(base.context_size),
             parallel: self.parallel.or(base.parallel),
+            reproducible: self.reproducible.or(base.reproducible),
             queue_capacity: self.queue_capacity.or(base.queue_capacity),
             request_timeout_secs: self.request_timeout_secs.or(base.request_timeout_secs),
             max_body_bytes: self.max_body_bytes.or(base.max_body_bytes),
@@ -327,6 +336,10 @@ impl ServeConfig {
 
     pub fn offline(&self) -> bool {
         self.offline.unwrap_or(false)
+    }
+
+    pub fn reproducible(&self) -> bool {
+        self.reproducible.unwrap_or(false)
     }
 
     pub fn accounts_db(&self) -> PathBuf {

@@ -7,6 +7,7 @@ mod media_engines;
 pub mod models;
 pub mod platform_cli;
 pub mod server;
+mod text_models;
 
 pub use config::ServeConfig;
 pub use server::{start, start_with_clock, RunningServer};

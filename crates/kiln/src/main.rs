@@ -43,14 +43,15 @@ enum ModelsCommand {
     /// Fetch and verify models (the configured ones when no name is given).
     Pull {
         names: Vec<String>,
-        /// Download NAME from this Hugging Face repository (org/repo) instead of the manifest.
-        #[arg(long, value_name = "ORG/REPO", requires = "files")]
+        /// Install NAME from this Hugging Face repository (org/repo), or from a local directory
+        /// in the Hugging Face layout, instead of the manifest.
+        #[arg(long, value_name = "DIR_OR_ORG/REPO")]
         hf: Option<String>,
         /// Revision (branch, tag or commit) of the --hf repository.
         #[arg(long, default_value = "main")]
         revision: String,
-        /// Files to download from the --hf repository, e.g. model.gguf, or config.json,
-        /// tokenizer.json and model.safetensors for a BERT model.
+        /// Files to take from --hf, e.g. model.gguf [default: config.json, tokenizer.json and
+        /// model.safetensors, what BERT, classifier and reranker models need].
         #[arg(long = "file", value_name = "FILE")]
         files: Vec<String>,
         #[command(flatten)]

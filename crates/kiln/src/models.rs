@@ -7,7 +7,7 @@ use anyhow::Context;
 use kiln_catalog::Catalog;
 use kiln_core::engine::BatchGenerator;
 use kiln_core::{Embedder, ErrorKind, KilnError, KilnResult, MediaEngine, Task};
-use kiln_engine_bert::BertEmbedder;
+use kiln_engine_bert::{BertEmbedder, GemmaEmbedder};
 use kiln_engine_llama::{LlamaGenerator, LlamaOptions};
 use kiln_scheduler::{
     AdmissionConfig, EmbeddingWorker, GenerationWorker, LoadedWorker, MediaWorker, ModelLoader,
@@ -51,7 +51,8 @@ pub fn ensure_models(
         .collect()
 }
 
-/// Starts engines for installed models: llama.cpp for GGUF, candle for BERT directories.
+/// Starts engines for installed models: llama.cpp for GGUF, candle for BERT and EmbeddingGemma
+/// directories.
 struct EngineLoader {
     config: ServeConfig,
     installed: HashMap<String, InstalledModel>,
@@ -76,6 +77,7 @@ impl ModelLoader for EngineLoader {
                     context_size: self.config.context_size,
                     threads: self.config.threads(),
                     parallel: self.config.parallel(),
+                    reproducible: self.config.reproducible(),
                     ..LlamaOptions::default()
                 };
                 let generator =
@@ -99,26 +101,16 @@ impl ModelLoader for EngineLoader {
                     model_file: Some(model.primary_file.clone()),
                 })
             }
-            ModelFormat::HfBert => {
-                let embedder = BertEmbedder::load(&model.dir).map_err(cannot_load)?;
-                let dir = model.dir.clone();
-                let reload: Rebuild<Box<dyn Embedder>> = Box::new(move || {
-                    Ok(fault_injection::embedder(Box::new(BertEmbedder::load(
-                        &dir,
-                    )?)))
-                });
-                let worker = EmbeddingWorker::spawn_rebuildable(
-                    &model.name,
-                    fault_injection::embedder(Box::new(embedder)),
-                    Some(reload),
-                    admission,
-                )?;
-                Ok(LoadedWorker {
-                    worker: Worker::Embedding(worker),
-                    // f32 weights as read, plus activations that scale with them.
-                    memory_bytes: model.size_bytes.saturating_mul(2),
-                    model_file: Some(model.primary_file.clone()),
-                })
+            ModelFormat::HfBert => embedding_worker(model, admission, |dir| {
+                Ok(Box::new(BertEmbedder::load(dir)?))
+            })
+            .map_err(cannot_load),
+            ModelFormat::HfGemmaEmbed => embedding_worker(model, admission, |dir| {
+                Ok(Box::new(GemmaEmbedder::load(dir)?))
+            })
+            .map_err(cannot_load),
+            ModelFormat::HfTextClassifier | ModelFormat::HfReranker => {
+                crate::text_models::classifier_worker(model, admission).map_err(cannot_load)
             }
             ModelFormat::EfficientNetPth => {
                 let dir = model.dir.clone();
@@ -190,7 +182,8 @@ pub fn load_registry(
     for model in installed.values() {
         let task = match model.format {
             ModelFormat::Gguf => Task::TextGeneration,
-            ModelFormat::HfBert => Task::TextEmbeddings,
+            ModelFormat::HfBert | ModelFormat::HfGemmaEmbed => Task::TextEmbeddings,
+            ModelFormat::HfTextClassifier | ModelFormat::HfReranker => Task::TextClassification,
             ModelFormat::EfficientNetPth => Task::ImageClassification,
             ModelFormat::Piper => Task::TextToSpeech,
             ModelFormat::Ct2Whisper => Task::SpeechRecognition,
@@ -206,6 +199,7 @@ pub fn load_registry(
     for (id, local) in &config.aliases {
         registry.add_alias(id.clone(), local.clone());
     }
+    crate::text_models::register(&mut registry, config, &installed);
     for model in configured {
         registry
             .preload(&model.name)
@@ -231,6 +225,13 @@ pub fn list(config: &ServeConfig) -> anyhow::Result<()> {
         );
         for line in served_ids(config, &model.name) {
             println!("      serves {line}");
+        }
+        let all: Vec<&InstalledModel> = installed.iter().collect();
+        for (id, _) in crate::text_models::catalog_mapping(config, &all)
+            .into_iter()
+            .filter(|(_, local)| *local == model.name)
+        {
+            println!("      serves {id}");
         }
     }
     let missing: Vec<&str> = kiln_store::manifests()
@@ -267,7 +268,8 @@ pub fn pull(config: &ServeConfig, names: Vec<String>) -> anyhow::Result<()> {
 }
 
 /// `kiln models pull NAME --hf ORG/REPO --file F…`: a user model from a Hugging Face-layout
-/// repository (`HF_ENDPOINT` and `HF_TOKEN` are honoured). Serve it with `--models NAME`.
+/// repository (`HF_ENDPOINT` and `HF_TOKEN` are honoured), or from a local directory in that
+/// layout when `--hf` names one. Serve it with `--models NAME`.
 pub fn pull_from_hub(
     config: &ServeConfig,
     names: &[String],
@@ -278,10 +280,25 @@ pub fn pull_from_hub(
         anyhow::bail!("--hf takes exactly one model NAME to store the repository under");
     };
     let store = ModelStore::new(config.data_dir());
-    let files: Vec<&str> = files.iter().map(String::as_str).collect();
-    let model = store
-        .pull_hf_repo(name, None, (repo, revision), &files, Progress::Bar)
-        .with_context(|| format!("cannot pull {repo}@{revision}"))?;
+    let mut files: Vec<&str> = files.iter().map(String::as_str).collect();
+    if files.is_empty() {
+        files = kiln_store::DEFAULT_HF_FILES.to_vec();
+    }
+    let local_dir = std::path::Path::new(repo);
+    let looks_like_a_path =
+        local_dir.is_absolute() || repo.starts_with('.') || repo.starts_with('~');
+    if looks_like_a_path && !local_dir.is_dir() {
+        anyhow::bail!("{repo} is not a directory (--hf takes a local directory or ORG/REPO)");
+    }
+    let model = if local_dir.is_dir() {
+        store
+            .install_hf_dir(name, local_dir, &files, Progress::Bar)
+            .with_context(|| format!("cannot install {repo}"))?
+    } else {
+        store
+            .pull_hf_repo(name, None, (repo, revision), &files, Progress::Bar)
+            .with_context(|| format!("cannot pull {repo}@{revision}"))?
+    };
     println!(
         "{} ready: {} ({}); serve it with --models {}",
         model.name,
@@ -289,6 +306,13 @@ pub fn pull_from_hub(
         human_size(model.size_bytes),
         model.name
     );
+    if let Some(id) = crate::text_models::schema_id(model.format) {
+        println!(
+            "{} is a {} model: it serves {id} unless kiln.toml aliases that id elsewhere",
+            model.name,
+            model.format.as_str()
+        );
+    }
     Ok(())
 }
 
@@ -322,6 +346,31 @@ fn human_size(bytes: u64) -> String {
     } else {
         format!("{mib:.1} MiB")
     }
+}
+
+/// An embedding model (loaded from its directory by `load`) on its own worker thread; `load` runs
+/// again to reload it if the engine panics.
+fn embedding_worker(
+    model: &InstalledModel,
+    admission: AdmissionConfig,
+    load: fn(&std::path::Path) -> KilnResult<Box<dyn Embedder>>,
+) -> KilnResult<LoadedWorker> {
+    let embedder = load(&model.dir)?;
+    let dir = model.dir.clone();
+    let reload: Rebuild<Box<dyn Embedder>> =
+        Box::new(move || Ok(fault_injection::embedder(load(&dir)?)));
+    let worker = EmbeddingWorker::spawn_rebuildable(
+        &model.name,
+        fault_injection::embedder(embedder),
+        Some(reload),
+        admission,
+    )?;
+    Ok(LoadedWorker {
+        worker: Worker::Embedding(worker),
+        // f32 weights as read, plus activations that scale with them.
+        memory_bytes: model.size_bytes.saturating_mul(2),
+        model_file: Some(model.primary_file.clone()),
+    })
 }
 
 /// A media engine on its own worker thread; it holds about twice its weights (f32 copies and

@@ -120,3 +120,50 @@ async fn concurrent_requests_get_their_own_vectors() {
         );
     }
 }
+
+const EMBEDDING_GEMMA: &str = "@cf/google/embeddinggemma-300m";
+
+/// The reference vectors of `scripts/reference/embeddinggemma_golden.py` (sentence-transformers
+/// on the same files), with the document prompt Kiln applies.
+fn embeddinggemma_golden() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../kiln-engine-bert/tests/fixtures/embeddinggemma_golden.json"
+    );
+    let text = std::fs::read_to_string(path).expect("EmbeddingGemma fixture");
+    serde_json::from_str(&text).expect("fixture JSON")
+}
+
+#[tokio::test]
+async fn embeddinggemma_answers_768_dimensional_reference_vectors() {
+    let golden = embeddinggemma_golden();
+    let documents: Vec<&Value> = golden["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|item| item["prompt"] == "document")
+        .take(3)
+        .collect();
+    let texts: Vec<&str> = documents
+        .iter()
+        .map(|item| item["text"].as_str().expect("text"))
+        .collect();
+    let (status, headers, body) = run(EMBEDDING_GEMMA, &json!({"text": texts})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-kiln-model"], "embeddinggemma-300m");
+    assert_eq!(body["result"]["shape"], json!([texts.len(), 768]));
+    for (vector, item) in vectors(&body).iter().zip(&documents) {
+        let expected: Vec<f64> = item["vector"]
+            .as_array()
+            .expect("vector")
+            .iter()
+            .map(|x| x.as_f64().expect("number"))
+            .collect();
+        let similarity = cosine(vector, &expected);
+        assert!(
+            similarity >= 0.999,
+            "{:?}: cosine {similarity}",
+            item["text"]
+        );
+    }
+}

@@ -261,3 +261,74 @@ async fn a_finetune_survives_kill_9() {
     assert_eq!(status, 200, "both assets survived: {body}");
     second.kill_9();
 }
+
+#[tokio::test]
+async fn lists_page_and_public_ones_are_listed_for_everyone() {
+    let account = account();
+    let base = finetunes_url(&account.0);
+    let mut public_ids = Vec::new();
+    for n in 0..5 {
+        let public = n % 2 == 0;
+        let (status, _, body) = post_json(
+            &base,
+            &json!({"model": LORA_BASE, "name": format!("ft-{n}"), "public": public}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["result"]["public"], public, "{body}");
+        if public {
+            public_ids.push(body["result"]["id"].as_str().expect("id").to_owned());
+        }
+    }
+    let (status, _, body) = post_json(
+        &base,
+        &json!({"model": LORA_BASE, "name": "bad", "public": "yes"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+
+    let paged = page_through(&base, 2).await;
+    let names: Vec<&str> = paged.iter().filter_map(|f| f["name"].as_str()).collect();
+    assert_eq!(names, ["ft-0", "ft-1", "ft-2", "ft-3", "ft-4"]);
+    // Cloudflare answers the list in one page: without paging, every fine-tune.
+    let whole: Value = client()
+        .get(&base)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(whole["result"].as_array().map(Vec::len), Some(5), "{whole}");
+
+    // Another account sees the public ones (and only those) in the public list.
+    let public_url = url("/client/v4/accounts/someone-else/ai/finetunes/public");
+    let listed: Vec<String> = page_through(&public_url, 1)
+        .await
+        .iter()
+        .filter_map(|f| f["id"].as_str().map(str::to_owned))
+        .filter(|id| paged.iter().any(|f| f["id"] == id.as_str()))
+        .collect();
+    assert_eq!(listed, public_ids);
+    let window: Value = client()
+        .get(format!("{public_url}?limit=1&offset=0&orderBy=name"))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        window["result"].as_array().map(Vec::len),
+        Some(1),
+        "{window}"
+    );
+    for bad in ["limit=0", "offset=-1", "orderBy=size"] {
+        let response = client()
+            .get(format!("{public_url}?{bad}"))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status().as_u16(), 400, "{bad}");
+    }
+}

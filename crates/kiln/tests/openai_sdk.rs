@@ -1,7 +1,8 @@
 //! Runs the official OpenAI SDKs (Python `openai`, npm `openai`) against a real in-process Kiln:
 //! sdk-tests/python/test_openai_sdk.py and sdk-tests/node/test_openai_sdk.mjs. Each script checks
-//! chat (plain and streaming), completions, embeddings, models and errors through the SDK's own
-//! parsed objects. `scripts/install-deps` installs the SDKs; without them these tests fail.
+//! chat (plain and streaming), completions, the Responses API, embeddings, models and errors
+//! through the SDK's own parsed objects. `scripts/install-deps` installs the SDKs; without them
+//! these tests fail.
 
 mod common;
 

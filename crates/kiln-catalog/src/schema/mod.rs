@@ -17,6 +17,10 @@ use crate::entry::CatalogEntry;
 #[serde(rename_all = "kebab-case")]
 pub enum SchemaKind {
     TextGeneration,
+    /// Newer OpenAI-style models: classic input, `chat.completion` / `text_completion` answers.
+    ChatCompletions,
+    /// gpt-oss: also takes the Responses API's `input` and answers with a Responses object.
+    Responses,
     /// Evaluation models whose input shape is not public: any object.
     Clef,
     /// Generic `{text: string | string[]}` embedders.
@@ -54,8 +58,10 @@ pub enum SchemaKind {
 }
 
 impl SchemaKind {
-    pub const ALL: [SchemaKind; 28] = [
+    pub const ALL: [SchemaKind; 30] = [
         SchemaKind::TextGeneration,
+        SchemaKind::ChatCompletions,
+        SchemaKind::Responses,
         SchemaKind::Clef,
         SchemaKind::Embeddings,
         SchemaKind::Bge,
@@ -107,14 +113,31 @@ impl SchemaKind {
     pub(crate) fn has_batch_form(self) -> bool {
         matches!(
             self,
-            SchemaKind::TextGeneration | SchemaKind::Bge | SchemaKind::BgeM3 | SchemaKind::M2m100
+            SchemaKind::TextGeneration
+                | SchemaKind::ChatCompletions
+                | SchemaKind::Responses
+                | SchemaKind::Bge
+                | SchemaKind::BgeM3
+                | SchemaKind::M2m100
         )
+    }
+
+    /// Whether the model answers with OpenAI objects (`chat.completion`, `text_completion`,
+    /// `response`) instead of `{response, usage}`.
+    pub fn answers_openai_objects(self) -> bool {
+        matches!(self, SchemaKind::ChatCompletions | SchemaKind::Responses)
+    }
+
+    /// Whether the model takes the Responses API's `input`/`instructions` (gpt-oss).
+    pub fn takes_responses_input(self) -> bool {
+        self == SchemaKind::Responses
     }
 
     /// The input schema; `batch` adds the Async Batch branch where the family has one.
     pub fn input_schema(self, batch: bool) -> Value {
         let single = match self {
-            SchemaKind::TextGeneration => text::generation_input(),
+            SchemaKind::TextGeneration | SchemaKind::ChatCompletions => text::generation_input(),
+            SchemaKind::Responses => text::responses_input(),
             SchemaKind::Clef => json!({"type": "object"}),
             SchemaKind::ImageToText => text::image_to_text_input(),
             SchemaKind::Embeddings => retrieval::embeddings_input(),
@@ -152,6 +175,8 @@ impl SchemaKind {
     pub fn output_schema(self) -> Value {
         match self {
             SchemaKind::TextGeneration => text::generation_output(),
+            SchemaKind::ChatCompletions => text::openai_style_output(false),
+            SchemaKind::Responses => text::openai_style_output(true),
             SchemaKind::Clef => json!({"type": "object"}),
             SchemaKind::ImageToText => text::image_to_text_output(),
             SchemaKind::Embeddings | SchemaKind::Bge | SchemaKind::Qwen3Embedding => {
@@ -190,7 +215,8 @@ pub(crate) fn batch_enabled(entry: &CatalogEntry) -> bool {
 /// `{"input": <JSON Schema>, "output": <JSON Schema>}` for `/ai/models/schema?model=`.
 pub fn schema_for(entry: &CatalogEntry) -> Value {
     json!({
-        "input": entry.schema.input_schema(batch_enabled(entry)),
+        // Optional properties take `null` too: it is accepted as absent (see `nulls`).
+        "input": crate::with_nullable_optionals(&entry.schema.input_schema(batch_enabled(entry))),
         "output": entry.schema.output_schema(),
     })
 }

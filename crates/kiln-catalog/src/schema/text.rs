@@ -153,6 +153,42 @@ pub(super) fn generation_input() -> Value {
     json!({"type": "object", "oneOf": [prompt_branch(), messages_branch()]})
 }
 
+/// gpt-oss: the classic branches plus OpenAI's Responses input (spec §3.1.3).
+pub(super) fn responses_input() -> Value {
+    json!({"type": "object", "oneOf": [prompt_branch(), messages_branch(), responses_branch()]})
+}
+
+/// `{input, instructions?, reasoning?, ...}`. Items and tools are checked field by field when
+/// the request is turned into a generation, so the schema only fixes the outer types.
+fn responses_branch() -> Value {
+    let text = json!({"type": "string"});
+    let properties = with_sampling(json!({
+        "input": {
+            "type": ["string", "array"],
+            "minLength": 1,
+            "minItems": 1,
+            "items": {"type": "object"},
+            "description": "Responses API input: text, or an array of message and function call items."
+        },
+        "instructions": text,
+        "max_output_tokens": {"type": "integer", "minimum": 1, "maximum": MAX_TOKENS_CEILING},
+        "reasoning": {
+            "type": "object",
+            "properties": {
+                "effort": {"type": ["string", "null"], "enum": ["minimal", "low", "medium", "high", null]},
+                "summary": {"type": ["string", "null"], "enum": ["auto", "concise", "detailed", null]}
+            }
+        },
+        "text": {"type": "object", "properties": {"format": {"type": "object"}}},
+        "tools": {"type": "array", "items": {"type": "object"}},
+        "metadata": {"type": "object"},
+        "store": {"type": "boolean"},
+        "user": text,
+        "previous_response_id": text
+    }));
+    json!({"type": "object", "title": "Responses", "properties": properties, "required": ["input"]})
+}
+
 pub(super) fn generation_output() -> Value {
     let usage = json!({
         "type": "object",
@@ -200,6 +236,36 @@ pub(super) fn generation_output() -> Value {
             {"type": "string", "contentType": "text/event-stream", "format": "binary"}
         ]
     })
+}
+
+/// OpenAI-style catalog models: `chat.completion` for messages, `text_completion` for a prompt,
+/// and with `responses` the Responses object for `input` (spec §1.2, §3.1.3).
+pub(super) fn openai_style_output(responses: bool) -> Value {
+    let usage = json!({"type": "object"});
+    let object = |title: &str, object: &str, required: &str| {
+        json!({
+            "type": "object",
+            "title": title,
+            "contentType": "application/json",
+            "properties": {
+                "id": {"type": "string"},
+                "object": {"type": "string", "const": object},
+                "model": {"type": "string"},
+                "usage": usage
+            },
+            "required": ["id", "object", required]
+        })
+    };
+    let mut branches = vec![
+        object("Chat Completion", "chat.completion", "choices"),
+        object("Text Completion", "text_completion", "choices"),
+    ];
+    if responses {
+        branches.insert(0, object("Response", "response", "output"));
+    }
+    branches
+        .push(json!({"type": "string", "contentType": "text/event-stream", "format": "binary"}));
+    json!({"oneOf": branches})
 }
 
 pub(super) fn image_to_text_input() -> Value {

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::envelope::{success, ApiError};
 use crate::offload::off_runtime;
-use crate::paging::Paging;
+use crate::paging::{paged, Unasked};
 use crate::{body, SharedState};
 
 /// Runs a storage call on the blocking pool and answers with its result in the envelope.
@@ -70,26 +70,16 @@ pub async fn list(
     Path(account): Path<String>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    paged("listing gateways", &pairs, move || {
-        let gateways = state.gateways.list(&account)?;
-        Ok(gateways.iter().map(Gateway::to_json).collect())
-    })
+    paged(
+        "listing gateways",
+        &pairs,
+        Unasked::DefaultPage,
+        move || {
+            let gateways = state.gateways.list(&account)?;
+            Ok(gateways.iter().map(Gateway::to_json).collect())
+        },
+    )
     .await
-}
-
-/// A list route's page of what `call` lists, on the blocking pool.
-async fn paged(
-    what: &'static str,
-    pairs: &[(String, String)],
-    call: impl FnOnce() -> KilnResult<Vec<Value>> + Send + 'static,
-) -> Response {
-    let paging = match Paging::from_pairs(pairs) {
-        Ok(paging) => paging,
-        Err(error) => return ApiError::from(error).into_response(),
-    };
-    off_runtime(what, move || Ok(paging.answer(call()?)))
-        .await
-        .unwrap_or_else(|error| ApiError::from(error).into_response())
 }
 
 pub async fn create(
@@ -154,13 +144,18 @@ pub async fn list_providers(
     Path(account): Path<String>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    paged("listing custom providers", &pairs, move || {
-        let providers = state.gateways.list_providers(&account)?;
-        Ok(providers
-            .iter()
-            .map(|provider| serde_json::to_value(provider).unwrap_or_default())
-            .collect())
-    })
+    paged(
+        "listing custom providers",
+        &pairs,
+        Unasked::DefaultPage,
+        move || {
+            let providers = state.gateways.list_providers(&account)?;
+            Ok(providers
+                .iter()
+                .map(|provider| serde_json::to_value(provider).unwrap_or_default())
+                .collect())
+        },
+    )
     .await
 }
 

@@ -14,25 +14,34 @@ pub const GATEWAY_ID_HEADER: &str = "cf-aig-gateway-id";
 
 /// The middleware; it must wrap the router (a URI rewrite after routing would change nothing).
 pub async fn route_by_header(mut request: Request, next: Next) -> Response {
-    let Some(gateway) = request.headers().get(GATEWAY_ID_HEADER) else {
-        return next.run(request).await;
+    let gateway = match gateway_id(request.headers()) {
+        Ok(Some(gateway)) => gateway,
+        Ok(None) => return next.run(request).await,
+        Err(error) => return crate::envelope::ApiError::from(error).into_response(),
     };
-    let Some(gateway) = gateway
-        .to_str()
-        .ok()
-        .map(str::trim)
-        .filter(|g| is_gateway_id(g))
-    else {
-        let error = KilnError::bad_input(format!(
-            "{GATEWAY_ID_HEADER} must be a gateway id (letters, digits, '-' and '_')"
-        ));
-        return crate::envelope::ApiError::from(error).into_response();
-    };
-    if let Some(uri) = through_gateway(request.uri(), gateway) {
+    if let Some(uri) = through_gateway(request.uri(), &gateway) {
         *request.uri_mut() = uri;
         request.headers_mut().remove(GATEWAY_ID_HEADER);
     }
     next.run(request).await
+}
+
+/// The gateway a request names in `cf-aig-gateway-id`, if any; a malformed one is refused.
+pub(crate) fn gateway_id(headers: &axum::http::HeaderMap) -> Result<Option<String>, KilnError> {
+    let Some(gateway) = headers.get(GATEWAY_ID_HEADER) else {
+        return Ok(None);
+    };
+    gateway
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|g| is_gateway_id(g))
+        .map(|g| Some(g.to_owned()))
+        .ok_or_else(|| {
+            KilnError::bad_input(format!(
+                "{GATEWAY_ID_HEADER} must be a gateway id (letters, digits, '-' and '_')"
+            ))
+        })
 }
 
 /// `…/accounts/{account}/ai/run/{model}` → `/v1/{account}/{gateway}/workers-ai/{model}`, and

@@ -9,6 +9,7 @@
 pub mod admin;
 mod binding;
 mod binding_api;
+pub mod datasets;
 mod exchange;
 pub mod header_route;
 pub mod logs;

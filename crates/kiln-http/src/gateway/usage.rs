@@ -4,7 +4,8 @@ use kiln_catalog::Catalog;
 use serde_json::Value;
 
 /// `(tokens_in, tokens_out)` from a JSON answer (`usage`, or Workers AI's `result.usage`) or
-/// from the last event of an SSE stream that carries usage.
+/// from the last event of an SSE stream that carries usage (a Responses stream's last event
+/// holds it in `response.usage`).
 pub fn usage(body: &[u8], streamed: bool) -> Option<(u64, u64)> {
     if !streamed {
         let value: Value = serde_json::from_slice(body).ok()?;
@@ -24,6 +25,7 @@ fn from_value(value: &Value) -> Option<(u64, u64)> {
     let usage = value
         .get("usage")
         .or_else(|| value.get("result")?.get("usage"))
+        .or_else(|| value.get("response")?.get("usage"))
         .filter(|usage| usage.is_object())?;
     let count = |names: [&str; 2]| {
         names
@@ -54,6 +56,8 @@ mod tests {
         assert_eq!(usage(native, false), Some((5, 2)));
         let stream = b"data: {\"response\":\"a\"}\n\ndata: {\"response\":\"\",\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":9}}\n\ndata: [DONE]\n\n";
         assert_eq!(usage(stream, true), Some((4, 9)));
+        let responses = b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":6,\"output_tokens\":2}}}\n\n";
+        assert_eq!(usage(responses, true), Some((6, 2)));
         assert_eq!(usage(b"{\"result\":{}}", false), None);
         assert_eq!(usage(b"not json", false), None);
     }

@@ -86,7 +86,7 @@ pub async fn run(
 ) -> KilnResult<Response> {
     let input = match read_input(state, headers, body).await? {
         MediaInput::Json(mut value) => {
-            kiln_catalog::drop_null_fields(&mut value);
+            kiln_catalog::drop_null_fields(entry, &mut value);
             // Validation walks every element of a byte array: off the runtime when large.
             let large = value.as_object().is_some_and(|fields| {
                 fields

@@ -1,13 +1,18 @@
-//! The OpenAI-compatible surface: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`
-//! and `/v1/models`, also under Workers AI's `…/accounts/{account_id}/ai/v1`. The official
-//! SDKs use these unchanged; errors take OpenAI's shape, not the Workers AI envelope.
+//! The OpenAI-compatible surface: `/v1/chat/completions`, `/v1/completions`, `/v1/responses`,
+//! `/v1/embeddings`, `/v1/rerank` and `/v1/models`, also under Workers AI's `…/accounts/{account_id}/ai/v1`.
+//! The official SDKs use these unchanged; errors take OpenAI's shape, not the Workers AI
+//! envelope. `shapes` also gives the native route the OpenAI objects that Workers AI's
+//! OpenAI-style models answer with.
 
 mod audio;
 mod embeddings;
 pub(crate) mod error;
 mod models;
 mod request;
-mod response;
+pub(crate) mod rerank;
+pub(crate) mod response;
+mod responses;
+pub(crate) mod shapes;
 mod stream;
 mod text;
 
@@ -29,7 +34,9 @@ pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/chat/completions", post(text::chat_completions))
         .route("/completions", post(text::completions))
+        .route("/responses", post(responses::responses))
         .route("/embeddings", post(embeddings::embeddings))
+        .route("/rerank", post(rerank::rerank))
         .route(
             "/audio/transcriptions",
             post(audio::transcriptions).layer(axum::extract::DefaultBodyLimit::max(

@@ -295,6 +295,19 @@ mod tests {
             scope(Method::PATCH, "/accounts/a/ai-gateway/gateways/g/logs/1").1,
             Scope::AiGatewayEdit
         );
+        // Running an evaluation writes one; the evaluators' list only reads.
+        assert_eq!(
+            scope(
+                Method::POST,
+                "/accounts/a/ai-gateway/gateways/g/evaluations"
+            )
+            .1,
+            Scope::AiGatewayEdit
+        );
+        assert_eq!(
+            scope(Method::GET, "/accounts/a/ai-gateway/evaluation-types").1,
+            Scope::AiGatewayRead
+        );
         assert_eq!(
             scope(Method::POST, "/accounts/a/vectorize/v2/indexes/i/query").1,
             Scope::VectorizeRead

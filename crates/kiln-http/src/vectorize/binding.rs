@@ -21,16 +21,18 @@ pub async fn handle(
 ) -> Response {
     match serve(state, account, index, &op, request).await {
         Ok(answer) => Json(answer).into_response(),
-        Err(error) => {
-            let status =
-                StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            (
-                status,
-                Json(json!({"code": error.code(), "error": error.message})),
-            )
-                .into_response()
-        }
+        Err(error) => error_response(&error),
     }
+}
+
+/// `{code, error}` with the error's status: what the binding turns into its thrown error.
+pub(super) fn error_response(error: &KilnError) -> Response {
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        Json(json!({"code": error.code(), "error": error.message})),
+    )
+        .into_response()
 }
 
 async fn serve(

@@ -3,7 +3,10 @@
 //! this module only reads bodies, moves the blocking work off the runtime, and shapes answers.
 
 mod binding;
+mod header_route;
 mod rest;
+
+pub use header_route::route_by_header;
 
 use axum::body::{Body, Bytes};
 use axum::extract::FromRequest;
@@ -51,9 +54,9 @@ pub fn account_routes() -> Router<SharedState> {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
 }
 
-/// The binding's operations, at `/vectorize-binding/{account}/{index}/{op}`: a Worker binding
-/// emulation points its `vector-search` fetcher here (the real binding names the index in its
-/// configuration, not in the request).
+/// The binding's operations, at `/vectorize-binding/{account}/{index}/{op}`. The genuine
+/// binding sends `/{op}` and names no index; `header_route` maps it here from a header its
+/// workerd config injects.
 pub fn binding_routes(state: SharedState) -> Router<SharedState> {
     Router::new()
         .route(

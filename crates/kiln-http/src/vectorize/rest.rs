@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::{blocking, ids_of, query_of, read_vectors, run_query, unparsable_behavior};
 use crate::envelope::{success, ApiError};
+use crate::paging::{paged, Unasked};
 use crate::{body, SharedState};
 
 type IndexPath = Path<(String, String)>;
@@ -42,16 +43,17 @@ pub async fn create_index(
     }
 }
 
+/// One page of every index unless the client asks for `page`/`per_page` (Cloudflare answers
+/// one page).
 pub async fn list_indexes(
     State(state): State<SharedState>,
     Path(account): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    answer(
-        state
-            .vectors
-            .list_indexes(&account)
-            .map(|indexes| json!(indexes)),
-    )
+    paged("listing indexes", &pairs, Unasked::Everything, move || {
+        state.vectors.list_indexes(&account)
+    })
+    .await
 }
 
 pub async fn get_index(

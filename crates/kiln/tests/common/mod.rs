@@ -253,3 +253,35 @@ impl KilnProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Pages through a Cloudflare V4 list as the SDKs do (`page=1, 2, …` until a short page),
+/// checking each `result_info`; returns every item. Panics if the loop would not end.
+pub async fn page_through(list_url: &str, per_page: usize) -> Vec<Value> {
+    let separator = if list_url.contains('?') { '&' } else { '?' };
+    let mut items = Vec::new();
+    for page in 1..=100 {
+        let response = client()
+            .get(format!(
+                "{list_url}{separator}page={page}&per_page={per_page}"
+            ))
+            .bearer_auth("sk-test")
+            .send()
+            .await
+            .expect("list answered");
+        assert_eq!(response.status().as_u16(), 200, "{list_url} page {page}");
+        let body: Value = response.json().await.expect("JSON list");
+        let page_items = body["result"].as_array().expect("a list").clone();
+        let info = &body["result_info"];
+        assert_eq!(info["page"], page, "{body}");
+        assert_eq!(info["per_page"], per_page, "{body}");
+        assert_eq!(info["count"], page_items.len(), "{body}");
+        let total = info["total_count"].as_u64().expect("total_count") as usize;
+        let short = page_items.len() < per_page;
+        items.extend(page_items);
+        if short {
+            assert_eq!(items.len(), total, "{body}");
+            return items;
+        }
+    }
+    panic!("{list_url}: the page loop does not end");
+}

@@ -1,12 +1,13 @@
 //! AI Gateway requests through real HTTP against the real server and models: every endpoint
-//! and `cf-aig-*` header of spec §4, the cache, logs, feedback, analytics, rate limits, custom
-//! providers, fallbacks, and durability across `kill -9`.
+//! and `cf-aig-*` header of spec §4, the cache, logs, feedback, datasets and evaluations,
+//! analytics, rate limits, custom providers, fallbacks, and durability across `kill -9`.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod binding;
 mod cache;
+mod datasets;
 mod durability;
 mod egress;
 mod limits;

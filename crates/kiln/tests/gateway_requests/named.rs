@@ -90,3 +90,44 @@ async fn an_authenticated_gateway_named_by_header_needs_its_token() {
     .await;
     assert_eq!(status, 400, "{body}");
 }
+
+#[tokio::test]
+async fn the_header_sends_a_binding_run_through_the_gateway() {
+    // What `env.AI.run(model, inputs, {extraHeaders: {"cf-aig-gateway-id": id}})` sends; the
+    // binding's calls are pre-authenticated (spec §4.2), so only the cache and log are visible.
+    let id = format!("named-binding-{}", uuid::Uuid::new_v4().simple());
+    let gateway = Gateway::create_named(&url(""), "local", &id, json!({"cache_ttl": 600})).await;
+    let call = || {
+        client()
+            .post(url("/run?version=3"))
+            .header("content-type", "application/json")
+            .header("cf-consn-model-id", EMBEDDING_MODEL)
+            .header("cf-aig-gateway-id", id.as_str())
+            .header("cf-aig-metadata", r#"{"via":"header"}"#)
+            .json(&json!({"inputs": {"text": ["by header"]}, "options": {}}))
+            .send()
+    };
+    let first = call().await.expect("sent");
+    assert_eq!(first.status().as_u16(), 200);
+    let cache_status = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("cf-aig-cache-status")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(cache_status(&first).as_deref(), Some("MISS"));
+    let log_id = first
+        .headers()
+        .get("cf-aig-log-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("logged by the gateway")
+        .to_owned();
+    let answer: Value = first.json().await.expect("the bare output");
+    assert_eq!(answer["shape"], json!([1, 384]), "{answer}");
+    let log = gateway.log(&log_id).await;
+    assert_eq!(log["request_type"], "binding", "{log}");
+    assert_eq!(log["metadata"], r#"{"via":"header"}"#, "{log}");
+    let second = call().await.expect("sent");
+    assert_eq!(cache_status(&second).as_deref(), Some("HIT"));
+}

@@ -1,7 +1,7 @@
 //! Two accounts in tokens mode (issue #16): every path from one account to the other's data —
-//! the Vectorize binding, a custom provider pointed back at Kiln (SSRF), the gateway cache, the
-//! prefix cache — is refused or yields nothing, and a caller's Kiln token never reaches an
-//! upstream.
+//! the Vectorize binding (by path or by header), a custom provider pointed back at Kiln (SSRF),
+//! the gateway cache, the prefix cache — is refused or yields nothing, and a caller's Kiln token
+//! never reaches an upstream.
 
 use kiln_accounts::{AccountStore, Plan, Scope};
 use kiln_http::platform::AuthMode;
@@ -67,6 +67,32 @@ async fn binding_call(op: &str, index: &str, token: Option<&str>, body: Value) -
     )
 }
 
+/// The binding's `/{op}` as workerd sends it, the index (and account) in the headers its
+/// config injects.
+async fn header_call(
+    op: &str,
+    index: &str,
+    account: Option<&str>,
+    token: Option<&str>,
+    body: Value,
+) -> (u16, String) {
+    let mut request = client()
+        .post(format!("http://{}/{op}", server().addr))
+        .header("x-kiln-vectorize-index", index)
+        .json(&body);
+    if let Some(account) = account {
+        request = request.header("x-kiln-vectorize-account", account);
+    }
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("sent");
+    (
+        response.status().as_u16(),
+        response.text().await.expect("body"),
+    )
+}
+
 /// B's vector's ids as `getByIds` answers them to B, polling until applied.
 async fn b_sees_its_vector(index: &str) -> bool {
     let token = server().b.token.clone();
@@ -118,6 +144,26 @@ async fn b_vectors_are_out_of_reach_through_the_binding_and_through_a_provider()
     assert_eq!(status, 403, "A's token on B's index: {body}");
     let (status, body) = binding_call("deleteByIds", &index, Some(&s.a.token), ids.clone()).await;
     assert_eq!(status, 403, "{body}");
+
+    // The same through the headers a workerd config injects: the route's own check applies.
+    let b = Some(s.b.id.as_str());
+    let (status, body) = header_call("getByIds", &index, b, None, ids.clone()).await;
+    assert_eq!(status, 401, "no token: {body}");
+    for op in ["getByIds", "deleteByIds"] {
+        let (status, body) = header_call(op, &index, b, Some(&s.a.token), ids.clone()).await;
+        assert_eq!(status, 403, "{op}: A's token on B's index: {body}");
+    }
+    // Without the account header the index is the binding account's, which A's token is not.
+    let (status, body) = header_call("getByIds", &index, None, Some(&s.a.token), ids.clone()).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = header_call("getByIds", &index, b, Some(&s.b.token), ids.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(SECRET_ID),
+        "B reads its vector by header: {body}"
+    );
+    let (status, body) = header_call("getByIds", "../x", b, Some(&s.b.token), ids.clone()).await;
+    assert_eq!(status, 400, "{body}");
 
     // A custom provider of A's that points at Kiln's own binding route for B's index: the
     // test config allows loopback egress, so only the binding's own check stands in the way.

@@ -85,6 +85,18 @@ impl Index {
         self.call(reqwest::Method::GET, rest, None).await
     }
 
+    /// `GET` on the account's index collection.
+    pub async fn get_collection(&self) -> (u16, Value) {
+        let response = client()
+            .get(self.collection())
+            .bearer_auth("sk-test")
+            .send()
+            .await
+            .expect("sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON"))
+    }
+
     /// Sends NDJSON to `insert` or `upsert` (with a query string) and returns the mutation id.
     pub async fn ndjson(&self, op_and_query: &str, lines: &str) -> (u16, Value) {
         let response = client()

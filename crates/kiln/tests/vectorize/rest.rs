@@ -352,3 +352,26 @@ async fn queries_score_filter_and_limit() {
         Some(2)
     );
 }
+
+#[tokio::test]
+async fn index_lists_page_and_default_to_every_index() {
+    let index = Index::create(json!({"dimensions": 3, "metric": "cosine"})).await;
+    for n in 1..5 {
+        let (status, body) = index
+            .post(
+                "",
+                json!({"name": format!("more-{n}"), "config": {"dimensions": 3, "metric": "cosine"}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let paged = page_through(&index.collection(), 2).await;
+    let mut names: Vec<&str> = paged.iter().filter_map(|i| i["name"].as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["docs", "more-1", "more-2", "more-3", "more-4"]);
+    // Cloudflare answers the index list in one page: without paging, every index.
+    let (status, body) = index.get_collection().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"].as_array().map(Vec::len), Some(5), "{body}");
+    assert_eq!(body["result_info"]["total_count"], 5, "{body}");
+}

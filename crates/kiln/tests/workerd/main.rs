@@ -1,11 +1,13 @@
 //! The real Workers runtime against Kiln: `workerd` (npm `workerd`, pinned in sdk-tests/node and
 //! installed by scripts/install-deps) runs `worker.js`, whose genuine AI binding
-//! (`cloudflare-internal:ai-api`) is wired to this test's Kiln as in `config.capnp` (spec §11).
-//! Every answer the Worker gets from `env.AI` is compared with what Kiln's REST API answers for
-//! the same input.
+//! (`cloudflare-internal:ai-api`) and Vectorize binding (`cloudflare-internal:vectorize-api`) are
+//! wired to this test's Kiln as in `config.capnp` (spec §11). Every answer the Worker gets from
+//! `env.AI` or `env.VECTORIZE` is compared with what Kiln's REST API answers for the same input.
 
 #[path = "../common/mod.rs"]
 mod common;
+mod streams;
+mod vectorize;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use serde_json::{json, Value};
 
 const TEXT_MODEL: &str = "@cf/meta/llama-3.1-8b-instruct";
 const EMBEDDING_MODEL: &str = "@cf/baai/bge-base-en-v1.5";
+const GPT_OSS: &str = "@cf/openai/gpt-oss-20b";
 /// Binding requests act for `--binding-account`, "local" by default.
 const BINDING_ACCOUNT: &str = "local";
 
@@ -25,6 +28,9 @@ struct Workerd {
     child: Child,
     base: String,
     log: PathBuf,
+    /// The index `env.VECTORIZE` names (of the binding account), unique to this process; it is
+    /// not created here.
+    index: String,
     _dir: tempfile::TempDir,
 }
 
@@ -41,11 +47,11 @@ impl Workerd {
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workerd");
         let dir = tempfile::tempdir().expect("temp dir");
         let config = std::fs::read_to_string(fixtures.join("config.capnp")).expect("config");
-        std::fs::write(
-            dir.path().join("config.capnp"),
-            config.replace("KILN_ADDR", &kiln.to_string()),
-        )
-        .expect("config written");
+        let index = format!("workerd-{}", uuid::Uuid::new_v4().simple());
+        let config = config
+            .replace("KILN_ADDR", &kiln.to_string())
+            .replace("VECTORIZE_INDEX", &index);
+        std::fs::write(dir.path().join("config.capnp"), config).expect("config written");
         std::fs::copy(fixtures.join("worker.js"), dir.path().join("worker.js")).expect("worker");
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
@@ -67,6 +73,7 @@ impl Workerd {
             child,
             base: format!("http://127.0.0.1:{port}"),
             log,
+            index,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -175,6 +182,18 @@ async fn rest_get(path: &str) -> (u16, Value) {
     (status, response.json().await.expect("JSON"))
 }
 
+/// The shared server, after the speech models `streams.rs` uses are installed (the registry
+/// lists what is installed when it starts).
+fn kiln() -> SocketAddr {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        for model in ["whisper-base", "piper-en-us-joe-medium"] {
+            kiln_store::ensure_for_tests(model);
+        }
+    });
+    server()
+}
+
 /// JSON as JavaScript sees it: every number a double (the Worker writes `3.0` as `3`).
 fn numbers_as_f64(value: &Value) -> Value {
     match value {
@@ -203,7 +222,7 @@ fn ids(models: &Value) -> Vec<String> {
 #[tokio::test]
 async fn workers_ai_binding_in_real_workerd_matches_the_rest_api() {
     let started = Instant::now();
-    let kiln = server();
+    let kiln = kiln();
     let workerd = Workerd::start(kiln).await;
     eprintln!("workerd answered after {:?}", started.elapsed());
 
@@ -250,6 +269,17 @@ async fn workers_ai_binding_in_real_workerd_matches_the_rest_api() {
         .collect();
     assert_eq!(joined, text, "the stream's text equals the plain answer");
     assert!(seen["requestId"].as_str().is_some_and(|id| !id.is_empty()));
+
+    // gpt-oss takes Responses `input` and answers a Responses object (spec §3.1.3).
+    let inputs = json!({"instructions": "You are a concise assistant.", "max_output_tokens": 24,
+                        "input": "Write one sentence about the sea.", "temperature": 0});
+    let rest = rest_result(GPT_OSS, &inputs).await;
+    let seen = workerd
+        .ok("/run", json!({"model": GPT_OSS, "inputs": inputs}))
+        .await;
+    assert_eq!(seen["result"]["object"], "response", "{seen}");
+    assert!(rest["output_text"].as_str().is_some_and(|t| !t.is_empty()));
+    assert_eq!(seen["result"]["output_text"], rest["output_text"], "{seen}");
 
     // Embeddings, equal within 1e-6.
     let inputs = json!({"text": ["A man is eating food.", "The stock market fell today."]});

@@ -1,7 +1,11 @@
 // The Worker that tests/workerd/main.rs runs in a real workerd, with the genuine AI binding
-// (`cloudflare-internal:ai-api`) wired to Kiln. Each route makes one `env.AI` call from the POSTed
-// JSON and answers with what the Worker saw; a thrown error becomes status 599 {error: {name,
-// message}}.
+// (`cloudflare-internal:ai-api`) and Vectorize binding (`cloudflare-internal:vectorize-api`)
+// wired to Kiln. Each route makes one `env.AI` or `env.VECTORIZE` call from the POSTed JSON and
+// answers with what the Worker saw; a thrown error becomes status 599 {error: {name, message}}.
+
+function bytesOf(base64) {
+  return Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+}
 
 async function call(path, body, env) {
   switch (path) {
@@ -18,6 +22,17 @@ async function call(path, body, env) {
         return { ...seen, stream: await new Response(output).text() };
       }
       return { ...seen, result: output };
+    }
+    case '/run/stream': {
+      // The file as a stream input, `{body, contentType}`, as Workers pass uploads on.
+      const file = { body: new Blob([bytesOf(body.file)]).stream(), contentType: body.contentType };
+      const output = await env.AI.run(body.model, { ...body.inputs, [body.field]: file });
+      return { result: output };
+    }
+    case '/vectorize': {
+      // `method` of env.VECTORIZE with `args`: describe, insert, upsert, query, queryById, …
+      const result = await env.VECTORIZE[body.method](...(body.args ?? []));
+      return { result: result ?? null };
     }
     case '/models':
       return { result: body.params === undefined ? await env.AI.models() : await env.AI.models(body.params) };
