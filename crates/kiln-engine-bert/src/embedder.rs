@@ -7,7 +7,7 @@ use candle_transformers::models::bert::BertModel;
 use kiln_core::{Embedder, EmbeddingOutput, KilnError, KilnResult, Pooling};
 use tokenizers::{Encoding, Tokenizer};
 
-use crate::model_dir;
+use crate::model_dir::{self, decode_token_ids};
 use crate::pooling::pool_and_normalize;
 
 /// Sequences per forward pass. Bounds peak memory (attention is batch × heads × len² floats)
@@ -148,22 +148,7 @@ impl Embedder for BertEmbedder {
         ids: &[Vec<u32>],
         pooling: Pooling,
     ) -> KilnResult<EmbeddingOutput> {
-        let vocab_size = self.tokenizer.get_vocab_size(true);
-        let mut texts = Vec::with_capacity(ids.len());
-        for (index, input) in ids.iter().enumerate() {
-            if let Some(bad) = input.iter().find(|&&id| id as usize >= vocab_size) {
-                return Err(KilnError::bad_input(format!(
-                    "token id {bad} in input {index} is outside the model's vocabulary of \
-                     {vocab_size} tokens"
-                )));
-            }
-            let text = self.tokenizer.decode(input, true).map_err(|err| {
-                KilnError::bad_input(format!(
-                    "cannot decode the token ids of input {index}: {err}"
-                ))
-            })?;
-            texts.push(text);
-        }
+        let texts = decode_token_ids(&self.tokenizer, ids)?;
         self.embed(&texts, pooling)
     }
 }

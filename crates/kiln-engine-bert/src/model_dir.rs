@@ -103,8 +103,9 @@ fn read_default_pooling(dir: &Path, hidden_size: usize) -> KilnResult<Pooling> {
 }
 
 /// Exported tokenizers often carry fixed padding and a short truncation for training; we pad
-/// ourselves per sub-batch and truncate to what the position table allows.
-fn read_tokenizer(dir: &Path, max_input_tokens: usize) -> KilnResult<Tokenizer> {
+/// ourselves per sub-batch and truncate (right, special tokens included) to what the position
+/// table allows, as sentence-transformers does. Shared by the BERT and Gemma embedders.
+pub(crate) fn read_tokenizer(dir: &Path, max_input_tokens: usize) -> KilnResult<Tokenizer> {
     let mut tokenizer = Tokenizer::from_file(dir.join(TOKENIZER_FILE))
         .map_err(|err| file_error(dir, TOKENIZER_FILE, err))?;
     tokenizer.with_padding(None);
@@ -117,6 +118,28 @@ fn read_tokenizer(dir: &Path, max_input_tokens: usize) -> KilnResult<Tokenizer> 
         }))
         .map_err(|err| file_error(dir, TOKENIZER_FILE, err))?;
     Ok(tokenizer)
+}
+
+/// Token-id inputs decoded back to text, so that embedding them applies exactly the special
+/// tokens, prompt, truncation and usage of the equivalent text input.
+pub(crate) fn decode_token_ids(tokenizer: &Tokenizer, ids: &[Vec<u32>]) -> KilnResult<Vec<String>> {
+    let vocab_size = tokenizer.get_vocab_size(true);
+    let mut texts = Vec::with_capacity(ids.len());
+    for (index, input) in ids.iter().enumerate() {
+        if let Some(bad) = input.iter().find(|&&id| id as usize >= vocab_size) {
+            return Err(KilnError::bad_input(format!(
+                "token id {bad} in input {index} is outside the model's vocabulary of \
+                 {vocab_size} tokens"
+            )));
+        }
+        let text = tokenizer.decode(input, true).map_err(|err| {
+            KilnError::bad_input(format!(
+                "cannot decode the token ids of input {index}: {err}"
+            ))
+        })?;
+        texts.push(text);
+    }
+    Ok(texts)
 }
 
 fn read_weights(dir: &Path, config: &Config) -> KilnResult<BertModel> {

@@ -157,14 +157,18 @@ fn resolve<'a>(
         .registry
         .resolve(model, entry.map(|e| e.task))
         .ok_or_else(|| {
-            let message = match entry {
-                Some(entry) => format!(
+            let message = match (entry, state.registry.missing_alias_target(model)) {
+                (_, Some(target)) => format!(
+                    "No such model {model} or task: it is served by the local model {target}, \
+                     which is not installed; run `kiln models pull {target}`"
+                ),
+                (Some(entry), None) => format!(
                     "No such model {model} or task: it is in the Workers AI catalog but no \
                      installed local model serves it; {}",
                     classification::install_hint(entry)
                         .unwrap_or("install one and map it with an alias in kiln.toml")
                 ),
-                None => format!("No such model {model} or task"),
+                (None, None) => format!("No such model {model} or task"),
             };
             ApiError::from(KilnError::new(ErrorKind::NoSuchModel, message))
         })?;

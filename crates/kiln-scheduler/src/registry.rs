@@ -157,21 +157,29 @@ impl ModelRegistry {
         self.schema_ids.get(local_name).map(String::as_str)
     }
 
-    /// The local model for `id`: an alias to an installed model, else an installed model of
-    /// that name, else the default model of `task` (the catalog's task for `id`, when the
-    /// catalog knows it). Returns the local name and its task.
+    /// The local model for `id`: the model an alias names (only it: another model of the task
+    /// would answer with other dimensions or shapes), else an installed model of that name, else
+    /// the default model of `task` (the catalog's task for `id`, when the catalog knows it).
+    /// Returns the local name and its task; `None` also when an alias names a model that is not
+    /// installed (see [`Self::missing_alias_target`]).
     pub fn resolve(&self, id: &str, task: Option<Task>) -> Option<(&str, Task)> {
         let installed = |name: &str| self.available.get_key_value(name);
-        let found = self
-            .aliases
-            .get(id)
-            .and_then(|target| installed(target))
-            .or_else(|| installed(id))
-            .or_else(|| {
-                let target = self.task_defaults.get(&task?)?;
-                installed(target).filter(|(_, &model_task)| Some(model_task) == task)
-            });
+        if let Some(target) = self.aliases.get(id) {
+            return installed(target).map(|(name, &task)| (name.as_str(), task));
+        }
+        let found = installed(id).or_else(|| {
+            let target = self.task_defaults.get(&task?)?;
+            installed(target).filter(|(_, &model_task)| Some(model_task) == task)
+        });
         found.map(|(name, &task)| (name.as_str(), task))
+    }
+
+    /// The local model an alias maps `id` to when that model is not installed.
+    pub fn missing_alias_target(&self, id: &str) -> Option<&str> {
+        self.aliases
+            .get(id)
+            .filter(|target| !self.available.contains_key(target.as_str()))
+            .map(String::as_str)
     }
 
     /// The worker for an installed model, loading it first if it is not resident.

@@ -9,9 +9,9 @@ use serde::Deserialize;
 
 use crate::fetch::{progress_bar, Expected, VerifiedFile, VerifyingWriter};
 use crate::manifest::{is_safe_name, is_safe_relative_path, manifest};
-use crate::manifest::{ModelFile, ModelFormat, ModelManifest, ModelSource};
-use crate::stamp::{write_atomically, Stamps};
-use crate::store::{installed_model, model_lock, primary_of, RECORD_FILE};
+use crate::manifest::{ModelFile, ModelFormat, ModelSource};
+use crate::stamp::Stamps;
+use crate::store::{model_lock, primary_of, record_user_model};
 use crate::{InstalledModel, ModelStore, Progress, StoreError};
 
 /// The files a Hugging Face encoder directory needs when the caller names none.
@@ -122,18 +122,13 @@ impl ModelStore {
                 }],
             });
         }
-        let model = ModelManifest {
-            name: name.into(),
-            format: detect_format(&dir, &model_files, primary),
-            description: format!("installed from {source_dir}"),
-            default: false,
-            primary: primary.to_string(),
-            files: model_files,
-            archives: Vec::new(),
-        };
-        let record = serde_json::to_vec_pretty(&model).unwrap_or_default();
-        write_atomically(&dir.join(RECORD_FILE), &record)?;
-        Ok(installed_model(&model, &dir))
+        record_user_model(
+            &dir,
+            name,
+            format!("installed from {source_dir}"),
+            primary,
+            model_files,
+        )
     }
 }
 

@@ -156,18 +156,13 @@ impl ModelStore {
                 }],
             });
         }
-        let model = ModelManifest {
-            name: name.into(),
-            format: detect_format(&dir, &model_files, primary),
-            description: format!("{repo}@{revision} from {endpoint}"),
-            default: false,
-            primary: primary.to_string(),
-            files: model_files,
-            archives: Vec::new(),
-        };
-        let record = serde_json::to_vec_pretty(&model).unwrap_or_default();
-        write_atomically(&dir.join(RECORD_FILE), &record)?;
-        Ok(installed_model(&model, &dir))
+        record_user_model(
+            &dir,
+            name,
+            format!("{repo}@{revision} from {endpoint}"),
+            primary,
+            model_files,
+        )
     }
 
     /// The built-in manifest, else the record of a model the user pulled.
@@ -359,6 +354,29 @@ fn verify_existing(
 enum FetchMissing {
     Yes,
     No,
+}
+
+/// Writes the record of a model the user pulled (not in the manifest), whose format its files
+/// tell, so that later starts and re-verifications know its files and their sources.
+pub(crate) fn record_user_model(
+    dir: &Path,
+    name: &str,
+    description: String,
+    primary: &str,
+    files: Vec<ModelFile>,
+) -> Result<InstalledModel, StoreError> {
+    let model = ModelManifest {
+        name: name.into(),
+        format: detect_format(dir, &files, primary),
+        description,
+        default: false,
+        primary: primary.to_string(),
+        files,
+        archives: Vec::new(),
+    };
+    let record = serde_json::to_vec_pretty(&model).unwrap_or_default();
+    write_atomically(&dir.join(RECORD_FILE), &record)?;
+    Ok(installed_model(&model, dir))
 }
 
 pub(crate) fn installed_model(model: &ModelManifest, dir: &Path) -> InstalledModel {

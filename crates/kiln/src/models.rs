@@ -180,16 +180,9 @@ pub fn load_registry(
         policy,
     );
     for model in installed.values() {
-        let task = match model.format {
-            ModelFormat::Gguf => Task::TextGeneration,
-            ModelFormat::HfBert | ModelFormat::HfGemmaEmbed => Task::TextEmbeddings,
-            ModelFormat::HfTextClassifier | ModelFormat::HfReranker => Task::TextClassification,
-            ModelFormat::EfficientNetPth => Task::ImageClassification,
-            ModelFormat::Piper => Task::TextToSpeech,
-            ModelFormat::Ct2Whisper => Task::SpeechRecognition,
-            ModelFormat::Assets => continue,
-        };
-        registry.add_available(model.name.clone(), task);
+        if let Some(task) = task_of(model.format) {
+            registry.add_available(model.name.clone(), task);
+        }
     }
     for (task_name, local) in &config.task_defaults {
         let task = Task::from_name(task_name)
@@ -197,6 +190,7 @@ pub fn load_registry(
         registry.set_task_default(task, local.clone());
     }
     for (id, local) in &config.aliases {
+        refuse_alias_across_tasks(id, local, &installed)?;
         registry.add_alias(id.clone(), local.clone());
     }
     crate::text_models::register(&mut registry, config, &installed);
@@ -206,6 +200,42 @@ pub fn load_registry(
             .map_err(|error| anyhow::anyhow!("{}", error.message))?;
     }
     Ok(registry)
+}
+
+/// The task a model of `format` serves (none for asset bundles).
+fn task_of(format: ModelFormat) -> Option<Task> {
+    Some(match format {
+        ModelFormat::Gguf => Task::TextGeneration,
+        ModelFormat::HfBert | ModelFormat::HfGemmaEmbed => Task::TextEmbeddings,
+        ModelFormat::HfTextClassifier | ModelFormat::HfReranker => Task::TextClassification,
+        ModelFormat::EfficientNetPth => Task::ImageClassification,
+        ModelFormat::Piper => Task::TextToSpeech,
+        ModelFormat::Ct2Whisper => Task::SpeechRecognition,
+        ModelFormat::Assets => return None,
+    })
+}
+
+/// An alias from a catalog id to an installed model of another task would answer every request
+/// for that id with an error (or a wrong shape): refuse to start instead.
+fn refuse_alias_across_tasks(
+    id: &str,
+    local: &str,
+    installed: &HashMap<String, InstalledModel>,
+) -> anyhow::Result<()> {
+    let Some(entry) = Catalog::builtin().get(id) else {
+        return Ok(());
+    };
+    let Some(model_task) = installed.get(local).and_then(|model| task_of(model.format)) else {
+        return Ok(());
+    };
+    if model_task != entry.task {
+        anyhow::bail!(
+            "alias {id:?} = {local:?} in kiln.toml: {id} is a {} model but {local} serves {}",
+            entry.task.name(),
+            model_task.name()
+        );
+    }
+    Ok(())
 }
 
 /// `kiln models list`: what is installed, its size, and which ids it serves.

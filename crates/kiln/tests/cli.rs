@@ -20,6 +20,7 @@ fn serve_help_lists_every_setting_with_its_environment_variable() {
         "KILN_THREADS",
         "KILN_MODELS",
         "KILN_CONTEXT_SIZE",
+        "KILN_REPRODUCIBLE",
         "KILN_QUEUE_CAPACITY",
         "KILN_REQUEST_TIMEOUT_SECS",
         "KILN_MAX_BODY_BYTES",
@@ -180,4 +181,44 @@ fn accounts_tokens_and_usage_from_the_command_line() {
         .expect("kiln runs");
     assert!(!output.status.success());
     assert!(!String::from_utf8_lossy(&output.stderr).contains("panicked"));
+}
+
+/// An alias from a catalog id to a model of another task is refused at start-up, naming both.
+#[test]
+fn serve_refuses_an_alias_to_a_model_of_another_task() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("kiln.toml");
+    std::fs::write(
+        &config,
+        "fetch = []\n[aliases]\n\"@cf/meta/llama-3.1-8b-instruct\" = \"all-minilm-l6-v2\"\n",
+    )
+    .expect("config written");
+    let output = kiln()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--models",
+            "all-minilm-l6-v2",
+        ])
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(kiln_store::default_data_dir())
+        .arg("--vectorize-dir")
+        .arg(dir.path().join("vectorize"))
+        .arg("--gateway-db")
+        .arg(dir.path().join("gateway.db"))
+        .arg("--accounts-db")
+        .arg(dir.path().join("accounts.db"))
+        .arg("--batch-db")
+        .arg(dir.path().join("batches.db"))
+        .output()
+        .expect("kiln runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "started: {stderr}");
+    assert!(
+        stderr.contains("@cf/meta/llama-3.1-8b-instruct") && stderr.contains("Text Embeddings"),
+        "{stderr}"
+    );
 }

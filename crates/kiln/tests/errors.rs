@@ -187,6 +187,28 @@ async fn catalog_model_without_a_local_model_is_5007_and_says_so() {
     .await;
 }
 
+/// An alias names the one model that serves an id: when it is missing the id is refused with
+/// what to pull, never answered by the task's default model (other dimensions, other shapes).
+#[tokio::test]
+async fn an_id_aliased_to_a_missing_model_names_it_and_does_not_fall_back() {
+    let mut config = test_config();
+    config.aliases.insert(
+        "@cf/baai/bge-large-en-v1.5".into(),
+        "bge-large-not-installed".into(),
+    );
+    let addr = spawn_server(config);
+    let url =
+        format!("http://{addr}/client/v4/accounts/{ACCOUNT}/ai/run/@cf/baai/bge-large-en-v1.5");
+    let (status, _, response) = post_json(&url, &json!({"text": "a kiln"})).await;
+    assert_eq!(status, 400, "{response}");
+    let (code, message) = assert_error_envelope(&response);
+    assert_eq!(code, 5007, "{message}");
+    assert!(
+        message.contains("kiln models pull bge-large-not-installed"),
+        "{message}"
+    );
+}
+
 #[tokio::test]
 async fn unknown_route_is_cloudflare_404() {
     let response = client()

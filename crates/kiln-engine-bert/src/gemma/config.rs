@@ -10,7 +10,6 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 pub(crate) const CONFIG_FILE: &str = "config.json";
-pub(crate) const TOKENIZER_FILE: &str = "tokenizer.json";
 pub(crate) const WEIGHTS_FILE: &str = "model.safetensors";
 const MODULES_FILE: &str = "modules.json";
 const PROMPTS_FILE: &str = "config_sentence_transformers.json";

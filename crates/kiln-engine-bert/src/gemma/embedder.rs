@@ -9,13 +9,14 @@ use std::path::Path;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{linear_b, Linear, VarBuilder};
 use kiln_core::{Embedder, EmbeddingOutput, KilnError, KilnResult, Pooling};
-use tokenizers::{Encoding, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{Encoding, Tokenizer};
 
 use super::config::{
     file_error, read_gemma_config, read_pipeline, DenseConfig, CONFIG_FILE, DOCUMENT_PROMPT_NAME,
-    TOKENIZER_FILE, WEIGHTS_FILE,
+    WEIGHTS_FILE,
 };
 use super::encoder::GemmaEncoder;
+use crate::model_dir::{decode_token_ids, read_tokenizer};
 use crate::pooling::{l2_normalize, masked_mean};
 
 /// Kiln's bound on one input, in tokens (EmbeddingGemma was trained on up to 2048).
@@ -269,23 +270,6 @@ fn sub_batches(sorted: &[usize], length_of: impl Fn(usize) -> usize) -> Vec<Vec<
     batches
 }
 
-/// Padding is ours, per sub-batch; truncation keeps the first `max_input_tokens` tokens,
-/// `<bos>` and `<eos>` included, as sentence-transformers does.
-fn read_tokenizer(dir: &Path, max_input_tokens: usize) -> KilnResult<Tokenizer> {
-    let mut tokenizer = Tokenizer::from_file(dir.join(TOKENIZER_FILE))
-        .map_err(|err| file_error(dir, TOKENIZER_FILE, err))?;
-    tokenizer.with_padding(None);
-    tokenizer
-        .with_truncation(Some(TruncationParams {
-            direction: TruncationDirection::Right,
-            max_length: max_input_tokens,
-            strategy: TruncationStrategy::LongestFirst,
-            stride: 0,
-        }))
-        .map_err(|err| file_error(dir, TOKENIZER_FILE, err))?;
-    Ok(tokenizer)
-}
-
 impl Embedder for GemmaEmbedder {
     fn dimensions(&self) -> usize {
         self.dimensions
@@ -318,22 +302,7 @@ impl Embedder for GemmaEmbedder {
         ids: &[Vec<u32>],
         pooling: Pooling,
     ) -> KilnResult<EmbeddingOutput> {
-        let vocab_size = self.tokenizer.get_vocab_size(true);
-        let mut texts = Vec::with_capacity(ids.len());
-        for (index, input) in ids.iter().enumerate() {
-            if let Some(bad) = input.iter().find(|&&id| id as usize >= vocab_size) {
-                return Err(KilnError::bad_input(format!(
-                    "token id {bad} in input {index} is outside the model's vocabulary of \
-                     {vocab_size} tokens"
-                )));
-            }
-            let text = self.tokenizer.decode(input, true).map_err(|err| {
-                KilnError::bad_input(format!(
-                    "cannot decode the token ids of input {index}: {err}"
-                ))
-            })?;
-            texts.push(text);
-        }
+        let texts = decode_token_ids(&self.tokenizer, ids)?;
         self.embed(&texts, pooling)
     }
 }
