@@ -23,6 +23,8 @@ pub fn private_state_dir() -> &'static std::path::Path {
         .path()
 }
 
+static NEXT_BATCH_DB: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Test configuration: default models from the shared model cache, ephemeral port, open
 /// mode (no API tokens) on this process's own accounts database.
 pub fn test_config() -> ServeConfig {
@@ -33,7 +35,12 @@ pub fn test_config() -> ServeConfig {
         // Test upstreams (and Kiln itself, as a custom provider) listen on loopback.
         egress_allow: Some(vec!["127.0.0.1".into(), "::1".into()]),
         accounts_db: Some(private_state_dir().join("accounts.db")),
-        batch_db: Some(private_state_dir().join("batches.db")),
+        // Each server its own batch queue: servers sharing one claim each other's items, and
+        // a test's server may stop while holding another test's claims.
+        batch_db: Some(private_state_dir().join(format!(
+            "batches-{}.db",
+            NEXT_BATCH_DB.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ))),
         config: Some(std::path::PathBuf::from(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/default-kiln.toml"
