@@ -144,6 +144,19 @@ fn admit(
         .admit(caller, entry.task, model, Some(entry))?)
 }
 
+/// Whether any engine of Kiln's runs models of `task` (else no install can serve its ids).
+fn has_engine(task: Task) -> bool {
+    matches!(
+        task,
+        Task::TextGeneration
+            | Task::TextEmbeddings
+            | Task::TextClassification
+            | Task::SpeechRecognition
+            | Task::TextToSpeech
+            | Task::ImageClassification
+    )
+}
+
 /// Finds the local model for `model` and the catalog entry whose schema validates its input.
 fn resolve<'a>(
     state: &'a SharedState,
@@ -161,6 +174,11 @@ fn resolve<'a>(
                 (_, Some(target)) => format!(
                     "No such model {model} or task: it is served by the local model {target}, \
                      which is not installed; run `kiln models pull {target}`"
+                ),
+                (Some(entry), None) if !has_engine(entry.task) => format!(
+                    "No such model {model} or task: it is in the Workers AI catalog, but Kiln \
+                     has no engine for {} models yet (README, \"Default models\", lists what runs)",
+                    entry.task.name()
                 ),
                 (Some(entry), None) => format!(
                     "No such model {model} or task: it is in the Workers AI catalog but no \

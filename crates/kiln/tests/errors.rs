@@ -175,16 +175,24 @@ async fn unknown_model_is_5007() {
     .await;
 }
 
+/// A catalog id of a task no engine of Kiln's runs says so, rather than suggesting an install
+/// that cannot help.
 #[tokio::test]
-async fn catalog_model_without_a_local_model_is_5007_and_says_so() {
-    expect_error(
-        "@cf/stabilityai/stable-diffusion-xl-base-1.0",
-        json!({"prompt": "a kiln"}),
-        400,
-        5007,
-        "no installed local model",
-    )
-    .await;
+async fn catalog_model_of_a_task_kiln_cannot_run_is_5007_and_says_so() {
+    for (model, body, task) in [
+        (
+            "@cf/stabilityai/stable-diffusion-xl-base-1.0",
+            json!({"prompt": "a kiln"}),
+            "Text-to-Image",
+        ),
+        (
+            "@cf/meta/m2m100-1.2b",
+            json!({"text": "a kiln", "target_lang": "fr"}),
+            "Translation",
+        ),
+    ] {
+        expect_error(model, body, 400, 5007, &format!("no engine for {task}")).await;
+    }
 }
 
 /// An alias names the one model that serves an id: when it is missing the id is refused with
