@@ -8,10 +8,12 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::fetch::{progress_bar, Expected, VerifiedFile, VerifyingWriter};
-use crate::manifest::{is_safe_name, is_safe_relative_path, manifest};
+use crate::manifest::is_safe_relative_path;
 use crate::manifest::{ModelFile, ModelFormat, ModelSource};
 use crate::stamp::Stamps;
-use crate::store::{model_lock, primary_of, record_user_model};
+use crate::store::{
+    check_user_model_name, invalid_name, model_lock, primary_of, record_user_model,
+};
 use crate::{InstalledModel, ModelStore, Progress, StoreError};
 
 /// The files a Hugging Face encoder directory needs when the caller names none.
@@ -155,27 +157,12 @@ pub(crate) fn copy_into_store(
 }
 
 fn check_name_and_files(name: &str, files: &[&str]) -> Result<(), StoreError> {
-    let invalid = |value: &str, reason: &str| StoreError::InvalidName {
-        value: value.into(),
-        reason: reason.into(),
-    };
-    if !is_safe_name(name) {
-        return Err(invalid(
-            name,
-            "use letters, digits, '-', '_' or '.', not starting with '.'",
-        ));
-    }
-    if manifest(name).is_some() {
-        return Err(invalid(
-            name,
-            "that name belongs to a built-in model; choose another",
-        ));
-    }
+    check_user_model_name(name)?;
     if files.is_empty() {
-        return Err(invalid("", "no files to install"));
+        return Err(invalid_name("", "no files to install"));
     }
     match files.iter().find(|file| !is_safe_relative_path(file)) {
-        Some(file) => Err(invalid(
+        Some(file) => Err(invalid_name(
             file,
             "file paths must be relative and stay inside the directory",
         )),

@@ -418,40 +418,53 @@ pub(crate) fn primary_of<'a>(files: &[&'a str]) -> Option<&'a str> {
         .copied()
 }
 
+pub(crate) fn invalid_name(value: &str, reason: &str) -> StoreError {
+    StoreError::InvalidName {
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The name a user pulls a model under (from a repository or a directory): safe as a
+/// directory name, and not a built-in model's.
+pub(crate) fn check_user_model_name(name: &str) -> Result<(), StoreError> {
+    if !is_safe_name(name) {
+        return Err(invalid_name(
+            name,
+            "use letters, digits, '-', '_' or '.', not starting with '.'",
+        ));
+    }
+    if manifest(name).is_some() {
+        return Err(invalid_name(
+            name,
+            "that name belongs to a built-in model; choose another",
+        ));
+    }
+    Ok(())
+}
+
 fn check_user_model_request(
     name: &str,
     repo: &str,
     revision: &str,
     files: &[&str],
 ) -> Result<(), StoreError> {
-    let invalid = |value: &str, reason: &str| StoreError::InvalidName {
-        value: value.into(),
-        reason: reason.into(),
-    };
-    if !is_safe_name(name) {
-        return Err(invalid(
-            name,
-            "use letters, digits, '-', '_' or '.', not starting with '.'",
-        ));
-    }
-    if manifest(name).is_some() {
-        return Err(invalid(
-            name,
-            "that name belongs to a built-in model; choose another",
-        ));
-    }
+    check_user_model_name(name)?;
     if !is_safe_relative_path(repo) || repo.split('/').count() > 2 {
-        return Err(invalid(repo, "expected a repository id like `owner/name`"));
+        return Err(invalid_name(
+            repo,
+            "expected a repository id like `owner/name`",
+        ));
     }
     if !is_safe_relative_path(revision) {
-        return Err(invalid(revision, "expected a branch, tag or commit"));
+        return Err(invalid_name(revision, "expected a branch, tag or commit"));
     }
     if files.is_empty() {
-        return Err(invalid("", "no files to download"));
+        return Err(invalid_name("", "no files to download"));
     }
     for file in files {
         if !is_safe_relative_path(file) {
-            return Err(invalid(
+            return Err(invalid_name(
                 file,
                 "file paths must be relative and stay inside the repository",
             ));
