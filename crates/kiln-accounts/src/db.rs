@@ -1,7 +1,6 @@
 //! Opening the shared SQLite file and its schema.
 
 use std::path::Path;
-use std::time::Duration;
 
 use kiln_core::KilnError;
 use rusqlite::{Connection, OptionalExtension};
@@ -36,6 +35,13 @@ CREATE TABLE IF NOT EXISTS usage_daily (
     PRIMARY KEY (account_id, day, model)
 );
 CREATE INDEX IF NOT EXISTS usage_daily_by_day ON usage_daily (day);
+CREATE TABLE IF NOT EXISTS spending_limits (
+    account_id TEXT PRIMARY KEY,
+    amount REAL NOT NULL,
+    duration TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS auth_generation (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     n INTEGER NOT NULL
@@ -61,15 +67,14 @@ pub(crate) fn connect(path: &Path) -> Result<Connection, KilnError> {
         std::fs::create_dir_all(parent)
             .map_err(|error| storage(format!("creating {}: {error}", parent.display())))?;
     }
-    let db = Connection::open(path).map_err(db_error)?;
-    // The server and CLI processes take the write lock briefly; wait rather than fail.
-    db.busy_timeout(Duration::from_secs(5)).map_err(db_error)?;
-    db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
-        .map_err(db_error)?;
+    // The server and CLI processes open and write it concurrently.
+    let db = kiln_sqlite::open(path, kiln_sqlite::Durability::Normal).map_err(db_error)?;
     // Two processes opening a fresh file at once both run this; IF NOT EXISTS keeps it safe
     // and the immediate transaction keeps it atomic.
-    db.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
-        .map_err(db_error)?;
+    kiln_sqlite::retry_while_busy(|| {
+        db.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
+    })
+    .map_err(db_error)?;
     Ok(db)
 }
 

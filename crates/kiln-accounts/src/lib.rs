@@ -11,6 +11,7 @@ mod db;
 mod rate_limit;
 mod scope;
 mod snapshot;
+mod spending_limit;
 mod store;
 mod token;
 mod usage;
@@ -20,6 +21,10 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use day::{next_utc_midnight_ms, utc_day};
 pub use rate_limit::{default_limit_per_minute, RateLimited, RateLimiter};
 pub use scope::{MissingScope, Scope};
+pub use spending_limit::{
+    cents_for_neurons, fixed_window_days, month_days, LimitDuration, LimitStrategy, Spend,
+    SpendLimitReached, SpendingLimit, SpendingLimits, USD_PER_NEURON,
+};
 pub use store::AccountStore;
 pub use token::TokenInfo;
 pub use usage::{AllowanceExhausted, Usage, UsageFilter, UsageLedger, UsageRow};

@@ -87,12 +87,9 @@ impl BatchQueue {
                 KilnError::internal(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
-        let db = Connection::open(path).map_err(storage)?;
+        let db = kiln_sqlite::open(path, kiln_sqlite::Durability::Full).map_err(storage)?;
         db.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             PRAGMA busy_timeout = 5000;
-             CREATE TABLE IF NOT EXISTS batches (
+            "CREATE TABLE IF NOT EXISTS batches (
                  request_id TEXT PRIMARY KEY,
                  account_id TEXT NOT NULL,
                  model TEXT NOT NULL,

@@ -264,6 +264,12 @@ pub trait Embedder: Send {
 
     fn embed(&mut self, texts: &[String], pooling: Pooling) -> KilnResult<EmbeddingOutput>;
 
+    /// Embeds search queries the way the model was trained to see them (EmbeddingGemma's
+    /// "query" prompt); a model without a query convention embeds them as any text.
+    fn embed_queries(&mut self, texts: &[String], pooling: Pooling) -> KilnResult<EmbeddingOutput> {
+        self.embed(texts, pooling)
+    }
+
     /// Embeds inputs given as token ids of this model's tokenizer (OpenAI's token-array input).
     /// Models without a tokenizer to check the ids against refuse them.
     fn embed_token_ids(

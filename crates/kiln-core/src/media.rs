@@ -83,6 +83,16 @@ pub enum MediaRequest {
     },
     /// An encoded image (jpeg, png, webp) and how many classes to return.
     Classify { image: Vec<u8>, top_k: usize },
+    /// Text to translate. The languages are the model's own tokens (M2M100: `__en__`,
+    /// `__fr__`); models without language tokens ignore them.
+    Translate {
+        text: String,
+        source_lang: String,
+        target_lang: String,
+        max_new_tokens: usize,
+    },
+    /// Text to summarize, in at most `max_new_tokens` tokens.
+    Summarize { text: String, max_new_tokens: usize },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +106,12 @@ pub enum MediaOutput {
         duration: f32,
     },
     Labels(Vec<LabelScore>),
+    /// Generated text (a translation or a summary) and the tokens read and written.
+    Text {
+        text: String,
+        input_tokens: u32,
+        output_tokens: u32,
+    },
 }
 
 /// An engine for one of the media tasks. Bad input (corrupt audio, an image of an unknown

@@ -47,6 +47,12 @@ impl BertEmbedder {
     }
 
     /// The pooling the model was trained with, from `1_Pooling/config.json` (mean when absent).
+    /// The vectors' width, read from `config.json` without loading the weights (what Kiln
+    /// reports for the model before it is loaded).
+    pub fn output_dimensions(dir: &Path) -> KilnResult<usize> {
+        crate::model_dir::hidden_size(dir)
+    }
+
     pub fn default_pooling(&self) -> Pooling {
         self.default_pooling
     }

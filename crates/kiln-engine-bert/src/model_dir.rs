@@ -69,6 +69,11 @@ fn file_error(dir: &Path, file: &str, detail: impl std::fmt::Display) -> KilnErr
     ))
 }
 
+/// `hidden_size` of the directory's `config.json`: a BERT embedder's output width.
+pub(crate) fn hidden_size(dir: &Path) -> KilnResult<usize> {
+    read_config(dir).map(|config| config.hidden_size)
+}
+
 fn read_config(dir: &Path) -> KilnResult<Config> {
     let text = std::fs::read_to_string(dir.join(CONFIG_FILE))
         .map_err(|err| file_error(dir, CONFIG_FILE, err))?;

@@ -12,12 +12,14 @@ pub mod analytics;
 pub mod cache;
 mod config;
 mod datasets;
+pub mod dynamic_routes;
 mod evaluations;
 mod gateways;
 mod journal;
 mod limiter;
 pub mod logs;
 mod options;
+mod provider_configs;
 mod providers;
 mod record;
 mod writer;
@@ -37,6 +39,7 @@ pub use gateways::{Gateway, MAX_GATEWAYS_PER_ACCOUNT};
 pub use limiter::RateLimit;
 pub use logs::{BodyPart, LogCap, LogQuery};
 pub use options::{CustomCost, RequestOptions, RetryPlan, MAX_METADATA_ENTRIES};
+pub use provider_configs::{ProviderConfig, StoredKey, DEFAULT_ALIAS as DEFAULT_BYOK_ALIAS};
 pub use providers::CustomProvider;
 pub use record::LogRecord;
 pub use writer::{RequestWrite, WriterLimits};
@@ -64,18 +67,19 @@ impl GatewayStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| storage(e.to_string()))?;
         }
-        let db = connect(path)?;
-        db.execute_batch("PRAGMA synchronous = FULL;")
-            .map_err(db_error)?;
+        let db = kiln_sqlite::open(path, kiln_sqlite::Durability::Full).map_err(db_error)?;
         gateways::create_schema(&db)
             .and_then(|()| providers::create_schema(&db))
+            .and_then(|()| provider_configs::create_schema(&db))
             .and_then(|()| cache::create_schema(&db))
             .and_then(|()| logs::create_schema(&db))
             .and_then(|()| analytics::create_schema(&db))
             .and_then(|()| datasets::create_schema(&db))
             .and_then(|()| evaluations::create_schema(&db))
+            .and_then(|()| dynamic_routes::create_schema(&db))
             .map_err(db_error)?;
-        let cache_reader = connect(path)?;
+        let cache_reader =
+            kiln_sqlite::open(path, kiln_sqlite::Durability::Normal).map_err(db_error)?;
         let writer = Writer::start(path, limits).map_err(db_error)?;
         Ok(Self {
             db: Mutex::new(db),
@@ -142,10 +146,74 @@ impl GatewayStore {
         cache::purge_gateway(&db, account, id).map_err(db_error)?;
         datasets::purge_gateway(&db, account, id).map_err(db_error)?;
         evaluations::purge_gateway(&db, account, id).map_err(db_error)?;
+        dynamic_routes::purge_gateway(&db, account, id).map_err(db_error)?;
+        provider_configs::purge_gateway(&db, account, id).map_err(db_error)?;
         logs::delete(&db, account, id, &LogQuery::default(), None)?;
         self.forget(account, id);
         self.limiter.forget(account, id);
         Ok(gateway)
+    }
+
+    // Stored provider keys (BYOK).
+
+    pub fn create_provider_config(
+        &self,
+        account: &str,
+        gateway: &str,
+        body: &Value,
+    ) -> KilnResult<ProviderConfig> {
+        provider_configs::create(&self.db(), account, gateway, body)
+    }
+
+    pub fn list_provider_configs(
+        &self,
+        account: &str,
+        gateway: &str,
+    ) -> KilnResult<Vec<ProviderConfig>> {
+        provider_configs::list(&self.db(), account, gateway)
+    }
+
+    pub fn delete_provider_config(
+        &self,
+        account: &str,
+        gateway: &str,
+        id: &str,
+    ) -> KilnResult<ProviderConfig> {
+        let deleted = provider_configs::delete(&self.db(), account, gateway, id)?;
+        self.limiter
+            .forget(account, &stored_key_window(gateway, id));
+        Ok(deleted)
+    }
+
+    /// The stored key a request to a provider (under any of `provider_slugs`) goes with (see [`provider_configs::key_for`]).
+    pub fn provider_key(
+        &self,
+        account: &str,
+        gateway: &str,
+        provider_slugs: &[&str],
+        alias: Option<&str>,
+    ) -> KilnResult<Option<StoredKey>> {
+        provider_configs::key_for(&self.db(), account, gateway, provider_slugs, alias)
+    }
+
+    /// Counts one use of a stored key against its own rate limit; `Err` carries the seconds
+    /// until it may be used again.
+    pub fn admit_provider_key(
+        &self,
+        account: &str,
+        gateway: &str,
+        key: &StoredKey,
+        now_ms: u64,
+    ) -> Result<(), u64> {
+        match key.rate_limit {
+            Some(limit) => self.limiter.admit(
+                account,
+                &stored_key_window(gateway, &key.config_id),
+                limit,
+                now_ms,
+            ),
+            None => Ok(()),
+        }
     }
 
     fn forget(&self, account: &str, id: &str) {
@@ -356,19 +424,110 @@ impl GatewayStore {
         evaluations::delete(&self.db(), account, gateway, id)
     }
 
+    // Dynamic routes (spec §4.10): management JSON in Cloudflare's shapes; see `dynamic_routes`.
+
+    pub fn create_dynamic_route(
+        &self,
+        account: &str,
+        gateway: &str,
+        body: &Value,
+    ) -> KilnResult<Value> {
+        dynamic_routes::create(&self.db(), account, gateway, body)
+    }
+
+    pub fn list_dynamic_routes(&self, account: &str, gateway: &str) -> KilnResult<Vec<Value>> {
+        dynamic_routes::list(&self.db(), account, gateway)
+    }
+
+    pub fn get_dynamic_route(&self, account: &str, gateway: &str, id: &str) -> KilnResult<Value> {
+        dynamic_routes::get(&self.db(), account, gateway, id)
+    }
+
+    pub fn rename_dynamic_route(
+        &self,
+        account: &str,
+        gateway: &str,
+        id: &str,
+        body: &Value,
+    ) -> KilnResult<Value> {
+        dynamic_routes::rename(&self.db(), account, gateway, id, body)
+    }
+
+    pub fn delete_dynamic_route(
+        &self,
+        account: &str,
+        gateway: &str,
+        id: &str,
+    ) -> KilnResult<Value> {
+        dynamic_routes::delete(&self.db(), account, gateway, id)
+    }
+
+    pub fn create_route_version(
+        &self,
+        account: &str,
+        gateway: &str,
+        id: &str,
+        body: &Value,
+    ) -> KilnResult<Value> {
+        dynamic_routes::create_version(&self.db(), account, gateway, id, body)
+    }
+
+    pub fn list_route_versions(
+        &self,
+        account: &str,
+        gateway: &str,
+        id: &str,
+    ) -> KilnResult<Vec<Value>> {
+        dynamic_routes::list_versions(&self.db(), account, gateway, id)
+    }
+
+    pub fn get_route_version(
+        &self,
+        account: &str,
+        gateway: &str,
+        id: &str,
+        version: &str,
+    ) -> KilnResult<Value> {
+        dynamic_routes::get_version(&self.db(), account, gateway, id, version)
+    }
+
+    pub fn create_route_deployment(
+        &self,
+        account: &str,
+        gateway: &str,
+        id: &str,
+        body: &Value,
+    ) -> KilnResult<Value> {
+        dynamic_routes::create_deployment(&self.db(), account, gateway, id, body)
+    }
+
+    pub fn list_route_deployments(
+        &self,
+        account: &str,
+        gateway: &str,
+        id: &str,
+    ) -> KilnResult<Vec<Value>> {
+        dynamic_routes::list_deployments(&self.db(), account, gateway, id)
+    }
+
+    /// The deployed version of the route `name`, for a request that names it.
+    pub fn runnable_route(
+        &self,
+        account: &str,
+        gateway: &str,
+        name: &str,
+    ) -> KilnResult<dynamic_routes::Runnable> {
+        dynamic_routes::runnable(&self.db(), account, gateway, name)
+    }
+
     fn db(&self) -> MutexGuard<'_, Connection> {
         self.db.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-fn connect(path: &Path) -> KilnResult<Connection> {
-    let db = Connection::open(path).map_err(db_error)?;
-    // Other connections (the writer, a second server) hold the write lock briefly.
-    db.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(db_error)?;
-    db.execute_batch("PRAGMA journal_mode = WAL;")
-        .map_err(db_error)?;
-    Ok(db)
+/// A stored key's rate-limit window, beside its gateway's own (NUL never occurs in a gateway id).
+fn stored_key_window(gateway: &str, config_id: &str) -> String {
+    format!("{gateway}\0key/{config_id}")
 }
 
 pub(crate) fn db_error(error: rusqlite::Error) -> KilnError {

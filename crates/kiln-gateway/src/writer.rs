@@ -126,11 +126,9 @@ impl Writer {
     /// Replays what the journal holds beyond what SQLite has, then starts both threads. The
     /// database's schema must exist.
     pub fn start(path: &Path, limits: WriterLimits) -> rusqlite::Result<Self> {
-        let db = Connection::open(path)?;
-        db.busy_timeout(Duration::from_secs(5))?;
+        let db = kiln_sqlite::open(path, kiln_sqlite::Durability::Full)?;
         db.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
-             CREATE TABLE IF NOT EXISTS journal_applied (
+            "CREATE TABLE IF NOT EXISTS journal_applied (
                  id INTEGER PRIMARY KEY CHECK (id = 1),
                  segment INTEGER NOT NULL,
                  offset INTEGER NOT NULL

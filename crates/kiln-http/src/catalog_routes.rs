@@ -32,6 +32,14 @@ pub async fn search_models(
                 .resolve(&entry.name, Some(entry.task))
                 .map(|(name, _)| name.to_owned());
             object["kiln"] = json!({"installed": served_by.is_some(), "served_by": served_by});
+            // The width this server's vectors for the id have, not Workers AI's model's: what
+            // an index for them must be made with.
+            let local_dimensions = served_by
+                .as_deref()
+                .and_then(|name| state.registry.output_dimensions(name));
+            if let Some(dimensions) = local_dimensions {
+                set_output_dimensions(&mut object, dimensions);
+            }
             object
         })
         .collect();
@@ -42,6 +50,31 @@ pub async fn search_models(
         total_count: page.total_count.into(),
     }
     .envelope(Value::Array(results))
+}
+
+/// Sets `output_dimensions` among a search object's properties (`[{property_id, value}]`,
+/// values as strings), keeping the catalog's value in `kiln.catalog_output_dimensions`.
+fn set_output_dimensions(object: &mut Value, dimensions: usize) {
+    let Some(properties) = object.get_mut("properties").and_then(Value::as_array_mut) else {
+        return;
+    };
+    let existing = properties
+        .iter_mut()
+        .find(|property| property["property_id"] == "output_dimensions");
+    let catalog = match existing {
+        Some(property) => {
+            let catalog = property["value"].clone();
+            property["value"] = json!(dimensions.to_string());
+            catalog
+        }
+        None => {
+            properties.push(json!({"property_id": "output_dimensions",
+                                   "value": dimensions.to_string()}));
+            Value::Null
+        }
+    };
+    object["kiln"]["output_dimensions"] = json!(dimensions);
+    object["kiln"]["catalog_output_dimensions"] = catalog;
 }
 
 #[derive(Deserialize)]

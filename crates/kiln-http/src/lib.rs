@@ -179,7 +179,72 @@ pub fn router(state: AppState) -> Router {
             "/ai-gateway/gateways/{gateway}/evaluations/{id}",
             get(datasets::get_evaluation).delete(datasets::delete_evaluation),
         )
+        .route(
+            "/ai-gateway/gateways/{gateway}/routes",
+            get(gateway::dynamic_routes::list).post(gateway::dynamic_routes::create),
+        )
+        .route(
+            "/ai-gateway/gateways/{gateway}/routes/{id}",
+            get(gateway::dynamic_routes::get)
+                .patch(gateway::dynamic_routes::update)
+                .delete(gateway::dynamic_routes::delete),
+        )
+        .route(
+            "/ai-gateway/gateways/{gateway}/routes/{id}/versions",
+            get(gateway::dynamic_routes::list_versions)
+                .post(gateway::dynamic_routes::create_version),
+        )
+        .route(
+            "/ai-gateway/gateways/{gateway}/routes/{id}/versions/{version}",
+            get(gateway::dynamic_routes::get_version),
+        )
+        .route(
+            "/ai-gateway/gateways/{gateway}/routes/{id}/deployments",
+            get(gateway::dynamic_routes::list_deployments)
+                .post(gateway::dynamic_routes::create_deployment),
+        )
         .route("/ai-gateway/evaluation-types", get(datasets::list_types))
+        .route(
+            "/ai-gateway/billing/credit-balance",
+            get(gateway::billing::credit_balance),
+        )
+        .route(
+            "/ai-gateway/billing/invoice-history",
+            get(gateway::billing::invoice_history),
+        )
+        .route(
+            "/ai-gateway/billing/invoice-preview",
+            get(gateway::billing::invoice_preview),
+        )
+        .route(
+            "/ai-gateway/billing/usage-history",
+            get(gateway::billing::usage_history),
+        )
+        .route("/ai-gateway/billing/topup", post(gateway::billing::topup))
+        .route(
+            "/ai-gateway/billing/topup/status",
+            post(gateway::billing::topup_status),
+        )
+        .route(
+            "/ai-gateway/billing/topup/config",
+            get(gateway::billing::topup_config)
+                .post(gateway::billing::create_topup_config)
+                .delete(gateway::billing::delete_topup_config),
+        )
+        .route(
+            "/ai-gateway/billing/spending-limit",
+            get(gateway::billing::spending_limit)
+                .post(gateway::billing::set_spending_limit)
+                .delete(gateway::billing::delete_spending_limit),
+        )
+        .route(
+            "/ai-gateway/gateways/{gateway}/provider_configs",
+            get(gateway::stored_keys::list).post(gateway::stored_keys::create),
+        )
+        .route(
+            "/ai-gateway/gateways/{gateway}/provider_configs/{id}",
+            axum::routing::delete(gateway::stored_keys::delete),
+        )
         .route(
             "/ai-gateway/custom-providers",
             get(admin::list_providers).post(admin::create_provider),

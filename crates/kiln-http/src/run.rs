@@ -16,12 +16,14 @@ use crate::platform::{Caller, Meter};
 use crate::{batch, body, classification, embeddings, text_generation, SharedState};
 
 /// Catalog entries whose schemas stand in for local models run by their own name.
-const REPRESENTATIVE_IDS: [(Task, &str); 5] = [
+const REPRESENTATIVE_IDS: [(Task, &str); 7] = [
     (Task::TextGeneration, "@cf/meta/llama-3.1-8b-instruct"),
     (Task::TextEmbeddings, "@cf/baai/bge-small-en-v1.5"),
     (Task::SpeechRecognition, "@cf/openai/whisper"),
     (Task::TextToSpeech, "@cf/myshell-ai/melotts"),
     (Task::ImageClassification, "@cf/microsoft/resnet-50"),
+    (Task::Translation, "@cf/meta/m2m100-1.2b"),
+    (Task::Summarization, "@cf/facebook/bart-large-cnn"),
 ];
 
 pub async fn run_model(
@@ -144,16 +146,22 @@ fn admit(
         .admit(caller, entry.task, model, Some(entry))?)
 }
 
-/// Whether any engine of Kiln's runs models of `task` (else no install can serve its ids).
-fn has_engine(task: Task) -> bool {
+/// Whether any engine of Kiln's runs models like `entry`'s (else no install can serve it).
+/// Translation is m2m100's schema only (not IndicTrans2's).
+fn has_engine(entry: &CatalogEntry) -> bool {
+    if entry.task == Task::Translation {
+        return entry.schema == kiln_catalog::SchemaKind::M2m100;
+    }
     matches!(
-        task,
+        entry.task,
         Task::TextGeneration
             | Task::TextEmbeddings
             | Task::TextClassification
             | Task::SpeechRecognition
             | Task::TextToSpeech
             | Task::ImageClassification
+            | Task::Translation
+            | Task::Summarization
     )
 }
 
@@ -175,7 +183,7 @@ fn resolve<'a>(
                     "No such model {model} or task: it is served by the local model {target}, \
                      which is not installed; run `kiln models pull {target}`"
                 ),
-                (Some(entry), None) if !has_engine(entry.task) => format!(
+                (Some(entry), None) if !has_engine(entry) => format!(
                     "No such model {model} or task: it is in the Workers AI catalog, but Kiln \
                      has no engine for {} models yet (README, \"Default models\", lists what runs)",
                     entry.task.name()
@@ -184,6 +192,7 @@ fn resolve<'a>(
                     "No such model {model} or task: it is in the Workers AI catalog but no \
                      installed local model serves it; {}",
                     classification::install_hint(entry)
+                        .or_else(|| crate::media::seq2seq_install_hint(entry))
                         .unwrap_or("install one and map it with an alias in kiln.toml")
                 ),
                 (None, None) => format!("No such model {model} or task"),

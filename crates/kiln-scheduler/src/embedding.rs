@@ -17,13 +17,15 @@ const MAX_BATCH_TEXTS: usize = 256;
 #[derive(Debug, Clone, PartialEq)]
 pub enum EmbeddingInput {
     Texts(Vec<String>),
+    /// Search queries: embedded with the model's query convention, if it has one.
+    Queries(Vec<String>),
     TokenIds(Vec<Vec<u32>>),
 }
 
 impl EmbeddingInput {
     pub fn len(&self) -> usize {
         match self {
-            EmbeddingInput::Texts(texts) => texts.len(),
+            EmbeddingInput::Texts(texts) | EmbeddingInput::Queries(texts) => texts.len(),
             EmbeddingInput::TokenIds(ids) => ids.len(),
         }
     }
@@ -183,35 +185,31 @@ fn run_batch(model: &str, embedder: &mut dyn Embedder, batch: Vec<EmbeddingJob>)
 }
 
 fn same_group(a: &EmbeddingJob, b: &EmbeddingJob) -> bool {
-    a.pooling == b.pooling
-        && matches!(
-            (&a.input, &b.input),
-            (EmbeddingInput::Texts(_), EmbeddingInput::Texts(_))
-                | (EmbeddingInput::TokenIds(_), EmbeddingInput::TokenIds(_))
-        )
+    a.pooling == b.pooling && std::mem::discriminant(&a.input) == std::mem::discriminant(&b.input)
 }
 
 /// Runs one homogeneous group (same pooling, same kind of input) in one engine call.
 fn embed_group(model: &str, embedder: &mut dyn Embedder, group: Vec<EmbeddingJob>) -> Engine {
     let pooling = group[0].pooling;
     // A panic fails this group's requests only; the caller rebuilds the engine.
+    let texts = || -> Vec<String> {
+        group
+            .iter()
+            .flat_map(|job| match &job.input {
+                EmbeddingInput::Texts(texts) | EmbeddingInput::Queries(texts) => texts.clone(),
+                EmbeddingInput::TokenIds(_) => Vec::new(),
+            })
+            .collect()
+    };
     let result = isolated(model, || match &group[0].input {
-        EmbeddingInput::Texts(_) => {
-            let texts: Vec<String> = group
-                .iter()
-                .flat_map(|job| match &job.input {
-                    EmbeddingInput::Texts(texts) => texts.clone(),
-                    EmbeddingInput::TokenIds(_) => Vec::new(),
-                })
-                .collect();
-            embedder.embed(&texts, pooling)
-        }
+        EmbeddingInput::Texts(_) => embedder.embed(&texts(), pooling),
+        EmbeddingInput::Queries(_) => embedder.embed_queries(&texts(), pooling),
         EmbeddingInput::TokenIds(_) => {
             let ids: Vec<Vec<u32>> = group
                 .iter()
                 .flat_map(|job| match &job.input {
                     EmbeddingInput::TokenIds(ids) => ids.clone(),
-                    EmbeddingInput::Texts(_) => Vec::new(),
+                    _ => Vec::new(),
                 })
                 .collect();
             embedder.embed_token_ids(&ids, pooling)

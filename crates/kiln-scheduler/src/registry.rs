@@ -112,6 +112,8 @@ pub struct ModelRegistry {
     /// against, where the task alone does not decide it (a reranker and a sentiment
     /// classifier are both Text Classification).
     schema_ids: HashMap<String, String>,
+    /// Embedding models' vector width, read from their files at start-up (before any loads).
+    output_dimensions: HashMap<String, usize>,
     policy: ResidencyPolicy,
     loader: Arc<dyn ModelLoader>,
     resident: Mutex<HashMap<String, Resident>>,
@@ -127,6 +129,7 @@ impl ModelRegistry {
             aliases: HashMap::new(),
             task_defaults: HashMap::new(),
             schema_ids: HashMap::new(),
+            output_dimensions: HashMap::new(),
             policy,
             loader,
             resident: Mutex::new(HashMap::new()),
@@ -150,6 +153,15 @@ impl ModelRegistry {
     /// Requests naming `local_name` itself are validated against `catalog_id`'s schema.
     pub fn set_schema_id(&mut self, local_name: impl Into<String>, catalog_id: impl Into<String>) {
         self.schema_ids.insert(local_name.into(), catalog_id.into());
+    }
+
+    pub fn set_output_dimensions(&mut self, local_name: impl Into<String>, dimensions: usize) {
+        self.output_dimensions.insert(local_name.into(), dimensions);
+    }
+
+    /// The width of the vectors the embedding model `local_name` answers, known unloaded.
+    pub fn output_dimensions(&self, local_name: &str) -> Option<usize> {
+        self.output_dimensions.get(local_name).copied()
     }
 
     /// The catalog id set by [`Self::set_schema_id`] for `local_name`.

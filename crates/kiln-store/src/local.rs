@@ -25,6 +25,12 @@ const SEQUENCE_CLASSIFIERS: [&str; 2] = [
     "XLMRobertaForSequenceClassification",
 ];
 
+/// Encoder-decoder architectures Kiln serves for translation.
+const TRANSLATORS: [&str; 2] = ["M2M100ForConditionalGeneration", "MarianMTModel"];
+
+/// Encoder-decoder architectures Kiln serves for summarization.
+const SUMMARIZERS: [&str; 1] = ["BartForConditionalGeneration"];
+
 #[derive(Deserialize)]
 struct ArchitectureConfig {
     #[serde(default)]
@@ -36,7 +42,8 @@ struct ArchitectureConfig {
 
 /// The format of a model whose files are `files` in `dir`: a `.gguf` is llama.cpp's; a
 /// sequence classifier named by `config.json` is a text classifier (several labels) or a
-/// reranker (one label: a cross-encoder); anything else with safetensors is a BERT embedder.
+/// reranker (one label: a cross-encoder); an M2M100 or Marian encoder-decoder is a translator, a
+/// BART one a summarizer; anything else with safetensors is a BERT embedder.
 pub(crate) fn detect_format(dir: &Path, files: &[ModelFile], primary: &str) -> ModelFormat {
     if primary.ends_with(".gguf") {
         return ModelFormat::Gguf;
@@ -60,8 +67,17 @@ pub(crate) fn detect_format(dir: &Path, files: &[ModelFile], primary: &str) -> M
                 ModelFormat::HfTextClassifier
             }
         }
+        Some(config) if names_any(&config, &TRANSLATORS) => ModelFormat::HfTranslator,
+        Some(config) if names_any(&config, &SUMMARIZERS) => ModelFormat::HfSummarizer,
         _ => ModelFormat::HfBert,
     }
+}
+
+fn names_any(config: &ArchitectureConfig, architectures: &[&str]) -> bool {
+    config
+        .architectures
+        .iter()
+        .any(|name| architectures.contains(&name.as_str()))
 }
 
 fn is_sequence_classifier(config: &ArchitectureConfig) -> bool {
@@ -213,5 +229,17 @@ mod tests {
             ModelFormat::HfBert
         );
         assert_eq!(format_of("not json"), ModelFormat::HfBert);
+    }
+
+    #[test]
+    fn encoder_decoders_translate_or_summarize() {
+        for (architecture, format) in [
+            ("M2M100ForConditionalGeneration", ModelFormat::HfTranslator),
+            ("MarianMTModel", ModelFormat::HfTranslator),
+            ("BartForConditionalGeneration", ModelFormat::HfSummarizer),
+        ] {
+            let config = format!(r#"{{"architectures":["{architecture}"]}}"#);
+            assert_eq!(format_of(&config), format, "{architecture}");
+        }
     }
 }

@@ -23,6 +23,12 @@ pub enum ModelFormat {
     HfTextClassifier,
     /// The same layout with one label: a cross-encoder reranker (bge-reranker).
     HfReranker,
+    /// A Hugging Face encoder-decoder translation model (config.json naming
+    /// `M2M100ForConditionalGeneration` or `MarianMTModel`, optional generation_config.json,
+    /// tokenizer.json, model.safetensors).
+    HfTranslator,
+    /// The same layout naming `BartForConditionalGeneration`: summarization (bart-large-cnn).
+    HfSummarizer,
     /// A CTranslate2 (faster-whisper) Whisper directory: model.bin, config.json, tokenizer.json.
     Ct2Whisper,
     /// A Piper VITS voice: the ONNX model and its `.onnx.json` phoneme map.
@@ -41,6 +47,8 @@ impl ModelFormat {
             ModelFormat::HfGemmaEmbed => "hfgemmaembed",
             ModelFormat::HfTextClassifier => "hftextclassifier",
             ModelFormat::HfReranker => "hfreranker",
+            ModelFormat::HfTranslator => "hftranslator",
+            ModelFormat::HfSummarizer => "hfsummarizer",
             ModelFormat::Ct2Whisper => "ct2whisper",
             ModelFormat::Piper => "piper",
             ModelFormat::EfficientNetPth => "efficientnetpth",

@@ -121,6 +121,12 @@ impl Embedder for PanickingEmbedder {
         }
         self.inner.embed(texts, pooling)
     }
+    fn embed_queries(&mut self, texts: &[String], pooling: Pooling) -> KilnResult<EmbeddingOutput> {
+        if texts.iter().any(|text| text.contains(self.marker)) {
+            panic!("injected panic (KILN_TEST_PANIC_MARKER) while embedding");
+        }
+        self.inner.embed_queries(texts, pooling)
+    }
     fn embed_token_ids(
         &mut self,
         ids: &[Vec<u32>],
@@ -142,7 +148,9 @@ impl MediaEngine for PanickingMedia {
     fn run(&mut self, request: MediaRequest, progress: &WorkProgress) -> KilnResult<MediaOutput> {
         let poisoned = match &request {
             MediaRequest::Transcribe { audio, .. } => contains(audio, self.marker),
-            MediaRequest::Speak { text, .. } => text.contains(self.marker),
+            MediaRequest::Speak { text, .. }
+            | MediaRequest::Translate { text, .. }
+            | MediaRequest::Summarize { text, .. } => text.contains(self.marker),
             MediaRequest::Classify { image, .. } => contains(image, self.marker),
         };
         if poisoned {

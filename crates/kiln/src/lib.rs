@@ -6,6 +6,7 @@ mod fault_injection;
 mod media_engines;
 pub mod models;
 pub mod platform_cli;
+mod seq2seq_engine;
 pub mod server;
 mod text_models;
 

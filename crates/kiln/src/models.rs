@@ -112,6 +112,10 @@ impl ModelLoader for EngineLoader {
             ModelFormat::HfTextClassifier | ModelFormat::HfReranker => {
                 crate::text_models::classifier_worker(model, admission).map_err(cannot_load)
             }
+            ModelFormat::HfTranslator | ModelFormat::HfSummarizer => {
+                let task = task_of(model.format).unwrap_or(Task::Translation);
+                crate::seq2seq_engine::worker(name, model, task, admission).map_err(cannot_load)
+            }
             ModelFormat::EfficientNetPth => {
                 let dir = model.dir.clone();
                 let limits = self.config.limits();
@@ -154,6 +158,18 @@ impl ModelLoader for EngineLoader {
     }
 }
 
+/// An embedding model's vector width from its configuration files (`None` for other models,
+/// or when the files do not say; loading the model then reports the error).
+pub fn output_dimensions(model: &InstalledModel) -> Option<usize> {
+    let read = match model.format {
+        ModelFormat::HfBert => BertEmbedder::output_dimensions(&model.dir),
+        ModelFormat::HfGemmaEmbed => GemmaEmbedder::output_dimensions(&model.dir),
+        _ => return None,
+    };
+    read.map_err(|error| tracing::warn!(model = %model.name, "{}", error.message))
+        .ok()
+}
+
 /// The registry: every installed model is servable; the configured ones load now, others on
 /// their first request.
 pub fn load_registry(
@@ -183,6 +199,9 @@ pub fn load_registry(
         if let Some(task) = task_of(model.format) {
             registry.add_available(model.name.clone(), task);
         }
+        if let Some(dimensions) = output_dimensions(model) {
+            registry.set_output_dimensions(model.name.clone(), dimensions);
+        }
     }
     for (task_name, local) in &config.task_defaults {
         let task = Task::from_name(task_name)
@@ -208,6 +227,8 @@ fn task_of(format: ModelFormat) -> Option<Task> {
         ModelFormat::Gguf => Task::TextGeneration,
         ModelFormat::HfBert | ModelFormat::HfGemmaEmbed => Task::TextEmbeddings,
         ModelFormat::HfTextClassifier | ModelFormat::HfReranker => Task::TextClassification,
+        ModelFormat::HfTranslator => Task::Translation,
+        ModelFormat::HfSummarizer => Task::Summarization,
         ModelFormat::EfficientNetPth => Task::ImageClassification,
         ModelFormat::Piper => Task::TextToSpeech,
         ModelFormat::Ct2Whisper => Task::SpeechRecognition,
@@ -253,6 +274,9 @@ pub fn list(config: &ServeConfig) -> anyhow::Result<()> {
             human_size(model.size_bytes),
             model.dir.display()
         );
+        if let Some(dimensions) = output_dimensions(model) {
+            println!("      answers {dimensions}-dimensional vectors");
+        }
         for line in served_ids(config, &model.name) {
             println!("      serves {line}");
         }
@@ -297,6 +321,9 @@ pub fn pull(config: &ServeConfig, names: Vec<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Taken from a local `--hf` directory along with the default files when it is there.
+const GENERATION_CONFIG: &str = "generation_config.json";
+
 /// `kiln models pull NAME --hf ORG/REPO --file F…`: a user model from a Hugging Face-layout
 /// repository (`HF_ENDPOINT` and `HF_TOKEN` are honoured), or from a local directory in that
 /// layout when `--hf` names one. Serve it with `--models NAME`.
@@ -310,11 +337,15 @@ pub fn pull_from_hub(
         anyhow::bail!("--hf takes exactly one model NAME to store the repository under");
     };
     let store = ModelStore::new(config.data_dir());
+    let local_dir = std::path::Path::new(repo);
     let mut files: Vec<&str> = files.iter().map(String::as_str).collect();
     if files.is_empty() {
         files = kiln_store::DEFAULT_HF_FILES.to_vec();
+        // An encoder-decoder's decoding ids (forced_bos_token_id, …) may be written only there.
+        if local_dir.join(GENERATION_CONFIG).is_file() {
+            files.push(GENERATION_CONFIG);
+        }
     }
-    let local_dir = std::path::Path::new(repo);
     let looks_like_a_path =
         local_dir.is_absolute() || repo.starts_with('.') || repo.starts_with('~');
     if looks_like_a_path && !local_dir.is_dir() {
@@ -406,7 +437,7 @@ fn embedding_worker(
 /// A media engine on its own worker thread; it holds about twice its weights (f32 copies and
 /// one request's activations).
 /// `load` is called again to reload the model if the engine panics.
-fn media_worker(
+pub(crate) fn media_worker(
     name: &str,
     load: impl Fn() -> KilnResult<Box<dyn MediaEngine>> + Send + 'static,
     admission: AdmissionConfig,

@@ -5,6 +5,9 @@
 //! apart: a catalog id whose schema is text classification (`distilbert-sst-2-int8`) is served by
 //! an installed label classifier, one whose schema is a reranker's (`bge-reranker-base`,
 //! `bge-reranker-v2-m3`) by an installed cross-encoder, unless `kiln.toml` aliases it.
+//!
+//! Translators and summarizers (`kiln-engine-seq2seq`) are mapped the same way: the m2m100 id
+//! to an installed translator, bart-large-cnn's to an installed summarizer.
 
 use std::collections::HashMap;
 
@@ -24,6 +27,8 @@ pub(crate) fn schema_id(format: ModelFormat) -> Option<&'static str> {
     match format {
         ModelFormat::HfTextClassifier => Some("@cf/huggingface/distilbert-sst-2-int8"),
         ModelFormat::HfReranker => Some("@cf/baai/bge-reranker-base"),
+        ModelFormat::HfTranslator => Some("@cf/meta/m2m100-1.2b"),
+        ModelFormat::HfSummarizer => Some("@cf/facebook/bart-large-cnn"),
         _ => None,
     }
 }
@@ -33,12 +38,15 @@ fn format_serving(schema: SchemaKind) -> Option<ModelFormat> {
     match schema {
         SchemaKind::TextClassification => Some(ModelFormat::HfTextClassifier),
         SchemaKind::Reranker => Some(ModelFormat::HfReranker),
+        SchemaKind::M2m100 => Some(ModelFormat::HfTranslator),
+        SchemaKind::Summarization => Some(ModelFormat::HfSummarizer),
         _ => None,
     }
 }
 
-/// The installed model serving each text classification and reranker catalog id that
-/// `kiln.toml` does not alias: the first of the matching format, by name.
+/// The installed model serving each text classification, reranker, translation (m2m100) and
+/// summarization catalog id that `kiln.toml` does not alias: the first of the matching format,
+/// by name.
 pub(crate) fn catalog_mapping(
     config: &ServeConfig,
     installed: &[&InstalledModel],
@@ -57,7 +65,8 @@ pub(crate) fn catalog_mapping(
         .collect()
 }
 
-/// Routes catalog ids to installed classifiers and rerankers ([`catalog_mapping`]), and makes
+/// Routes catalog ids to installed classifiers, rerankers, translators and summarizers
+/// ([`catalog_mapping`]), and makes
 /// requests naming such a model directly use its task's schema.
 pub(crate) fn register(
     registry: &mut ModelRegistry,

@@ -31,6 +31,26 @@ async fn search_filters_by_task_and_reports_local_serving() {
         .expect("bge-base listed");
     assert_eq!(bge["kiln"]["installed"], true);
     assert_eq!(bge["kiln"]["served_by"], "all-minilm-l6-v2");
+    // The dimensions this server's vectors for each id have (the catalog's are kept aside).
+    let dimensions = |model: &Value| {
+        model["properties"]
+            .as_array()
+            .and_then(|properties| {
+                properties
+                    .iter()
+                    .find(|p| p["property_id"] == "output_dimensions")
+            })
+            .map(|p| p["value"].clone())
+    };
+    assert_eq!(dimensions(bge), Some(Value::from("384")), "{bge}");
+    assert_eq!(bge["kiln"]["output_dimensions"], 384);
+    assert_eq!(bge["kiln"]["catalog_output_dimensions"], "768");
+    let gemma = results
+        .iter()
+        .find(|m| m["name"] == "@cf/google/embeddinggemma-300m")
+        .expect("embeddinggemma listed");
+    assert_eq!(gemma["kiln"]["served_by"], "embeddinggemma-300m");
+    assert_eq!(dimensions(gemma), Some(Value::from("768")), "{gemma}");
     assert_eq!(
         body["result_info"]["total_count"].as_u64(),
         Some(results.len() as u64)

@@ -167,3 +167,128 @@ async fn embeddinggemma_answers_768_dimensional_reference_vectors() {
         );
     }
 }
+
+const BGE_M3: &str = "@cf/baai/bge-m3";
+const QWEN3_EMBEDDING: &str = "@cf/qwen/qwen3-embedding-0.6b";
+
+/// bge-m3's `{query?, contexts}` input (spec §3.2): contexts alone answer their vectors in
+/// `response`; with a query they come back ranked by similarity to it, best first.
+#[tokio::test]
+async fn bge_m3_contexts_answer_vectors_and_rank_against_a_query() {
+    let contexts = json!([
+        {"text": "The Nile is a river in Africa."},
+        {"text": "The Eiffel Tower in Paris is 330 metres tall."},
+        {"text": "Espresso is brewed by forcing hot water through coffee."},
+    ]);
+    let (status, _, body) = run(BGE_M3, &json!({"contexts": contexts})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["shape"], json!([3, 384]), "{body}");
+    let response = body["result"]["response"].as_array().expect("vectors");
+    assert_eq!(response.len(), 3);
+    // The same texts as `text` give the same vectors.
+    let texts: Vec<&str> = contexts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
+    // (Equal up to float rounding: concurrent tests share forward passes, padded differently.)
+    let (_, _, plain) = run(BGE_M3, &json!({"text": texts})).await;
+    for (plain, context) in vectors(&plain).iter().zip(response) {
+        let context: Vec<f64> = serde_json::from_value(context.clone()).expect("vector");
+        assert!(cosine(plain, &context) > 0.99999);
+    }
+
+    let (status, _, ranked) = run(
+        BGE_M3,
+        &json!({"query": "How tall is the Eiffel Tower?", "contexts": contexts}),
+    )
+    .await;
+    assert_eq!(status, 200, "{ranked}");
+    let ranking = ranked["result"]["response"].as_array().expect("ranking");
+    assert_eq!(ranking.len(), 3);
+    assert_eq!(ranking[0]["id"], 1, "{ranked}");
+    let scores: Vec<f64> = ranking
+        .iter()
+        .map(|r| r["score"].as_f64().expect("score"))
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+
+    let (status, _, refused) = run(BGE_M3, &json!({"query": "q", "contexts": []})).await;
+    assert_eq!(status, 400, "{refused}");
+}
+
+/// qwen3-embedding's `{queries, documents, text, instruction}`: the queries' vectors, then the
+/// documents' (and `text`'s), each equal to what the same text gets alone.
+#[tokio::test]
+async fn qwen3_embedding_takes_queries_and_documents() {
+    let (status, _, body) = run(
+        QWEN3_EMBEDDING,
+        &json!({
+            "queries": "what fires clay?",
+            "documents": ["A kiln fires clay.", "Tea is a drink."],
+            "instruction": "Given a question, retrieve passages that answer it",
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["shape"], json!([3, 384]), "{body}");
+    let v = vectors(&body);
+    assert!(
+        cosine(&v[0], &v[1]) > cosine(&v[0], &v[2]),
+        "the kiln passage first"
+    );
+    let (_, _, alone) = run(QWEN3_EMBEDDING, &json!({"text": ["A kiln fires clay."]})).await;
+    assert!(cosine(&vectors(&alone)[0], &v[1]) > 0.99999);
+    let (status, _, refused) = run(QWEN3_EMBEDDING, &json!({"instruction": "only"})).await;
+    assert_eq!(status, 400, "{refused}");
+}
+
+/// Queries get the serving model's query convention: with qwen3-embedding's id served by
+/// EmbeddingGemma (an alias), `queries` take its query prompt and `documents` its document
+/// prompt, matching sentence-transformers' `encode_query` / `encode_document` vectors.
+#[tokio::test]
+async fn queries_take_the_serving_models_query_prompt() {
+    let mut config = test_config();
+    config
+        .aliases
+        .insert(QWEN3_EMBEDDING.into(), "embeddinggemma-300m".into());
+    let addr = spawn_server(config);
+    let golden = embeddinggemma_golden();
+    let items = golden["items"].as_array().expect("items");
+    let of = |prompt: &str| -> Vec<&Value> {
+        items
+            .iter()
+            .filter(|item| item["prompt"] == prompt)
+            .take(2)
+            .collect()
+    };
+    let (queries, documents) = (of("query"), of("document"));
+    assert_eq!(queries.len(), 2, "the fixture holds two queries");
+    let text = |item: &&Value| item["text"].as_str().expect("text").to_owned();
+    let (status, _, body) = post_json(
+        &format!("http://{addr}/client/v4/accounts/{ACCOUNT}/ai/run/{QWEN3_EMBEDDING}"),
+        &json!({
+            "queries": queries.iter().map(text).collect::<Vec<_>>(),
+            "documents": documents.iter().map(text).collect::<Vec<_>>(),
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["shape"], json!([4, 768]), "{body}");
+    for (vector, item) in vectors(&body).iter().zip(queries.iter().chain(&documents)) {
+        let expected: Vec<f64> = item["vector"]
+            .as_array()
+            .expect("vector")
+            .iter()
+            .map(|x| x.as_f64().expect("number"))
+            .collect();
+        let similarity = cosine(vector, &expected);
+        assert!(
+            similarity >= 0.999,
+            "{} {:?}: cosine {similarity}",
+            item["prompt"],
+            item["text"]
+        );
+    }
+}

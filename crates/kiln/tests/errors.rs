@@ -185,9 +185,10 @@ async fn catalog_model_of_a_task_kiln_cannot_run_is_5007_and_says_so() {
             json!({"prompt": "a kiln"}),
             "Text-to-Image",
         ),
+        // Translation runs on m2m100's schema only (kiln-engine-seq2seq), not IndicTrans2's.
         (
-            "@cf/meta/m2m100-1.2b",
-            json!({"text": "a kiln", "target_lang": "fr"}),
+            "@cf/ai4bharat/indictrans2-en-indic-1B",
+            json!({"text": "a kiln", "target_language": "hin_Deva"}),
             "Translation",
         ),
     ] {

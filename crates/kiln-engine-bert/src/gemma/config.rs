@@ -18,6 +18,7 @@ const SENTENCE_CONFIG_FILE: &str = "sentence_bert_config.json";
 /// The prompt applied to texts sent without saying what they are: they are most often the
 /// documents being indexed.
 pub(crate) const DOCUMENT_PROMPT_NAME: &str = "document";
+pub(crate) const QUERY_PROMPT_NAME: &str = "query";
 
 /// The Gemma 3 text model's `config.json`, as far as the encoder needs it.
 #[derive(Debug, Clone, Deserialize)]

@@ -13,7 +13,7 @@ use tokenizers::{Encoding, Tokenizer};
 
 use super::config::{
     file_error, read_gemma_config, read_pipeline, DenseConfig, CONFIG_FILE, DOCUMENT_PROMPT_NAME,
-    WEIGHTS_FILE,
+    QUERY_PROMPT_NAME, WEIGHTS_FILE,
 };
 use super::encoder::GemmaEncoder;
 use crate::model_dir::{decode_token_ids, read_tokenizer};
@@ -88,6 +88,17 @@ impl GemmaEmbedder {
     /// `model.safetensors`, `modules.json` with its Pooling and Dense modules, and the prompts in
     /// `config_sentence_transformers.json`. Errors are [`kiln_core::ErrorKind::Internal`] and
     /// name the file.
+    /// The vectors' width (the last Dense layer's, else the encoder's), read from the
+    /// configuration files without loading the weights.
+    pub fn output_dimensions(dir: &Path) -> KilnResult<usize> {
+        let config = read_gemma_config(dir)?;
+        let pipeline = read_pipeline(dir, config.hidden_size)?;
+        Ok(pipeline
+            .dense_layers
+            .last()
+            .map_or(config.hidden_size, |dense| dense.out_features))
+    }
+
     pub fn load(dir: &Path) -> KilnResult<Self> {
         let config = read_gemma_config(dir)?;
         let pipeline = read_pipeline(dir, config.hidden_size)?;
@@ -293,6 +304,18 @@ impl Embedder for GemmaEmbedder {
         } else {
             self.embed_prompted(texts)
         }
+    }
+
+    /// Queries take the model's "query" prompt (`task: search result | query: `), as
+    /// sentence-transformers' `encode_query` gives them.
+    fn embed_queries(&mut self, texts: &[String], pooling: Pooling) -> KilnResult<EmbeddingOutput> {
+        if !self.prompts.contains_key(QUERY_PROMPT_NAME) {
+            return self.embed(texts, pooling);
+        }
+        if pooling != Pooling::Mean {
+            return self.embed(texts, pooling);
+        }
+        self.embed_with_prompt(texts, QUERY_PROMPT_NAME)
     }
 
     /// Decodes the ids back to text and embeds that, so the prompt, truncation and usage are

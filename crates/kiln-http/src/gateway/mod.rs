@@ -7,14 +7,17 @@
 //! ([`upstream::send`], with retries), and relays the answer while logging it.
 
 pub mod admin;
+pub mod billing;
 mod binding;
 mod binding_api;
 pub mod datasets;
+pub mod dynamic_routes;
 mod exchange;
 pub mod header_route;
 pub mod logs;
 mod proxy;
 mod route;
+pub mod stored_keys;
 mod universal;
 mod upstream;
 mod usage;
@@ -142,6 +145,7 @@ async fn open_exchange(
             "Unauthorized: this gateway needs cf-aig-authorization: Bearer <token>",
         ));
     }
+    billing::enforce_spending_limit(&context.app, account).await?;
     let text_header = |name: header::HeaderName| {
         headers
             .get(name)

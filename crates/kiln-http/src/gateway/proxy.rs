@@ -95,6 +95,10 @@ async fn serve(
     )
     .await?;
     call.on_behalf_of = exchange.trusted_call();
+    if call.provider == super::dynamic_routes::PROVIDER {
+        let response = super::dynamic_routes::serve(context, &exchange, options, call, headers);
+        return Ok((response.await, log_id));
+    }
     let cache = exchange.cache_plan(&call, &options).await;
     if let Some(plan) = cache {
         if let Some(hit) = exchange.replay_cached(&call, &options, plan, None).await {
@@ -105,7 +109,11 @@ async fn serve(
         return Ok((refused, log_id));
     }
     let plan = options.retries(&exchange.gateway.config);
-    let response = match upstream::send(context, &call, plan, options.request_timeout).await {
+    let sent = match super::stored_keys::attach(&exchange, &mut call, headers).await {
+        Ok(()) => upstream::send(context, &call, plan, options.request_timeout).await,
+        Err(error) => Err(error),
+    };
+    let response = match sent {
         Ok(upstream) => exchange.relay(call, options, upstream, cache, None).await,
         Err(error) => exchange.fail(&call, &options, error, None).await,
     };

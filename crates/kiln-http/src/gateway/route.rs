@@ -142,6 +142,10 @@ fn compat(
              \"workers-ai/@cf/meta/llama-3.1-8b-instruct\""
         )));
     };
+    if provider == super::dynamic_routes::PROVIDER {
+        super::dynamic_routes::hand_over(call, account, endpoint, model);
+        return Ok(());
+    }
     let (provider, model) = (provider.to_owned(), model.to_owned());
     body["model"] = Value::String(model.clone());
     call.body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());

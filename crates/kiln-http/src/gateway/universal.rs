@@ -125,7 +125,11 @@ async fn run_steps(
             admitted = true;
         }
         let plan = options.retries(&exchange.gateway.config);
-        match upstream::send(context, &call, plan, options.request_timeout).await {
+        let sent = match super::stored_keys::attach(exchange, &mut call, request_headers).await {
+            Ok(()) => upstream::send(context, &call, plan, options.request_timeout).await,
+            Err(error) => Err(error),
+        };
+        match sent {
             Ok(answer) if answer.status().is_success() || index == last => {
                 let relayed = exchange
                     .clone()

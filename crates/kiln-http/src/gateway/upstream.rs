@@ -121,16 +121,25 @@ async fn send_once(context: &GatewayContext, call: &ProviderCall) -> KilnResult<
 /// provider key in `authorization` that is not one of this server's tokens passes).
 fn drop_kiln_credentials(context: &GatewayContext, headers: &mut HeaderMap) {
     for name in ["authorization", "x-auth-key"] {
-        let is_kiln_token = headers
+        let is_kiln = headers
             .get(name)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.trim())
-            .map(|v| v.split_once(' ').map_or(v, |(_, secret)| secret).trim())
-            .is_some_and(|secret| context.app.platform.accounts.authenticate(secret).is_some());
-        if is_kiln_token {
+            .is_some_and(|value| is_kiln_token(context, value));
+        if is_kiln {
             headers.remove(name);
         }
     }
+}
+
+/// Whether a credential header's value (`Bearer <secret>` or the bare secret) is one of this
+/// server's API tokens.
+pub(super) fn is_kiln_token(context: &GatewayContext, value: &str) -> bool {
+    let value = value.trim();
+    let secret = value
+        .split_once(' ')
+        .map_or(value, |(_, secret)| secret)
+        .trim();
+    context.app.platform.accounts.authenticate(secret).is_some()
 }
 
 /// `x-kiln-*` answer headers are Kiln's own (metrics label requests by `x-kiln-model`): a

@@ -1,14 +1,17 @@
 //! The media tasks on the native route (spec §3.7, §3.8, §3.11): speech recognition, speech
-//! synthesis and image classification. Inputs come as a raw binary body or as JSON; the shape of
+//! synthesis and image classification; also translation and summarization (§3.5, §3.6), whose
+//! engines run one request at a time on a media worker. Inputs come as a raw binary body or as JSON; the shape of
 //! the answer follows the catalog model that was asked for (e.g. whisper vs whisper-large-v3-turbo,
 //! melotts vs aura).
 
 mod image;
 mod json;
 mod speech;
+mod text;
 mod voice;
 
 pub use speech::openai_transcription;
+pub use text::install_hint as seq2seq_install_hint;
 pub use voice::openai_speech;
 
 use axum::body::{Body, Bytes};
@@ -109,6 +112,7 @@ pub async fn run(
             speech::run(worker, entry, input, max, admission, meter).await
         }
         Task::TextToSpeech => voice::run(worker, entry, input, admission, meter).await,
+        Task::Translation | Task::Summarization => text::run(worker, input, admission, meter).await,
         Task::ImageClassification => {
             let max = state.config.limits.image.max_decoded_bytes;
             image::run(worker, input, max, admission, meter).await

@@ -70,6 +70,8 @@ pub struct Platform {
     pub accounts: Arc<AccountStore>,
     pub ledger: Arc<UsageLedger>,
     pub limiter: RateLimiter,
+    /// Accounts' spending limits on gateway traffic (`…/ai-gateway/billing/spending-limit`).
+    pub spending_limits: Arc<kiln_accounts::SpendingLimits>,
     pub clock: Arc<dyn Clock>,
     pub settings: PlatformSettings,
 }
@@ -81,9 +83,11 @@ impl Platform {
         settings: PlatformSettings,
     ) -> kiln_core::KilnResult<Self> {
         let ledger = Arc::new(UsageLedger::open(&accounts, clock.clone())?);
+        let spending_limits = Arc::new(kiln_accounts::SpendingLimits::open(&accounts)?);
         Ok(Self {
             accounts,
             ledger,
+            spending_limits,
             limiter: RateLimiter::new(clock.clone()),
             clock,
             settings,

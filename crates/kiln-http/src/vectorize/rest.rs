@@ -4,7 +4,8 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use kiln_core::KilnResult;
+use kiln_core::{KilnResult, Task};
+use kiln_scheduler::Worker;
 use kiln_vectorize::VectorStore;
 use serde_json::{json, Value};
 
@@ -34,13 +35,66 @@ pub async fn create_index(
     request_body: Body,
 ) -> Response {
     let created = async {
-        let input = json_body(&state, &headers, request_body).await?;
-        blocking(move || state.vectors.create_index(&account, &input)).await
+        let mut input = json_body(&state, &headers, request_body).await?;
+        let note = serve_preset_locally(&state, &mut input).await?;
+        let index = blocking(move || state.vectors.create_index(&account, &input)).await?;
+        Ok::<_, kiln_core::KilnError>((index, note))
     };
     match created.await {
-        Ok(index) => (StatusCode::CREATED, success(index)).into_response(),
+        Ok((index, note)) => {
+            let mut answer = success(index);
+            if let Some(note) = note {
+                answer.0["messages"] = json!([{"code": 0, "message": note}]);
+            }
+            (StatusCode::CREATED, answer).into_response()
+        }
         Err(error) => ApiError::from(error).into_response(),
     }
+}
+
+/// A `preset` names an embeddings id; the index takes the dimensions of the local model that
+/// serves that id here (Workers AI's model may have other ones), so the RAG recipe — preset
+/// index, embeddings from the same id, upsert — holds. Answers what it did, for `messages`.
+async fn serve_preset_locally(
+    state: &SharedState,
+    input: &mut Value,
+) -> KilnResult<Option<String>> {
+    let Some(preset) = input
+        .pointer("/config/preset")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+    else {
+        return Ok(None);
+    };
+    // Only catalog embeddings ids: `openai/…` and `cohere/…` presets are no model Kiln serves.
+    let Some(entry) = state
+        .catalog
+        .get(&preset)
+        .filter(|entry| entry.task == Task::TextEmbeddings)
+    else {
+        return Ok(None);
+    };
+    let Some((local, _)) = state.registry.resolve(&preset, Some(entry.task)) else {
+        return Ok(None);
+    };
+    let local = local.to_owned();
+    let dimensions = match state.registry.output_dimensions(&local) {
+        Some(dimensions) => dimensions,
+        // Not stated by its files: the loaded model knows.
+        None => match state.registry.acquire(&local).await?.worker {
+            Worker::Embedding(worker) => worker.dimensions(),
+            _ => return Ok(None),
+        },
+    };
+    let metric = input
+        .pointer("/config/metric")
+        .cloned()
+        .unwrap_or_else(|| json!("cosine"));
+    input["config"] = json!({"dimensions": dimensions, "metric": metric});
+    Ok(Some(format!(
+        "preset {preset}: served here by the local model {local}, so the index takes its \
+         {dimensions} dimensions"
+    )))
 }
 
 /// One page of every index unless the client asks for `page`/`per_page` (Cloudflare answers

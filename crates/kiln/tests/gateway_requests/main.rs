@@ -14,6 +14,7 @@ mod limits;
 mod logs;
 mod named;
 mod providers;
+mod stored_keys;
 
 use common::*;
 use reqwest::header::HeaderMap;

@@ -94,3 +94,61 @@ async fn retrieve_then_generate() {
     let response = answer["result"]["response"].as_str().unwrap_or("");
     assert!(!response.trim().is_empty(), "{answer}");
 }
+
+/// The RAG recipe for every preset that names a catalog embeddings id: an index made from the
+/// preset takes the dimensions of the local model serving that id here (and says which), so
+/// the id's own vectors go in and come back out.
+#[tokio::test]
+async fn a_preset_index_takes_the_dimensions_of_the_model_serving_its_id() {
+    for preset in [
+        "@cf/baai/bge-small-en-v1.5",
+        "@cf/baai/bge-base-en-v1.5",
+        "@cf/baai/bge-large-en-v1.5",
+    ] {
+        let index = Index {
+            base: url(""),
+            account: format!("vz-{}", uuid::Uuid::new_v4().simple()),
+            name: "docs".into(),
+        };
+        let (status, created) = index
+            .post("", json!({"name": "docs", "config": {"preset": preset}}))
+            .await;
+        assert_eq!(status, 201, "{created}");
+        let note = created["messages"][0]["message"].as_str().unwrap_or("");
+        assert!(
+            note.contains(preset) && note.contains("local model"),
+            "{created}"
+        );
+
+        let (status, _, embedded) =
+            run(preset, &json!({"text": ["a kiln fires clay", "tea"]})).await;
+        assert_eq!(status, 200, "{embedded}");
+        let dimensions = embedded["result"]["shape"][1].as_u64().expect("shape");
+        assert_eq!(
+            created["result"]["config"]["dimensions"], dimensions,
+            "{preset}"
+        );
+        assert!(note.contains(&format!("{dimensions} dimensions")), "{note}");
+
+        let lines: String = embedded["result"]["data"]
+            .as_array()
+            .expect("vectors")
+            .iter()
+            .enumerate()
+            .map(|(n, values)| json!({"id": format!("v{n}"), "values": values}).to_string() + "\n")
+            .collect();
+        let (status, body) = index.ndjson("upsert", &lines).await;
+        index.wait_for(&mutation_id(status, &body)).await;
+        let (status, found) = index
+            .post(
+                "/query",
+                json!({"vector": embedded["result"]["data"][1], "topK": 1}),
+            )
+            .await;
+        assert_eq!(status, 200, "{found}");
+        assert_eq!(
+            found["result"]["matches"][0]["id"], "v1",
+            "{preset}: {found}"
+        );
+    }
+}
