@@ -185,7 +185,8 @@ fn resolve<'a>(
                 ),
                 (Some(entry), None) if !has_engine(entry) => format!(
                     "No such model {model} or task: it is in the Workers AI catalog, but Kiln \
-                     has no engine for {} models yet (README, \"Default models\", lists what runs)",
+                     has no engine for {} models like it yet (README, \"Default models\", \
+                     lists what runs)",
                     entry.task.name()
                 ),
                 (Some(entry), None) => format!(

@@ -192,7 +192,14 @@ async fn catalog_model_of_a_task_kiln_cannot_run_is_5007_and_says_so() {
             "Translation",
         ),
     ] {
-        expect_error(model, body, 400, 5007, &format!("no engine for {task}")).await;
+        expect_error(
+            model,
+            body,
+            400,
+            5007,
+            &format!("no engine for {task} models like it"),
+        )
+        .await;
     }
 }
 

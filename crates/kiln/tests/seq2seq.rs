@@ -130,3 +130,70 @@ async fn bad_languages_and_overlong_texts_are_the_callers_errors() {
     assert_eq!(status, 400, "{answer}");
     assert_eq!(assert_error_envelope(&answer).0, 5006);
 }
+
+/// The Worker binding (`POST /run`, bare results) and the batch queue (`?queueRequest=true`)
+/// serve both tasks in their Workers AI shapes too.
+#[tokio::test]
+async fn the_binding_and_the_batch_queue_serve_translation_and_summarization() {
+    let served = reference("m2m100-tiny")["served_translation"].clone();
+    let translated = served["generated_text"].clone();
+    let bart = reference("bart-tiny");
+    let case = bart["cases"][0].clone();
+    let binding = |model: &'static str, inputs: Value| async move {
+        let response = reqwest::Client::new()
+            .post(format!("http://{}/run?version=3", server()))
+            .header("cf-consn-model-id", model)
+            .json(&json!({"inputs": inputs, "options": {}}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 200);
+        response.json::<Value>().await.expect("JSON")
+    };
+    let answer = binding(M2M100, json!({"text": served["text"], "target_lang": "fr"})).await;
+    assert_eq!(
+        answer["translated_text"], translated,
+        "bare result: {answer}"
+    );
+    let answer = binding(
+        BART,
+        json!({"input_text": case["text"], "max_length": bart["max_new_tokens"]}),
+    )
+    .await;
+    assert_eq!(
+        answer["summary"], case["generated_text"],
+        "bare result: {answer}"
+    );
+
+    let queue_url = format!(
+        "http://{}/client/v4/accounts/{ACCOUNT}/ai/run/{M2M100}?queueRequest=true",
+        server()
+    );
+    let requests = json!({"requests": [
+        {"text": served["text"], "target_lang": "fr"},
+        {"text": served["text"], "source_lang": "english", "target_lang": "french"},
+    ]});
+    let (status, _, queued) = post_json(&queue_url, &requests).await;
+    assert_eq!(status, 200, "{queued}");
+    let request_id = queued["result"]["request_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let done = loop {
+        let (_, _, polled) = post_json(&queue_url, &json!({"request_id": request_id})).await;
+        if polled["result"].get("responses").is_some() {
+            break polled["result"].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "batch never finished: {polled}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let responses = done["responses"].as_array().expect("responses");
+    assert_eq!(responses.len(), 2, "{done}");
+    for response in responses {
+        assert_eq!(response["result"]["translated_text"], translated, "{done}");
+    }
+}
