@@ -217,6 +217,19 @@ def run_model(args, model: str, commands: list[str]) -> dict:
     return {"agreement": agreement, **results}
 
 
+def peer_versions(python: str) -> str:
+    """sentence-transformers, PyTorch and transformers as the peer's Python has them."""
+    import subprocess
+    probe = ("import sentence_transformers as s, torch, transformers as t; "
+             "print(f'sentence-transformers {s.__version__}, torch {torch.__version__}, "
+             "transformers {t.__version__}')")
+    try:
+        return subprocess.run([python, "-c", probe], capture_output=True, text=True,
+                              timeout=120).stdout.strip() or "unknown versions"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown versions"
+
+
 def report(args, all_results: dict, commands: list[str]) -> str:
     lines = [
         SECTION,
@@ -229,7 +242,7 @@ def report(args, all_results: dict, commands: list[str]) -> str:
         f"requests of N texts back to back, then {CLIENTS} clients sending one text each "
         "(median latency in brackets). sentence-transformers runs PyTorch on the CPU behind a "
         "minimal threaded HTTP server (in this harness); both load the same files from Kiln's "
-        "model store.",
+        f"model store ({peer_versions(args.python)}).",
         "",
         "| model | server | " + " | ".join(f"batch {b}" for b in BATCHES) + f" | {CLIENTS} clients |",
         "|---|---|" + "---:|" * (len(BATCHES) + 1),
@@ -272,8 +285,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--log-dir", type=Path, default=DEFAULT_LOG_DIR)
     p.add_argument("--output", type=Path, default=REPO_DIR / "docs" / "benchmarks.md")
     args = p.parse_args()
+    # KILN_BENCH_COMMAND is a command line already (`scripts/bench embeddings`): not quoted again.
     args.command_line = " ".join(
-        shlex.quote(a) for a in [os.environ.get("KILN_BENCH_COMMAND", sys.argv[0]), *sys.argv[1:]])
+        [os.environ.get("KILN_BENCH_COMMAND", shlex.quote(sys.argv[0])), *map(shlex.quote, sys.argv[1:])])
     return args
 
 

@@ -3,10 +3,10 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use candle_transformers::models::bert::BertModel;
 use kiln_core::{Embedder, EmbeddingOutput, KilnError, KilnResult, Pooling};
 use tokenizers::{Encoding, Tokenizer};
 
+use crate::bert_encoder::BertEncoder;
 use crate::model_dir::{self, decode_token_ids};
 use crate::pooling::pool_and_normalize;
 
@@ -16,7 +16,7 @@ const SUB_BATCH_SIZE: usize = 32;
 
 /// A BERT-family encoder producing L2-normalized sentence embeddings on the CPU.
 pub struct BertEmbedder {
-    model: BertModel,
+    model: BertEncoder,
     tokenizer: Tokenizer,
     hidden_size: usize,
     max_input_tokens: usize,
@@ -85,14 +85,13 @@ impl BertEmbedder {
             attention_mask.extend(std::iter::repeat_n(1.0f32, encoding.len()));
             attention_mask.extend(std::iter::repeat_n(0.0f32, padding));
         }
+        let lengths: Vec<usize> = encodings.iter().map(|e| e.len()).collect();
         let shape = (batch_size, padded_len);
         let device = Device::Cpu;
         let token_ids = Tensor::from_vec(token_ids, shape, &device)?;
         let type_ids = Tensor::from_vec(type_ids, shape, &device)?;
         let attention_mask = Tensor::from_vec(attention_mask, shape, &device)?;
-        let hidden = self
-            .model
-            .forward(&token_ids, &type_ids, Some(&attention_mask))?;
+        let hidden = self.model.forward(&token_ids, &type_ids, &lengths)?;
         pool_and_normalize(&hidden, &attention_mask, pooling)?.to_vec2::<f32>()
     }
 }

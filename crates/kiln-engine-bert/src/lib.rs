@@ -8,6 +8,7 @@
 //!
 //! [`Embedder`]: kiln_core::Embedder
 
+mod bert_encoder;
 mod embedder;
 mod gemma;
 mod model_dir;

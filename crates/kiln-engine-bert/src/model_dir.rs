@@ -4,10 +4,12 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_transformers::models::bert::Config;
 use kiln_core::{KilnError, KilnResult, Pooling};
 use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::bert_encoder::BertEncoder;
 
 pub(crate) const CONFIG_FILE: &str = "config.json";
 pub(crate) const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -20,7 +22,7 @@ const MAX_SUPPORTED_POSITIONS: usize = 512;
 
 /// Everything [`crate::BertEmbedder`] needs, loaded and cross-checked.
 pub(crate) struct LoadedModel {
-    pub model: BertModel,
+    pub model: BertEncoder,
     pub tokenizer: Tokenizer,
     pub hidden_size: usize,
     pub max_input_tokens: usize,
@@ -147,7 +149,7 @@ pub(crate) fn decode_token_ids(tokenizer: &Tokenizer, ids: &[Vec<u32>]) -> KilnR
     Ok(texts)
 }
 
-fn read_weights(dir: &Path, config: &Config) -> KilnResult<BertModel> {
+fn read_weights(dir: &Path, config: &Config) -> KilnResult<BertEncoder> {
     let path = dir.join(WEIGHTS_FILE);
     if !path.is_file() {
         return Err(file_error(dir, WEIGHTS_FILE, "file not found"));
@@ -169,5 +171,5 @@ fn read_weights(dir: &Path, config: &Config) -> KilnResult<BertModel> {
             "no BERT word embeddings (expected `embeddings.word_embeddings.weight` or `bert.embeddings.word_embeddings.weight`)",
         ));
     };
-    BertModel::load(weights, config).map_err(|err| file_error(dir, WEIGHTS_FILE, err))
+    BertEncoder::load(weights, config).map_err(|err| file_error(dir, WEIGHTS_FILE, err))
 }
