@@ -98,14 +98,6 @@ fn storage(message: String) -> KilnError {
     KilnError::internal(format!("accounts storage: {message}"))
 }
 
-/// Whether the error is a UNIQUE or PRIMARY KEY violation.
-pub(crate) fn is_unique_violation(error: &rusqlite::Error) -> bool {
-    matches!(
-        error.sqlite_error().map(|e| e.extended_code),
-        Some(rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY | rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
-    )
-}
-
 /// SQLite integers are signed; counters saturate rather than wrap.
 pub(crate) fn to_sql_int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)

@@ -8,12 +8,13 @@ use rusqlite::{params, TransactionBehavior};
 
 use crate::account::{generate_account_id, validate_account_id, validate_name, Account, Plan};
 use crate::clock::{Clock, SystemClock};
-use crate::db::{connect, db_error, has_row, is_unique_violation};
+use crate::db::{connect, db_error, has_row};
 use crate::scope::Scope;
 use crate::snapshot::Cached;
 use crate::token::{
     generate_secret, hash_matches, hash_secret, scopes_to_text, token_id_of, TokenInfo,
 };
+use kiln_sqlite::is_unique_violation;
 
 pub struct AccountStore {
     path: PathBuf,

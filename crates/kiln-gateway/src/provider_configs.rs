@@ -255,7 +255,7 @@ pub fn create(
     );
     match inserted {
         Ok(_) => {}
-        Err(error) if is_unique_violation(&error) => {
+        Err(error) if kiln_sqlite::is_unique_violation(&error) => {
             return Err(KilnError::new(
                 ErrorKind::Conflict,
                 format!(
@@ -407,13 +407,6 @@ fn not_found(id: &str) -> KilnError {
     KilnError::new(
         ErrorKind::NotFound,
         format!("no provider config with id {id:?} on this gateway"),
-    )
-}
-
-fn is_unique_violation(error: &rusqlite::Error) -> bool {
-    matches!(
-        error.sqlite_error().map(|e| e.extended_code),
-        Some(rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY | rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
     )
 }
 

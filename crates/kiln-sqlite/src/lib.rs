@@ -65,6 +65,14 @@ fn open_once(path: &Path, durability: Durability) -> rusqlite::Result<Connection
     Ok(db)
 }
 
+/// Whether the error is a UNIQUE or PRIMARY KEY violation (an insert of something that exists).
+pub fn is_unique_violation(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error().map(|e| e.extended_code),
+        Some(rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY | rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
+    )
+}
+
 fn is_busy(error: &rusqlite::Error) -> bool {
     matches!(
         error.sqlite_error_code(),

@@ -14,15 +14,12 @@
 //! its `start_time` and `end_time` in milliseconds, as Cloudflare documents.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use kiln_accounts::{
-    month_days, utc_day, SpendingLimit, SpendingLimits, UsageFilter, USD_PER_NEURON,
-};
+use kiln_accounts::{month_days, utc_day, SpendingLimit, UsageFilter, USD_PER_NEURON};
 use kiln_core::time::civil_from_days;
 use kiln_core::{ErrorKind, KilnError, KilnResult};
 use serde_json::{json, Value};
@@ -320,10 +317,8 @@ pub async fn spending_limit(
     State(state): State<SharedState>,
     Path(account): Path<String>,
 ) -> Response {
-    match limits(&state).await {
-        Ok(limits) => crate::envelope::success(limit_json(limits.get(&account))).into_response(),
-        Err(error) => ApiError::from(error).into_response(),
-    }
+    let limit = state.platform.spending_limits.get(&account);
+    crate::envelope::success(limit_json(limit)).into_response()
 }
 
 /// `POST …/billing/spending-limit {amount, duration: daily|weekly|monthly, strategy:
@@ -335,10 +330,7 @@ pub async fn set_spending_limit(
     headers: HeaderMap,
     request_body: Body,
 ) -> Response {
-    let limits = match limits(&state).await {
-        Ok(limits) => limits,
-        Err(error) => return ApiError::from(error).into_response(),
-    };
+    let limits = state.platform.spending_limits.clone();
     let clock = state.platform.clock.clone();
     with_json_body(
         &state,
@@ -359,10 +351,7 @@ pub async fn delete_spending_limit(
     State(state): State<SharedState>,
     Path(account): Path<String>,
 ) -> Response {
-    let limits = match limits(&state).await {
-        Ok(limits) => limits,
-        Err(error) => return ApiError::from(error).into_response(),
-    };
+    let limits = state.platform.spending_limits.clone();
     stored("removing the spending limit", move || {
         limits.clear(&account)?;
         Ok(limit_json(None))
@@ -417,21 +406,18 @@ fn parse_limit(input: &Value) -> KilnResult<SpendingLimit> {
 /// Refuses a gateway request (429, naming the limit) once the account's spend in its limit's
 /// current window has reached the limit. Called for every gateway request by `open_exchange`.
 pub(super) async fn enforce_spending_limit(app: &SharedState, account: &str) -> KilnResult<()> {
-    let limits = limits(app).await?;
-    if limits.get(account).is_none() {
+    if app.platform.spending_limits.get(account).is_none() {
         return Ok(());
     }
     let (app, account) = (app.clone(), account.to_owned());
     off_runtime("checking the spending limit", move || {
         let platform = &app.platform;
-        limits.check(&account, &platform.ledger, platform.clock.now_unix_ms())
+        let now_ms = platform.clock.now_unix_ms();
+        platform
+            .spending_limits
+            .check(&account, &platform.ledger, now_ms)
     })
     .await
-}
-
-/// The account's spending limits (held by the platform, loaded with the accounts database).
-async fn limits(app: &SharedState) -> KilnResult<Arc<SpendingLimits>> {
-    Ok(app.platform.spending_limits.clone())
 }
 
 #[cfg(test)]
