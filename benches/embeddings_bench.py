@@ -12,6 +12,10 @@ Both run as HTTP servers on this machine, one measured at a time with the same t
   binary that cannot be installed offline here; Kiln's own dynamic batching is what the
   16-client row measures.)
 
+MiniLM also runs as its int8 ONNX export (`all-minilm-l6-v2-int8`): in Kiln on ONNX Runtime and
+in sentence-transformers' ONNX backend (optimum), so each precision is compared with the peer at
+the same precision, and the int8 rows with the f32 peer a user would otherwise run.
+
 Rows: sentences per second at 1, 8, 32 and 128 texts per request (one client, requests back to
 back), and at 16 concurrent clients sending one text each. Before measuring, both servers embed
 the same sentences and their vectors are compared (cosine), so the numbers are for the same
@@ -49,6 +53,22 @@ CLIENTS = 16
 
 MODELS = ("all-minilm-l6-v2", "embeddinggemma-300m")
 
+# What runs for each model: Kiln's servers (label, local model) and the peer's (label, model
+# directory, ONNX file or None for PyTorch). MiniLM also runs as the int8 ONNX export, in Kiln
+# and in sentence-transformers' ONNX backend, so each precision has a peer at that precision.
+KILN_VARIANTS = {
+    "all-minilm-l6-v2": (("kiln", "all-minilm-l6-v2"), ("kiln int8", "all-minilm-l6-v2-int8")),
+    "embeddinggemma-300m": (("kiln", "embeddinggemma-300m"),),
+}
+PEER_VARIANTS = {
+    "all-minilm-l6-v2": (("sentence-transformers", "all-minilm-l6-v2", None),
+                         ("sentence-transformers int8", "all-minilm-l6-v2-int8", "model.onnx")),
+    "embeddinggemma-300m": (("sentence-transformers", "embeddinggemma-300m", None),),
+}
+# The ratios reported: (Kiln row, peer row).
+RATIOS = (("kiln", "sentence-transformers"), ("kiln int8", "sentence-transformers"),
+          ("kiln int8", "sentence-transformers int8"))
+
 WORDS = (
     "kiln clay fire glaze potter wheel shelf cone heat slow cool crack vase bowl cup plate "
     "river mountain city market bread coffee tea garden winter summer morning evening light "
@@ -72,13 +92,20 @@ def sentences(count: int, seed: int = 0) -> list[str]:
 # The sentence-transformers server (this file, run with --serve-peer)
 
 
-def serve_peer(model_dir: str, port: int, threads: int) -> None:
+def serve_peer(model_dir: str, port: int, threads: int, onnx_file: str | None) -> None:
     import torch
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(threads)
-    model = SentenceTransformer(model_dir, device="cpu")
+    if onnx_file:
+        # sentence-transformers' ONNX backend (optimum + ONNX Runtime) on the same int8 file.
+        model = SentenceTransformer(model_dir, device="cpu", backend="onnx", model_kwargs={
+            "file_name": onnx_file, "provider": "CPUExecutionProvider"})
+        session = model[0].auto_model.model
+        print(f"peer: ONNX Runtime session on {onnx_file}: {session.get_providers()}", flush=True)
+    else:
+        model = SentenceTransformer(model_dir, device="cpu")
     # Kiln embeds `text` as a document (EmbeddingGemma's "document" prompt); so does the peer.
     prompt_name = "document" if "document" in (model.prompts or {}) else None
 
@@ -183,38 +210,74 @@ def measure(name: str, url: str, args) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def run_model(args, model: str, commands: list[str]) -> dict:
+def kiln_server(args, model: str) -> Server:
+    port = free_port()
+    return Server(
+        "kiln", [args.kiln_bin, "serve", "--listen", f"127.0.0.1:{port}", "--models", model,
+                 "--threads", str(args.threads), "--data-dir", str(args.data_dir), "--offline"],
+        port, "/health", args.log_dir / f"kiln-{model}.log", STARTUP_TIMEOUT_S,
+        env={"KILN_AUTH": "open", "KILN_RATE_LIMITS": "false"},
+    )
+
+
+def peer_server(args, model_dir: Path, onnx_file: str | None) -> Server:
+    port = free_port()
+    command = [args.python, str(Path(__file__).resolve()), "--serve-peer", str(model_dir), "--port", str(port),
+               "--threads", str(args.threads)]
+    if onnx_file:
+        command += ["--peer-onnx-file", onnx_file]
+    return Server("sentence-transformers", command, port, "/",
+                  args.log_dir / f"sentence-transformers-{model_dir.name}.log", STARTUP_TIMEOUT_S)
+
+
+def installed_dir(args, model: str) -> Path:
     model_dir = args.data_dir / "models" / model
     if not model_dir.is_dir():
         raise SystemExit(f"{model} is not installed under {args.data_dir}; run `kiln models pull {model}`")
+    return model_dir
+
+
+def run_model(args, model: str, commands: list[str]) -> dict:
+    """Every server of `model`, one at a time: agreement with the f32 peer first, then the rows.
+
+    The f32 peer stays up while the others run, for the agreement probe; it is idle then."""
+    probe = sentences(8, seed=4242)
+    results, agreement = {}, {}
+    (_, reference_model, _), *other_peers = PEER_VARIANTS[model]
+    reference = peer_server(args, installed_dir(args, reference_model), None)
+    reference.start()
+    commands.append(reference.command)
+    reference_url = reference.base + "/v1/embeddings"
     CURRENT_MODEL[0] = model
-    kiln_port, peer_port = free_port(), free_port()
-    kiln = Server(
-        "kiln", [args.kiln_bin, "serve", "--listen", f"127.0.0.1:{kiln_port}", "--models", model,
-                 "--threads", str(args.threads), "--data-dir", str(args.data_dir), "--offline"],
-        kiln_port, "/health", args.log_dir / f"kiln-{model}.log", STARTUP_TIMEOUT_S,
-        env={"KILN_AUTH": "open", "KILN_RATE_LIMITS": "false"},
-    )
-    peer = Server(
-        "sentence-transformers",
-        [args.python, str(Path(__file__).resolve()), "--serve-peer", str(model_dir), "--port", str(peer_port),
-         "--threads", str(args.threads)],
-        peer_port, "/", args.log_dir / f"sentence-transformers-{model}.log", STARTUP_TIMEOUT_S,
-    )
-    kiln_url = f"{kiln.base}/v1/embeddings"
-    peer_url = peer.base + "/v1/embeddings"
-    results = {}
-    for server in (kiln, peer):
+    reference_vectors = post(reference_url, probe)
+    for name, local in KILN_VARIANTS[model]:
+        installed_dir(args, local)
+        CURRENT_MODEL[0] = local
+        server = kiln_server(args, local)
         server.start()
         commands.append(server.command)
-    probe = sentences(8, seed=4242)
-    agreement = min(cosine(a, b) for a, b in zip(post(kiln_url, probe), post(peer_url, probe)))
-    print(f"{model}: lowest cosine between Kiln's and sentence-transformers' vectors: {agreement:.6f}")
-    for name, server, url in (("kiln", kiln, kiln_url), ("sentence-transformers", peer, peer_url)):
+        url = f"{server.base}/v1/embeddings"
+        agreement[name] = min(cosine(a, b) for a, b in zip(post(url, probe), reference_vectors))
+        print(f"{model}: {name}: lowest cosine to sentence-transformers (f32): {agreement[name]:.6f}")
         results[name] = measure(name, url, args)
-    for server in (kiln, peer):
         server.stop()
-    return {"agreement": agreement, **results}
+    peer_name = PEER_VARIANTS[model][0][0]
+    results[peer_name] = measure(peer_name, reference_url, args)
+    reference.stop()
+    for name, local, onnx_file in other_peers:
+        server = peer_server(args, installed_dir(args, local), onnx_file)
+        try:
+            server.start()
+        except Exception as error:  # optional peer: its backend may be missing
+            print(f"{model}: {name} did not start ({error}); skipped", flush=True)
+            continue
+        commands.append(server.command)
+        url = server.base + "/v1/embeddings"
+        agreement[name] = min(cosine(a, b) for a, b in zip(post(url, probe), reference_vectors))
+        print(f"{model}: {name}: lowest cosine to sentence-transformers (f32): {agreement[name]:.6f}")
+        results[name] = measure(name, url, args)
+        server.stop()
+    return {"agreement": agreement, "rows": results}
 
 
 def peer_versions(python: str) -> str:
@@ -222,7 +285,10 @@ def peer_versions(python: str) -> str:
     import subprocess
     probe = ("import sentence_transformers as s, torch, transformers as t; "
              "print(f'sentence-transformers {s.__version__}, torch {torch.__version__}, "
-             "transformers {t.__version__}')")
+             "transformers {t.__version__}', end='')\n"
+             "try:\n import onnxruntime as o, importlib.metadata as m\n"
+             " print(f', onnxruntime {o.__version__}, optimum {m.version(\"optimum\")}', end='')\n"
+             "except ImportError:\n pass\nprint()")
     try:
         return subprocess.run([python, "-c", probe], capture_output=True, text=True,
                               timeout=120).stdout.strip() or "unknown versions"
@@ -242,21 +308,28 @@ def report(args, all_results: dict, commands: list[str]) -> str:
         f"requests of N texts back to back, then {CLIENTS} clients sending one text each "
         "(median latency in brackets). sentence-transformers runs PyTorch on the CPU behind a "
         "minimal threaded HTTP server (in this harness); both load the same files from Kiln's "
-        f"model store ({peer_versions(args.python)}).",
+        f"model store ({peer_versions(args.python)}). The int8 rows run all-MiniLM-L6-v2's "
+        "int8 ONNX export (`all-minilm-l6-v2-int8`): Kiln on ONNX Runtime, "
+        "sentence-transformers on its ONNX backend (optimum, ONNX Runtime).",
         "",
         "| model | server | " + " | ".join(f"batch {b}" for b in BATCHES) + f" | {CLIENTS} clients |",
         "|---|---|" + "---:|" * (len(BATCHES) + 1),
     ]
     for model, results in all_results.items():
-        for name in ("kiln", "sentence-transformers"):
-            row = results[name]
+        rows = results["rows"]
+        for name, row in rows.items():
             cells = [f"{row[b]:.1f}" for b in BATCHES] + [f"{row['clients']:.1f} ({row['p50_ms']:.0f} ms)"]
             lines.append(f"| {model} | {name} | " + " | ".join(cells) + " |")
-        kiln, peer = results["kiln"], results["sentence-transformers"]
-        ratios = [f"{kiln[b] / peer[b]:.2f}×" for b in BATCHES] + [f"{kiln['clients'] / peer['clients']:.2f}×"]
-        lines.append(f"| {model} | **Kiln / peer** | " + " | ".join(ratios) + " |")
-    lines += ["", "Vector agreement (lowest cosine over 8 sentences, Kiln vs sentence-transformers): "
-              + ", ".join(f"{m} {r['agreement']:.6f}" for m, r in all_results.items()) + ".", "",
+        for ours, theirs in RATIOS:
+            if ours not in rows or theirs not in rows:
+                continue
+            kiln, peer = rows[ours], rows[theirs]
+            ratios = [f"{kiln[b] / peer[b]:.2f}×" for b in BATCHES] + [f"{kiln['clients'] / peer['clients']:.2f}×"]
+            lines.append(f"| {model} | **{ours} / {theirs}** | " + " | ".join(ratios) + " |")
+    agreement = "; ".join(f"{model} {name} {value:.6f}" for model, results in all_results.items()
+                          for name, value in results["agreement"].items())
+    lines += ["", "Vector agreement (lowest cosine over 8 sentences to sentence-transformers' f32 "
+              f"vectors): {agreement}.", "",
               "Server commands:", ""] + [f"- `{c}`" for c in commands] + [""]
     return "\n".join(lines)
 
@@ -276,6 +349,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--serve-peer", metavar="MODEL_DIR", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--peer-onnx-file", help=argparse.SUPPRESS)
     p.add_argument("--models", default=",".join(MODELS), help="local models (comma-separated)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     p.add_argument("--seconds", type=float, default=10.0, help="how long each row runs")
@@ -294,7 +368,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     if args.serve_peer:
-        serve_peer(args.serve_peer, args.port, args.threads)
+        serve_peer(args.serve_peer, args.port, args.threads, args.peer_onnx_file)
         return 0
     stop_servers_on_exit()
     args.log_dir.mkdir(parents=True, exist_ok=True)

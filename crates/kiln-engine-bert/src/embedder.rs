@@ -6,8 +6,8 @@ use candle_core::{Device, Tensor};
 use kiln_core::{Embedder, EmbeddingOutput, KilnError, KilnResult, Pooling};
 use tokenizers::{Encoding, Tokenizer};
 
-use crate::bert_encoder::BertEncoder;
-use crate::model_dir::{self, decode_token_ids};
+use crate::model_dir::{self, decode_token_ids, Backend, Encoder};
+use crate::onnx_encoder::PaddedBatch;
 use crate::pooling::pool_and_normalize;
 
 /// Sequences per forward pass. Bounds peak memory (attention is batch × heads × len² floats)
@@ -16,7 +16,7 @@ const SUB_BATCH_SIZE: usize = 32;
 
 /// A BERT-family encoder producing L2-normalized sentence embeddings on the CPU.
 pub struct BertEmbedder {
-    model: BertEncoder,
+    model: Encoder,
     tokenizer: Tokenizer,
     hidden_size: usize,
     max_input_tokens: usize,
@@ -29,9 +29,20 @@ impl BertEmbedder {
     /// `model.safetensors` and optionally `1_Pooling/config.json`. Weights may be named with or
     /// without the `bert.` prefix. Errors are [`kiln_core::ErrorKind::Internal`] and name the file.
     pub fn load(dir: &Path) -> KilnResult<Self> {
-        let loaded = model_dir::load(dir)?;
+        Self::load_with(dir, Backend::Candle)
+    }
+
+    /// Loads the same layout with `model.onnx` (an int8-quantized export) in place of the
+    /// safetensors weights, run by ONNX Runtime on `threads` threads (0: its default).
+    pub fn load_onnx(dir: &Path, threads: usize) -> KilnResult<Self> {
+        Self::load_with(dir, Backend::OnnxRuntime { threads })
+    }
+
+    fn load_with(dir: &Path, backend: Backend) -> KilnResult<Self> {
+        let loaded = model_dir::load(dir, backend)?;
         tracing::info!(
             dir = %dir.display(),
+            ?backend,
             dimensions = loaded.hidden_size,
             max_input_tokens = loaded.max_input_tokens,
             "loaded BERT embedding model"
@@ -66,10 +77,11 @@ impl BertEmbedder {
 
     /// Runs one padded forward pass; returns one vector per encoding, in the given order.
     fn embed_sub_batch(
-        &self,
+        &mut self,
         encodings: &[&Encoding],
         pooling: Pooling,
-    ) -> candle_core::Result<Vec<Vec<f32>>> {
+    ) -> Result<Vec<Vec<f32>>, String> {
+        let candle = |err: candle_core::Error| err.to_string();
         // At least one position, so CLS pooling has something to read even for empty encodings.
         let padded_len = encodings.iter().map(|e| e.len()).max().unwrap_or(0).max(1);
         let batch_size = encodings.len();
@@ -88,11 +100,29 @@ impl BertEmbedder {
         let lengths: Vec<usize> = encodings.iter().map(|e| e.len()).collect();
         let shape = (batch_size, padded_len);
         let device = Device::Cpu;
-        let token_ids = Tensor::from_vec(token_ids, shape, &device)?;
-        let type_ids = Tensor::from_vec(type_ids, shape, &device)?;
-        let attention_mask = Tensor::from_vec(attention_mask, shape, &device)?;
-        let hidden = self.model.forward(&token_ids, &type_ids, &lengths)?;
-        pool_and_normalize(&hidden, &attention_mask, pooling)?.to_vec2::<f32>()
+        let hidden = match &mut self.model {
+            Encoder::Candle(model) => {
+                let token_ids = Tensor::from_vec(token_ids, shape, &device).map_err(candle)?;
+                let type_ids = Tensor::from_vec(type_ids, shape, &device).map_err(candle)?;
+                model
+                    .forward(&token_ids, &type_ids, &lengths)
+                    .map_err(candle)?
+            }
+            Encoder::Onnx(model) => {
+                let widen = |values: Vec<u32>| values.into_iter().map(i64::from).collect();
+                model.forward(PaddedBatch {
+                    batch_size,
+                    padded_len,
+                    token_ids: widen(token_ids),
+                    type_ids: widen(type_ids),
+                    attention_mask: attention_mask.iter().map(|&m| m as i64).collect(),
+                })?
+            }
+        };
+        let attention_mask = Tensor::from_vec(attention_mask, shape, &device).map_err(candle)?;
+        pool_and_normalize(&hidden, &attention_mask, pooling)
+            .and_then(|pooled| pooled.to_vec2::<f32>())
+            .map_err(candle)
     }
 }
 

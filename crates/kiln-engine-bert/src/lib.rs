@@ -12,6 +12,7 @@ mod bert_encoder;
 mod embedder;
 mod gemma;
 mod model_dir;
+mod onnx_encoder;
 mod pooling;
 
 pub use embedder::BertEmbedder;

@@ -10,19 +10,36 @@ use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use crate::bert_encoder::BertEncoder;
+use crate::onnx_encoder::OnnxBertEncoder;
 
 pub(crate) const CONFIG_FILE: &str = "config.json";
 pub(crate) const TOKENIZER_FILE: &str = "tokenizer.json";
 pub(crate) const WEIGHTS_FILE: &str = "model.safetensors";
+pub(crate) const ONNX_FILE: &str = "model.onnx";
 pub(crate) const POOLING_CONFIG_FILE: &str = "1_Pooling/config.json";
 
 /// BERT-family encoders are trained on at most 512 tokens; positions past that are untrained even
 /// where a config declares a larger table.
 const MAX_SUPPORTED_POSITIONS: usize = 512;
 
+/// Which engine runs the encoder.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Backend {
+    /// Kiln's own encoder on candle, from `model.safetensors`.
+    Candle,
+    /// ONNX Runtime on `model.onnx` (int8 exports), on this many threads (0: its default).
+    OnnxRuntime { threads: usize },
+}
+
+/// The loaded encoder, on whichever engine runs it.
+pub(crate) enum Encoder {
+    Candle(BertEncoder),
+    Onnx(OnnxBertEncoder),
+}
+
 /// Everything [`crate::BertEmbedder`] needs, loaded and cross-checked.
 pub(crate) struct LoadedModel {
-    pub model: BertEncoder,
+    pub model: Encoder,
     pub tokenizer: Tokenizer,
     pub hidden_size: usize,
     pub max_input_tokens: usize,
@@ -38,7 +55,7 @@ struct SentenceTransformersPooling {
     pooling_mode_cls_token: bool,
 }
 
-pub(crate) fn load(dir: &Path) -> KilnResult<LoadedModel> {
+pub(crate) fn load(dir: &Path, backend: Backend) -> KilnResult<LoadedModel> {
     let config = read_config(dir)?;
     let max_input_tokens = config.max_position_embeddings.min(MAX_SUPPORTED_POSITIONS);
     if max_input_tokens < 2 {
@@ -53,7 +70,10 @@ pub(crate) fn load(dir: &Path) -> KilnResult<LoadedModel> {
     let pad_token_id = tokenizer
         .token_to_id("[PAD]")
         .unwrap_or(config.pad_token_id as u32);
-    let model = read_weights(dir, &config)?;
+    let model = match backend {
+        Backend::Candle => Encoder::Candle(read_weights(dir, &config)?),
+        Backend::OnnxRuntime { threads } => Encoder::Onnx(read_onnx(dir, &config, threads)?),
+    };
     Ok(LoadedModel {
         model,
         tokenizer,
@@ -147,6 +167,15 @@ pub(crate) fn decode_token_ids(tokenizer: &Tokenizer, ids: &[Vec<u32>]) -> KilnR
         texts.push(text);
     }
     Ok(texts)
+}
+
+fn read_onnx(dir: &Path, config: &Config, threads: usize) -> KilnResult<OnnxBertEncoder> {
+    let path = dir.join(ONNX_FILE);
+    if !path.is_file() {
+        return Err(file_error(dir, ONNX_FILE, "file not found"));
+    }
+    OnnxBertEncoder::load(&path, threads, config.hidden_size)
+        .map_err(|err| file_error(dir, ONNX_FILE, err))
 }
 
 fn read_weights(dir: &Path, config: &Config) -> KilnResult<BertEncoder> {

@@ -1,5 +1,5 @@
 //! Text-to-speech for Kiln: Piper (VITS) voices run on ONNX Runtime through `ort`, loading the
-//! runtime library at run time (`load-dynamic`; see [`runtime`]), with IPA phonemes from the
+//! runtime library at run time (`load-dynamic`; see [`kiln_ort`]), with IPA phonemes from the
 //! `espeak-ng` program (run as a separate process: it is GPL and never linked).
 //!
 //! A voice directory holds `<name>.onnx` and `<name>.onnx.json` (Piper's config: phoneme id map,
@@ -8,7 +8,6 @@
 
 mod audio;
 mod phonemize;
-pub mod runtime;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -190,7 +189,7 @@ impl Synthesizer {
             )));
         }
 
-        runtime::ensure_loaded()?;
+        kiln_ort::ensure_loaded().map_err(TtsError::Runtime)?;
         let mut builder = Session::builder()?;
         if threads > 0 {
             builder = builder.with_intra_threads(threads)?;

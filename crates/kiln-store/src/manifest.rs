@@ -13,6 +13,9 @@ pub enum ModelFormat {
     Gguf,
     /// A Hugging Face BERT directory: safetensors weights, tokenizer.json, config.json.
     HfBert,
+    /// The same BERT directory with the encoder as an ONNX graph (`model.onnx`, an int8
+    /// export) in place of the safetensors weights; run by ONNX Runtime.
+    OnnxBert,
     /// A sentence-transformers EmbeddingGemma directory: the Gemma 3 encoder (config.json,
     /// tokenizer.json, model.safetensors), `1_Pooling/`, `2_Dense/`, `3_Dense/` and the prompts
     /// in `config_sentence_transformers.json`.
@@ -44,6 +47,7 @@ impl ModelFormat {
         match self {
             ModelFormat::Gguf => "gguf",
             ModelFormat::HfBert => "hfbert",
+            ModelFormat::OnnxBert => "onnxbert",
             ModelFormat::HfGemmaEmbed => "hfgemmaembed",
             ModelFormat::HfTextClassifier => "hftextclassifier",
             ModelFormat::HfReranker => "hfreranker",

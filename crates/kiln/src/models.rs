@@ -105,6 +105,13 @@ impl ModelLoader for EngineLoader {
                 Ok(Box::new(BertEmbedder::load(dir)?))
             })
             .map_err(cannot_load),
+            ModelFormat::OnnxBert => {
+                let threads = self.config.threads() as usize;
+                embedding_worker(model, admission, move |dir| {
+                    Ok(Box::new(BertEmbedder::load_onnx(dir, threads)?))
+                })
+                .map_err(cannot_load)
+            }
             ModelFormat::HfGemmaEmbed => embedding_worker(model, admission, |dir| {
                 Ok(Box::new(GemmaEmbedder::load(dir)?))
             })
@@ -162,7 +169,7 @@ impl ModelLoader for EngineLoader {
 /// or when the files do not say; loading the model then reports the error).
 pub fn output_dimensions(model: &InstalledModel) -> Option<usize> {
     let read = match model.format {
-        ModelFormat::HfBert => BertEmbedder::output_dimensions(&model.dir),
+        ModelFormat::HfBert | ModelFormat::OnnxBert => BertEmbedder::output_dimensions(&model.dir),
         ModelFormat::HfGemmaEmbed => GemmaEmbedder::output_dimensions(&model.dir),
         _ => return None,
     };
@@ -225,7 +232,9 @@ pub fn load_registry(
 fn task_of(format: ModelFormat) -> Option<Task> {
     Some(match format {
         ModelFormat::Gguf => Task::TextGeneration,
-        ModelFormat::HfBert | ModelFormat::HfGemmaEmbed => Task::TextEmbeddings,
+        ModelFormat::HfBert | ModelFormat::OnnxBert | ModelFormat::HfGemmaEmbed => {
+            Task::TextEmbeddings
+        }
         ModelFormat::HfTextClassifier | ModelFormat::HfReranker => Task::TextClassification,
         ModelFormat::HfTranslator => Task::Translation,
         ModelFormat::HfSummarizer => Task::Summarization,
@@ -414,7 +423,7 @@ fn human_size(bytes: u64) -> String {
 fn embedding_worker(
     model: &InstalledModel,
     admission: AdmissionConfig,
-    load: fn(&std::path::Path) -> KilnResult<Box<dyn Embedder>>,
+    load: impl Fn(&std::path::Path) -> KilnResult<Box<dyn Embedder>> + Send + 'static,
 ) -> KilnResult<LoadedWorker> {
     let embedder = load(&model.dir)?;
     let dir = model.dir.clone();

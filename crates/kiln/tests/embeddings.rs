@@ -292,3 +292,28 @@ async fn queries_take_the_serving_models_query_prompt() {
         );
     }
 }
+
+/// A catalog id aliased to the int8 ONNX MiniLM is served by ONNX Runtime through the same
+/// routes, and its vectors stay within quantization error of the default f32 model's.
+#[tokio::test]
+async fn an_id_aliased_to_the_int8_model_answers_vectors_close_to_the_f32_ones() {
+    kiln_store::ensure_for_tests("all-minilm-l6-v2-int8");
+    let mut config = test_config();
+    config
+        .aliases
+        .insert(BGE.into(), "all-minilm-l6-v2-int8".into());
+    let int8_addr = spawn_server(config);
+    let f32_addr = spawn_server(test_config());
+    let texts = json!({"text": ["A man is eating food.", "The stock market fell today."]});
+    let url = |addr| format!("http://{addr}/client/v4/accounts/{ACCOUNT}/ai/run/{BGE}");
+    let (status, headers, int8) = post_json(&url(int8_addr), &texts).await;
+    assert_eq!(status, 200, "{int8}");
+    assert_eq!(headers["x-kiln-model"], "all-minilm-l6-v2-int8");
+    assert_eq!(int8["result"]["shape"], json!([2, 384]));
+    let (status, _, full) = post_json(&url(f32_addr), &texts).await;
+    assert_eq!(status, 200, "{full}");
+    for (quantized, reference) in vectors(&int8).iter().zip(&vectors(&full)) {
+        let similarity = cosine(quantized, reference);
+        assert!(similarity > 0.995, "cosine {similarity} to the f32 vector");
+    }
+}
