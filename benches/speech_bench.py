@@ -15,7 +15,11 @@ One run, in this order, everything on this machine and one thing at a time:
   3. Kiln transcribes it through `POST …/ai/run/@cf/openai/whisper` (whisper-base) and
      `…/@cf/openai/whisper-tiny-en` (whisper-tiny-en), the WAV as the raw body: one warm-up call
      (loads the model), then timed runs. Kiln decodes greedily (timestamp rules, no temperature
-     fallback, no conditioning on previous text) with candle in f32 on every core.
+     fallback, no conditioning on previous text) on every core, with Kiln's own Whisper model
+     (kiln-engine-whisper `src/model/`: f32 encoder on candle; decoder with a KV cache, its
+     one-token steps reading the weights as f16, which the CTranslate2 files store exactly), and
+     always computes word timestamps (an extra decoder pass per window plus DTW); faster-whisper
+     does not (`word_timestamps=False`).
   4. Kiln is stopped; faster-whisper (CTranslate2) loads the SAME model directories (Kiln's
      models are CTranslate2 files) with `compute_type` float32 (Kiln's precision) and int8
      (faster-whisper's usual CPU setting), `cpu_threads` = the machine's cores, and transcribes
@@ -201,7 +205,7 @@ def tts(kiln_base: str, text: str) -> Synthesis:
 def kiln_transcribe(args, kiln: Server, model: str, audio: bytes, audio_s: float,
                     reference: str) -> Transcription:
     route = WHISPER_ROUTES[model]
-    row = Transcription("Kiln", model, "f32 (candle)", route=route)
+    row = Transcription("Kiln", model, "f32, f16 decoder weights", route=route)
     url = f"{kiln.base}/client/v4/accounts/{ACCOUNT}/ai/run/{route}"
 
     def once() -> tuple[float, str]:
@@ -310,7 +314,8 @@ def report(args, syntheses: list[Synthesis], audio_s: float, rows: list[Transcri
         f"- Machine: {machine_description()}; {cpu_model()}. One thing ran at a time (the HTTP "
         f"client and Kiln share the CPUs; Kiln was stopped before faster-whisper ran). Load average "
         f"(1/5/15 min) at start: {args.load_at_start}; at end: {load_average()}.",
-        f"- Versions: Kiln {kiln_revision()} (release build; Whisper on candle, f32, every core; "
+        f"- Versions: Kiln {kiln_revision()} (release build; Whisper: Kiln's model on candle, f32 "
+        f"encoder, KV-cached decoder with f16 weights, word timestamps included; every core; "
         f"Piper on ONNX Runtime), Python {platform.python_version()}, faster-whisper "
         f"{package_version('faster-whisper')}, ctranslate2 {package_version('ctranslate2')}. "
         f"faster-whisper: {args.install_note}.",

@@ -19,6 +19,8 @@ pub struct TimedWord {
     pub word: String,
     pub start: f32,
     pub end: f32,
+    /// How sure the recognizer is of the word, 0–1 (Deepgram's word `confidence`).
+    pub confidence: f32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

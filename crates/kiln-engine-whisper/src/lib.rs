@@ -1,17 +1,21 @@
 //! Whisper speech recognition for Kiln.
 //!
-//! Runs candle's Whisper implementation on CTranslate2 (faster-whisper) weights: [`ct2`] reads the
-//! `model.bin` container, splits the fused attention projections and renames the tensors to the
-//! Hugging Face layout candle expects. [`audio`] turns wav/mp3/flac/ogg bytes into 16 kHz mono
-//! samples, and [`Transcriber`] does log-mel, encoding and greedy timestamped decoding in 30 s
-//! windows.
+//! Kiln's own Whisper forward pass (`model`: 2-D encoder, decoder with a KV cache) on
+//! CTranslate2 (faster-whisper) weights: [`ct2`] reads the `model.bin` container, splits the
+//! fused attention projections and renames the tensors to the Hugging Face layout. [`audio`]
+//! turns wav/mp3/flac/ogg bytes into 16 kHz mono samples, and [`Transcriber`] does log-mel,
+//! encoding and greedy timestamped decoding in 30 s windows, then word timestamps from the
+//! decoder's cross-attention (`words`, `timing`).
 
 pub mod audio;
 pub mod ct2;
 pub mod mel;
+pub(crate) mod model;
 mod output;
 mod rules;
+mod timing;
 mod transcribe;
+mod words;
 
 pub use audio::{decode_audio, decode_audio_within, pcm_i16_to_f32, resample_to_16k, AudioLimits};
 pub use output::{to_vtt, Segment, Transcript, Word};

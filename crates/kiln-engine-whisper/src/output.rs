@@ -17,6 +17,9 @@ pub struct Segment {
     pub start: f32,
     pub end: f32,
     pub text: String,
+    /// The decoder's probability of each whitespace-separated word of `text` (the mean over
+    /// its tokens); empty when unknown.
+    pub word_probabilities: Vec<f32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -24,6 +27,8 @@ pub struct Word {
     pub word: String,
     pub start: f32,
     pub end: f32,
+    /// The decoder's probability of the word, 0–1.
+    pub probability: f32,
 }
 
 /// Approximate word timings: each segment's time is shared among its words in proportion to
@@ -42,12 +47,21 @@ pub(crate) fn words_of(segments: &[Segment]) -> Vec<Word> {
         }
         let span = (seg.end - seg.start).max(0.0);
         let mut t = seg.start;
-        for (word, weight) in parts.iter().zip(&weights) {
+        // Token words that do not line up with the text's words: each gets the mean.
+        let probabilities = &seg.word_probabilities;
+        let mean = if probabilities.is_empty() {
+            1.0
+        } else {
+            probabilities.iter().sum::<f32>() / probabilities.len() as f32
+        };
+        let aligned = probabilities.len() == parts.len();
+        for (i, (word, weight)) in parts.iter().zip(&weights).enumerate() {
             let end = (t + span * weight / total).min(seg.end.max(seg.start));
             words.push(Word {
                 word: (*word).to_string(),
                 start: round2(t),
                 end: round2(end),
+                probability: if aligned { probabilities[i] } else { mean },
             });
             t = end;
         }
@@ -98,6 +112,7 @@ mod tests {
             start,
             end,
             text: text.into(),
+            word_probabilities: vec![],
         }
     }
 

@@ -18,6 +18,7 @@ pub(crate) struct SpecialTokens {
     pub translate: Option<u32>,
     pub sot_prev: Option<u32>,
     pub no_speech: Option<u32>,
+    pub no_timestamps: u32,
     pub timestamp_begin: u32,
     /// `(code, token)` for every language token of the vocabulary.
     pub languages: Vec<(String, u32)>,
@@ -45,6 +46,7 @@ impl SpecialTokens {
             translate: id("<|translate|>"),
             sot_prev: id("<|startofprev|>"),
             no_speech: id("<|nospeech|>").or_else(|| id("<|nocaptions|>")),
+            no_timestamps,
             timestamp_begin: id("<|0.00|>").unwrap_or(no_timestamps + 1),
             languages,
         })
@@ -172,6 +174,7 @@ mod tests {
             translate: None,
             sot_prev: None,
             no_speech: None,
+            no_timestamps: 13,
             timestamp_begin: 14,
             languages: vec![],
         }

@@ -3,13 +3,13 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, IndexOp, Tensor, D};
-use candle_nn::VarBuilder;
-use candle_transformers::models::whisper::{self as w, model::Whisper};
+use candle_core::{Device, Tensor};
+use candle_transformers::models::whisper as w;
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
 use crate::ct2::Ct2Model;
+use crate::model::WhisperModel;
 use crate::output::{round2, words_of, Segment, Transcript};
 use crate::rules::{argmax, log_softmax, LogitRules, SpecialTokens, TIME_PRECISION};
 use crate::AsrError;
@@ -49,21 +49,27 @@ struct Ct2Config {
     suppress_ids_begin: Vec<i64>,
     #[serde(default)]
     lang_ids: Vec<u32>,
+    /// (decoder layer, head) pairs whose cross-attention follows the speech.
+    #[serde(default)]
+    alignment_heads: Vec<(usize, usize)>,
 }
 
 /// A loaded Whisper model. `Send`, not `Sync`: one transcription at a time.
 pub struct Transcriber {
-    model: Whisper,
+    model: WhisperModel,
     tokenizer: Tokenizer,
     tokens: SpecialTokens,
     suppress: Vec<u32>,
     suppress_begin: Vec<u32>,
     filters: Vec<f32>,
     multilingual: bool,
+    alignment_heads: Vec<(usize, usize)>,
 }
 
 struct WindowResult {
     tokens: Vec<u32>,
+    /// The probability the decoder gave each of `tokens`.
+    token_probs: Vec<f32>,
     avg_logprob: f32,
     no_speech_prob: f32,
 }
@@ -89,10 +95,19 @@ impl Transcriber {
         let config = ct2.whisper_config(suppress.clone())?;
         let tensors = ct2.to_hf_tensors(&config)?;
         drop(ct2);
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
         let filters = crate::mel::mel_filters(config.num_mel_bins);
         let multilingual = config.vocab_size >= 51865;
-        let model = Whisper::load(&vb, config)?;
+        let model = WhisperModel::load(tensors, config)?;
+        let (layers, heads) = (model.decoder.layers(), model.decoder.heads());
+        let mut alignment_heads: Vec<(usize, usize)> = cfg
+            .alignment_heads
+            .iter()
+            .copied()
+            .filter(|&(l, h)| l < layers && h < heads)
+            .collect();
+        if alignment_heads.is_empty() {
+            alignment_heads = crate::words::known_alignment_heads(layers, heads, multilingual);
+        }
         let tokens = SpecialTokens::from_tokenizer(&tokenizer, &cfg.lang_ids)?;
         Ok(Self {
             model,
@@ -102,6 +117,7 @@ impl Transcriber {
             suppress_begin: to_u32(&cfg.suppress_ids_begin),
             filters,
             multilingual,
+            alignment_heads,
         })
     }
 
@@ -184,6 +200,8 @@ impl Transcriber {
         }
 
         let mut segments = Vec::new();
+        let mut words = Vec::new();
+        let mut last_speech = 0f32;
         let mut seek = 0usize;
         while seek < content_frames {
             if !keep_going() {
@@ -205,14 +223,53 @@ impl Transcriber {
                 seek += segment_size;
                 continue;
             }
-            let advance =
-                self.split_segments(&result.tokens, time_offset, window_secs, &mut segments)?;
+            let first_new = segments.len();
+            let mut ranges = Vec::new();
+            let advance = self.split_segments(
+                &result,
+                time_offset,
+                window_secs,
+                &mut segments,
+                &mut ranges,
+            )?;
+            {
+                let mut aligner = crate::words::Aligner {
+                    decoder: &mut self.model.decoder,
+                    tokenizer: &self.tokenizer,
+                    special: &self.tokens,
+                    heads: &self.alignment_heads,
+                    language: &language,
+                };
+                let window_audio = &samples_16k[(seek * w::HOP_LENGTH).min(samples_16k.len())..];
+                let window_audio =
+                    &window_audio[..window_audio.len().min(segment_size * w::HOP_LENGTH)];
+                let aligned = aligner.align_window(
+                    window_audio,
+                    &sot_seq,
+                    &result.tokens,
+                    &result.token_probs,
+                    &ranges,
+                    &mut segments[first_new..],
+                    segment_size,
+                    time_offset,
+                    &mut last_speech,
+                )?;
+                // No alignment (no text tokens, or too many to re-read): shared-out times.
+                if aligned.is_empty() {
+                    words.extend(words_of(&segments[first_new..]));
+                }
+                words.extend(aligned);
+            }
             let advance = advance.unwrap_or(segment_size);
             seek += if advance == 0 { segment_size } else { advance };
         }
         for seg in &mut segments {
             seg.end = round2(seg.end.min(duration));
             seg.start = round2(seg.start.min(seg.end));
+        }
+        for word in &mut words {
+            word.end = round2(word.end.min(duration));
+            word.start = round2(word.start.min(word.end));
         }
         segments.retain(|s| !s.text.trim().is_empty());
         let text = segments
@@ -221,7 +278,6 @@ impl Transcriber {
             .collect::<String>()
             .trim()
             .to_string();
-        let words = words_of(&segments);
         Ok(Transcript {
             text,
             language,
@@ -233,14 +289,14 @@ impl Transcriber {
 
     fn encode(&mut self, mel: &Tensor, seek: usize) -> Result<Tensor, AsrError> {
         let window = mel.narrow(2, seek, w::N_FRAMES)?;
-        Ok(self.model.encoder.forward(&window, true)?)
+        Ok(self.model.encoder.forward(&window)?)
     }
 
     fn detect_language(&mut self, features: &Tensor) -> Result<u32, AsrError> {
-        let input = Tensor::new(&[self.tokens.sot], &Device::Cpu)?.unsqueeze(0)?;
-        let ys = self.model.decoder.forward(&input, features, true)?;
-        let logits = self.model.decoder.final_linear(&ys.i((.., 0..1))?)?;
-        let logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+        let decoder = &mut self.model.decoder;
+        decoder.set_audio(features)?;
+        let out = decoder.forward(&[self.tokens.sot], &[])?;
+        let logits = decoder.logits(&out.hidden, 0)?;
         self.tokens
             .languages
             .iter()
@@ -268,34 +324,34 @@ impl Transcriber {
         let sot_index = prompt.len();
         let max_len = (sample_begin + n_ctx / 2).min(n_ctx);
         let mut sum_logprob = 0f32;
+        let mut token_probs = Vec::new();
         let mut no_speech_prob = 0f32;
         let mut step = 0;
+        self.model.decoder.set_audio(features)?;
         while tokens.len() < max_len {
             if step % TOKENS_PER_CHECK == TOKENS_PER_CHECK - 1 && !keep_going() {
                 return Err(AsrError::Stopped);
             }
-            let input = Tensor::new(tokens.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
-            let ys = self.model.decoder.forward(&input, features, step == 0)?;
-            let seq = ys.dim(1)?;
+            let decoder = &mut self.model.decoder;
+            // The first step runs the whole prompt; later ones only the newest token.
+            let new = if step == 0 {
+                &tokens[..]
+            } else {
+                &tokens[tokens.len() - 1..]
+            };
+            let out = decoder.forward(new, &[])?;
             if step == 0 {
                 if let Some(ns) = self.tokens.no_speech {
-                    let l = self
-                        .model
-                        .decoder
-                        .final_linear(&ys.i((.., sot_index..sot_index + 1))?)?;
-                    let probs = candle_nn::ops::softmax(&l, D::Minus1)?.flatten_all()?;
-                    no_speech_prob = probs.i(ns as usize)?.to_scalar::<f32>()?;
+                    let at_sot = log_softmax(&decoder.logits(&out.hidden, sot_index)?);
+                    no_speech_prob = at_sot.get(ns as usize).map_or(0.0, |x| x.exp());
                 }
             }
-            let logits = self
-                .model
-                .decoder
-                .final_linear(&ys.i((.., seq - 1..seq))?)?;
-            let mut logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+            let mut logits = decoder.logits(&out.hidden, out.hidden.dim(0)? - 1)?;
             rules.apply(&mut logits, &tokens[sample_begin..]);
             let logprobs = log_softmax(&logits);
             let next = argmax(&logits) as u32;
             sum_logprob += logprobs[next as usize];
+            token_probs.push(logprobs[next as usize].exp());
             step += 1;
             if next == self.tokens.eot {
                 break;
@@ -306,6 +362,7 @@ impl Transcriber {
         Ok(WindowResult {
             avg_logprob: sum_logprob / (sampled.len() + 1) as f32,
             tokens: sampled,
+            token_probs,
             no_speech_prob,
         })
     }
@@ -314,11 +371,13 @@ impl Transcriber {
     /// (`None`: the whole window).
     fn split_segments(
         &self,
-        tokens: &[u32],
+        window: &WindowResult,
         time_offset: f32,
         window_secs: f32,
         segments: &mut Vec<Segment>,
+        ranges: &mut Vec<std::ops::Range<usize>>,
     ) -> Result<Option<usize>, AsrError> {
+        let tokens = window.tokens.as_slice();
         let ts_begin = self.tokens.timestamp_begin;
         let is_ts = |t: u32| t >= ts_begin;
         let time_of = |t: u32| (t - ts_begin) as f32 * TIME_PRECISION;
@@ -339,7 +398,9 @@ impl Transcriber {
                 start: time_offset,
                 end: time_offset + end,
                 text,
+                word_probabilities: self.word_probabilities(tokens, &window.token_probs),
             });
+            ranges.push(0..n);
             return Ok(None);
         }
         if single_timestamp_ending {
@@ -355,7 +416,12 @@ impl Transcriber {
                     start: time_offset + start,
                     end: time_offset + end,
                     text: self.text_of(part)?,
+                    word_probabilities: self.word_probabilities(
+                        part,
+                        window.token_probs.get(last_slice..cut).unwrap_or_default(),
+                    ),
                 });
+                ranges.push(last_slice..cut);
             }
             last_slice = cut;
         }
@@ -366,6 +432,29 @@ impl Transcriber {
         Ok(Some(
             (last_ts.saturating_sub(ts_begin)) as usize * INPUT_STRIDE,
         ))
+    }
+
+    /// Each word's probability, the mean over its text tokens (as openai-whisper's word
+    /// timestamps do); a token that starts with a space (`Ġ`) starts a word.
+    fn word_probabilities(&self, tokens: &[u32], probs: &[f32]) -> Vec<f32> {
+        let mut words: Vec<(f32, usize)> = Vec::new();
+        for (&token, &prob) in tokens.iter().zip(probs) {
+            if token >= self.tokens.eot {
+                continue;
+            }
+            let piece = self.tokenizer.id_to_token(token).unwrap_or_default();
+            match words.last_mut() {
+                Some((sum, count)) if !piece.starts_with('Ġ') => {
+                    *sum += prob;
+                    *count += 1;
+                }
+                _ => words.push((prob, 1)),
+            }
+        }
+        words
+            .into_iter()
+            .map(|(sum, count)| sum / count as f32)
+            .collect()
     }
 
     fn text_of(&self, tokens: &[u32]) -> Result<String, AsrError> {

@@ -118,7 +118,10 @@ impl PublicUrl {
 pub fn router(state: AppState) -> Router {
     metrics::install_recorder();
     let accounts = Router::new()
-        .route("/ai/run/{*model}", post(run::run_model))
+        .route(
+            "/ai/run/{*model}",
+            post(run::run_model).get(media::rest_upgrade),
+        )
         .route("/ai/usage", get(platform::usage_routes::usage))
         .route("/ai/models/search", get(catalog_routes::search_models))
         .route("/ai/models/schema", get(catalog_routes::model_schema))

@@ -40,7 +40,7 @@ pub async fn run_model(
         model: model.trim_start_matches('/'),
         queued: batch::requested(query.as_deref()),
     };
-    match run(&state, call, &headers, request_body).await {
+    match run(&state, call, query.as_deref(), &headers, request_body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -57,6 +57,7 @@ struct Call<'a> {
 async fn run(
     state: &SharedState,
     call: Call<'_>,
+    query: Option<&str>,
     headers: &HeaderMap,
     request_body: Body,
 ) -> Result<Response, ApiError> {
@@ -74,10 +75,15 @@ async fn run(
     // Media models take binary bodies as well as JSON: they read their own.
     if let Worker::Media(worker) = &served.worker {
         let meter = admit(state, caller, model, entry).map_err(|e| e.served_by(&served.name))?;
-        return crate::media::run(
-            state,
+        let target = crate::media::MediaTarget {
             worker,
             entry,
+            served: &served.name,
+            query,
+        };
+        return crate::media::run(
+            state,
+            &target,
             headers,
             request_body,
             Admission::default(),

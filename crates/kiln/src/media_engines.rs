@@ -239,6 +239,7 @@ impl MediaEngine for WhisperEngine {
                         word: w.word.clone(),
                         start: w.start,
                         end: w.end,
+                        confidence: w.probability,
                     })
                     .collect(),
             })

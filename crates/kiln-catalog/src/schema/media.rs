@@ -5,12 +5,57 @@ use serde_json::{json, Value};
 
 use super::{binary_body, bytes, integer, number};
 
-pub(super) const AURA_1_SPEAKERS: &[&str] = &[
+pub const AURA_1_SPEAKERS: &[&str] = &[
     "angus", "asteria", "arcas", "orion", "orpheus", "athena", "luna", "zeus", "perseus", "helios",
     "hera", "stella",
 ];
 
-pub(super) const AURA_2_ES_SPEAKERS: &[&str] = &[
+/// Deepgram's Aura 2 English voices (the 40 the spec counts, amalthea…zeus). Not pinned in
+/// the schema (the list is unverified): the server checks it and names them.
+pub const AURA_2_EN_SPEAKERS: &[&str] = &[
+    "amalthea",
+    "andromeda",
+    "apollo",
+    "arcas",
+    "aries",
+    "asteria",
+    "athena",
+    "atlas",
+    "aurora",
+    "callista",
+    "cora",
+    "cordelia",
+    "delia",
+    "draco",
+    "electra",
+    "harmonia",
+    "helena",
+    "hera",
+    "hermes",
+    "hyperion",
+    "iris",
+    "janus",
+    "juno",
+    "jupiter",
+    "luna",
+    "mars",
+    "minerva",
+    "neptune",
+    "odysseus",
+    "ophelia",
+    "orion",
+    "orpheus",
+    "pandora",
+    "phoebe",
+    "pluto",
+    "saturn",
+    "thalia",
+    "theia",
+    "vesta",
+    "zeus",
+];
+
+pub const AURA_2_ES_SPEAKERS: &[&str] = &[
     "sirio", "nestor", "carina", "celeste", "alvaro", "diana", "aquila", "selena", "estrella",
     "javier",
 ];
@@ -123,6 +168,19 @@ pub(super) fn whisper_turbo_output() -> Value {
     })
 }
 
+/// A Deepgram boolean option: URL query values arrive as text.
+fn flag() -> Value {
+    json!({"anyOf": [{"type": "boolean"}, {"type": "string", "enum": ["true", "false"]}]})
+}
+
+/// A Deepgram numeric option, as a number or as query text.
+fn count() -> Value {
+    json!({"type": ["number", "string"]})
+}
+
+/// Nova-3: a binary body (a file, or raw audio described by `encoding` and `sample_rate` in
+/// the query), or `{audio, ...options}` where `audio` is the binding's `{body, contentType}`,
+/// base64 or bytes.
 pub(super) fn deepgram_nova_input() -> Value {
     json!({
         "oneOf": [
@@ -130,19 +188,22 @@ pub(super) fn deepgram_nova_input() -> Value {
             {
                 "type": "object",
                 "properties": {
-                    "audio": stream_input(),
-                    "language": {"type": "string"},
-                    "punctuate": {"type": "boolean"},
-                    "smart_format": {"type": "boolean"},
-                    "diarize": {"type": "boolean"},
-                    "detect_language": {"type": "boolean"},
-                    "encoding": {"type": "string"},
-                    "utterances": {"type": "boolean"},
-                    "paragraphs": {"type": "boolean"},
-                    "keyterm": {"type": "string"},
-                    "interim_results": {"type": "boolean"},
+                    "audio": {"anyOf": [bytes(), stream_input()]},
+                    "language": {"type": "string", "description": "BCP-47 code (en, en-US, es); multi or absent detects it."},
+                    "punctuate": flag(),
+                    "smart_format": flag(),
+                    "diarize": flag(),
+                    "detect_language": flag(),
+                    "encoding": {"type": "string", "description": "Raw audio: linear16, mulaw or alaw (with sample_rate); files need none."},
+                    "sample_rate": count(),
+                    "channels": count(),
+                    "utterances": flag(),
+                    "utt_split": count(),
+                    "paragraphs": flag(),
+                    "keyterm": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                    "interim_results": flag(),
                     "endpointing": {"type": ["string", "integer", "boolean"]},
-                    "vad_events": {"type": "boolean"}
+                    "vad_events": flag()
                 },
                 "required": ["audio"]
             }
@@ -166,11 +227,62 @@ pub(super) fn deepgram_flux_input() -> Value {
     })
 }
 
+fn deepgram_word() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "word": {"type": "string"},
+            "start": {"type": "number"},
+            "end": {"type": "number"},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "punctuated_word": {"type": "string"},
+            "speaker": {"type": "integer"},
+            "speaker_confidence": {"type": "number"}
+        },
+        "required": ["word", "start", "end", "confidence"]
+    })
+}
+
+/// Deepgram's pre-recorded answer: `metadata` and `results.channels[].alternatives[]`, with
+/// `paragraphs` and `results.utterances` when asked for.
 pub(super) fn deepgram_output() -> Value {
+    let words = json!({"type": "array", "items": deepgram_word()});
+    let span = |extra: Value| {
+        let mut properties = json!({"start": {"type": "number"}, "end": {"type": "number"}});
+        if let (Some(fields), Value::Object(more)) = (properties.as_object_mut(), extra) {
+            fields.extend(more);
+        }
+        json!({"type": "object", "properties": properties})
+    };
+    let sentence = span(json!({"text": {"type": "string"}}));
+    let paragraph = span(json!({
+        "sentences": {"type": "array", "items": sentence},
+        "num_words": {"type": "integer"}
+    }));
+    let utterance = span(json!({
+        "confidence": {"type": "number"},
+        "channel": {"type": "integer"},
+        "transcript": {"type": "string"},
+        "words": words,
+        "speaker": {"type": "integer"},
+        "id": {"type": "string"}
+    }));
     json!({
         "type": "object",
         "contentType": "application/json",
         "properties": {
+            "metadata": {
+                "type": "object",
+                "properties": {
+                    "transaction_key": {"type": "string"},
+                    "request_id": {"type": "string"},
+                    "created": {"type": "string"},
+                    "duration": {"type": "number"},
+                    "channels": {"type": "integer"},
+                    "models": {"type": "array", "items": {"type": "string"}},
+                    "model_info": {"type": "object"}
+                }
+            },
             "results": {
                 "type": "object",
                 "properties": {
@@ -186,16 +298,28 @@ pub(super) fn deepgram_output() -> Value {
                                         "properties": {
                                             "transcript": {"type": "string"},
                                             "confidence": {"type": "number"},
-                                            "words": {"type": "array", "items": word()}
-                                        }
+                                            "words": words,
+                                            "paragraphs": {
+                                                "type": "object",
+                                                "properties": {
+                                                    "transcript": {"type": "string"},
+                                                    "paragraphs": {"type": "array", "items": paragraph}
+                                                }
+                                            }
+                                        },
+                                        "required": ["transcript", "confidence", "words"]
                                     }
-                                }
+                                },
+                                "detected_language": {"type": "string"}
                             }
                         }
-                    }
-                }
+                    },
+                    "utterances": {"type": "array", "items": utterance}
+                },
+                "required": ["channels"]
             }
-        }
+        },
+        "required": ["results"]
     })
 }
 
@@ -226,7 +350,11 @@ pub(super) fn melotts_input() -> Value {
         "type": "object",
         "properties": {
             "prompt": {"type": "string", "minLength": 1},
-            "lang": {"type": "string", "default": "en"}
+            "lang": {
+                "type": "string",
+                "default": "en",
+                "description": "en, es, fr, zh, jp or kr; Kiln speaks the ones it has a voice installed for."
+            }
         },
         "required": ["prompt"]
     })

@@ -5,6 +5,8 @@ mod media;
 mod retrieval;
 mod text;
 
+pub use media::{AURA_1_SPEAKERS, AURA_2_EN_SPEAKERS, AURA_2_ES_SPEAKERS};
+
 use kiln_core::Task;
 use serde::Deserialize;
 use serde_json::{json, Value};

@@ -70,7 +70,10 @@ pub fn routes(app: SharedState, inner: Router) -> Router {
         .route("/v1/{account_id}/{gateway_id}/{*path}", any(proxy::handle));
     // The Worker AI binding (spec §2.3, §11); see docs/worker-binding.md.
     let binding = Router::new()
-        .route("/run", post(binding::run))
+        .route(
+            "/run",
+            post(binding::run).get(crate::media::binding_upgrade),
+        )
         .route("/ai-gateway/run", post(binding::gateway_run))
         .route("/ai-api/models/search", get(binding_api::models))
         .route(

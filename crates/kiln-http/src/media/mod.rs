@@ -4,12 +4,19 @@
 //! the answer follows the catalog model that was asked for (e.g. whisper vs whisper-large-v3-turbo,
 //! melotts vs aura).
 
+mod deepgram;
+mod encode;
 mod image;
 mod json;
+mod live;
+mod live_session;
+mod speakers;
 mod speech;
 mod text;
 mod voice;
+mod ws;
 
+pub use live_session::{binding_upgrade, rest_upgrade};
 pub use speech::openai_transcription;
 pub use text::install_hint as seq2seq_install_hint;
 pub use voice::openai_speech;
@@ -77,16 +84,27 @@ pub async fn read_input(
     Ok(MediaInput::Binary(bytes))
 }
 
-/// Serves one media request for the model `entry` names.
+/// Who serves a media request, and what its URL said.
+pub struct MediaTarget<'a> {
+    pub worker: &'a MediaWorker,
+    /// The catalog model asked for: it decides the shapes.
+    pub entry: &'a CatalogEntry,
+    /// The local model behind `worker`.
+    pub served: &'a str,
+    /// The URL's query: Deepgram's options arrive there on REST.
+    pub query: Option<&'a str>,
+}
+
+/// Serves one media request for the model `target.entry` names.
 pub async fn run(
     state: &SharedState,
-    worker: &MediaWorker,
-    entry: &CatalogEntry,
+    target: &MediaTarget<'_>,
     headers: &HeaderMap,
     body: Body,
     admission: Admission,
     meter: &Meter,
 ) -> KilnResult<Response> {
+    let (worker, entry) = (target.worker, target.entry);
     let input = match read_input(state, headers, body).await? {
         MediaInput::Json(mut value) => {
             kiln_catalog::drop_null_fields(entry, &mut value);
@@ -109,9 +127,9 @@ pub async fn run(
     match worker.task() {
         Task::SpeechRecognition => {
             let max = state.config.limits.audio.max_decoded_bytes;
-            speech::run(worker, entry, input, max, admission, meter).await
+            speech::run(target, input, max, admission, meter).await
         }
-        Task::TextToSpeech => voice::run(worker, entry, input, admission, meter).await,
+        Task::TextToSpeech => voice::run(state, target, input, admission, meter).await,
         Task::Translation | Task::Summarization => text::run(worker, input, admission, meter).await,
         Task::ImageClassification => {
             let max = state.config.limits.image.max_decoded_bytes;

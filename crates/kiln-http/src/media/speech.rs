@@ -1,28 +1,31 @@
 //! Speech recognition (spec §3.7): `@cf/openai/whisper` and `whisper-tiny-en` take a binary
 //! body or `{audio: number[]}`; `whisper-large-v3-turbo` takes `{audio: base64, task,
-//! language, initial_prompt}` and answers with segments and `transcription_info`. Also
-//! OpenAI's `POST /v1/audio/transcriptions`.
+//! language, initial_prompt}` and answers with segments and `transcription_info`;
+//! `@cf/deepgram/*` answer Deepgram's shape (`deepgram`). Also OpenAI's
+//! `POST /v1/audio/transcriptions`.
 
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use kiln_catalog::CatalogEntry;
 use kiln_core::media::{MediaOutput, TranscribeOptions, Transcription};
 use kiln_core::{KilnError, KilnResult, MediaRequest};
 use kiln_scheduler::{Admission, MediaWorker};
 use serde_json::{json, Value};
 
-use super::{bytes_field, MediaInput};
+use super::{bytes_field, deepgram, MediaInput, MediaTarget};
 use crate::envelope::success;
 use crate::platform::Meter;
 
 pub async fn run(
-    worker: &MediaWorker,
-    entry: &CatalogEntry,
+    target: &MediaTarget<'_>,
     input: MediaInput,
     max_decoded_bytes: usize,
     admission: Admission,
     meter: &Meter,
 ) -> KilnResult<Response> {
+    let (worker, entry) = (target.worker, target.entry);
+    if let Some(arch) = entry.name.strip_prefix("@cf/deepgram/") {
+        return run_deepgram(target, arch, input, max_decoded_bytes, admission, meter).await;
+    }
     let (audio, options) = match input {
         MediaInput::Binary(bytes) => (bytes.to_vec(), TranscribeOptions::default()),
         MediaInput::Json(value) => {
@@ -42,7 +45,39 @@ pub async fn run(
     Ok(success(result).into_response())
 }
 
-async fn transcribe(
+/// Nova-3 (and Flux) on Whisper, in Deepgram's shape.
+async fn run_deepgram(
+    target: &MediaTarget<'_>,
+    arch: &str,
+    input: MediaInput,
+    max_decoded_bytes: usize,
+    admission: Admission,
+    meter: &Meter,
+) -> KilnResult<Response> {
+    let limit = "limits.audio.max_decoded_bytes";
+    let (audio, options) = match input {
+        MediaInput::Binary(bytes) => (bytes.to_vec(), deepgram::options(None, target.query)?),
+        MediaInput::Json(value) => {
+            let fields = value.as_object();
+            // `{audio: {body, contentType}}` (the binding's stream), or the bytes themselves.
+            let audio = match value.get("audio") {
+                Some(stream @ Value::Object(_)) => {
+                    bytes_field(stream, "body", max_decoded_bytes, limit)?
+                }
+                _ => bytes_field(&value, "audio", max_decoded_bytes, limit)?,
+            };
+            (audio, deepgram::options(fields, target.query)?)
+        }
+    };
+    let audio = deepgram::as_file(audio, options.raw);
+    let request = deepgram::transcribe_options(&options);
+    let transcription = transcribe(target.worker, audio, request, admission).await?;
+    meter.charge_units("audio minute", f64::from(transcription.duration) / 60.0);
+    let result = deepgram::result(&transcription, &options, arch, target.served);
+    Ok(success(result).into_response())
+}
+
+pub(super) async fn transcribe(
     worker: &MediaWorker,
     audio: Vec<u8>,
     options: TranscribeOptions,

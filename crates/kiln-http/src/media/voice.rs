@@ -1,23 +1,26 @@
 //! Text-to-speech (spec §3.8): `@cf/myshell-ai/melotts` `{prompt, lang}` → `{audio: base64
 //! MP3}`; `@cf/deepgram/aura-*` `{text, speaker, encoding, container, sample_rate}` → binary
-//! audio. Also OpenAI's `POST /v1/audio/speech`.
+//! audio. Also OpenAI's `POST /v1/audio/speech`. Speakers and languages pick an installed voice
+//! (`speakers`); encodings other than MP3 are made here from the voice's 16-bit PCM
+//! (`encode`).
 
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use kiln_catalog::CatalogEntry;
 use kiln_core::media::{AudioFormat, MediaOutput};
 use kiln_core::{KilnError, KilnResult, MediaRequest};
-use kiln_scheduler::{Admission, MediaWorker};
+use kiln_scheduler::{Admission, MediaWorker, Worker};
 use serde_json::{json, Value};
 
-use super::MediaInput;
+use super::encode::{self, WavFormat};
+use super::{speakers, MediaInput, MediaTarget};
 use crate::envelope::success;
 use crate::platform::Meter;
+use crate::SharedState;
 
 pub async fn run(
-    worker: &MediaWorker,
-    entry: &CatalogEntry,
+    state: &SharedState,
+    target: &MediaTarget<'_>,
     input: MediaInput,
     admission: Admission,
     meter: &Meter,
@@ -25,24 +28,71 @@ pub async fn run(
     let MediaInput::Json(value) = input else {
         return Err(KilnError::bad_input("text-to-speech takes a JSON body"));
     };
-    if entry.name.starts_with("@cf/deepgram/aura") {
+    let model = target.entry.name.as_str();
+    if model.starts_with("@cf/deepgram/aura") {
         let text = required_text(&value, "text")?;
-        let format = aura_format(&value)?;
-        let sample_rate = value
-            .get("sample_rate")
-            .and_then(Value::as_f64)
-            .map(|rate| rate as u32);
+        let speaker = value.get("speaker").and_then(Value::as_str);
+        let language = speakers::aura_language(model, speaker)?;
+        let who = format!("speaker {:?}", speaker.unwrap_or("(default)"));
+        let output = AuraOutput::of(&value)?;
         let characters = text.chars().count() as f64;
-        let (bytes, content_type, _) = speak(worker, text, format, sample_rate, admission).await?;
+        let voice = Voice::pick(state, target, language, &who).await?;
+        let (bytes, content_type, _) = output.speak(voice.worker(target), text, admission).await?;
         meter.charge_units("characters", characters);
         return Ok(binary(bytes, content_type));
     }
     // MeloTTS (and local TTS models by name): base64 MP3 in the envelope.
     let text = required_text(&value, "prompt")?;
-    let (bytes, _, seconds) = speak(worker, text, AudioFormat::Mp3, None, admission).await?;
+    let lang = value.get("lang").and_then(Value::as_str);
+    let language = speakers::melo_language(lang)?;
+    let who = format!("lang {:?}", lang.unwrap_or("en"));
+    let voice = Voice::pick(state, target, language, &who).await?;
+    let (bytes, _, seconds) = speak(
+        voice.worker(target),
+        text,
+        AudioFormat::Mp3,
+        None,
+        admission,
+    )
+    .await?;
     meter.charge_units("audio minute", f64::from(seconds) / 60.0);
     let audio = base64::engine::general_purpose::STANDARD.encode(bytes);
     Ok(success(json!({"audio": audio})).into_response())
+}
+
+/// The voice that speaks: the served model, or another installed voice of the language.
+enum Voice {
+    Served,
+    Other(kiln_scheduler::ServedModel),
+}
+
+impl Voice {
+    async fn pick(
+        state: &SharedState,
+        target: &MediaTarget<'_>,
+        language: &str,
+        who: &str,
+    ) -> KilnResult<Self> {
+        let name = speakers::voice_for(&state.registry, target.served, language, who)?;
+        if name == target.served {
+            return Ok(Voice::Served);
+        }
+        let served = state.registry.acquire(&name).await?;
+        match served.worker {
+            Worker::Media(_) => Ok(Voice::Other(served)),
+            _ => Err(KilnError::internal(format!("{name} is not a voice"))),
+        }
+    }
+
+    fn worker<'a>(&'a self, target: &'a MediaTarget<'_>) -> &'a MediaWorker {
+        match self {
+            Voice::Other(kiln_scheduler::ServedModel {
+                worker: Worker::Media(worker),
+                ..
+            }) => worker,
+            _ => target.worker,
+        }
+    }
 }
 
 fn required_text(value: &Value, field: &str) -> KilnResult<String> {
@@ -54,20 +104,128 @@ fn required_text(value: &Value, field: &str) -> KilnResult<String> {
         .ok_or_else(|| KilnError::bad_input(format!("'{field}' must be non-empty text")))
 }
 
-/// Aura's `encoding` and `container`: MP3 by default; `linear16` raw or in a WAV container.
-fn aura_format(value: &Value) -> KilnResult<AudioFormat> {
-    let encoding = value
-        .get("encoding")
-        .and_then(Value::as_str)
-        .unwrap_or("mp3");
-    let container = value.get("container").and_then(Value::as_str);
-    match (encoding, container) {
-        ("mp3", _) => Ok(AudioFormat::Mp3),
-        ("linear16", Some("wav")) => Ok(AudioFormat::Wav),
-        ("linear16", _) => Ok(AudioFormat::Linear16),
-        (other, _) => Err(KilnError::bad_input(format!(
-            "encoding {other:?} is not produced by Kiln's voices: use mp3 or linear16"
-        ))),
+/// What Aura's `encoding`, `container` and `sample_rate` ask for (Deepgram's defaults: MP3;
+/// linear16, mulaw and alaw in a WAV container at 24, 8 and 8 kHz; FLAC at 48 kHz).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct AuraOutput {
+    encoding: Encoding,
+    wav: bool,
+    sample_rate: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Encoding {
+    Mp3,
+    Linear16,
+    Mulaw,
+    Alaw,
+    Flac,
+}
+
+const ENCODINGS: &str = "mp3, linear16, mulaw, alaw or flac";
+
+impl AuraOutput {
+    fn of(value: &Value) -> KilnResult<Self> {
+        let text = |name: &str| value.get(name).and_then(Value::as_str);
+        let encoding = match text("encoding").unwrap_or("mp3") {
+            "mp3" => Encoding::Mp3,
+            "linear16" => Encoding::Linear16,
+            "mulaw" => Encoding::Mulaw,
+            "alaw" => Encoding::Alaw,
+            "flac" => Encoding::Flac,
+            other @ ("opus" | "aac") => {
+                return Err(KilnError::bad_input(format!(
+                    "encoding {other:?} is not available: Kiln has no {other} encoder; use \
+                     {ENCODINGS}"
+                )))
+            }
+            other => {
+                return Err(KilnError::bad_input(format!(
+                    "encoding {other:?} is unknown: use {ENCODINGS}"
+                )))
+            }
+        };
+        let pcm = matches!(
+            encoding,
+            Encoding::Linear16 | Encoding::Mulaw | Encoding::Alaw
+        );
+        let wav = match (text("container"), pcm) {
+            (None | Some("wav"), true) => true,
+            (None | Some("none"), _) => false,
+            (Some(container), _) => {
+                let allowed = if pcm { "none or wav" } else { "none" };
+                return Err(KilnError::bad_input(format!(
+                    "container {container:?} does not hold {} audio: use {allowed}",
+                    text("encoding").unwrap_or("mp3")
+                )));
+            }
+        };
+        let sample_rate = match value.get("sample_rate") {
+            None => None,
+            Some(rate) => Some(
+                rate.as_f64()
+                    .filter(|r| r.fract() == 0.0 && (8_000.0..=48_000.0).contains(r))
+                    .map(|r| r as u32)
+                    .ok_or_else(|| {
+                        KilnError::bad_input(format!(
+                            "sample_rate must be a whole number of Hz from 8000 to 48000, not \
+                             {rate}"
+                        ))
+                    })?,
+            ),
+        };
+        let sample_rate = sample_rate.or(match encoding {
+            Encoding::Mp3 => None,
+            Encoding::Linear16 => Some(24_000),
+            Encoding::Mulaw | Encoding::Alaw => Some(8_000),
+            Encoding::Flac => Some(48_000),
+        });
+        Ok(Self {
+            encoding,
+            wav,
+            sample_rate,
+        })
+    }
+
+    async fn speak(
+        self,
+        worker: &MediaWorker,
+        text: String,
+        admission: Admission,
+    ) -> KilnResult<(Vec<u8>, &'static str, f32)> {
+        let format = match self.encoding {
+            Encoding::Mp3 => AudioFormat::Mp3,
+            _ => AudioFormat::Linear16,
+        };
+        let (bytes, content_type, seconds) =
+            speak(worker, text, format, self.sample_rate, admission).await?;
+        let rate = self.sample_rate.unwrap_or(22_050);
+        let g711 = |code: fn(i16) -> u8| -> Vec<u8> {
+            encode::pcm16(&bytes).into_iter().map(code).collect()
+        };
+        Ok(match (self.encoding, self.wav) {
+            (Encoding::Mp3, _) => (bytes, content_type, seconds),
+            (Encoding::Linear16, false) => (bytes, "audio/l16", seconds),
+            (Encoding::Linear16, true) => {
+                let wav = encode::wav(&bytes, WavFormat::Pcm16, rate, 1);
+                (wav, "audio/wav", seconds)
+            }
+            (Encoding::Mulaw, false) => (g711(encode::mulaw), "audio/basic", seconds),
+            (Encoding::Alaw, false) => (g711(encode::alaw), "audio/x-alaw-basic", seconds),
+            (Encoding::Mulaw, true) => {
+                let wav = encode::wav(&g711(encode::mulaw), WavFormat::Mulaw, rate, 1);
+                (wav, "audio/wav", seconds)
+            }
+            (Encoding::Alaw, true) => {
+                let wav = encode::wav(&g711(encode::alaw), WavFormat::Alaw, rate, 1);
+                (wav, "audio/wav", seconds)
+            }
+            (Encoding::Flac, _) => (
+                encode::flac(&encode::pcm16(&bytes), rate),
+                "audio/flac",
+                seconds,
+            ),
+        })
     }
 }
 
@@ -127,4 +285,37 @@ pub async fn openai_speech(
         speak(worker, text, format, sample_rate, admission).await?;
     meter.charge_units("audio minute", f64::from(seconds) / 60.0);
     Ok(binary(bytes, content_type))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aura_options_follow_deepgram_defaults() {
+        let of = |value: Value| AuraOutput::of(&value);
+        let mp3 = of(json!({})).unwrap();
+        assert_eq!(
+            (mp3.encoding, mp3.wav, mp3.sample_rate),
+            (Encoding::Mp3, false, None)
+        );
+        let pcm = of(json!({"encoding": "linear16"})).unwrap();
+        assert_eq!((pcm.wav, pcm.sample_rate), (true, Some(24_000)));
+        let raw = of(json!({"encoding": "mulaw", "container": "none"})).unwrap();
+        assert_eq!((raw.wav, raw.sample_rate), (false, Some(8_000)));
+        let flac = of(json!({"encoding": "flac", "sample_rate": 16000})).unwrap();
+        assert_eq!(flac.sample_rate, Some(16_000));
+        for bad in [
+            json!({"encoding": "opus"}),
+            json!({"encoding": "aac"}),
+            json!({"encoding": "wma"}),
+            json!({"encoding": "mp3", "container": "wav"}),
+            json!({"encoding": "linear16", "container": "ogg"}),
+            json!({"sample_rate": 44100.5}),
+            json!({"sample_rate": 96000}),
+        ] {
+            let error = of(bad.clone()).expect_err("refused");
+            assert_eq!(error.kind, kiln_core::ErrorKind::BadInput, "{bad}");
+        }
+    }
 }

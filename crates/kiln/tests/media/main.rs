@@ -4,9 +4,12 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod deepgram;
 mod image;
+mod live;
 mod speech;
 mod voice;
+mod voice_options;
 
 use common::*;
 

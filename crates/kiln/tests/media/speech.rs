@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use super::*;
 
-const SENTENCES: [&str; 5] = [
+pub(super) const SENTENCES: [&str; 5] = [
     "The quick brown fox jumps over the lazy dog.",
     "She sells sea shells by the sea shore.",
     "A cup of coffee helps me start the day.",
@@ -13,7 +13,7 @@ const SENTENCES: [&str; 5] = [
 ];
 
 /// Kiln's voice, as 16 kHz 16-bit WAV.
-async fn speak(text: &str) -> Vec<u8> {
+pub(super) async fn speak(text: &str) -> Vec<u8> {
     let response = client()
         .post(media_run_url("@cf/deepgram/aura-1"))
         .bearer_auth("sk-test")
@@ -48,7 +48,7 @@ fn words(text: &str) -> Vec<String> {
 }
 
 /// Word error rate: edit distance over words / reference length.
-fn wer(reference: &str, hypothesis: &str) -> f64 {
+pub(super) fn wer(reference: &str, hypothesis: &str) -> f64 {
     let (r, h) = (words(reference), words(hypothesis));
     let mut previous: Vec<usize> = (0..=h.len()).collect();
     for (i, rw) in r.iter().enumerate() {

@@ -1,0 +1,330 @@
+//! The text decoder with a self-attention KV cache and per-window cross-attention keys/values.
+
+use candle_core::{Device, IndexOp, Result, Tensor};
+use candle_nn::kv_cache::KvCache;
+use candle_transformers::models::whisper::Config;
+
+use super::matvec::{f16_to_f32, HalfRows};
+use super::{attend, split_heads, LayerNorm, Linear, Weights};
+use crate::AsrError;
+
+struct Block {
+    attn_ln: LayerNorm,
+    /// query (pre-scaled), key and value of the self-attention: (d, 3d).
+    qkv: StepLinear,
+    out: StepLinear,
+    cross_ln: LayerNorm,
+    /// query of the cross-attention (pre-scaled).
+    cross_q: StepLinear,
+    /// key and value of the cross-attention, applied to the audio features: (d, 2d).
+    cross_kv: Linear,
+    cross_out: StepLinear,
+    mlp_ln: LayerNorm,
+    fc1: StepLinear,
+    fc2: StepLinear,
+}
+
+/// One layer's per-window state.
+struct LayerState {
+    cache: KvCache,
+    /// Cross-attention keys, transposed: (H, dh, frames).
+    cross_k_t: Option<Tensor>,
+    /// Cross-attention values: (H, frames, dh).
+    cross_v: Option<Tensor>,
+}
+
+pub(crate) struct Decoder {
+    /// Token embeddings (vocabulary, d); also the output projection.
+    embedding: Table,
+    d_model: usize,
+    positions: Tensor,
+    blocks: Vec<Block>,
+    ln: LayerNorm,
+    heads: usize,
+    n_ctx: usize,
+    state: Vec<LayerState>,
+}
+
+/// What one [`Decoder::forward`] call returns.
+pub(crate) struct DecoderOutput {
+    /// Final hidden states (after the last LayerNorm) of the new tokens: (n, d).
+    pub hidden: Tensor,
+    /// For each requested `(layer, head)`, the cross-attention scores (before softmax) of the
+    /// new tokens over the audio frames: (n, frames).
+    pub cross_scores: Vec<Tensor>,
+}
+
+impl Decoder {
+    pub fn load(w: &mut Weights, cfg: &Config) -> std::result::Result<Self, AsrError> {
+        let heads = cfg.decoder_attention_heads;
+        let scale = ((cfg.d_model / heads) as f64).powf(-0.5);
+        let blocks = (0..cfg.decoder_layers)
+            .map(|i| {
+                let p = format!("model.decoder.layers.{i}");
+                let a = format!("{p}.self_attn");
+                let c = format!("{p}.encoder_attn");
+                Ok(Block {
+                    attn_ln: LayerNorm::load(w, &format!("{p}.self_attn_layer_norm"))?,
+                    qkv: StepLinear::fused(
+                        w,
+                        &[
+                            format!("{a}.q_proj"),
+                            format!("{a}.k_proj"),
+                            format!("{a}.v_proj"),
+                        ],
+                        &[scale],
+                    )?,
+                    out: StepLinear::load(w, &format!("{a}.out_proj"))?,
+                    cross_ln: LayerNorm::load(w, &format!("{p}.encoder_attn_layer_norm"))?,
+                    cross_q: StepLinear::fused(w, &[format!("{c}.q_proj")], &[scale])?,
+                    cross_kv: Linear::fused(
+                        w,
+                        &[format!("{c}.k_proj"), format!("{c}.v_proj")],
+                        &[],
+                    )?,
+                    cross_out: StepLinear::load(w, &format!("{c}.out_proj"))?,
+                    mlp_ln: LayerNorm::load(w, &format!("{p}.final_layer_norm"))?,
+                    fc1: StepLinear::load(w, &format!("{p}.fc1"))?,
+                    fc2: StepLinear::load(w, &format!("{p}.fc2"))?,
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, AsrError>>()?;
+        let n_ctx = cfg.max_target_positions;
+        let state = (0..blocks.len())
+            .map(|_| LayerState {
+                cache: KvCache::new(1, n_ctx),
+                cross_k_t: None,
+                cross_v: None,
+            })
+            .collect();
+        Ok(Self {
+            embedding: Table::new(w.take("model.decoder.embed_tokens.weight")?)?,
+            d_model: cfg.d_model,
+            positions: w.take("model.decoder.embed_positions.weight")?,
+            blocks,
+            ln: LayerNorm::load(w, "model.decoder.layer_norm")?,
+            heads,
+            n_ctx,
+            state,
+            // (The map's remaining entries, if any, are dropped with it.)
+        })
+    }
+
+    pub fn layers(&self) -> usize {
+        self.blocks.len()
+    }
+
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Tokens in the self-attention cache.
+    pub fn len(&self) -> usize {
+        self.state.first().map_or(0, |s| s.cache.current_seq_len())
+    }
+
+    /// Starts a window: computes every layer's cross-attention keys and values from the audio
+    /// features (frames, d) and empties the self-attention cache.
+    pub fn set_audio(&mut self, features: &Tensor) -> Result<()> {
+        let d = features.dim(1)?;
+        for (block, state) in self.blocks.iter().zip(&mut self.state) {
+            let kv = block.cross_kv.forward(features)?;
+            state.cross_k_t = Some(
+                split_heads(&kv.narrow(1, 0, d)?, self.heads)?
+                    .transpose(1, 2)?
+                    .contiguous()?,
+            );
+            state.cross_v = Some(split_heads(&kv.narrow(1, d, d)?, self.heads)?);
+            state.cache.reset();
+        }
+        Ok(())
+    }
+
+    /// Empties the self-attention cache (the audio stays).
+    pub fn reset(&mut self) {
+        for state in &mut self.state {
+            state.cache.reset();
+        }
+    }
+
+    /// Runs `tokens` after those already cached and caches them. `alignment_heads` are the
+    /// `(layer, head)` pairs whose cross-attention scores to return.
+    pub fn forward(
+        &mut self,
+        tokens: &[u32],
+        alignment_heads: &[(usize, usize)],
+    ) -> Result<DecoderOutput> {
+        let offset = self.len();
+        let n = tokens.len();
+        if n == 0 || offset + n > self.n_ctx {
+            candle_core::bail!(
+                "{} tokens after {offset} exceed the decoder's {} positions",
+                n,
+                self.n_ctx
+            );
+        }
+        let d = self.d_model;
+        let mut rows = Vec::with_capacity(n * d);
+        for &t in tokens {
+            self.embedding.push_row(t as usize, &mut rows)?;
+        }
+        let mut x = (Tensor::from_vec(rows, (n, d), &Device::Cpu)?
+            + self.positions.narrow(0, offset, n)?)?;
+        let mask = if n > 1 {
+            let total = offset + n;
+            let values: Vec<f32> = (0..n)
+                .flat_map(|i| {
+                    (0..total).map(move |j| {
+                        if j > offset + i {
+                            f32::NEG_INFINITY
+                        } else {
+                            0.0
+                        }
+                    })
+                })
+                .collect();
+            Some(Tensor::from_vec(values, (n, total), &Device::Cpu)?)
+        } else {
+            None
+        };
+        let mut cross_scores = Vec::new();
+        for (layer, (block, state)) in self.blocks.iter().zip(&mut self.state).enumerate() {
+            let qkv = block.qkv.forward(&block.attn_ln.forward(&x)?)?;
+            let q = split_heads(&qkv.narrow(1, 0, d)?, self.heads)?;
+            let k = split_heads(&qkv.narrow(1, d, d)?, self.heads)?;
+            let v = split_heads(&qkv.narrow(1, 2 * d, d)?, self.heads)?;
+            let (k, v) = state.cache.append(&k, &v)?;
+            let (attended, _) = attend(&q, &k.transpose(1, 2)?, &v, mask.as_ref(), false)?;
+            x = (x + block.out.forward(&attended)?)?;
+
+            let (Some(k_t), Some(v)) = (&state.cross_k_t, &state.cross_v) else {
+                candle_core::bail!("the decoder ran before set_audio");
+            };
+            let q = split_heads(
+                &block.cross_q.forward(&block.cross_ln.forward(&x)?)?,
+                self.heads,
+            )?;
+            let wanted: Vec<usize> = alignment_heads
+                .iter()
+                .filter(|(l, _)| *l == layer)
+                .map(|(_, h)| *h)
+                .collect();
+            let (attended, scores) = attend(&q, k_t, v, None, !wanted.is_empty())?;
+            if let Some(scores) = scores {
+                for h in wanted {
+                    cross_scores.push(scores.i(h)?);
+                }
+            }
+            x = (x + block.cross_out.forward(&attended)?)?;
+
+            let h = super::gelu(&block.fc1.forward(&block.mlp_ln.forward(&x)?)?)?;
+            x = (x + block.fc2.forward(&h)?)?;
+        }
+        Ok(DecoderOutput {
+            hidden: self.ln.forward(&x)?,
+            cross_scores,
+        })
+    }
+
+    /// Logits over the vocabulary for one row of [`DecoderOutput::hidden`].
+    pub fn logits(&self, hidden: &Tensor, row: usize) -> Result<Vec<f32>> {
+        let h = hidden.narrow(0, row, 1)?;
+        match &self.embedding {
+            Table::Half(table) => {
+                let h: Vec<f32> = h.flatten_all()?.to_vec1()?;
+                let mut logits = vec![0f32; table.rows()];
+                table.matvec(&h, &mut logits);
+                Ok(logits)
+            }
+            Table::Full(table) => h.matmul(&table.t()?)?.flatten_all()?.to_vec1(),
+        }
+    }
+}
+
+/// The embedding table: f16 when that is exact (see [`super::matvec`]), else f32.
+enum Table {
+    Half(HalfRows),
+    Full(Tensor),
+}
+
+impl Table {
+    fn new(table: Tensor) -> Result<Self> {
+        let (rows, cols) = table.dims2()?;
+        let values: Vec<f32> = table.flatten_all()?.to_vec1()?;
+        Ok(match HalfRows::exact(&values, rows, cols) {
+            Some(half) => Table::Half(half),
+            None => Table::Full(table),
+        })
+    }
+
+    /// Appends token `t`'s embedding to `out`.
+    fn push_row(&self, t: usize, out: &mut Vec<f32>) -> Result<()> {
+        let row = match self {
+            Table::Half(half) => half
+                .row(t)
+                .map(|r| r.iter().map(|&h| f16_to_f32(h)).collect()),
+            Table::Full(full) if t < full.dim(0)? => Some(full.get(t)?.to_vec1::<f32>()?),
+            Table::Full(_) => None,
+        };
+        match row {
+            Some(row) => {
+                out.extend(row);
+                Ok(())
+            }
+            None => candle_core::bail!("token {t} is outside the vocabulary"),
+        }
+    }
+}
+
+/// A decoder projection: the f32 product for several rows (the prompt, the alignment pass) and
+/// an f16 matrix-vector product for the one-row steps (see [`super::matvec`]), when f16 holds
+/// the weights exactly.
+struct StepLinear {
+    full: Linear,
+    half: Option<HalfRows>,
+    bias: Vec<f32>,
+}
+
+impl StepLinear {
+    fn fused(
+        w: &mut Weights,
+        prefixes: &[String],
+        scales: &[f64],
+    ) -> std::result::Result<Self, AsrError> {
+        Ok(Self::new(Linear::fused(w, prefixes, scales)?)?)
+    }
+
+    fn load(w: &mut Weights, prefix: &str) -> std::result::Result<Self, AsrError> {
+        Ok(Self::new(Linear::load(w, prefix)?)?)
+    }
+
+    fn new(full: Linear) -> Result<Self> {
+        let rows_major = full.weight_t.t()?.contiguous()?;
+        let (rows, cols) = rows_major.dims2()?;
+        let values: Vec<f32> = rows_major.flatten_all()?.to_vec1()?;
+        Ok(Self {
+            half: HalfRows::exact(&values, rows, cols),
+            bias: full.bias.to_vec1()?,
+            full,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match (&self.half, x.dims2()?) {
+            (Some(half), (1, _)) => {
+                let x: Vec<f32> = x.flatten_all()?.to_vec1()?;
+                let mut out = vec![0f32; half.rows()];
+                half.matvec(&x, &mut out);
+                for (o, b) in out.iter_mut().zip(&self.bias) {
+                    *o += b;
+                }
+                Tensor::from_vec(out, (1, half.rows()), &Device::Cpu)
+            }
+            _ => self.full.forward(x),
+        }
+    }
+}
