@@ -32,3 +32,24 @@ pub fn media_url(path: &str) -> String {
 pub fn media_run_url(model: &str) -> String {
     media_url(&format!("/client/v4/accounts/{ACCOUNT}/ai/run/{model}"))
 }
+
+/// POSTs `body` to an Aura model; answers the status, content type and the audio bytes.
+pub async fn aura(model: &str, body: serde_json::Value) -> (u16, String, Vec<u8>) {
+    let response = client()
+        .post(media_run_url(model))
+        .bearer_auth("sk-test")
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status().as_u16();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (
+        status,
+        content_type,
+        response.bytes().await.unwrap().to_vec(),
+    )
+}

@@ -47,25 +47,7 @@ async fn melotts_answers_base64_mp3() {
 
 #[tokio::test]
 async fn aura_answers_binary_audio_in_the_asked_encoding() {
-    let speak = |body: serde_json::Value| async move {
-        let response = client()
-            .post(media_run_url("@cf/deepgram/aura-1"))
-            .bearer_auth("sk-test")
-            .json(&body)
-            .send()
-            .await
-            .expect("sent");
-        let status = response.status().as_u16();
-        let content_type = response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        (
-            status,
-            content_type,
-            response.bytes().await.unwrap().to_vec(),
-        )
-    };
+    let speak = |body: serde_json::Value| aura("@cf/deepgram/aura-1", body);
     let sentence = "The quick brown fox jumps over the lazy dog.";
     let (status, content_type, mp3) = speak(json!({"text": sentence})).await;
     assert_eq!((status, content_type.as_str()), (200, "audio/mpeg"));

@@ -9,26 +9,6 @@ use super::*;
 
 const SENTENCE: &str = "The weather today is sunny and warm.";
 
-async fn aura(model: &str, body: Value) -> (u16, String, Vec<u8>) {
-    let response = client()
-        .post(media_run_url(model))
-        .bearer_auth("sk-test")
-        .json(&body)
-        .send()
-        .await
-        .expect("sent");
-    let status = response.status().as_u16();
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    (
-        status,
-        content_type,
-        response.bytes().await.unwrap().to_vec(),
-    )
-}
-
 fn le16(bytes: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([bytes[at], bytes[at + 1]])
 }
