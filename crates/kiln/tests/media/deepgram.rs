@@ -170,11 +170,7 @@ async fn binding(query: &str, content_type: &str, body: Vec<u8>) -> (u16, String
         .send()
         .await
         .expect("sent");
-    let status = response.status().as_u16();
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let (status, content_type) = status_and_content_type(&response);
     (status, content_type, response.json().await.expect("JSON"))
 }
 

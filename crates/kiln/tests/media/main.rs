@@ -42,14 +42,19 @@ pub async fn aura(model: &str, body: serde_json::Value) -> (u16, String, Vec<u8>
         .send()
         .await
         .expect("sent");
-    let status = response.status().as_u16();
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let (status, content_type) = status_and_content_type(&response);
     (
         status,
         content_type,
         response.bytes().await.unwrap().to_vec(),
     )
+}
+
+/// A response's status and `content-type` (which every media answer carries).
+pub fn status_and_content_type(response: &reqwest::Response) -> (u16, String) {
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .expect("ASCII content-type")
+        .to_owned();
+    (response.status().as_u16(), content_type)
 }
