@@ -126,6 +126,25 @@ fn the_21st_gateway_is_refused_and_gateways_survive_a_reopen() {
     );
 }
 
+/// A second store on the same file would replay and delete journal segments under the first:
+/// it is refused while the first is open, and opens once the first is gone.
+#[test]
+fn one_store_per_journal() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("gateway.db");
+    let first = GatewayStore::open(&path).expect("opens");
+    let Err(error) = GatewayStore::open(&path) else {
+        panic!("a second store opened on a journal in use");
+    };
+    assert!(
+        error.message.contains("in use by another Kiln server"),
+        "{}",
+        error.message
+    );
+    drop(first);
+    GatewayStore::open(&path).expect("opens once the first store is gone");
+}
+
 #[test]
 fn journaled_writes_are_replayed_once_after_a_crash() {
     let dir = tempfile::tempdir().expect("temp dir");

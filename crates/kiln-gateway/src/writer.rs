@@ -120,6 +120,8 @@ pub struct Writer {
     limits: WriterLimits,
     cache_size: Arc<AtomicI64>,
     pending_cache: PendingCache,
+    /// Joined on drop, so the journal's lock is free once the store is gone.
+    threads: Vec<thread::JoinHandle<()>>,
 }
 
 impl Writer {
@@ -135,6 +137,7 @@ impl Writer {
              );",
         )?;
         let journal_dir = journal_dir(path);
+        let journal_lock = lock_journal(&journal_dir)?;
         replay(&db, &journal_dir)?;
         let (applied_segment, _) = applied_position(&db)?;
         let journal =
@@ -155,20 +158,24 @@ impl Writer {
         let apply_thread = ApplyThread {
             db,
             journal_dir,
+            _journal_lock: journal_lock,
             queued_bytes: queued_bytes.clone(),
             cache_size: cache_size.clone(),
             cache_limit: limits.cache_bytes,
             pending_cache: pending_cache.clone(),
             failed: None,
         };
-        spawn("kiln-gateway-journal", move || journal_thread.run(jobs))?;
-        spawn("kiln-gateway-apply", move || apply_thread.run(applies))?;
+        let threads = vec![
+            spawn("kiln-gateway-journal", move || journal_thread.run(jobs))?,
+            spawn("kiln-gateway-apply", move || apply_thread.run(applies))?,
+        ];
         Ok(Self {
             queue,
             queued_bytes,
             limits,
             cache_size,
             pending_cache,
+            threads,
         })
     }
 
@@ -223,17 +230,52 @@ impl Writer {
 }
 
 /// `gateway.db` → `gateway.db.journal.d/`.
+/// One server per journal: a second one replaying or removing segments under a running
+/// server would lose or double-apply writes, so it is refused with a message that says why.
+fn lock_journal(dir: &Path) -> rusqlite::Result<std::fs::File> {
+    std::fs::create_dir_all(dir).map_err(io_error)?;
+    let lock_path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_error)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(io_error(std::io::Error::other(format!(
+            "{} is in use by another Kiln server; give this one its own --gateway-db or --data-dir",
+            dir.display()
+        )))),
+        Err(std::fs::TryLockError::Error(error)) => Err(io_error(error)),
+    }
+}
+
 pub(crate) fn journal_dir(db_path: &Path) -> PathBuf {
     let mut name = db_path.file_name().unwrap_or_default().to_os_string();
     name.push(".journal.d");
     db_path.with_file_name(name)
 }
 
-fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> rusqlite::Result<()> {
+impl Drop for Writer {
+    /// Closes the queue and waits for both threads to drain it: what was queued reaches the
+    /// journal, and a store opened next on the same file finds the journal free.
+    fn drop(&mut self) {
+        let (closed, _) = sync_channel(0);
+        drop(std::mem::replace(&mut self.queue, closed));
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn spawn(
+    name: &str,
+    body: impl FnOnce() + Send + 'static,
+) -> rusqlite::Result<thread::JoinHandle<()>> {
     thread::Builder::new()
         .name(name.into())
         .spawn(body)
-        .map(|_| ())
         .map_err(io_error)
 }
 
@@ -412,6 +454,8 @@ struct Unapplied {
 struct ApplyThread {
     db: Connection,
     journal_dir: PathBuf,
+    /// Held while this thread may remove segments; released when it ends.
+    _journal_lock: std::fs::File,
     queued_bytes: Arc<AtomicUsize>,
     cache_size: Arc<AtomicI64>,
     cache_limit: i64,

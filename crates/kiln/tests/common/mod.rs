@@ -23,11 +23,12 @@ pub fn private_state_dir() -> &'static std::path::Path {
         .path()
 }
 
-static NEXT_BATCH_DB: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static NEXT_SERVER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Test configuration: default models from the shared model cache, ephemeral port, open
 /// mode (no API tokens) on this process's own accounts database.
 pub fn test_config() -> ServeConfig {
+    let server = NEXT_SERVER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     ServeConfig {
         listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         data_dir: Some(kiln_store::default_data_dir()),
@@ -37,10 +38,9 @@ pub fn test_config() -> ServeConfig {
         accounts_db: Some(private_state_dir().join("accounts.db")),
         // Each server its own batch queue: servers sharing one claim each other's items, and
         // a test's server may stop while holding another test's claims.
-        batch_db: Some(private_state_dir().join(format!(
-            "batches-{}.db",
-            NEXT_BATCH_DB.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ))),
+        batch_db: Some(private_state_dir().join(format!("batches-{server}.db"))),
+        // A gateway journal has one owner: servers of one binary never share one.
+        gateway_db: Some(private_state_dir().join(format!("gateway-{server}.db"))),
         config: Some(std::path::PathBuf::from(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/default-kiln.toml"
@@ -208,6 +208,12 @@ impl KilnProcess {
             command
                 .args(["--auth", "open", "--accounts-db"])
                 .arg(private_state_dir().join("process-accounts.db"));
+        }
+        if !extra.iter().any(|arg| *arg == "--gateway-db") {
+            let server = NEXT_SERVER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            command
+                .arg("--gateway-db")
+                .arg(private_state_dir().join(format!("process-gateway-{server}.db")));
         }
         if !extra.iter().any(|arg| *arg == "--batch-db") {
             command
