@@ -1,127 +1,141 @@
 //! Kiln's BERT encoder: the forward pass of candle-transformers' `BertModel` (same weight names,
 //! same semantics: absolute positions from 0, token-type embeddings, post-norm layers, erf GELU by
-//! default) laid out for the CPU. Every linear layer runs as one 2-D product over the flattened
-//! (batch·len, features) activations instead of one small product per sequence, the query, key
-//! and value projections are fused into one product, the hidden states stay 2-D between layers,
-//! and padding is dropped from everything but attention (see [`Layout`]). GELU evaluates erf in
-//! f32 (see [`gelu_erf`]).
+//! default) laid out for the CPU on plain slices ([`crate::kernels`]). The hidden states are the
+//! packed rows of the real tokens only, so padding costs nothing anywhere; every linear layer is
+//! one product over all rows with its bias and residual added in the same buffer; the query, key
+//! and value projections are one product; and attention runs per sequence and head over that
+//! sequence's own length, so it needs no mask. candle only loads the weights.
 
 use candle_core::{Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
+use rayon::prelude::*;
 
-/// What a masked attention score gains: torch's `finfo(float32).min`, as transformers and
-/// candle-transformers add it, so a padding key's weight underflows to zero.
-const MASKED_SCORE: f32 = f32::MIN;
+use crate::kernels::{self, Linear, MatrixRef};
 
-/// LayerNorm over the last dimension (weight and bias).
 struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
     eps: f32,
 }
 
 impl LayerNorm {
     fn load(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            weight: vb.get(size, "weight")?,
-            bias: vb.get(size, "bias")?,
+            weight: vb.get(size, "weight")?.to_vec1()?,
+            bias: vb.get(size, "bias")?.to_vec1()?,
             eps: eps as f32,
         })
     }
 
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::layer_norm(&xs.contiguous()?, &self.weight, &self.bias, self.eps)
+    fn forward_rows(&self, xs: &mut [f32]) {
+        kernels::layer_norm_rows(xs, &self.weight, &self.bias, self.eps);
     }
 }
 
-/// A linear layer, `x·Wᵀ + b`, on 2-D (rows, in) input. The weight is kept transposed, (in, out)
-/// and contiguous, so the product reads it in order.
-struct Projection {
-    weight_t: Tensor,
-    bias: Tensor,
-}
-
-impl Projection {
-    fn load(in_features: usize, out_features: usize, vb: VarBuilder) -> Result<Self> {
-        Self::fused(&[""], in_features, out_features, &vb)
+/// One linear layer, or several reading the same input (query, key and value) stacked along
+/// their outputs, so that one product replaces several. Weights are kept (in, out).
+fn load_linear(
+    names: &[&str],
+    in_features: usize,
+    out_features: usize,
+    vb: &VarBuilder,
+) -> Result<Linear> {
+    let mut weights = Vec::with_capacity(names.len());
+    let mut biases = Vec::with_capacity(names.len());
+    for name in names {
+        let part = if name.is_empty() {
+            vb.clone()
+        } else {
+            vb.pp(*name)
+        };
+        weights.push(part.get((out_features, in_features), "weight")?);
+        biases.push(part.get(out_features, "bias")?);
     }
-
-    /// Several layers reading the same input (query, key and value) stacked along their
-    /// outputs, so one product replaces several.
-    fn fused(
-        names: &[&str],
-        in_features: usize,
-        out_features: usize,
-        vb: &VarBuilder,
-    ) -> Result<Self> {
-        let mut weights = Vec::with_capacity(names.len());
-        let mut biases = Vec::with_capacity(names.len());
-        for name in names {
-            let part = if name.is_empty() {
-                vb.clone()
-            } else {
-                vb.pp(*name)
-            };
-            weights.push(part.get((out_features, in_features), "weight")?);
-            biases.push(part.get(out_features, "bias")?);
-        }
-        Ok(Self {
-            weight_t: Tensor::cat(&weights, 0)?.t()?.contiguous()?,
-            bias: Tensor::cat(&biases, 0)?,
-        })
-    }
-
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        xs.matmul(&self.weight_t)?.broadcast_add(&self.bias)
-    }
+    Ok(Linear {
+        weight_t: Tensor::cat(&weights, 0)?
+            .t()?
+            .contiguous()?
+            .flatten_all()?
+            .to_vec1()?,
+        bias: Tensor::cat(&biases, 0)?.to_vec1()?,
+        in_features,
+        out_features: out_features * names.len(),
+    })
 }
 
 struct Embeddings {
-    word: Tensor,
-    position: Tensor,
-    token_type: Tensor,
+    word: Vec<f32>,
+    position: Vec<f32>,
+    token_type: Vec<f32>,
     layer_norm: LayerNorm,
 }
 
 impl Embeddings {
     fn load(config: &Config, vb: VarBuilder) -> Result<Self> {
         let hidden = config.hidden_size;
+        let table = |rows: usize, name: &str| -> Result<Vec<f32>> {
+            vb.get((rows, hidden), name)?.flatten_all()?.to_vec1()
+        };
         Ok(Self {
-            word: vb.get((config.vocab_size, hidden), "word_embeddings.weight")?,
-            position: vb.get(
-                (config.max_position_embeddings, hidden),
-                "position_embeddings.weight",
-            )?,
-            token_type: vb.get(
-                (config.type_vocab_size, hidden),
-                "token_type_embeddings.weight",
-            )?,
+            word: table(config.vocab_size, "word_embeddings.weight")?,
+            position: table(config.max_position_embeddings, "position_embeddings.weight")?,
+            token_type: table(config.type_vocab_size, "token_type_embeddings.weight")?,
             layer_norm: LayerNorm::load(hidden, config.layer_norm_eps, vb.pp("LayerNorm"))?,
         })
     }
 
-    /// `token_ids`, `type_ids` and `positions` are the packed (tokens,) inputs; returns
-    /// (tokens, hidden).
-    fn forward(&self, token_ids: &Tensor, type_ids: &Tensor, positions: &Tensor) -> Result<Tensor> {
-        let words = self.word.index_select(token_ids, 0)?;
-        let types = self.token_type.index_select(type_ids, 0)?;
-        let positions = self.position.index_select(positions, 0)?;
-        self.layer_norm.forward(&((words + types)? + positions)?)
+    /// Each packed token's embedding, normalized, into its row of `out` (tokens, hidden).
+    fn forward_into(&self, tokens: &[PackedToken], out: &mut [f32]) -> Result<()> {
+        let hidden = self.layer_norm.weight.len();
+        fn row(table: &[f32], index: u32, hidden: usize) -> Option<&[f32]> {
+            let start = index as usize * hidden;
+            table.get(start..start + hidden)
+        }
+        // An id outside a table (a tokenizer that disagrees with the config) is an error.
+        out.par_chunks_mut(hidden)
+            .zip(tokens)
+            .try_for_each(|(out, token)| {
+                let (Some(word), Some(kind), Some(position)) = (
+                    row(&self.word, token.id, hidden),
+                    row(&self.token_type, token.type_id, hidden),
+                    row(&self.position, token.position, hidden),
+                ) else {
+                    candle_core::bail!("token {token:?} is outside the embedding tables");
+                };
+                for (((o, w), k), p) in out.iter_mut().zip(word).zip(kind).zip(position) {
+                    *o = w + k + p;
+                }
+                kernels::layer_norm(
+                    out,
+                    &self.layer_norm.weight,
+                    &self.layer_norm.bias,
+                    self.layer_norm.eps,
+                );
+                Ok(())
+            })
     }
 }
 
 struct Layer {
     /// query, key and value stacked: (hidden, 3·hidden).
-    qkv: Projection,
-    attention_output: Projection,
+    qkv: Linear,
+    attention_output: Linear,
     attention_norm: LayerNorm,
-    intermediate: Projection,
-    output: Projection,
+    intermediate: Linear,
+    output: Linear,
     output_norm: LayerNorm,
     heads: usize,
     head_dim: usize,
     activation: HiddenAct,
+}
+
+/// Buffers one forward pass reuses from layer to layer.
+struct Scratch {
+    qkv: Vec<f32>,
+    context: Vec<f32>,
+    attended: Vec<f32>,
+    intermediate: Vec<f32>,
 }
 
 impl Layer {
@@ -130,20 +144,26 @@ impl Layer {
         let eps = config.layer_norm_eps;
         let attention = vb.pp("attention");
         Ok(Self {
-            qkv: Projection::fused(
+            qkv: load_linear(
                 &["query", "key", "value"],
                 hidden,
                 hidden,
                 &attention.pp("self"),
             )?,
-            attention_output: Projection::load(hidden, hidden, attention.pp("output.dense"))?,
+            attention_output: load_linear(&[""], hidden, hidden, &attention.pp("output.dense"))?,
             attention_norm: LayerNorm::load(hidden, eps, attention.pp("output.LayerNorm"))?,
-            intermediate: Projection::load(
+            intermediate: load_linear(
+                &[""],
                 hidden,
                 config.intermediate_size,
-                vb.pp("intermediate.dense"),
+                &vb.pp("intermediate.dense"),
             )?,
-            output: Projection::load(config.intermediate_size, hidden, vb.pp("output.dense"))?,
+            output: load_linear(
+                &[""],
+                config.intermediate_size,
+                hidden,
+                &vb.pp("output.dense"),
+            )?,
             output_norm: LayerNorm::load(hidden, eps, vb.pp("output.LayerNorm"))?,
             heads: config.num_attention_heads,
             head_dim: hidden / config.num_attention_heads,
@@ -151,50 +171,123 @@ impl Layer {
         })
     }
 
-    /// `xs` is the packed (tokens, hidden) activations of `layout`'s sequences.
-    fn forward(&self, xs: &Tensor, layout: &Layout) -> Result<Tensor> {
-        let (batch, len) = (layout.batch, layout.len);
-        let hidden = self.heads * self.head_dim;
-        let qkv = self
-            .qkv
-            .forward(xs)?
-            .index_select(&layout.unpack, 0)?
-            .reshape((batch, len, 3, self.heads, self.head_dim))?
-            .permute((2, 0, 3, 1, 4))?
-            .contiguous()?;
-        let heads_of = |index: usize| -> Result<Tensor> {
-            qkv.get(index)?
-                .reshape((batch * self.heads, len, self.head_dim))
-        };
-        let queries = (heads_of(0)? * (1.0 / (self.head_dim as f64).sqrt()))?;
-        let keys = heads_of(1)?;
-        let values = heads_of(2)?;
-        let scores = queries
-            .matmul(&keys.t()?)?
-            .reshape((batch, self.heads, len, len))?
-            .broadcast_add(&layout.mask)?;
-        let weights =
-            candle_nn::ops::softmax_last_dim(&scores)?.reshape((batch * self.heads, len, len))?;
-        let context = weights
-            .matmul(&values)?
-            .reshape((batch, self.heads, len, self.head_dim))?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((batch * len, hidden))?
-            .index_select(&layout.pack, 0)?;
-        let attended = self
-            .attention_norm
-            .forward(&(self.attention_output.forward(&context)? + xs)?)?;
+    /// `hidden` is the packed (tokens, hidden) activations of `sequences`; updated in place.
+    fn forward(&self, hidden: &mut [f32], sequences: &[Sequence], scratch: &mut Scratch) {
+        let tokens = hidden.len() / (self.heads * self.head_dim);
+        scratch.qkv.resize(tokens * self.qkv.out_features, 0.0);
+        self.qkv.forward_into(hidden, &mut scratch.qkv, false);
+        scratch.context.resize(hidden.len(), 0.0);
+        self.attend(&scratch.qkv, sequences, &mut scratch.context);
 
-        let intermediate = self.intermediate.forward(&attended)?;
-        let activated = match self.activation {
-            HiddenAct::Gelu => gelu_erf(&intermediate)?,
-            HiddenAct::GeluApproximate => intermediate.gelu()?,
-            HiddenAct::Relu => intermediate.relu()?,
-        };
-        self.output_norm
-            .forward(&(self.output.forward(&activated)? + attended)?)
+        // attended = LayerNorm(hidden + context·W + b)
+        scratch.attended.clear();
+        scratch.attended.extend_from_slice(hidden);
+        self.attention_output
+            .forward_into(&scratch.context, &mut scratch.attended, true);
+        self.attention_norm.forward_rows(&mut scratch.attended);
+
+        scratch
+            .intermediate
+            .resize(tokens * self.intermediate.out_features, 0.0);
+        self.intermediate
+            .forward_into(&scratch.attended, &mut scratch.intermediate, false);
+        match self.activation {
+            HiddenAct::Gelu => kernels::gelu_erf_in_place(&mut scratch.intermediate),
+            HiddenAct::GeluApproximate => scratch
+                .intermediate
+                .par_iter_mut()
+                .for_each(|x| *x = gelu_tanh(*x)),
+            HiddenAct::Relu => scratch
+                .intermediate
+                .par_iter_mut()
+                .for_each(|x| *x = x.max(0.0)),
+        }
+
+        // hidden = LayerNorm(attended + intermediate·W + b)
+        hidden.copy_from_slice(&scratch.attended);
+        self.output
+            .forward_into(&scratch.intermediate, hidden, true);
+        self.output_norm.forward_rows(hidden);
     }
+
+    /// Scaled dot-product attention of every sequence and head over its own tokens, into
+    /// `context` (tokens, hidden), heads side by side as the output projection expects.
+    fn attend(&self, qkv: &[f32], sequences: &[Sequence], context: &mut [f32]) {
+        let hidden = self.heads * self.head_dim;
+        let stride = 3 * hidden;
+        let scale = 1.0 / (self.head_dim as f32).sqrt();
+        let tasks: Vec<(usize, usize)> = sequences
+            .iter()
+            .enumerate()
+            .flat_map(|(sequence, _)| (0..self.heads).map(move |head| (sequence, head)))
+            .collect();
+        // Each task answers its (length, head_dim) block; the blocks are then laid into place.
+        let blocks: Vec<Vec<f32>> = tasks
+            .par_iter()
+            .map(|&(sequence, head)| {
+                let Sequence { first_row, length } = sequences[sequence];
+                let base = first_row * stride + head * self.head_dim;
+                let queries = MatrixRef {
+                    data: &qkv[base..],
+                    rows: length,
+                    cols: self.head_dim,
+                    row_stride: stride,
+                    col_stride: 1,
+                };
+                // Keys transposed: (head_dim, length).
+                let keys_t = MatrixRef {
+                    data: &qkv[base + hidden..],
+                    rows: self.head_dim,
+                    cols: length,
+                    row_stride: 1,
+                    col_stride: stride,
+                };
+                let mut scores = vec![0.0; length * length];
+                kernels::matmul(queries, keys_t, &mut scores, length, scale, false, 1);
+                kernels::softmax_rows(&mut scores, length);
+                let values = MatrixRef {
+                    data: &qkv[base + 2 * hidden..],
+                    rows: length,
+                    cols: self.head_dim,
+                    row_stride: stride,
+                    col_stride: 1,
+                };
+                let mut block = vec![0.0; length * self.head_dim];
+                let weights = MatrixRef::row_major(&scores, length, length);
+                kernels::matmul(weights, values, &mut block, self.head_dim, 1.0, false, 1);
+                block
+            })
+            .collect();
+        for (&(sequence, head), block) in tasks.iter().zip(blocks) {
+            let Sequence { first_row, length } = sequences[sequence];
+            for (position, values) in block.chunks_exact(self.head_dim).enumerate() {
+                let start = (first_row + position) * hidden + head * self.head_dim;
+                context[start..start + self.head_dim].copy_from_slice(values);
+            }
+            debug_assert!(first_row + length <= context.len() / hidden);
+        }
+    }
+}
+
+/// tanh-approximated GELU (`gelu_new`, `gelu_pytorch_tanh`).
+fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
+}
+
+/// One token of the packed batch.
+#[derive(Debug, Clone, Copy)]
+struct PackedToken {
+    id: u32,
+    type_id: u32,
+    position: u32,
+}
+
+/// Where a sequence's tokens sit among the packed rows.
+#[derive(Debug, Clone, Copy)]
+struct Sequence {
+    first_row: usize,
+    length: usize,
 }
 
 /// The BERT encoder without pooler: token ids in, last hidden states out.
@@ -202,6 +295,7 @@ pub(crate) struct BertEncoder {
     embeddings: Embeddings,
     layers: Vec<Layer>,
     hidden_size: usize,
+    scratch: Scratch,
 }
 
 impl BertEncoder {
@@ -226,122 +320,62 @@ impl BertEncoder {
             embeddings,
             layers,
             hidden_size: config.hidden_size,
+            scratch: Scratch {
+                qkv: Vec::new(),
+                context: Vec::new(),
+                attended: Vec::new(),
+                intermediate: Vec::new(),
+            },
         })
     }
 
     /// `token_ids` and `type_ids` are (batch, len) u32, right-padded; `lengths` holds each
-    /// sequence's real token count. Returns (batch, len, hidden); padding positions hold
-    /// arbitrary finite values.
+    /// sequence's real token count. Returns (batch, len, hidden); padding positions hold zeros.
     pub(crate) fn forward(
-        &self,
+        &mut self,
         token_ids: &Tensor,
         type_ids: &Tensor,
         lengths: &[usize],
     ) -> Result<Tensor> {
         let (batch, len) = token_ids.dims2()?;
-        let layout = Layout::new(lengths, batch, len, token_ids.device())?;
-        let mut hidden = self.embeddings.forward(
-            &token_ids.flatten_all()?.index_select(&layout.pack, 0)?,
-            &type_ids.flatten_all()?.index_select(&layout.pack, 0)?,
-            &layout.positions,
-        )?;
-        for layer in &self.layers {
-            hidden = layer.forward(&hidden, &layout)?;
-        }
-        hidden
-            .index_select(&layout.unpack, 0)?
-            .reshape((batch, len, self.hidden_size))
-    }
-}
-
-/// How a padded batch maps to packed rows. Everything but attention runs on the packed rows
-/// (the real tokens only, one after another), so padding costs nothing there; attention runs on
-/// the padded (batch, len) layout with padding keys masked.
-struct Layout {
-    batch: usize,
-    len: usize,
-    /// For each packed row, its padded row `sequence·len + position`.
-    pack: Tensor,
-    /// For each padded row, its packed row; padding positions point at their sequence's first
-    /// token, so they hold finite values.
-    unpack: Tensor,
-    /// Each packed row's position in its sequence.
-    positions: Tensor,
-    /// The additive (batch, 1, 1, len) key mask: 0 for real tokens, [`MASKED_SCORE`] for padding.
-    mask: Tensor,
-}
-
-impl Layout {
-    fn new(lengths: &[usize], batch: usize, len: usize, device: &Device) -> Result<Self> {
         if lengths.len() != batch || lengths.iter().any(|&l| l > len) || len == 0 {
             candle_core::bail!("sequence lengths {lengths:?} do not fit a ({batch}, {len}) batch");
         }
-        let (mut pack, mut unpack, mut positions) = (Vec::new(), Vec::new(), Vec::new());
-        let mut mask = Vec::with_capacity(batch * len);
+        let ids = token_ids.flatten_all()?.to_vec1::<u32>()?;
+        let types = type_ids.flatten_all()?.to_vec1::<u32>()?;
+        let mut tokens = Vec::new();
+        let mut sequences = Vec::with_capacity(batch);
         for (sequence, &length) in lengths.iter().enumerate() {
-            // A sequence without tokens still computes its first position, as padding.
+            // A sequence without tokens still computes its first position, so that pooling
+            // reads finite values.
             let computed = length.max(1);
-            let first = pack.len() as u32;
-            for position in 0..len {
-                if position < computed {
-                    unpack.push(first + position as u32);
-                    pack.push((sequence * len + position) as u32);
-                    positions.push(position as u32);
-                } else {
-                    unpack.push(first);
-                }
-                mask.push(if position < length { 0.0 } else { MASKED_SCORE });
+            sequences.push(Sequence {
+                first_row: tokens.len(),
+                length: computed,
+            });
+            for position in 0..computed {
+                let at = sequence * len + position;
+                tokens.push(PackedToken {
+                    id: ids[at],
+                    type_id: types[at],
+                    position: position as u32,
+                });
             }
         }
-        let rows = pack.len();
-        Ok(Self {
-            batch,
-            len,
-            pack: Tensor::from_vec(pack, rows, device)?,
-            unpack: Tensor::from_vec(unpack, batch * len, device)?,
-            positions: Tensor::from_vec(positions, rows, device)?,
-            mask: Tensor::from_vec(mask, (batch, 1, 1, len), device)?,
-        })
-    }
-}
-
-/// Erf GELU, `x·(1 + erf(x/√2))/2`, as transformers' `gelu`. candle's `gelu_erf` evaluates erf in
-/// f64 one element at a time, which cost as much as the feed-forward products; this evaluates a
-/// rational approximation of erf in f32 that the compiler vectorizes, split across threads.
-fn gelu_erf(xs: &Tensor) -> Result<Tensor> {
-    let shape = xs.shape().clone();
-    let mut values = xs.flatten_all()?.to_vec1::<f32>()?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = values.len().div_ceil(threads).max(16 * 1024);
-    std::thread::scope(|scope| {
-        for part in values.chunks_mut(chunk) {
-            scope.spawn(move || part.iter_mut().for_each(|x| *x = gelu(*x)));
+        let hidden_size = self.hidden_size;
+        let mut hidden = vec![0.0f32; tokens.len() * hidden_size];
+        self.embeddings.forward_into(&tokens, &mut hidden)?;
+        for layer in &self.layers {
+            layer.forward(&mut hidden, &sequences, &mut self.scratch);
         }
-    });
-    Tensor::from_vec(values, shape, xs.device())
-}
-
-fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
-}
-
-/// erf in f32 to within a few ulp: Eigen's and XLA's rational approximation on [-4, 4] (beyond
-/// which erf is ±1 in f32).
-fn erf(x: f32) -> f32 {
-    let x = x.clamp(-4.0, 4.0);
-    let x2 = x * x;
-    let mut p = x2 * -2.726_142_3e-10 + 2.770_681_4e-8;
-    p = x2 * p - 2.101_024e-6;
-    p = x2 * p - 5.692_506_4e-5;
-    p = x2 * p - 7.349_906_3e-4;
-    p = x2 * p - 2.954_600_2e-3;
-    p = x2 * p - 1.609_603_3e-2;
-    p *= x;
-    let mut q = x2 * -1.456_607_2e-5 - 2.133_740_6e-4;
-    q = x2 * q - 1.682_827e-3;
-    q = x2 * q - 7.373_329_2e-3;
-    q = x2 * q - 1.426_473_9e-2;
-    p / q
+        let mut padded = vec![0.0f32; batch * len * hidden_size];
+        for (sequence, info) in sequences.iter().enumerate() {
+            let rows = info.first_row * hidden_size..(info.first_row + info.length) * hidden_size;
+            let start = sequence * len * hidden_size;
+            padded[start..start + rows.len()].copy_from_slice(&hidden[rows]);
+        }
+        Tensor::from_vec(padded, (batch, len, hidden_size), &Device::Cpu)
+    }
 }
 
 #[cfg(test)]
@@ -361,7 +395,7 @@ mod tests {
         let worst = xs
             .iter()
             .zip(&exact)
-            .map(|(&x, &e)| (f64::from(erf(x as f32)) - e).abs())
+            .map(|(&x, &e)| (f64::from(kernels::erf(x as f32)) - e).abs())
             .fold(0.0f64, f64::max);
         assert!(worst < 1e-6, "worst erf error {worst}");
     }
@@ -372,15 +406,20 @@ mod tests {
             .and_then(|t| t.to_dtype(DType::F32))
             .and_then(|t| t / 100.0)
             .expect("inputs");
-        let ours = gelu_erf(&xs)
-            .and_then(|t| t.to_vec1::<f32>())
-            .expect("gelu");
+        let mut ours = xs.to_vec1::<f32>().expect("values");
+        kernels::gelu_erf_in_place(&mut ours);
         let theirs = xs
             .gelu_erf()
             .and_then(|t| t.to_vec1::<f32>())
             .expect("gelu");
         for (a, b) in ours.iter().zip(&theirs) {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+        let tanh_theirs = xs.gelu().and_then(|t| t.to_vec1::<f32>()).expect("gelu");
+        let xs = xs.to_vec1::<f32>().expect("values");
+        for (x, b) in xs.iter().zip(&tanh_theirs) {
+            let a = gelu_tanh(*x);
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
     }
 }

@@ -11,6 +11,7 @@
 mod bert_encoder;
 mod embedder;
 mod gemma;
+mod kernels;
 mod model_dir;
 mod onnx_encoder;
 mod pooling;

@@ -1,0 +1,293 @@
+//! The CPU kernels of Kiln's BERT encoder, on plain row-major `f32` slices: matrix products on
+//! the `gemm` crate (AVX-512 where present), everything else fused into one pass per row and
+//! split across rayon's threads. Working on slices rather than tensors lets a bias, a residual
+//! and a normalization share one pass over memory, and attention skip padding entirely.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Rows per rayon task in the row-wise passes: enough work to be worth a task.
+const ROWS_PER_TASK: usize = 16;
+
+/// A linear layer's weights: `weight_t` is (in, out), row-major.
+pub(crate) struct Linear {
+    pub weight_t: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub in_features: usize,
+    pub out_features: usize,
+}
+
+impl Linear {
+    /// `out = start + xs·W + b`, where `xs` is (rows, in) and `out` is (rows, out): `start` is
+    /// what `out` holds on entry when `add_to_output` (a residual), zero otherwise.
+    pub fn forward_into(&self, xs: &[f32], out: &mut [f32], add_to_output: bool) {
+        let rows = xs.len() / self.in_features;
+        assert_eq!(xs.len(), rows * self.in_features, "input is whole rows");
+        assert_eq!(out.len(), rows * self.out_features, "output is whole rows");
+        let bias = &self.bias;
+        out.par_chunks_mut(self.out_features * ROWS_PER_TASK)
+            .for_each(|block| {
+                for row in block.chunks_exact_mut(bias.len()) {
+                    if add_to_output {
+                        row.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
+                    } else {
+                        row.copy_from_slice(bias);
+                    }
+                }
+            });
+        matmul(
+            MatrixRef::row_major(xs, rows, self.in_features),
+            MatrixRef::row_major(&self.weight_t, self.in_features, self.out_features),
+            out,
+            self.out_features,
+            1.0,
+            true,
+            threads(),
+        );
+    }
+}
+
+/// A read-only matrix view: `rows × cols` starting at `data[0]`, element (r, c) at
+/// `r·row_stride + c·col_stride`.
+#[derive(Clone, Copy)]
+pub(crate) struct MatrixRef<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a> MatrixRef<'a> {
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The last element's index plus one: how much of `data` the view reads.
+    fn extent(&self) -> usize {
+        if self.rows == 0 || self.cols == 0 {
+            return 0;
+        }
+        (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride + 1
+    }
+}
+
+/// `out = (accumulate ? out : 0) + scale·lhs·rhs`, with `out` row-major at `out_row_stride`.
+pub(crate) fn matmul(
+    lhs: MatrixRef,
+    rhs: MatrixRef,
+    out: &mut [f32],
+    out_row_stride: usize,
+    scale: f32,
+    accumulate: bool,
+    threads: usize,
+) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert_eq!(rhs.rows, k, "inner dimensions agree");
+    if m == 0 || n == 0 {
+        return;
+    }
+    // The bounds gemm relies on, checked here so that the unsafe call below reads and writes
+    // only inside these slices.
+    assert!(lhs.extent() <= lhs.data.len() && rhs.extent() <= rhs.data.len());
+    assert!(n <= out_row_stride && (m - 1) * out_row_stride + n <= out.len());
+    let parallelism = if threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: every index gemm touches is inside the slices, as checked above; `out` does not
+    // alias the inputs (it is borrowed mutably).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            out_row_stride as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// The threads the encoder's passes use: rayon's pool.
+pub(crate) fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// LayerNorm of every `weight.len()`-wide row of `xs`, in place.
+pub(crate) fn layer_norm_rows(xs: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+    let width = weight.len();
+    xs.par_chunks_mut(width * ROWS_PER_TASK).for_each(|block| {
+        for row in block.chunks_exact_mut(width) {
+            layer_norm(row, weight, bias, eps);
+        }
+    });
+}
+
+pub(crate) fn layer_norm(row: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+    let width = row.len() as f32;
+    let mean = row.iter().sum::<f32>() / width;
+    let variance = row.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / width;
+    let inverse = 1.0 / (variance + eps).sqrt();
+    for ((x, w), b) in row.iter_mut().zip(weight).zip(bias) {
+        *x = (*x - mean) * inverse * w + b;
+    }
+}
+
+/// Softmax of each `width`-wide row, in place.
+pub(crate) fn softmax_rows(xs: &mut [f32], width: usize) {
+    for row in xs.chunks_exact_mut(width) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0;
+        for x in row.iter_mut() {
+            *x = (*x - max).exp();
+            sum += *x;
+        }
+        let inverse = 1.0 / sum;
+        row.iter_mut().for_each(|x| *x *= inverse);
+    }
+}
+
+/// Erf GELU of every element, in place, split across threads.
+pub(crate) fn gelu_erf_in_place(xs: &mut [f32]) {
+    xs.par_chunks_mut(16 * 1024)
+        .for_each(|part| part.iter_mut().for_each(|x| *x = gelu(*x)));
+}
+
+/// Erf GELU, `x·(1 + erf(x/√2))/2`, as transformers' `gelu`.
+pub(crate) fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// erf in f32 to within a few ulp: Eigen's and XLA's rational approximation on [-4, 4] (beyond
+/// which erf is ±1 in f32). candle's evaluates erf in f64 one element at a time, which cost as
+/// much as the feed-forward products.
+pub(crate) fn erf(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = x2 * -2.726_142_3e-10 + 2.770_681_4e-8;
+    p = x2 * p - 2.101_024e-6;
+    p = x2 * p - 5.692_506_4e-5;
+    p = x2 * p - 7.349_906_3e-4;
+    p = x2 * p - 2.954_600_2e-3;
+    p = x2 * p - 1.609_603_3e-2;
+    p *= x;
+    let mut q = x2 * -1.456_607_2e-5 - 2.133_740_6e-4;
+    q = x2 * q - 1.682_827e-3;
+    q = x2 * q - 7.373_329_2e-3;
+    q = x2 * q - 1.426_473_9e-2;
+    p / q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        out
+    }
+
+    fn values(count: usize, seed: u32) -> Vec<f32> {
+        (0..count)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 500.0
+                    - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn linear_adds_bias_and_residual() {
+        let (rows, inputs, outputs) = (5, 7, 3);
+        let xs = values(rows * inputs, 1);
+        let weight_t = values(inputs * outputs, 2);
+        let bias = values(outputs, 3);
+        let residual = values(rows * outputs, 4);
+        let linear = Linear {
+            weight_t: weight_t.clone(),
+            bias: bias.clone(),
+            in_features: inputs,
+            out_features: outputs,
+        };
+        let mut out = residual.clone();
+        linear.forward_into(&xs, &mut out, true);
+        let product = naive(&xs, &weight_t, rows, inputs, outputs);
+        for (index, value) in out.iter().enumerate() {
+            let expected = residual[index] + product[index] + bias[index % outputs];
+            assert!((value - expected).abs() < 1e-5, "{value} vs {expected}");
+        }
+        let mut fresh = vec![f32::NAN; rows * outputs];
+        linear.forward_into(&xs, &mut fresh, false);
+        for (index, value) in fresh.iter().enumerate() {
+            let expected = product[index] + bias[index % outputs];
+            assert!((value - expected).abs() < 1e-5, "{value} vs {expected}");
+        }
+    }
+
+    #[test]
+    fn strided_matmul_matches_the_naive_product() {
+        // lhs is every other column of a (4, 6) matrix; rhs is a transposed view.
+        let (m, k, n) = (4, 3, 5);
+        let wide = values(m * 6, 5);
+        let lhs: Vec<f32> = (0..m * k)
+            .map(|i| wide[(i / k) * 6 + (i % k) * 2])
+            .collect();
+        let rhs_t = values(n * k, 6);
+        let rhs: Vec<f32> = (0..k * n).map(|i| rhs_t[(i % n) * k + i / n]).collect();
+        let mut out = vec![0.0; m * 8];
+        matmul(
+            MatrixRef {
+                data: &wide,
+                rows: m,
+                cols: k,
+                row_stride: 6,
+                col_stride: 2,
+            },
+            MatrixRef {
+                data: &rhs_t,
+                rows: k,
+                cols: n,
+                row_stride: 1,
+                col_stride: k,
+            },
+            &mut out,
+            8,
+            0.5,
+            false,
+            2,
+        );
+        let expected = naive(&lhs, &rhs, m, k, n);
+        for i in 0..m {
+            for j in 0..n {
+                let (got, want) = (out[i * 8 + j], 0.5 * expected[i * n + j]);
+                assert!((got - want).abs() < 1e-5, "({i}, {j}): {got} vs {want}");
+            }
+        }
+    }
+}
