@@ -134,7 +134,6 @@ struct Layer {
 struct Scratch {
     qkv: Vec<f32>,
     context: Vec<f32>,
-    attended: Vec<f32>,
     intermediate: Vec<f32>,
 }
 
@@ -179,18 +178,17 @@ impl Layer {
         scratch.context.resize(hidden.len(), 0.0);
         self.attend(&scratch.qkv, sequences, &mut scratch.context);
 
-        // attended = LayerNorm(hidden + context·W + b)
-        scratch.attended.clear();
-        scratch.attended.extend_from_slice(hidden);
+        // hidden = LayerNorm(hidden + context·W + b), in place: the residual is the product's
+        // starting value.
         self.attention_output
-            .forward_into(&scratch.context, &mut scratch.attended, true);
-        self.attention_norm.forward_rows(&mut scratch.attended);
+            .forward_into(&scratch.context, hidden, true);
+        self.attention_norm.forward_rows(hidden);
 
         scratch
             .intermediate
             .resize(tokens * self.intermediate.out_features, 0.0);
         self.intermediate
-            .forward_into(&scratch.attended, &mut scratch.intermediate, false);
+            .forward_into(hidden, &mut scratch.intermediate, false);
         match self.activation {
             HiddenAct::Gelu => kernels::gelu_erf_in_place(&mut scratch.intermediate),
             HiddenAct::GeluApproximate => scratch
@@ -203,8 +201,7 @@ impl Layer {
                 .for_each(|x| *x = x.max(0.0)),
         }
 
-        // hidden = LayerNorm(attended + intermediate·W + b)
-        hidden.copy_from_slice(&scratch.attended);
+        // hidden = LayerNorm(hidden + intermediate·W + b)
         self.output
             .forward_into(&scratch.intermediate, hidden, true);
         self.output_norm.forward_rows(hidden);
@@ -296,11 +293,15 @@ pub(crate) struct BertEncoder {
     layers: Vec<Layer>,
     hidden_size: usize,
     scratch: Scratch,
+    /// The encoder's own threads: `--threads` bounds it, and it never waits on another
+    /// engine's work in rayon's global pool.
+    pool: rayon::ThreadPool,
 }
 
 impl BertEncoder {
     /// `vb` is rooted where `embeddings.*` and `encoder.layer.*` live (after any `bert.` prefix).
-    pub(crate) fn load(vb: VarBuilder, config: &Config) -> Result<Self> {
+    /// `threads` is the forward pass's thread count (0: one per core).
+    pub(crate) fn load(vb: VarBuilder, config: &Config, threads: usize) -> Result<Self> {
         if config.num_attention_heads == 0
             || !config
                 .hidden_size
@@ -316,14 +317,19 @@ impl BertEncoder {
         let layers = (0..config.num_hidden_layers)
             .map(|index| Layer::load(config, vb.pp(format!("encoder.layer.{index}"))))
             .collect::<Result<Vec<_>>>()?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|index| format!("kiln-bert-{index}"))
+            .build()
+            .map_err(candle_core::Error::wrap)?;
         Ok(Self {
             embeddings,
             layers,
             hidden_size: config.hidden_size,
+            pool,
             scratch: Scratch {
                 qkv: Vec::new(),
                 context: Vec::new(),
-                attended: Vec::new(),
                 intermediate: Vec::new(),
             },
         })
@@ -364,10 +370,20 @@ impl BertEncoder {
         }
         let hidden_size = self.hidden_size;
         let mut hidden = vec![0.0f32; tokens.len() * hidden_size];
-        self.embeddings.forward_into(&tokens, &mut hidden)?;
-        for layer in &self.layers {
-            layer.forward(&mut hidden, &sequences, &mut self.scratch);
-        }
+        let Self {
+            embeddings,
+            layers,
+            scratch,
+            pool,
+            ..
+        } = self;
+        pool.install(|| -> Result<()> {
+            embeddings.forward_into(&tokens, &mut hidden)?;
+            for layer in layers.iter() {
+                layer.forward(&mut hidden, &sequences, scratch);
+            }
+            Ok(())
+        })?;
         let mut padded = vec![0.0f32; batch * len * hidden_size];
         for (sequence, info) in sequences.iter().enumerate() {
             let rows = info.first_row * hidden_size..(info.first_row + info.length) * hidden_size;

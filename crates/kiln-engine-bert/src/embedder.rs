@@ -29,7 +29,13 @@ impl BertEmbedder {
     /// `model.safetensors` and optionally `1_Pooling/config.json`. Weights may be named with or
     /// without the `bert.` prefix. Errors are [`kiln_core::ErrorKind::Internal`] and name the file.
     pub fn load(dir: &Path) -> KilnResult<Self> {
-        Self::load_with(dir, Backend::Candle)
+        Self::load_with(dir, Backend::Candle { threads: 0 })
+    }
+
+    /// [`BertEmbedder::load`] running each forward pass on `threads` threads of its own (0: one
+    /// per core).
+    pub fn load_with_threads(dir: &Path, threads: usize) -> KilnResult<Self> {
+        Self::load_with(dir, Backend::Candle { threads })
     }
 
     /// Loads the same layout with `model.onnx` (an int8-quantized export) in place of the

@@ -25,8 +25,8 @@ const MAX_SUPPORTED_POSITIONS: usize = 512;
 /// Which engine runs the encoder.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Backend {
-    /// Kiln's own encoder on candle, from `model.safetensors`.
-    Candle,
+    /// Kiln's own encoder, from `model.safetensors`, on this many threads (0: one per core).
+    Candle { threads: usize },
     /// ONNX Runtime on `model.onnx` (int8 exports), on this many threads (0: its default).
     OnnxRuntime { threads: usize },
 }
@@ -71,7 +71,7 @@ pub(crate) fn load(dir: &Path, backend: Backend) -> KilnResult<LoadedModel> {
         .token_to_id("[PAD]")
         .unwrap_or(config.pad_token_id as u32);
     let model = match backend {
-        Backend::Candle => Encoder::Candle(read_weights(dir, &config)?),
+        Backend::Candle { threads } => Encoder::Candle(read_weights(dir, &config, threads)?),
         Backend::OnnxRuntime { threads } => Encoder::Onnx(read_onnx(dir, &config, threads)?),
     };
     Ok(LoadedModel {
@@ -178,7 +178,7 @@ fn read_onnx(dir: &Path, config: &Config, threads: usize) -> KilnResult<OnnxBert
         .map_err(|err| file_error(dir, ONNX_FILE, err))
 }
 
-fn read_weights(dir: &Path, config: &Config) -> KilnResult<BertEncoder> {
+fn read_weights(dir: &Path, config: &Config, threads: usize) -> KilnResult<BertEncoder> {
     let path = dir.join(WEIGHTS_FILE);
     if !path.is_file() {
         return Err(file_error(dir, WEIGHTS_FILE, "file not found"));
@@ -200,5 +200,5 @@ fn read_weights(dir: &Path, config: &Config) -> KilnResult<BertEncoder> {
             "no BERT word embeddings (expected `embeddings.word_embeddings.weight` or `bert.embeddings.word_embeddings.weight`)",
         ));
     };
-    BertEncoder::load(weights, config).map_err(|err| file_error(dir, WEIGHTS_FILE, err))
+    BertEncoder::load(weights, config, threads).map_err(|err| file_error(dir, WEIGHTS_FILE, err))
 }

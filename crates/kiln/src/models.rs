@@ -101,10 +101,13 @@ impl ModelLoader for EngineLoader {
                     model_file: Some(model.primary_file.clone()),
                 })
             }
-            ModelFormat::HfBert => embedding_worker(model, admission, |dir| {
-                Ok(Box::new(BertEmbedder::load(dir)?))
-            })
-            .map_err(cannot_load),
+            ModelFormat::HfBert => {
+                let threads = self.config.threads() as usize;
+                embedding_worker(model, admission, move |dir| {
+                    Ok(Box::new(BertEmbedder::load_with_threads(dir, threads)?))
+                })
+                .map_err(cannot_load)
+            }
             ModelFormat::OnnxBert => {
                 let threads = self.config.threads() as usize;
                 embedding_worker(model, admission, move |dir| {
