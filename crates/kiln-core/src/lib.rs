@@ -10,6 +10,7 @@ pub mod schema_guard;
 pub mod task;
 pub mod time;
 pub mod tools;
+pub mod vad;
 
 pub use classify::{ClassifierHead, ClassifierInput, ClassifierOutput, SequenceClassifier};
 pub use engine::{

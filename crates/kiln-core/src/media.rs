@@ -4,14 +4,49 @@
 
 use crate::{KilnResult, Task};
 
-/// Speech recognition options (Workers AI's whisper inputs, spec §3.7).
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Speech recognition options (Workers AI's whisper inputs, spec §3.7). The default is Kiln's
+/// plain Whisper decoding (greedy, each window on its own, no retries); `whisper-large-v3-turbo`
+/// asks for faster-whisper's defaults instead.
+#[derive(Debug, Clone, PartialEq)]
 pub struct TranscribeOptions {
     /// Spoken language; `None` detects it (multilingual models) or assumes English.
     pub language: Option<String>,
     /// Translate to English instead of transcribing.
     pub translate: bool,
     pub initial_prompt: Option<String>,
+    /// Text the first window's transcript is forced to start with (faster-whisper's `prefix`).
+    pub prefix: Option<String>,
+    /// Drop what the voice-activity detector hears as non-speech before decoding.
+    pub vad_filter: bool,
+    /// Beams of the beam search at temperature 0; 1 decodes greedily.
+    pub beam_size: u32,
+    /// Condition each 30 s window on the text decoded before it.
+    pub condition_on_previous_text: bool,
+    /// Retry a window at temperatures 0.2, 0.4 … 1.0 (sampling) while it fails
+    /// `compression_ratio_threshold` or `log_prob_threshold`.
+    pub temperature_fallback: bool,
+    pub compression_ratio_threshold: f32,
+    pub log_prob_threshold: f32,
+    /// A window whose no-speech probability is above this (and whose text is unlikely) is silence.
+    pub no_speech_threshold: f32,
+}
+
+impl Default for TranscribeOptions {
+    fn default() -> Self {
+        Self {
+            language: None,
+            translate: false,
+            initial_prompt: None,
+            prefix: None,
+            vad_filter: false,
+            beam_size: 1,
+            condition_on_previous_text: false,
+            temperature_fallback: false,
+            compression_ratio_threshold: 2.4,
+            log_prob_threshold: -1.0,
+            no_speech_threshold: 0.6,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -23,20 +58,31 @@ pub struct TimedWord {
     pub confidence: f32,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TimedSegment {
     pub start: f32,
     pub end: f32,
     pub text: String,
     pub words: Vec<TimedWord>,
+    /// The decoding of the 30 s window the segment came from: the temperature that gave it,
+    /// the mean log probability of its tokens, its text's zlib compression ratio and the
+    /// probability that the window held no speech.
+    pub temperature: f32,
+    pub avg_logprob: f32,
+    pub compression_ratio: f32,
+    pub no_speech_prob: f32,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Transcription {
     pub text: String,
     pub language: String,
+    /// How sure the model was of `language` (1 when it was given).
+    pub language_probability: f32,
     /// Seconds of audio.
     pub duration: f32,
+    /// Seconds of audio left after voice-activity filtering (`duration` without it).
+    pub duration_after_vad: f32,
     pub segments: Vec<TimedSegment>,
     /// WebVTT of the segments.
     pub vtt: String,

@@ -4,22 +4,29 @@
 //! CTranslate2 (faster-whisper) weights: [`ct2`] reads the `model.bin` container, splits the
 //! fused attention projections and renames the tensors to the Hugging Face layout. [`audio`]
 //! turns wav/mp3/flac/ogg bytes into 16 kHz mono samples, and [`Transcriber`] does log-mel,
-//! encoding and greedy timestamped decoding in 30 s windows, then word timestamps from the
-//! decoder's cross-attention (`words`, `timing`).
+//! encoding and timestamped decoding in 30 s windows (greedy or beam search, temperature
+//! fallback: `decode`, `fallback`; voice-activity filtering: `vad`), then word timestamps from
+//! the decoder's cross-attention (`words`, `timing`).
 
 pub mod audio;
 pub mod ct2;
+mod decode;
+mod fallback;
 pub mod mel;
 pub(crate) mod model;
+mod options;
 mod output;
 mod rules;
 mod timing;
 mod transcribe;
+mod vad;
 mod words;
 
 pub use audio::{decode_audio, decode_audio_within, pcm_i16_to_f32, resample_to_16k, AudioLimits};
+pub use fallback::FALLBACK_TEMPERATURES;
+pub use options::{Task, TranscribeOptions, MAX_BEAM_SIZE};
 pub use output::{to_vtt, Segment, Transcript, Word};
-pub use transcribe::{Task, TranscribeOptions, Transcriber};
+pub use transcribe::Transcriber;
 
 /// Errors of the speech-recognition engine. The first four are the caller's fault (HTTP 400,
 /// Workers AI code 5006 upstream); `Stopped` is the caller's `keep_going` saying stop (deadline,

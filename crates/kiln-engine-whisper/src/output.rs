@@ -6,13 +6,18 @@ use serde::Serialize;
 pub struct Transcript {
     pub text: String,
     pub language: String,
+    /// How sure language detection was of `language` (1 when the language was given or the
+    /// model knows only English).
+    pub language_probability: f32,
     /// Seconds of audio transcribed.
     pub duration: f32,
+    /// Seconds of audio left after `vad_filter` (`duration` without it).
+    pub duration_after_vad: f32,
     pub segments: Vec<Segment>,
     pub words: Vec<Word>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Segment {
     pub start: f32,
     pub end: f32,
@@ -20,6 +25,13 @@ pub struct Segment {
     /// The decoder's probability of each whitespace-separated word of `text` (the mean over
     /// its tokens); empty when unknown.
     pub word_probabilities: Vec<f32>,
+    /// How the segment's 30 s window was decoded: the temperature of the result kept, its
+    /// mean token log probability, its text's zlib compression ratio and the probability that
+    /// the window holds no speech (faster-whisper's segment fields).
+    pub temperature: f32,
+    pub avg_logprob: f32,
+    pub compression_ratio: f32,
+    pub no_speech_prob: f32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -112,7 +124,7 @@ mod tests {
             start,
             end,
             text: text.into(),
-            word_probabilities: vec![],
+            ..Segment::default()
         }
     }
 
@@ -121,7 +133,9 @@ mod tests {
         let t = Transcript {
             text: "Hello world. Bye.".into(),
             language: "en".into(),
+            language_probability: 1.0,
             duration: 3725.5,
+            duration_after_vad: 3725.5,
             segments: vec![
                 seg(0.0, 1.5, " Hello world."),
                 seg(3723.25, 3725.5, " Bye."),

@@ -1,5 +1,8 @@
-//! Log-mel → encoder → greedy timestamped decoding, in 30 s windows that advance to the last
-//! complete timestamp (OpenAI's `transcribe()` loop).
+//! Log-mel → encoder → timestamped decoding, in 30 s windows that advance to the last
+//! complete timestamp (OpenAI's `transcribe()` loop, with faster-whisper's options): each window
+//! is decoded greedily or by beam search (`decode`), again at higher temperatures while the
+//! result looks like a hallucination (`fallback`), optionally conditioned on the text before
+//! it; `vad_filter` first keeps only the speech (`vad`).
 
 use std::path::Path;
 
@@ -9,38 +12,19 @@ use serde::Deserialize;
 use tokenizers::Tokenizer;
 
 use crate::ct2::Ct2Model;
+use crate::decode::{Prompt, Rng, Strategy, WindowDecoder, WindowResult};
+use crate::fallback::{self, Attempt, Quality, Thresholds, PROMPT_RESET_TEMPERATURE};
 use crate::model::WhisperModel;
+use crate::options::{Task, TranscribeOptions, MAX_BEAM_SIZE, MAX_BEST_OF};
 use crate::output::{round2, words_of, Segment, Transcript};
-use crate::rules::{argmax, log_softmax, LogitRules, SpecialTokens, TIME_PRECISION};
+use crate::rules::{log_softmax, LogitRules, SpecialTokens, TIME_PRECISION};
 use crate::AsrError;
 
-const NO_SPEECH_THRESHOLD: f32 = 0.6;
-const LOGPROB_THRESHOLD: f32 = -1.0;
 /// Mel frames per timestamp step.
 const INPUT_STRIDE: usize = 2;
 /// Characters of an initial prompt that are tokenized (its end; far more than the ~220
-/// tokens a window can be conditioned on).
+/// tokens a window can be conditioned on), and of a prefix (its start).
 const PROMPT_TAIL_CHARS: usize = 4096;
-/// Decoder steps between two progress checks inside a window.
-const TOKENS_PER_CHECK: usize = 32;
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Task {
-    #[default]
-    Transcribe,
-    /// Translate to English (multilingual models only; ignored by `.en` models).
-    Translate,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct TranscribeOptions {
-    /// ISO code such as "en"; `None` detects it (multilingual models).
-    pub language: Option<String>,
-    pub task: Task,
-    /// Text the first window is conditioned on (spelling, names, style).
-    pub initial_prompt: Option<String>,
-}
-
 #[derive(Deserialize, Default)]
 struct Ct2Config {
     #[serde(default)]
@@ -66,12 +50,15 @@ pub struct Transcriber {
     alignment_heads: Vec<(usize, usize)>,
 }
 
-struct WindowResult {
-    tokens: Vec<u32>,
-    /// The probability the decoder gave each of `tokens`.
-    token_probs: Vec<f32>,
-    avg_logprob: f32,
-    no_speech_prob: f32,
+/// How every window's decoder prompt starts.
+struct StartOfTranscript {
+    language: String,
+    /// How sure detection was of `language` (1 when given).
+    probability: f32,
+    /// `<|startoftranscript|>`, and on multilingual models the language and the task.
+    sot_seq: Vec<u32>,
+    /// The first window's encoding, when language detection computed it.
+    first_features: Option<Tensor>,
 }
 
 fn model_err(context: &str) -> impl Fn(String) -> AsrError + '_ {
@@ -147,57 +134,56 @@ impl Transcriber {
             return Err(AsrError::EmptyAudio);
         }
         let duration = samples_16k.len() as f32 / w::SAMPLE_RATE as f32;
+        if !options.vad_filter {
+            return self.transcribe_samples(samples_16k, options, keep_going);
+        }
+        let chunks = crate::vad::speech_chunks(samples_16k);
+        let speech = crate::vad::collect(samples_16k, &chunks);
+        if speech.is_empty() {
+            let language = options.language.clone().unwrap_or_else(|| "en".into());
+            return Ok(Transcript {
+                text: String::new(),
+                language,
+                language_probability: 1.0,
+                duration,
+                duration_after_vad: 0.0,
+                segments: Vec::new(),
+                words: Vec::new(),
+            });
+        }
+        let mut transcript = self.transcribe_samples(&speech, options, keep_going)?;
+        crate::vad::TimeMap::new(&chunks).restore(&mut transcript);
+        transcript.duration = duration;
+        Ok(transcript)
+    }
+
+    fn transcribe_samples(
+        &mut self,
+        samples_16k: &[f32],
+        options: &TranscribeOptions,
+        keep_going: &dyn Fn() -> bool,
+    ) -> Result<Transcript, AsrError> {
+        let duration = samples_16k.len() as f32 / w::SAMPLE_RATE as f32;
         // Mel of the whole recording plus 30 s of silence, so every window is full length.
         let cfg = self.model.config.clone();
+        let n_ctx = cfg.max_target_positions;
         let (mel, n_frames) =
             crate::mel::log_mel(samples_16k, cfg.num_mel_bins, &self.filters, keep_going)?;
         let mel = Tensor::from_vec(mel, (1, cfg.num_mel_bins, n_frames), &Device::Cpu)?;
         let content_frames = samples_16k.len() / w::HOP_LENGTH;
 
-        let mut language = "en".to_string();
-        let mut sot_seq = vec![self.tokens.sot];
-        // The first window's encoding, when language detection already computed it.
-        let mut first_features = None;
-        if self.multilingual {
-            let lang = match &options.language {
-                Some(code) => self.tokens.language_token(code).ok_or_else(|| {
-                    AsrError::UnsupportedFormat(format!("unsupported language `{code}`"))
-                })?,
-                None => {
-                    let features = self.encode(&mel, 0)?;
-                    let lang = self.detect_language(&features)?;
-                    first_features = Some(features);
-                    lang
-                }
-            };
-            language = self.tokens.language_code(lang).unwrap_or("en").to_string();
-            sot_seq.push(lang);
-            let task = match options.task {
-                Task::Transcribe => self.tokens.transcribe,
-                Task::Translate => self.tokens.translate,
-            };
-            sot_seq.extend(task);
-        }
-        let mut prompt: Vec<u32> = Vec::new();
-        if let (Some(text), Some(sot_prev)) = (&options.initial_prompt, self.tokens.sot_prev) {
-            // Only the prompt's last tokens are kept, so only its tail is tokenized: a huge
-            // prompt costs nothing more than a short one.
-            let text = text.trim();
-            let tail_start = text
-                .char_indices()
-                .rev()
-                .nth(PROMPT_TAIL_CHARS)
-                .map_or(0, |(at, _)| at);
-            let text = format!(" {}", &text[tail_start..]);
-            let enc = self
-                .tokenizer
-                .encode(text, false)
-                .map_err(|e| model_err("tokenizer")(e.to_string()))?;
-            let ids = enc.get_ids();
-            let keep = ids.len().min(cfg.max_target_positions / 2 - 1);
-            prompt.push(sot_prev);
-            prompt.extend_from_slice(&ids[ids.len() - keep..]);
-        }
+        let StartOfTranscript {
+            language,
+            probability: language_probability,
+            sot_seq,
+            mut first_features,
+        } = self.start_of_transcript(&mel, options)?;
+        // Text tokens a window may be conditioned on: the initial prompt's, then (with
+        // `condition_on_previous_text`) each window's, from `prompt_reset_since` on.
+        let (mut all_tokens, forced_first) = self.prompt_and_prefix(options)?;
+        let mut prompt_reset_since = 0;
+        let thresholds = thresholds_of(options);
+        let mut rng = Rng::new(options.seed);
 
         let mut segments = Vec::new();
         let mut words = Vec::new();
@@ -214,15 +200,28 @@ impl Transcriber {
                 Some(f) if seek == 0 => f,
                 _ => self.encode(&mel, seek)?,
             };
-            let result = self.decode_window(&features, &prompt, &sot_seq, keep_going)?;
-            // The initial prompt conditions the first window only (no conditioning on
-            // previous text: it costs decoder time and feeds repetition loops).
-            prompt.clear();
-            if result.no_speech_prob > NO_SPEECH_THRESHOLD && result.avg_logprob < LOGPROB_THRESHOLD
+            self.model.decoder.set_audio(&features)?;
+            let mut previous = Vec::new();
+            if let (Some(sot_prev), Some(earlier)) =
+                (self.tokens.sot_prev, all_tokens.get(prompt_reset_since..))
             {
+                if !earlier.is_empty() {
+                    let keep = earlier.len().min((n_ctx / 2).saturating_sub(1));
+                    previous.push(sot_prev);
+                    previous.extend_from_slice(&earlier[earlier.len() - keep..]);
+                }
+            }
+            let prompt = Prompt {
+                previous: &previous,
+                sot_seq: &sot_seq,
+                forced: if seek == 0 { &forced_first } else { &[] },
+            };
+            let attempt = self.decode_with_fallback(&prompt, options, &mut rng, keep_going)?;
+            if thresholds.is_silence(&attempt.quality) {
                 seek += segment_size;
                 continue;
             }
+            let result = attempt.value;
             let first_new = segments.len();
             let mut ranges = Vec::new();
             let advance = self.split_segments(
@@ -232,6 +231,20 @@ impl Transcriber {
                 &mut segments,
                 &mut ranges,
             )?;
+            for segment in &mut segments[first_new..] {
+                segment.temperature = attempt.temperature;
+                segment.avg_logprob = attempt.quality.avg_logprob;
+                segment.compression_ratio = attempt.quality.compression_ratio;
+                segment.no_speech_prob = attempt.quality.no_speech_prob;
+            }
+            for range in &ranges {
+                all_tokens.extend(result.tokens.get(range.clone()).unwrap_or_default());
+            }
+            // Text decoded hot is likely poor: it prompts nothing.
+            if !options.condition_on_previous_text || attempt.temperature > PROMPT_RESET_TEMPERATURE
+            {
+                prompt_reset_since = all_tokens.len();
+            }
             {
                 let mut aligner = crate::words::Aligner {
                     decoder: &mut self.model.decoder,
@@ -281,10 +294,139 @@ impl Transcriber {
         Ok(Transcript {
             text,
             language,
+            language_probability,
             duration,
+            duration_after_vad: duration,
             segments,
             words,
         })
+    }
+
+    /// The start-of-transcript sequence (with the language, given or detected, and the task
+    /// on multilingual models).
+    fn start_of_transcript(
+        &mut self,
+        mel: &Tensor,
+        options: &TranscribeOptions,
+    ) -> Result<StartOfTranscript, AsrError> {
+        let mut sot_seq = vec![self.tokens.sot];
+        if !self.multilingual {
+            return Ok(StartOfTranscript {
+                language: "en".into(),
+                probability: 1.0,
+                sot_seq,
+                first_features: None,
+            });
+        }
+        let (mut probability, mut features) = (1.0, None);
+        let lang = match &options.language {
+            Some(code) => self.tokens.language_token(code).ok_or_else(|| {
+                AsrError::UnsupportedFormat(format!("unsupported language `{code}`"))
+            })?,
+            None => {
+                let encoded = self.encode(mel, 0)?;
+                let (lang, p) = self.detect_language(&encoded)?;
+                (probability, features) = (p, Some(encoded));
+                lang
+            }
+        };
+        let language = self.tokens.language_code(lang).unwrap_or("en").to_string();
+        sot_seq.push(lang);
+        sot_seq.extend(match options.task {
+            Task::Transcribe => self.tokens.transcribe,
+            Task::Translate => self.tokens.translate,
+        });
+        Ok(StartOfTranscript {
+            language,
+            probability,
+            sot_seq,
+            first_features: features,
+        })
+    }
+
+    /// The initial prompt's tokens, and the tokens the first window is forced to start with
+    /// (the first timestamp and the prefix's text; at most a quarter of the context, so that
+    /// the prompt and the transcript still fit).
+    fn prompt_and_prefix(
+        &self,
+        options: &TranscribeOptions,
+    ) -> Result<(Vec<u32>, Vec<u32>), AsrError> {
+        let mut prompt = Vec::new();
+        if let Some(text) = &options.initial_prompt {
+            // Only the prompt's last tokens are kept, so only its tail is tokenized: a huge
+            // prompt costs nothing more than a short one.
+            let text = text.trim();
+            let tail_start = text
+                .char_indices()
+                .rev()
+                .nth(PROMPT_TAIL_CHARS)
+                .map_or(0, |(at, _)| at);
+            prompt = self.encode_text(&text[tail_start..])?;
+        }
+        let mut forced = Vec::new();
+        if let Some(text) = options.prefix.as_deref().map(str::trim) {
+            if !text.is_empty() {
+                let head: String = text.chars().take(PROMPT_TAIL_CHARS).collect();
+                let mut ids = self.encode_text(&head)?;
+                ids.truncate((self.model.config.max_target_positions / 4).saturating_sub(1));
+                forced.push(self.tokens.timestamp_begin);
+                forced.extend(ids);
+            }
+        }
+        Ok((prompt, forced))
+    }
+
+    /// Decodes the window the decoder holds: at temperature 0 (greedy, or beam search), then
+    /// by sampling at the fallback temperatures while the result fails the thresholds.
+    fn decode_with_fallback(
+        &mut self,
+        prompt: &Prompt,
+        options: &TranscribeOptions,
+        rng: &mut Rng,
+        keep_going: &dyn Fn() -> bool,
+    ) -> Result<Attempt<WindowResult>, AsrError> {
+        let beams = options.beam_size.clamp(1, MAX_BEAM_SIZE);
+        let best_of = options.best_of.clamp(1, MAX_BEST_OF);
+        let (tokenizer, eot) = (&self.tokenizer, self.tokens.eot);
+        let mut window = WindowDecoder {
+            decoder: &mut self.model.decoder,
+            rules: LogitRules {
+                tokens: &self.tokens,
+                suppress: &self.suppress,
+                suppress_begin: &self.suppress_begin,
+            },
+            keep_going,
+        };
+        let thresholds = thresholds_of(options);
+        fallback::with_fallback(&options.temperatures, &thresholds, |temperature| {
+            let strategy = if temperature > 0.0 {
+                Strategy::Sample {
+                    temperature,
+                    best_of,
+                }
+            } else if beams > 1 {
+                Strategy::Beam(beams)
+            } else {
+                Strategy::Greedy
+            };
+            let result = window.decode(prompt, strategy, rng)?;
+            let text = text_of(tokenizer, eot, &result.tokens)?;
+            let quality = Quality {
+                avg_logprob: result.avg_logprob,
+                compression_ratio: fallback::compression_ratio(text.trim()),
+                no_speech_prob: result.no_speech_prob,
+            };
+            Ok((result, quality))
+        })
+    }
+
+    /// The tokens of `text` as the model reads running text (after a space).
+    fn encode_text(&self, text: &str) -> Result<Vec<u32>, AsrError> {
+        let enc = self
+            .tokenizer
+            .encode(format!(" {}", text.trim()), false)
+            .map_err(|e| model_err("tokenizer")(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
     }
 
     fn encode(&mut self, mel: &Tensor, seek: usize) -> Result<Tensor, AsrError> {
@@ -292,79 +434,26 @@ impl Transcriber {
         Ok(self.model.encoder.forward(&window)?)
     }
 
-    fn detect_language(&mut self, features: &Tensor) -> Result<u32, AsrError> {
+    /// The likeliest language token and its probability among the languages.
+    fn detect_language(&mut self, features: &Tensor) -> Result<(u32, f32), AsrError> {
         let decoder = &mut self.model.decoder;
         decoder.set_audio(features)?;
         let out = decoder.forward(&[self.tokens.sot], &[])?;
         let logits = decoder.logits(&out.hidden, 0)?;
-        self.tokens
+        let languages: Vec<(u32, f32)> = self
+            .tokens
             .languages
             .iter()
-            .filter(|(_, t)| (*t as usize) < logits.len())
-            .max_by(|a, b| logits[a.1 as usize].total_cmp(&logits[b.1 as usize]))
-            .map(|(_, t)| *t)
+            .filter_map(|&(_, t)| logits.get(t as usize).map(|&l| (t, l)))
+            .collect();
+        let values: Vec<f32> = languages.iter().map(|&(_, l)| l).collect();
+        let probabilities = log_softmax(&values);
+        languages
+            .iter()
+            .zip(probabilities)
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(&(t, _), logprob)| (t, logprob.exp()))
             .ok_or_else(|| AsrError::Model("model has no language tokens".into()))
-    }
-
-    fn decode_window(
-        &mut self,
-        features: &Tensor,
-        prompt: &[u32],
-        sot_seq: &[u32],
-        keep_going: &dyn Fn() -> bool,
-    ) -> Result<WindowResult, AsrError> {
-        let rules = LogitRules {
-            tokens: &self.tokens,
-            suppress: &self.suppress,
-            suppress_begin: &self.suppress_begin,
-        };
-        let n_ctx = self.model.config.max_target_positions;
-        let mut tokens: Vec<u32> = prompt.iter().chain(sot_seq).copied().collect();
-        let sample_begin = tokens.len();
-        let sot_index = prompt.len();
-        let max_len = (sample_begin + n_ctx / 2).min(n_ctx);
-        let mut sum_logprob = 0f32;
-        let mut token_probs = Vec::new();
-        let mut no_speech_prob = 0f32;
-        let mut step = 0;
-        self.model.decoder.set_audio(features)?;
-        while tokens.len() < max_len {
-            if step % TOKENS_PER_CHECK == TOKENS_PER_CHECK - 1 && !keep_going() {
-                return Err(AsrError::Stopped);
-            }
-            let decoder = &mut self.model.decoder;
-            // The first step runs the whole prompt; later ones only the newest token.
-            let new = if step == 0 {
-                &tokens[..]
-            } else {
-                &tokens[tokens.len() - 1..]
-            };
-            let out = decoder.forward(new, &[])?;
-            if step == 0 {
-                if let Some(ns) = self.tokens.no_speech {
-                    let at_sot = log_softmax(&decoder.logits(&out.hidden, sot_index)?);
-                    no_speech_prob = at_sot.get(ns as usize).map_or(0.0, |x| x.exp());
-                }
-            }
-            let mut logits = decoder.logits(&out.hidden, out.hidden.dim(0)? - 1)?;
-            rules.apply(&mut logits, &tokens[sample_begin..]);
-            let logprobs = log_softmax(&logits);
-            let next = argmax(&logits) as u32;
-            sum_logprob += logprobs[next as usize];
-            token_probs.push(logprobs[next as usize].exp());
-            step += 1;
-            if next == self.tokens.eot {
-                break;
-            }
-            tokens.push(next);
-        }
-        let sampled = tokens.split_off(sample_begin);
-        Ok(WindowResult {
-            avg_logprob: sum_logprob / (sampled.len() + 1) as f32,
-            tokens: sampled,
-            token_probs,
-            no_speech_prob,
-        })
     }
 
     /// Cuts a window's tokens into timestamped segments; returns how many mel frames to advance
@@ -399,6 +488,7 @@ impl Transcriber {
                 end: time_offset + end,
                 text,
                 word_probabilities: self.word_probabilities(tokens, &window.token_probs),
+                ..Segment::default()
             });
             ranges.push(0..n);
             return Ok(None);
@@ -420,6 +510,7 @@ impl Transcriber {
                         part,
                         window.token_probs.get(last_slice..cut).unwrap_or_default(),
                     ),
+                    ..Segment::default()
                 });
                 ranges.push(last_slice..cut);
             }
@@ -458,13 +549,22 @@ impl Transcriber {
     }
 
     fn text_of(&self, tokens: &[u32]) -> Result<String, AsrError> {
-        let text: Vec<u32> = tokens
-            .iter()
-            .copied()
-            .filter(|&t| t < self.tokens.eot)
-            .collect();
-        self.tokenizer
-            .decode(&text, true)
-            .map_err(|e| model_err("tokenizer")(e.to_string()))
+        text_of(&self.tokenizer, self.tokens.eot, tokens)
     }
+}
+
+fn thresholds_of(options: &TranscribeOptions) -> Thresholds {
+    Thresholds {
+        compression_ratio: options.compression_ratio_threshold,
+        log_prob: options.log_prob_threshold,
+        no_speech: options.no_speech_threshold,
+    }
+}
+
+/// The text of `tokens` (special tokens and timestamps left out).
+fn text_of(tokenizer: &Tokenizer, eot: u32, tokens: &[u32]) -> Result<String, AsrError> {
+    let text: Vec<u32> = tokens.iter().copied().filter(|&t| t < eot).collect();
+    tokenizer
+        .decode(&text, true)
+        .map_err(|e| model_err("tokenizer")(e.to_string()))
 }

@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use kiln_core::limits::{AudioLimits, ImageLimits, InputLimits, SpeechSynthesisLimits};
-use kiln_core::media::{AudioFormat, LabelScore, TimedSegment, TimedWord, Transcription};
+use kiln_core::media::{
+    AudioFormat, LabelScore, TimedSegment, TimedWord, TranscribeOptions, Transcription,
+};
 use kiln_core::{
     ErrorKind, KilnError, KilnResult, MediaEngine, MediaOutput, MediaRequest, Task, WorkProgress,
 };
@@ -184,6 +186,33 @@ impl WhisperEngine {
     }
 }
 
+/// The request's options in the engine's terms.
+fn whisper_options(options: TranscribeOptions) -> kiln_engine_whisper::TranscribeOptions {
+    use kiln_engine_whisper::{Task, FALLBACK_TEMPERATURES};
+    kiln_engine_whisper::TranscribeOptions {
+        language: options.language,
+        task: if options.translate {
+            Task::Translate
+        } else {
+            Task::Transcribe
+        },
+        initial_prompt: options.initial_prompt,
+        prefix: options.prefix,
+        beam_size: options.beam_size as usize,
+        condition_on_previous_text: options.condition_on_previous_text,
+        temperatures: if options.temperature_fallback {
+            FALLBACK_TEMPERATURES.to_vec()
+        } else {
+            vec![0.0]
+        },
+        compression_ratio_threshold: Some(options.compression_ratio_threshold),
+        log_prob_threshold: Some(options.log_prob_threshold),
+        no_speech_threshold: Some(options.no_speech_threshold),
+        vad_filter: options.vad_filter,
+        ..Default::default()
+    }
+}
+
 fn asr_error(error: kiln_engine_whisper::AsrError, progress: &WorkProgress) -> KilnError {
     use kiln_engine_whisper::AsrError;
     match error {
@@ -206,15 +235,7 @@ impl MediaEngine for WhisperEngine {
         let asr_error = |error| asr_error(error, progress);
         let samples = kiln_engine_whisper::decode_audio_within(audio, &self.limits, &keep_going)
             .map_err(asr_error)?;
-        let whisper_options = kiln_engine_whisper::TranscribeOptions {
-            language: options.language,
-            task: if options.translate {
-                kiln_engine_whisper::Task::Translate
-            } else {
-                kiln_engine_whisper::Task::Transcribe
-            },
-            initial_prompt: options.initial_prompt,
-        };
+        let whisper_options = whisper_options(options);
         let transcript = self
             .transcriber
             .transcribe_within(&samples, &whisper_options, &keep_going)
@@ -229,6 +250,10 @@ impl MediaEngine for WhisperEngine {
                 start: segment.start,
                 end: segment.end,
                 text: segment.text.clone(),
+                temperature: segment.temperature,
+                avg_logprob: segment.avg_logprob,
+                compression_ratio: segment.compression_ratio,
+                no_speech_prob: segment.no_speech_prob,
                 words: transcript
                     .words
                     .iter()
@@ -247,7 +272,9 @@ impl MediaEngine for WhisperEngine {
         Ok(MediaOutput::Transcription(Transcription {
             text: transcript.text,
             language: transcript.language,
+            language_probability: transcript.language_probability,
             duration: transcript.duration,
+            duration_after_vad: transcript.duration_after_vad,
             segments,
             vtt,
         }))

@@ -54,6 +54,29 @@ pub(crate) struct DecoderOutput {
     pub cross_scores: Vec<Tensor>,
 }
 
+/// Several continuations of the cached prompt decoded side by side (beam search, sampling):
+/// each layer's self-attention keys and values, (rows, H, tokens, dh).
+pub(crate) struct Rows {
+    k: Vec<Tensor>,
+    v: Vec<Tensor>,
+    len: usize,
+}
+
+impl Rows {
+    pub fn count(&self) -> usize {
+        self.k.first().and_then(|k| k.dim(0).ok()).unwrap_or(0)
+    }
+
+    /// Keeps the rows `from` names, in that order (a row may be repeated).
+    pub fn select(&mut self, from: &[u32]) -> Result<()> {
+        let index = Tensor::new(from, &Device::Cpu)?;
+        for t in self.k.iter_mut().chain(self.v.iter_mut()) {
+            *t = t.index_select(&index, 0)?;
+        }
+        Ok(())
+    }
+}
+
 impl Decoder {
     pub fn load(w: &mut Weights, cfg: &Config) -> std::result::Result<Self, AsrError> {
         let heads = cfg.decoder_attention_heads;
@@ -230,6 +253,93 @@ impl Decoder {
         })
     }
 
+    /// `n` rows that each continue the tokens now cached.
+    pub fn fork(&self, n: usize) -> Result<Rows> {
+        let (mut k, mut v) = (Vec::new(), Vec::new());
+        for state in &self.state {
+            let (Some(ks), Some(vs)) = (state.cache.k()?, state.cache.v()?) else {
+                candle_core::bail!("fork before the prompt was decoded");
+            };
+            for (from, to) in [(ks, &mut k), (vs, &mut v)] {
+                let (h, t, dh) = from.dims3()?;
+                to.push(
+                    from.unsqueeze(0)?
+                        .broadcast_as((n, h, t, dh))?
+                        .contiguous()?,
+                );
+            }
+        }
+        Ok(Rows {
+            k,
+            v,
+            len: self.len(),
+        })
+    }
+
+    /// One step of every row: `tokens[i]` follows row `i`. Returns the final hidden states
+    /// (rows, d). The weights are read once for all rows; the cross-attention treats the rows
+    /// as it treats the tokens of a prompt (no mask over the audio).
+    pub fn forward_rows(&self, rows: &mut Rows, tokens: &[u32]) -> Result<Tensor> {
+        let n = tokens.len();
+        let offset = rows.len;
+        if n != rows.count() || offset + 1 > self.n_ctx {
+            candle_core::bail!("{n} rows at {offset} do not fit the decoder's rows or positions");
+        }
+        let (d, heads) = (self.d_model, self.heads);
+        let dh = d / heads;
+        let mut embedded = Vec::with_capacity(n * d);
+        for &t in tokens {
+            self.embedding.push_row(t as usize, &mut embedded)?;
+        }
+        let mut x = Tensor::from_vec(embedded, (n, d), &Device::Cpu)?
+            .broadcast_add(&self.positions.narrow(0, offset, 1)?)?;
+        for (layer, (block, state)) in self.blocks.iter().zip(&self.state).enumerate() {
+            let qkv = block.qkv.forward_rows(&block.attn_ln.forward(&x)?)?;
+            let part = |i: usize| qkv.narrow(1, i * d, d)?.reshape((n, heads, 1, dh));
+            let q = part(0)?;
+            rows.k[layer] = Tensor::cat(&[&rows.k[layer], &part(1)?], 2)?;
+            rows.v[layer] = Tensor::cat(&[&rows.v[layer], &part(2)?], 2)?;
+            let scores = q.matmul(&rows.k[layer].transpose(2, 3)?)?;
+            let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+            let attended = weights.matmul(&rows.v[layer])?.reshape((n, d))?;
+            x = (x + block.out.forward_rows(&attended)?)?;
+
+            let (Some(k_t), Some(v)) = (&state.cross_k_t, &state.cross_v) else {
+                candle_core::bail!("the decoder ran before set_audio");
+            };
+            let q = split_heads(
+                &block.cross_q.forward_rows(&block.cross_ln.forward(&x)?)?,
+                heads,
+            )?;
+            let (attended, _) = attend(&q, k_t, v, None, false)?;
+            x = (x + block.cross_out.forward_rows(&attended)?)?;
+
+            let h = super::gelu(&block.fc1.forward_rows(&block.mlp_ln.forward(&x)?)?)?;
+            x = (x + block.fc2.forward_rows(&h)?)?;
+        }
+        rows.len += 1;
+        self.ln.forward(&x)
+    }
+
+    /// Logits over the vocabulary for every row of `hidden` (rows, d).
+    pub fn logits_rows(&self, hidden: &Tensor) -> Result<Vec<Vec<f32>>> {
+        let (n, d) = hidden.dims2()?;
+        let flat: Vec<f32> = match &self.embedding {
+            Table::Half(table) => {
+                let h: Vec<f32> = hidden.flatten_all()?.to_vec1()?;
+                let mut logits = vec![0f32; n * table.rows()];
+                table.matmul_rows(&h, n, &mut logits);
+                logits
+            }
+            Table::Full(table) => hidden.matmul(&table.t()?)?.flatten_all()?.to_vec1()?,
+        };
+        let vocab = flat.len() / n.max(1);
+        if vocab == 0 || d == 0 {
+            candle_core::bail!("no logits for {n} rows");
+        }
+        Ok(flat.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
+    }
+
     /// Logits over the vocabulary for one row of [`DecoderOutput::hidden`].
     pub fn logits(&self, hidden: &Tensor, row: usize) -> Result<Vec<f32>> {
         let h = hidden.narrow(0, row, 1)?;
@@ -311,6 +421,23 @@ impl StepLinear {
             bias: full.bias.to_vec1()?,
             full,
         })
+    }
+
+    /// Several rows through the f16 weights at once (read once for all of them).
+    fn forward_rows(&self, x: &Tensor) -> Result<Tensor> {
+        let Some(half) = &self.half else {
+            return self.full.forward(x);
+        };
+        let (n, _) = x.dims2()?;
+        let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        let mut out = vec![0f32; n * half.rows()];
+        half.matmul_rows(&xs, n, &mut out);
+        for row in out.chunks_exact_mut(half.rows()) {
+            for (o, b) in row.iter_mut().zip(&self.bias) {
+                *o += b;
+            }
+        }
+        Tensor::from_vec(out, (n, half.rows()), &Device::Cpu)
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {

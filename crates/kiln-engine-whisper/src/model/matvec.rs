@@ -59,6 +59,63 @@ impl HalfRows {
             }
         });
     }
+
+    /// `out[j, r] = Σ_c self[r, c]·xs[j, c]` for `n` vectors `xs` (n, cols) at once, `out`
+    /// (n, rows): each weight row is read from memory once for all of them (beam search).
+    pub fn matmul_rows(&self, xs: &[f32], n: usize, out: &mut [f32]) {
+        if n == 0 || xs.len() != n * self.cols || out.len() != n * self.rows || self.cols == 0 {
+            out.fill(f32::NAN);
+            return;
+        }
+        let threads = if self.bits.len() < MIN_PARALLEL_WEIGHTS {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        };
+        // Row-major by weight row while computing, so each thread writes one contiguous part.
+        let mut by_row = vec![0f32; n * self.rows];
+        if threads <= 1 {
+            rows_dot_many(&self.bits, xs, n, &mut by_row);
+        } else {
+            let per = self.rows.div_ceil(threads);
+            std::thread::scope(|scope| {
+                let parts = by_row
+                    .chunks_mut(per * n)
+                    .zip(self.bits.chunks(per * self.cols));
+                for (part_out, part) in parts {
+                    scope.spawn(move || rows_dot_many(part, xs, n, part_out));
+                }
+            });
+        }
+        for (r, values) in by_row.chunks_exact(n).enumerate() {
+            for (j, &v) in values.iter().enumerate() {
+                out[j * self.rows + r] = v;
+            }
+        }
+    }
+}
+
+/// [`rows_dot`] for `n` vectors: `out[r·n + j]` is weight row `r` times vector `j` (the row
+/// stays in the L1 cache between the vectors).
+fn rows_dot_many(m: &[u16], xs: &[f32], n: usize, out: &mut [f32]) {
+    let cols = xs.len() / n;
+    for (r, row) in m.chunks_exact(cols).enumerate() {
+        for (j, x) in xs.chunks_exact(cols).enumerate() {
+            out[r * n + j] = dot(row, x);
+        }
+    }
+}
+
+fn dot(row: &[u16], x: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+    {
+        // SAFETY: the CPU has the three features; `row` and `x` have the same length.
+        return unsafe { dot_f16c(row, x) };
+    }
+    row.iter().zip(x).map(|(&w, &v)| f16_to_f32(w) * v).sum()
 }
 
 fn rows_dot(m: &[u16], x: &[f32], out: &mut [f32]) {
@@ -184,5 +241,25 @@ mod tests {
             assert!((o - want).abs() < 1e-4, "row {r}: {o} vs {want}");
         }
         assert!(HalfRows::exact(&[0.1], 1, 1).is_none());
+    }
+
+    #[test]
+    fn matmul_rows_matches_one_matvec_per_row() {
+        let (rows, cols, n) = (300, 21, 3);
+        let m: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 5) % 11) as f32 * 0.5 - 2.0)
+            .collect();
+        let xs: Vec<f32> = (0..n * cols).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
+        let half = HalfRows::exact(&m, rows, cols).expect("exact in f16");
+        let mut out = vec![0f32; n * rows];
+        half.matmul_rows(&xs, n, &mut out);
+        for j in 0..n {
+            let mut one = vec![0f32; rows];
+            half.matvec(&xs[j * cols..(j + 1) * cols], &mut one);
+            assert_eq!(&out[j * rows..(j + 1) * rows], &one[..], "vector {j}");
+        }
+        let mut wrong = vec![0f32; 2];
+        half.matmul_rows(&xs, n, &mut wrong);
+        assert!(wrong.iter().all(|x| x.is_nan()));
     }
 }

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use candle_core::{Result, Tensor};
 use candle_transformers::models::whisper::Config;
 
-pub(crate) use decoder::Decoder;
+pub(crate) use decoder::{Decoder, Rows};
 pub(crate) use encoder::Encoder;
 
 use crate::AsrError;

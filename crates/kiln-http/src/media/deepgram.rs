@@ -212,6 +212,7 @@ pub fn transcribe_options(options: &NovaOptions) -> TranscribeOptions {
         language: options.language.clone(),
         translate: false,
         initial_prompt: (!options.keyterms.is_empty()).then(|| options.keyterms.join(", ")),
+        ..TranscribeOptions::default()
     }
 }
 
@@ -478,8 +479,10 @@ mod tests {
                 end: 2.9,
                 text: "Hello, world. Bye!".into(),
                 words,
+                ..TimedSegment::default()
             }],
             vtt: String::new(),
+            ..Transcription::default()
         }
     }
 

@@ -4,13 +4,12 @@
 //! see the design in docs/speech.md, "Live transcription".
 
 use kiln_core::media::Transcription;
+use kiln_core::vad::{rms_i16, EnergyGate, FRAME_MS};
 use kiln_core::{KilnError, KilnResult};
 use serde_json::{json, Value};
 
 use super::deepgram::{self, NovaOptions, RawAudio};
 
-/// Length of one VAD frame.
-const FRAME_MS: u32 = 20;
 /// Audio kept from before speech starts, so the utterance has its onset.
 const PRE_ROLL_MS: u32 = 200;
 /// Speech shorter than this is a click, not an utterance.
@@ -87,15 +86,14 @@ pub enum Step {
     Final { speech_final: bool },
 }
 
-/// Cuts a mono 16-bit stream into utterances by frame energy: a frame is speech when it is
-/// 12 dB over the noise floor (and over -50 dBFS); `endpointing_ms` of non-speech after at
-/// least `MIN_SPEECH_MS` of speech ends the utterance.
+/// Cuts a mono 16-bit stream into utterances by frame energy ([`EnergyGate`]): `endpointing_ms`
+/// of non-speech after at least `MIN_SPEECH_MS` of speech ends the utterance.
 pub struct Segmenter {
     rate: u32,
     frame_len: usize,
     /// Samples of the frame being filled.
     pending: Vec<i16>,
-    noise_db: f32,
+    gate: EnergyGate,
     /// Samples seen so far, over the whole stream.
     position: u64,
     /// The utterance (with pre-roll) while speech goes on; else the last `PRE_ROLL_MS`.
@@ -116,7 +114,7 @@ impl Segmenter {
             rate,
             frame_len: (rate * FRAME_MS / 1000).max(1) as usize,
             pending: Vec::new(),
-            noise_db: -60.0,
+            gate: EnergyGate::default(),
             position: 0,
             audio: Vec::new(),
             start: 0,
@@ -143,18 +141,7 @@ impl Segmenter {
     }
 
     fn frame(&mut self, frame: &[i16], steps: &mut Vec<Step>) {
-        let energy = frame
-            .iter()
-            .map(|&s| f64::from(s) * f64::from(s))
-            .sum::<f64>();
-        let rms = (energy / frame.len() as f64).sqrt() / 32768.0;
-        let db = (20.0 * rms.max(1e-9).log10()) as f32;
-        let speech = db > (self.noise_db + 12.0).max(-50.0);
-        if !speech {
-            // The floor follows quiet frames quickly down and slowly up.
-            let rate = if db < self.noise_db { 0.5 } else { 0.05 };
-            self.noise_db += (db - self.noise_db) * rate;
-        }
+        let speech = self.gate.is_speech(rms_i16(frame));
         let frame_start = self.position;
         self.position += frame.len() as u64;
         if !self.in_speech {

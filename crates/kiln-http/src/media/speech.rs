@@ -1,8 +1,9 @@
 //! Speech recognition (spec §3.7): `@cf/openai/whisper` and `whisper-tiny-en` take a binary
 //! body or `{audio: number[]}`; `whisper-large-v3-turbo` takes `{audio: base64, task,
-//! language, initial_prompt}` and answers with segments and `transcription_info`;
-//! `@cf/deepgram/*` answer Deepgram's shape (`deepgram`). Also OpenAI's
-//! `POST /v1/audio/transcriptions`.
+//! language, vad_filter, initial_prompt, prefix, beam_size, condition_on_previous_text,
+//! no_speech_threshold, compression_ratio_threshold, log_prob_threshold, …}` and answers with
+//! segments and `transcription_info`; `@cf/deepgram/*` answer Deepgram's shape (`deepgram`).
+//! Also OpenAI's `POST /v1/audio/transcriptions`.
 
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -26,17 +27,20 @@ pub async fn run(
     if let Some(arch) = entry.name.strip_prefix("@cf/deepgram/") {
         return run_deepgram(target, arch, input, max_decoded_bytes, admission, meter).await;
     }
+    let turbo = entry.name.ends_with("whisper-large-v3-turbo");
     let (audio, options) = match input {
         MediaInput::Binary(bytes) => (bytes.to_vec(), TranscribeOptions::default()),
         MediaInput::Json(value) => {
+            let options = options_of(&value, turbo)?;
             let limit = "limits.audio.max_decoded_bytes";
-            let audio = bytes_field(&value, "audio", max_decoded_bytes, limit)?;
-            (audio, options_of(&value)?)
+            (
+                bytes_field(&value, "audio", max_decoded_bytes, limit)?,
+                options,
+            )
         }
     };
     let transcription = transcribe(worker, audio, options, admission).await?;
     meter.charge_units("audio minute", f64::from(transcription.duration) / 60.0);
-    let turbo = entry.name.ends_with("whisper-large-v3-turbo");
     let result = if turbo {
         turbo_result(&transcription)
     } else {
@@ -97,10 +101,34 @@ pub(super) async fn transcribe(
     }
 }
 
-/// `task`, `language` and `initial_prompt` (whisper-large-v3-turbo's inputs).
-fn options_of(value: &Value) -> KilnResult<TranscribeOptions> {
-    let text = |name: &str| value.get(name).and_then(Value::as_str).map(str::to_owned);
-    let translate = match text("task").as_deref() {
+/// The most beams a request may ask for: each costs decoder work on every token.
+const MAX_BEAM_SIZE: u64 = 10;
+
+/// Whisper's JSON inputs (whisper-large-v3-turbo's, spec §3.7). Turbo decodes as
+/// faster-whisper does unless told otherwise: beam search with 5 beams, each window prompted
+/// with the text before it, temperature fallback. The other whisper ids keep Kiln's greedy
+/// path by default but honour the same fields.
+fn options_of(value: &Value, turbo: bool) -> KilnResult<TranscribeOptions> {
+    let field = |name: &str| value.get(name).filter(|v| !v.is_null());
+    let wrong = |name: &str, what: &str| KilnError::bad_input(format!("'{name}' must be {what}"));
+    let text = |name: &str| match field(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(wrong(name, "a string")),
+    };
+    let flag = |name: &str, default: bool| match field(name) {
+        None => Ok(default),
+        Some(v) => v.as_bool().ok_or_else(|| wrong(name, "true or false")),
+    };
+    let number = |name: &str, default: f32| match field(name) {
+        None => Ok(default),
+        Some(v) => v
+            .as_f64()
+            .map(|x| x as f32)
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| wrong(name, "a number")),
+    };
+    let translate = match text("task")?.as_deref() {
         None | Some("transcribe") => false,
         Some("translate") => true,
         Some(other) => {
@@ -109,10 +137,41 @@ fn options_of(value: &Value) -> KilnResult<TranscribeOptions> {
             )))
         }
     };
+    let beam_size = match field("beam_size") {
+        None => {
+            if turbo {
+                5
+            } else {
+                1
+            }
+        }
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=MAX_BEAM_SIZE).contains(n))
+            .map(|n| n as u32)
+            .ok_or_else(|| {
+                wrong(
+                    "beam_size",
+                    &format!("a whole number from 1 to {MAX_BEAM_SIZE}, not {v}"),
+                )
+            })?,
+    };
+    let defaults = TranscribeOptions::default();
     Ok(TranscribeOptions {
-        language: text("language"),
+        language: text("language")?,
         translate,
-        initial_prompt: text("initial_prompt"),
+        initial_prompt: text("initial_prompt")?,
+        prefix: text("prefix")?,
+        vad_filter: flag("vad_filter", false)?,
+        beam_size,
+        condition_on_previous_text: flag("condition_on_previous_text", turbo)?,
+        temperature_fallback: turbo,
+        compression_ratio_threshold: number(
+            "compression_ratio_threshold",
+            defaults.compression_ratio_threshold,
+        )?,
+        log_prob_threshold: number("log_prob_threshold", defaults.log_prob_threshold)?,
+        no_speech_threshold: number("no_speech_threshold", defaults.no_speech_threshold)?,
     })
 }
 
@@ -149,14 +208,17 @@ fn turbo_result(transcription: &Transcription) -> Value {
                 .map(|w| json!({"word": w.word, "start": w.start, "end": w.end}))
                 .collect();
             json!({"start": segment.start, "end": segment.end, "text": segment.text,
-                   "temperature": 0.0, "words": words})
+                   "temperature": segment.temperature, "avg_logprob": segment.avg_logprob,
+                   "compression_ratio": segment.compression_ratio,
+                   "no_speech_prob": segment.no_speech_prob, "words": words})
         })
         .collect();
     json!({
         "transcription_info": {
             "language": transcription.language,
+            "language_probability": transcription.language_probability,
             "duration": transcription.duration,
-            "duration_after_vad": transcription.duration,
+            "duration_after_vad": transcription.duration_after_vad,
         },
         "text": transcription.text,
         "word_count": word_count(transcription),
@@ -176,8 +238,8 @@ pub async fn openai_transcription(
 ) -> KilnResult<Response> {
     let options = TranscribeOptions {
         language: fields.get("language").cloned(),
-        translate: false,
         initial_prompt: fields.get("prompt").cloned(),
+        ..TranscribeOptions::default()
     };
     let transcription = transcribe(worker, audio, options, admission).await?;
     meter.charge_units("audio minute", f64::from(transcription.duration) / 60.0);
@@ -200,7 +262,10 @@ pub async fn openai_transcription(
             "duration": transcription.duration,
             "text": transcription.text,
             "segments": transcription.segments.iter().enumerate().map(|(id, s)| json!({
-                "id": id, "start": s.start, "end": s.end, "text": s.text})).collect::<Vec<_>>(),
+                "id": id, "start": s.start, "end": s.end, "text": s.text,
+                "temperature": s.temperature, "avg_logprob": s.avg_logprob,
+                "compression_ratio": s.compression_ratio, "no_speech_prob": s.no_speech_prob,
+            })).collect::<Vec<_>>(),
             "words": words_json(&transcription),
         }))
         .into_response(),
@@ -239,4 +304,58 @@ fn to_srt(transcription: &Transcription) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turbo_decodes_as_faster_whisper_and_the_others_greedily() {
+        let audio = json!({"audio": "UklGRg=="});
+        let turbo = options_of(&audio, true).unwrap();
+        assert_eq!(turbo.beam_size, 5);
+        assert!(turbo.condition_on_previous_text && turbo.temperature_fallback);
+        assert!(!turbo.vad_filter && turbo.prefix.is_none());
+        let plain = options_of(&audio, false).unwrap();
+        assert_eq!(plain, TranscribeOptions::default());
+        assert_eq!(plain.beam_size, 1);
+
+        let asked = json!({"audio": "UklGRg==", "beam_size": 1, "vad_filter": true,
+            "condition_on_previous_text": false, "prefix": "So,", "task": "translate",
+            "compression_ratio_threshold": 3, "log_prob_threshold": -0.5,
+            "no_speech_threshold": null});
+        let options = options_of(&asked, true).unwrap();
+        assert_eq!(options.beam_size, 1);
+        assert!(options.vad_filter && !options.condition_on_previous_text && options.translate);
+        assert_eq!(options.prefix.as_deref(), Some("So,"));
+        assert_eq!(options.compression_ratio_threshold, 3.0);
+        assert_eq!(options.log_prob_threshold, -0.5);
+        assert_eq!(options.no_speech_threshold, 0.6, "null is the default");
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_field() {
+        for (field, value) in [
+            ("beam_size", json!(0)),
+            ("beam_size", json!(11)),
+            ("beam_size", json!(2.5)),
+            ("beam_size", json!("5")),
+            ("vad_filter", json!("yes")),
+            ("condition_on_previous_text", json!(1)),
+            ("prefix", json!(["a"])),
+            ("log_prob_threshold", json!("low")),
+            ("task", json!("summarize")),
+        ] {
+            let mut input = json!({"audio": "UklGRg=="});
+            input[field] = value.clone();
+            let error = options_of(&input, true).expect_err(field);
+            assert_eq!(error.kind, kiln_core::ErrorKind::BadInput, "{field}");
+            assert!(
+                error.message.contains(field),
+                "{field}={value}: {}",
+                error.message
+            );
+        }
+    }
 }

@@ -10,6 +10,7 @@ mod live;
 mod speech;
 mod voice;
 mod voice_options;
+mod whisper_options;
 
 use common::*;
 
