@@ -48,6 +48,24 @@ fn words(text: &str) -> Vec<String> {
 }
 
 /// Word error rate: edit distance over words / reference length.
+/// A 16 kHz 16-bit mono WAV of `pcm`.
+pub(super) fn wav_of(pcm: &[u8]) -> Vec<u8> {
+    let mut wav = b"RIFF".to_vec();
+    wav.extend(((36 + pcm.len()) as u32).to_le_bytes());
+    wav.extend(b"WAVEfmt ");
+    wav.extend(16u32.to_le_bytes());
+    wav.extend(1u16.to_le_bytes()); // PCM
+    wav.extend(1u16.to_le_bytes()); // mono
+    wav.extend(16_000u32.to_le_bytes());
+    wav.extend(32_000u32.to_le_bytes());
+    wav.extend(2u16.to_le_bytes());
+    wav.extend(16u16.to_le_bytes());
+    wav.extend(b"data");
+    wav.extend((pcm.len() as u32).to_le_bytes());
+    wav.extend_from_slice(pcm);
+    wav
+}
+
 pub(super) fn wer(reference: &str, hypothesis: &str) -> f64 {
     let (r, h) = (words(reference), words(hypothesis));
     let mut previous: Vec<usize> = (0..=h.len()).collect();
@@ -130,19 +148,7 @@ async fn long_recordings_are_transcribed_whole() {
             pcm.extend(std::iter::repeat_n(0u8, 16_000 * 2));
         }
     }
-    let mut wav = b"RIFF".to_vec();
-    wav.extend(((36 + pcm.len()) as u32).to_le_bytes());
-    wav.extend(b"WAVEfmt ");
-    wav.extend(16u32.to_le_bytes());
-    wav.extend(1u16.to_le_bytes());
-    wav.extend(1u16.to_le_bytes());
-    wav.extend(16_000u32.to_le_bytes());
-    wav.extend(32_000u32.to_le_bytes());
-    wav.extend(2u16.to_le_bytes());
-    wav.extend(16u16.to_le_bytes());
-    wav.extend(b"data");
-    wav.extend((pcm.len() as u32).to_le_bytes());
-    wav.extend(pcm);
+    let wav = wav_of(&pcm);
     let (status, body) = transcribe("@cf/openai/whisper", wav).await;
     assert_eq!(status, 200, "{body}");
     let text = body["result"]["text"].as_str().unwrap_or("").to_lowercase();

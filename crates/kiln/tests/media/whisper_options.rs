@@ -6,7 +6,7 @@
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::speech::{speak, wer, SENTENCES};
+use super::speech::{speak, wav_of, wer, SENTENCES};
 use super::*;
 
 const TURBO: &str = "@cf/openai/whisper-large-v3-turbo";
@@ -61,24 +61,6 @@ fn pcm(wav: &[u8]) -> &[u8] {
 
 fn silence(seconds: f32) -> Vec<u8> {
     vec![0u8; (seconds * 16_000.0) as usize * 2]
-}
-
-/// A 16 kHz 16-bit mono WAV of `pcm`.
-fn wav_of(pcm: &[u8]) -> Vec<u8> {
-    let mut wav = b"RIFF".to_vec();
-    wav.extend(((36 + pcm.len()) as u32).to_le_bytes());
-    wav.extend(b"WAVEfmt ");
-    wav.extend(16u32.to_le_bytes());
-    wav.extend(1u16.to_le_bytes()); // PCM
-    wav.extend(1u16.to_le_bytes()); // mono
-    wav.extend(16_000u32.to_le_bytes());
-    wav.extend(32_000u32.to_le_bytes());
-    wav.extend(2u16.to_le_bytes());
-    wav.extend(16u16.to_le_bytes());
-    wav.extend(b"data");
-    wav.extend((pcm.len() as u32).to_le_bytes());
-    wav.extend_from_slice(pcm);
-    wav
 }
 
 #[tokio::test]
