@@ -194,7 +194,7 @@ impl Layer {
             HiddenAct::GeluApproximate => scratch
                 .intermediate
                 .par_iter_mut()
-                .for_each(|x| *x = gelu_tanh(*x)),
+                .for_each(|x| *x = kernels::gelu_tanh(*x)),
             HiddenAct::Relu => scratch
                 .intermediate
                 .par_iter_mut()
@@ -264,12 +264,6 @@ impl Layer {
             debug_assert!(first_row + length <= context.len() / hidden);
         }
     }
-}
-
-/// tanh-approximated GELU (`gelu_new`, `gelu_pytorch_tanh`).
-fn gelu_tanh(x: f32) -> f32 {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
 }
 
 /// One token of the packed batch.
@@ -434,7 +428,7 @@ mod tests {
         let tanh_theirs = xs.gelu().and_then(|t| t.to_vec1::<f32>()).expect("gelu");
         let xs = xs.to_vec1::<f32>().expect("values");
         for (x, b) in xs.iter().zip(&tanh_theirs) {
-            let a = gelu_tanh(*x);
+            let a = kernels::gelu_tanh(*x);
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
     }

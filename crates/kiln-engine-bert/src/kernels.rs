@@ -179,6 +179,12 @@ pub(crate) fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
+/// tanh-approximated GELU (`gelu_new`, `gelu_pytorch_tanh`).
+pub(crate) fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
+}
+
 /// erf in f32 to within a few ulp: Eigen's and XLA's rational approximation on [-4, 4] (beyond
 /// which erf is ±1 in f32). candle's evaluates erf in f64 one element at a time, which cost as
 /// much as the feed-forward products.

@@ -1,51 +1,67 @@
 //! The Gemma 3 text model run as an encoder, as EmbeddingGemma uses it: every token attends to
 //! tokens before and after it. Full-attention layers see the whole sequence; sliding-window layers
-//! see the tokens within [`GemmaConfig::sliding_reach`] positions either way. Padding keys are
-//! masked everywhere.
+//! see the tokens within [`GemmaConfig::sliding_reach`] positions either way.
 //!
 //! Per layer (pre- and post-norms around both blocks, as in Gemma 3):
 //! `x += post_attn_norm(attn(input_norm(x)))`, `x += post_ff_norm(mlp(pre_ff_norm(x)))`, with
 //! RMSNorm scaling by `1 + weight`, per-head RMSNorm on queries and keys, RoPE with a separate base
 //! for sliding and full layers, and embeddings scaled by `sqrt(hidden_size)`.
+//!
+//! Laid out like the BERT encoder ([`crate::kernels`]): the hidden states are the packed rows of
+//! the real tokens only, every projection is one GEMM over them, and attention runs per sequence
+//! and head over that sequence's own tokens, so padding costs nothing and needs no mask. candle
+//! only loads the weights.
 
-use candle_core::{Device, Module, Result, Tensor};
-use candle_nn::{Embedding, VarBuilder};
+use candle_core::{Device, Result, Tensor};
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
 
 use super::config::GemmaConfig;
+use crate::kernels::{self, Linear, MatrixRef};
 
-/// What a masked attention score becomes: torch's `finfo(float32).min`, finite so that a row with
-/// every key masked (a padding query) averages instead of turning into NaN.
-const MASKED_SCORE: f32 = f32::MIN;
-
-/// RMSNorm over the last dimension with Gemma's `1 + weight` scale (kept precomputed).
+/// RMSNorm with Gemma's `1 + weight` scale (kept precomputed).
 struct GemmaRmsNorm {
-    scale: Tensor,
+    scale: Vec<f32>,
     eps: f32,
 }
 
 impl GemmaRmsNorm {
     fn load(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        let scale = (vb.get(size, "weight")? + 1.0)?;
         Ok(Self {
-            scale,
+            scale: (vb.get(size, "weight")? + 1.0)?.to_vec1()?,
             eps: eps as f32,
         })
     }
 
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::rms_norm(&xs.contiguous()?, &self.scale, self.eps)
+    fn apply(&self, row: &mut [f32]) {
+        let mean_square = row.iter().map(|x| x * x).sum::<f32>() / row.len() as f32;
+        let inverse = 1.0 / (mean_square + self.eps).sqrt();
+        for (x, scale) in row.iter_mut().zip(&self.scale) {
+            *x = *x * inverse * scale;
+        }
+    }
+
+    /// Every `scale.len()`-wide row of `xs`, in place.
+    fn apply_rows(&self, xs: &mut [f32]) {
+        let width = self.scale.len();
+        xs.par_chunks_mut(width * 8).for_each(|block| {
+            block
+                .chunks_exact_mut(width)
+                .for_each(|row| self.apply(row));
+        });
     }
 }
 
 /// cos and sin of every position's rotation angles, (positions, head_dim / 2), computed in f32
 /// the way transformers does.
-struct RopeTables {
-    cos: Tensor,
-    sin: Tensor,
+pub(crate) struct RopeTables {
+    pub cos: Vec<f32>,
+    pub sin: Vec<f32>,
+    half: usize,
 }
 
 impl RopeTables {
-    fn new(base: f64, head_dim: usize, positions: usize, device: &Device) -> Result<Self> {
+    pub fn new(base: f64, head_dim: usize, positions: usize) -> Self {
         let inverse_frequencies: Vec<f32> = (0..head_dim)
             .step_by(2)
             .map(|index| 1.0 / (base as f32).powf(index as f32 / head_dim as f32))
@@ -60,91 +76,79 @@ impl RopeTables {
                 sin.push(angle.sin());
             }
         }
-        Ok(Self {
-            cos: Tensor::from_vec(cos, (positions, half), device)?,
-            sin: Tensor::from_vec(sin, (positions, half), device)?,
-        })
+        Self { cos, sin, half }
     }
 
-    /// Rotates (batch, heads, len, head_dim) by the angles of positions `0..len`.
-    fn apply(&self, xs: &Tensor) -> Result<Tensor> {
-        let len = xs.dim(2)?;
-        let cos = self.cos.narrow(0, 0, len)?;
-        let sin = self.sin.narrow(0, 0, len)?;
-        candle_nn::rotary_emb::rope(&xs.contiguous()?, &cos, &sin)
-    }
-}
-
-/// A linear layer, `x·Wᵀ + b`, applied to (batch, len, features) as one (batch·len, features)
-/// product. The weight is kept transposed, (in, out) and contiguous, so the product reads it in
-/// order instead of through a transposed view on every call.
-struct Projection {
-    weight_t: Tensor,
-    bias: Option<Tensor>,
-}
-
-impl Projection {
-    fn load(in_features: usize, out_features: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
-        Self::fused(&[(out_features, "")], in_features, bias, &vb)
-    }
-
-    /// One layer made of several that read the same input (query, key and value; gate and up),
-    /// stacked along their outputs, so that one larger product replaces several small ones.
-    fn fused(
-        parts: &[(usize, &str)],
-        in_features: usize,
-        bias: bool,
-        vb: &VarBuilder,
-    ) -> Result<Self> {
-        let mut weights = Vec::with_capacity(parts.len());
-        let mut biases = Vec::with_capacity(parts.len());
-        for &(out_features, name) in parts {
-            let part = if name.is_empty() {
-                vb.clone()
-            } else {
-                vb.pp(name)
-            };
-            weights.push(part.get((out_features, in_features), "weight")?);
-            if bias {
-                biases.push(part.get(out_features, "bias")?);
-            }
+    /// Rotates one head's vector by `position`'s angles (halves rotated, as transformers'
+    /// `rotate_half`).
+    fn apply(&self, head: &mut [f32], position: usize) {
+        let half = self.half;
+        let cos = &self.cos[position * half..(position + 1) * half];
+        let sin = &self.sin[position * half..(position + 1) * half];
+        let (first, second) = head.split_at_mut(half);
+        for i in 0..half {
+            let (x1, x2) = (first[i], second[i]);
+            first[i] = x1 * cos[i] - x2 * sin[i];
+            second[i] = x2 * cos[i] + x1 * sin[i];
         }
-        let bias = if bias {
-            Some(Tensor::cat(&biases, 0)?)
-        } else {
-            None
-        };
-        Ok(Self {
-            weight_t: Tensor::cat(&weights, 0)?.t()?.contiguous()?,
-            bias,
-        })
     }
+}
 
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let (batch, len, features) = xs.dims3()?;
-        let flat = xs
-            .reshape((batch * len, features))?
-            .matmul(&self.weight_t)?;
-        let flat = match &self.bias {
-            Some(bias) => flat.broadcast_add(bias)?,
-            None => flat,
+/// Loads one projection, or several reading the same input stacked along their outputs.
+fn load_linear(
+    parts: &[(usize, &str)],
+    in_features: usize,
+    bias: bool,
+    vb: &VarBuilder,
+) -> Result<Linear> {
+    let mut weights = Vec::with_capacity(parts.len());
+    let mut biases = Vec::with_capacity(parts.len());
+    for &(out_features, name) in parts {
+        let part = if name.is_empty() {
+            vb.clone()
+        } else {
+            vb.pp(name)
         };
-        let out_features = flat.dim(1)?;
-        flat.reshape((batch, len, out_features))
+        weights.push(part.get((out_features, in_features), "weight")?);
+        if bias {
+            biases.push(part.get(out_features, "bias")?.to_vec1::<f32>()?);
+        }
     }
+    let out_features: usize = parts.iter().map(|(out, _)| out).sum();
+    Ok(Linear {
+        weight_t: Tensor::cat(&weights, 0)?
+            .t()?
+            .contiguous()?
+            .flatten_all()?
+            .to_vec1()?,
+        bias: if bias {
+            biases.concat()
+        } else {
+            vec![0.0; out_features]
+        },
+        in_features,
+        out_features,
+    })
+}
+
+/// Where a sequence's tokens sit among the packed rows.
+#[derive(Debug, Clone, Copy)]
+struct Sequence {
+    first_row: usize,
+    length: usize,
 }
 
 struct Attention {
     /// q_proj, k_proj and v_proj stacked.
-    qkv_proj: Projection,
-    o_proj: Projection,
+    qkv_proj: Linear,
+    o_proj: Linear,
     q_norm: GemmaRmsNorm,
     k_norm: GemmaRmsNorm,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
-    query_scale: f64,
-    softcap: Option<f64>,
+    query_scale: f32,
+    softcap: Option<f32>,
 }
 
 impl Attention {
@@ -154,7 +158,7 @@ impl Attention {
         let kv_heads = config.num_key_value_heads;
         let bias = config.attention_bias;
         Ok(Self {
-            qkv_proj: Projection::fused(
+            qkv_proj: load_linear(
                 &[
                     (heads * head_dim, "q_proj"),
                     (kv_heads * head_dim, "k_proj"),
@@ -164,113 +168,163 @@ impl Attention {
                 bias,
                 &vb,
             )?,
-            o_proj: Projection::load(heads * head_dim, hidden, bias, vb.pp("o_proj"))?,
+            o_proj: load_linear(&[(hidden, "o_proj")], heads * head_dim, bias, &vb)?,
             q_norm: GemmaRmsNorm::load(head_dim, config.rms_norm_eps, vb.pp("q_norm"))?,
             k_norm: GemmaRmsNorm::load(head_dim, config.rms_norm_eps, vb.pp("k_norm"))?,
             heads,
             kv_heads,
             head_dim,
-            query_scale: config.query_pre_attn_scalar.powf(-0.5),
-            softcap: config.attn_logit_softcapping,
+            query_scale: config.query_pre_attn_scalar.powf(-0.5) as f32,
+            softcap: config.attn_logit_softcapping.map(|cap| cap as f32),
         })
     }
 
-    /// (batch, len, heads·head_dim) → normalized, rotated (batch, heads, len, head_dim).
-    fn heads_of(
+    /// `normed` (tokens, hidden) in; the attention block's output into `out` (tokens, hidden).
+    fn forward(
         &self,
-        projected: Tensor,
-        heads: usize,
-        norm: &GemmaRmsNorm,
+        normed: &[f32],
+        sequences: &[Sequence],
+        window: Option<usize>,
         rope: &RopeTables,
-    ) -> Result<Tensor> {
-        let (batch, len, _) = projected.dims3()?;
-        let split = projected.reshape((batch, len, heads, self.head_dim))?;
-        rope.apply(&norm.forward(&split)?.transpose(1, 2)?)
-    }
+        out: &mut [f32],
+    ) {
+        let (heads, kv_heads, head_dim) = (self.heads, self.kv_heads, self.head_dim);
+        let stride = self.qkv_proj.out_features;
+        let tokens = normed.len() / self.qkv_proj.in_features;
+        let mut qkv = vec![0.0; tokens * stride];
+        self.qkv_proj.forward_into(normed, &mut qkv, false);
+        // Per-head norms and rotations of queries and keys; values stay as projected.
+        let positions: Vec<usize> = sequences
+            .iter()
+            .flat_map(|sequence| 0..sequence.length)
+            .collect();
+        qkv.par_chunks_mut(stride)
+            .zip(&positions)
+            .for_each(|(row, &position)| {
+                let (rotated, _values) = row.split_at_mut((heads + kv_heads) * head_dim);
+                for (index, head) in rotated.chunks_exact_mut(head_dim).enumerate() {
+                    let norm = if index < heads {
+                        &self.q_norm
+                    } else {
+                        &self.k_norm
+                    };
+                    norm.apply(head);
+                    rope.apply(head, position);
+                }
+            });
 
-    fn forward(&self, xs: &Tensor, mask: Option<&Tensor>, rope: &RopeTables) -> Result<Tensor> {
-        let (batch, len, _) = xs.dims3()?;
-        let qkv = self.qkv_proj.forward(xs)?;
-        let (query_width, kv_width) = (self.heads * self.head_dim, self.kv_heads * self.head_dim);
-        let queries = self.heads_of(
-            qkv.narrow(2, 0, query_width)?,
-            self.heads,
-            &self.q_norm,
-            rope,
-        )?;
-        let keys = self.heads_of(
-            qkv.narrow(2, query_width, kv_width)?,
-            self.kv_heads,
-            &self.k_norm,
-            rope,
-        )?;
-        let values = qkv
-            .narrow(2, query_width + kv_width, kv_width)?
-            .reshape((batch, len, self.kv_heads, self.head_dim))?
-            .transpose(1, 2)?
-            .contiguous()?;
-
-        // The query heads sharing a key/value head are stacked along the length, so one product
-        // per key/value head serves them all without copying the keys.
-        let groups = self.heads / self.kv_heads;
-        let queries = (queries * self.query_scale)?.reshape((
-            batch,
-            self.kv_heads,
-            groups * len,
-            self.head_dim,
-        ))?;
-        let mut scores = queries
-            .matmul(&keys.t()?)?
-            .reshape((batch, self.heads, len, len))?;
-        if let Some(cap) = self.softcap {
-            scores = ((scores / cap)?.tanh()? * cap)?;
+        let groups = heads / kv_heads;
+        let tasks: Vec<(usize, usize)> = (0..sequences.len())
+            .flat_map(|sequence| (0..heads).map(move |head| (sequence, head)))
+            .collect();
+        let blocks: Vec<Vec<f32>> = tasks
+            .par_iter()
+            .map(|&(sequence, head)| {
+                let Sequence { first_row, length } = sequences[sequence];
+                let kv_head = head / groups;
+                let base = first_row * stride;
+                let queries = MatrixRef {
+                    data: &qkv[base + head * head_dim..],
+                    rows: length,
+                    cols: head_dim,
+                    row_stride: stride,
+                    col_stride: 1,
+                };
+                let keys_t = MatrixRef {
+                    data: &qkv[base + (heads + kv_head) * head_dim..],
+                    rows: head_dim,
+                    cols: length,
+                    row_stride: 1,
+                    col_stride: stride,
+                };
+                let mut scores = vec![0.0; length * length];
+                kernels::matmul(
+                    queries,
+                    keys_t,
+                    &mut scores,
+                    length,
+                    self.query_scale,
+                    false,
+                    1,
+                );
+                for (query, row) in scores.chunks_exact_mut(length).enumerate() {
+                    if let Some(cap) = self.softcap {
+                        row.iter_mut().for_each(|s| *s = (*s / cap).tanh() * cap);
+                    }
+                    if let Some(reach) = window {
+                        for (key, score) in row.iter_mut().enumerate() {
+                            if query.abs_diff(key) > reach {
+                                *score = f32::NEG_INFINITY;
+                            }
+                        }
+                    }
+                }
+                kernels::softmax_rows(&mut scores, length);
+                let values = MatrixRef {
+                    data: &qkv[base + (heads + kv_heads + kv_head) * head_dim..],
+                    rows: length,
+                    cols: head_dim,
+                    row_stride: stride,
+                    col_stride: 1,
+                };
+                let mut block = vec![0.0; length * head_dim];
+                let weights = MatrixRef::row_major(&scores, length, length);
+                kernels::matmul(weights, values, &mut block, head_dim, 1.0, false, 1);
+                block
+            })
+            .collect();
+        let width = heads * head_dim;
+        let mut context = vec![0.0; tokens * width];
+        for (&(sequence, head), block) in tasks.iter().zip(blocks) {
+            let first_row = sequences[sequence].first_row;
+            for (position, values) in block.chunks_exact(head_dim).enumerate() {
+                let start = (first_row + position) * width + head * head_dim;
+                context[start..start + head_dim].copy_from_slice(values);
+            }
         }
-        if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
-        }
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?.reshape((
-            batch,
-            self.kv_heads,
-            groups * len,
-            len,
-        ))?;
-        let attended = weights
-            .matmul(&values)?
-            .reshape((batch, self.heads, len, self.head_dim))?
-            .transpose(1, 2)?
-            .reshape((batch, len, self.heads * self.head_dim))?;
-        self.o_proj.forward(&attended)
+        self.o_proj.forward_into(&context, out, false);
     }
 }
 
 struct FeedForward {
     /// gate_proj and up_proj stacked.
-    gate_up_proj: Projection,
+    gate_up_proj: Linear,
     inner: usize,
-    down_proj: Projection,
+    down_proj: Linear,
 }
 
 impl FeedForward {
     fn load(config: &GemmaConfig, vb: VarBuilder) -> Result<Self> {
         let (hidden, inner) = (config.hidden_size, config.intermediate_size);
         Ok(Self {
-            gate_up_proj: Projection::fused(
+            gate_up_proj: load_linear(
                 &[(inner, "gate_proj"), (inner, "up_proj")],
                 hidden,
                 false,
                 &vb,
             )?,
             inner,
-            down_proj: Projection::load(inner, hidden, false, vb.pp("down_proj"))?,
+            down_proj: load_linear(&[(hidden, "down_proj")], inner, false, &vb)?,
         })
     }
 
-    /// `down(gelu_tanh(gate(x)) · up(x))`; candle's `gelu` is the tanh approximation.
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let gate_up = self.gate_up_proj.forward(xs)?;
-        let gate = gate_up.narrow(2, 0, self.inner)?.gelu()?;
-        let up = gate_up.narrow(2, self.inner, self.inner)?;
-        self.down_proj.forward(&(gate * up)?)
+    /// `down(gelu_tanh(gate(x)) · up(x))` into `out`.
+    fn forward(&self, normed: &[f32], out: &mut [f32]) {
+        let tokens = normed.len() / self.gate_up_proj.in_features;
+        let inner = self.inner;
+        let mut gate_up = vec![0.0; tokens * 2 * inner];
+        self.gate_up_proj.forward_into(normed, &mut gate_up, false);
+        let mut activated = vec![0.0; tokens * inner];
+        activated
+            .par_chunks_mut(inner)
+            .zip(gate_up.par_chunks(2 * inner))
+            .for_each(|(out, gate_up)| {
+                let (gate, up) = gate_up.split_at(inner);
+                for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
+                    *o = kernels::gelu_tanh(*g) * u;
+                }
+            });
+        self.down_proj.forward_into(&activated, out, false);
     }
 }
 
@@ -299,39 +353,68 @@ impl EncoderLayer {
         })
     }
 
-    fn forward(&self, xs: &Tensor, mask: Option<&Tensor>, rope: &RopeTables) -> Result<Tensor> {
-        let attended = self
-            .attention
-            .forward(&self.input_norm.forward(xs)?, mask, rope)?;
-        let xs = (xs + self.post_attention_norm.forward(&attended)?)?;
-        let fed = self
-            .feed_forward
-            .forward(&self.pre_feed_forward_norm.forward(&xs)?)?;
-        xs + self.post_feed_forward_norm.forward(&fed)?
+    fn forward(
+        &self,
+        hidden: &mut [f32],
+        sequences: &[Sequence],
+        window: Option<usize>,
+        rope: &RopeTables,
+    ) {
+        let mut normed = hidden.to_vec();
+        self.input_norm.apply_rows(&mut normed);
+        let mut block = vec![0.0; hidden.len()];
+        self.attention
+            .forward(&normed, sequences, window, rope, &mut block);
+        self.post_attention_norm.apply_rows(&mut block);
+        add_into(hidden, &block);
+
+        normed.copy_from_slice(hidden);
+        self.pre_feed_forward_norm.apply_rows(&mut normed);
+        self.feed_forward.forward(&normed, &mut block);
+        self.post_feed_forward_norm.apply_rows(&mut block);
+        add_into(hidden, &block);
     }
+}
+
+fn add_into(sum: &mut [f32], addend: &[f32]) {
+    sum.par_chunks_mut(16 * 1024)
+        .zip(addend.par_chunks(16 * 1024))
+        .for_each(|(sum, addend)| sum.iter_mut().zip(addend).for_each(|(s, a)| *s += a));
 }
 
 /// The encoder: token ids in, one hidden state per token out.
 pub(crate) struct GemmaEncoder {
-    embed_tokens: Embedding,
-    embed_scale: f64,
+    embed_tokens: Vec<f32>,
+    embed_scale: f32,
+    hidden_size: usize,
     layers: Vec<EncoderLayer>,
     final_norm: GemmaRmsNorm,
     sliding_rope: RopeTables,
     full_rope: RopeTables,
     sliding_reach: usize,
     max_positions: usize,
-    device: Device,
 }
 
 impl GemmaEncoder {
     /// `vb` holds the Gemma 3 text model's tensors (`embed_tokens`, `layers.N.*`, `norm`).
     pub fn load(config: &GemmaConfig, vb: VarBuilder) -> Result<Self> {
-        let device = vb.device().clone();
         let sliding = config.sliding_layers().map_err(candle_core::Error::msg)?;
-        let embeddings = vb
+        if config.num_key_value_heads == 0
+            || !config
+                .num_attention_heads
+                .is_multiple_of(config.num_key_value_heads)
+        {
+            candle_core::bail!(
+                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                config.num_attention_heads,
+                config.num_key_value_heads
+            );
+        }
+        let embed_tokens = vb
             .pp("embed_tokens")
-            .get((config.vocab_size, config.hidden_size), "weight")?;
+            .get((config.vocab_size, config.hidden_size), "weight")?
+            .flatten_all()?
+            .to_vec1()?;
         let layers = sliding
             .iter()
             .enumerate()
@@ -340,139 +423,94 @@ impl GemmaEncoder {
             })
             .collect::<Result<Vec<_>>>()?;
         let max_positions = config.max_position_embeddings;
-        let rope = |base| RopeTables::new(base, config.head_dim, max_positions, &device);
+        let rope = |base| RopeTables::new(base, config.head_dim, max_positions);
         Ok(Self {
-            embed_tokens: Embedding::new(embeddings, config.hidden_size),
+            embed_tokens,
             // transformers keeps the scale as an f32 tensor.
-            embed_scale: f64::from((config.hidden_size as f32).sqrt()),
+            embed_scale: (config.hidden_size as f32).sqrt(),
+            hidden_size: config.hidden_size,
             layers,
             final_norm: GemmaRmsNorm::load(config.hidden_size, config.rms_norm_eps, vb.pp("norm"))?,
-            sliding_rope: rope(config.rope_local_base_freq)?,
-            full_rope: rope(config.rope_theta)?,
+            sliding_rope: rope(config.rope_local_base_freq),
+            full_rope: rope(config.rope_theta),
             sliding_reach: config.sliding_reach(),
             max_positions,
-            device,
         })
     }
 
     /// `token_ids` is (batch, len), each row `lengths[row]` real tokens then padding. Returns the
-    /// final hidden states, (batch, len, hidden).
+    /// final hidden states, (batch, len, hidden); padding positions hold zeros.
     pub fn forward(&self, token_ids: &Tensor, lengths: &[usize]) -> Result<Tensor> {
-        let (_, len) = token_ids.dims2()?;
+        let (batch, len) = token_ids.dims2()?;
         if len > self.max_positions {
             candle_core::bail!(
                 "{len} tokens exceed the model's {} positions",
                 self.max_positions
             );
         }
-        let full_mask = attention_mask(lengths, len, None, &self.device)?;
-        // Within the reach, the sliding window hides nothing and the full mask serves.
-        let sliding_mask = if len > self.sliding_reach + 1 {
-            attention_mask(lengths, len, Some(self.sliding_reach), &self.device)?
-        } else {
-            full_mask.clone()
-        };
-        let mut hidden = (self.embed_tokens.forward(token_ids)? * self.embed_scale)?;
+        if lengths.len() != batch || lengths.iter().any(|&l| l > len) {
+            candle_core::bail!("sequence lengths {lengths:?} do not fit a ({batch}, {len}) batch");
+        }
+        let ids = token_ids.flatten_all()?.to_vec1::<u32>()?;
+        let hidden_size = self.hidden_size;
+        let mut sequences = Vec::with_capacity(batch);
+        let mut hidden = Vec::new();
+        for (sequence, &length) in lengths.iter().enumerate() {
+            // A sequence without tokens still computes its first position, so that pooling
+            // reads finite values.
+            let length = length.max(1);
+            sequences.push(Sequence {
+                first_row: hidden.len() / hidden_size,
+                length,
+            });
+            for &id in &ids[sequence * len..sequence * len + length] {
+                let start = id as usize * hidden_size;
+                let Some(row) = self.embed_tokens.get(start..start + hidden_size) else {
+                    candle_core::bail!("token id {id} is outside the vocabulary");
+                };
+                hidden.extend(row.iter().map(|x| x * self.embed_scale));
+            }
+        }
         for layer in &self.layers {
-            let (mask, rope) = if layer.sliding {
-                (sliding_mask.as_ref(), &self.sliding_rope)
+            let (window, rope) = if layer.sliding {
+                (Some(self.sliding_reach), &self.sliding_rope)
             } else {
-                (full_mask.as_ref(), &self.full_rope)
+                (None, &self.full_rope)
             };
-            hidden = layer.forward(&hidden, mask, rope)?;
+            layer.forward(&mut hidden, &sequences, window, rope);
         }
-        self.final_norm.forward(&hidden)
-    }
-}
-
-/// The additive mask, (batch, 1, len, len): 0 where query `q` may attend to key `k` (a real token,
-/// within `reach` positions of `q` when given), [`MASKED_SCORE`] elsewhere. `None` when nothing is
-/// masked.
-pub(crate) fn attention_mask(
-    lengths: &[usize],
-    len: usize,
-    reach: Option<usize>,
-    device: &Device,
-) -> Result<Option<Tensor>> {
-    let window_hides = reach.is_some_and(|reach| len > reach + 1);
-    if !window_hides && lengths.iter().all(|&length| length >= len) {
-        return Ok(None);
-    }
-    let mut mask = Vec::with_capacity(lengths.len() * len * len);
-    for &length in lengths {
-        for query in 0..len {
-            mask.extend((0..len).map(|key| {
-                let in_reach = reach.is_none_or(|reach| query.abs_diff(key) <= reach);
-                if key < length && in_reach {
-                    0.0
-                } else {
-                    MASKED_SCORE
-                }
-            }));
+        self.final_norm.apply_rows(&mut hidden);
+        let mut padded = vec![0.0f32; batch * len * hidden_size];
+        for (index, sequence) in sequences.iter().enumerate() {
+            let rows = sequence.first_row * hidden_size
+                ..(sequence.first_row + sequence.length) * hidden_size;
+            let start = index * len * hidden_size;
+            padded[start..start + rows.len()].copy_from_slice(&hidden[rows]);
         }
+        Tensor::from_vec(padded, (batch, len, hidden_size), &Device::Cpu)
     }
-    Tensor::from_vec(mask, (lengths.len(), 1, len, len), device).map(Some)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn allowed(mask: &Tensor) -> Vec<Vec<Vec<bool>>> {
-        mask.squeeze(1)
-            .unwrap()
-            .to_vec3::<f32>()
-            .unwrap()
-            .into_iter()
-            .map(|rows| {
-                rows.into_iter()
-                    .map(|row| row.into_iter().map(|score| score == 0.0).collect())
-                    .collect()
-            })
-            .collect()
-    }
-
-    #[test]
-    fn full_mask_hides_padding_keys_only() {
-        let mask = attention_mask(&[3, 2], 3, None, &Device::Cpu)
-            .unwrap()
-            .expect("padding is masked");
-        let rows = allowed(&mask);
-        assert!(rows[0].iter().all(|row| row == &[true, true, true]));
-        assert!(rows[1].iter().all(|row| row == &[true, true, false]));
-        assert!(attention_mask(&[3, 3], 3, None, &Device::Cpu)
-            .unwrap()
-            .is_none());
-    }
-
-    #[test]
-    fn sliding_mask_reaches_both_ways() {
-        // Reach 1 over 4 tokens: each token sees its neighbours, before and after.
-        let mask = attention_mask(&[4], 4, Some(1), &Device::Cpu)
-            .unwrap()
-            .expect("the window hides distant tokens");
-        assert_eq!(
-            allowed(&mask)[0],
-            vec![
-                vec![true, true, false, false],
-                vec![true, true, true, false],
-                vec![false, true, true, true],
-                vec![false, false, true, true],
-            ]
-        );
-        assert!(attention_mask(&[2], 2, Some(1), &Device::Cpu)
-            .unwrap()
-            .is_none());
-    }
-
     #[test]
     fn rope_tables_start_unrotated() {
-        let tables = RopeTables::new(10_000.0, 4, 3, &Device::Cpu).unwrap();
-        let cos = tables.cos.to_vec2::<f32>().unwrap();
-        let sin = tables.sin.to_vec2::<f32>().unwrap();
-        assert_eq!(cos[0], vec![1.0, 1.0]);
-        assert_eq!(sin[0], vec![0.0, 0.0]);
-        assert!((sin[1][0] - 1f32.sin()).abs() < 1e-7);
-        assert!((cos[2][1] - (2.0f32 * 0.01).cos()).abs() < 1e-7);
+        let tables = RopeTables::new(10_000.0, 4, 3);
+        assert_eq!(&tables.cos[0..2], &[1.0, 1.0]);
+        assert_eq!(&tables.sin[0..2], &[0.0, 0.0]);
+        assert!((tables.sin[2] - 1f32.sin()).abs() < 1e-7);
+        assert!((tables.cos[5] - (2.0f32 * 0.01).cos()).abs() < 1e-7);
+    }
+
+    #[test]
+    fn rotation_turns_each_half_pair() {
+        let tables = RopeTables::new(10_000.0, 4, 2);
+        let mut head = [1.0, 0.0, 0.0, 1.0];
+        tables.apply(&mut head, 1);
+        // Pair (x[0], x[2]) = (1, 0) turns by 1 rad; pair (x[1], x[3]) = (0, 1) by 0.01 rad.
+        assert!((head[0] - 1f32.cos()).abs() < 1e-6 && (head[2] - 1f32.sin()).abs() < 1e-6);
+        assert!((head[1] + 0.01f32.sin()).abs() < 1e-6 && (head[3] - 0.01f32.cos()).abs() < 1e-6);
     }
 }
