@@ -115,10 +115,13 @@ impl ModelLoader for EngineLoader {
                 })
                 .map_err(cannot_load)
             }
-            ModelFormat::HfGemmaEmbed => embedding_worker(model, admission, |dir| {
-                Ok(Box::new(GemmaEmbedder::load(dir)?))
-            })
-            .map_err(cannot_load),
+            ModelFormat::HfGemmaEmbed => {
+                let threads = self.config.threads() as usize;
+                embedding_worker(model, admission, move |dir| {
+                    Ok(Box::new(GemmaEmbedder::load_with_threads(dir, threads)?))
+                })
+                .map_err(cannot_load)
+            }
             ModelFormat::HfTextClassifier | ModelFormat::HfReranker => {
                 crate::text_models::classifier_worker(model, admission).map_err(cannot_load)
             }

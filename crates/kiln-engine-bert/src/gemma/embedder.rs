@@ -100,6 +100,12 @@ impl GemmaEmbedder {
     }
 
     pub fn load(dir: &Path) -> KilnResult<Self> {
+        Self::load_with_threads(dir, 0)
+    }
+
+    /// [`GemmaEmbedder::load`] running each forward pass on `threads` threads of its own (0: one
+    /// per core).
+    pub fn load_with_threads(dir: &Path, threads: usize) -> KilnResult<Self> {
         let config = read_gemma_config(dir)?;
         let pipeline = read_pipeline(dir, config.hidden_size)?;
         let max_input_tokens = pipeline
@@ -116,7 +122,7 @@ impl GemmaEmbedder {
             .or(config.pad_token_id)
             .unwrap_or(0);
         let weights = mmap_weights(dir, WEIGHTS_FILE)?;
-        let encoder = GemmaEncoder::load(&config, weights)
+        let encoder = GemmaEncoder::load(&config, weights, threads)
             .map_err(|err| file_error(dir, WEIGHTS_FILE, err))?;
         let dense_layers = pipeline
             .dense_layers

@@ -393,11 +393,14 @@ pub(crate) struct GemmaEncoder {
     full_rope: RopeTables,
     sliding_reach: usize,
     max_positions: usize,
+    /// The encoder's own threads, sized by `--threads`.
+    pool: rayon::ThreadPool,
 }
 
 impl GemmaEncoder {
     /// `vb` holds the Gemma 3 text model's tensors (`embed_tokens`, `layers.N.*`, `norm`).
-    pub fn load(config: &GemmaConfig, vb: VarBuilder) -> Result<Self> {
+    /// `threads` is the forward pass's thread count (0: one per core).
+    pub fn load(config: &GemmaConfig, vb: VarBuilder, threads: usize) -> Result<Self> {
         let sliding = config.sliding_layers().map_err(candle_core::Error::msg)?;
         if config.num_key_value_heads == 0
             || !config
@@ -435,12 +438,21 @@ impl GemmaEncoder {
             full_rope: rope(config.rope_theta),
             sliding_reach: config.sliding_reach(),
             max_positions,
+            pool: rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|index| format!("kiln-gemma-{index}"))
+                .build()
+                .map_err(candle_core::Error::wrap)?,
         })
     }
 
     /// `token_ids` is (batch, len), each row `lengths[row]` real tokens then padding. Returns the
     /// final hidden states, (batch, len, hidden); padding positions hold zeros.
     pub fn forward(&self, token_ids: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        self.pool.install(|| self.forward_here(token_ids, lengths))
+    }
+
+    fn forward_here(&self, token_ids: &Tensor, lengths: &[usize]) -> Result<Tensor> {
         let (batch, len) = token_ids.dims2()?;
         if len > self.max_positions {
             candle_core::bail!(
