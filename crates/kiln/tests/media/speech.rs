@@ -153,8 +153,8 @@ async fn long_recordings_are_transcribed_whole() {
     assert_eq!(status, 200, "{body}");
     let text = body["result"]["text"].as_str().unwrap_or("").to_lowercase();
     // Each sentence is heard three times; its key word must be heard every time, so no window
-    // boundary lost speech.
-    for key in ["fox", "shells", "coffee", "weather", "call"] {
+    // boundary lost speech. ("sunny", not "weather": whisper-base sometimes hears "water".)
+    for key in ["fox", "shells", "coffee", "sunny", "call"] {
         assert!(text.matches(key).count() >= 3, "{key:?} in {text}");
     }
     let last_end = body["result"]["words"]
