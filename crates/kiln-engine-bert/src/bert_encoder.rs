@@ -11,7 +11,8 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
 use rayon::prelude::*;
 
-use crate::kernels::{self, Linear, MatrixRef};
+use crate::kernels::{self, Linear};
+use crate::packed::{self, load_linear, Heads, Sequence};
 
 struct LayerNorm {
     weight: Vec<f32>,
@@ -31,37 +32,6 @@ impl LayerNorm {
     fn forward_rows(&self, xs: &mut [f32]) {
         kernels::layer_norm_rows(xs, &self.weight, &self.bias, self.eps);
     }
-}
-
-/// One linear layer, or several reading the same input (query, key and value) stacked along
-/// their outputs, so that one product replaces several. Weights are kept (in, out).
-fn load_linear(
-    names: &[&str],
-    in_features: usize,
-    out_features: usize,
-    vb: &VarBuilder,
-) -> Result<Linear> {
-    let mut weights = Vec::with_capacity(names.len());
-    let mut biases = Vec::with_capacity(names.len());
-    for name in names {
-        let part = if name.is_empty() {
-            vb.clone()
-        } else {
-            vb.pp(*name)
-        };
-        weights.push(part.get((out_features, in_features), "weight")?);
-        biases.push(part.get(out_features, "bias")?);
-    }
-    Ok(Linear {
-        weight_t: Tensor::cat(&weights, 0)?
-            .t()?
-            .contiguous()?
-            .flatten_all()?
-            .to_vec1()?,
-        bias: Tensor::cat(&biases, 0)?.to_vec1()?,
-        in_features,
-        out_features: out_features * names.len(),
-    })
 }
 
 struct Embeddings {
@@ -144,23 +114,28 @@ impl Layer {
         let attention = vb.pp("attention");
         Ok(Self {
             qkv: load_linear(
-                &["query", "key", "value"],
+                &[(hidden, "query"), (hidden, "key"), (hidden, "value")],
                 hidden,
-                hidden,
+                true,
                 &attention.pp("self"),
             )?,
-            attention_output: load_linear(&[""], hidden, hidden, &attention.pp("output.dense"))?,
+            attention_output: load_linear(
+                &[(hidden, "")],
+                hidden,
+                true,
+                &attention.pp("output.dense"),
+            )?,
             attention_norm: LayerNorm::load(hidden, eps, attention.pp("output.LayerNorm"))?,
             intermediate: load_linear(
-                &[""],
+                &[(config.intermediate_size, "")],
                 hidden,
-                config.intermediate_size,
+                true,
                 &vb.pp("intermediate.dense"),
             )?,
             output: load_linear(
-                &[""],
+                &[(hidden, "")],
                 config.intermediate_size,
-                hidden,
+                true,
                 &vb.pp("output.dense"),
             )?,
             output_norm: LayerNorm::load(hidden, eps, vb.pp("output.LayerNorm"))?,
@@ -176,7 +151,19 @@ impl Layer {
         scratch.qkv.resize(tokens * self.qkv.out_features, 0.0);
         self.qkv.forward_into(hidden, &mut scratch.qkv, false);
         scratch.context.resize(hidden.len(), 0.0);
-        self.attend(&scratch.qkv, sequences, &mut scratch.context);
+        let heads = Heads {
+            heads: self.heads,
+            kv_heads: self.heads,
+            head_dim: self.head_dim,
+            scale: 1.0 / (self.head_dim as f32).sqrt(),
+        };
+        packed::attention(
+            &scratch.qkv,
+            sequences,
+            &heads,
+            &|_, _| {},
+            &mut scratch.context,
+        );
 
         // hidden = LayerNorm(hidden + context·W + b), in place: the residual is the product's
         // starting value.
@@ -206,64 +193,6 @@ impl Layer {
             .forward_into(&scratch.intermediate, hidden, true);
         self.output_norm.forward_rows(hidden);
     }
-
-    /// Scaled dot-product attention of every sequence and head over its own tokens, into
-    /// `context` (tokens, hidden), heads side by side as the output projection expects.
-    fn attend(&self, qkv: &[f32], sequences: &[Sequence], context: &mut [f32]) {
-        let hidden = self.heads * self.head_dim;
-        let stride = 3 * hidden;
-        let scale = 1.0 / (self.head_dim as f32).sqrt();
-        let tasks: Vec<(usize, usize)> = sequences
-            .iter()
-            .enumerate()
-            .flat_map(|(sequence, _)| (0..self.heads).map(move |head| (sequence, head)))
-            .collect();
-        // Each task answers its (length, head_dim) block; the blocks are then laid into place.
-        let blocks: Vec<Vec<f32>> = tasks
-            .par_iter()
-            .map(|&(sequence, head)| {
-                let Sequence { first_row, length } = sequences[sequence];
-                let base = first_row * stride + head * self.head_dim;
-                let queries = MatrixRef {
-                    data: &qkv[base..],
-                    rows: length,
-                    cols: self.head_dim,
-                    row_stride: stride,
-                    col_stride: 1,
-                };
-                // Keys transposed: (head_dim, length).
-                let keys_t = MatrixRef {
-                    data: &qkv[base + hidden..],
-                    rows: self.head_dim,
-                    cols: length,
-                    row_stride: 1,
-                    col_stride: stride,
-                };
-                let mut scores = vec![0.0; length * length];
-                kernels::matmul(queries, keys_t, &mut scores, length, scale, false, 1);
-                kernels::softmax_rows(&mut scores, length);
-                let values = MatrixRef {
-                    data: &qkv[base + 2 * hidden..],
-                    rows: length,
-                    cols: self.head_dim,
-                    row_stride: stride,
-                    col_stride: 1,
-                };
-                let mut block = vec![0.0; length * self.head_dim];
-                let weights = MatrixRef::row_major(&scores, length, length);
-                kernels::matmul(weights, values, &mut block, self.head_dim, 1.0, false, 1);
-                block
-            })
-            .collect();
-        for (&(sequence, head), block) in tasks.iter().zip(blocks) {
-            let Sequence { first_row, length } = sequences[sequence];
-            for (position, values) in block.chunks_exact(self.head_dim).enumerate() {
-                let start = (first_row + position) * hidden + head * self.head_dim;
-                context[start..start + self.head_dim].copy_from_slice(values);
-            }
-            debug_assert!(first_row + length <= context.len() / hidden);
-        }
-    }
 }
 
 /// One token of the packed batch.
@@ -272,13 +201,6 @@ struct PackedToken {
     id: u32,
     type_id: u32,
     position: u32,
-}
-
-/// Where a sequence's tokens sit among the packed rows.
-#[derive(Debug, Clone, Copy)]
-struct Sequence {
-    first_row: usize,
-    length: usize,
 }
 
 /// The BERT encoder without pooler: token ids in, last hidden states out.
@@ -343,25 +265,19 @@ impl BertEncoder {
         }
         let ids = token_ids.flatten_all()?.to_vec1::<u32>()?;
         let types = type_ids.flatten_all()?.to_vec1::<u32>()?;
-        let mut tokens = Vec::new();
-        let mut sequences = Vec::with_capacity(batch);
-        for (sequence, &length) in lengths.iter().enumerate() {
-            // A sequence without tokens still computes its first position, so that pooling
-            // reads finite values.
-            let computed = length.max(1);
-            sequences.push(Sequence {
-                first_row: tokens.len(),
-                length: computed,
-            });
-            for position in 0..computed {
-                let at = sequence * len + position;
-                tokens.push(PackedToken {
-                    id: ids[at],
-                    type_id: types[at],
-                    position: position as u32,
-                });
-            }
-        }
+        let sequences = packed::pack(lengths);
+        let tokens: Vec<PackedToken> = sequences
+            .iter()
+            .enumerate()
+            .flat_map(|(index, sequence)| {
+                (0..sequence.length).map(move |position| (index * len + position, position))
+            })
+            .map(|(at, position)| PackedToken {
+                id: ids[at],
+                type_id: types[at],
+                position: position as u32,
+            })
+            .collect();
         let hidden_size = self.hidden_size;
         let mut hidden = vec![0.0f32; tokens.len() * hidden_size];
         let Self {
@@ -378,12 +294,7 @@ impl BertEncoder {
             }
             Ok(())
         })?;
-        let mut padded = vec![0.0f32; batch * len * hidden_size];
-        for (sequence, info) in sequences.iter().enumerate() {
-            let rows = info.first_row * hidden_size..(info.first_row + info.length) * hidden_size;
-            let start = sequence * len * hidden_size;
-            padded[start..start + rows.len()].copy_from_slice(&hidden[rows]);
-        }
+        let padded = packed::unpack(&hidden, &sequences, len, hidden_size);
         Tensor::from_vec(padded, (batch, len, hidden_size), &Device::Cpu)
     }
 }

@@ -14,6 +14,7 @@ mod gemma;
 mod kernels;
 mod model_dir;
 mod onnx_encoder;
+mod packed;
 mod pooling;
 
 pub use embedder::BertEmbedder;

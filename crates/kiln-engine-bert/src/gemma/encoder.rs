@@ -17,7 +17,8 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use super::config::GemmaConfig;
-use crate::kernels::{self, Linear, MatrixRef};
+use crate::kernels::{self, Linear};
+use crate::packed::{self, load_linear, Heads, Sequence};
 
 /// RMSNorm with Gemma's `1 + weight` scale (kept precomputed).
 struct GemmaRmsNorm {
@@ -94,50 +95,6 @@ impl RopeTables {
     }
 }
 
-/// Loads one projection, or several reading the same input stacked along their outputs.
-fn load_linear(
-    parts: &[(usize, &str)],
-    in_features: usize,
-    bias: bool,
-    vb: &VarBuilder,
-) -> Result<Linear> {
-    let mut weights = Vec::with_capacity(parts.len());
-    let mut biases = Vec::with_capacity(parts.len());
-    for &(out_features, name) in parts {
-        let part = if name.is_empty() {
-            vb.clone()
-        } else {
-            vb.pp(name)
-        };
-        weights.push(part.get((out_features, in_features), "weight")?);
-        if bias {
-            biases.push(part.get(out_features, "bias")?.to_vec1::<f32>()?);
-        }
-    }
-    let out_features: usize = parts.iter().map(|(out, _)| out).sum();
-    Ok(Linear {
-        weight_t: Tensor::cat(&weights, 0)?
-            .t()?
-            .contiguous()?
-            .flatten_all()?
-            .to_vec1()?,
-        bias: if bias {
-            biases.concat()
-        } else {
-            vec![0.0; out_features]
-        },
-        in_features,
-        out_features,
-    })
-}
-
-/// Where a sequence's tokens sit among the packed rows.
-#[derive(Debug, Clone, Copy)]
-struct Sequence {
-    first_row: usize,
-    length: usize,
-}
-
 struct Attention {
     /// q_proj, k_proj and v_proj stacked.
     qkv_proj: Linear,
@@ -184,6 +141,7 @@ impl Attention {
         &self,
         normed: &[f32],
         sequences: &[Sequence],
+        positions: &[usize],
         window: Option<usize>,
         rope: &RopeTables,
         out: &mut [f32],
@@ -194,12 +152,8 @@ impl Attention {
         let mut qkv = vec![0.0; tokens * stride];
         self.qkv_proj.forward_into(normed, &mut qkv, false);
         // Per-head norms and rotations of queries and keys; values stay as projected.
-        let positions: Vec<usize> = sequences
-            .iter()
-            .flat_map(|sequence| 0..sequence.length)
-            .collect();
         qkv.par_chunks_mut(stride)
-            .zip(&positions)
+            .zip(positions)
             .for_each(|(row, &position)| {
                 let (rotated, _values) = row.split_at_mut((heads + kv_heads) * head_dim);
                 for (index, head) in rotated.chunks_exact_mut(head_dim).enumerate() {
@@ -213,75 +167,26 @@ impl Attention {
                 }
             });
 
-        let groups = heads / kv_heads;
-        let tasks: Vec<(usize, usize)> = (0..sequences.len())
-            .flat_map(|sequence| (0..heads).map(move |head| (sequence, head)))
-            .collect();
-        let blocks: Vec<Vec<f32>> = tasks
-            .par_iter()
-            .map(|&(sequence, head)| {
-                let Sequence { first_row, length } = sequences[sequence];
-                let kv_head = head / groups;
-                let base = first_row * stride;
-                let queries = MatrixRef {
-                    data: &qkv[base + head * head_dim..],
-                    rows: length,
-                    cols: head_dim,
-                    row_stride: stride,
-                    col_stride: 1,
-                };
-                let keys_t = MatrixRef {
-                    data: &qkv[base + (heads + kv_head) * head_dim..],
-                    rows: head_dim,
-                    cols: length,
-                    row_stride: 1,
-                    col_stride: stride,
-                };
-                let mut scores = vec![0.0; length * length];
-                kernels::matmul(
-                    queries,
-                    keys_t,
-                    &mut scores,
-                    length,
-                    self.query_scale,
-                    false,
-                    1,
-                );
-                for (query, row) in scores.chunks_exact_mut(length).enumerate() {
-                    if let Some(cap) = self.softcap {
-                        row.iter_mut().for_each(|s| *s = (*s / cap).tanh() * cap);
-                    }
-                    if let Some(reach) = window {
-                        for (key, score) in row.iter_mut().enumerate() {
-                            if query.abs_diff(key) > reach {
-                                *score = f32::NEG_INFINITY;
-                            }
-                        }
+        let shape = Heads {
+            heads,
+            kv_heads,
+            head_dim,
+            scale: self.query_scale,
+        };
+        let adjust_scores = |query: usize, row: &mut [f32]| {
+            if let Some(cap) = self.softcap {
+                row.iter_mut().for_each(|s| *s = (*s / cap).tanh() * cap);
+            }
+            if let Some(reach) = window {
+                for (key, score) in row.iter_mut().enumerate() {
+                    if query.abs_diff(key) > reach {
+                        *score = f32::NEG_INFINITY;
                     }
                 }
-                kernels::softmax_rows(&mut scores, length);
-                let values = MatrixRef {
-                    data: &qkv[base + (heads + kv_heads + kv_head) * head_dim..],
-                    rows: length,
-                    cols: head_dim,
-                    row_stride: stride,
-                    col_stride: 1,
-                };
-                let mut block = vec![0.0; length * head_dim];
-                let weights = MatrixRef::row_major(&scores, length, length);
-                kernels::matmul(weights, values, &mut block, head_dim, 1.0, false, 1);
-                block
-            })
-            .collect();
-        let width = heads * head_dim;
-        let mut context = vec![0.0; tokens * width];
-        for (&(sequence, head), block) in tasks.iter().zip(blocks) {
-            let first_row = sequences[sequence].first_row;
-            for (position, values) in block.chunks_exact(head_dim).enumerate() {
-                let start = (first_row + position) * width + head * head_dim;
-                context[start..start + head_dim].copy_from_slice(values);
             }
-        }
+        };
+        let mut context = vec![0.0; tokens * heads * head_dim];
+        packed::attention(&qkv, sequences, &shape, &adjust_scores, &mut context);
         self.o_proj.forward_into(&context, out, false);
     }
 }
@@ -357,6 +262,7 @@ impl EncoderLayer {
         &self,
         hidden: &mut [f32],
         sequences: &[Sequence],
+        positions: &[usize],
         window: Option<usize>,
         rope: &RopeTables,
     ) {
@@ -364,7 +270,7 @@ impl EncoderLayer {
         self.input_norm.apply_rows(&mut normed);
         let mut block = vec![0.0; hidden.len()];
         self.attention
-            .forward(&normed, sequences, window, rope, &mut block);
+            .forward(&normed, sequences, positions, window, rope, &mut block);
         self.post_attention_norm.apply_rows(&mut block);
         add_into(hidden, &block);
 
@@ -465,17 +371,12 @@ impl GemmaEncoder {
         }
         let ids = token_ids.flatten_all()?.to_vec1::<u32>()?;
         let hidden_size = self.hidden_size;
-        let mut sequences = Vec::with_capacity(batch);
-        let mut hidden = Vec::new();
-        for (sequence, &length) in lengths.iter().enumerate() {
-            // A sequence without tokens still computes its first position, so that pooling
-            // reads finite values.
-            let length = length.max(1);
-            sequences.push(Sequence {
-                first_row: hidden.len() / hidden_size,
-                length,
-            });
-            for &id in &ids[sequence * len..sequence * len + length] {
+        let sequences = packed::pack(lengths);
+        let positions = packed::positions(&sequences);
+        let mut hidden = Vec::with_capacity(positions.len() * hidden_size);
+        for (index, sequence) in sequences.iter().enumerate() {
+            let start = index * len;
+            for &id in &ids[start..start + sequence.length] {
                 let start = id as usize * hidden_size;
                 let Some(row) = self.embed_tokens.get(start..start + hidden_size) else {
                     candle_core::bail!("token id {id} is outside the vocabulary");
@@ -489,16 +390,10 @@ impl GemmaEncoder {
             } else {
                 (None, &self.full_rope)
             };
-            layer.forward(&mut hidden, &sequences, window, rope);
+            layer.forward(&mut hidden, &sequences, &positions, window, rope);
         }
         self.final_norm.apply_rows(&mut hidden);
-        let mut padded = vec![0.0f32; batch * len * hidden_size];
-        for (index, sequence) in sequences.iter().enumerate() {
-            let rows = sequence.first_row * hidden_size
-                ..(sequence.first_row + sequence.length) * hidden_size;
-            let start = index * len * hidden_size;
-            padded[start..start + rows.len()].copy_from_slice(&hidden[rows]);
-        }
+        let padded = packed::unpack(&hidden, &sequences, len, hidden_size);
         Tensor::from_vec(padded, (batch, len, hidden_size), &Device::Cpu)
     }
 }

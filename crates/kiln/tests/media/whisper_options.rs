@@ -18,15 +18,8 @@ async fn turbo(audio: &[u8], options: Value) -> (u16, Value) {
     for (key, value) in options.as_object().expect("options object") {
         body[key] = value.clone();
     }
-    let response = client()
-        .post(media_run_url(TURBO))
-        .bearer_auth("sk-test")
-        .json(&body)
-        .send()
-        .await
-        .expect("sent");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("JSON"))
+    let (status, _, body) = post_json(&media_run_url(TURBO), &body).await;
+    (status, body)
 }
 
 /// The turbo result of a request that must succeed.
