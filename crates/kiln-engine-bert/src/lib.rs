@@ -11,7 +11,7 @@
 mod bert_encoder;
 mod embedder;
 mod gemma;
-mod kernels;
+use kiln_kernels as kernels;
 mod model_dir;
 mod onnx_encoder;
 mod packed;

@@ -2,14 +2,16 @@
 //! real-time factor of each run (for profiling: `perf record` this).
 //!
 //! `cargo run --release -p kiln-engine-whisper --example whisper_rtf -- MODEL_DIR FILE...
-//! [--runs N] [--beam N] [--fallback] [--condition] [--vad]`
+//! [--runs N] [--beam N] [--fallback] [--condition] [--vad] [--f32]`
 //!
 //! Without options it runs Kiln's default (greedy) path; `--beam 5 --fallback --condition` is
 //! what whisper-large-v3-turbo runs by default.
 
 use std::time::Instant;
 
-use kiln_engine_whisper::{decode_audio, TranscribeOptions, Transcriber, FALLBACK_TEMPERATURES};
+use kiln_engine_whisper::{
+    decode_audio, Precision, TranscribeOptions, Transcriber, FALLBACK_TEMPERATURES,
+};
 
 /// Removes `--name` from `args`, and its value when `takes_value`.
 fn take_flag(args: &mut Vec<String>, name: &str, takes_value: bool) -> Option<String> {
@@ -32,12 +34,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     options.condition_on_previous_text = take_flag(&mut args, "--condition", false).is_some();
     options.vad_filter = take_flag(&mut args, "--vad", false).is_some();
+    let precision = match take_flag(&mut args, "--f32", false) {
+        Some(_) => Precision::Float,
+        None => Precision::Auto,
+    };
     let Some((model_dir, files)) = args.split_first() else {
-        eprintln!("usage: whisper_rtf MODEL_DIR FILE... [--runs N] [--beam N] [--fallback] [--condition] [--vad]");
+        eprintln!("usage: whisper_rtf MODEL_DIR FILE... [--runs N] [--beam N] [--fallback] [--condition] [--vad] [--f32]");
         std::process::exit(2);
     };
     let started = Instant::now();
-    let mut asr = Transcriber::load(std::path::Path::new(model_dir))?;
+    let mut asr = Transcriber::load_with_precision(std::path::Path::new(model_dir), precision)?;
     eprintln!("load {:.2} s", started.elapsed().as_secs_f32());
     for file in files {
         let samples = decode_audio(&std::fs::read(file)?)?;

@@ -24,6 +24,7 @@ mod words;
 
 pub use audio::{decode_audio, decode_audio_within, pcm_i16_to_f32, resample_to_16k, AudioLimits};
 pub use fallback::FALLBACK_TEMPERATURES;
+pub use model::Precision;
 pub use options::{Task, TranscribeOptions, MAX_BEAM_SIZE};
 pub use output::{to_vtt, Segment, Transcript, Word};
 pub use transcribe::Transcriber;

@@ -14,7 +14,7 @@ use tokenizers::Tokenizer;
 use crate::ct2::Ct2Model;
 use crate::decode::{Prompt, Rng, Strategy, WindowDecoder, WindowResult};
 use crate::fallback::{self, Attempt, Quality, Thresholds, PROMPT_RESET_TEMPERATURE};
-use crate::model::WhisperModel;
+use crate::model::{Precision, WhisperModel};
 use crate::options::{Task, TranscribeOptions, MAX_BEAM_SIZE, MAX_BEST_OF};
 use crate::output::{round2, words_of, Segment, Transcript};
 use crate::rules::{log_softmax, LogitRules, SpecialTokens, TIME_PRECISION};
@@ -66,8 +66,14 @@ fn model_err(context: &str) -> impl Fn(String) -> AsrError + '_ {
 }
 
 impl Transcriber {
-    /// Loads `model.bin` (CTranslate2), `config.json` and `tokenizer.json` from `model_dir`.
+    /// Loads `model.bin` (CTranslate2), `config.json` and `tokenizer.json` from `model_dir`,
+    /// int8 where the CPU runs it ([`Precision::Auto`]).
     pub fn load(model_dir: &Path) -> Result<Self, AsrError> {
+        Self::load_with_precision(model_dir, Precision::Auto)
+    }
+
+    /// As [`Self::load`], with the linear layers' precision chosen.
+    pub fn load_with_precision(model_dir: &Path, precision: Precision) -> Result<Self, AsrError> {
         let ct2 = Ct2Model::read(&model_dir.join("model.bin"))?;
         let cfg: Ct2Config = match std::fs::read(model_dir.join("config.json")) {
             Ok(raw) => {
@@ -84,7 +90,7 @@ impl Transcriber {
         drop(ct2);
         let filters = crate::mel::mel_filters(config.num_mel_bins);
         let multilingual = config.vocab_size >= 51865;
-        let model = WhisperModel::load(tensors, config)?;
+        let model = WhisperModel::load(tensors, config, precision)?;
         let (layers, heads) = (model.decoder.layers(), model.decoder.heads());
         let mut alignment_heads: Vec<(usize, usize)> = cfg
             .alignment_heads

@@ -3,7 +3,9 @@
 mod common;
 
 use common::{espeak, espeak_with, normalise, tiny, wer};
-use kiln_engine_whisper::{decode_audio, to_vtt, AsrError, TranscribeOptions, Transcriber};
+use kiln_engine_whisper::{
+    decode_audio, to_vtt, AsrError, Precision, TranscribeOptions, Transcriber,
+};
 
 #[test]
 fn wer_function() {
@@ -37,6 +39,37 @@ fn transcribes_short_sentence() {
     let vtt = to_vtt(&t);
     assert!(vtt.starts_with("WEBVTT\n\n00:00:0"), "{vtt}");
     assert!(vtt.contains(" --> "));
+}
+
+/// The int8 path (CPUs with VNNI) and the f32/f16 path (every other CPU) hear the same words:
+/// both run here whatever the CPU, since `Precision::Float` forces the second.
+#[test]
+fn int8_and_float_layers_transcribe_alike() {
+    let reference =
+        "Our train was delayed for almost an hour because a fallen tree blocked the line.";
+    let samples = decode_audio(&espeak(reference)).expect("decode espeak wav");
+    let installed = kiln_store::ensure_for_tests("whisper-tiny-en");
+    let mut texts = Vec::new();
+    for precision in [Precision::Auto, Precision::Float] {
+        let mut asr = Transcriber::load_with_precision(&installed.dir, precision).expect("load");
+        let t = asr
+            .transcribe(&samples, &TranscribeOptions::default())
+            .expect("transcribe");
+        eprintln!("{precision:?}: {:?}", t.text);
+        assert!(
+            wer(reference, &t.text) <= 0.35,
+            "{precision:?}: {:?}",
+            t.text
+        );
+        assert!(!t.words.is_empty());
+        texts.push(t.text);
+    }
+    assert!(
+        wer(&texts[1], &texts[0]) <= 0.15,
+        "int8 {:?} vs f32 {:?}",
+        texts[0],
+        texts[1]
+    );
 }
 
 #[test]

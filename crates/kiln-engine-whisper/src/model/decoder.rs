@@ -4,8 +4,10 @@ use candle_core::{Device, IndexOp, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
 use candle_transformers::models::whisper::Config;
 
+use kiln_kernels::int8::Int8Linear;
+
 use super::matvec::{f16_to_f32, HalfRows};
-use super::{attend, split_heads, LayerNorm, Linear, Weights};
+use super::{attend, split_heads, LayerNorm, Linear, Projection, Weights};
 use crate::AsrError;
 
 struct Block {
@@ -16,8 +18,8 @@ struct Block {
     cross_ln: LayerNorm,
     /// query of the cross-attention (pre-scaled).
     cross_q: StepLinear,
-    /// key and value of the cross-attention, applied to the audio features: (d, 2d).
-    cross_kv: Linear,
+    /// key and value of the cross-attention, applied to the audio features: d → 2d.
+    cross_kv: Projection,
     cross_out: StepLinear,
     mlp_ln: LayerNorm,
     fc1: StepLinear,
@@ -100,7 +102,7 @@ impl Decoder {
                     out: StepLinear::load(w, &format!("{a}.out_proj"))?,
                     cross_ln: LayerNorm::load(w, &format!("{p}.encoder_attn_layer_norm"))?,
                     cross_q: StepLinear::fused(w, &[format!("{c}.q_proj")], &[scale])?,
-                    cross_kv: Linear::fused(
+                    cross_kv: Projection::load(
                         w,
                         &[format!("{c}.k_proj"), format!("{c}.v_proj")],
                         &[],
@@ -121,7 +123,7 @@ impl Decoder {
             })
             .collect();
         Ok(Self {
-            embedding: Table::new(w.take("model.decoder.embed_tokens.weight")?)?,
+            embedding: Table::new(w, "model.decoder.embed_tokens.weight")?,
             d_model: cfg.d_model,
             positions: w.take("model.decoder.embed_positions.weight")?,
             blocks,
@@ -153,9 +155,12 @@ impl Decoder {
     /// Starts a window: computes every layer's cross-attention keys and values from the audio
     /// features (frames, d) and empties the self-attention cache.
     pub fn set_audio(&mut self, features: &Tensor) -> Result<()> {
-        let d = features.dim(1)?;
+        let (frames, d) = features.dims2()?;
+        let features: Vec<f32> = features.flatten_all()?.to_vec1()?;
+        let mut kv = vec![0f32; frames * 2 * d];
         for (block, state) in self.blocks.iter().zip(&mut self.state) {
-            let kv = block.cross_kv.forward(features)?;
+            block.cross_kv.forward_into(&features, &mut kv, false);
+            let kv = Tensor::from_slice(&kv, (frames, 2 * d), &Device::Cpu)?;
             state.cross_k_t = Some(
                 split_heads(&kv.narrow(1, 0, d)?, self.heads)?
                     .transpose(1, 2)?
@@ -324,15 +329,8 @@ impl Decoder {
     /// Logits over the vocabulary for every row of `hidden` (rows, d).
     pub fn logits_rows(&self, hidden: &Tensor) -> Result<Vec<Vec<f32>>> {
         let (n, d) = hidden.dims2()?;
-        let flat: Vec<f32> = match &self.embedding {
-            Table::Half(table) => {
-                let h: Vec<f32> = hidden.flatten_all()?.to_vec1()?;
-                let mut logits = vec![0f32; n * table.rows()];
-                table.matmul_rows(&h, n, &mut logits);
-                logits
-            }
-            Table::Full(table) => hidden.matmul(&table.t()?)?.flatten_all()?.to_vec1()?,
-        };
+        let h: Vec<f32> = hidden.flatten_all()?.to_vec1()?;
+        let flat = self.embedding.logits(&h, n)?;
         let vocab = flat.len() / n.max(1);
         if vocab == 0 || d == 0 {
             candle_core::bail!("no logits for {n} rows");
@@ -342,43 +340,46 @@ impl Decoder {
 
     /// Logits over the vocabulary for one row of [`DecoderOutput::hidden`].
     pub fn logits(&self, hidden: &Tensor, row: usize) -> Result<Vec<f32>> {
-        let h = hidden.narrow(0, row, 1)?;
-        match &self.embedding {
-            Table::Half(table) => {
-                let h: Vec<f32> = h.flatten_all()?.to_vec1()?;
-                let mut logits = vec![0f32; table.rows()];
-                table.matvec(&h, &mut logits);
-                Ok(logits)
-            }
-            Table::Full(table) => h.matmul(&table.t()?)?.flatten_all()?.to_vec1(),
-        }
+        let h: Vec<f32> = hidden.narrow(0, row, 1)?.flatten_all()?.to_vec1()?;
+        self.embedding.logits(&h, 1)
     }
 }
 
-/// The embedding table: f16 when that is exact (see [`super::matvec`]), else f32.
-enum Table {
+/// The embedding table, also the output projection: rows read as f16 when that is exact (see
+/// [`super::matvec`]), else f32; logits from an int8 copy where the CPU has VNNI.
+struct Table {
+    rows: TableRows,
+    int8: Option<Int8Linear>,
+}
+
+enum TableRows {
     Half(HalfRows),
     Full(Tensor),
 }
 
 impl Table {
-    fn new(table: Tensor) -> Result<Self> {
+    fn new(w: &mut Weights, name: &str) -> std::result::Result<Self, AsrError> {
+        let table = w.take(name)?;
         let (rows, cols) = table.dims2()?;
         let values: Vec<f32> = table.flatten_all()?.to_vec1()?;
-        Ok(match HalfRows::exact(&values, rows, cols) {
-            Some(half) => Table::Half(half),
-            None => Table::Full(table),
+        let int8 = w.int8(&values, &[], cols, rows);
+        Ok(Self {
+            int8,
+            rows: match HalfRows::exact(&values, rows, cols) {
+                Some(half) => TableRows::Half(half),
+                None => TableRows::Full(table),
+            },
         })
     }
 
     /// Appends token `t`'s embedding to `out`.
     fn push_row(&self, t: usize, out: &mut Vec<f32>) -> Result<()> {
-        let row = match self {
-            Table::Half(half) => half
+        let row = match &self.rows {
+            TableRows::Half(half) => half
                 .row(t)
                 .map(|r| r.iter().map(|&h| f16_to_f32(h)).collect()),
-            Table::Full(full) if t < full.dim(0)? => Some(full.get(t)?.to_vec1::<f32>()?),
-            Table::Full(_) => None,
+            TableRows::Full(full) if t < full.dim(0)? => Some(full.get(t)?.to_vec1::<f32>()?),
+            TableRows::Full(_) => None,
         };
         match row {
             Some(row) => {
@@ -388,15 +389,43 @@ impl Table {
             None => candle_core::bail!("token {t} is outside the vocabulary"),
         }
     }
+
+    /// `hidden` (n, d) times the table's transpose: (n, vocabulary), row-major.
+    fn logits(&self, hidden: &[f32], n: usize) -> Result<Vec<f32>> {
+        if let Some(int8) = &self.int8 {
+            let mut logits = vec![0f32; n * int8.out_features()];
+            int8.forward_into(hidden, &mut logits, false);
+            return Ok(logits);
+        }
+        match &self.rows {
+            TableRows::Half(table) => {
+                let mut logits = vec![0f32; n * table.rows()];
+                if n == 1 {
+                    table.matvec(hidden, &mut logits);
+                } else {
+                    table.matmul_rows(hidden, n, &mut logits);
+                }
+                Ok(logits)
+            }
+            TableRows::Full(table) => {
+                let h = Tensor::from_slice(hidden, (n, hidden.len() / n.max(1)), &Device::Cpu)?;
+                h.matmul(&table.t()?)?.flatten_all()?.to_vec1()
+            }
+        }
+    }
 }
 
-/// A decoder projection: the f32 product for several rows (the prompt, the alignment pass) and
-/// an f16 matrix-vector product for the one-row steps (see [`super::matvec`]), when f16 holds
-/// the weights exactly.
-struct StepLinear {
-    full: Linear,
-    half: Option<HalfRows>,
-    bias: Vec<f32>,
+/// A decoder projection. Where the CPU has VNNI, int8 for every row count (the prompt, the
+/// alignment pass, one-row steps, beams). Elsewhere the f32 product for several rows and an f16
+/// matrix-vector product for one-row steps (see [`super::matvec`]), when f16 holds the
+/// weights exactly.
+enum StepLinear {
+    Int8(Int8Linear),
+    Float {
+        full: Linear,
+        half: Option<HalfRows>,
+        bias: Vec<f32>,
+    },
 }
 
 impl StepLinear {
@@ -405,53 +434,76 @@ impl StepLinear {
         prefixes: &[String],
         scales: &[f64],
     ) -> std::result::Result<Self, AsrError> {
-        Ok(Self::new(Linear::fused(w, prefixes, scales)?)?)
+        let full = Linear::fused(w, prefixes, scales)?;
+        Ok(Self::new(w, full)?)
     }
 
     fn load(w: &mut Weights, prefix: &str) -> std::result::Result<Self, AsrError> {
-        Ok(Self::new(Linear::load(w, prefix)?)?)
+        let full = Linear::load(w, prefix)?;
+        Ok(Self::new(w, full)?)
     }
 
-    fn new(full: Linear) -> Result<Self> {
+    fn new(w: &Weights, full: Linear) -> Result<Self> {
         let rows_major = full.weight_t.t()?.contiguous()?;
         let (rows, cols) = rows_major.dims2()?;
         let values: Vec<f32> = rows_major.flatten_all()?.to_vec1()?;
-        Ok(Self {
+        let bias: Vec<f32> = full.bias.to_vec1()?;
+        if let Some(int8) = w.int8(&values, &bias, cols, rows) {
+            return Ok(StepLinear::Int8(int8));
+        }
+        Ok(StepLinear::Float {
             half: HalfRows::exact(&values, rows, cols),
-            bias: full.bias.to_vec1()?,
+            bias,
             full,
         })
     }
 
-    /// Several rows through the f16 weights at once (read once for all of them).
+    /// Several rows through the weights read once for all of them (beam search).
     fn forward_rows(&self, x: &Tensor) -> Result<Tensor> {
-        let Some(half) = &self.half else {
-            return self.full.forward(x);
-        };
-        let (n, _) = x.dims2()?;
-        let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
-        let mut out = vec![0f32; n * half.rows()];
-        half.matmul_rows(&xs, n, &mut out);
-        for row in out.chunks_exact_mut(half.rows()) {
-            for (o, b) in row.iter_mut().zip(&self.bias) {
-                *o += b;
+        match self {
+            StepLinear::Float {
+                half: Some(half),
+                bias,
+                ..
+            } => {
+                let (n, _) = x.dims2()?;
+                let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
+                let mut out = vec![0f32; n * half.rows()];
+                half.matmul_rows(&xs, n, &mut out);
+                for row in out.chunks_exact_mut(half.rows()) {
+                    for (o, b) in row.iter_mut().zip(bias) {
+                        *o += b;
+                    }
+                }
+                Tensor::from_vec(out, (n, half.rows()), &Device::Cpu)
             }
+            _ => self.forward(x),
         }
-        Tensor::from_vec(out, (n, half.rows()), &Device::Cpu)
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match (&self.half, x.dims2()?) {
-            (Some(half), (1, _)) => {
+        match self {
+            StepLinear::Int8(int8) => {
+                let (n, _) = x.dims2()?;
+                let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
+                let mut out = vec![0f32; n * int8.out_features()];
+                int8.forward_into(&xs, &mut out, false);
+                Tensor::from_vec(out, (n, int8.out_features()), &Device::Cpu)
+            }
+            StepLinear::Float {
+                half: Some(half),
+                bias,
+                ..
+            } if x.dim(0)? == 1 => {
                 let x: Vec<f32> = x.flatten_all()?.to_vec1()?;
                 let mut out = vec![0f32; half.rows()];
                 half.matvec(&x, &mut out);
-                for (o, b) in out.iter_mut().zip(&self.bias) {
+                for (o, b) in out.iter_mut().zip(bias) {
                     *o += b;
                 }
                 Tensor::from_vec(out, (1, half.rows()), &Device::Cpu)
             }
-            _ => self.full.forward(x),
+            StepLinear::Float { full, .. } => full.forward(x),
         }
     }
 }

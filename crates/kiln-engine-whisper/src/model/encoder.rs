@@ -1,68 +1,125 @@
-//! The audio encoder: two convolutions, sinusoidal positions, pre-norm attention blocks.
+//! The audio encoder: two convolutions, sinusoidal positions, pre-norm attention blocks, on
+//! Kiln's kernels (`kiln-kernels`) over plain slices: the convolutions are matrix products over
+//! overlapping rows of the input (no im2col copy), the linear layers int8 where the CPU has VNNI
+//! ([`Projection`]), attention per block of query frames with every head in one task.
 
-use candle_core::{DType, Device, Result, Tensor};
-use candle_nn::{Conv1d, Conv1dConfig, Module};
+use candle_core::{Device, Result, Tensor};
 use candle_transformers::models::whisper::Config;
+use kiln_kernels::{self as kernels, MatrixRef};
+use rayon::prelude::*;
 
-use super::{attend, split_heads, LayerNorm, Linear, Weights};
+use super::{Norm, Projection, Weights};
 use crate::AsrError;
 
+/// Query frames per attention task: 1500 frames make 16 tasks, enough to balance the threads.
+const QUERY_BLOCK: usize = 96;
+
 struct Block {
-    attn_ln: LayerNorm,
-    /// query (pre-scaled), key and value: (d, 3d).
-    qkv: Linear,
-    out: Linear,
-    mlp_ln: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
+    attn_ln: Norm,
+    /// query (pre-scaled), key and value: d → 3d.
+    qkv: Projection,
+    out: Projection,
+    mlp_ln: Norm,
+    fc1: Projection,
+    fc2: Projection,
 }
 
-impl Block {
-    fn forward(&self, x: &Tensor, heads: usize) -> Result<Tensor> {
-        let (_, d) = x.dims2()?;
-        let qkv = self.qkv.forward(&self.attn_ln.forward(x)?)?;
-        let q = split_heads(&qkv.narrow(1, 0, d)?, heads)?;
-        let k_t = split_heads(&qkv.narrow(1, d, d)?, heads)?.transpose(1, 2)?;
-        let v = split_heads(&qkv.narrow(1, 2 * d, d)?, heads)?;
-        let (attended, _) = attend(&q, &k_t, &v, None, false)?;
-        let x = (x + self.out.forward(&attended)?)?;
-        let h = super::gelu(&self.fc1.forward(&self.mlp_ln.forward(&x)?)?)?;
-        x + self.fc2.forward(&h)?
+/// A 1-D convolution of kernel 3, padding 1, as one product: output frame t reads input
+/// frames s·t − 1 ..= s·t + 1, which are 3 consecutive rows of the (frame, channel) input.
+struct Conv {
+    /// ((tap, in channel), out channel).
+    weight_t: Vec<f32>,
+    bias: Vec<f32>,
+    in_channels: usize,
+    out_channels: usize,
+    stride: usize,
+}
+
+impl Conv {
+    fn load(w: &mut Weights, name: &str, stride: usize) -> std::result::Result<Self, AsrError> {
+        let weight = w.take(&format!("model.encoder.{name}.weight"))?;
+        let bias: Vec<f32> = w.take(&format!("model.encoder.{name}.bias"))?.to_vec1()?;
+        let (out_channels, in_channels, taps) = weight.dims3()?;
+        if taps != 3 {
+            return Err(AsrError::Model(format!("{name} has kernel {taps}, not 3")));
+        }
+        let values: Vec<f32> = weight.flatten_all()?.to_vec1()?;
+        let mut weight_t = vec![0f32; values.len()];
+        for c in 0..out_channels {
+            for i in 0..in_channels {
+                for k in 0..taps {
+                    weight_t[(k * in_channels + i) * out_channels + c] =
+                        values[(c * in_channels + i) * taps + k];
+                }
+            }
+        }
+        Ok(Self {
+            weight_t,
+            bias,
+            in_channels,
+            out_channels,
+            stride,
+        })
+    }
+
+    /// `padded`: the input (frames + 2, in channels) with a zero frame before and after;
+    /// returns (⌈frames / stride⌉, out channels).
+    fn forward(&self, padded: &[f32], frames: usize) -> Vec<f32> {
+        let out_frames = frames.div_ceil(self.stride);
+        let mut out: Vec<f32> = Vec::with_capacity(out_frames * self.out_channels);
+        for _ in 0..out_frames {
+            out.extend_from_slice(&self.bias);
+        }
+        kernels::matmul(
+            MatrixRef {
+                data: padded,
+                rows: out_frames,
+                cols: 3 * self.in_channels,
+                row_stride: self.stride * self.in_channels,
+                col_stride: 1,
+            },
+            MatrixRef::row_major(&self.weight_t, 3 * self.in_channels, self.out_channels),
+            &mut out,
+            self.out_channels,
+            1.0,
+            true,
+            kernels::threads(),
+        );
+        out
     }
 }
 
 pub(crate) struct Encoder {
-    conv1: Conv1d,
-    conv2: Conv1d,
-    positions: Tensor,
+    conv1: Conv,
+    conv2: Conv,
+    /// (frames, d).
+    positions: Vec<f32>,
     blocks: Vec<Block>,
-    ln_post: LayerNorm,
+    ln_post: Norm,
     heads: usize,
-}
-
-fn conv(w: &mut Weights, name: &str, stride: usize) -> std::result::Result<Conv1d, AsrError> {
-    let weight = w.take(&format!("model.encoder.{name}.weight"))?;
-    let bias = w.take(&format!("model.encoder.{name}.bias"))?;
-    let config = Conv1dConfig {
-        padding: 1,
-        stride,
-        ..Default::default()
-    };
-    Ok(Conv1d::new(weight, Some(bias), config))
+    d_model: usize,
 }
 
 /// OpenAI's `sinusoids()`, computed as candle-transformers computes it (the stored table is the
-/// same function rounded to fp16).
-fn sinusoids(length: usize, channels: usize) -> Result<Tensor> {
+/// same function rounded to fp16): (length, channels), sines then cosines.
+fn sinusoids(length: usize, channels: usize) -> Vec<f32> {
     let half = channels / 2;
     let increment = 10000f32.ln() / (half - 1) as f32;
-    let inv: Vec<f32> = (0..half).map(|i| (i as f32 * -increment).exp()).collect();
-    let inv = Tensor::new(inv.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
-    let t = Tensor::arange(0, length as u32, &Device::Cpu)?
-        .to_dtype(DType::F32)?
-        .unsqueeze(1)?;
-    let scaled = t.broadcast_mul(&inv)?;
-    Tensor::cat(&[scaled.sin()?, scaled.cos()?], 1)
+    let inverse: Vec<f32> = (0..half).map(|i| (i as f32 * -increment).exp()).collect();
+    let mut table = Vec::with_capacity(length * channels);
+    for t in 0..length {
+        table.extend(inverse.iter().map(|f| (t as f32 * f).sin()));
+        table.extend(inverse.iter().map(|f| (t as f32 * f).cos()));
+    }
+    table
+}
+
+/// Working buffers of one forward pass, reused by every block.
+struct Scratch {
+    normed: Vec<f32>,
+    qkv: Vec<f32>,
+    attended: Vec<f32>,
+    hidden: Vec<f32>,
 }
 
 impl Encoder {
@@ -74,8 +131,8 @@ impl Encoder {
                 let p = format!("model.encoder.layers.{i}");
                 let a = format!("{p}.self_attn");
                 Ok(Block {
-                    attn_ln: LayerNorm::load(w, &format!("{p}.self_attn_layer_norm"))?,
-                    qkv: Linear::fused(
+                    attn_ln: Norm::load(w, &format!("{p}.self_attn_layer_norm"))?,
+                    qkv: Projection::load(
                         w,
                         &[
                             format!("{a}.q_proj"),
@@ -84,35 +141,140 @@ impl Encoder {
                         ],
                         &[scale],
                     )?,
-                    out: Linear::load(w, &format!("{a}.out_proj"))?,
-                    mlp_ln: LayerNorm::load(w, &format!("{p}.final_layer_norm"))?,
-                    fc1: Linear::load(w, &format!("{p}.fc1"))?,
-                    fc2: Linear::load(w, &format!("{p}.fc2"))?,
+                    out: Projection::load(w, &[format!("{a}.out_proj")], &[])?,
+                    mlp_ln: Norm::load(w, &format!("{p}.final_layer_norm"))?,
+                    fc1: Projection::load(w, &[format!("{p}.fc1")], &[])?,
+                    fc2: Projection::load(w, &[format!("{p}.fc2")], &[])?,
                 })
             })
             .collect::<std::result::Result<Vec<_>, AsrError>>()?;
         // Positions are computed, not read (as candle-transformers does); drop the stored table.
         let _ = w.take_opt("model.encoder.embed_positions.weight");
         Ok(Self {
-            conv1: conv(w, "conv1", 1)?,
-            conv2: conv(w, "conv2", 2)?,
-            positions: sinusoids(cfg.max_source_positions, cfg.d_model)?,
+            conv1: Conv::load(w, "conv1", 1)?,
+            conv2: Conv::load(w, "conv2", 2)?,
+            positions: sinusoids(cfg.max_source_positions, cfg.d_model),
             blocks,
-            ln_post: LayerNorm::load(w, "model.encoder.layer_norm")?,
+            ln_post: Norm::load(w, "model.encoder.layer_norm")?,
             heads,
+            d_model: cfg.d_model,
         })
     }
 
-    /// `mel`: (1, mel bins, 3000) → audio features (1500, d).
+    /// `mel`: (1, mel bins, frames) → audio features (frames / 2, d).
     pub fn forward(&self, mel: &Tensor) -> Result<Tensor> {
-        let x = super::gelu(&self.conv1.forward(mel)?)?;
-        let x = super::gelu(&self.conv2.forward(&x)?)?;
-        let x = x.squeeze(0)?.t()?;
-        let frames = x.dim(0)?;
-        let mut x = (x + self.positions.narrow(0, 0, frames)?)?;
-        for block in &self.blocks {
-            x = block.forward(&x, self.heads)?;
+        let (_, bins, frames) = mel.dims3()?;
+        if bins != self.conv1.in_channels {
+            candle_core::bail!("{bins} mel bins for a model of {}", self.conv1.in_channels);
         }
-        self.ln_post.forward(&x)
+        let d = self.d_model;
+        let out_frames = frames.div_ceil(2);
+        if out_frames * d > self.positions.len() {
+            candle_core::bail!("{frames} mel frames exceed the encoder's positions");
+        }
+        // (frames + 2, bins): frame-major with a zero frame at each end.
+        let by_bin: Vec<f32> = mel.flatten_all()?.to_vec1()?;
+        let mut padded = vec![0f32; (frames + 2) * bins];
+        for (b, row) in by_bin.chunks_exact(frames).enumerate() {
+            for (t, &v) in row.iter().enumerate() {
+                padded[(t + 1) * bins + b] = v;
+            }
+        }
+        let mut hidden = vec![0f32; d];
+        hidden.extend(self.conv1.forward(&padded, frames));
+        hidden.extend(std::iter::repeat_n(0f32, d));
+        gelu_in_place(&mut hidden[d..(frames + 1) * d]);
+        let mut x = self.conv2.forward(&hidden, frames);
+        gelu_in_place(&mut x);
+        x.par_chunks_mut(d)
+            .zip(self.positions.par_chunks(d))
+            .for_each(|(row, position)| row.iter_mut().zip(position).for_each(|(v, p)| *v += p));
+
+        let mut scratch = Scratch {
+            normed: vec![0f32; x.len()],
+            qkv: vec![0f32; 3 * x.len()],
+            attended: vec![0f32; x.len()],
+            hidden: Vec::new(),
+        };
+        for block in &self.blocks {
+            self.block_forward(block, &mut x, &mut scratch);
+        }
+        self.ln_post.apply(&mut x);
+        Tensor::from_vec(x, (out_frames, d), &Device::Cpu)
     }
+
+    fn block_forward(&self, block: &Block, x: &mut [f32], s: &mut Scratch) {
+        let d = self.d_model;
+        let frames = x.len() / d;
+        s.normed.copy_from_slice(x);
+        block.attn_ln.apply(&mut s.normed);
+        block.qkv.forward_into(&s.normed, &mut s.qkv, false);
+        attention(&s.qkv, &mut s.attended, frames, self.heads, d);
+        block.out.forward_into(&s.attended, x, true);
+
+        s.normed.copy_from_slice(x);
+        block.mlp_ln.apply(&mut s.normed);
+        s.hidden.resize(frames * block.fc1.out_features(), 0.0);
+        block.fc1.forward_into(&s.normed, &mut s.hidden, false);
+        gelu_in_place(&mut s.hidden);
+        block.fc2.forward_into(&s.hidden, x, true);
+    }
+}
+
+/// Self-attention of every frame over every frame: `qkv` (frames, 3d) holds the (pre-scaled)
+/// queries, the keys and the values; `out` (frames, d) gets each head's result in its columns.
+fn attention(qkv: &[f32], out: &mut [f32], frames: usize, heads: usize, d: usize) {
+    let head_dim = d / heads;
+    out.par_chunks_mut(QUERY_BLOCK * d)
+        .enumerate()
+        .for_each_init(Vec::new, |scores, (block, out)| {
+            let first = block * QUERY_BLOCK;
+            let queries = out.len() / d;
+            scores.resize(queries * frames, 0f32);
+            for h in 0..heads {
+                let column = h * head_dim;
+                kernels::matmul(
+                    MatrixRef {
+                        data: &qkv[first * 3 * d + column..],
+                        rows: queries,
+                        cols: head_dim,
+                        row_stride: 3 * d,
+                        col_stride: 1,
+                    },
+                    MatrixRef {
+                        data: &qkv[d + column..],
+                        rows: head_dim,
+                        cols: frames,
+                        row_stride: 1,
+                        col_stride: 3 * d,
+                    },
+                    scores,
+                    frames,
+                    1.0,
+                    false,
+                    1,
+                );
+                kernels::softmax_rows(scores, frames);
+                kernels::matmul(
+                    MatrixRef::row_major(scores, queries, frames),
+                    MatrixRef {
+                        data: &qkv[2 * d + column..],
+                        rows: frames,
+                        cols: head_dim,
+                        row_stride: 3 * d,
+                        col_stride: 1,
+                    },
+                    &mut out[column..],
+                    d,
+                    1.0,
+                    false,
+                    1,
+                );
+            }
+        });
+}
+
+/// Whisper's GELU (erf, as OpenAI's model and CTranslate2 compute it), across threads.
+fn gelu_in_place(xs: &mut [f32]) {
+    kernels::gelu_erf_in_place(xs);
 }

@@ -1,6 +1,5 @@
-//! The CPU kernels of Kiln's BERT encoder, on plain row-major `f32` slices: matrix products on
-//! the `gemm` crate (AVX-512 where present), everything else fused into one pass per row and
-//! split across rayon's threads. Working on slices rather than tensors lets a bias, a residual
+//! Dense f32 kernels on plain row-major slices: matrix products on the `gemm` crate (AVX-512
+//! where present), everything else fused into one pass per row and split across rayon's threads. Working on slices rather than tensors lets a bias, a residual
 //! and a normalization share one pass over memory, and attention skip padding entirely.
 
 use gemm::Parallelism;
@@ -10,7 +9,7 @@ use rayon::prelude::*;
 const ROWS_PER_TASK: usize = 16;
 
 /// A linear layer's weights: `weight_t` is (in, out), row-major.
-pub(crate) struct Linear {
+pub struct Linear {
     pub weight_t: Vec<f32>,
     pub bias: Vec<f32>,
     pub in_features: usize,
@@ -50,7 +49,7 @@ impl Linear {
 /// A read-only matrix view: `rows × cols` starting at `data[0]`, element (r, c) at
 /// `r·row_stride + c·col_stride`.
 #[derive(Clone, Copy)]
-pub(crate) struct MatrixRef<'a> {
+pub struct MatrixRef<'a> {
     pub data: &'a [f32],
     pub rows: usize,
     pub cols: usize,
@@ -79,7 +78,7 @@ impl<'a> MatrixRef<'a> {
 }
 
 /// `out = (accumulate ? out : 0) + scale·lhs·rhs`, with `out` row-major at `out_row_stride`.
-pub(crate) fn matmul(
+pub fn matmul(
     lhs: MatrixRef,
     rhs: MatrixRef,
     out: &mut [f32],
@@ -130,12 +129,12 @@ pub(crate) fn matmul(
 }
 
 /// The threads the encoder's passes use: rayon's pool.
-pub(crate) fn threads() -> usize {
+pub fn threads() -> usize {
     rayon::current_num_threads()
 }
 
 /// LayerNorm of every `weight.len()`-wide row of `xs`, in place.
-pub(crate) fn layer_norm_rows(xs: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+pub fn layer_norm_rows(xs: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
     let width = weight.len();
     xs.par_chunks_mut(width * ROWS_PER_TASK).for_each(|block| {
         for row in block.chunks_exact_mut(width) {
@@ -144,43 +143,126 @@ pub(crate) fn layer_norm_rows(xs: &mut [f32], weight: &[f32], bias: &[f32], eps:
     });
 }
 
-pub(crate) fn layer_norm(row: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
-    let width = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / width;
-    let variance = row.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / width;
-    let inverse = 1.0 / (variance + eps).sqrt();
-    for ((x, w), b) in row.iter_mut().zip(weight).zip(bias) {
-        *x = (*x - mean) * inverse * w + b;
+/// Lanes of the partial sums in the row passes: one AVX-512 vector, so that the sums
+/// vectorize (a single running sum would have to be added in order).
+const LANES: usize = 16;
+
+/// The sum of `xs`, added lane-wise in [`LANES`] partial sums.
+#[inline(always)]
+fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut sums = [0f32; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest: f32 = chunks.remainder().iter().map(|&x| f(x)).sum();
+    for chunk in chunks {
+        for (sum, &x) in sums.iter_mut().zip(chunk) {
+            *sum += f(x);
+        }
+    }
+    sums.iter().sum::<f32>() + rest
+}
+
+wide_dispatch! {
+    /// LayerNorm of one row, in place.
+    pub fn layer_norm(row: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+        let width = row.len() as f32;
+        let mean = lane_sum(row, |x| x) / width;
+        let variance = lane_sum(row, |x| (x - mean) * (x - mean)) / width;
+        let inverse = 1.0 / (variance + eps).sqrt();
+        for ((x, w), b) in row.iter_mut().zip(weight).zip(bias) {
+            *x = (*x - mean) * inverse * w + b;
+        }
     }
 }
 
 /// Softmax of each `width`-wide row, in place.
-pub(crate) fn softmax_rows(xs: &mut [f32], width: usize) {
+pub fn softmax_rows(xs: &mut [f32], width: usize) {
     for row in xs.chunks_exact_mut(width) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        softmax(row);
+    }
+}
+
+wide_dispatch! {
+    /// Softmax of one row, in place; the exponentials are [`exp`], which vectorizes.
+    pub fn softmax(row: &mut [f32]) {
+        let mut maxes = [f32::NEG_INFINITY; LANES];
+        let chunks = row.chunks_exact(LANES);
+        let mut max = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+        for chunk in chunks {
+            for (m, &x) in maxes.iter_mut().zip(chunk) {
+                *m = if x > *m { x } else { *m };
+            }
+        }
+        max = maxes.iter().fold(max, |m, &x| if x > m { x } else { m });
+        let mut sums = [0f32; LANES];
+        let mut chunks = row.chunks_exact_mut(LANES);
+        for chunk in &mut chunks {
+            for (sum, x) in sums.iter_mut().zip(chunk.iter_mut()) {
+                *x = exp(*x - max);
+                *sum += *x;
+            }
+        }
         let mut sum = 0.0;
-        for x in row.iter_mut() {
-            *x = (*x - max).exp();
+        for x in chunks.into_remainder() {
+            *x = exp(*x - max);
             sum += *x;
         }
-        let inverse = 1.0 / sum;
+        let inverse = 1.0 / (sum + sums.iter().sum::<f32>());
         row.iter_mut().for_each(|x| *x *= inverse);
     }
 }
 
+/// Rounds to the nearest integer (ties to even) by adding and taking away 1.5·2²³, which
+/// leaves no fraction bits: plain adds, which vectorize on any x86-64, where `round` and `floor`
+/// are libm calls without SSE4.1. Exact for |x| < 2²².
+#[inline(always)]
+pub fn round_nearest(x: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0;
+    (x + SHIFT) - SHIFT
+}
+
+/// `eˣ` to about 2 ulp, without branches or libm calls, so that a loop over a slice becomes
+/// vector code (libm's `expf` is called one element at a time). Cephes' polynomial after
+/// reducing x by whole multiples of ln 2; below −87 it is (almost) 0, above 88 saturates.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.0, 88.0);
+    let n = round_nearest(x * LOG2E);
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let e = p * r * r + r + 1.0;
+    // 2ⁿ from the exponent bits; n is in [-126, 127] after the clamp.
+    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
 /// Erf GELU of every element, in place, split across threads.
-pub(crate) fn gelu_erf_in_place(xs: &mut [f32]) {
-    xs.par_chunks_mut(16 * 1024)
-        .for_each(|part| part.iter_mut().for_each(|x| *x = gelu(*x)));
+pub fn gelu_erf_in_place(xs: &mut [f32]) {
+    xs.par_chunks_mut(16 * 1024).for_each(gelu_erf_slice);
+}
+
+wide_dispatch! {
+    /// Erf GELU of every element of one slice, in place.
+    pub fn gelu_erf_slice(xs: &mut [f32]) {
+        xs.iter_mut().for_each(|x| *x = gelu(*x));
+    }
 }
 
 /// Erf GELU, `x·(1 + erf(x/√2))/2`, as transformers' `gelu`.
-pub(crate) fn gelu(x: f32) -> f32 {
+#[inline(always)]
+pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
 /// tanh-approximated GELU (`gelu_new`, `gelu_pytorch_tanh`).
-pub(crate) fn gelu_tanh(x: f32) -> f32 {
+#[inline(always)]
+pub fn gelu_tanh(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
 }
@@ -188,7 +270,8 @@ pub(crate) fn gelu_tanh(x: f32) -> f32 {
 /// erf in f32 to within a few ulp: Eigen's and XLA's rational approximation on [-4, 4] (beyond
 /// which erf is ±1 in f32). candle's evaluates erf in f64 one element at a time, which cost as
 /// much as the feed-forward products.
-pub(crate) fn erf(x: f32) -> f32 {
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
     let mut p = x2 * -2.726_142_3e-10 + 2.770_681_4e-8;
@@ -294,6 +377,43 @@ mod tests {
                 let (got, want) = (out[i * 8 + j], 0.5 * expected[i * n + j]);
                 assert!((got - want).abs() < 1e-5, "({i}, {j}): {got} vs {want}");
             }
+        }
+    }
+
+    #[test]
+    fn exp_matches_libm() {
+        for i in -1000..=1000 {
+            let x = i as f32 * 0.087;
+            let (got, want) = (exp(x), x.exp());
+            assert!(
+                (got - want).abs() <= want * 4e-7,
+                "exp({x}) = {got}, libm {want}"
+            );
+        }
+        assert!(exp(f32::NEG_INFINITY) < 1e-37);
+        assert!(exp(-1e30) >= 0.0);
+    }
+
+    #[test]
+    fn softmax_and_layer_norm_match_the_plain_formulas() {
+        let row: Vec<f32> = values(37, 7).iter().map(|x| x * 20.0).collect();
+        let mut soft = row.clone();
+        softmax(&mut soft);
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let total: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
+        for (s, &x) in soft.iter().zip(&row) {
+            let want = ((x - max) as f64).exp() / total;
+            assert!((*s as f64 - want).abs() < 1e-6, "{s} vs {want}");
+        }
+        let (weight, bias) = (values(37, 8), values(37, 9));
+        let mut normed = row.clone();
+        layer_norm(&mut normed, &weight, &bias, 1e-5);
+        let mean = row.iter().map(|&x| x as f64).sum::<f64>() / 37.0;
+        let var = row.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / 37.0;
+        for (i, n) in normed.iter().enumerate() {
+            let want =
+                (row[i] as f64 - mean) / (var + 1e-5).sqrt() * weight[i] as f64 + bias[i] as f64;
+            assert!((*n as f64 - want).abs() < 1e-4, "{n} vs {want}");
         }
     }
 }
