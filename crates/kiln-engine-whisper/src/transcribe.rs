@@ -5,6 +5,7 @@
 //! it; `vad_filter` first keeps only the speech (`vad`).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use candle_transformers::models::whisper as w;
@@ -48,6 +49,10 @@ pub struct Transcriber {
     filters: Vec<f32>,
     multilingual: bool,
     alignment_heads: Vec<(usize, usize)>,
+    /// The threads a transcription runs on: the whole transcription runs inside this pool, so
+    /// the kernels' parallel loops are work-stealing among its threads rather than jobs sent
+    /// from an outside thread (a decoder step makes dozens of them).
+    pool: Arc<rayon::ThreadPool>,
 }
 
 /// How every window's decoder prompt starts.
@@ -102,7 +107,14 @@ impl Transcriber {
             alignment_heads = crate::words::known_alignment_heads(layers, heads, multilingual);
         }
         let tokens = SpecialTokens::from_tokenizer(&tokenizer, &cfg.lang_ids)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|index| format!("kiln-whisper-{index}"))
+            .build()
+            .map_err(|e| model_err("threads")(e.to_string()))?;
         Ok(Self {
+            pool: Arc::new(pool),
             model,
             tokenizer,
             tokens,
@@ -134,7 +146,17 @@ impl Transcriber {
         &mut self,
         samples_16k: &[f32],
         options: &TranscribeOptions,
-        keep_going: &dyn Fn() -> bool,
+        keep_going: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Transcript, AsrError> {
+        let pool = Arc::clone(&self.pool);
+        pool.install(|| self.transcribe_in_pool(samples_16k, options, keep_going))
+    }
+
+    fn transcribe_in_pool(
+        &mut self,
+        samples_16k: &[f32],
+        options: &TranscribeOptions,
+        keep_going: &(dyn Fn() -> bool + Sync),
     ) -> Result<Transcript, AsrError> {
         if samples_16k.is_empty() {
             return Err(AsrError::EmptyAudio);

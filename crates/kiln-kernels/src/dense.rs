@@ -136,6 +136,12 @@ pub fn threads() -> usize {
 /// LayerNorm of every `weight.len()`-wide row of `xs`, in place.
 pub fn layer_norm_rows(xs: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
     let width = weight.len();
+    if xs.len() <= width * ROWS_PER_TASK {
+        // One task's worth (a decoder step): no threads to wake.
+        xs.chunks_exact_mut(width)
+            .for_each(|row| layer_norm(row, weight, bias, eps));
+        return;
+    }
     xs.par_chunks_mut(width * ROWS_PER_TASK).for_each(|block| {
         for row in block.chunks_exact_mut(width) {
             layer_norm(row, weight, bias, eps);
@@ -211,6 +217,53 @@ wide_dispatch! {
     }
 }
 
+wide_dispatch! {
+    /// One query against keys stored transposed: `scores[t] = Σₑ q[e]·keys_t[e·stride + t]`
+    /// for every `t < scores.len()` (each key row is read once, in order).
+    pub fn dot_transposed(q: &[f32], keys_t: &[f32], stride: usize, scores: &mut [f32]) {
+        scores.fill(0.0);
+        let len = scores.len();
+        for (e, &qe) in q.iter().enumerate() {
+            let row = &keys_t[e * stride..e * stride + len];
+            for (s, &k) in scores.iter_mut().zip(row) {
+                *s += qe * k;
+            }
+        }
+    }
+}
+
+wide_dispatch! {
+    /// One query against keys stored by token: `scores[t] = q · keys[t·stride..][..q.len()]`.
+    pub fn dot_rows(q: &[f32], keys: &[f32], stride: usize, scores: &mut [f32]) {
+        for (t, score) in scores.iter_mut().enumerate() {
+            let key = &keys[t * stride..t * stride + q.len()];
+            let mut sums = [0f32; LANES];
+            let (head, tail) = key.split_at(key.len() / LANES * LANES);
+            for (chunk, q_chunk) in head.chunks_exact(LANES).zip(q.chunks_exact(LANES)) {
+                for ((sum, &k), &x) in sums.iter_mut().zip(chunk).zip(q_chunk) {
+                    *sum += k * x;
+                }
+            }
+            let rest: f32 = tail.iter().zip(&q[head.len()..]).map(|(k, x)| k * x).sum();
+            *score = sums.iter().sum::<f32>() + rest;
+        }
+    }
+}
+
+wide_dispatch! {
+    /// The weighted sum of value rows: `out = Σₜ weights[t]·values[t·stride..][..out.len()]`.
+    pub fn weighted_rows(weights: &[f32], values: &[f32], stride: usize, out: &mut [f32]) {
+        out.fill(0.0);
+        let width = out.len();
+        for (t, &w) in weights.iter().enumerate() {
+            let row = &values[t * stride..t * stride + width];
+            for (o, &v) in out.iter_mut().zip(row) {
+                *o += w * v;
+            }
+        }
+    }
+}
+
 /// Rounds to the nearest integer (ties to even) by adding and taking away 1.5·2²³, which
 /// leaves no fraction bits: plain adds, which vectorize on any x86-64, where `round` and `floor`
 /// are libm calls without SSE4.1. Exact for |x| < 2²².
@@ -244,7 +297,11 @@ pub fn exp(x: f32) -> f32 {
 
 /// Erf GELU of every element, in place, split across threads.
 pub fn gelu_erf_in_place(xs: &mut [f32]) {
-    xs.par_chunks_mut(16 * 1024).for_each(gelu_erf_slice);
+    const PER_TASK: usize = 16 * 1024;
+    if xs.len() <= PER_TASK {
+        return gelu_erf_slice(xs);
+    }
+    xs.par_chunks_mut(PER_TASK).for_each(gelu_erf_slice);
 }
 
 wide_dispatch! {
@@ -414,6 +471,31 @@ mod tests {
             let want =
                 (row[i] as f64 - mean) / (var + 1e-5).sqrt() * weight[i] as f64 + bias[i] as f64;
             assert!((*n as f64 - want).abs() < 1e-4, "{n} vs {want}");
+        }
+    }
+
+    #[test]
+    fn attention_row_helpers_match_plain_loops() {
+        let (dh, len, stride) = (20, 7, 24);
+        let q = values(dh, 10);
+        let keys = values(len * stride, 11);
+        let mut by_row = vec![0f32; len];
+        dot_rows(&q, &keys, stride, &mut by_row);
+        let transposed: Vec<f32> = (0..dh * len)
+            .map(|i| keys[(i % len) * stride + i / len])
+            .collect();
+        let mut by_column = vec![0f32; len];
+        dot_transposed(&q, &transposed, len, &mut by_column);
+        for t in 0..len {
+            let want: f32 = (0..dh).map(|e| q[e] * keys[t * stride + e]).sum();
+            assert!((by_row[t] - want).abs() < 1e-5 && (by_column[t] - want).abs() < 1e-5);
+        }
+        let weights = values(len, 12);
+        let mut out = vec![0f32; dh];
+        weighted_rows(&weights, &keys, stride, &mut out);
+        for (e, o) in out.iter().enumerate() {
+            let want: f32 = (0..len).map(|t| weights[t] * keys[t * stride + e]).sum();
+            assert!((o - want).abs() < 1e-5);
         }
     }
 }

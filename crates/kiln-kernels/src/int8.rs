@@ -20,6 +20,8 @@ const LANES: usize = 16;
 const TILE_ROWS: usize = 12;
 /// Columns of one micro-tile: two vectors.
 const TILE_COLS: usize = 2 * LANES;
+/// Multiply-adds below which a product runs on the calling thread.
+const MIN_PARALLEL_WORK: usize = 2 << 20;
 /// Rows per task when rows are split across threads.
 const ROWS_PER_TASK: usize = 4 * TILE_ROWS;
 
@@ -194,25 +196,31 @@ impl Int8Linear {
         };
         let panels_per_task = panels.div_ceil(column_tasks);
         let out_ptr = SharedOut(out.as_mut_ptr());
-        (0..row_tasks * column_tasks)
-            .into_par_iter()
-            .for_each(|task| {
-                let (row_task, column_task) = (task / column_tasks, task % column_tasks);
-                let first_row = row_task * ROWS_PER_TASK;
-                let last_row = (first_row + ROWS_PER_TASK).min(rows);
-                let first_panel = column_task * panels_per_task;
-                let last_panel = (first_panel + panels_per_task).min(panels);
-                for panel in first_panel..last_panel {
-                    let mut row = first_row;
-                    while row < last_row {
-                        let tile = (last_row - row).min(TILE_ROWS);
-                        // SAFETY: each task writes only its own rows × panels rectangle of
-                        // `out`, whose bounds were checked above; tiles stay inside it.
-                        unsafe { self.tile(xs, row, tile, panel, &out_ptr, add_to_output) };
-                        row += tile;
-                    }
+        let run_task = |task: usize| {
+            let (row_task, column_task) = (task / column_tasks, task % column_tasks);
+            let first_row = row_task * ROWS_PER_TASK;
+            let last_row = (first_row + ROWS_PER_TASK).min(rows);
+            let first_panel = column_task * panels_per_task;
+            let last_panel = (first_panel + panels_per_task).min(panels);
+            for panel in first_panel..last_panel {
+                let mut row = first_row;
+                while row < last_row {
+                    let tile = (last_row - row).min(TILE_ROWS);
+                    // SAFETY: each task writes only its own rows × panels rectangle of
+                    // `out`, whose bounds were checked above; tiles stay inside it.
+                    unsafe { self.tile(xs, row, tile, panel, &out_ptr, add_to_output) };
+                    row += tile;
                 }
-            });
+            }
+        };
+        let tasks = row_tasks * column_tasks;
+        // A small product (one decoder step through a 512-wide layer) takes less time than
+        // waking the other threads.
+        if rows * self.padded_in * self.out_features < MIN_PARALLEL_WORK {
+            (0..tasks).for_each(run_task);
+        } else {
+            (0..tasks).into_par_iter().for_each(run_task);
+        }
     }
 
     /// One micro-tile: `tile` rows from `row`, the columns of `panel`.
@@ -314,10 +322,28 @@ fn portable_dot_tile(
 /// Quantizes (rows, width) f32 to `q + 128` bytes per row with each row's scale, rows padded to
 /// `padded` bytes (the padding meets zero weights).
 pub fn quantize_rows(xs: &[f32], width: usize, padded: usize) -> QuantizedRows {
-    assert!(width > 0 && xs.len().is_multiple_of(width), "input is whole rows");
+    assert!(
+        width > 0 && xs.len().is_multiple_of(width),
+        "input is whole rows"
+    );
     let rows = xs.len() / width;
     let mut bytes = vec![128u8; rows * padded];
     let mut scales = vec![1f32; rows];
+    if rows <= 16 {
+        for ((row_bytes, scale), x) in bytes
+            .chunks_exact_mut(padded)
+            .zip(scales.iter_mut())
+            .zip(xs.chunks_exact(width))
+        {
+            *scale = quantize_row(x, row_bytes);
+        }
+        return QuantizedRows {
+            bytes,
+            scales,
+            width,
+            padded,
+        };
+    }
     bytes
         .par_chunks_mut(padded * 16)
         .zip(scales.par_chunks_mut(16))

@@ -1,50 +1,66 @@
-//! The text decoder with a self-attention KV cache and per-window cross-attention keys/values.
+//! The text decoder on plain slices: a self-attention KV cache that grows by one row per
+//! token, cross-attention keys and values computed once per 30 s window, projections through
+//! [`StepLinear`] (int8 where the CPU has VNNI).
 
-use candle_core::{Device, IndexOp, Result, Tensor};
-use candle_nn::kv_cache::KvCache;
+use candle_core::{Device, Result, Tensor};
 use candle_transformers::models::whisper::Config;
+use kiln_kernels as kernels;
+use rayon::prelude::*;
 
-use kiln_kernels::int8::Int8Linear;
-
-use super::matvec::{f16_to_f32, HalfRows};
-use super::{attend, split_heads, LayerNorm, Linear, Projection, Weights};
+use super::step::{StepLinear, Table};
+use super::{Norm, Projection, Weights};
 use crate::AsrError;
 
+/// Query rows from which a pass splits its attention across threads (the prompt and the
+/// alignment pass; a step's one to ten rows stay on the calling thread).
+const PARALLEL_ROWS: usize = 8;
+
 struct Block {
-    attn_ln: LayerNorm,
-    /// query (pre-scaled), key and value of the self-attention: (d, 3d).
+    attn_ln: Norm,
+    /// query (pre-scaled), key and value of the self-attention: d → 3d.
     qkv: StepLinear,
     out: StepLinear,
-    cross_ln: LayerNorm,
+    cross_ln: Norm,
     /// query of the cross-attention (pre-scaled).
     cross_q: StepLinear,
     /// key and value of the cross-attention, applied to the audio features: d → 2d.
     cross_kv: Projection,
     cross_out: StepLinear,
-    mlp_ln: LayerNorm,
+    mlp_ln: Norm,
     fc1: StepLinear,
     fc2: StepLinear,
 }
 
-/// One layer's per-window state.
-struct LayerState {
-    cache: KvCache,
-    /// Cross-attention keys, transposed: (H, dh, frames).
-    cross_k_t: Option<Tensor>,
-    /// Cross-attention values: (H, frames, dh).
-    cross_v: Option<Tensor>,
+/// One layer's self-attention keys and values, (tokens, d) each, token-major.
+#[derive(Clone, Default)]
+struct Cache {
+    keys: Vec<f32>,
+    values: Vec<f32>,
+}
+
+/// One layer's cross-attention keys, transposed per head (H, dh, frames), and values per head
+/// (H, frames, dh): the layouts a single query reads in order.
+#[derive(Default)]
+struct CrossKv {
+    keys_t: Vec<f32>,
+    values: Vec<f32>,
+    frames: usize,
 }
 
 pub(crate) struct Decoder {
     /// Token embeddings (vocabulary, d); also the output projection.
     embedding: Table,
     d_model: usize,
-    positions: Tensor,
+    /// (n_ctx, d).
+    positions: Vec<f32>,
     blocks: Vec<Block>,
-    ln: LayerNorm,
+    ln: Norm,
     heads: usize,
     n_ctx: usize,
-    state: Vec<LayerState>,
+    caches: Vec<Cache>,
+    cross: Vec<CrossKv>,
+    /// Tokens in `caches`.
+    len: usize,
 }
 
 /// What one [`Decoder::forward`] call returns.
@@ -57,25 +73,64 @@ pub(crate) struct DecoderOutput {
 }
 
 /// Several continuations of the cached prompt decoded side by side (beam search, sampling):
-/// each layer's self-attention keys and values, (rows, H, tokens, dh).
+/// each row's own self-attention caches, one per layer.
 pub(crate) struct Rows {
-    k: Vec<Tensor>,
-    v: Vec<Tensor>,
+    caches: Vec<Vec<Cache>>,
     len: usize,
 }
 
 impl Rows {
     pub fn count(&self) -> usize {
-        self.k.first().and_then(|k| k.dim(0).ok()).unwrap_or(0)
+        self.caches.len()
     }
 
-    /// Keeps the rows `from` names, in that order (a row may be repeated).
+    /// Keeps the rows `from` names, in that order (a row may be repeated). A row's last use
+    /// moves its caches rather than copying them.
     pub fn select(&mut self, from: &[u32]) -> Result<()> {
-        let index = Tensor::new(from, &Device::Cpu)?;
-        for t in self.k.iter_mut().chain(self.v.iter_mut()) {
-            *t = t.index_select(&index, 0)?;
+        let count = self.caches.len();
+        if let Some(bad) = from.iter().find(|&&r| r as usize >= count) {
+            candle_core::bail!("row {bad} of {count}");
+        }
+        let mut uses = vec![0usize; count];
+        for &r in from {
+            uses[r as usize] += 1;
+        }
+        let mut old: Vec<Option<Vec<Cache>>> = self.caches.drain(..).map(Some).collect();
+        for &r in from {
+            let r = r as usize;
+            uses[r] -= 1;
+            let caches = if uses[r] == 0 {
+                old[r].take()
+            } else {
+                old[r].clone()
+            };
+            match caches {
+                Some(caches) => self.caches.push(caches),
+                None => candle_core::bail!("row {r} was moved twice"),
+            }
         }
         Ok(())
+    }
+}
+
+/// Scratch buffers of one pass of `n` rows.
+struct Pass {
+    normed: Vec<f32>,
+    qkv: Vec<f32>,
+    query: Vec<f32>,
+    attended: Vec<f32>,
+    hidden: Vec<f32>,
+}
+
+impl Pass {
+    fn new(n: usize, d: usize) -> Self {
+        Self {
+            normed: vec![0f32; n * d],
+            qkv: vec![0f32; n * 3 * d],
+            query: vec![0f32; n * d],
+            attended: vec![0f32; n * d],
+            hidden: Vec::new(),
+        }
     }
 }
 
@@ -89,7 +144,7 @@ impl Decoder {
                 let a = format!("{p}.self_attn");
                 let c = format!("{p}.encoder_attn");
                 Ok(Block {
-                    attn_ln: LayerNorm::load(w, &format!("{p}.self_attn_layer_norm"))?,
+                    attn_ln: Norm::load(w, &format!("{p}.self_attn_layer_norm"))?,
                     qkv: StepLinear::fused(
                         w,
                         &[
@@ -100,7 +155,7 @@ impl Decoder {
                         &[scale],
                     )?,
                     out: StepLinear::load(w, &format!("{a}.out_proj"))?,
-                    cross_ln: LayerNorm::load(w, &format!("{p}.encoder_attn_layer_norm"))?,
+                    cross_ln: Norm::load(w, &format!("{p}.encoder_attn_layer_norm"))?,
                     cross_q: StepLinear::fused(w, &[format!("{c}.q_proj")], &[scale])?,
                     cross_kv: Projection::load(
                         w,
@@ -108,30 +163,32 @@ impl Decoder {
                         &[],
                     )?,
                     cross_out: StepLinear::load(w, &format!("{c}.out_proj"))?,
-                    mlp_ln: LayerNorm::load(w, &format!("{p}.final_layer_norm"))?,
+                    mlp_ln: Norm::load(w, &format!("{p}.final_layer_norm"))?,
                     fc1: StepLinear::load(w, &format!("{p}.fc1"))?,
                     fc2: StepLinear::load(w, &format!("{p}.fc2"))?,
                 })
             })
             .collect::<std::result::Result<Vec<_>, AsrError>>()?;
-        let n_ctx = cfg.max_target_positions;
-        let state = (0..blocks.len())
-            .map(|_| LayerState {
-                cache: KvCache::new(1, n_ctx),
-                cross_k_t: None,
-                cross_v: None,
-            })
-            .collect();
+        let positions = w.take("model.decoder.embed_positions.weight")?;
+        let (n_ctx, width) = positions.dims2()?;
+        if width != cfg.d_model {
+            return Err(AsrError::Model(format!(
+                "decoder positions are {width} wide, not {}",
+                cfg.d_model
+            )));
+        }
+        let layers = blocks.len();
         Ok(Self {
             embedding: Table::new(w, "model.decoder.embed_tokens.weight")?,
             d_model: cfg.d_model,
-            positions: w.take("model.decoder.embed_positions.weight")?,
+            positions: positions.flatten_all()?.to_vec1()?,
             blocks,
-            ln: LayerNorm::load(w, "model.decoder.layer_norm")?,
+            ln: Norm::load(w, "model.decoder.layer_norm")?,
             heads,
-            n_ctx,
-            state,
-            // (The map's remaining entries, if any, are dropped with it.)
+            n_ctx: n_ctx.min(cfg.max_target_positions),
+            caches: vec![Cache::default(); layers],
+            cross: (0..layers).map(|_| CrossKv::default()).collect(),
+            len: 0,
         })
     }
 
@@ -147,36 +204,64 @@ impl Decoder {
         self.n_ctx
     }
 
-    /// Tokens in the self-attention cache.
-    pub fn len(&self) -> usize {
-        self.state.first().map_or(0, |s| s.cache.current_seq_len())
-    }
-
     /// Starts a window: computes every layer's cross-attention keys and values from the audio
     /// features (frames, d) and empties the self-attention cache.
     pub fn set_audio(&mut self, features: &Tensor) -> Result<()> {
         let (frames, d) = features.dims2()?;
-        let features: Vec<f32> = features.flatten_all()?.to_vec1()?;
-        let mut kv = vec![0f32; frames * 2 * d];
-        for (block, state) in self.blocks.iter().zip(&mut self.state) {
-            block.cross_kv.forward_into(&features, &mut kv, false);
-            let kv = Tensor::from_slice(&kv, (frames, 2 * d), &Device::Cpu)?;
-            state.cross_k_t = Some(
-                split_heads(&kv.narrow(1, 0, d)?, self.heads)?
-                    .transpose(1, 2)?
-                    .contiguous()?,
-            );
-            state.cross_v = Some(split_heads(&kv.narrow(1, d, d)?, self.heads)?);
-            state.cache.reset();
+        if d != self.d_model {
+            candle_core::bail!("audio features are {d} wide, not {}", self.d_model);
         }
+        let features: Vec<f32> = features.flatten_all()?.to_vec1()?;
+        let dh = d / self.heads;
+        let mut kv = vec![0f32; frames * 2 * d];
+        for (block, cross) in self.blocks.iter().zip(&mut self.cross) {
+            block.cross_kv.forward_into(&features, &mut kv, false);
+            cross.frames = frames;
+            cross.keys_t.resize(frames * d, 0.0);
+            cross.values.resize(frames * d, 0.0);
+            cross
+                .keys_t
+                .par_chunks_mut(dh * frames)
+                .zip(cross.values.par_chunks_mut(frames * dh))
+                .enumerate()
+                .for_each(|(h, (keys_t, values))| {
+                    for (t, row) in kv.chunks_exact(2 * d).enumerate() {
+                        let key = &row[h * dh..(h + 1) * dh];
+                        for (e, &k) in key.iter().enumerate() {
+                            keys_t[e * frames + t] = k;
+                        }
+                        values[t * dh..(t + 1) * dh]
+                            .copy_from_slice(&row[d + h * dh..d + (h + 1) * dh]);
+                    }
+                });
+        }
+        self.reset();
         Ok(())
     }
 
     /// Empties the self-attention cache (the audio stays).
     pub fn reset(&mut self) {
-        for state in &mut self.state {
-            state.cache.reset();
+        for cache in &mut self.caches {
+            cache.keys.clear();
+            cache.values.clear();
         }
+        self.len = 0;
+    }
+
+    /// Embeddings plus positions of `tokens`, each at its position in `positions`.
+    fn embed(&self, tokens: &[u32], positions: impl Iterator<Item = usize>) -> Result<Vec<f32>> {
+        let d = self.d_model;
+        let mut x = Vec::with_capacity(tokens.len() * d);
+        for (&t, p) in tokens.iter().zip(positions) {
+            let start = x.len();
+            self.embedding.push_row(t as usize, &mut x)?;
+            let position = &self.positions[p * d..(p + 1) * d];
+            x[start..]
+                .iter_mut()
+                .zip(position)
+                .for_each(|(v, p)| *v += p);
+        }
+        Ok(x)
     }
 
     /// Runs `tokens` after those already cached and caches them. `alignment_heads` are the
@@ -186,104 +271,101 @@ impl Decoder {
         tokens: &[u32],
         alignment_heads: &[(usize, usize)],
     ) -> Result<DecoderOutput> {
-        let offset = self.len();
+        let offset = self.len;
         let n = tokens.len();
         if n == 0 || offset + n > self.n_ctx {
             candle_core::bail!(
-                "{} tokens after {offset} exceed the decoder's {} positions",
-                n,
+                "{n} tokens after {offset} exceed the decoder's {} positions",
                 self.n_ctx
             );
         }
-        let d = self.d_model;
-        let mut rows = Vec::with_capacity(n * d);
-        for &t in tokens {
-            self.embedding.push_row(t as usize, &mut rows)?;
-        }
-        let mut x = (Tensor::from_vec(rows, (n, d), &Device::Cpu)?
-            + self.positions.narrow(0, offset, n)?)?;
-        let mask = if n > 1 {
-            let total = offset + n;
-            let values: Vec<f32> = (0..n)
-                .flat_map(|i| {
-                    (0..total).map(move |j| {
-                        if j > offset + i {
-                            f32::NEG_INFINITY
-                        } else {
-                            0.0
-                        }
-                    })
-                })
-                .collect();
-            Some(Tensor::from_vec(values, (n, total), &Device::Cpu)?)
-        } else {
-            None
-        };
+        let (d, heads) = (self.d_model, self.heads);
+        let dh = d / heads;
+        let mut x = self.embed(tokens, offset..offset + n)?;
+        let mut pass = Pass::new(n, d);
         let mut cross_scores = Vec::new();
-        for (layer, (block, state)) in self.blocks.iter().zip(&mut self.state).enumerate() {
-            let qkv = block.qkv.forward(&block.attn_ln.forward(&x)?)?;
-            let q = split_heads(&qkv.narrow(1, 0, d)?, self.heads)?;
-            let k = split_heads(&qkv.narrow(1, d, d)?, self.heads)?;
-            let v = split_heads(&qkv.narrow(1, 2 * d, d)?, self.heads)?;
-            let (k, v) = state.cache.append(&k, &v)?;
-            let (attended, _) = attend(&q, &k.transpose(1, 2)?, &v, mask.as_ref(), false)?;
-            x = (x + block.out.forward(&attended)?)?;
+        for (layer, block) in self.blocks.iter().enumerate() {
+            pass.normed.copy_from_slice(&x);
+            block.attn_ln.apply(&mut pass.normed);
+            block
+                .qkv
+                .forward_into(&pass.normed, n, &mut pass.qkv, false);
+            let cache = &mut self.caches[layer];
+            for row in pass.qkv.chunks_exact(3 * d) {
+                cache.keys.extend_from_slice(&row[d..2 * d]);
+                cache.values.extend_from_slice(&row[2 * d..]);
+            }
+            // Row i sees the cached tokens and itself: offset + i + 1 keys.
+            let cache = &self.caches[layer];
+            for_each_row(&mut pass.attended, d, n, |i, out| {
+                let query = &pass.qkv[i * 3 * d..i * 3 * d + d];
+                let mut scores = vec![0f32; offset + i + 1];
+                for h in 0..heads {
+                    let head = h * dh..(h + 1) * dh;
+                    kernels::dot_rows(&query[head.clone()], &cache.keys[h * dh..], d, &mut scores);
+                    kernels::softmax(&mut scores);
+                    kernels::weighted_rows(&scores, &cache.values[h * dh..], d, &mut out[head]);
+                }
+            });
+            block.out.forward_into(&pass.attended, n, &mut x, true);
 
-            let (Some(k_t), Some(v)) = (&state.cross_k_t, &state.cross_v) else {
-                candle_core::bail!("the decoder ran before set_audio");
-            };
-            let q = split_heads(
-                &block.cross_q.forward(&block.cross_ln.forward(&x)?)?,
-                self.heads,
-            )?;
+            pass.normed.copy_from_slice(&x);
+            block.cross_ln.apply(&mut pass.normed);
+            block
+                .cross_q
+                .forward_into(&pass.normed, n, &mut pass.query, false);
             let wanted: Vec<usize> = alignment_heads
                 .iter()
                 .filter(|(l, _)| *l == layer)
                 .map(|(_, h)| *h)
                 .collect();
-            let (attended, scores) = attend(&q, k_t, v, None, !wanted.is_empty())?;
-            if let Some(scores) = scores {
-                for h in wanted {
-                    cross_scores.push(scores.i(h)?);
-                }
-            }
-            x = (x + block.cross_out.forward(&attended)?)?;
+            let kept = cross_attention(
+                &self.cross[layer],
+                &pass.query,
+                n,
+                heads,
+                &wanted,
+                &mut pass.attended,
+            )?;
+            cross_scores.extend(kept);
+            block
+                .cross_out
+                .forward_into(&pass.attended, n, &mut x, true);
 
-            let h = super::gelu(&block.fc1.forward(&block.mlp_ln.forward(&x)?)?)?;
-            x = (x + block.fc2.forward(&h)?)?;
+            self.feed_forward(block, &mut x, n, &mut pass);
         }
+        self.len += n;
+        self.ln.apply(&mut x);
         Ok(DecoderOutput {
-            hidden: self.ln.forward(&x)?,
+            hidden: Tensor::from_vec(x, (n, d), &Device::Cpu)?,
             cross_scores,
         })
     }
 
+    fn feed_forward(&self, block: &Block, x: &mut [f32], n: usize, pass: &mut Pass) {
+        pass.normed.copy_from_slice(x);
+        block.mlp_ln.apply(&mut pass.normed);
+        pass.hidden.resize(n * block.fc1.out_features(), 0.0);
+        block
+            .fc1
+            .forward_into(&pass.normed, n, &mut pass.hidden, false);
+        kernels::gelu_erf_in_place(&mut pass.hidden);
+        block.fc2.forward_into(&pass.hidden, n, x, true);
+    }
+
     /// `n` rows that each continue the tokens now cached.
     pub fn fork(&self, n: usize) -> Result<Rows> {
-        let (mut k, mut v) = (Vec::new(), Vec::new());
-        for state in &self.state {
-            let (Some(ks), Some(vs)) = (state.cache.k()?, state.cache.v()?) else {
-                candle_core::bail!("fork before the prompt was decoded");
-            };
-            for (from, to) in [(ks, &mut k), (vs, &mut v)] {
-                let (h, t, dh) = from.dims3()?;
-                to.push(
-                    from.unsqueeze(0)?
-                        .broadcast_as((n, h, t, dh))?
-                        .contiguous()?,
-                );
-            }
+        if self.len == 0 {
+            candle_core::bail!("fork before the prompt was decoded");
         }
         Ok(Rows {
-            k,
-            v,
-            len: self.len(),
+            caches: vec![self.caches.clone(); n],
+            len: self.len,
         })
     }
 
     /// One step of every row: `tokens[i]` follows row `i`. Returns the final hidden states
-    /// (rows, d). The weights are read once for all rows; the cross-attention treats the rows
-    /// as it treats the tokens of a prompt (no mask over the audio).
+    /// (rows, d). The weights are read once for all rows.
     pub fn forward_rows(&self, rows: &mut Rows, tokens: &[u32]) -> Result<Tensor> {
         let n = tokens.len();
         let offset = rows.len;
@@ -292,45 +374,63 @@ impl Decoder {
         }
         let (d, heads) = (self.d_model, self.heads);
         let dh = d / heads;
-        let mut embedded = Vec::with_capacity(n * d);
-        for &t in tokens {
-            self.embedding.push_row(t as usize, &mut embedded)?;
-        }
-        let mut x = Tensor::from_vec(embedded, (n, d), &Device::Cpu)?
-            .broadcast_add(&self.positions.narrow(0, offset, 1)?)?;
-        for (layer, (block, state)) in self.blocks.iter().zip(&self.state).enumerate() {
-            let qkv = block.qkv.forward_rows(&block.attn_ln.forward(&x)?)?;
-            let part = |i: usize| qkv.narrow(1, i * d, d)?.reshape((n, heads, 1, dh));
-            let q = part(0)?;
-            rows.k[layer] = Tensor::cat(&[&rows.k[layer], &part(1)?], 2)?;
-            rows.v[layer] = Tensor::cat(&[&rows.v[layer], &part(2)?], 2)?;
-            let scores = q.matmul(&rows.k[layer].transpose(2, 3)?)?;
-            let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-            let attended = weights.matmul(&rows.v[layer])?.reshape((n, d))?;
-            x = (x + block.out.forward_rows(&attended)?)?;
+        let mut x = self.embed(tokens, std::iter::repeat(offset))?;
+        let mut pass = Pass::new(n, d);
+        for (layer, block) in self.blocks.iter().enumerate() {
+            pass.normed.copy_from_slice(&x);
+            block.attn_ln.apply(&mut pass.normed);
+            block
+                .qkv
+                .forward_into(&pass.normed, n, &mut pass.qkv, false);
+            let mut scores = vec![0f32; offset + 1];
+            for (i, (row, caches)) in pass
+                .qkv
+                .chunks_exact(3 * d)
+                .zip(&mut rows.caches)
+                .enumerate()
+            {
+                let cache = &mut caches[layer];
+                cache.keys.extend_from_slice(&row[d..2 * d]);
+                cache.values.extend_from_slice(&row[2 * d..]);
+                let out = &mut pass.attended[i * d..(i + 1) * d];
+                for h in 0..heads {
+                    let head = h * dh..(h + 1) * dh;
+                    kernels::dot_rows(&row[head.clone()], &cache.keys[h * dh..], d, &mut scores);
+                    kernels::softmax(&mut scores);
+                    kernels::weighted_rows(&scores, &cache.values[h * dh..], d, &mut out[head]);
+                }
+            }
+            block.out.forward_into(&pass.attended, n, &mut x, true);
 
-            let (Some(k_t), Some(v)) = (&state.cross_k_t, &state.cross_v) else {
-                candle_core::bail!("the decoder ran before set_audio");
-            };
-            let q = split_heads(
-                &block.cross_q.forward_rows(&block.cross_ln.forward(&x)?)?,
+            pass.normed.copy_from_slice(&x);
+            block.cross_ln.apply(&mut pass.normed);
+            block
+                .cross_q
+                .forward_into(&pass.normed, n, &mut pass.query, false);
+            cross_attention(
+                &self.cross[layer],
+                &pass.query,
+                n,
                 heads,
+                &[],
+                &mut pass.attended,
             )?;
-            let (attended, _) = attend(&q, k_t, v, None, false)?;
-            x = (x + block.cross_out.forward_rows(&attended)?)?;
+            block
+                .cross_out
+                .forward_into(&pass.attended, n, &mut x, true);
 
-            let h = super::gelu(&block.fc1.forward_rows(&block.mlp_ln.forward(&x)?)?)?;
-            x = (x + block.fc2.forward_rows(&h)?)?;
+            self.feed_forward(block, &mut x, n, &mut pass);
         }
         rows.len += 1;
-        self.ln.forward(&x)
+        self.ln.apply(&mut x);
+        Tensor::from_vec(x, (n, d), &Device::Cpu)
     }
 
     /// Logits over the vocabulary for every row of `hidden` (rows, d).
     pub fn logits_rows(&self, hidden: &Tensor) -> Result<Vec<Vec<f32>>> {
         let (n, d) = hidden.dims2()?;
         let h: Vec<f32> = hidden.flatten_all()?.to_vec1()?;
-        let flat = self.embedding.logits(&h, n)?;
+        let flat = self.embedding.logits(&h, n);
         let vocab = flat.len() / n.max(1);
         if vocab == 0 || d == 0 {
             candle_core::bail!("no logits for {n} rows");
@@ -341,169 +441,79 @@ impl Decoder {
     /// Logits over the vocabulary for one row of [`DecoderOutput::hidden`].
     pub fn logits(&self, hidden: &Tensor, row: usize) -> Result<Vec<f32>> {
         let h: Vec<f32> = hidden.narrow(0, row, 1)?.flatten_all()?.to_vec1()?;
-        self.embedding.logits(&h, 1)
+        Ok(self.embedding.logits(&h, 1))
     }
 }
 
-/// The embedding table, also the output projection: rows read as f16 when that is exact (see
-/// [`super::matvec`]), else f32; logits from an int8 copy where the CPU has VNNI.
-struct Table {
-    rows: TableRows,
-    int8: Option<Int8Linear>,
+/// Calls `f(i, row)` for each of the `n` rows (`width` wide) of `out`, across threads when
+/// there are enough of them.
+fn for_each_row(out: &mut [f32], width: usize, n: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    if n >= PARALLEL_ROWS {
+        out.par_chunks_mut(width)
+            .enumerate()
+            .for_each(|(i, row)| f(i, row));
+    } else {
+        out.chunks_mut(width)
+            .enumerate()
+            .for_each(|(i, row)| f(i, row));
+    }
 }
 
-enum TableRows {
-    Half(HalfRows),
-    Full(Tensor),
-}
-
-impl Table {
-    fn new(w: &mut Weights, name: &str) -> std::result::Result<Self, AsrError> {
-        let table = w.take(name)?;
-        let (rows, cols) = table.dims2()?;
-        let values: Vec<f32> = table.flatten_all()?.to_vec1()?;
-        let int8 = w.int8(&values, &[], cols, rows);
-        Ok(Self {
-            int8,
-            rows: match HalfRows::exact(&values, rows, cols) {
-                Some(half) => TableRows::Half(half),
-                None => TableRows::Full(table),
-            },
+/// Every query row (pre-scaled, (n, d)) over the window's audio frames, into `out` (n, d).
+/// Returns, for each head in `wanted`, the pre-softmax scores (n, frames).
+fn cross_attention(
+    cross: &CrossKv,
+    queries: &[f32],
+    n: usize,
+    heads: usize,
+    wanted: &[usize],
+    out: &mut [f32],
+) -> Result<Vec<Tensor>> {
+    let frames = cross.frames;
+    if frames == 0 {
+        candle_core::bail!("the decoder ran before set_audio");
+    }
+    let d = queries.len() / n;
+    let dh = d / heads;
+    // Row i's kept scores: [i][wanted index][frame] (one unused value per row when none are
+    // wanted, so that rows and their parts still pair up).
+    let kept_width = (wanted.len() * frames).max(1);
+    let mut kept = vec![0f32; n * kept_width];
+    let attend_row = |i: usize, out: &mut [f32], kept: &mut [f32]| {
+        let query = &queries[i * d..(i + 1) * d];
+        let mut scores = vec![0f32; frames];
+        for h in 0..heads {
+            let head = h * dh..(h + 1) * dh;
+            let keys_t = &cross.keys_t[h * dh * frames..(h + 1) * dh * frames];
+            kernels::dot_transposed(&query[head.clone()], keys_t, frames, &mut scores);
+            if let Some(w) = wanted.iter().position(|&wh| wh == h) {
+                kept[w * frames..(w + 1) * frames].copy_from_slice(&scores);
+            }
+            kernels::softmax(&mut scores);
+            let values = &cross.values[h * frames * dh..(h + 1) * frames * dh];
+            kernels::weighted_rows(&scores, values, dh, &mut out[head]);
+        }
+    };
+    if n >= PARALLEL_ROWS {
+        out.par_chunks_mut(d)
+            .zip(kept.par_chunks_mut(kept_width))
+            .enumerate()
+            .for_each(|(i, (out, kept))| attend_row(i, out, kept));
+    } else {
+        for (i, out) in out.chunks_mut(d).enumerate() {
+            let kept = &mut kept[i * kept_width..(i + 1) * kept_width];
+            attend_row(i, out, kept);
+        }
+    }
+    (0..wanted.len())
+        .map(|w| {
+            let scores: Vec<f32> = (0..n)
+                .flat_map(|i| {
+                    let start = i * kept_width + w * frames;
+                    kept[start..start + frames].iter().copied()
+                })
+                .collect();
+            Tensor::from_vec(scores, (n, frames), &Device::Cpu)
         })
-    }
-
-    /// Appends token `t`'s embedding to `out`.
-    fn push_row(&self, t: usize, out: &mut Vec<f32>) -> Result<()> {
-        let row = match &self.rows {
-            TableRows::Half(half) => half
-                .row(t)
-                .map(|r| r.iter().map(|&h| f16_to_f32(h)).collect()),
-            TableRows::Full(full) if t < full.dim(0)? => Some(full.get(t)?.to_vec1::<f32>()?),
-            TableRows::Full(_) => None,
-        };
-        match row {
-            Some(row) => {
-                out.extend(row);
-                Ok(())
-            }
-            None => candle_core::bail!("token {t} is outside the vocabulary"),
-        }
-    }
-
-    /// `hidden` (n, d) times the table's transpose: (n, vocabulary), row-major.
-    fn logits(&self, hidden: &[f32], n: usize) -> Result<Vec<f32>> {
-        if let Some(int8) = &self.int8 {
-            let mut logits = vec![0f32; n * int8.out_features()];
-            int8.forward_into(hidden, &mut logits, false);
-            return Ok(logits);
-        }
-        match &self.rows {
-            TableRows::Half(table) => {
-                let mut logits = vec![0f32; n * table.rows()];
-                if n == 1 {
-                    table.matvec(hidden, &mut logits);
-                } else {
-                    table.matmul_rows(hidden, n, &mut logits);
-                }
-                Ok(logits)
-            }
-            TableRows::Full(table) => {
-                let h = Tensor::from_slice(hidden, (n, hidden.len() / n.max(1)), &Device::Cpu)?;
-                h.matmul(&table.t()?)?.flatten_all()?.to_vec1()
-            }
-        }
-    }
-}
-
-/// A decoder projection. Where the CPU has VNNI, int8 for every row count (the prompt, the
-/// alignment pass, one-row steps, beams). Elsewhere the f32 product for several rows and an f16
-/// matrix-vector product for one-row steps (see [`super::matvec`]), when f16 holds the
-/// weights exactly.
-enum StepLinear {
-    Int8(Int8Linear),
-    Float {
-        full: Linear,
-        half: Option<HalfRows>,
-        bias: Vec<f32>,
-    },
-}
-
-impl StepLinear {
-    fn fused(
-        w: &mut Weights,
-        prefixes: &[String],
-        scales: &[f64],
-    ) -> std::result::Result<Self, AsrError> {
-        let full = Linear::fused(w, prefixes, scales)?;
-        Ok(Self::new(w, full)?)
-    }
-
-    fn load(w: &mut Weights, prefix: &str) -> std::result::Result<Self, AsrError> {
-        let full = Linear::load(w, prefix)?;
-        Ok(Self::new(w, full)?)
-    }
-
-    fn new(w: &Weights, full: Linear) -> Result<Self> {
-        let rows_major = full.weight_t.t()?.contiguous()?;
-        let (rows, cols) = rows_major.dims2()?;
-        let values: Vec<f32> = rows_major.flatten_all()?.to_vec1()?;
-        let bias: Vec<f32> = full.bias.to_vec1()?;
-        if let Some(int8) = w.int8(&values, &bias, cols, rows) {
-            return Ok(StepLinear::Int8(int8));
-        }
-        Ok(StepLinear::Float {
-            half: HalfRows::exact(&values, rows, cols),
-            bias,
-            full,
-        })
-    }
-
-    /// Several rows through the weights read once for all of them (beam search).
-    fn forward_rows(&self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            StepLinear::Float {
-                half: Some(half),
-                bias,
-                ..
-            } => {
-                let (n, _) = x.dims2()?;
-                let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
-                let mut out = vec![0f32; n * half.rows()];
-                half.matmul_rows(&xs, n, &mut out);
-                for row in out.chunks_exact_mut(half.rows()) {
-                    for (o, b) in row.iter_mut().zip(bias) {
-                        *o += b;
-                    }
-                }
-                Tensor::from_vec(out, (n, half.rows()), &Device::Cpu)
-            }
-            _ => self.forward(x),
-        }
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            StepLinear::Int8(int8) => {
-                let (n, _) = x.dims2()?;
-                let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
-                let mut out = vec![0f32; n * int8.out_features()];
-                int8.forward_into(&xs, &mut out, false);
-                Tensor::from_vec(out, (n, int8.out_features()), &Device::Cpu)
-            }
-            StepLinear::Float {
-                half: Some(half),
-                bias,
-                ..
-            } if x.dim(0)? == 1 => {
-                let x: Vec<f32> = x.flatten_all()?.to_vec1()?;
-                let mut out = vec![0f32; half.rows()];
-                half.matvec(&x, &mut out);
-                for (o, b) in out.iter_mut().zip(bias) {
-                    *o += b;
-                }
-                Tensor::from_vec(out, (1, half.rows()), &Device::Cpu)
-            }
-            StepLinear::Float { full, .. } => full.forward(x),
-        }
-    }
+        .collect()
 }

@@ -10,10 +10,11 @@
 mod decoder;
 mod encoder;
 mod matvec;
+mod step;
 
 use std::collections::HashMap;
 
-use candle_core::{Result, Tensor};
+use candle_core::Tensor;
 use candle_transformers::models::whisper::Config;
 
 pub(crate) use decoder::{Decoder, Rows};
@@ -23,27 +24,8 @@ use kiln_kernels::int8::Int8Linear;
 
 use crate::AsrError;
 
-/// LayerNorm over the last dimension (Whisper's epsilon).
-struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl LayerNorm {
-    fn load(w: &mut Weights, prefix: &str) -> std::result::Result<Self, AsrError> {
-        Ok(Self {
-            weight: w.take(&format!("{prefix}.weight"))?,
-            bias: w.take(&format!("{prefix}.bias"))?,
-        })
-    }
-
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::layer_norm(&xs.contiguous()?, &self.weight, &self.bias, 1e-5)
-    }
-}
-
-/// `x·Wᵀ + b` on 2-D (rows, in) input; the weight is kept (in, out) and contiguous so the
-/// product reads it in order.
+/// A linear layer's weights as loaded, before [`Projection`] or the decoder's `StepLinear`
+/// takes them: `weight_t` (in, out).
 struct Linear {
     weight_t: Tensor,
     bias: Tensor,
@@ -78,10 +60,6 @@ impl Linear {
 
     fn load(w: &mut Weights, prefix: &str) -> std::result::Result<Self, AsrError> {
         Self::fused(w, &[prefix.to_string()], &[])
-    }
-
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        xs.matmul(&self.weight_t)?.broadcast_add(&self.bias)
     }
 }
 
@@ -195,38 +173,6 @@ impl Weights {
     }
 }
 
-/// Multi-head attention of queries (H, n, dh) over keys (H, dh, m) and values (H, m, dh), with
-/// an optional additive mask (n, m); returns (n, H·dh) and, when `keep_scores`, the pre-softmax
-/// scores (H, n, m).
-fn attend(
-    q: &Tensor,
-    k_t: &Tensor,
-    v: &Tensor,
-    mask: Option<&Tensor>,
-    keep_scores: bool,
-) -> Result<(Tensor, Option<Tensor>)> {
-    let (heads, n, head_dim) = q.dims3()?;
-    let mut scores = q.matmul(k_t)?;
-    if let Some(mask) = mask {
-        scores = scores.broadcast_add(mask)?;
-    }
-    let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-    let out = weights
-        .matmul(v)?
-        .transpose(0, 1)?
-        .contiguous()?
-        .reshape((n, heads * head_dim))?;
-    Ok((out, keep_scores.then_some(scores)))
-}
-
-/// (n, H·dh) → (H, n, dh), contiguous.
-fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
-    let (n, width) = x.dims2()?;
-    x.reshape((n, heads, width / heads))?
-        .transpose(0, 1)?
-        .contiguous()
-}
-
 /// How the linear layers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
@@ -259,10 +205,4 @@ impl WhisperModel {
             decoder,
         })
     }
-}
-
-/// Whisper's GELU: erf, as OpenAI's model and CTranslate2 compute it (and as the encoder's
-/// kernels do).
-fn gelu(x: &Tensor) -> Result<Tensor> {
-    x.gelu_erf()
 }
