@@ -205,7 +205,7 @@ impl Transcriber {
             probability: language_probability,
             sot_seq,
             mut first_features,
-        } = self.start_of_transcript(&mel, options)?;
+        } = self.start_of_transcript(&mel, options, keep_going)?;
         // Text tokens a window may be conditioned on: the initial prompt's, then (with
         // `condition_on_previous_text`) each window's, from `prompt_reset_since` on.
         let (mut all_tokens, forced_first) = self.prompt_and_prefix(options)?;
@@ -226,7 +226,7 @@ impl Transcriber {
             let window_secs = (segment_size * w::HOP_LENGTH) as f32 / w::SAMPLE_RATE as f32;
             let features = match first_features.take() {
                 Some(f) if seek == 0 => f,
-                _ => self.encode(&mel, seek)?,
+                _ => self.encode(&mel, seek, keep_going)?,
             };
             self.model.decoder.set_audio(&features)?;
             let mut previous = Vec::new();
@@ -336,6 +336,7 @@ impl Transcriber {
         &mut self,
         mel: &Tensor,
         options: &TranscribeOptions,
+        keep_going: &dyn Fn() -> bool,
     ) -> Result<StartOfTranscript, AsrError> {
         let mut sot_seq = vec![self.tokens.sot];
         if !self.multilingual {
@@ -352,7 +353,7 @@ impl Transcriber {
                 AsrError::UnsupportedFormat(format!("unsupported language `{code}`"))
             })?,
             None => {
-                let encoded = self.encode(mel, 0)?;
+                let encoded = self.encode(mel, 0, keep_going)?;
                 let (lang, p) = self.detect_language(&encoded)?;
                 (probability, features) = (p, Some(encoded));
                 lang
@@ -457,9 +458,14 @@ impl Transcriber {
         Ok(enc.get_ids().to_vec())
     }
 
-    fn encode(&mut self, mel: &Tensor, seek: usize) -> Result<Tensor, AsrError> {
+    fn encode(
+        &mut self,
+        mel: &Tensor,
+        seek: usize,
+        keep_going: &dyn Fn() -> bool,
+    ) -> Result<Tensor, AsrError> {
         let window = mel.narrow(2, seek, w::N_FRAMES)?;
-        Ok(self.model.encoder.forward(&window)?)
+        self.model.encoder.forward(&window, keep_going)
     }
 
     /// The likeliest language token and its probability among the languages.

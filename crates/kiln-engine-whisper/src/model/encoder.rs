@@ -3,7 +3,7 @@
 //! overlapping rows of the input (no im2col copy), the linear layers int8 where the CPU has VNNI
 //! ([`Projection`]), attention per block of query frames with every head in one task.
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::{Device, Tensor};
 use candle_transformers::models::whisper::Config;
 use kiln_kernels::{self as kernels, MatrixRef};
 use rayon::prelude::*;
@@ -161,16 +161,27 @@ impl Encoder {
         })
     }
 
-    /// `mel`: (1, mel bins, frames) → audio features (frames / 2, d).
-    pub fn forward(&self, mel: &Tensor) -> Result<Tensor> {
+    /// `mel`: (1, mel bins, frames) → audio features (frames / 2, d). `keep_going` is asked
+    /// before each block (a tenth of the pass or less), so a caller that stops waiting (a live
+    /// interim overtaken by its final) frees the model within one block.
+    pub fn forward(
+        &self,
+        mel: &Tensor,
+        keep_going: &dyn Fn() -> bool,
+    ) -> std::result::Result<Tensor, AsrError> {
         let (_, bins, frames) = mel.dims3()?;
         if bins != self.conv1.in_channels {
-            candle_core::bail!("{bins} mel bins for a model of {}", self.conv1.in_channels);
+            return Err(AsrError::Model(format!(
+                "{bins} mel bins for a model of {}",
+                self.conv1.in_channels
+            )));
         }
         let d = self.d_model;
         let out_frames = frames.div_ceil(2);
         if out_frames * d > self.positions.len() {
-            candle_core::bail!("{frames} mel frames exceed the encoder's positions");
+            return Err(AsrError::Model(format!(
+                "{frames} mel frames exceed the encoder's positions"
+            )));
         }
         // (frames + 2, bins): frame-major with a zero frame at each end.
         let by_bin: Vec<f32> = mel.flatten_all()?.to_vec1()?;
@@ -197,10 +208,13 @@ impl Encoder {
             hidden: Vec::new(),
         };
         for block in &self.blocks {
+            if !keep_going() {
+                return Err(AsrError::Stopped);
+            }
             self.block_forward(block, &mut x, &mut scratch);
         }
         self.ln_post.apply(&mut x);
-        Tensor::from_vec(x, (out_frames, d), &Device::Cpu)
+        Ok(Tensor::from_vec(x, (out_frames, d), &Device::Cpu)?)
     }
 
     fn block_forward(&self, block: &Block, x: &mut [f32], s: &mut Scratch) {
