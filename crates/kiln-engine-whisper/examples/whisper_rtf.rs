@@ -2,7 +2,8 @@
 //! real-time factor of each run (for profiling: `perf record` this).
 //!
 //! `cargo run --release -p kiln-engine-whisper --example whisper_rtf -- MODEL_DIR FILE...
-//! [--runs N] [--beam N] [--fallback] [--condition] [--vad] [--f32]`
+//! [--runs N] [--beam N] [--fallback] [--condition] [--vad] [--f32]
+//! [--language CODE] [--translate]`
 //!
 //! Without options it runs Kiln's default (greedy) path; `--beam 5 --fallback --condition` is
 //! what whisper-large-v3-turbo runs by default.
@@ -10,7 +11,7 @@
 use std::time::Instant;
 
 use kiln_engine_whisper::{
-    decode_audio, Precision, TranscribeOptions, Transcriber, FALLBACK_TEMPERATURES,
+    decode_audio, Precision, Task, TranscribeOptions, Transcriber, FALLBACK_TEMPERATURES,
 };
 
 /// Removes `--name` from `args`, and its value when `takes_value`.
@@ -34,12 +35,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     options.condition_on_previous_text = take_flag(&mut args, "--condition", false).is_some();
     options.vad_filter = take_flag(&mut args, "--vad", false).is_some();
+    options.language = take_flag(&mut args, "--language", true);
+    if take_flag(&mut args, "--translate", false).is_some() {
+        options.task = Task::Translate;
+    }
     let precision = match take_flag(&mut args, "--f32", false) {
         Some(_) => Precision::Float,
         None => Precision::Auto,
     };
     let Some((model_dir, files)) = args.split_first() else {
-        eprintln!("usage: whisper_rtf MODEL_DIR FILE... [--runs N] [--beam N] [--fallback] [--condition] [--vad] [--f32]");
+        eprintln!("usage: whisper_rtf MODEL_DIR FILE... [--runs N] [--beam N] [--fallback] [--condition] [--vad] [--f32] [--language CODE] [--translate]");
         std::process::exit(2);
     };
     let started = Instant::now();

@@ -348,6 +348,7 @@ pub fn erf(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_values::values;
 
     fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
         let mut out = vec![0.0; m * n];
@@ -357,15 +358,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn values(count: usize, seed: u32) -> Vec<f32> {
-        (0..count)
-            .map(|i| {
-                ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 500.0
-                    - 1.0
-            })
-            .collect()
     }
 
     #[test]

@@ -510,15 +510,7 @@ mod vnni {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(count: usize, seed: u32) -> Vec<f32> {
-        (0..count)
-            .map(|i| {
-                ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 500.0
-                    - 1.0
-            })
-            .collect()
-    }
+    use crate::test_values::values;
 
     /// The f32 product the int8 one approximates.
     fn reference(

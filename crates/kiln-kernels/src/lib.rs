@@ -51,3 +51,16 @@ pub mod dense;
 pub mod int8;
 
 pub use dense::*;
+
+/// Deterministic values in [-1, 1) for the kernels' tests.
+#[cfg(test)]
+mod test_values {
+    pub fn values(count: usize, seed: u32) -> Vec<f32> {
+        (0..count)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 500.0
+                    - 1.0
+            })
+            .collect()
+    }
+}

@@ -280,7 +280,6 @@ impl Decoder {
             );
         }
         let (d, heads) = (self.d_model, self.heads);
-        let dh = d / heads;
         let mut x = self.embed(tokens, offset..offset + n)?;
         let mut pass = Pass::new(n, d);
         let mut cross_scores = Vec::new();
@@ -300,12 +299,7 @@ impl Decoder {
             for_each_row(&mut pass.attended, d, n, |i, out| {
                 let query = &pass.qkv[i * 3 * d..i * 3 * d + d];
                 let mut scores = vec![0f32; offset + i + 1];
-                for h in 0..heads {
-                    let head = h * dh..(h + 1) * dh;
-                    kernels::dot_rows(&query[head.clone()], &cache.keys[h * dh..], d, &mut scores);
-                    kernels::softmax(&mut scores);
-                    kernels::weighted_rows(&scores, &cache.values[h * dh..], d, &mut out[head]);
-                }
+                self_attention(query, cache, heads, &mut scores, out);
             });
             block.out.forward_into(&pass.attended, n, &mut x, true);
 
@@ -373,7 +367,6 @@ impl Decoder {
             candle_core::bail!("{n} rows at {offset} do not fit the decoder's rows or positions");
         }
         let (d, heads) = (self.d_model, self.heads);
-        let dh = d / heads;
         let mut x = self.embed(tokens, std::iter::repeat(offset))?;
         let mut pass = Pass::new(n, d);
         for (layer, block) in self.blocks.iter().enumerate() {
@@ -393,12 +386,7 @@ impl Decoder {
                 cache.keys.extend_from_slice(&row[d..2 * d]);
                 cache.values.extend_from_slice(&row[2 * d..]);
                 let out = &mut pass.attended[i * d..(i + 1) * d];
-                for h in 0..heads {
-                    let head = h * dh..(h + 1) * dh;
-                    kernels::dot_rows(&row[head.clone()], &cache.keys[h * dh..], d, &mut scores);
-                    kernels::softmax(&mut scores);
-                    kernels::weighted_rows(&scores, &cache.values[h * dh..], d, &mut out[head]);
-                }
+                self_attention(&row[..d], cache, heads, &mut scores, out);
             }
             block.out.forward_into(&pass.attended, n, &mut x, true);
 
@@ -456,6 +444,19 @@ fn for_each_row(out: &mut [f32], width: usize, n: usize, f: impl Fn(usize, &mut 
         out.chunks_mut(width)
             .enumerate()
             .for_each(|(i, row)| f(i, row));
+    }
+}
+
+/// One query row (pre-scaled, d wide) over the first `scores.len()` tokens of a layer's cache,
+/// every head, into `out` (d).
+fn self_attention(query: &[f32], cache: &Cache, heads: usize, scores: &mut [f32], out: &mut [f32]) {
+    let d = query.len();
+    let dh = d / heads;
+    for h in 0..heads {
+        let head = h * dh..(h + 1) * dh;
+        kernels::dot_rows(&query[head.clone()], &cache.keys[h * dh..], d, scores);
+        kernels::softmax(scores);
+        kernels::weighted_rows(scores, &cache.values[h * dh..], d, &mut out[head]);
     }
 }
 

@@ -274,21 +274,23 @@ fn espeak_german(text: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn translate_turns_german_into_english() {
-    let wav = espeak_german("Guten Morgen. Das Wetter ist heute sehr schön.");
+    // A sentence whisper-base hears from espeak-ng's German voice in both precisions (int8 and
+    // f32); "Guten Morgen" comes out as noise about as often as not.
+    let wav = espeak_german("Heute ist das Wetter sehr gut, und die Sonne scheint.");
     let german = transcribe(&wav, json!({"language": "de"})).await;
     let heard = text(&german).to_lowercase();
     assert!(
-        heard.contains("morgen") || heard.contains("wetter"),
+        heard.contains("heute") || heard.contains("wetter"),
         "{german}"
     );
     let english = transcribe(&wav, json!({"language": "de", "task": "translate"})).await;
     let translated = text(&english).to_lowercase();
     assert!(
-        translated.contains("good morning") || translated.contains("weather"),
+        translated.contains("today") || translated.contains("weather"),
         "{english}"
     );
     assert!(
-        !translated.contains("wetter") && !translated.contains("morgen"),
+        !translated.contains("heute") && !translated.contains("wetter"),
         "{english}"
     );
 }
