@@ -30,7 +30,7 @@ pub async fn search_models(
             let served_by = state
                 .registry
                 .resolve(&entry.name, Some(entry.task))
-                .map(|(name, _)| name.to_owned());
+                .map(|(name, _)| name);
             object["kiln"] = json!({"installed": served_by.is_some(), "served_by": served_by});
             // The width this server's vectors for the id have, not Workers AI's model's: what
             // an index for them must be made with.

@@ -14,12 +14,13 @@ pub async fn models(State(state): State<SharedState>) -> Response {
     let models: Vec<Value> = state
         .registry
         .available()
+        .into_iter()
         .map(|(name, task)| {
             json!({
-                "name": name,
                 "task": task.name(),
-                "loaded": loaded.contains_key(name),
-                "memory_bytes": loaded.get(name),
+                "loaded": loaded.contains_key(&name),
+                "memory_bytes": loaded.get(&name),
+                "name": name,
             })
         })
         .collect();

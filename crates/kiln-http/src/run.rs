@@ -64,6 +64,7 @@ async fn run(
     let Call { caller, model, .. } = call;
     let account = caller.account.as_str();
     let (name, entry) = resolve(state, model)?;
+    let name = name.as_str();
     if call.queued {
         return batch::submit_or_poll(state, caller, model, headers, request_body).await;
     }
@@ -172,10 +173,7 @@ fn has_engine(entry: &CatalogEntry) -> bool {
 }
 
 /// Finds the local model for `model` and the catalog entry whose schema validates its input.
-fn resolve<'a>(
-    state: &'a SharedState,
-    model: &str,
-) -> Result<(&'a str, &'static CatalogEntry), ApiError> {
+fn resolve(state: &SharedState, model: &str) -> Result<(String, &'static CatalogEntry), ApiError> {
     if model.is_empty() || model.len() > 256 || model.chars().any(char::is_control) {
         return Err(KilnError::new(ErrorKind::InvalidModelId, "The model name is invalid").into());
     }
@@ -209,8 +207,8 @@ fn resolve<'a>(
     // A local model named directly answers in its own kind's shapes where the task alone does
     // not decide them (classifier or reranker), else in its task representative's.
     let own_schema = || {
-        let id = state.registry.schema_id(name)?;
-        state.catalog.get(id).filter(|e| e.task == task)
+        let id = state.registry.schema_id(&name)?;
+        state.catalog.get(&id).filter(|e| e.task == task)
     };
     let entry = match entry.filter(|e| e.task == task) {
         Some(entry) => entry,

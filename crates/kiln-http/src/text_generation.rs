@@ -271,12 +271,12 @@ async fn lora_adapter(
             .registry
             .resolve(&ready.finetune.model, base_task)
             .map(|(name, _)| name);
-        if base_local != Some(local_model.as_str()) {
+        if base_local.as_deref() != Some(local_model.as_str()) {
             return Err(KilnError::bad_input(format!(
                 "fine-tune {:?} is for {} (served by {}), not this model (served by {})",
                 ready.finetune.name,
                 ready.finetune.model,
-                base_local.unwrap_or("no local model"),
+                base_local.as_deref().unwrap_or("no local model"),
                 local_model
             )));
         }

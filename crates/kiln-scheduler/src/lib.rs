@@ -15,7 +15,8 @@ pub use embedding::{EmbeddingInput, EmbeddingWorker};
 pub use generation::{GenerationStream, GenerationWorker, RequestTimings, WorkerEvent};
 pub use media::MediaWorker;
 pub use registry::{
-    LoadedWorker, ModelLoader, ModelRegistry, ResidencyPolicy, ServedModel, UnloadReason, Worker,
+    LoadedWorker, ModelLoader, ModelRegistry, ResidencyPolicy, Routes, ServedModel, UnloadReason,
+    Worker, REFRESH_EVERY,
 };
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -1,14 +1,17 @@
 //! Which local model serves which catalog id, and which models are resident.
 //!
-//! Routing is static (aliases, task defaults, installed model names); residency is not: a request
-//! for an installed model that is not loaded loads it, evicting the least recently used idle
-//! models when the memory budget would be exceeded, and models idle for longer than the
-//! keep-alive are unloaded. An unloaded model's thread ends once its last in-flight request
-//! finishes (it holds a handle), so unloading never cuts a request short.
+//! Routing ([`Routes`]: aliases, task defaults, installed model names) follows the installed
+//! models: an id that routes nowhere asks the loader to look again (at most every
+//! [`REFRESH_EVERY`]), and the sweeper does so periodically, so a model pulled while the server
+//! runs answers its next request and a removed one is unloaded. Residency: a request for an
+//! installed model that is not loaded loads it, evicting the least recently used idle models
+//! when the memory budget would be exceeded, and models idle for longer than the keep-alive are
+//! unloaded. An unloaded model's thread ends once its last in-flight request finishes (it holds
+//! a handle), so unloading never cuts a request short.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use kiln_core::{ErrorKind, KilnError, KilnResult, Task};
@@ -69,7 +72,16 @@ pub trait ModelLoader: Send + Sync + 'static {
 
     /// Size of `name`'s weights on disk: a lower bound of its memory, known before loading.
     fn weights_bytes(&self, name: &str) -> u64;
+
+    /// Looks at the installed models again: the routes they make now, or `None` when nothing
+    /// changed (or the loader cannot look).
+    fn refresh(&self) -> Option<Routes> {
+        None
+    }
 }
+
+/// How often at most an unknown id makes the registry look at the installed models again.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(2);
 
 /// When models leave memory.
 #[derive(Debug, Clone, Copy, Default)]
@@ -85,6 +97,8 @@ pub struct ResidencyPolicy {
 pub enum UnloadReason {
     Idle,
     MemoryBudget,
+    /// Its files were removed from the model store.
+    Removed,
 }
 
 impl UnloadReason {
@@ -92,6 +106,7 @@ impl UnloadReason {
         match self {
             UnloadReason::Idle => "idle",
             UnloadReason::MemoryBudget => "memory_budget",
+            UnloadReason::Removed => "removed",
         }
     }
 }
@@ -102,8 +117,9 @@ struct Resident {
     last_used: Instant,
 }
 
-/// Maps requested ids to local models and keeps the requested ones loaded.
-pub struct ModelRegistry {
+/// Which requested ids go to which installed models.
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
     /// Installed models that may be loaded, with their task.
     available: BTreeMap<String, Task>,
     aliases: HashMap<String, String>,
@@ -112,32 +128,13 @@ pub struct ModelRegistry {
     /// against, where the task alone does not decide it (a reranker and a sentiment
     /// classifier are both Text Classification).
     schema_ids: HashMap<String, String>,
-    /// Embedding models' vector width, read from their files at start-up (before any loads).
+    /// Embedding models' vector width, read from their files (before any loads).
     output_dimensions: HashMap<String, usize>,
-    policy: ResidencyPolicy,
-    loader: Arc<dyn ModelLoader>,
-    resident: Mutex<HashMap<String, Resident>>,
-    /// One load at a time, so that concurrent requests for one model load it once and two
-    /// loads never both count on the same free memory.
-    loading: tokio::sync::Mutex<()>,
 }
 
-impl ModelRegistry {
-    pub fn new(loader: Arc<dyn ModelLoader>, policy: ResidencyPolicy) -> Self {
-        Self {
-            available: BTreeMap::new(),
-            aliases: HashMap::new(),
-            task_defaults: HashMap::new(),
-            schema_ids: HashMap::new(),
-            output_dimensions: HashMap::new(),
-            policy,
-            loader,
-            resident: Mutex::new(HashMap::new()),
-            loading: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    /// Makes an installed model servable (it loads on its first request, or by [`Self::preload`]).
+impl Routes {
+    /// Makes an installed model servable (it loads on its first request, or by
+    /// [`ModelRegistry::preload`]).
     pub fn add_available(&mut self, name: impl Into<String>, task: Task) {
         self.available.insert(name.into(), task);
     }
@@ -159,39 +156,171 @@ impl ModelRegistry {
         self.output_dimensions.insert(local_name.into(), dimensions);
     }
 
+    fn resolve(&self, id: &str, task: Option<Task>) -> Option<(String, Task)> {
+        let installed = |name: &str| self.available.get_key_value(name);
+        if let Some(target) = self.aliases.get(id) {
+            return installed(target).map(|(name, &task)| (name.clone(), task));
+        }
+        let found = installed(id).or_else(|| {
+            let target = self.task_defaults.get(&task?)?;
+            installed(target).filter(|(_, &model_task)| Some(model_task) == task)
+        });
+        found.map(|(name, &task)| (name.clone(), task))
+    }
+}
+
+/// Maps requested ids to local models and keeps the requested ones loaded.
+pub struct ModelRegistry {
+    routes: RwLock<Arc<Routes>>,
+    /// When the installed models were last looked at (none yet: the routes are start-up's).
+    refreshed: Mutex<Option<Instant>>,
+    policy: ResidencyPolicy,
+    loader: Arc<dyn ModelLoader>,
+    resident: Mutex<HashMap<String, Resident>>,
+    /// One load at a time, so that concurrent requests for one model load it once and two
+    /// loads never both count on the same free memory.
+    loading: tokio::sync::Mutex<()>,
+}
+
+impl ModelRegistry {
+    pub fn new(loader: Arc<dyn ModelLoader>, policy: ResidencyPolicy) -> Self {
+        Self::with_routes(loader, policy, Routes::default())
+    }
+
+    pub fn with_routes(
+        loader: Arc<dyn ModelLoader>,
+        policy: ResidencyPolicy,
+        routes: Routes,
+    ) -> Self {
+        Self {
+            routes: RwLock::new(Arc::new(routes)),
+            refreshed: Mutex::new(None),
+            policy,
+            loader,
+            resident: Mutex::new(HashMap::new()),
+            loading: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The routes now (a snapshot: a refresh replaces them, it does not change this one).
+    pub fn routes(&self) -> Arc<Routes> {
+        self.routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn routes_mut(&mut self) -> &mut Routes {
+        Arc::make_mut(
+            self.routes
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// Makes an installed model servable (it loads on its first request, or by [`Self::preload`]).
+    pub fn add_available(&mut self, name: impl Into<String>, task: Task) {
+        self.routes_mut().add_available(name, task);
+    }
+
+    pub fn add_alias(&mut self, id: impl Into<String>, local_name: impl Into<String>) {
+        self.routes_mut().add_alias(id, local_name);
+    }
+
+    pub fn set_task_default(&mut self, task: Task, local_name: impl Into<String>) {
+        self.routes_mut().set_task_default(task, local_name);
+    }
+
+    /// Requests naming `local_name` itself are validated against `catalog_id`'s schema.
+    pub fn set_schema_id(&mut self, local_name: impl Into<String>, catalog_id: impl Into<String>) {
+        self.routes_mut().set_schema_id(local_name, catalog_id);
+    }
+
+    pub fn set_output_dimensions(&mut self, local_name: impl Into<String>, dimensions: usize) {
+        self.routes_mut()
+            .set_output_dimensions(local_name, dimensions);
+    }
+
     /// The width of the vectors the embedding model `local_name` answers, known unloaded.
     pub fn output_dimensions(&self, local_name: &str) -> Option<usize> {
-        self.output_dimensions.get(local_name).copied()
+        self.routes().output_dimensions.get(local_name).copied()
     }
 
     /// The catalog id set by [`Self::set_schema_id`] for `local_name`.
-    pub fn schema_id(&self, local_name: &str) -> Option<&str> {
-        self.schema_ids.get(local_name).map(String::as_str)
+    pub fn schema_id(&self, local_name: &str) -> Option<String> {
+        self.routes().schema_ids.get(local_name).cloned()
     }
 
     /// The local model for `id`: the model an alias names (only it: another model of the task
     /// would answer with other dimensions or shapes), else an installed model of that name, else
     /// the default model of `task` (the catalog's task for `id`, when the catalog knows it).
     /// Returns the local name and its task; `None` also when an alias names a model that is not
-    /// installed (see [`Self::missing_alias_target`]).
-    pub fn resolve(&self, id: &str, task: Option<Task>) -> Option<(&str, Task)> {
-        let installed = |name: &str| self.available.get_key_value(name);
-        if let Some(target) = self.aliases.get(id) {
-            return installed(target).map(|(name, &task)| (name.as_str(), task));
+    /// installed (see [`Self::missing_alias_target`]). An id that routes nowhere looks at the
+    /// installed models again first (at most every [`REFRESH_EVERY`]): it may just have been
+    /// pulled.
+    pub fn resolve(&self, id: &str, task: Option<Task>) -> Option<(String, Task)> {
+        if let Some(found) = self.routes().resolve(id, task) {
+            return Some(found);
         }
-        let found = installed(id).or_else(|| {
-            let target = self.task_defaults.get(&task?)?;
-            installed(target).filter(|(_, &model_task)| Some(model_task) == task)
-        });
-        found.map(|(name, &task)| (name.as_str(), task))
+        if self.refresh_if_due() {
+            return self.routes().resolve(id, task);
+        }
+        None
     }
 
     /// The local model an alias maps `id` to when that model is not installed.
-    pub fn missing_alias_target(&self, id: &str) -> Option<&str> {
-        self.aliases
+    pub fn missing_alias_target(&self, id: &str) -> Option<String> {
+        let routes = self.routes();
+        routes
+            .aliases
             .get(id)
-            .filter(|target| !self.available.contains_key(target.as_str()))
-            .map(String::as_str)
+            .filter(|target| !routes.available.contains_key(target.as_str()))
+            .cloned()
+    }
+
+    /// Looks at the installed models again if the last look is older than [`REFRESH_EVERY`];
+    /// whether the routes changed.
+    fn refresh_if_due(&self) -> bool {
+        {
+            let mut refreshed = self
+                .refreshed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if refreshed.is_some_and(|at| at.elapsed() < REFRESH_EVERY) {
+                return false;
+            }
+            *refreshed = Some(Instant::now());
+        }
+        self.refresh()
+    }
+
+    /// Takes the loader's routes for the models installed now, if they changed, and unloads
+    /// resident models that are no longer installed. Whether the routes changed.
+    pub fn refresh(&self) -> bool {
+        let Some(routes) = self.loader.refresh() else {
+            return false;
+        };
+        let gone: Vec<String> = self
+            .resident()
+            .keys()
+            .filter(|name| !routes.available.contains_key(name.as_str()))
+            .cloned()
+            .collect();
+        *self.routes.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(routes);
+        let mut resident = self.resident();
+        for name in gone {
+            if resident.remove(&name).is_some() {
+                unloaded(&name, UnloadReason::Removed);
+            }
+        }
+        tracing::info!("installed models changed: routes updated");
+        true
+    }
+
+    /// [`Self::refresh`] when [`REFRESH_EVERY`] has passed since the last look (the sweeper's
+    /// periodic check).
+    pub fn refresh_periodically(&self) {
+        self.refresh_if_due();
     }
 
     /// The worker for an installed model, loading it first if it is not resident.
@@ -222,7 +351,7 @@ impl ModelRegistry {
     /// Reads the model and starts its worker, first unloading what the budget requires: by
     /// the weights' size before reading them, then by the measured footprint.
     fn load(&self, name: &str) -> KilnResult<ServedModel> {
-        if !self.available.contains_key(name) {
+        if !self.routes().available.contains_key(name) {
             return Err(KilnError::no_such_model(name));
         }
         self.make_room(name, self.loader.weights_bytes(name))?;
@@ -283,12 +412,22 @@ impl ModelRegistry {
     }
 
     /// Installed model names and their tasks.
-    pub fn available(&self) -> impl Iterator<Item = (&String, Task)> {
-        self.available.iter().map(|(name, &task)| (name, task))
+    pub fn available(&self) -> Vec<(String, Task)> {
+        let routes = self.routes();
+        routes
+            .available
+            .iter()
+            .map(|(name, &task)| (name.clone(), task))
+            .collect()
     }
 
-    pub fn aliases(&self) -> impl Iterator<Item = (&String, &String)> {
-        self.aliases.iter()
+    pub fn aliases(&self) -> Vec<(String, String)> {
+        let routes = self.routes();
+        routes
+            .aliases
+            .iter()
+            .map(|(id, name)| (id.clone(), name.clone()))
+            .collect()
     }
 
     pub fn policy(&self) -> ResidencyPolicy {

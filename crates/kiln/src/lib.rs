@@ -1,6 +1,8 @@
 //! The `kiln` binary's library half: configuration, model loading and the server lifecycle, so
-//! that tests start the very same server in-process.
+//! that tests start the very same server in-process; and the commands that talk to a running
+//! server (`client`).
 
+pub mod client;
 pub mod config;
 mod fault_injection;
 mod media_engines;

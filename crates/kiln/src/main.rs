@@ -1,7 +1,7 @@
-//! `kiln`: serve models, manage the model store.
+//! `kiln`: serve models, manage the model store, talk to a running server.
 
 use clap::{Parser, Subcommand};
-use kiln::{platform_cli, ServeConfig};
+use kiln::{client, platform_cli, ServeConfig};
 use kiln_store::Progress;
 
 #[derive(Parser)]
@@ -36,6 +36,18 @@ enum Command {
     },
     /// Show requests, tokens and neurons per day, account and model.
     Usage(platform_cli::UsageArgs),
+    /// Run a model on a running server and print its answer: a streamed reply, embeddings, a
+    /// transcript or image labels.
+    Run(client::RunArgs),
+    /// Chat with a text generation model on a running server.
+    ///
+    /// Enter sends; a line ending in `\` goes on to the next line, and lines between `"""` and
+    /// `"""` are one message. Each turn sends the whole conversation. Ctrl-C while an answer
+    /// streams stops it (the question is taken back); Ctrl-C at the prompt clears the line;
+    /// `/clear` forgets the conversation; `/exit` or Ctrl-D quits.
+    Chat(client::ChatArgs),
+    /// List the models a running server has loaded.
+    Ps(client::PsArgs),
 }
 
 #[derive(Subcommand)]
@@ -99,7 +111,20 @@ fn main() -> anyhow::Result<()> {
         Command::Accounts { command } => platform_cli::accounts(command),
         Command::Tokens { command } => platform_cli::tokens(command),
         Command::Usage(args) => platform_cli::usage(args),
+        Command::Run(args) => exit_on_error(client::run(args)),
+        Command::Chat(args) => exit_on_error(client::chat(args)),
+        Command::Ps(args) => exit_on_error(client::ps(args)),
     }
+}
+
+/// The client commands' errors are for the person at the terminal (no server answers, the
+/// server refused): the message alone, never a backtrace, and exit status 1.
+fn exit_on_error(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    if let Err(error) = result {
+        eprintln!("Error: {error:#}");
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// The stack of every runtime and blocking-pool thread, stated rather than left to tokio's

@@ -1,7 +1,7 @@
 //! Turning installed models into running workers, and the `kiln models` commands.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use anyhow::Context;
 use kiln_catalog::Catalog;
@@ -11,7 +11,7 @@ use kiln_engine_bert::{BertEmbedder, GemmaEmbedder};
 use kiln_engine_llama::{LlamaGenerator, LlamaOptions};
 use kiln_scheduler::{
     AdmissionConfig, EmbeddingWorker, GenerationWorker, LoadedWorker, MediaWorker, ModelLoader,
-    ModelRegistry, Rebuild, ResidencyPolicy, Worker,
+    ModelRegistry, Rebuild, ResidencyPolicy, Routes, Worker,
 };
 use kiln_store::{InstalledModel, ModelFormat, ModelStore, Progress};
 
@@ -55,15 +55,29 @@ pub fn ensure_models(
 /// directories.
 struct EngineLoader {
     config: ServeConfig,
-    installed: HashMap<String, InstalledModel>,
+    /// The models `--models` named (installed at start-up), kept servable whatever the store
+    /// says later.
+    configured: Vec<InstalledModel>,
+    /// The installed models as last looked at (start-up, then [`ModelLoader::refresh`]).
+    installed: RwLock<HashMap<String, InstalledModel>>,
+}
+
+impl EngineLoader {
+    fn installed(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, InstalledModel>> {
+        self.installed
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl ModelLoader for EngineLoader {
     fn load(&self, name: &str) -> KilnResult<LoadedWorker> {
         let model = self
-            .installed
+            .installed()
             .get(name)
+            .cloned()
             .ok_or_else(|| KilnError::no_such_model(name))?;
+        let model = &model;
         let admission = AdmissionConfig {
             queue_capacity: self.config.queue_capacity(),
             request_timeout: self.config.request_timeout(),
@@ -167,7 +181,34 @@ impl ModelLoader for EngineLoader {
     }
 
     fn weights_bytes(&self, name: &str) -> u64 {
-        self.installed.get(name).map_or(0, |model| model.size_bytes)
+        self.installed()
+            .get(name)
+            .map_or(0, |model| model.size_bytes)
+    }
+
+    /// Looks at the model store again: a model pulled (or removed) while the server runs is
+    /// routed (or dropped) without a restart.
+    fn refresh(&self) -> Option<Routes> {
+        let now = installed_models(&self.config, &self.configured);
+        if *self.installed() == now {
+            return None;
+        }
+        match routes_for(&self.config, &now) {
+            Ok(routes) => {
+                let mut installed = self
+                    .installed
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                *installed = now;
+                Some(routes)
+            }
+            Err(error) => {
+                tracing::warn!(
+                    "the installed models changed, but their routes are not valid: {error:#}"
+                );
+                None
+            }
+        }
     }
 }
 
@@ -184,11 +225,40 @@ pub fn output_dimensions(model: &InstalledModel) -> Option<usize> {
 }
 
 /// The registry: every installed model is servable; the configured ones load now, others on
-/// their first request.
+/// their first request. Models installed later are found when a request names one (or by the
+/// sweeper's periodic look, which also drops removed ones).
 pub fn load_registry(
     config: &ServeConfig,
     configured: &[InstalledModel],
 ) -> anyhow::Result<ModelRegistry> {
+    let installed = installed_models(config, configured);
+    let routes = routes_for(config, &installed)?;
+    let policy = ResidencyPolicy {
+        memory_budget_bytes: config.memory_budget_bytes(),
+        keep_alive: config.keep_alive(),
+    };
+    let registry = ModelRegistry::with_routes(
+        Arc::new(EngineLoader {
+            config: config.clone(),
+            configured: configured.to_vec(),
+            installed: RwLock::new(installed),
+        }),
+        policy,
+        routes,
+    );
+    for model in configured {
+        registry
+            .preload(&model.name)
+            .map_err(|error| anyhow::anyhow!("{}", error.message))?;
+    }
+    Ok(registry)
+}
+
+/// The models in the store and those `--models` named, by name.
+fn installed_models(
+    config: &ServeConfig,
+    configured: &[InstalledModel],
+) -> HashMap<String, InstalledModel> {
     let mut installed: HashMap<String, InstalledModel> = ModelStore::new(config.data_dir())
         .installed()
         .into_iter()
@@ -197,41 +267,35 @@ pub fn load_registry(
     for model in configured {
         installed.insert(model.name.clone(), model.clone());
     }
-    let policy = ResidencyPolicy {
-        memory_budget_bytes: config.memory_budget_bytes(),
-        keep_alive: config.keep_alive(),
-    };
-    let mut registry = ModelRegistry::new(
-        Arc::new(EngineLoader {
-            config: config.clone(),
-            installed: installed.clone(),
-        }),
-        policy,
-    );
+    installed
+}
+
+/// Which ids the `installed` models serve: each by its name, task defaults and aliases from the
+/// configuration, catalog ids by format ([`crate::text_models::register`]).
+fn routes_for(
+    config: &ServeConfig,
+    installed: &HashMap<String, InstalledModel>,
+) -> anyhow::Result<Routes> {
+    let mut routes = Routes::default();
     for model in installed.values() {
         if let Some(task) = task_of(model.format) {
-            registry.add_available(model.name.clone(), task);
+            routes.add_available(model.name.clone(), task);
         }
         if let Some(dimensions) = output_dimensions(model) {
-            registry.set_output_dimensions(model.name.clone(), dimensions);
+            routes.set_output_dimensions(model.name.clone(), dimensions);
         }
     }
     for (task_name, local) in &config.task_defaults {
         let task = Task::from_name(task_name)
             .with_context(|| format!("unknown task {task_name:?} in task_defaults"))?;
-        registry.set_task_default(task, local.clone());
+        routes.set_task_default(task, local.clone());
     }
     for (id, local) in &config.aliases {
-        refuse_alias_across_tasks(id, local, &installed)?;
-        registry.add_alias(id.clone(), local.clone());
+        refuse_alias_across_tasks(id, local, installed)?;
+        routes.add_alias(id.clone(), local.clone());
     }
-    crate::text_models::register(&mut registry, config, &installed);
-    for model in configured {
-        registry
-            .preload(&model.name)
-            .map_err(|error| anyhow::anyhow!("{}", error.message))?;
-    }
-    Ok(registry)
+    crate::text_models::register(&mut routes, config, installed);
+    Ok(routes)
 }
 
 /// The task a model of `format` serves (none for asset bundles).

@@ -172,11 +172,10 @@ fn own_addresses(listening: SocketAddr) -> Vec<std::net::IpAddr> {
     }
 }
 
-/// Unloads models past their keep-alive, once a second, for as long as the server lives.
+/// Once a second, for as long as the server lives: unloads models past their keep-alive and
+/// looks at the installed models again when `REFRESH_EVERY` has passed (pulled ones become
+/// servable, removed ones are unloaded).
 fn spawn_idle_sweeper(registry: &Arc<ModelRegistry>) {
-    if registry.policy().keep_alive.is_none() {
-        return;
-    }
     let registry: Weak<ModelRegistry> = Arc::downgrade(registry);
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(Duration::from_secs(1));
@@ -186,6 +185,8 @@ fn spawn_idle_sweeper(registry: &Arc<ModelRegistry>) {
                 return;
             };
             registry.unload_idle();
+            // Reads the model store (files): off the async threads.
+            let _ = tokio::task::spawn_blocking(move || registry.refresh_periodically()).await;
         }
     });
 }

@@ -14,9 +14,7 @@ use std::collections::HashMap;
 use kiln_catalog::{Catalog, SchemaKind};
 use kiln_core::{KilnResult, SequenceClassifier};
 use kiln_engine_text::TextClassifier;
-use kiln_scheduler::{
-    AdmissionConfig, ClassifierWorker, LoadedWorker, ModelRegistry, Rebuild, Worker,
-};
+use kiln_scheduler::{AdmissionConfig, ClassifierWorker, LoadedWorker, Rebuild, Routes, Worker};
 use kiln_store::{InstalledModel, ModelFormat};
 
 use crate::ServeConfig;
@@ -69,7 +67,7 @@ pub(crate) fn catalog_mapping(
 /// ([`catalog_mapping`]), and makes
 /// requests naming such a model directly use its task's schema.
 pub(crate) fn register(
-    registry: &mut ModelRegistry,
+    registry: &mut Routes,
     config: &ServeConfig,
     installed: &HashMap<String, InstalledModel>,
 ) {

@@ -1,5 +1,6 @@
 //! Several models: installed models load on their first request, the memory budget unloads the
-//! least recently used idle model, and the keep-alive unloads idle ones.
+//! least recently used idle model, and the keep-alive unloads idle ones; a model installed while
+//! the server runs is served without a restart, and a removed one is unloaded.
 
 mod common;
 
@@ -161,4 +162,71 @@ async fn a_model_larger_than_the_budget_is_refused_clearly() {
     let (code, message) = assert_error_envelope(&body);
     assert_eq!(code, 5000);
     assert!(message.contains("memory budget"), "{message}");
+}
+
+/// What `all-minilm-l6-v2` answers on a server: the status and the Workers AI error code, if any.
+async fn embed_status(base: &str) -> (u16, Option<u64>) {
+    let url = format!("{base}/client/v4/accounts/{ACCOUNT}/ai/run/{MINILM}");
+    let (status, _, body) =
+        post_json(&url, &json!({"text": ["a model pulled while serving"]})).await;
+    (status, body["errors"][0]["code"].as_u64())
+}
+
+/// Polls `embed_status` until it gives `want` (the registry looks at the store at most every
+/// two seconds, and the sweeper once a second after that).
+async fn wait_for_status(base: &str, want: u16) -> (u16, Option<u64>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = embed_status(base).await;
+        if got.0 == want || std::time::Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_installed_while_serving_answers_and_a_removed_one_is_unloaded() {
+    let installed = kiln_store::ensure_for_tests(MINILM);
+    let data = tempfile::tempdir().expect("temp dir");
+    let models_dir = data.path().join("models");
+    std::fs::create_dir_all(&models_dir).expect("models dir");
+    let addr = spawn_server(kiln::ServeConfig {
+        data_dir: Some(data.path().to_path_buf()),
+        batch_db: Some(data.path().join("batches.db")),
+        models: Some(Vec::new()),
+        fetch: Some(Vec::new()),
+        ..test_config()
+    });
+    let base = format!("http://{addr}");
+    assert_eq!(
+        embed_status(&base).await,
+        (400, Some(5007)),
+        "not installed yet"
+    );
+
+    // Installed as `kiln models pull` leaves it (here: the verified files of the shared test
+    // store, linked in).
+    let link = models_dir.join(MINILM);
+    std::os::unix::fs::symlink(&installed.dir, &link).expect("link the model in");
+    assert_eq!(
+        wait_for_status(&base, 200).await,
+        (200, None),
+        "served after install"
+    );
+    assert!(
+        loaded(&base).await.contains_key(MINILM),
+        "loaded by its request"
+    );
+
+    std::fs::remove_file(&link).expect("remove the model");
+    assert_eq!(
+        wait_for_status(&base, 400).await,
+        (400, Some(5007)),
+        "unknown again after removal"
+    );
+    assert!(
+        !loaded(&base).await.contains_key(MINILM),
+        "unloaded after removal"
+    );
 }

@@ -92,7 +92,7 @@ pub async fn resolve(
         .registry
         .resolve(&entry.name, Some(entry.task))
         .ok_or_else(|| KilnError::bad_input(format!("no installed model serves {model}")))?;
-    let served = state.registry.acquire(name).await?;
+    let served = state.registry.acquire(&name).await?;
     let Worker::Media(worker) = served.worker else {
         return Err(KilnError::internal(format!("{name} is not a speech model")));
     };

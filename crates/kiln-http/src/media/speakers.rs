@@ -89,8 +89,9 @@ pub fn voice_for(
     if voice_language(served).is_none_or(|spoken| spoken == language) {
         return Ok(served.to_owned());
     }
-    let mut installed: Vec<&String> = registry
+    let mut installed: Vec<String> = registry
         .available()
+        .into_iter()
         .filter(|(_, task)| *task == Task::TextToSpeech)
         .map(|(name, _)| name)
         .collect();
@@ -99,7 +100,7 @@ pub fn voice_for(
         .iter()
         .find(|name| voice_language(name) == Some(language))
     {
-        return Ok((*voice).clone());
+        return Ok(voice.clone());
     }
     let spoken: Vec<String> = installed
         .iter()

@@ -72,7 +72,7 @@ fn admit(
 
 /// The local model serving `model`, exactly as the native route finds it: catalog task, then
 /// the registry.
-fn route<'a>(state: &'a SharedState, model: &str) -> Result<(&'a str, Task), OpenAiError> {
+fn route(state: &SharedState, model: &str) -> Result<(String, Task), OpenAiError> {
     let task = state.catalog.get(model).map(|entry| entry.task);
     state
         .registry
@@ -89,6 +89,7 @@ async fn resolve(
     path: &str,
 ) -> Result<ServedModel, OpenAiError> {
     let (name, served_task) = route(state, model)?;
+    let name = name.as_str();
     if served_task != task {
         return Err(wrong_task(model, name, served_task, path));
     }

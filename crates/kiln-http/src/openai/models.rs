@@ -39,11 +39,11 @@ fn model_object(id: &str) -> Value {
 fn served_ids(state: &SharedState) -> Vec<String> {
     let mut ids: BTreeMap<String, ()> = BTreeMap::new();
     for (name, _) in state.registry.available() {
-        ids.insert(name.clone(), ());
+        ids.insert(name, ());
     }
     for (alias, _) in state.registry.aliases() {
-        if state.registry.resolve(alias, None).is_some() {
-            ids.insert(alias.clone(), ());
+        if state.registry.resolve(&alias, None).is_some() {
+            ids.insert(alias, ());
         }
     }
     for entry in state.catalog.entries() {

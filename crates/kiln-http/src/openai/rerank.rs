@@ -87,7 +87,7 @@ async fn serve(
     let priced = state
         .catalog
         .get(&request.model)
-        .or_else(|| state.catalog.get(state.registry.schema_id(name)?))
+        .or_else(|| state.catalog.get(&state.registry.schema_id(name)?))
         .filter(|entry| entry.task == task);
     let meter = state
         .platform
