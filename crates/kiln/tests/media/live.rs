@@ -176,7 +176,7 @@ async fn nova3_streams_interim_and_final_results() {
     // The real-time bounds (an interim before the audio ends, the final within 1 s of the last
     // frame) hold on an idle machine that transcribes faster than real time; under a parallel
     // test run they depend on what else runs, so they are checked when asked for
-    // (KILN_TEST_REALTIME=1, as docs/speech.md says) and otherwise only printed.
+    // (KILN_TEST_REALTIME=1 in a release build, as docs/speech.md says) and otherwise only printed.
     let realtime = std::env::var_os("KILN_TEST_REALTIME").is_some_and(|v| v == "1");
     if realtime {
         let interim = interim.unwrap_or_else(|| panic!("no interim result: {seen:?}"));
