@@ -301,32 +301,12 @@ impl Decoder {
                 let mut scores = vec![0f32; offset + i + 1];
                 self_attention(query, cache, heads, &mut scores, out);
             });
-            block.out.forward_into(&pass.attended, n, &mut x, true);
-
-            pass.normed.copy_from_slice(&x);
-            block.cross_ln.apply(&mut pass.normed);
-            block
-                .cross_q
-                .forward_into(&pass.normed, n, &mut pass.query, false);
             let wanted: Vec<usize> = alignment_heads
                 .iter()
                 .filter(|(l, _)| *l == layer)
                 .map(|(_, h)| *h)
                 .collect();
-            let kept = cross_attention(
-                &self.cross[layer],
-                &pass.query,
-                n,
-                heads,
-                &wanted,
-                &mut pass.attended,
-            )?;
-            cross_scores.extend(kept);
-            block
-                .cross_out
-                .forward_into(&pass.attended, n, &mut x, true);
-
-            self.feed_forward(block, &mut x, n, &mut pass);
+            cross_scores.extend(self.finish_layer(layer, &mut x, n, &mut pass, &wanted)?);
         }
         self.len += n;
         self.ln.apply(&mut x);
@@ -334,6 +314,39 @@ impl Decoder {
             hidden: Tensor::from_vec(x, (n, d), &Device::Cpu)?,
             cross_scores,
         })
+    }
+
+    /// The rest of a layer once its self-attention is in `pass.attended`: the output
+    /// projection, the cross-attention over the audio and the feed-forward, all added to `x`.
+    /// Returns the pre-softmax cross-attention scores of the `wanted` heads.
+    fn finish_layer(
+        &self,
+        layer: usize,
+        x: &mut [f32],
+        n: usize,
+        pass: &mut Pass,
+        wanted: &[usize],
+    ) -> Result<Vec<Tensor>> {
+        let block = &self.blocks[layer];
+        block.out.forward_into(&pass.attended, n, x, true);
+
+        pass.normed.copy_from_slice(x);
+        block.cross_ln.apply(&mut pass.normed);
+        block
+            .cross_q
+            .forward_into(&pass.normed, n, &mut pass.query, false);
+        let kept = cross_attention(
+            &self.cross[layer],
+            &pass.query,
+            n,
+            self.heads,
+            wanted,
+            &mut pass.attended,
+        )?;
+        block.cross_out.forward_into(&pass.attended, n, x, true);
+
+        self.feed_forward(block, x, n, pass);
+        Ok(kept)
     }
 
     fn feed_forward(&self, block: &Block, x: &mut [f32], n: usize, pass: &mut Pass) {
@@ -388,26 +401,7 @@ impl Decoder {
                 let out = &mut pass.attended[i * d..(i + 1) * d];
                 self_attention(&row[..d], cache, heads, &mut scores, out);
             }
-            block.out.forward_into(&pass.attended, n, &mut x, true);
-
-            pass.normed.copy_from_slice(&x);
-            block.cross_ln.apply(&mut pass.normed);
-            block
-                .cross_q
-                .forward_into(&pass.normed, n, &mut pass.query, false);
-            cross_attention(
-                &self.cross[layer],
-                &pass.query,
-                n,
-                heads,
-                &[],
-                &mut pass.attended,
-            )?;
-            block
-                .cross_out
-                .forward_into(&pass.attended, n, &mut x, true);
-
-            self.feed_forward(block, &mut x, n, &mut pass);
+            self.finish_layer(layer, &mut x, n, &mut pass, &[])?;
         }
         rows.len += 1;
         self.ln.apply(&mut x);
