@@ -38,7 +38,17 @@ impl std::error::Error for RateLimited {}
 pub(crate) struct Windows {
     /// account → key → admitted request times (ms), oldest first.
     pub(crate) by_account: HashMap<String, HashMap<String, VecDeque<i64>>>,
+    /// The limit last applied to each key (it depends on the key, not the account).
+    limits: HashMap<String, u32>,
     last_sweep_ms: i64,
+}
+
+/// One (account, key) window as it stands: what `GET …/ai/usage` shows.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WindowState {
+    pub key: String,
+    pub limit_per_minute: u32,
+    pub requests_last_minute: usize,
 }
 
 pub struct RateLimiter {
@@ -93,7 +103,35 @@ impl RateLimiter {
             });
         }
         admitted.push_back(now);
+        if windows.limits.get(key) != Some(&limit_per_minute) {
+            windows.limits.insert(key.to_owned(), limit_per_minute);
+        }
         Ok(())
+    }
+
+    /// The account's windows with requests in the last minute, by key.
+    pub fn windows_of(&self, account_id: &str) -> Vec<WindowState> {
+        let now = self.clock.now_unix_ms();
+        let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
+        let Windows {
+            by_account, limits, ..
+        } = &mut *windows;
+        let Some(keys) = by_account.get_mut(account_id) else {
+            return Vec::new();
+        };
+        let mut states: Vec<WindowState> = keys
+            .iter_mut()
+            .filter_map(|(key, admitted)| {
+                prune(admitted, now);
+                (!admitted.is_empty()).then(|| WindowState {
+                    key: key.clone(),
+                    limit_per_minute: limits.get(key).copied().unwrap_or(0),
+                    requests_last_minute: admitted.len(),
+                })
+            })
+            .collect();
+        states.sort_by(|a, b| a.key.cmp(&b.key));
+        states
     }
 }
 

@@ -29,10 +29,14 @@ pub enum Scope {
     /// Create/delete indexes, insert/upsert/deleteByIds, metadata index changes.
     #[serde(rename = "vectorize:edit")]
     VectorizeEdit,
+    /// List, create and revoke the account's API tokens (never with scopes the token itself
+    /// lacks).
+    #[serde(rename = "api-tokens:edit")]
+    ApiTokensEdit,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 7] = [
+    pub const ALL: [Scope; 8] = [
         Scope::WorkersAiRead,
         Scope::WorkersAiEdit,
         Scope::AiGatewayRead,
@@ -40,6 +44,7 @@ impl Scope {
         Scope::AiGatewayRun,
         Scope::VectorizeRead,
         Scope::VectorizeEdit,
+        Scope::ApiTokensEdit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +56,7 @@ impl Scope {
             Scope::AiGatewayRun => "ai-gateway:run",
             Scope::VectorizeRead => "vectorize:read",
             Scope::VectorizeEdit => "vectorize:edit",
+            Scope::ApiTokensEdit => "api-tokens:edit",
         }
     }
 

@@ -30,6 +30,9 @@ pub struct EgressPolicy {
     allowed_hosts: Vec<String>,
     allowed_networks: Vec<IpNet>,
     own_addresses: Vec<IpAddr>,
+    /// Whether public addresses may be dialled (`--egress-public false`: only what `allow`
+    /// names, and no host name is even resolved).
+    public_allowed: bool,
     pub connect_timeout: Duration,
     /// The whole exchange, the streamed answer included.
     pub timeout: Duration,
@@ -43,6 +46,7 @@ impl Default for EgressPolicy {
             allowed_hosts: Vec::new(),
             allowed_networks: Vec::new(),
             own_addresses: Vec::new(),
+            public_allowed: true,
             connect_timeout: Duration::from_secs(10),
             timeout: Duration::from_secs(300),
             node_id: ulid::Ulid::new().to_string(),
@@ -115,6 +119,13 @@ impl EgressPolicy {
         Ok(policy)
     }
 
+    /// Refuses public addresses too: provider calls reach only what `allow` names (a machine
+    /// that must never leave its network, a test run).
+    pub fn without_public(mut self) -> Self {
+        self.public_allowed = false;
+        self
+    }
+
     pub fn with_timeouts(mut self, connect: Duration, total: Duration) -> Self {
         self.connect_timeout = connect;
         self.timeout = total;
@@ -134,7 +145,10 @@ impl EgressPolicy {
         {
             return Some("Kiln's own");
         }
-        special_purpose(address)
+        match special_purpose(address) {
+            None if !self.public_allowed => Some("public (--egress-public false)"),
+            refused => refused,
+        }
     }
 
     fn host_allowed(&self, host: &str) -> bool {
@@ -163,7 +177,18 @@ impl EgressPolicy {
         let address = match parsed.host() {
             Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
             Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
-            Some(url::Host::Domain(_)) => return Ok(parsed),
+            Some(url::Host::Domain(name)) => {
+                if self.public_allowed || self.host_allowed(name) {
+                    return Ok(parsed);
+                }
+                // Not even resolved: the lookup itself would leave the machine.
+                return Err(Refused {
+                    host: name.to_owned(),
+                    address: None,
+                    reason: "host name not in --egress-allow (--egress-public false)",
+                }
+                .into());
+            }
             None => {
                 return Err(KilnError::new(
                     ErrorKind::InvalidProvider,
@@ -279,6 +304,14 @@ impl Resolve for CheckedResolver {
         let policy = self.policy.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
+            if !policy.public_allowed && !policy.host_allowed(&host) {
+                return Err(Box::new(Refused {
+                    host,
+                    address: None,
+                    reason: "host name not in --egress-allow (--egress-public false)",
+                })
+                    as Box<dyn std::error::Error + Send + Sync>);
+            }
             let resolved: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let kept = policy.filter_resolved(&host, resolved)?;

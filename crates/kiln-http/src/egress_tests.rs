@@ -88,6 +88,28 @@ fn public_addresses_pass() {
 }
 
 #[test]
+fn without_public_only_the_allow_list_passes_and_no_name_is_resolved() {
+    let allow = ["127.0.0.1", "llm.lan"].map(String::from);
+    let policy = EgressPolicy::new(&allow, Vec::new())
+        .expect("policy")
+        .without_public();
+    for address in ["1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8", "10.0.0.1"] {
+        let ip: IpAddr = address.parse().expect("address");
+        assert!(policy.refusal(ip).is_some(), "{address}");
+    }
+    assert_eq!(policy.refusal("127.0.0.1".parse().expect("address")), None);
+    let refused_name = refused(&policy, "https://api.example.com/v1").expect("refused");
+    assert!(
+        refused_name.message.contains("--egress-public false"),
+        "{}",
+        refused_name.message
+    );
+    assert!(refused(&policy, "https://1.1.1.1/v1").is_some());
+    assert!(refused(&policy, "http://llm.lan:8080/v1").is_none());
+    assert!(refused(&policy, "http://127.0.0.1:9/v1").is_none());
+}
+
+#[test]
 fn allowed_networks_and_hosts_open_exactly_what_they_name() {
     let allow = ["127.0.0.1", "10.0.0.0/8", "llm.lan", "[::1]"].map(String::from);
     let policy = EgressPolicy::new(&allow, Vec::new()).expect("policy");

@@ -13,11 +13,13 @@ mod envelope;
 mod finetunes;
 mod gateway;
 mod json_mode;
+mod kiln_pull;
 mod kiln_routes;
 mod media;
 mod metrics;
 mod offload;
 mod openai;
+pub mod openapi;
 mod paging;
 pub mod platform;
 mod request_metrics;
@@ -30,9 +32,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::http::Method;
+use axum::routing::post;
 use axum::Router;
-use gateway::{admin, datasets, logs};
 use kiln_catalog::Catalog;
 use kiln_finetune::FinetuneStore;
 use kiln_gateway::GatewayStore;
@@ -42,7 +44,9 @@ use kiln_vectorize::VectorStore;
 pub use browser::BrowserPolicy;
 pub use egress::EgressPolicy;
 pub use envelope::{ApiError, MODEL_HEADER};
+pub use kiln_routes::{InstallableModel, ModelInstaller};
 pub use metrics::install_recorder as install_metrics_recorder;
+use openapi::ApiRouter;
 pub use request_metrics::TOTAL_MS_HEADER;
 
 /// Transport limits.
@@ -91,6 +95,9 @@ pub struct AppState {
     pub platform: Arc<platform::Platform>,
     /// Queued `?queueRequest=true` batches.
     pub batches: Arc<kiln_batch::BatchQueue>,
+    /// Installs models from the model store (`POST /kiln/models/pull`); `None` where the
+    /// server has no store to write to.
+    pub installer: Option<Arc<dyn ModelInstaller>>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -114,184 +121,128 @@ impl PublicUrl {
 
 /// The Workers AI REST routes, under both `/client/v4/accounts/…` (what SDKs call with
 /// `https://api.cloudflare.com/client/v4` as base) and `/accounts/…`, and the OpenAI-compatible
-/// routes under `/v1` and `…/accounts/{account_id}/ai/v1`.
+/// routes under `/v1` and `…/accounts/{account_id}/ai/v1`. Every route goes through
+/// [`openapi::ApiRouter`] with its description: `GET /openapi.json` is built from that record.
 pub fn router(state: AppState) -> Router {
+    use openapi::{kiln_doc, workers_ai as doc};
     metrics::install_recorder();
-    let accounts = Router::new()
-        .route(
-            "/ai/run/{*model}",
-            post(run::run_model).get(media::rest_upgrade),
+    let accounts = ApiRouter::new()
+        .post("/ai/run/{*model}", run::run_model, doc::run())
+        .get("/ai/run/{*model}", media::rest_upgrade, doc::run_live())
+        .get("/ai/usage", platform::usage_routes::usage, doc::usage())
+        .get("/tokens", platform::token_routes::list, doc::list_tokens())
+        .post(
+            "/tokens",
+            platform::token_routes::create,
+            doc::create_token(),
         )
-        .route("/ai/usage", get(platform::usage_routes::usage))
-        .route("/ai/models/search", get(catalog_routes::search_models))
-        .route("/ai/models/schema", get(catalog_routes::model_schema))
-        .route("/ai/tasks/search", get(catalog_routes::search_tasks))
-        .route("/ai/authors/search", get(catalog_routes::search_authors))
-        .route(
-            "/ai/finetunes",
-            get(finetunes::list).post(finetunes::create),
+        .delete(
+            "/tokens/{token_id}",
+            platform::token_routes::revoke,
+            doc::revoke_token(),
         )
-        .route("/ai/finetunes/public", get(finetunes::list_public))
+        .get(
+            "/ai/models/search",
+            catalog_routes::search_models,
+            doc::search_models(),
+        )
+        .get(
+            "/ai/models/schema",
+            catalog_routes::model_schema,
+            doc::model_schema(),
+        )
+        .get(
+            "/ai/tasks/search",
+            catalog_routes::search_tasks,
+            doc::search_tasks(),
+        )
+        .get(
+            "/ai/authors/search",
+            catalog_routes::search_authors,
+            doc::search_authors(),
+        )
+        .get("/ai/finetunes", finetunes::list, doc::list_finetunes())
+        .post("/ai/finetunes", finetunes::create, doc::create_finetune())
+        .get(
+            "/ai/finetunes/public",
+            finetunes::list_public,
+            doc::list_public_finetunes(),
+        )
         .route(
             "/ai/finetunes/{finetune}/finetune-assets",
+            &[Method::POST],
             // Assets may be up to 300 MB; the multipart reader enforces that limit.
             post(finetunes::upload_asset).layer(DefaultBodyLimit::max(
                 kiln_finetune::MAX_ASSET_BYTES as usize + 1024 * 1024,
             )),
+            doc::upload_finetune_asset(),
         )
-        .route("/ai-gateway/gateways", get(admin::list).post(admin::create))
-        .route(
-            "/ai-gateway/gateways/{gateway}",
-            get(admin::get).put(admin::update).delete(admin::delete),
-        )
-        .route(
-            "/ai-gateway/gateways/{gateway}/logs",
-            get(logs::list).delete(logs::delete),
-        )
-        .route(
-            "/ai-gateway/gateways/{gateway}/logs/{id}",
-            get(logs::get).patch(logs::patch),
-        )
-        .route(
-            "/ai-gateway/gateways/{gateway}/logs/{id}/{part}",
-            get(logs::stored_body_of),
-        )
-        .route(
-            "/ai-gateway/gateways/{gateway}/analytics",
-            get(logs::analytics),
-        )
-        .route(
-            "/ai-gateway/gateways/{gateway}/url/{provider}",
-            get(admin::url),
-        )
-        .route(
-            "/ai-gateway/gateways/{gateway}/datasets",
-            get(datasets::list).post(datasets::create),
-        )
-        .route(
-            "/ai-gateway/gateways/{gateway}/datasets/{id}",
-            get(datasets::get)
-                .put(datasets::update)
-                .delete(datasets::delete),
-        )
-        .route(
-            "/ai-gateway/gateways/{gateway}/evaluations",
-            get(datasets::list_evaluations).post(datasets::create_evaluation),
-        )
-        .route(
-            "/ai-gateway/gateways/{gateway}/evaluations/{id}",
-            get(datasets::get_evaluation).delete(datasets::delete_evaluation),
-        )
-        .route(
-            "/ai-gateway/gateways/{gateway}/routes",
-            get(gateway::dynamic_routes::list).post(gateway::dynamic_routes::create),
-        )
-        .route(
-            "/ai-gateway/gateways/{gateway}/routes/{id}",
-            get(gateway::dynamic_routes::get)
-                .patch(gateway::dynamic_routes::update)
-                .delete(gateway::dynamic_routes::delete),
-        )
-        .route(
-            "/ai-gateway/gateways/{gateway}/routes/{id}/versions",
-            get(gateway::dynamic_routes::list_versions)
-                .post(gateway::dynamic_routes::create_version),
-        )
-        .route(
-            "/ai-gateway/gateways/{gateway}/routes/{id}/versions/{version}",
-            get(gateway::dynamic_routes::get_version),
-        )
-        .route(
-            "/ai-gateway/gateways/{gateway}/routes/{id}/deployments",
-            get(gateway::dynamic_routes::list_deployments)
-                .post(gateway::dynamic_routes::create_deployment),
-        )
-        .route("/ai-gateway/evaluation-types", get(datasets::list_types))
-        .route(
-            "/ai-gateway/billing/credit-balance",
-            get(gateway::billing::credit_balance),
-        )
-        .route(
-            "/ai-gateway/billing/invoice-history",
-            get(gateway::billing::invoice_history),
-        )
-        .route(
-            "/ai-gateway/billing/invoice-preview",
-            get(gateway::billing::invoice_preview),
-        )
-        .route(
-            "/ai-gateway/billing/usage-history",
-            get(gateway::billing::usage_history),
-        )
-        .route("/ai-gateway/billing/topup", post(gateway::billing::topup))
-        .route(
-            "/ai-gateway/billing/topup/status",
-            post(gateway::billing::topup_status),
-        )
-        .route(
-            "/ai-gateway/billing/topup/config",
-            get(gateway::billing::topup_config)
-                .post(gateway::billing::create_topup_config)
-                .delete(gateway::billing::delete_topup_config),
-        )
-        .route(
-            "/ai-gateway/billing/spending-limit",
-            get(gateway::billing::spending_limit)
-                .post(gateway::billing::set_spending_limit)
-                .delete(gateway::billing::delete_spending_limit),
-        )
-        .route(
-            "/ai-gateway/gateways/{gateway}/provider_configs",
-            get(gateway::stored_keys::list).post(gateway::stored_keys::create),
-        )
-        .route(
-            "/ai-gateway/gateways/{gateway}/provider_configs/{id}",
-            axum::routing::delete(gateway::stored_keys::delete),
-        )
-        .route(
-            "/ai-gateway/custom-providers",
-            get(admin::list_providers).post(admin::create_provider),
-        )
-        .route(
-            "/ai-gateway/custom-providers/{id}",
-            get(admin::get_provider)
-                .put(admin::update_provider)
-                .patch(admin::update_provider)
-                .delete(admin::delete_provider),
-        )
+        .merge(gateway::account_routes())
         .nest("/ai/v1", openai::routes())
         .merge(vectorize::account_routes());
     let state = Arc::new(state);
     let require_token =
         axum::middleware::from_fn_with_state(state.clone(), platform::authorize::require_token);
-    let api = Router::new()
+    let api = ApiRouter::new()
         .nest("/accounts/{account_id}", accounts)
         .route_layer(require_token.clone());
-    let inner = Router::new()
+    let document = openapi::ServedDocument::new();
+    let served = document.clone();
+    let inner = ApiRouter::new()
         .nest("/client/v4", api.clone())
         .merge(api)
         .nest("/v1", openai::routes().route_layer(require_token.clone()))
         // llama-server and text-embeddings-inference also answer reranking at the root.
         .merge(
-            Router::new()
-                .route("/rerank", post(openai::rerank::rerank))
+            ApiRouter::new()
+                .post("/rerank", openai::rerank::rerank, openai::api_doc::rerank())
                 .route_layer(require_token),
         )
-        .route("/health", get(|| async { "ok" }))
-        .route("/metrics", get(metrics::render))
-        .route("/kiln/models", get(kiln_routes::models))
+        .get("/health", || async { "ok" }, kiln_doc::health())
+        .get("/metrics", metrics::render, kiln_doc::metrics())
+        .get(
+            "/openapi.json",
+            move || {
+                let served = served.clone();
+                async move { served.respond() }
+            },
+            kiln_doc::openapi(),
+        )
+        .merge(
+            ApiRouter::new()
+                .get("/kiln/whoami", kiln_routes::whoami, kiln_doc::whoami())
+                .get("/kiln/models", kiln_routes::models, kiln_doc::models())
+                .post(
+                    "/kiln/models/pull",
+                    kiln_routes::pull_model,
+                    kiln_doc::pull_model(),
+                )
+                .post(
+                    "/kiln/models/{name}/unload",
+                    kiln_routes::unload_model,
+                    kiln_doc::unload_model(),
+                )
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    platform::authorize::require_operator,
+                )),
+        )
+        .merge_described(kiln_console::router(), kiln_doc::console_routes())
         .merge(vectorize::binding_routes(state.clone()))
         .fallback(envelope::route_not_found)
         .method_not_allowed_fallback(envelope::method_not_allowed)
         .with_state(state.clone())
         .layer(axum::middleware::from_fn(envelope::rejections_as_envelopes));
+    let (inner, mut routes) = inner.into_parts();
     // The gateway and the batch queue reach the Workers AI routes in-process through `inner`.
     batch::spawn_runner(state.clone(), inner.clone());
     let browser = state.config.browser.clone();
     let binding_account: Arc<str> = Arc::from(state.binding_account.as_str());
+    let (gateway_routes, gateway_docs) = gateway::routes(state, inner.clone()).into_parts();
+    routes.extend(gateway_docs);
+    document.set_routes(routes);
     let app = inner
-        .clone()
-        .merge(gateway::routes(state, inner))
+        .merge(gateway_routes)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             envelope::panic_response,
         ))

@@ -99,6 +99,8 @@ pub enum UnloadReason {
     MemoryBudget,
     /// Its files were removed from the model store.
     Removed,
+    /// Someone asked (`POST /kiln/models/{name}/unload`).
+    Requested,
 }
 
 impl UnloadReason {
@@ -107,6 +109,7 @@ impl UnloadReason {
             UnloadReason::Idle => "idle",
             UnloadReason::MemoryBudget => "memory_budget",
             UnloadReason::Removed => "removed",
+            UnloadReason::Requested => "requested",
         }
     }
 }
@@ -403,6 +406,16 @@ impl ModelRegistry {
         }
     }
 
+    /// Drops `name` from memory now, if it is loaded; requests already holding its worker
+    /// finish on it, and the next request loads it again.
+    pub fn unload(&self, name: &str) -> bool {
+        let removed = self.resident().remove(name).is_some();
+        if removed {
+            unloaded(name, UnloadReason::Requested);
+        }
+        removed
+    }
+
     /// The loaded models and the memory each holds, by name.
     pub fn loaded(&self) -> BTreeMap<String, u64> {
         self.resident()
@@ -419,6 +432,14 @@ impl ModelRegistry {
             .iter()
             .map(|(name, &task)| (name.clone(), task))
             .collect()
+    }
+
+    /// Whether `name` answers catalog ids of its task that no alias claims.
+    pub fn is_task_default(&self, name: &str) -> bool {
+        self.routes()
+            .task_defaults
+            .values()
+            .any(|default| default == name)
     }
 
     pub fn aliases(&self) -> Vec<(String, String)> {

@@ -35,6 +35,9 @@ pub struct InstalledModel {
 pub struct ModelStore {
     data_dir: PathBuf,
     hf_endpoint: Option<String>,
+    /// Other Kiln data directories (a shared or copied cache) whose verified files are taken
+    /// before any source is tried: offline installs, and no download twice on one network.
+    mirrors: Vec<PathBuf>,
 }
 
 impl ModelStore {
@@ -42,7 +45,15 @@ impl ModelStore {
         ModelStore {
             data_dir: data_dir.into(),
             hf_endpoint: None,
+            mirrors: Vec::new(),
         }
+    }
+
+    /// Takes files from these data directories' `models/` first (each still checked against
+    /// its pinned sha256; a mismatch falls through to the next mirror and then the sources).
+    pub fn with_mirrors(mut self, mirrors: Vec<PathBuf>) -> Self {
+        self.mirrors = mirrors;
+        self
     }
 
     /// Uses this hub instead of `HF_ENDPOINT`/huggingface.co for Hugging Face sources.
@@ -242,7 +253,17 @@ impl ModelStore {
     ) -> Result<String, StoreError> {
         let dest = dir.join(&file.path);
         let mut failures = Vec::new();
-        for source in &file.sources {
+        let mirrored = self
+            .mirrors
+            .iter()
+            .map(|mirror| mirror.join("models").join(&model.name))
+            .filter(|mirrored| mirrored.join(&file.path).is_file() && mirrored != dir)
+            .map(|mirrored| ModelSource::Directory {
+                dir: mirrored.to_string_lossy().into_owned(),
+                file: file.path.clone(),
+            });
+        let sources: Vec<ModelSource> = mirrored.chain(file.sources.iter().cloned()).collect();
+        for source in &sources {
             let expected = Expected {
                 model: &model.name,
                 file: &file.path,

@@ -32,6 +32,11 @@ pub struct ServeConfig {
     #[arg(long, env = "KILN_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// Other Kiln data directories to take verified model files from before downloading
+    /// (a copied or shared cache: offline installs), comma-separated.
+    #[arg(long, env = "KILN_MODEL_MIRRORS", value_delimiter = ',')]
+    pub model_mirrors: Option<Vec<PathBuf>>,
+
     /// CPU threads per engine [default: all cores].
     #[arg(long, env = "KILN_THREADS")]
     pub threads: Option<u32>,
@@ -141,6 +146,12 @@ pub struct ServeConfig {
     #[arg(long, env = "KILN_EGRESS_ALLOW", value_delimiter = ',')]
     pub egress_allow: Option<Vec<String>>,
 
+    /// Whether custom providers and the universal endpoint may reach public addresses; `false`
+    /// limits them to `--egress-allow` (no host name is resolved unless it is listed there)
+    /// [default: true].
+    #[arg(long, env = "KILN_EGRESS_PUBLIC", num_args = 0..=1, default_missing_value = "true")]
+    pub egress_public: Option<bool>,
+
     /// Seconds a provider call may take to connect [default: 10].
     #[arg(long, env = "KILN_EGRESS_CONNECT_TIMEOUT_SECS")]
     pub egress_connect_timeout_secs: Option<u64>,
@@ -216,6 +227,7 @@ impl ServeConfig {
             config: self.config.or(base.config),
             listen: self.listen.or(base.listen),
             data_dir: self.data_dir.or(base.data_dir),
+            model_mirrors: self.model_mirrors.or(base.model_mirrors),
             threads: self.threads.or(base.threads),
             models: self.models.or(base.models),
             fetch: self.fetch.or(base.fetch),
@@ -234,6 +246,7 @@ impl ServeConfig {
             gateway_cache_mib: self.gateway_cache_mib.or(base.gateway_cache_mib),
             offline: self.offline.or(base.offline),
             egress_allow: self.egress_allow.or(base.egress_allow),
+            egress_public: self.egress_public.or(base.egress_public),
             egress_connect_timeout_secs: self
                 .egress_connect_timeout_secs
                 .or(base.egress_connect_timeout_secs),
@@ -267,6 +280,12 @@ impl ServeConfig {
         self.data_dir
             .clone()
             .unwrap_or_else(kiln_store::default_data_dir)
+    }
+
+    /// The model store under [`Self::data_dir`], with the configured mirrors.
+    pub fn model_store(&self) -> kiln_store::ModelStore {
+        kiln_store::ModelStore::new(self.data_dir())
+            .with_mirrors(self.model_mirrors.clone().unwrap_or_default())
     }
 
     pub fn threads(&self) -> u32 {
@@ -382,7 +401,10 @@ impl ServeConfig {
     /// Where provider calls may go. `own`: the addresses this server answers on.
     pub fn egress_policy(&self, own: Vec<std::net::IpAddr>) -> anyhow::Result<EgressPolicy> {
         let allow = self.egress_allow.clone().unwrap_or_default();
-        let policy = EgressPolicy::new(&allow, own).map_err(anyhow::Error::msg)?;
+        let mut policy = EgressPolicy::new(&allow, own).map_err(anyhow::Error::msg)?;
+        if self.egress_public == Some(false) {
+            policy = policy.without_public();
+        }
         Ok(policy.with_timeouts(
             Duration::from_secs(self.egress_connect_timeout_secs.unwrap_or(10).max(1)),
             Duration::from_secs(

@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 mod fault_injection;
 mod media_engines;
+mod model_installer;
 pub mod models;
 pub mod platform_cli;
 mod seq2seq_engine;

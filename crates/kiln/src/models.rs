@@ -22,7 +22,7 @@ pub fn ensure_models(
     config: &ServeConfig,
     progress: Progress,
 ) -> anyhow::Result<Vec<InstalledModel>> {
-    let store = ModelStore::new(config.data_dir());
+    let store = config.model_store();
     for name in config.fetch() {
         if config.models().contains(&name) {
             continue;
@@ -299,7 +299,7 @@ fn routes_for(
 }
 
 /// The task a model of `format` serves (none for asset bundles).
-fn task_of(format: ModelFormat) -> Option<Task> {
+pub(crate) fn task_of(format: ModelFormat) -> Option<Task> {
     Some(match format {
         ModelFormat::Gguf => Task::TextGeneration,
         ModelFormat::HfBert | ModelFormat::OnnxBert | ModelFormat::HfGemmaEmbed => {
@@ -340,7 +340,7 @@ fn refuse_alias_across_tasks(
 
 /// `kiln models list`: what is installed, its size, and which ids it serves.
 pub fn list(config: &ServeConfig) -> anyhow::Result<()> {
-    let store = ModelStore::new(config.data_dir());
+    let store = config.model_store();
     let installed = store.installed();
     println!("Models in {}:", store.models_dir().display());
     if installed.is_empty() {
@@ -380,7 +380,7 @@ pub fn list(config: &ServeConfig) -> anyhow::Result<()> {
 
 /// `kiln models pull [NAME…]`: fetches and verifies models (the configured ones by default).
 pub fn pull(config: &ServeConfig, names: Vec<String>) -> anyhow::Result<()> {
-    let store = ModelStore::new(config.data_dir());
+    let store = config.model_store();
     let names = if names.is_empty() {
         config.models()
     } else {
@@ -415,7 +415,7 @@ pub fn pull_from_hub(
     let [name] = names else {
         anyhow::bail!("--hf takes exactly one model NAME to store the repository under");
     };
-    let store = ModelStore::new(config.data_dir());
+    let store = config.model_store();
     let local_dir = std::path::Path::new(repo);
     let mut files: Vec<&str> = files.iter().map(String::as_str).collect();
     if files.is_empty() {

@@ -128,6 +128,9 @@ pub async fn start_with_clock(
         binding_account: config.binding_account(),
         finetunes,
         registry,
+        installer: Some(Arc::new(crate::model_installer::StoreInstaller::new(
+            &config,
+        ))),
         catalog: Catalog::builtin(),
         config: HttpConfig {
             max_body_bytes: config.max_body_bytes(),

@@ -230,3 +230,92 @@ async fn a_model_installed_while_serving_answers_and_a_removed_one_is_unloaded()
         "unloaded after removal"
     );
 }
+
+/// The events of a `POST /kiln/models/pull` stream, in order.
+async fn pull_events(base: &str, name: &str) -> (u16, Vec<Value>) {
+    let response = client()
+        .post(format!("{base}/kiln/models/pull"))
+        .json(&json!({"name": name}))
+        .send()
+        .await
+        .expect("request sent");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let events = text
+        .split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .map(|data| serde_json::from_str(data).expect("JSON event"))
+        .collect();
+    (status, events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_pulled_over_http_reports_progress_answers_at_once_and_unloads_on_request() {
+    // The shared test store is the mirror: the pull copies its verified files, offline.
+    kiln_store::ensure_for_tests(MINILM);
+    let data = tempfile::tempdir().expect("temp dir");
+    let addr = spawn_server(kiln::ServeConfig {
+        data_dir: Some(data.path().to_path_buf()),
+        model_mirrors: Some(vec![kiln_store::default_data_dir()]),
+        batch_db: Some(data.path().join("batches.db")),
+        models: Some(Vec::new()),
+        fetch: Some(Vec::new()),
+        ..test_config()
+    });
+    let base = format!("http://{addr}");
+    assert_eq!(embed_status(&base).await, (400, Some(5007)));
+
+    let (status, events) = pull_events(&base, MINILM).await;
+    assert_eq!(status, 200, "{events:?}");
+    let last = events.last().expect("events");
+    assert_eq!(last["status"], "success", "{events:?}");
+    let progress: Vec<(u64, u64)> = events
+        .iter()
+        .filter_map(|event| Some((event["completed"].as_u64()?, event["total"].as_u64()?)))
+        .collect();
+    let &(completed, total) = progress.last().expect("progress events");
+    assert!(total > 20_000_000, "the pinned size: {total}");
+    assert_eq!(completed, total, "{progress:?}");
+    assert!(
+        progress.windows(2).all(|pair| pair[0].0 <= pair[1].0),
+        "progress only grows: {progress:?}"
+    );
+
+    // No wait: the pull refreshed the routes.
+    assert_eq!(embed_status(&base).await, (200, None), "served after pull");
+    let listed: Value = client()
+        .get(format!("{base}/kiln/models"))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("JSON");
+    let installable = listed["result"]["installable"].as_array().expect("list");
+    assert!(
+        installable
+            .iter()
+            .any(|model| model["name"] == MINILM && model["installed"] == true),
+        "{listed}"
+    );
+
+    let unload = |name: &str| {
+        client()
+            .post(format!("{base}/kiln/models/{name}/unload"))
+            .send()
+    };
+    let answer: Value = unload(MINILM)
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(answer["result"], json!({"name": MINILM, "unloaded": true}));
+    assert!(!loaded(&base).await.contains_key(MINILM));
+    assert_eq!(embed_status(&base).await, (200, None), "loads again");
+    let response = unload("no-such-model").await.expect("sent");
+    assert_eq!(response.status().as_u16(), 400);
+
+    let (status, events) = pull_events(&base, "../etc").await;
+    assert_eq!(status, 400, "{events:?}");
+}

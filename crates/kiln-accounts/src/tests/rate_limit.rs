@@ -140,3 +140,29 @@ fn workers_ai_defaults() {
         720
     );
 }
+
+#[test]
+fn an_accounts_windows_show_their_limit_and_the_requests_of_the_last_minute() {
+    let (clock, limiter) = limiter();
+    for _ in 0..3 {
+        limiter.check_and_count("a", "m", 300).unwrap();
+        clock.advance(Duration::from_secs(20));
+    }
+    limiter
+        .check_and_count("a", "Text Embeddings", 3000)
+        .unwrap();
+    limiter.check_and_count("b", "m", 300).unwrap();
+    let state = |key: &str, limit, count| crate::WindowState {
+        key: key.into(),
+        limit_per_minute: limit,
+        requests_last_minute: count,
+    };
+    // The first request to `m` was 60 s ago: it has left the window.
+    assert_eq!(
+        limiter.windows_of("a"),
+        vec![state("Text Embeddings", 3000, 1), state("m", 300, 2)]
+    );
+    assert_eq!(limiter.windows_of("nobody"), Vec::new());
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(limiter.windows_of("a"), Vec::new());
+}

@@ -166,6 +166,7 @@ pub async fn binding_upgrade(
         let caller = Caller {
             account: state.binding_account.clone(),
             rate_limited: true,
+            scopes: None,
         };
         let admit = |entry: &'static kiln_catalog::CatalogEntry| {
             state

@@ -4,6 +4,7 @@
 //! envelope. `shapes` also gives the native route the OpenAI objects that Workers AI's
 //! OpenAI-style models answer with.
 
+pub(crate) mod api_doc;
 mod audio;
 mod embeddings;
 pub(crate) mod error;
@@ -17,35 +18,45 @@ mod stream;
 mod text;
 
 use axum::body::Body;
-use axum::http::HeaderMap;
-use axum::routing::{get, post};
-use axum::Router;
+use axum::http::{HeaderMap, Method};
+use axum::routing::post;
 use kiln_core::Task;
 use kiln_scheduler::ServedModel;
 use serde_json::Value;
 
 pub use error::OpenAiError;
 
+use crate::openapi::ApiRouter;
 use crate::platform::{Caller, Meter};
 use crate::{body, SharedState};
 
 /// The routes, to be nested under `/v1` and `…/ai/v1`.
-pub fn routes() -> Router<SharedState> {
-    Router::new()
-        .route("/chat/completions", post(text::chat_completions))
-        .route("/completions", post(text::completions))
-        .route("/responses", post(responses::responses))
-        .route("/embeddings", post(embeddings::embeddings))
-        .route("/rerank", post(rerank::rerank))
+pub fn routes() -> ApiRouter<SharedState> {
+    ApiRouter::new()
+        .post(
+            "/chat/completions",
+            text::chat_completions,
+            api_doc::chat_completions(),
+        )
+        .post("/completions", text::completions, api_doc::completions())
+        .post("/responses", responses::responses, api_doc::responses())
+        .post("/embeddings", embeddings::embeddings, api_doc::embeddings())
+        .post("/rerank", rerank::rerank, api_doc::rerank())
         .route(
             "/audio/transcriptions",
+            &[Method::POST],
             post(audio::transcriptions).layer(axum::extract::DefaultBodyLimit::max(
                 crate::media::MAX_AUDIO_BYTES,
             )),
+            api_doc::transcriptions(),
         )
-        .route("/audio/speech", post(audio::speech))
-        .route("/models", get(models::list_models))
-        .route("/models/{*model}", get(models::retrieve_model))
+        .post("/audio/speech", audio::speech, api_doc::speech())
+        .get("/models", models::list_models, api_doc::list_models())
+        .get(
+            "/models/{*model}",
+            models::retrieve_model,
+            api_doc::retrieve_model(),
+        )
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
 }

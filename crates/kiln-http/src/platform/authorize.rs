@@ -24,6 +24,9 @@ pub struct Caller {
     pub account: String,
     /// Whether per-task requests-per-minute limits apply (not to queued batch items).
     pub rate_limited: bool,
+    /// The scopes of the caller's token; `None` when no token decides (open mode, Kiln's own
+    /// calls), which may do anything.
+    pub scopes: Option<Vec<Scope>>,
 }
 
 /// Set by Kiln on requests it makes to its own routes on behalf of `account`.
@@ -43,6 +46,7 @@ pub async fn require_token(
         Some(trusted) => Ok(Caller {
             account: trusted.account.clone(),
             rate_limited: trusted.rate_limited,
+            scopes: None,
         }),
         None => {
             let (account, scope) = account_and_scope(request.method(), request.uri().path());
@@ -63,6 +67,29 @@ pub async fn require_token(
                 .map_or_else(|| request.uri().path(), |original| original.path());
             refusal(path, error)
         }
+    }
+}
+
+/// Kiln's own server-wide routes (`/kiln/…`: the model store, what is loaded): open in open
+/// mode; else any account's token, with `workers-ai:read` to look and `workers-ai:edit` to
+/// pull or unload.
+pub async fn require_operator(
+    State(state): State<SharedState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let reading = request.method() == Method::GET || request.method() == Method::HEAD;
+    let scope = if reading {
+        Scope::WorkersAiRead
+    } else {
+        Scope::WorkersAiEdit
+    };
+    match state.platform.authorize(request.headers(), None, scope) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(error) => crate::envelope::ApiError::from(error).into_response(),
     }
 }
 
@@ -156,12 +183,12 @@ impl Platform {
         account: Option<&str>,
         scope: Scope,
     ) -> KilnResult<Caller> {
-        let caller = |account: &str| Caller {
-            account: account.to_owned(),
-            rate_limited: true,
-        };
         if self.is_open() {
-            return Ok(caller(account.unwrap_or(&self.settings.default_account)));
+            return Ok(Caller {
+                account: account.unwrap_or(&self.settings.default_account).to_owned(),
+                rate_limited: true,
+                scopes: None,
+            });
         }
         let refused = || self.authentication_error();
         let secret = presented_token(headers).ok_or_else(refused)?;
@@ -172,7 +199,11 @@ impl Platform {
                 ErrorKind::Forbidden.default_message(),
             ));
         }
-        Ok(caller(&token.account_id))
+        Ok(Caller {
+            account: token.account_id,
+            rate_limited: true,
+            scopes: Some(token.scopes),
+        })
     }
 
     /// Whether `secret` may call `account`'s authenticated gateways (`cf-aig-authorization`).
@@ -234,6 +265,7 @@ pub fn account_and_scope(method: &Method, path: &str) -> (Option<String>, Scope)
         ["vectorize", "v2", "indexes", _, "query" | "get_by_ids"] => Scope::VectorizeRead,
         ["vectorize", ..] if reading => Scope::VectorizeRead,
         ["vectorize", ..] => Scope::VectorizeEdit,
+        ["tokens", ..] => Scope::ApiTokensEdit,
         _ => Scope::WorkersAiRead,
     };
     (account, scope)

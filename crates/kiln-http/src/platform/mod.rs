@@ -4,6 +4,7 @@
 
 pub mod authorize;
 pub mod meter;
+pub mod token_routes;
 pub mod usage_routes;
 
 use std::collections::HashMap;

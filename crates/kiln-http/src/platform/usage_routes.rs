@@ -1,5 +1,6 @@
 //! `GET /accounts/{account_id}/ai/usage?since=&until=&model=`: the account's requests, tokens
-//! and neurons per UTC day and model (a Kiln extension; `kiln usage` shows every account).
+//! and neurons per UTC day and model (a Kiln extension; `kiln usage` shows every account), and
+//! its requests-per-minute windows as they stand.
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
@@ -55,6 +56,10 @@ pub async fn usage(
             "neurons_today": super::meter::rounded(state.ledger.spent_today(&account)),
             "neurons": super::meter::rounded(neurons),
             "rows": rows,
+            "rate_limits": {
+                "apply": state.rate_limits_apply(),
+                "windows": state.limiter.windows_of(&account),
+            },
         }))
         .into_response())
     };

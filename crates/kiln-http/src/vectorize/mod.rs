@@ -2,6 +2,7 @@
 //! the Worker binding's wire protocol (§5.8). Storage, indexes and queries are `kiln-vectorize`;
 //! this module only reads bodies, moves the blocking work off the runtime, and shapes answers.
 
+mod api_doc;
 mod binding;
 mod header_route;
 mod rest;
@@ -11,45 +12,66 @@ pub use header_route::route_by_header;
 use axum::body::{Body, Bytes};
 use axum::extract::FromRequest;
 use axum::http::{header, HeaderMap, Request};
-use axum::routing::{get, post};
-use axum::Router;
 use kiln_core::{KilnError, KilnResult};
 use kiln_vectorize::{parse_vectors, Unparsable, VectorRecord, WriteLimits};
 use serde_json::Value;
 
 use crate::offload::off_runtime;
+use crate::openapi::ApiRouter;
 use crate::SharedState;
 
 /// NDJSON uploads may be up to 100 MB (spec §5.2).
 pub const MAX_UPLOAD_BYTES: usize = 100 * 1024 * 1024;
 
 /// Routes relative to `/accounts/{account_id}`.
-pub fn account_routes() -> Router<SharedState> {
+pub fn account_routes() -> ApiRouter<SharedState> {
     let index = "/vectorize/v2/indexes/{index}";
-    Router::new()
-        .route(
+    ApiRouter::new()
+        .get(
             "/vectorize/v2/indexes",
-            get(rest::list_indexes).post(rest::create_index),
+            rest::list_indexes,
+            api_doc::list_indexes(),
         )
-        .route(index, get(rest::get_index).delete(rest::delete_index))
-        .route(&format!("{index}/info"), get(rest::info))
-        .route(&format!("{index}/insert"), post(rest::insert))
-        .route(&format!("{index}/upsert"), post(rest::upsert))
-        .route(&format!("{index}/query"), post(rest::query))
-        .route(&format!("{index}/get_by_ids"), post(rest::get_by_ids))
-        .route(&format!("{index}/delete_by_ids"), post(rest::delete_by_ids))
-        .route(&format!("{index}/list"), get(rest::list_vectors))
-        .route(
+        .post(
+            "/vectorize/v2/indexes",
+            rest::create_index,
+            api_doc::create_index(),
+        )
+        .get(index, rest::get_index, api_doc::get_index())
+        .delete(index, rest::delete_index, api_doc::delete_index())
+        .get(&format!("{index}/info"), rest::info, api_doc::info())
+        .post(&format!("{index}/insert"), rest::insert, api_doc::insert())
+        .post(&format!("{index}/upsert"), rest::upsert, api_doc::upsert())
+        .post(&format!("{index}/query"), rest::query, api_doc::query())
+        .post(
+            &format!("{index}/get_by_ids"),
+            rest::get_by_ids,
+            api_doc::get_by_ids(),
+        )
+        .post(
+            &format!("{index}/delete_by_ids"),
+            rest::delete_by_ids,
+            api_doc::delete_by_ids(),
+        )
+        .get(
+            &format!("{index}/list"),
+            rest::list_vectors,
+            api_doc::list_vectors(),
+        )
+        .post(
             &format!("{index}/metadata_index/create"),
-            post(rest::create_metadata_index),
+            rest::create_metadata_index,
+            api_doc::create_metadata_index(),
         )
-        .route(
+        .get(
             &format!("{index}/metadata_index/list"),
-            get(rest::list_metadata_indexes),
+            rest::list_metadata_indexes,
+            api_doc::list_metadata_indexes(),
         )
-        .route(
+        .post(
             &format!("{index}/metadata_index/delete"),
-            post(rest::delete_metadata_index),
+            rest::delete_metadata_index,
+            api_doc::delete_metadata_index(),
         )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
 }
@@ -57,12 +79,11 @@ pub fn account_routes() -> Router<SharedState> {
 /// The binding's operations, at `/vectorize-binding/{account}/{index}/{op}`. The genuine
 /// binding sends `/{op}` and names no index; `header_route` maps it here from a header its
 /// workerd config injects.
-pub fn binding_routes(state: SharedState) -> Router<SharedState> {
-    Router::new()
-        .route(
-            "/vectorize-binding/{account_id}/{index}/{op}",
-            get(binding::handle).post(binding::handle),
-        )
+pub fn binding_routes(state: SharedState) -> ApiRouter<SharedState> {
+    let path = "/vectorize-binding/{account_id}/{index}/{op}";
+    ApiRouter::new()
+        .get(path, binding::handle, api_doc::binding_read())
+        .post(path, binding::handle, api_doc::binding_write())
         .route_layer(axum::middleware::from_fn_with_state(
             state,
             crate::platform::authorize::binding_access,

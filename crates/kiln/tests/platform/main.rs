@@ -8,3 +8,4 @@ mod auth;
 mod batch;
 mod limits;
 mod tenants;
+mod token_routes;
