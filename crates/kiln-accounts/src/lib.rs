@@ -19,7 +19,10 @@ mod usage;
 pub use account::{Account, Plan};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use day::{next_utc_midnight_ms, utc_day};
-pub use rate_limit::{default_limit_per_minute, RateLimited, RateLimiter, WindowState};
+pub use rate_limit::{
+    default_limit_per_minute, purge_redis_prefix, LimiterUnavailable, RateLimited, RateLimiter,
+    RedisLimits, Refused, WindowState,
+};
 pub use scope::{MissingScope, Scope};
 pub use spending_limit::{
     cents_for_neurons, fixed_window_days, month_days, LimitDuration, LimitStrategy, Spend,

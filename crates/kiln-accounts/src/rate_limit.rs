@@ -2,7 +2,10 @@
 //!
 //! An exact sliding window: each (account, key) keeps the times of the requests it admitted in
 //! the last 60 s. A full window admits nothing, so no deque grows past its limit. Held in
-//! memory: a restart starts every window afresh.
+//! memory by default (a restart starts every window afresh), or in Redis (`--redis-url`,
+//! [`redis`]) so that several Kiln nodes share each account's windows exactly.
+
+mod redis;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -11,6 +14,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use kiln_core::Task;
 
 use crate::clock::Clock;
+
+pub use self::redis::{purge_redis_prefix, RedisLimits};
 
 const WINDOW_MS: i64 = 60_000;
 
@@ -34,6 +39,49 @@ impl fmt::Display for RateLimited {
 
 impl std::error::Error for RateLimited {}
 
+/// The shared windows (Redis) could not be read in time: the request is neither admitted nor
+/// counted. Kiln answers 503 rather than admit traffic no node can count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimiterUnavailable(pub String);
+
+impl fmt::Display for LimiterUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the shared rate-limit store is unavailable: {}", self.0)
+    }
+}
+
+impl std::error::Error for LimiterUnavailable {}
+
+/// Why [`RateLimiter::check_and_count`] did not admit a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// The window is full (429, 3021).
+    Limited(RateLimited),
+    /// The Redis backend failed or timed out (503).
+    Unavailable(LimiterUnavailable),
+}
+
+impl Refused {
+    /// The full window, if that is why; tests use it to read `retry_after_secs`.
+    pub fn limited(self) -> Option<RateLimited> {
+        match self {
+            Refused::Limited(limited) => Some(limited),
+            Refused::Unavailable(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refused::Limited(limited) => limited.fmt(f),
+            Refused::Unavailable(down) => down.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Refused {}
+
 #[derive(Default)]
 pub(crate) struct Windows {
     /// account → key → admitted request times (ms), oldest first.
@@ -53,10 +101,14 @@ pub struct WindowState {
 
 pub struct RateLimiter {
     clock: Arc<dyn Clock>,
+    /// The in-memory windows; unused (empty) while `redis` is set.
     pub(crate) windows: Mutex<Windows>,
+    /// Windows shared by every node pointed at the same Redis and prefix.
+    redis: Option<RedisLimits>,
 }
 
 impl RateLimiter {
+    /// Windows in this process's memory.
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         let last_sweep_ms = clock.now_unix_ms();
         RateLimiter {
@@ -65,21 +117,53 @@ impl RateLimiter {
                 last_sweep_ms,
                 ..Windows::default()
             }),
+            redis: None,
         }
     }
 
+    /// Windows in Redis, shared with every Kiln node using the same server and key prefix.
+    pub fn with_redis(clock: Arc<dyn Clock>, redis: RedisLimits) -> Self {
+        RateLimiter {
+            redis: Some(redis),
+            ..RateLimiter::new(clock)
+        }
+    }
+
+    /// Where the windows live, for start-up logs: `memory` or the Redis server.
+    pub fn backend(&self) -> String {
+        self.redis
+            .as_ref()
+            .map_or_else(|| "memory".to_owned(), RedisLimits::describe)
+    }
+
     /// Admits and counts one request, or refuses it (uncounted) when the last 60 s already
-    /// hold `limit_per_minute` admitted requests. A limit of 0 means unlimited.
+    /// hold `limit_per_minute` admitted requests. A limit of 0 means unlimited. With Redis,
+    /// one round trip of at most the configured timeout; a failure refuses the request
+    /// ([`Refused::Unavailable`]).
     pub fn check_and_count(
         &self,
         account_id: &str,
         key: &str,
         limit_per_minute: u32,
-    ) -> Result<(), RateLimited> {
+    ) -> Result<(), Refused> {
         if limit_per_minute == 0 {
             return Ok(());
         }
         let now = self.clock.now_unix_ms();
+        if let Some(redis) = &self.redis {
+            return redis.check_and_count(account_id, key, limit_per_minute, now);
+        }
+        self.check_and_count_in_memory(account_id, key, limit_per_minute, now)
+            .map_err(Refused::Limited)
+    }
+
+    fn check_and_count_in_memory(
+        &self,
+        account_id: &str,
+        key: &str,
+        limit_per_minute: u32,
+        now: i64,
+    ) -> Result<(), RateLimited> {
         let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
         if now - windows.last_sweep_ms >= WINDOW_MS {
             windows.sweep(now);
@@ -110,8 +194,15 @@ impl RateLimiter {
     }
 
     /// The account's windows with requests in the last minute, by key.
-    pub fn windows_of(&self, account_id: &str) -> Vec<WindowState> {
+    pub fn windows_of(&self, account_id: &str) -> Result<Vec<WindowState>, LimiterUnavailable> {
         let now = self.clock.now_unix_ms();
+        if let Some(redis) = &self.redis {
+            return redis.windows_of(account_id, now);
+        }
+        Ok(self.windows_in_memory(account_id, now))
+    }
+
+    fn windows_in_memory(&self, account_id: &str, now: i64) -> Vec<WindowState> {
         let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
         let Windows {
             by_account, limits, ..

@@ -57,6 +57,11 @@ pub enum ErrorKind {
     GatewayLoop,
     /// Method exists on the path but not with this verb.
     MethodNotAllowed,
+    /// The server is draining before it stops (SIGTERM): its readiness check says so.
+    Draining,
+    /// The shared rate-limit store (Redis, `--redis-url`) did not answer in time: the request
+    /// is refused rather than admitted uncounted.
+    LimiterUnavailable,
     /// A bug or an engine failure; never the caller's fault.
     Internal,
 }
@@ -177,6 +182,20 @@ pub const ERROR_TABLE: &[ErrorRow] = &[
         405,
         10405,
         "Method not allowed",
+    ),
+    // Kiln's own: readiness while a SIGTERM drains the server.
+    row(
+        ErrorKind::Draining,
+        503,
+        3050,
+        "The server is shutting down; send new requests elsewhere",
+    ),
+    // Kiln's own: the rate-limit store shared by a cluster's nodes is unreachable.
+    row(
+        ErrorKind::LimiterUnavailable,
+        503,
+        3051,
+        "Rate limits cannot be checked right now; retry shortly",
     ),
     row(ErrorKind::Internal, 500, 5000, "Internal error"),
 ];
@@ -312,6 +331,8 @@ mod tests {
             ErrorKind::EgressRefused,
             ErrorKind::GatewayLoop,
             ErrorKind::MethodNotAllowed,
+            ErrorKind::Draining,
+            ErrorKind::LimiterUnavailable,
             ErrorKind::Internal,
         ];
         for kind in kinds {

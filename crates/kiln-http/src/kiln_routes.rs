@@ -141,3 +141,17 @@ pub async fn whoami(
     }))
     .into_response()
 }
+
+/// `GET /readyz`: whether to send this server new requests. 200 once it listens (models are
+/// loaded before it does), 503 / 3050 from the moment a SIGTERM starts its drain, so a load
+/// balancer stops routing to it while it finishes what it holds.
+pub async fn ready(State(state): State<SharedState>) -> Response {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        let error = KilnError::new(
+            kiln_core::ErrorKind::Draining,
+            kiln_core::ErrorKind::Draining.default_message(),
+        );
+        return ApiError::from(error).into_response();
+    }
+    success(json!({"ready": true})).into_response()
+}

@@ -98,6 +98,8 @@ pub struct AppState {
     /// Installs models from the model store (`POST /kiln/models/pull`); `None` where the
     /// server has no store to write to.
     pub installer: Option<Arc<dyn ModelInstaller>>,
+    /// Set when a SIGTERM starts the drain: `GET /readyz` answers 503 from then on.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -199,6 +201,7 @@ pub fn router(state: AppState) -> Router {
                 .route_layer(require_token),
         )
         .get("/health", || async { "ok" }, kiln_doc::health())
+        .get("/readyz", kiln_routes::ready, kiln_doc::ready())
         .get("/metrics", metrics::render, kiln_doc::metrics())
         .get(
             "/openapi.json",

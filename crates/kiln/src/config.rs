@@ -131,6 +131,16 @@ pub struct ServeConfig {
     #[arg(long, env = "KILN_RATE_LIMITS", num_args = 0..=1, default_missing_value = "true")]
     pub rate_limits: Option<bool>,
 
+    /// Redis holding the per-minute rate-limit windows, shared exactly by every Kiln node
+    /// given the same URL, e.g. `redis://127.0.0.1:6379` (docs/cluster.md). Unreachable Redis:
+    /// rate-limited requests get 503 / 3051 [default: none; windows in this process's memory].
+    #[arg(long, env = "KILN_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key Kiln writes (several clusters on one Redis) [default: kiln:rl:].
+    #[arg(long, env = "KILN_REDIS_KEY_PREFIX")]
+    pub redis_key_prefix: Option<String>,
+
     /// Neurons a free-plan account may spend per UTC day [default: 10000].
     #[arg(long, env = "KILN_FREE_NEURONS_PER_DAY")]
     pub free_neurons_per_day: Option<f64>,
@@ -177,6 +187,12 @@ pub struct ServeConfig {
     /// a token (as the binding account) [default: false: they need a token].
     #[arg(long, env = "KILN_TRUST_LOCAL_BINDINGS", num_args = 0..=1, default_missing_value = "true")]
     pub trust_local_bindings: Option<bool>,
+
+    /// Seconds between a SIGTERM and closing the listener: `GET /readyz` answers 503 meanwhile
+    /// while requests are still served, so a load balancer stops sending new ones first
+    /// [default: 0]. Requests in flight then get up to the request timeout to finish.
+    #[arg(long, env = "KILN_DRAIN_GRACE_SECS")]
+    pub drain_grace_secs: Option<u64>,
 
     /// Do not fetch missing models; fail instead.
     #[arg(long, env = "KILN_OFFLINE", num_args = 0..=1, default_missing_value = "true")]
@@ -245,6 +261,7 @@ impl ServeConfig {
             vectorize_dir: self.vectorize_dir.or(base.vectorize_dir),
             gateway_cache_mib: self.gateway_cache_mib.or(base.gateway_cache_mib),
             offline: self.offline.or(base.offline),
+            drain_grace_secs: self.drain_grace_secs.or(base.drain_grace_secs),
             egress_allow: self.egress_allow.or(base.egress_allow),
             egress_public: self.egress_public.or(base.egress_public),
             egress_connect_timeout_secs: self
@@ -258,6 +275,8 @@ impl ServeConfig {
             accounts_db: self.accounts_db.or(base.accounts_db),
             batch_db: self.batch_db.or(base.batch_db),
             rate_limits: self.rate_limits.or(base.rate_limits),
+            redis_url: self.redis_url.or(base.redis_url),
+            redis_key_prefix: self.redis_key_prefix.or(base.redis_key_prefix),
             free_neurons_per_day: self.free_neurons_per_day.or(base.free_neurons_per_day),
             default_plan: self.default_plan.or(base.default_plan),
             task_defaults,
@@ -308,6 +327,10 @@ impl ServeConfig {
 
     pub fn queue_capacity(&self) -> usize {
         self.queue_capacity.unwrap_or(64)
+    }
+
+    pub fn drain_grace(&self) -> Duration {
+        Duration::from_secs(self.drain_grace_secs.unwrap_or(0))
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -429,6 +452,20 @@ impl ServeConfig {
         Ok(policy.with_host(authority))
     }
 
+    /// The shared rate-limit windows of `--redis-url`, if set (nothing is dialled yet).
+    pub fn redis_limits(&self) -> anyhow::Result<Option<kiln_accounts::RedisLimits>> {
+        let Some(url) = &self.redis_url else {
+            return Ok(None);
+        };
+        let prefix = self
+            .redis_key_prefix
+            .as_deref()
+            .unwrap_or(kiln_accounts::RedisLimits::DEFAULT_PREFIX);
+        kiln_accounts::RedisLimits::new(url, prefix)
+            .map(Some)
+            .map_err(|error| anyhow::anyhow!("--redis-url: {error}"))
+    }
+
     pub fn platform_settings(&self) -> PlatformSettings {
         PlatformSettings {
             auth: self.auth.unwrap_or_default(),
@@ -500,6 +537,29 @@ mod tests {
             config.aliases["@cf/meta/llama-3.1-8b-instruct"],
             "smollm2-135m-instruct"
         );
+    }
+
+    #[test]
+    fn redis_url_comes_from_the_file_unless_a_flag_names_one() {
+        let file: ServeConfig =
+            toml::from_str("redis_url = \"redis://127.0.0.1:6379\"\nredis_key_prefix = \"a:\"\n")
+                .expect("parses");
+        let flags = ServeConfig {
+            redis_key_prefix: Some("b:".into()),
+            ..ServeConfig::default()
+        };
+        let config = flags.over(file);
+        assert_eq!(config.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        assert!(config.redis_limits().expect("valid URL").is_some());
+        assert!(ServeConfig::default()
+            .redis_limits()
+            .expect("no URL")
+            .is_none());
+        let bad = ServeConfig {
+            redis_url: Some("http://nope".into()),
+            ..ServeConfig::default()
+        };
+        assert!(bad.redis_limits().is_err());
     }
 
     #[test]

@@ -150,9 +150,21 @@ fn serve(config: ServeConfig) -> anyhow::Result<()> {
              -d '{{\"prompt\":\"Hello\"}}'",
             server.addr
         );
-        tokio::signal::ctrl_c().await?;
-        tracing::info!("shutting down");
-        server.stop().await;
+        stop_signal().await?;
+        println!("Kiln is draining: finishing the requests it holds");
+        if !server.drain().await {
+            anyhow::bail!("requests were still running at the request timeout");
+        }
         Ok(())
     })
+}
+
+/// Ctrl-C, or SIGTERM (what `docker stop` and Kubernetes send).
+async fn stop_signal() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        interrupted = tokio::signal::ctrl_c() => interrupted?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
 }

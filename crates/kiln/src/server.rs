@@ -1,6 +1,7 @@
 //! Starting and stopping the HTTP server.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -27,6 +28,9 @@ pub struct RunningServer {
     pub loud_notice: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    draining: Arc<AtomicBool>,
+    drain_grace: Duration,
+    request_timeout: Duration,
 }
 
 impl RunningServer {
@@ -35,6 +39,25 @@ impl RunningServer {
             let _ = shutdown.send(());
         }
         let _ = (&mut self.task).await;
+    }
+
+    /// A graceful stop (SIGTERM): readiness fails at once, the listener closes after the
+    /// drain grace, and requests in flight get up to the request timeout to finish. Whether
+    /// they all did.
+    pub async fn drain(mut self) -> bool {
+        self.draining.store(true, Ordering::Relaxed);
+        tracing::info!(grace_secs = self.drain_grace.as_secs(), "draining");
+        tokio::time::sleep(self.drain_grace).await;
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let finished = tokio::time::timeout(self.request_timeout, &mut self.task)
+            .await
+            .is_ok();
+        if !finished {
+            tracing::warn!("requests still running after the request timeout: stopping anyway");
+        }
+        finished
     }
 }
 
@@ -94,10 +117,20 @@ pub async fn start_with_clock(
         AccountStore::open_with_clock(&config.accounts_db(), clock.clone())
             .map_err(|error| anyhow::anyhow!("{}", error.message))?,
     );
-    let platform = Arc::new(
-        Platform::new(accounts, clock, config.platform_settings())
-            .map_err(|error| anyhow::anyhow!("{}", error.message))?,
-    );
+    let mut platform = Platform::new(accounts, clock, config.platform_settings())
+        .map_err(|error| anyhow::anyhow!("{}", error.message))?;
+    if let Some(redis) = config.redis_limits()? {
+        // A node may start before Redis: until it answers, rate-limited requests get 503.
+        if let Err(error) = redis.ping() {
+            tracing::warn!("rate limits: {}: {error}", redis.describe());
+        }
+        platform.limiter = kiln_accounts::RateLimiter::with_redis(platform.clock.clone(), redis);
+        tracing::info!(
+            "rate limits: windows shared in {}",
+            platform.limiter.backend()
+        );
+    }
+    let platform = Arc::new(platform);
     let loud_notice = match platform.startup_notice() {
         (true, notice) => {
             tracing::warn!("{notice}");
@@ -119,6 +152,7 @@ pub async fn start_with_clock(
     let public_url = config.public_url(addr)?;
     let egress = config.egress_policy(own_addresses(addr))?;
     let browser = config.browser_policy(&public_url)?;
+    let draining = Arc::new(AtomicBool::new(false));
     let state = AppState {
         public_url,
         platform,
@@ -131,6 +165,7 @@ pub async fn start_with_clock(
         installer: Some(Arc::new(crate::model_installer::StoreInstaller::new(
             &config,
         ))),
+        draining: draining.clone(),
         catalog: Catalog::builtin(),
         config: HttpConfig {
             max_body_bytes: config.max_body_bytes(),
@@ -157,6 +192,9 @@ pub async fn start_with_clock(
         loud_notice,
         shutdown: Some(shutdown),
         task,
+        draining,
+        drain_grace: config.drain_grace(),
+        request_timeout: config.request_timeout(),
     })
 }
 

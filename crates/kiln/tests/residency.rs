@@ -23,16 +23,21 @@ fn config(models: &[&str]) -> kiln::ServeConfig {
     }
 }
 
-/// Loaded models → memory, from `GET /kiln/models`.
-async fn loaded(base: &str) -> BTreeMap<String, u64> {
-    let body: Value = client()
+/// The body of `GET /kiln/models`.
+async fn kiln_models(base: &str) -> Value {
+    client()
         .get(format!("{base}/kiln/models"))
         .send()
         .await
         .expect("request sent")
         .json()
         .await
-        .expect("JSON body");
+        .expect("JSON body")
+}
+
+/// Loaded models → memory, from `GET /kiln/models`.
+async fn loaded(base: &str) -> BTreeMap<String, u64> {
+    let body = kiln_models(base).await;
     body["result"]["models"]
         .as_array()
         .expect("models")
@@ -283,14 +288,7 @@ async fn a_model_pulled_over_http_reports_progress_answers_at_once_and_unloads_o
 
     // No wait: the pull refreshed the routes.
     assert_eq!(embed_status(&base).await, (200, None), "served after pull");
-    let listed: Value = client()
-        .get(format!("{base}/kiln/models"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("JSON");
+    let listed = kiln_models(&base).await;
     let installable = listed["result"]["installable"].as_array().expect("list");
     assert!(
         installable

@@ -88,6 +88,8 @@ impl OpenAiError {
             ErrorKind::EgressRefused => ("permission_error", Some("egress_refused")),
             ErrorKind::GatewayLoop => ("invalid_request_error", Some("gateway_loop")),
             ErrorKind::Internal | ErrorKind::UpstreamFailed => ("server_error", None),
+            ErrorKind::Draining => ("server_error", Some("shutting_down")),
+            ErrorKind::LimiterUnavailable => ("server_error", Some("rate_limits_unavailable")),
             ErrorKind::InvalidProvider
             | ErrorKind::BadInput
             | ErrorKind::InvalidData

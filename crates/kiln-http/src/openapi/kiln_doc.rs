@@ -14,6 +14,23 @@ pub fn health() -> Operation {
     )
 }
 
+pub fn ready() -> Operation {
+    Operation::new(Tag::Kiln, "Readiness")
+        .describe(
+            "200 while the server takes new requests; 503 with code 3050 once a SIGTERM has \
+             started its drain (it still finishes the requests it holds).",
+        )
+        .ok_envelope(
+            "Ready.",
+            json!({
+                "type": "object",
+                "required": ["ready"],
+                "properties": {"ready": {"const": true}}
+            }),
+        )
+        .errors(Surface::WorkersAi, &[503])
+}
+
 pub fn metrics() -> Operation {
     Operation::new(Tag::Kiln, "Prometheus metrics")
         .response(
@@ -69,16 +86,35 @@ pub fn models() -> Operation {
                 "properties": {
                     "models": {"type": "array", "items": {
                         "type": "object",
-                        "required": ["name", "task", "loaded", "serves"],
+                        "required": ["name", "task", "loaded", "serves", "task_default"],
                         "properties": {
                             "name": {"type": "string"},
                             "task": {"type": "string"},
                             "loaded": {"type": "boolean"},
                             "memory_bytes": {"type": ["integer", "null"]},
-                            "serves": {"type": "array", "items": {"type": "string"}},
+                            "serves": {
+                                "type": "array",
+                                "items": {"type": "string"},
+                                "description": "Catalog ids aliased to this model.",
+                            },
+                            "task_default": {
+                                "type": "boolean",
+                                "description": "Whether it also answers its task's other catalog ids.",
+                            },
                         }
                     }},
-                    "installable": {"type": "array", "items": {"type": "object"}},
+                    "installable": {"type": "array", "items": {
+                        "type": "object",
+                        "required": ["name", "description", "size_bytes", "installed", "default"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "task": {"type": ["string", "null"]},
+                            "description": {"type": "string"},
+                            "size_bytes": {"type": "integer", "minimum": 0},
+                            "installed": {"type": "boolean"},
+                            "default": {"type": "boolean"},
+                        }
+                    }},
                     "memory_budget_bytes": {"type": ["integer", "null"]},
                     "memory_used_bytes": {"type": "integer"},
                     "keep_alive_secs": {"type": ["integer", "null"]},

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use kiln_accounts::{default_limit_per_minute, Usage as Booked};
+use kiln_accounts::{default_limit_per_minute, Refused, Usage as Booked};
 use kiln_catalog::{CatalogEntry, NeuronRates};
 use kiln_core::{ErrorKind, KilnError, KilnResult, Task, Usage};
 
@@ -48,10 +48,9 @@ impl Platform {
         let account = caller.account.as_str();
         if caller.rate_limited && self.rate_limits_apply() {
             let (key, limit) = self.limit_for(task, model, priced);
-            self.limiter
-                .check_and_count(account, &key, limit)
-                .map_err(|refused| {
-                    KilnError::new(
+            self.limiter.check_and_count(account, &key, limit).map_err(
+                |refused| match refused {
+                    Refused::Limited(refused) => KilnError::new(
                         ErrorKind::RateLimited,
                         format!(
                             "rate limiting: inference request per min rate reached ({} requests \
@@ -59,8 +58,15 @@ impl Platform {
                             refused.limit
                         ),
                     )
-                    .with_retry_after(refused.retry_after_secs)
-                })?;
+                    .with_retry_after(refused.retry_after_secs),
+                    // Never admitted uncounted: a cluster's limits would silently vanish.
+                    Refused::Unavailable(_) => KilnError::new(
+                        ErrorKind::LimiterUnavailable,
+                        ErrorKind::LimiterUnavailable.default_message(),
+                    )
+                    .with_retry_after(1),
+                },
+            )?;
         }
         let plan = self
             .accounts

@@ -58,7 +58,9 @@ pub async fn usage(
             "rows": rows,
             "rate_limits": {
                 "apply": state.rate_limits_apply(),
-                "windows": state.limiter.windows_of(&account),
+                "windows": state.limiter.windows_of(&account).map_err(|down| {
+                    KilnError::new(kiln_core::ErrorKind::LimiterUnavailable, down.to_string())
+                })?,
             },
         }))
         .into_response())

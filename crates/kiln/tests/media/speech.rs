@@ -67,7 +67,23 @@ pub(super) fn wav_of(pcm: &[u8]) -> Vec<u8> {
 }
 
 pub(super) fn wer(reference: &str, hypothesis: &str) -> f64 {
-    let (r, h) = (words(reference), words(hypothesis));
+    edit_rate(&words(reference), &words(hypothesis))
+}
+
+/// Character error rate over letters and digits only: blind to how words are split or joined
+/// ("sea shore" / "seashore"), which WER counts as two errors.
+pub(super) fn cer(reference: &str, hypothesis: &str) -> f64 {
+    let letters = |text: &str| -> Vec<char> {
+        text.chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    edit_rate(&letters(reference), &letters(hypothesis))
+}
+
+/// Levenshtein distance between the sequences / the reference's length.
+fn edit_rate<T: PartialEq>(r: &[T], h: &[T]) -> f64 {
     let mut previous: Vec<usize> = (0..=h.len()).collect();
     for (i, rw) in r.iter().enumerate() {
         let mut current = vec![i + 1];

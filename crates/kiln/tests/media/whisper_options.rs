@@ -6,7 +6,7 @@
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::speech::{speak, wav_of, wer, SENTENCES};
+use super::speech::{cer, speak, wav_of, wer, SENTENCES};
 use super::*;
 
 const TURBO: &str = "@cf/openai/whisper-large-v3-turbo";
@@ -64,10 +64,12 @@ async fn beam_search_is_at_least_as_good_as_greedy() {
         let one = transcribe(&wav, json!({"beam_size": 1, "language": "en"})).await;
         let five = transcribe(&wav, json!({"beam_size": 5, "language": "en"})).await;
         eprintln!("greedy {:?}\nbeam 5 {:?}", text(&one), text(&five));
-        let words = sentence.split_whitespace().count() as f64;
-        greedy += wer(sentence, text(&one)) * words;
-        beams += wer(sentence, text(&five)) * words;
-        total += words;
+        // Characters, not words: beam search writing "seashore" where greedy wrote the
+        // reference's "sea shore" is no worse.
+        let letters = sentence.chars().filter(|c| c.is_alphanumeric()).count() as f64;
+        greedy += cer(sentence, text(&one)) * letters;
+        beams += cer(sentence, text(&five)) * letters;
+        total += letters;
         for segment in segments(&five) {
             assert_eq!(number(&segment["temperature"]), 0.0, "{segment}");
             let logprob = number(&segment["avg_logprob"]);
@@ -80,9 +82,9 @@ async fn beam_search_is_at_least_as_good_as_greedy() {
         }
     }
     let (greedy, beams) = (greedy / total, beams / total);
-    eprintln!("word error rate: greedy {greedy:.3}, beam search {beams:.3}");
+    eprintln!("character error rate: greedy {greedy:.3}, beam search {beams:.3}");
     assert!(
-        beams <= greedy && beams <= 0.15,
+        beams <= greedy && beams <= 0.08,
         "beam {beams} vs greedy {greedy}"
     );
 }
