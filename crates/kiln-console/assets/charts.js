@@ -121,11 +121,19 @@ function legendRows(names) {
   return rows;
 }
 
-function yAxis(root, ticks, scaleY, left, right, format) {
+/** Grid lines, tick labels and the rotated axis title (`label`, if any) of a y axis. */
+function yAxis(root, ticks, scaleY, { left, right, top, bottom }, format, label) {
   for (const tick of ticks) {
     const y = scaleY(tick);
     root.append(svg('line', { x1: left, x2: right, y1: y, y2: y, stroke: 'currentColor', 'stroke-opacity': 0.15 }));
     root.append(svg('text', { x: left - 6, y: y + 4, 'text-anchor': 'end', fill: 'currentColor', 'fill-opacity': 0.75 }, format(tick)));
+  }
+  if (label) {
+    const middle = (top + bottom) / 2;
+    root.append(svg('text', {
+      x: 12, y: middle, fill: 'currentColor', 'fill-opacity': 0.75,
+      'text-anchor': 'middle', transform: `rotate(-90 12 ${middle})`,
+    }, label));
   }
 }
 
@@ -177,13 +185,7 @@ export function lineChart(series, options = {}) {
   const left = leftMargin(yTicks, format, options.yLabel);
   const scaleX = (x) => left + ((toNumber(x) - xMin) / (xMax - xMin)) * (right - left);
   const scaleY = (y) => bottom - ((y - lo) / (hi - lo || 1)) * (bottom - top);
-  yAxis(root, yTicks, scaleY, left, right, format);
-  if (options.yLabel) {
-    root.append(svg('text', {
-      x: 12, y: (top + bottom) / 2, fill: 'currentColor', 'fill-opacity': 0.75,
-      'text-anchor': 'middle', transform: `rotate(-90 12 ${(top + bottom) / 2})`,
-    }, options.yLabel));
-  }
+  yAxis(root, yTicks, scaleY, { left, right, top, bottom }, format, options.yLabel);
   // X axis.
   root.append(svg('line', { x1: left, x2: right, y1: bottom, y2: bottom, stroke: 'currentColor', 'stroke-opacity': 0.5 }));
   const xFormat = options.xFormat ?? (time ? (t) => timeLabel(t, xMax - xMin) : defaultFormat);
@@ -247,13 +249,7 @@ export function barChart(bars, options = {}) {
   const hi = yTicks[yTicks.length - 1];
   const left = leftMargin(yTicks, format, options.yLabel);
   const scaleY = (y) => bottom - (y / hi) * (bottom - top);
-  yAxis(root, yTicks, scaleY, left, right, format);
-  if (options.yLabel) {
-    root.append(svg('text', {
-      x: 12, y: (top + bottom) / 2, fill: 'currentColor', 'fill-opacity': 0.75,
-      'text-anchor': 'middle', transform: `rotate(-90 12 ${(top + bottom) / 2})`,
-    }, options.yLabel));
-  }
+  yAxis(root, yTicks, scaleY, { left, right, top, bottom }, format, options.yLabel);
   root.append(svg('line', { x1: left, x2: right, y1: bottom, y2: bottom, stroke: 'currentColor', 'stroke-opacity': 0.5 }));
   const slot = (right - left) / list.length;
   const width = Math.max(2, Math.min(48, slot * 0.7));

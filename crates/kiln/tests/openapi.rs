@@ -173,17 +173,7 @@ async fn unrouted(base: &str, method: &str, path: &str) -> Option<String> {
     };
     let status = response.status().as_u16();
     let body: Value = response.json().await.unwrap_or(Value::Null);
-    let envelope_codes: Vec<u64> = body["errors"]
-        .as_array()
-        .map(|errors| errors.iter().filter_map(|e| e["code"].as_u64()).collect())
-        .unwrap_or_default();
-    let openai_code = body["error"]["code"].as_str();
-    let openai_message = body["error"]["message"].as_str().unwrap_or("");
-    let not_found =
-        status == 404 && (envelope_codes.contains(&7000) || openai_code == Some("unknown_url"));
-    let not_allowed = status == 405
-        && (envelope_codes.contains(&10405) || openai_message.starts_with("Method not allowed"));
-    if not_found || not_allowed || status >= 500 {
+    if answered_by_router_fallback(status, &body) || status >= 500 {
         Some(format!("{status} {body}"))
     } else {
         None

@@ -242,12 +242,7 @@ async fn unrouted(method: &str, path: &str) -> Option<String> {
         .expect("answered");
     let status = response.status().as_u16();
     let body: Value = response.json().await.unwrap_or(Value::Null);
-    let code = body["errors"][0]["code"].as_u64();
-    match (status, code) {
-        (404, Some(7003)) => Some(format!("404 {body}")),
-        (405, _) => Some(format!("405 {body}")),
-        _ => None,
-    }
+    answered_by_router_fallback(status, &body).then(|| format!("{status} {body}"))
 }
 
 async fn create_fixtures() {

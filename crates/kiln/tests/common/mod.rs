@@ -92,6 +92,21 @@ pub fn run_url(model: &str) -> String {
     url(&format!("/client/v4/accounts/{ACCOUNT}/ai/run/{model}"))
 }
 
+/// Whether an answer came from the router's fallbacks (no such route, or not with this method)
+/// rather than a handler: what the route-coverage probes (`spec_routes.rs`, `openapi.rs`) look
+/// for. Workers AI's "no route" envelope carries 7003 and 7000; the OpenAI surface's says
+/// `unknown_url`.
+pub fn answered_by_router_fallback(status: u16, body: &Value) -> bool {
+    let codes: Vec<u64> = body["errors"]
+        .as_array()
+        .map(|errors| errors.iter().filter_map(|e| e["code"].as_u64()).collect())
+        .unwrap_or_default();
+    let no_route = codes.contains(&7003)
+        || codes.contains(&7000)
+        || body["error"]["code"].as_str() == Some("unknown_url");
+    (status == 404 && no_route) || status == 405
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
