@@ -1,13 +1,14 @@
 //! Accounts and API tokens, the daily neuron ledger and per-minute rate limits.
 //!
 //! Everything persistent lives in one SQLite file shared by the server and short-lived CLI
-//! processes (`kiln tokens create`); the hot paths (`authenticate`, `record`, `check_and_count`)
-//! are served from memory.
+//! processes (`kiln tokens create`), or in a PostgreSQL database shared by a cluster's nodes
+//! (`backend`); the hot paths (`authenticate`, `record`, `check_and_count`) are served from
+//! memory.
 
 mod account;
+mod backend;
 mod clock;
 mod day;
-mod db;
 mod rate_limit;
 mod scope;
 mod snapshot;
@@ -17,6 +18,7 @@ mod token;
 mod usage;
 
 pub use account::{Account, Plan};
+pub use backend::{AccountsDb, PostgresAccounts};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use day::{next_utc_midnight_ms, utc_day};
 pub use rate_limit::{

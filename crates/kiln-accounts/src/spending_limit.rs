@@ -1,5 +1,5 @@
 //! Per-account spending limits (AI Gateway billing, spec §4.11): `{amount, duration, strategy}`
-//! stored in SQLite, and the account's spend measured against them.
+//! stored in the accounts backend, and the account's spend measured against them.
 //!
 //! Kiln sells nothing, so "spend" is what Cloudflare would charge for the account's neurons:
 //! every neuron at [`USD_PER_NEURON`] ($0.011 per 1,000), the free daily allocation included
@@ -11,22 +11,22 @@
 //! so the oldest day of a sliding window counts in proportion to how much of it is still inside
 //! the window (its neurons taken as spread evenly over that day).
 //!
-//! Limits are read from memory on the gateway's per-request path; they are loaded at open and
-//! changed only through [`SpendingLimits::set`] and [`SpendingLimits::clear`] of this instance.
+//! Limits are read from memory on the gateway's per-request path: loaded at open, changed by
+//! [`SpendingLimits::set`] and [`SpendingLimits::clear`], and reread every [`LIMITS_RECHECK`]
+//! so that a limit set through another node (or process) applies here too.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use kiln_core::time::{civil_from_days, format_millis};
 use kiln_core::{ErrorKind, KilnError, KilnResult};
-use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 
+use crate::backend::{AccountsDb, Backend};
 use crate::day::utc_day;
-use crate::db::{connect, db_error};
 use crate::store::AccountStore;
 use crate::usage::{UsageFilter, UsageLedger};
 
@@ -217,6 +217,9 @@ impl From<SpendLimitReached> for KilnError {
     }
 }
 
+/// How long a node serves limits from memory before rereading them.
+const LIMITS_RECHECK: Duration = Duration::from_secs(5);
+
 /// Neurons of the days before today, `[0]` yesterday, as of one UTC day.
 struct PastDays {
     today: String,
@@ -224,64 +227,64 @@ struct PastDays {
 }
 
 pub struct SpendingLimits {
-    db: Mutex<Connection>,
+    db: Mutex<Box<dyn Backend>>,
     limits: Mutex<HashMap<String, SpendingLimit>>,
+    /// When `limits` was last read: limits set through other nodes (or processes) are seen
+    /// within [`LIMITS_RECHECK`].
+    loaded_at: Mutex<Instant>,
     /// Per account; earlier days do not change, so read once per day.
     past: Mutex<HashMap<String, PastDays>>,
 }
 
 impl SpendingLimits {
-    /// The limits on the store's database file, with their own connection.
+    /// The limits on the store's database, with their own connection.
     pub fn open(store: &AccountStore) -> KilnResult<SpendingLimits> {
-        Self::open_path(store.path())
+        Self::open_db(store.db())
     }
 
-    pub fn open_path(path: &Path) -> KilnResult<SpendingLimits> {
-        let db = connect(path)?;
-        let limits = load(&db)?;
+    pub fn open_db(db: &AccountsDb) -> KilnResult<SpendingLimits> {
+        let mut db = db.open()?;
+        let limits = db.spending_limits()?;
         Ok(SpendingLimits {
             db: Mutex::new(db),
             limits: Mutex::new(limits),
+            loaded_at: Mutex::new(Instant::now()),
             past: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The account's limit; memory only.
+    /// The account's limit; from memory, reread from the backend every [`LIMITS_RECHECK`].
     pub fn get(&self, account_id: &str) -> Option<SpendingLimit> {
+        self.reload_if_due();
         lock(&self.limits).get(account_id).copied()
+    }
+
+    fn reload_if_due(&self) {
+        {
+            let mut loaded_at = lock(&self.loaded_at);
+            if loaded_at.elapsed() < LIMITS_RECHECK {
+                return;
+            }
+            // Whatever the outcome, the next try waits: an outage costs one call per period.
+            *loaded_at = Instant::now();
+        }
+        match lock(&self.db).spending_limits() {
+            Ok(limits) => *lock(&self.limits) = limits,
+            Err(error) => tracing::warn!(%error, "spending limits: reload failed; using the last"),
+        }
     }
 
     /// Sets (or replaces) the account's limit.
     pub fn set(&self, account_id: &str, limit: SpendingLimit, now_ms: i64) -> KilnResult<()> {
         let limit = SpendingLimit::new(limit.amount, limit.duration, limit.strategy)?;
-        let db = lock(&self.db);
-        db.execute(
-            "INSERT INTO spending_limits (account_id, amount, duration, strategy, updated_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (account_id) DO UPDATE SET amount = excluded.amount,
-                 duration = excluded.duration, strategy = excluded.strategy,
-                 updated_at_ms = excluded.updated_at_ms",
-            params![
-                account_id,
-                limit.amount,
-                limit.duration.as_str(),
-                limit.strategy.as_str(),
-                now_ms
-            ],
-        )
-        .map_err(db_error)?;
+        lock(&self.db).set_spending_limit(account_id, &limit, now_ms)?;
         lock(&self.limits).insert(account_id.to_owned(), limit);
         Ok(())
     }
 
     /// Removes the account's limit; whether it had one.
     pub fn clear(&self, account_id: &str) -> KilnResult<bool> {
-        let db = lock(&self.db);
-        db.execute(
-            "DELETE FROM spending_limits WHERE account_id = ?1",
-            [account_id],
-        )
-        .map_err(db_error)?;
+        lock(&self.db).clear_spending_limit(account_id)?;
         Ok(lock(&self.limits).remove(account_id).is_some())
     }
 
@@ -347,39 +350,6 @@ impl SpendingLimits {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn load(db: &Connection) -> KilnResult<HashMap<String, SpendingLimit>> {
-    let mut select = db
-        .prepare("SELECT account_id, amount, duration, strategy FROM spending_limits")
-        .map_err(db_error)?;
-    let rows = select
-        .query_map([], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, f64>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, String>(3)?,
-            ))
-        })
-        .map_err(db_error)?;
-    let mut limits = HashMap::new();
-    for row in rows {
-        let (account, amount, duration, strategy) = row.map_err(db_error)?;
-        let parsed = duration
-            .parse()
-            .and_then(|duration| SpendingLimit::new(amount, duration, strategy.parse()?));
-        match parsed {
-            Ok(limit) => {
-                limits.insert(account, limit);
-            }
-            // Written by this module, so never expected; a bad row must not stop the server.
-            Err(error) => {
-                tracing::warn!(%account, %error, "ignoring an unreadable spending limit row");
-            }
-        }
-    }
-    Ok(limits)
 }
 
 /// The first day (days since the epoch) of the fixed window containing `today`, and the first
@@ -584,13 +554,17 @@ mod tests {
         assert!((monthly.spent_cents - 2.2).abs() < 1e-9, "{monthly:?}");
     }
 
-    #[test]
-    fn stored_limits_survive_reopening_and_are_enforced_from_the_ledger() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("accounts.sqlite");
+    crate::tests::on_every_backend!(
+        stored_limits_survive_reopening_and_are_enforced_from_the_ledger
+    );
+
+    fn stored_limits_survive_reopening_and_are_enforced_from_the_ledger(
+        new_db: crate::tests::NewDb,
+    ) {
+        let test_db = new_db();
         let clock = Arc::new(ManualClock::at(DAY * DAY_MS + 23 * HOUR_MS));
-        let ledger = UsageLedger::open_path(&path, clock.clone() as Arc<dyn Clock>).unwrap();
-        let limits = SpendingLimits::open_path(&path).unwrap();
+        let ledger = UsageLedger::open_db(&test_db.db, clock.clone() as Arc<dyn Clock>).unwrap();
+        let limits = SpendingLimits::open_db(&test_db.db).unwrap();
         let now = clock.now_unix_ms();
         assert_eq!(limits.get("a"), None);
         assert_eq!(limits.spend("a", &ledger, now).unwrap(), None);
@@ -598,7 +572,7 @@ mod tests {
 
         limits.set("a", limit(1.0, "weekly", "fixed"), now).unwrap();
         assert_eq!(
-            SpendingLimits::open_path(&path).unwrap().get("a"),
+            SpendingLimits::open_db(&test_db.reopen()).unwrap().get("a"),
             Some(limit(1.0, "weekly", "fixed"))
         );
         ledger.record("a", "m", &neurons(500.0));
@@ -616,7 +590,7 @@ mod tests {
         );
         // Monday 2026-03-16 00:00 UTC: a new week.
         assert_eq!(error.retry_after_secs, Some(25 * 3600));
-        // Yesterday's spend, read back from SQLite, still counts on Sunday.
+        // Yesterday's spend, read back from the backend, still counts on Sunday.
         clock.set((DAY + 1) * DAY_MS + HOUR_MS);
         let now = clock.now_unix_ms();
         let spend = limits.spend("a", &ledger, now).unwrap().unwrap();
@@ -634,7 +608,10 @@ mod tests {
         assert!(limits.clear("a").unwrap());
         assert!(!limits.clear("a").unwrap());
         limits.check("a", &ledger, now).unwrap();
-        assert_eq!(SpendingLimits::open_path(&path).unwrap().get("a"), None);
+        assert_eq!(
+            SpendingLimits::open_db(&test_db.reopen()).unwrap().get("a"),
+            None
+        );
         // Other accounts are untouched by it.
         assert_eq!(limits.get("b"), None);
     }

@@ -1,46 +1,47 @@
-//! `AccountStore`: accounts and API tokens in SQLite, read through an in-memory snapshot.
+//! `AccountStore`: accounts and API tokens in the backend, read through an in-memory snapshot.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use kiln_core::{ErrorKind, KilnError, KilnResult};
-use rusqlite::{params, TransactionBehavior};
 
 use crate::account::{generate_account_id, validate_account_id, validate_name, Account, Plan};
+use crate::backend::{no_account, AccountsDb};
 use crate::clock::{Clock, SystemClock};
-use crate::db::{connect, db_error, has_row};
 use crate::scope::Scope;
 use crate::snapshot::Cached;
-use crate::token::{
-    generate_secret, hash_matches, hash_secret, scopes_to_text, token_id_of, TokenInfo,
-};
-use kiln_sqlite::is_unique_violation;
+use crate::token::{generate_secret, hash_matches, hash_secret, token_id_of, TokenInfo};
 
 pub struct AccountStore {
-    path: PathBuf,
+    db: AccountsDb,
     clock: Arc<dyn Clock>,
     cached: Mutex<Cached>,
 }
 
 impl AccountStore {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the SQLite database at `path`.
     pub fn open(path: &Path) -> KilnResult<AccountStore> {
         Self::open_with_clock(path, Arc::new(SystemClock))
     }
 
     /// As [`AccountStore::open`], with creation times taken from `clock`.
     pub fn open_with_clock(path: &Path, clock: Arc<dyn Clock>) -> KilnResult<AccountStore> {
-        let cached = Cached::new(connect(path)?)?;
+        Self::open_db(AccountsDb::Sqlite(path.to_owned()), clock)
+    }
+
+    /// The store on any backend.
+    pub fn open_db(db: AccountsDb, clock: Arc<dyn Clock>) -> KilnResult<AccountStore> {
+        let cached = Cached::new(db.open()?)?;
         Ok(AccountStore {
-            path: path.to_owned(),
+            db,
             clock,
             cached: Mutex::new(cached),
         })
     }
 
-    /// The database file, for opening a [`crate::UsageLedger`] on it.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The database, for opening a [`crate::UsageLedger`] or [`crate::SpendingLimits`] on it.
+    pub fn db(&self) -> &AccountsDb {
+        &self.db
     }
 
     /// Creates an account; `id` defaults to 32 random lowercase hex characters.
@@ -56,25 +57,7 @@ impl AccountStore {
             created_at_ms: self.clock.now_unix_ms(),
         };
         let mut cached = self.lock();
-        let inserted = cached.db.execute(
-            "INSERT INTO accounts (id, name, plan, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![
-                account.id,
-                account.name,
-                plan.as_str(),
-                account.created_at_ms
-            ],
-        );
-        match inserted {
-            Ok(_) => {}
-            Err(error) if is_unique_violation(&error) => {
-                return Err(KilnError::new(
-                    ErrorKind::Conflict,
-                    format!("account {} already exists", account.id),
-                ));
-            }
-            Err(error) => return Err(db_error(error)),
-        }
+        cached.db.insert_account(&account)?;
         cached.reload()?;
         Ok(account)
     }
@@ -93,14 +76,7 @@ impl AccountStore {
 
     pub fn set_plan(&self, id: &str, plan: Plan) -> KilnResult<()> {
         let mut cached = self.lock();
-        let changed = cached
-            .db
-            .execute(
-                "UPDATE accounts SET plan = ?1 WHERE id = ?2",
-                params![plan.as_str(), id],
-            )
-            .map_err(db_error)?;
-        if changed == 0 {
+        if !cached.db.set_plan(id, plan)? {
             return Err(no_account(id));
         }
         cached.reload()
@@ -131,29 +107,7 @@ impl AccountStore {
             revoked: false,
         };
         let mut cached = self.lock();
-        // Immediate: the account check and the insert see the same database.
-        let tx = cached
-            .db
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db_error)?;
-        if !has_row(&tx, "accounts", account_id)? {
-            return Err(no_account(account_id));
-        }
-        tx.execute(
-            "INSERT INTO api_tokens
-                 (id, account_id, name, scopes, secret_sha256, created_at_ms, revoked_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)",
-            params![
-                info.id,
-                info.account_id,
-                info.name,
-                scopes_to_text(&info.scopes),
-                hash_secret(&secret).as_slice(),
-                info.created_at_ms,
-            ],
-        )
-        .map_err(db_error)?;
-        tx.commit().map_err(db_error)?;
+        cached.db.insert_token(&info, &hash_secret(&secret))?;
         cached.reload()?;
         Ok((info, secret))
     }
@@ -176,15 +130,7 @@ impl AccountStore {
     /// Revokes a token for good. Revoking an already revoked token succeeds.
     pub fn revoke_token(&self, token_id: &str) -> KilnResult<()> {
         let mut cached = self.lock();
-        let now = self.clock.now_unix_ms();
-        let changed = cached
-            .db
-            .execute(
-                "UPDATE api_tokens SET revoked_at_ms = ?1 WHERE id = ?2 AND revoked_at_ms IS NULL",
-                params![now, token_id],
-            )
-            .map_err(db_error)?;
-        if changed == 0 && !has_row(&cached.db, "api_tokens", token_id)? {
+        if !cached.db.revoke_token(token_id, self.clock.now_unix_ms())? {
             return Err(KilnError::new(
                 ErrorKind::NotFound,
                 format!("no token {token_id}"),
@@ -223,8 +169,9 @@ impl AccountStore {
         Ok(cached)
     }
 
-    /// For the per-request paths: a read failure (rare; readers do not block in WAL mode)
-    /// serves the last snapshot rather than failing every request.
+    /// For the per-request paths: a read failure (rare with SQLite, whose readers do not block
+    /// in WAL mode; a PostgreSQL outage) serves the last snapshot rather than failing every
+    /// request.
     fn refreshed_or_stale(&self) -> MutexGuard<'_, Cached> {
         let mut cached = self.lock();
         if let Err(error) = cached.refresh() {
@@ -232,8 +179,4 @@ impl AccountStore {
         }
         cached
     }
-}
-
-fn no_account(id: &str) -> KilnError {
-    KilnError::new(ErrorKind::NotFound, format!("no account {id}"))
 }

@@ -1,11 +1,12 @@
 //! The neuron ledger: usage per account, per UTC day, per model.
 //!
-//! `record` only touches memory; a background thread writes pending amounts to SQLite in one
-//! transaction at most every [`FLUSH_INTERVAL`]. Today's per-account totals stay in memory for
-//! `check_allowance`, loaded from SQLite at open so a restart remembers what was spent.
+//! `record` only touches memory; a background thread writes pending amounts to the backend in
+//! one transaction at most every [`FLUSH_INTERVAL`]. Today's per-account totals stay in memory
+//! for `check_allowance`: read from the backend at open, so a restart remembers what was spent,
+//! and again after every flush and every [`SHARED_REFRESH`], so processes sharing a SQLite file
+//! and nodes sharing a PostgreSQL ledger see each other's spend within about a second.
 
 mod flusher;
-mod query;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,17 +16,19 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use kiln_core::{ErrorKind, KilnError, KilnResult};
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
 use crate::account::Plan;
+use crate::backend::{AccountsDb, Backend};
 use crate::clock::Clock;
-use crate::day::{next_utc_midnight_ms, utc_day};
-use crate::db::connect;
+use crate::day::{is_day, next_utc_midnight_ms, utc_day};
 use crate::store::AccountStore;
 
 /// How long recorded usage may sit in memory before it is written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+/// How often a ledger rereads today's totals (other writers' spend) when it has nothing to
+/// write.
+pub const SHARED_REFRESH: Duration = Duration::from_secs(1);
 
 /// What one or more requests consumed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -37,7 +40,7 @@ pub struct Usage {
 }
 
 impl Usage {
-    fn add(&mut self, other: &Usage) {
+    pub(crate) fn add(&mut self, other: &Usage) {
         self.requests = self.requests.saturating_add(other.requests);
         self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
         self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
@@ -105,8 +108,8 @@ fn format_thousands(value: f64) -> String {
     out
 }
 
-/// (account, day, model) → amounts not yet in SQLite.
-type Pending = HashMap<(String, String, String), Usage>;
+/// (account, day, model) → amounts not yet in the backend.
+pub(crate) type Pending = HashMap<(String, String, String), Usage>;
 
 struct State {
     /// The UTC day `today_neurons` is about.
@@ -123,7 +126,7 @@ struct Shared {
     wake: Condvar,
     /// Taken before `state` by whoever writes; flushes are serialised by it, so `flush()`
     /// returning means nothing taken by the background thread is still in flight.
-    db: Mutex<Connection>,
+    db: Mutex<Box<dyn Backend>>,
 }
 
 impl Shared {
@@ -131,7 +134,7 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn db(&self) -> MutexGuard<'_, Connection> {
+    fn db(&self) -> MutexGuard<'_, Box<dyn Backend>> {
         self.db.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -165,15 +168,20 @@ pub struct UsageLedger {
 }
 
 impl UsageLedger {
-    /// A ledger on the store's database file, with its own connection.
+    /// A ledger on the store's database, with its own connection.
     pub fn open(store: &AccountStore, clock: Arc<dyn Clock>) -> KilnResult<UsageLedger> {
-        Self::open_path(store.path(), clock)
+        Self::open_db(store.db(), clock)
     }
 
+    /// A ledger on the SQLite file at `path`.
     pub fn open_path(path: &Path, clock: Arc<dyn Clock>) -> KilnResult<UsageLedger> {
-        let db = connect(path)?;
+        Self::open_db(&AccountsDb::Sqlite(path.to_owned()), clock)
+    }
+
+    pub fn open_db(db: &AccountsDb, clock: Arc<dyn Clock>) -> KilnResult<UsageLedger> {
+        let mut db = db.open()?;
         let day = utc_day(clock.now_unix_ms());
-        let today_neurons = query::neurons_by_account(&db, &day)?;
+        let today_neurons = db.neurons_by_account(&day)?;
         let shared = Arc::new(Shared {
             clock,
             state: Mutex::new(State {
@@ -193,7 +201,7 @@ impl UsageLedger {
     }
 
     /// Adds `usage` to the account's row for today and `model`. Memory only; never blocks on
-    /// SQLite.
+    /// the backend.
     pub fn record(&self, account_id: &str, model: &str, usage: &Usage) {
         let (mut state, _) = self.shared.state_for_today();
         let key = (account_id.to_owned(), state.day.clone(), model.to_owned());
@@ -238,15 +246,22 @@ impl UsageLedger {
         Ok(())
     }
 
-    /// Writes everything pending to SQLite before returning.
+    /// Writes everything pending to the backend before returning.
     pub fn flush(&self) -> KilnResult<()> {
         flusher::write_pending(&self.shared)
     }
 
     /// Rows by day (newest first), account, model; unflushed amounts included.
     pub fn report(&self, filter: UsageFilter) -> KilnResult<Vec<UsageRow>> {
+        for day in [&filter.since_day, &filter.until_day].into_iter().flatten() {
+            if !is_day(day) {
+                return Err(KilnError::bad_input(format!(
+                    "day {day:?} is not in YYYY-MM-DD form"
+                )));
+            }
+        }
         self.flush()?;
-        query::report(&self.shared.db(), &filter)
+        self.shared.db().usage_report(&filter)
     }
 }
 

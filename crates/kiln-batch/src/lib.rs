@@ -2,23 +2,24 @@
 //! `{"requests":[…]}` queues the inputs and answers with a `request_id` at once; polling with
 //! `{"request_id"}` answers `queued`, `running`, or every response.
 //!
-//! The queue lives in SQLite with `synchronous = FULL`: a batch is on disk before its
-//! `request_id` is returned, and every finished item is on disk before the next one is taken,
-//! so a restarted server runs exactly the items that had not finished. Which items are being
-//! run right now is kept in memory only: after a restart nothing is in flight and every
-//! unfinished item is claimed again.
+//! The queue is durable before it answers: a batch is stored before its `request_id` is
+//! returned, and every finished item before the next one is taken, so a restarted server runs
+//! exactly the items that had not finished. It lives in a SQLite file by default, or in
+//! PostgreSQL shared by a cluster's nodes, where claims are leases and a dead node's items are
+//! run by another ([`BatchDb`], `src/backend/`).
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use kiln_core::limits::BatchLimits;
-use kiln_core::{ErrorKind, KilnError, KilnResult};
-use rusqlite::{params, Connection, OptionalExtension};
+use kiln_core::{KilnError, KilnResult};
 use serde_json::{json, Map, Value};
 
+mod backend;
 mod submission;
 
+pub use backend::{BatchDb, DEFAULT_LEASE};
+use backend::{ItemRow, QueueBackend};
 pub use submission::{read_submission, QueuedInput, Submission};
 
 /// Spec §1.6: the whole batch payload must stay under 10 MB.
@@ -69,9 +70,7 @@ pub enum Poll {
 }
 
 pub struct BatchQueue {
-    db: Mutex<Connection>,
-    /// (request_id, index) of the items being run by this process.
-    in_flight: Mutex<HashSet<(String, usize)>>,
+    db: Mutex<Box<dyn QueueBackend>>,
     limits: BatchLimits,
 }
 
@@ -82,39 +81,13 @@ impl BatchQueue {
 
     /// A queue that refuses batches over the operator's `[limits.batch]`.
     pub fn open_with_limits(path: &Path, limits: BatchLimits) -> KilnResult<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                KilnError::internal(format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
-        let db = kiln_sqlite::open(path, kiln_sqlite::Durability::Full).map_err(storage)?;
-        db.execute_batch(
-            "CREATE TABLE IF NOT EXISTS batches (
-                 request_id TEXT PRIMARY KEY,
-                 account_id TEXT NOT NULL,
-                 model TEXT NOT NULL,
-                 status TEXT NOT NULL,
-                 created_ms INTEGER NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS batch_items (
-                 request_id TEXT NOT NULL,
-                 idx INTEGER NOT NULL,
-                 input TEXT NOT NULL,
-                 external_reference TEXT,
-                 done INTEGER NOT NULL DEFAULT 0,
-                 success INTEGER,
-                 result TEXT,
-                 errors TEXT,
-                 usage TEXT,
-                 PRIMARY KEY (request_id, idx)
-             );
-             CREATE INDEX IF NOT EXISTS batch_items_pending ON batch_items (done, request_id);",
-        )
-        .map_err(storage)?;
-        add_usage_column(&db)?;
+        Self::open_db(&BatchDb::Sqlite(path.to_owned()), limits)
+    }
+
+    /// The queue on any backend.
+    pub fn open_db(db: &BatchDb, limits: BatchLimits) -> KilnResult<Self> {
         Ok(Self {
-            db: Mutex::new(db),
-            in_flight: Mutex::new(HashSet::new()),
+            db: Mutex::new(db.open()?),
             limits,
         })
     }
@@ -123,14 +96,8 @@ impl BatchQueue {
         &self.limits
     }
 
-    fn db(&self) -> MutexGuard<'_, Connection> {
+    fn db(&self) -> MutexGuard<'_, Box<dyn QueueBackend>> {
         self.db.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn in_flight(&self) -> MutexGuard<'_, HashSet<(String, usize)>> {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Queues `requests` (each a model input, optionally with `external_reference`) in one
@@ -168,39 +135,8 @@ impl BatchQueue {
         let stored = inputs.iter().map(QueuedInput::stored_bytes).sum::<usize>();
         submission::check_stored_bytes(stored, &self.limits)?;
         let request_id = uuid::Uuid::new_v4().to_string();
-        let mut db = self.db();
-        let transaction = db.transaction().map_err(storage)?;
-        transaction
-            .execute(
-                "INSERT INTO batches (request_id, account_id, model, status, created_ms)
-                 VALUES (?1, ?2, ?3, 'queued', ?4)",
-                params![
-                    request_id,
-                    account_id,
-                    model,
-                    kiln_core::time::unix_millis()
-                ],
-            )
-            .map_err(storage)?;
-        {
-            let mut insert = transaction
-                .prepare(
-                    "INSERT INTO batch_items (request_id, idx, input, external_reference)
-                     VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(storage)?;
-            for (index, item) in inputs.iter().enumerate() {
-                insert
-                    .execute(params![
-                        request_id,
-                        index as i64,
-                        item.input,
-                        item.external_reference
-                    ])
-                    .map_err(storage)?;
-            }
-        }
-        transaction.commit().map_err(storage)?;
+        self.db()
+            .insert_batch(&request_id, account_id, model, inputs)?;
         Ok(Submitted {
             request_id,
             model: model.to_owned(),
@@ -210,166 +146,53 @@ impl BatchQueue {
     /// The state of `request_id` as `account_id` may see it: another account's batch is `None`,
     /// exactly like one that does not exist.
     pub fn poll(&self, account_id: &str, request_id: &str) -> KilnResult<Option<Poll>> {
-        let db = self.db();
-        let batch: Option<(String, String)> = db
-            .query_row(
-                "SELECT model, status FROM batches WHERE request_id = ?1 AND account_id = ?2",
-                params![request_id, account_id],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()
-            .map_err(storage)?;
-        let Some((model, status)) = batch else {
+        let mut db = self.db();
+        let Some((model, status)) = db.batch(account_id, request_id)? else {
             return Ok(None);
         };
         match status.as_str() {
             "queued" => Ok(Some(Poll::Queued { model })),
             "running" => Ok(Some(Poll::Running { model })),
-            _ => responses(&db, request_id).map(|done| Some(Poll::Done(done))),
+            _ => Ok(Some(Poll::Done(responses(db.items(request_id)?)))),
         }
     }
 
-    /// Up to `limit` unfinished items that nobody in this process is running, oldest batch
-    /// first; they count as in flight until [`complete`](Self::complete) has saved them.
+    /// Up to `limit` unfinished items that nobody is running, oldest batch first; they count
+    /// as in flight until [`complete`](Self::complete) has saved them.
     pub fn claim(&self, limit: usize) -> KilnResult<Vec<PendingItem>> {
-        let db = self.db();
-        let mut in_flight = self.in_flight();
-        let mut query = db
-            .prepare(
-                "SELECT i.request_id, b.account_id, b.model, i.idx, i.input
-                 FROM batch_items i JOIN batches b ON b.request_id = i.request_id
-                 WHERE i.done = 0
-                 ORDER BY b.created_ms, i.request_id, i.idx
-                 LIMIT ?1",
-            )
-            .map_err(storage)?;
-        let candidates = query
-            .query_map(params![(limit + in_flight.len()) as i64], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, i64>(3)?,
-                    row.get::<_, String>(4)?,
-                ))
-            })
-            .map_err(storage)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(storage)?;
-        let mut claimed = Vec::new();
-        for (request_id, account_id, model, index, input) in candidates {
-            let index = usize::try_from(index).unwrap_or_default();
-            if claimed.len() == limit || !in_flight.insert((request_id.clone(), index)) {
-                continue;
-            }
-            let input = serde_json::from_str(&input).unwrap_or(Value::Null);
-            claimed.push(PendingItem {
-                request_id,
-                account_id,
-                model,
-                index,
-                input,
-            });
-        }
-        // Claimed items come in batch order, so each batch's id is one run.
-        let mut batch_ids: Vec<&str> = claimed
-            .iter()
-            .map(|item| item.request_id.as_str())
-            .collect();
-        batch_ids.dedup();
-        for request_id in batch_ids {
-            db.execute(
-                "UPDATE batches SET status = 'running' WHERE request_id = ?1 AND status = 'queued'",
-                params![request_id],
-            )
-            .map_err(storage)?;
-        }
-        Ok(claimed)
+        self.db().claim(limit)
     }
 
     /// Records how `item` ended (durably) and marks its batch done once nothing is left. If
-    /// that fails (a full disk) the item is released anyway: it is claimed and run again later,
-    /// rather than staying in flight, unsaved, until a restart.
+    /// that fails (a full disk, a database outage) the item is released anyway: it is claimed
+    /// and run again later, rather than staying in flight, unsaved, until a restart.
     pub fn complete(&self, item: &PendingItem, outcome: &ItemOutcome) -> KilnResult<()> {
-        let saved = self.save_outcome(item, outcome);
-        self.release(item);
-        saved
-    }
-
-    fn save_outcome(&self, item: &PendingItem, outcome: &ItemOutcome) -> KilnResult<()> {
-        let mut db = self.db();
-        let transaction = db.transaction().map_err(storage)?;
-        transaction
-            .execute(
-                "UPDATE batch_items SET done = 1, success = ?3, result = ?4, errors = ?5, usage = ?6
-                 WHERE request_id = ?1 AND idx = ?2",
-                params![
-                    item.request_id,
-                    item.index as i64,
-                    outcome.success,
-                    outcome.result.to_string(),
-                    outcome.errors.to_string(),
-                    outcome.usage.as_ref().map(Value::to_string)
-                ],
-            )
-            .map_err(storage)?;
-        transaction
-            .execute(
-                "UPDATE batches SET status = 'done' WHERE request_id = ?1 AND NOT EXISTS
-                 (SELECT 1 FROM batch_items WHERE request_id = ?1 AND done = 0)",
-                params![item.request_id],
-            )
-            .map_err(storage)?;
-        transaction.commit().map_err(storage)
-    }
-
-    fn release(&self, item: &PendingItem) {
-        self.in_flight()
-            .remove(&(item.request_id.clone(), item.index));
+        self.db().complete(item, outcome)
     }
 
     /// Items not finished yet, in flight or not.
     pub fn unfinished(&self) -> KilnResult<usize> {
-        self.db()
-            .query_row(
-                "SELECT COUNT(*) FROM batch_items WHERE done = 0",
-                [],
-                |row| row.get::<_, i64>(0),
-            )
-            .map(|count| usize::try_from(count).unwrap_or_default())
-            .map_err(storage)
+        self.db().unfinished()
     }
 }
 
 /// The finished batch: every item's response by index, and the summed token usage.
-fn responses(db: &Connection, request_id: &str) -> KilnResult<Value> {
-    let mut query = db
-        .prepare(
-            "SELECT idx, success, result, errors, external_reference, usage FROM batch_items
-             WHERE request_id = ?1 ORDER BY idx",
-        )
-        .map_err(storage)?;
-    let rows = query
-        .query_map(params![request_id], |row| {
-            Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, Option<bool>>(1)?,
-                row.get::<_, Option<String>>(2)?,
-                row.get::<_, Option<String>>(3)?,
-                row.get::<_, Option<String>>(4)?,
-                row.get::<_, Option<String>>(5)?,
-            ))
-        })
-        .map_err(storage)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(storage)?;
+fn responses(rows: Vec<ItemRow>) -> Value {
     let parse = |text: Option<String>| {
         text.and_then(|text| serde_json::from_str::<Value>(&text).ok())
             .unwrap_or(Value::Null)
     };
     let mut totals = Map::new();
     let mut responses = Vec::with_capacity(rows.len());
-    for (index, success, result, errors, reference, reported) in rows {
+    for row in rows {
+        let ItemRow {
+            index,
+            success,
+            result,
+            errors,
+            external_reference: reference,
+            usage: reported,
+        } = row;
         let result = parse(result);
         let usage = Some(parse(reported))
             .filter(Value::is_object)
@@ -392,24 +215,7 @@ fn responses(db: &Connection, request_id: &str) -> KilnResult<Value> {
         }
         responses.push(response);
     }
-    Ok(json!({"responses": responses, "usage": Value::Object(totals)}))
-}
-
-/// Queues made before items recorded their usage lack the column; adding it keeps their data.
-fn add_usage_column(db: &Connection) -> KilnResult<()> {
-    let has_usage = db
-        .prepare("SELECT 1 FROM pragma_table_info('batch_items') WHERE name = 'usage'")
-        .and_then(|mut query| query.exists([]))
-        .map_err(storage)?;
-    if !has_usage {
-        db.execute_batch("ALTER TABLE batch_items ADD COLUMN usage TEXT")
-            .map_err(storage)?;
-    }
-    Ok(())
-}
-
-fn storage(error: rusqlite::Error) -> KilnError {
-    KilnError::new(ErrorKind::Internal, format!("batch queue storage: {error}"))
+    json!({"responses": responses, "usage": Value::Object(totals)})
 }
 
 #[cfg(test)]

@@ -1,7 +1,68 @@
+//! The queue's cases run on both backends: `sqlite::…` on a file, `postgres::…` on a fresh
+//! schema of the test PostgreSQL (`kiln_postgres::TestSchema`) with a short lease.
+
+use std::time::{Duration, Instant};
+
+use kiln_postgres::TestSchema;
+
 use super::*;
 
-fn queue(dir: &tempfile::TempDir) -> BatchQueue {
-    BatchQueue::open(&dir.path().join("batches.db")).expect("queue opens")
+/// A queue's database for one test, deleted when dropped.
+struct TestDb {
+    db: BatchDb,
+    _dir: Option<tempfile::TempDir>,
+    _schema: Option<TestSchema>,
+}
+
+type NewDb = fn() -> TestDb;
+
+/// Short, so a dropped queue's claims lapse within the test.
+const TEST_LEASE: Duration = Duration::from_millis(600);
+
+fn sqlite_db() -> TestDb {
+    let dir = tempfile::tempdir().unwrap();
+    TestDb {
+        db: BatchDb::Sqlite(dir.path().join("batches.db")),
+        _dir: Some(dir),
+        _schema: None,
+    }
+}
+
+fn postgres_db() -> TestDb {
+    let schema = TestSchema::new("batches");
+    TestDb {
+        db: BatchDb::Postgres {
+            url: schema.url(),
+            lease: TEST_LEASE,
+            node: "test-node".to_owned(),
+        },
+        _dir: None,
+        _schema: Some(schema),
+    }
+}
+
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test] fn $name() { super::$name(super::sqlite_db) })*
+        }
+        mod postgres {
+            $(#[test] fn $name() { super::$name(super::postgres_db) })*
+        }
+    };
+}
+
+on_every_backend!(
+    a_batch_goes_queued_running_done_with_every_response_in_order,
+    another_accounts_batch_is_invisible,
+    a_reopened_queue_runs_exactly_the_unfinished_items,
+    failures_carry_their_errors_and_bad_batches_are_refused,
+    reported_usage_counts_for_outputs_without_their_own,
+    a_batch_over_the_limits_is_refused_before_anything_is_stored,
+);
+
+fn open(test_db: &TestDb) -> BatchQueue {
+    BatchQueue::open_db(&test_db.db, BatchLimits::default()).expect("queue opens")
 }
 
 fn ok(value: Value) -> ItemOutcome {
@@ -13,10 +74,9 @@ fn ok(value: Value) -> ItemOutcome {
     }
 }
 
-#[test]
-fn a_batch_goes_queued_running_done_with_every_response_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let queue = queue(&dir);
+fn a_batch_goes_queued_running_done_with_every_response_in_order(new_db: NewDb) {
+    let test_db = new_db();
+    let queue = open(&test_db);
     let submitted = queue
         .submit(
             "acct",
@@ -63,20 +123,21 @@ fn a_batch_goes_queued_running_done_with_every_response_in_order() {
     assert_eq!(done["usage"]["prompt_tokens"], 5);
 }
 
-#[test]
-fn another_accounts_batch_is_invisible() {
-    let dir = tempfile::tempdir().unwrap();
-    let queue = queue(&dir);
+fn another_accounts_batch_is_invisible(new_db: NewDb) {
+    let test_db = new_db();
+    let queue = open(&test_db);
     let submitted = queue.submit("a", "m", &[json!({"text": "x"})]).unwrap();
     assert_eq!(queue.poll("b", &submitted.request_id).unwrap(), None);
     assert_eq!(queue.poll("a", "no-such-id").unwrap(), None);
 }
 
-#[test]
-fn a_reopened_queue_runs_exactly_the_unfinished_items() {
-    let dir = tempfile::tempdir().unwrap();
+/// The first queue stops (a process or node dies) holding a claim: a queue opened on the
+/// same database runs exactly the unfinished items (on PostgreSQL, the held one once its lease
+/// lapses).
+fn a_reopened_queue_runs_exactly_the_unfinished_items(new_db: NewDb) {
+    let test_db = new_db();
     let request_id = {
-        let queue = queue(&dir);
+        let queue = open(&test_db);
         let submitted = queue
             .submit(
                 "a",
@@ -89,10 +150,17 @@ fn a_reopened_queue_runs_exactly_the_unfinished_items() {
         // items[1] was in flight when the process died.
         submitted.request_id
     };
-    let queue = queue(&dir);
-    let items = queue.claim(8).unwrap();
-    let indexes: Vec<usize> = items.iter().map(|item| item.index).collect();
+    let queue = open(&test_db);
+    let mut items = Vec::new();
+    let deadline = Instant::now() + TEST_LEASE * 5;
+    while items.len() < 2 && Instant::now() < deadline {
+        items.extend(queue.claim(8).unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut indexes: Vec<usize> = items.iter().map(|item| item.index).collect();
+    indexes.sort_unstable();
     assert_eq!(indexes, vec![1, 2]);
+    assert!(queue.claim(8).unwrap().is_empty(), "each claimed once");
     for item in &items {
         queue.complete(item, &ok(item.input.clone())).unwrap();
     }
@@ -108,10 +176,9 @@ fn a_reopened_queue_runs_exactly_the_unfinished_items() {
     assert_eq!(results, vec![&json!(0), &json!(1), &json!(2)]);
 }
 
-#[test]
-fn failures_carry_their_errors_and_bad_batches_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let queue = queue(&dir);
+fn failures_carry_their_errors_and_bad_batches_are_refused(new_db: NewDb) {
+    let test_db = new_db();
+    let queue = open(&test_db);
     let submitted = queue.submit("a", "m", &[json!({"prompt": ""})]).unwrap();
     let items = queue.claim(1).unwrap();
     let failure = ItemOutcome {
@@ -135,10 +202,9 @@ fn failures_carry_their_errors_and_bad_batches_are_refused() {
     assert_eq!(queue.unfinished().unwrap(), 0);
 }
 
-#[test]
-fn reported_usage_counts_for_outputs_without_their_own() {
-    let dir = tempfile::tempdir().unwrap();
-    let queue = queue(&dir);
+fn reported_usage_counts_for_outputs_without_their_own(new_db: NewDb) {
+    let test_db = new_db();
+    let queue = open(&test_db);
     let submitted = queue
         .submit("a", "m", &[json!({"text": "x"}), json!({"prompt": "y"})])
         .unwrap();
@@ -199,11 +265,9 @@ fn stored_items(queue: &BatchQueue) -> usize {
     queue.unfinished().unwrap()
 }
 
-#[test]
-fn a_batch_over_the_limits_is_refused_before_anything_is_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let queue =
-        BatchQueue::open_with_limits(&dir.path().join("batches.db"), small_limits()).unwrap();
+fn a_batch_over_the_limits_is_refused_before_anything_is_stored(new_db: NewDb) {
+    let test_db = new_db();
+    let queue = BatchQueue::open_db(&test_db.db, small_limits()).unwrap();
     let four: Vec<Value> = (0..4).map(|n| json!({"text": n.to_string()})).collect();
     let error = queue.submit("a", "m", &four).unwrap_err();
     assert_eq!((error.status(), error.code()), (400, 5006));
@@ -292,4 +356,60 @@ fn a_body_is_read_within_the_limits_without_becoming_a_tree() {
         "{}",
         error.message
     );
+}
+
+/// Two nodes claiming from one PostgreSQL queue at once never take the same item, and an
+/// outcome saved by a node that lost its lease (it stalled; another node took the item) is
+/// dropped: each item's outcome is saved exactly once.
+#[test]
+fn nodes_sharing_a_postgres_queue_claim_each_item_once() {
+    let test_db = postgres_db();
+    let node_a = open(&test_db);
+    let node_b = open(&test_db);
+    let inputs: Vec<Value> = (0..40).map(|n| json!({"n": n})).collect();
+    let submitted = node_a.submit("a", "m", &inputs).unwrap();
+    fn claim_all(queue: &BatchQueue) -> Vec<PendingItem> {
+        let mut mine = Vec::new();
+        loop {
+            let claimed = queue.claim(3).unwrap();
+            if claimed.is_empty() {
+                return mine;
+            }
+            mine.extend(claimed);
+        }
+    }
+    let (from_a, from_b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| claim_all(&node_a));
+        let b = scope.spawn(|| claim_all(&node_b));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let mut all: Vec<usize> = from_a.iter().chain(&from_b).map(|i| i.index).collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..40).collect::<Vec<_>>(),
+        "every item claimed exactly once"
+    );
+
+    // Node B stops renewing (it stalls, then comes back): its items go to node A.
+    let stalled: Vec<PendingItem> = from_b;
+    let lost_index = stalled.first().map(|item| item.index);
+    drop(node_b);
+    std::thread::sleep(TEST_LEASE * 2);
+    let retaken = node_a.claim(100).unwrap();
+    assert_eq!(retaken.len(), stalled.len());
+    for item in from_a.iter().chain(&retaken) {
+        node_a.complete(item, &ok(json!({"by": "a"}))).unwrap();
+    }
+    // B's late outcome (from a queue reopened with B's items in hand) changes nothing.
+    if let (Some(index), Some(item)) = (lost_index, stalled.first()) {
+        let late_b = open(&test_db);
+        late_b.complete(item, &ok(json!({"by": "b"}))).unwrap();
+        let Some(Poll::Done(done)) = node_a.poll("a", &submitted.request_id).unwrap() else {
+            panic!("batch is done");
+        };
+        assert_eq!(done["responses"][index]["result"]["by"], "a");
+        assert_eq!(done["responses"].as_array().unwrap().len(), 40);
+    }
+    assert_eq!(node_a.unfinished().unwrap(), 0);
 }

@@ -62,6 +62,12 @@ pub enum ErrorKind {
     /// The shared rate-limit store (Redis, `--redis-url`) did not answer in time: the request
     /// is refused rather than admitted uncounted.
     LimiterUnavailable,
+    /// The shared database of a cluster (PostgreSQL, `--postgres-url`) did not answer in
+    /// time: the request is refused rather than served on state that may be stale.
+    StorageUnavailable,
+    /// In a cluster, the node that serves the requested model did not answer (or no live node
+    /// serves it any more): 503 rather than a hang.
+    NodeUnavailable,
     /// A bug or an engine failure; never the caller's fault.
     Internal,
 }
@@ -196,6 +202,20 @@ pub const ERROR_TABLE: &[ErrorRow] = &[
         503,
         3051,
         "Rate limits cannot be checked right now; retry shortly",
+    ),
+    // Kiln's own: the database shared by a cluster's nodes is unreachable.
+    row(
+        ErrorKind::StorageUnavailable,
+        503,
+        3052,
+        "Shared storage is unreachable right now; retry shortly",
+    ),
+    // Kiln's own: the cluster node serving the model is gone or not answering.
+    row(
+        ErrorKind::NodeUnavailable,
+        503,
+        3053,
+        "The node serving this model is unreachable; retry shortly",
     ),
     row(ErrorKind::Internal, 500, 5000, "Internal error"),
 ];
@@ -333,6 +353,8 @@ mod tests {
             ErrorKind::MethodNotAllowed,
             ErrorKind::Draining,
             ErrorKind::LimiterUnavailable,
+            ErrorKind::StorageUnavailable,
+            ErrorKind::NodeUnavailable,
             ErrorKind::Internal,
         ];
         for kind in kinds {

@@ -11,6 +11,7 @@ pub mod egress;
 mod embeddings;
 mod envelope;
 mod finetunes;
+pub mod forward;
 mod gateway;
 mod json_mode;
 mod kiln_pull;
@@ -100,6 +101,9 @@ pub struct AppState {
     pub installer: Option<Arc<dyn ModelInstaller>>,
     /// Set when a SIGTERM starts the drain: `GET /readyz` answers 503 from then on.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Sends requests for models served only by other nodes to them (`--postgres-url`
+    /// clusters); `None` on a single node.
+    pub forwarder: Option<Arc<dyn forward::PeerForwarder>>,
 }
 
 pub type SharedState = Arc<AppState>;

@@ -1,8 +1,8 @@
 //! `POST /accounts/{account_id}/ai/run/{model}`: resolve the model, read the input, dispatch by task.
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::HeaderMap;
+use axum::extract::{OriginalUri, Path, RawQuery, State};
+use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use kiln_catalog::CatalogEntry;
@@ -11,6 +11,7 @@ use kiln_scheduler::{Admission, Worker};
 use serde_json::Value;
 
 use crate::envelope::ApiError;
+use crate::forward::{self, Peer};
 use crate::offload::{off_runtime_if, INLINE_BYTES};
 use crate::platform::{Caller, Meter};
 use crate::{batch, body, classification, embeddings, text_generation, SharedState};
@@ -31,9 +32,22 @@ pub async fn run_model(
     Extension(caller): Extension<Caller>,
     Path((_account_id, model)): Path<(String, String)>,
     RawQuery(query): RawQuery,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     request_body: Body,
 ) -> Response {
+    let peer = match peer_serving(&state, model.trim_start_matches('/'), &headers) {
+        Ok(peer) => peer,
+        Err(error) => return ApiError::from(error).into_response(),
+    };
+    if let (Some(peer), Some(forwarder)) = (peer, &state.forwarder) {
+        let request = forward::rebuild(Method::POST, uri, headers, request_body);
+        return match forwarder.forward(peer, request).await {
+            Ok(response) => response,
+            Err(error) => ApiError::from(error).into_response(),
+        };
+    }
+    let _serving = forward::Serving::start();
     let call = Call {
         caller: &caller,
         // Catalog ids have no leading slash; a `{*model}` capture may.
@@ -44,6 +58,26 @@ pub async fn run_model(
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
+}
+
+/// In a cluster, the node to send this request to: when nothing here serves the model, it was
+/// not forwarded to us already, and another node serves it.
+fn peer_serving(
+    state: &SharedState,
+    model: &str,
+    headers: &HeaderMap,
+) -> kiln_core::KilnResult<Option<Peer>> {
+    let Some(forwarder) = &state.forwarder else {
+        return Ok(None);
+    };
+    if headers.contains_key(forward::FORWARDED_BY) {
+        return Ok(None);
+    }
+    let task = state.catalog.get(model).map(|entry| entry.task);
+    if state.registry.resolve(model, task).is_some() {
+        return Ok(None);
+    }
+    forwarder.locate(model, task, body::session_affinity(headers).as_deref())
 }
 
 /// Who runs which model, and whether as a queued batch.

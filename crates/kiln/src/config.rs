@@ -121,6 +121,14 @@ pub struct ServeConfig {
     #[arg(long, env = "KILN_ACCOUNTS_DB")]
     pub accounts_db: Option<PathBuf>,
 
+    /// PostgreSQL holding accounts, API tokens, the usage ledger, spending limits and the batch
+    /// queue instead of --accounts-db and --batch-db, shared by every Kiln node given the same
+    /// URL, e.g.
+    /// `postgres://kiln:secret@db:5432/kiln`; another schema than `public` with
+    /// `?options=-csearch_path%3Dname` (docs/cluster.md) [default: none].
+    #[arg(long, env = "KILN_POSTGRES_URL")]
+    pub postgres_url: Option<String>,
+
     /// The durable queue of `?queueRequest=true` batches [default: DATA_DIR/batches.db].
     #[arg(long, env = "KILN_BATCH_DB")]
     pub batch_db: Option<PathBuf>,
@@ -140,6 +148,17 @@ pub struct ServeConfig {
     /// Prefix of every Redis key Kiln writes (several clusters on one Redis) [default: kiln:rl:].
     #[arg(long, env = "KILN_REDIS_KEY_PREFIX")]
     pub redis_key_prefix: Option<String>,
+
+    /// This node's name in a cluster: its directory row and batch claims carry it
+    /// (docs/cluster.md); 1 to 64 of A-Z a-z 0-9 . _ - [default: the host name].
+    #[arg(long, env = "KILN_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Where the other nodes of a cluster reach this node's API, to forward requests for the
+    /// models it serves [default: http://LISTEN, or http://HOSTNAME:PORT when listening on
+    /// every address].
+    #[arg(long, env = "KILN_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
 
     /// Neurons a free-plan account may spend per UTC day [default: 10000].
     #[arg(long, env = "KILN_FREE_NEURONS_PER_DAY")]
@@ -273,10 +292,13 @@ impl ServeConfig {
             trust_local_bindings: self.trust_local_bindings.or(base.trust_local_bindings),
             auth: self.auth.or(base.auth),
             accounts_db: self.accounts_db.or(base.accounts_db),
+            postgres_url: self.postgres_url.or(base.postgres_url),
             batch_db: self.batch_db.or(base.batch_db),
             rate_limits: self.rate_limits.or(base.rate_limits),
             redis_url: self.redis_url.or(base.redis_url),
             redis_key_prefix: self.redis_key_prefix.or(base.redis_key_prefix),
+            node_name: self.node_name.or(base.node_name),
+            advertise_url: self.advertise_url.or(base.advertise_url),
             free_neurons_per_day: self.free_neurons_per_day.or(base.free_neurons_per_day),
             default_plan: self.default_plan.or(base.default_plan),
             task_defaults,
@@ -390,6 +412,57 @@ impl ServeConfig {
             .unwrap_or_else(|| self.data_dir().join("accounts.db"))
     }
 
+    /// Where accounts live: connects to PostgreSQL and applies its migrations when
+    /// --postgres-url is set, else names the SQLite file.
+    pub fn accounts_store(&self) -> anyhow::Result<kiln_accounts::AccountsDb> {
+        match &self.postgres_url {
+            Some(url) => kiln_accounts::AccountsDb::postgres(url)
+                .map_err(|error| anyhow::anyhow!("--postgres-url: {}", error.message)),
+            None => Ok(kiln_accounts::AccountsDb::Sqlite(self.accounts_db())),
+        }
+    }
+
+    /// Where the batch queue lives: the --postgres-url database when set (claims are leases, so
+    /// a dead node's items run on another), else the SQLite file.
+    pub fn batch_store(&self) -> anyhow::Result<kiln_batch::BatchDb> {
+        Ok(match &self.postgres_url {
+            Some(url) => kiln_batch::BatchDb::postgres(url, &self.node_name()?),
+            None => kiln_batch::BatchDb::Sqlite(self.batch_db()),
+        })
+    }
+
+    /// `--advertise-url`, or the listening address (the host name when it is every address).
+    pub fn advertise_url(&self, listening: SocketAddr) -> anyhow::Result<String> {
+        if let Some(url) = &self.advertise_url {
+            anyhow::ensure!(
+                url.starts_with("http://") || url.starts_with("https://"),
+                "--advertise-url must be an http:// or https:// URL; got {url:?}"
+            );
+            return Ok(url.trim_end_matches('/').to_owned());
+        }
+        if listening.ip().is_unspecified() {
+            return Ok(format!("http://{}:{}", self.node_name()?, listening.port()));
+        }
+        Ok(format!("http://{listening}"))
+    }
+
+    /// `--node-name`, or the host name (a Kubernetes pod's name), or `kiln`.
+    pub fn node_name(&self) -> anyhow::Result<String> {
+        let name = match &self.node_name {
+            Some(name) => name.clone(),
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|host| host.trim().to_owned())
+                .ok()
+                .filter(|host| is_node_name(host))
+                .unwrap_or_else(|| "kiln".to_owned()),
+        };
+        anyhow::ensure!(
+            is_node_name(&name),
+            "--node-name must be 1 to 64 of A-Z a-z 0-9 . _ -; got {name:?}"
+        );
+        Ok(name)
+    }
+
     pub fn batch_db(&self) -> PathBuf {
         self.batch_db
             .clone()
@@ -487,6 +560,13 @@ fn physical_memory_mib() -> Option<u64> {
     Some(kib / 1024)
 }
 
+fn is_node_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 fn read_file(path: &Path) -> anyhow::Result<ServeConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
@@ -494,99 +574,4 @@ fn read_file(path: &Path) -> anyhow::Result<ServeConfig> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn built_in_defaults_serve_the_default_models() {
-        let config = ServeConfig::default()
-            .resolve()
-            .expect("built-in config parses");
-        assert_eq!(
-            config.models(),
-            vec!["smollm2-135m-instruct", "all-minilm-l6-v2"]
-        );
-        assert_eq!(
-            config.task_defaults["Text Generation"],
-            "smollm2-135m-instruct"
-        );
-        assert_eq!(config.listen_addr().port(), 8787);
-    }
-
-    #[test]
-    fn flags_win_over_file_and_tables_merge() {
-        let dir = std::env::temp_dir().join(format!("kiln-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("kiln.toml");
-        std::fs::write(
-            &path,
-            "threads = 7\nparallel = 8\nqueue_capacity = 3\n[aliases]\n\"my-model\" = \"x\"\n",
-        )
-        .expect("write config");
-        let flags = ServeConfig {
-            config: Some(path),
-            threads: Some(1),
-            ..Default::default()
-        };
-        let config = flags.resolve().expect("config resolves");
-        assert_eq!(config.threads(), 1);
-        assert_eq!(config.queue_capacity(), 3);
-        assert_eq!(config.parallel(), 8);
-        assert_eq!(config.aliases["my-model"], "x");
-        assert_eq!(
-            config.aliases["@cf/meta/llama-3.1-8b-instruct"],
-            "smollm2-135m-instruct"
-        );
-    }
-
-    #[test]
-    fn redis_url_comes_from_the_file_unless_a_flag_names_one() {
-        let file: ServeConfig =
-            toml::from_str("redis_url = \"redis://127.0.0.1:6379\"\nredis_key_prefix = \"a:\"\n")
-                .expect("parses");
-        let flags = ServeConfig {
-            redis_key_prefix: Some("b:".into()),
-            ..ServeConfig::default()
-        };
-        let config = flags.over(file);
-        assert_eq!(config.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
-        assert!(config.redis_limits().expect("valid URL").is_some());
-        assert!(ServeConfig::default()
-            .redis_limits()
-            .expect("no URL")
-            .is_none());
-        let bad = ServeConfig {
-            redis_url: Some("http://nope".into()),
-            ..ServeConfig::default()
-        };
-        assert!(bad.redis_limits().is_err());
-    }
-
-    #[test]
-    fn unknown_keys_are_rejected() {
-        assert!(toml::from_str::<ServeConfig>("thread = 2").is_err());
-    }
-
-    #[test]
-    fn public_url_is_checked_and_defaults_to_a_dialable_listening_address() {
-        let any: SocketAddr = "0.0.0.0:9000".parse().expect("address");
-        let url = ServeConfig::default().public_url(any).expect("default");
-        assert_eq!(url.base(), "http://127.0.0.1:9000");
-        let v6: SocketAddr = "[::]:9000".parse().expect("address");
-        let url = ServeConfig::default().public_url(v6).expect("default");
-        assert_eq!(url.base(), "http://[::1]:9000");
-        let configured = ServeConfig {
-            public_url: Some("https://ai.example.com/".into()),
-            ..ServeConfig::default()
-        };
-        let url = configured.public_url(any).expect("configured");
-        assert_eq!(url.base(), "https://ai.example.com");
-        for bad in ["ai.example.com", "ftp://x", "http://", "http://a b"] {
-            let config = ServeConfig {
-                public_url: Some(bad.into()),
-                ..ServeConfig::default()
-            };
-            assert!(config.public_url(any).is_err(), "{bad}");
-        }
-    }
-}
+mod tests;

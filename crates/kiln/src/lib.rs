@@ -3,6 +3,7 @@
 //! server (`client`).
 
 pub mod client;
+mod cluster;
 pub mod config;
 mod fault_injection;
 mod media_engines;

@@ -89,7 +89,8 @@ pub struct UsageArgs {
 
 fn open(config: ServeConfig) -> anyhow::Result<AccountStore> {
     let config = config.resolve()?;
-    AccountStore::open(&config.accounts_db()).map_err(|e| anyhow::anyhow!("{}", e.message))
+    AccountStore::open_db(config.accounts_store()?, Arc::new(SystemClock))
+        .map_err(|e| anyhow::anyhow!("{}", e.message))
 }
 
 pub fn accounts(command: AccountsCommand) -> anyhow::Result<()> {

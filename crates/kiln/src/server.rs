@@ -113,8 +113,10 @@ pub async fn start_with_clock(
         )
         .map_err(|error| anyhow::anyhow!("{}", error.message))?,
     );
+    let accounts_db = config.accounts_store()?;
+    tracing::info!("accounts, tokens and usage: {}", accounts_db.describe());
     let accounts = Arc::new(
-        AccountStore::open_with_clock(&config.accounts_db(), clock.clone())
+        AccountStore::open_db(accounts_db, clock.clone())
             .map_err(|error| anyhow::anyhow!("{}", error.message))?,
     );
     let mut platform = Platform::new(accounts, clock, config.platform_settings())
@@ -142,7 +144,7 @@ pub async fn start_with_clock(
         }
     };
     let batches = Arc::new(
-        BatchQueue::open_with_limits(&config.batch_db(), limits.batch.clone())
+        BatchQueue::open_db(&config.batch_store()?, limits.batch.clone())
             .map_err(|error| anyhow::anyhow!("{}", error.message))?,
     );
     let listener = tokio::net::TcpListener::bind(config.listen_addr())
@@ -153,6 +155,16 @@ pub async fn start_with_clock(
     let egress = config.egress_policy(own_addresses(addr))?;
     let browser = config.browser_policy(&public_url)?;
     let draining = Arc::new(AtomicBool::new(false));
+    let forwarder = match &config.postgres_url {
+        Some(url) => Some(crate::cluster::join(
+            &config,
+            url,
+            addr,
+            registry.clone(),
+            draining.clone(),
+        )?),
+        None => None,
+    };
     let state = AppState {
         public_url,
         platform,
@@ -166,6 +178,7 @@ pub async fn start_with_clock(
             &config,
         ))),
         draining: draining.clone(),
+        forwarder,
         catalog: Catalog::builtin(),
         config: HttpConfig {
             max_body_bytes: config.max_body_bytes(),

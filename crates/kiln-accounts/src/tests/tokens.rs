@@ -1,21 +1,39 @@
+use std::sync::Arc;
+use std::time::Duration;
+
 use kiln_core::ErrorKind;
 use proptest::prelude::*;
 
-use super::temp_db;
-use crate::{AccountStore, Plan, Scope};
+use super::{eventually, on_every_backend, temp_db, NewDb, TestDb};
+use crate::{AccountStore, AccountsDb, Plan, Scope, SystemClock};
 
-fn store_with_account() -> (tempfile::TempDir, AccountStore) {
-    let (dir, path) = temp_db();
-    let store = AccountStore::open(&path).unwrap();
+on_every_backend!(
+    secret_has_the_documented_shape,
+    authenticate_accepts_only_the_exact_unrevoked_secret,
+    a_second_store_sees_creations_and_revocations,
+    accounts_ids_plans_and_errors,
+    tokens_lists_by_account,
+);
+
+/// How soon another store (process or node) must see a change: the bar for a
+/// revocation across a cluster.
+const PROPAGATION: Duration = Duration::from_secs(1);
+
+fn open(db: AccountsDb) -> AccountStore {
+    AccountStore::open_db(db, Arc::new(SystemClock)).unwrap()
+}
+
+fn store_with_account(new_db: NewDb) -> (TestDb, AccountStore) {
+    let test_db = new_db();
+    let store = open(test_db.db.clone());
     store
         .create_account(Some("acct"), "Test", Plan::Free)
         .unwrap();
-    (dir, store)
+    (test_db, store)
 }
 
-#[test]
-fn secret_has_the_documented_shape() {
-    let (_dir, store) = store_with_account();
+fn secret_has_the_documented_shape(new_db: NewDb) {
+    let (_db, store) = store_with_account(new_db);
     let (info, secret) = store
         .create_token("acct", "ci", &[Scope::WorkersAiRead])
         .unwrap();
@@ -31,9 +49,8 @@ fn secret_has_the_documented_shape() {
     assert!(random.bytes().all(|b| b.is_ascii_alphanumeric()));
 }
 
-#[test]
-fn authenticate_accepts_only_the_exact_unrevoked_secret() {
-    let (_dir, store) = store_with_account();
+fn authenticate_accepts_only_the_exact_unrevoked_secret(new_db: NewDb) {
+    let (_db, store) = store_with_account(new_db);
     assert!(!store.has_tokens());
     let (info, secret) = store
         .create_token("acct", "ci", &[Scope::VectorizeEdit])
@@ -49,8 +66,8 @@ fn authenticate_accepts_only_the_exact_unrevoked_secret() {
     assert_eq!(store.authenticate(&format!("{secret}x")), None);
     assert_eq!(store.authenticate(&secret.to_uppercase()), None);
     assert_eq!(store.authenticate(""), None);
-    let (other_dir, other_path) = temp_db();
-    let other = AccountStore::open(&other_path).unwrap();
+    let other_db = new_db();
+    let other = open(other_db.db.clone());
     other
         .create_account(Some("acct"), "Other", Plan::Free)
         .unwrap();
@@ -58,7 +75,8 @@ fn authenticate_accepts_only_the_exact_unrevoked_secret() {
         .create_token("acct", "x", &[Scope::WorkersAiRead])
         .unwrap();
     assert_eq!(store.authenticate(&foreign), None);
-    drop(other_dir);
+    drop(other);
+    drop(other_db);
 
     store.revoke_token(&info.id).unwrap();
     assert_eq!(store.authenticate(&secret), None);
@@ -99,32 +117,34 @@ fn the_secret_is_never_stored() {
     drop(dir);
 }
 
-#[test]
-fn a_second_store_sees_creations_and_revocations() {
-    let (_dir, path) = temp_db();
-    let server = AccountStore::open(&path).unwrap();
+/// SQLite: the server and a CLI process on one file. PostgreSQL: two nodes, each with its own
+/// pool and listener; the server sees each change within [`PROPAGATION`].
+fn a_second_store_sees_creations_and_revocations(new_db: NewDb) {
+    let test_db = new_db();
+    let server = open(test_db.db.clone());
     assert!(!server.has_tokens());
-    let cli = AccountStore::open(&path).unwrap();
+    let cli = open(test_db.reopen());
     cli.create_account(Some("acct"), "Test", Plan::Free)
         .unwrap();
     let (info, secret) = cli
         .create_token("acct", "ci", &[Scope::WorkersAiRead])
         .unwrap();
 
-    assert!(server.has_tokens());
+    assert!(eventually(PROPAGATION, || server.has_tokens()));
     assert_eq!(server.authenticate(&secret), Some(info.clone()));
     assert_eq!(server.account("acct").unwrap().unwrap().plan, Plan::Free);
 
     cli.set_plan("acct", Plan::Paid).unwrap();
-    assert_eq!(server.account("acct").unwrap().unwrap().plan, Plan::Paid);
+    assert!(eventually(PROPAGATION, || {
+        server.account("acct").unwrap().unwrap().plan == Plan::Paid
+    }));
 
     // A fresh process per command, as the CLI runs.
     drop(cli);
-    AccountStore::open(&path)
-        .unwrap()
-        .revoke_token(&info.id)
-        .unwrap();
-    assert_eq!(server.authenticate(&secret), None);
+    open(test_db.reopen()).revoke_token(&info.id).unwrap();
+    assert!(eventually(PROPAGATION, || server
+        .authenticate(&secret)
+        .is_none()));
     assert!(!server.has_tokens());
     assert!(
         server.ever_had_tokens(),
@@ -132,10 +152,9 @@ fn a_second_store_sees_creations_and_revocations() {
     );
 }
 
-#[test]
-fn accounts_ids_plans_and_errors() {
-    let (_dir, path) = temp_db();
-    let store = AccountStore::open(&path).unwrap();
+fn accounts_ids_plans_and_errors(new_db: NewDb) {
+    let test_db = new_db();
+    let store = open(test_db.db.clone());
     let generated = store.create_account(None, "Generated", Plan::Paid).unwrap();
     assert_eq!(generated.id.len(), 32);
     assert!(generated
@@ -176,9 +195,8 @@ fn accounts_ids_plans_and_errors() {
     assert_eq!(empty.kind, ErrorKind::BadInput);
 }
 
-#[test]
-fn tokens_lists_by_account() {
-    let (_dir, store) = store_with_account();
+fn tokens_lists_by_account(new_db: NewDb) {
+    let (_db, store) = store_with_account(new_db);
     store
         .create_account(Some("other"), "Other", Plan::Free)
         .unwrap();
@@ -201,7 +219,7 @@ proptest! {
         garbage in any::<String>(),
         tail in "[A-Za-z0-9]{43}",
     ) {
-        let (_dir, store) = shared_store();
+        let (_db, store) = shared_store();
         prop_assert_eq!(store.authenticate(&garbage), None);
         // Well-formed, with a real token's id, but a guessed random part.
         let guess = format!("kiln_{}_{tail}", store.tokens(None).unwrap()[0].id);
@@ -209,14 +227,14 @@ proptest! {
     }
 }
 
-/// One store for all proptest cases, so cases do not each create a database.
-fn shared_store() -> (&'static tempfile::TempDir, &'static AccountStore) {
+/// One SQLite store for all proptest cases, so cases do not each create a database.
+fn shared_store() -> (&'static TestDb, &'static AccountStore) {
     use std::sync::OnceLock;
-    static SHARED: OnceLock<(tempfile::TempDir, AccountStore)> = OnceLock::new();
-    let (dir, store) = SHARED.get_or_init(|| {
-        let (dir, store) = store_with_account();
+    static SHARED: OnceLock<(TestDb, AccountStore)> = OnceLock::new();
+    let (db, store) = SHARED.get_or_init(|| {
+        let (db, store) = store_with_account(super::sqlite_db);
         store.create_token("acct", "real", &Scope::ALL).unwrap();
-        (dir, store)
+        (db, store)
     });
-    (dir, store)
+    (db, store)
 }

@@ -1,11 +1,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::temp_db;
+use super::{eventually, on_every_backend, NewDb};
 use crate::{
     next_utc_midnight_ms, utc_day, AccountStore, Clock, ManualClock, Plan, Usage, UsageFilter,
     UsageLedger,
 };
+
+on_every_backend!(
+    free_allocation_is_enforced_and_resets_at_utc_midnight,
+    a_restart_remembers_todays_spend,
+    the_background_thread_flushes_without_being_asked,
+    report_groups_by_day_account_and_model,
+    ledgers_sharing_a_database_see_each_others_spend,
+);
 
 /// 2026-03-14 00:00:00 UTC.
 const DAY_START: i64 = 20_526 * 86_400_000;
@@ -28,11 +36,10 @@ fn utc_days() {
     assert_eq!(next_utc_midnight_ms(DAY_START), DAY_START + DAY_MS);
 }
 
-#[test]
-fn free_allocation_is_enforced_and_resets_at_utc_midnight() {
-    let (_dir, path) = temp_db();
+fn free_allocation_is_enforced_and_resets_at_utc_midnight(new_db: NewDb) {
+    let test_db = new_db();
     let clock = Arc::new(ManualClock::at(DAY_START + 23 * 3_600_000));
-    let ledger = UsageLedger::open_path(&path, clock.clone() as Arc<dyn Clock>).unwrap();
+    let ledger = UsageLedger::open_db(&test_db.db, clock.clone() as Arc<dyn Clock>).unwrap();
     for _ in 0..4 {
         ledger.check_allowance("a", Plan::Free, 10_000.0).unwrap();
         ledger.record("a", "m", &neurons(2_500.0));
@@ -56,11 +63,10 @@ fn free_allocation_is_enforced_and_resets_at_utc_midnight() {
     ledger.check_allowance("a", Plan::Free, 10_000.0).unwrap();
 }
 
-#[test]
-fn a_restart_remembers_todays_spend() {
-    let (_dir, path) = temp_db();
-    let store = AccountStore::open(&path).unwrap();
+fn a_restart_remembers_todays_spend(new_db: NewDb) {
+    let test_db = new_db();
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::at(DAY_START + 1_000));
+    let store = AccountStore::open_db(test_db.db.clone(), clock.clone()).unwrap();
     let ledger = UsageLedger::open(&store, clock.clone()).unwrap();
     ledger.record("a", "m", &neurons(9_000.0));
     ledger.record("a", "n", &neurons(999.5));
@@ -73,35 +79,52 @@ fn a_restart_remembers_todays_spend() {
     assert!(ledger.check_allowance("a", Plan::Free, 10_000.0).is_err());
 }
 
-#[test]
-fn the_background_thread_flushes_without_being_asked() {
-    let (_dir, path) = temp_db();
+fn the_background_thread_flushes_without_being_asked(new_db: NewDb) {
+    let test_db = new_db();
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::at(DAY_START));
-    let ledger = UsageLedger::open_path(&path, clock).unwrap();
+    let ledger = UsageLedger::open_db(&test_db.db, clock).unwrap();
     ledger.record("a", "m", &neurons(1.0));
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let stored = || -> f64 {
-        conn.query_row(
-            "SELECT COALESCE(SUM(neurons), 0) FROM usage_daily",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap()
-    };
-    for _ in 0..100 {
-        if stored() == 1.0 {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("usage was not flushed within 5 s");
+    // Read with a connection of its own, as another process would.
+    let mut reader = test_db.db.open().unwrap();
+    let stored = || reader.neurons_by_account(&utc_day(DAY_START)).unwrap();
+    let mut stored = stored;
+    assert!(
+        eventually(Duration::from_secs(5), || stored().get("a") == Some(&1.0)),
+        "usage was not flushed within 5 s"
+    );
+    drop(ledger);
 }
 
-#[test]
-fn report_groups_by_day_account_and_model() {
-    let (_dir, path) = temp_db();
+/// Two nodes (or processes) on one ledger: each one's allowance check counts the other's
+/// spend once it is flushed (within about a second).
+fn ledgers_sharing_a_database_see_each_others_spend(new_db: NewDb) {
+    let test_db = new_db();
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::at(DAY_START + 5));
+    let node_a = UsageLedger::open_db(&test_db.db, clock.clone()).unwrap();
+    let node_b = UsageLedger::open_db(&test_db.reopen(), clock).unwrap();
+    node_a.record("acct", "m", &neurons(6_000.0));
+    node_b.record("acct", "m", &neurons(3_000.0));
+    assert!(
+        eventually(Duration::from_secs(5), || node_a.spent_today("acct")
+            == 9_000.0
+            && node_b.spent_today("acct") == 9_000.0),
+        "a: {}, b: {}",
+        node_a.spent_today("acct"),
+        node_b.spent_today("acct")
+    );
+    node_b.record("acct", "m", &neurons(1_000.0));
+    assert!(eventually(Duration::from_secs(5), || node_a
+        .check_allowance("acct", Plan::Free, 10_000.0)
+        .is_err()));
+    let rows = node_b.report(UsageFilter::default()).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].requests, rows[0].neurons), (3, 10_000.0));
+}
+
+fn report_groups_by_day_account_and_model(new_db: NewDb) {
+    let test_db = new_db();
     let clock = Arc::new(ManualClock::at(DAY_START + 10));
-    let ledger = UsageLedger::open_path(&path, clock.clone() as Arc<dyn Clock>).unwrap();
+    let ledger = UsageLedger::open_db(&test_db.db, clock.clone() as Arc<dyn Clock>).unwrap();
     ledger.record("a", "m1", &neurons(1.0));
     ledger.record("a", "m1", &neurons(2.0));
     ledger.record("a", "m2", &neurons(4.0));

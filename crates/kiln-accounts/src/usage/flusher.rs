@@ -1,4 +1,4 @@
-//! The background thread that moves recorded usage from memory to SQLite.
+//! The background thread that moves recorded usage from memory to the backend.
 
 use std::mem;
 use std::sync::Arc;
@@ -6,10 +6,9 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use kiln_core::{KilnError, KilnResult};
-use rusqlite::params;
 
-use super::{Pending, Shared, FLUSH_INTERVAL};
-use crate::db::{db_error, to_sql_int};
+use super::{pending_neurons_for_day, Shared, FLUSH_INTERVAL, SHARED_REFRESH};
+use crate::day::utc_day;
 
 pub(super) fn spawn(shared: Arc<Shared>) -> KilnResult<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -18,19 +17,25 @@ pub(super) fn spawn(shared: Arc<Shared>) -> KilnResult<JoinHandle<()>> {
         .map_err(|error| KilnError::internal(format!("starting usage flusher: {error}")))
 }
 
-/// Sleeps until usage is pending, lets more gather for up to FLUSH_INTERVAL, writes it in one
-/// transaction; repeats until the ledger is dropped, then writes what is left.
+/// Sleeps until usage is pending or it is time to reread the totals, lets more gather for up
+/// to FLUSH_INTERVAL, writes it in one transaction; repeats until the ledger is dropped, then
+/// writes what is left.
 fn run(shared: &Shared) {
     loop {
         let mut state = shared.state();
+        let woke = Instant::now();
         while state.pending.is_empty() && !state.stopping {
+            let Some(left) = SHARED_REFRESH.checked_sub(woke.elapsed()) else {
+                break;
+            };
             state = shared
                 .wake
-                .wait(state)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                .wait_timeout(state, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
         }
         let deadline = Instant::now() + FLUSH_INTERVAL;
-        while !state.stopping {
+        while !state.stopping && !state.pending.is_empty() {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 break;
             };
@@ -51,51 +56,30 @@ fn run(shared: &Shared) {
     }
 }
 
-/// Writes all pending usage. On failure the amounts go back to pending, to be retried.
+/// Writes all pending usage, then rereads today's stored totals (which include what other
+/// processes wrote). On failure the amounts go back to pending, to be retried.
 pub(super) fn write_pending(shared: &Shared) -> KilnResult<()> {
     let mut db = shared.db();
     let pending = mem::take(&mut shared.state().pending);
-    if pending.is_empty() {
-        return Ok(());
-    }
-    let written = upsert_add(&mut db, &pending);
-    if written.is_err() {
-        let mut state = shared.state();
-        for (key, usage) in pending {
-            state.pending.entry(key).or_default().add(&usage);
+    if !pending.is_empty() {
+        if let Err(error) = db.add_usage(&pending) {
+            let mut state = shared.state();
+            for (key, usage) in pending {
+                state.pending.entry(key).or_default().add(&usage);
+            }
+            return Err(error);
         }
     }
-    written
-}
-
-fn upsert_add(db: &mut rusqlite::Connection, pending: &Pending) -> KilnResult<()> {
-    let tx = db.transaction().map_err(db_error)?;
-    {
-        let mut upsert = tx
-            .prepare_cached(
-                "INSERT INTO usage_daily
-                     (account_id, day, model, requests, input_tokens, output_tokens, neurons)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (account_id, day, model) DO UPDATE SET
-                     requests = requests + excluded.requests,
-                     input_tokens = input_tokens + excluded.input_tokens,
-                     output_tokens = output_tokens + excluded.output_tokens,
-                     neurons = neurons + excluded.neurons",
-            )
-            .map_err(db_error)?;
-        for ((account, day, model), usage) in pending {
-            upsert
-                .execute(params![
-                    account,
-                    day,
-                    model,
-                    to_sql_int(usage.requests),
-                    to_sql_int(usage.input_tokens),
-                    to_sql_int(usage.output_tokens),
-                    usage.neurons,
-                ])
-                .map_err(db_error)?;
+    let today = utc_day(shared.clock.now_unix_ms());
+    let stored = db.neurons_by_account(&today)?;
+    let mut state = shared.state();
+    if state.day == today {
+        // Stored totals now hold everything taken above; what was recorded since is pending.
+        let mut totals = stored;
+        for (account, neurons) in pending_neurons_for_day(&state.pending, &today) {
+            *totals.entry(account).or_insert(0.0) += neurons;
         }
+        state.today_neurons = totals;
     }
-    tx.commit().map_err(db_error)
+    Ok(())
 }

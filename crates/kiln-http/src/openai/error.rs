@@ -90,6 +90,8 @@ impl OpenAiError {
             ErrorKind::Internal | ErrorKind::UpstreamFailed => ("server_error", None),
             ErrorKind::Draining => ("server_error", Some("shutting_down")),
             ErrorKind::LimiterUnavailable => ("server_error", Some("rate_limits_unavailable")),
+            ErrorKind::StorageUnavailable => ("server_error", Some("storage_unavailable")),
+            ErrorKind::NodeUnavailable => ("server_error", Some("node_unavailable")),
             ErrorKind::InvalidProvider
             | ErrorKind::BadInput
             | ErrorKind::InvalidData

@@ -36,7 +36,9 @@ pub fn run() -> Operation {
         .describe(
             "Runs the model a catalog id (`@cf/meta/llama-3.1-8b-instruct`) or local model name \
              resolves to. With `?queueRequest=true`, `{requests: [...]}` queues an Async Batch \
-             and `{request_id}` polls it.",
+             and `{request_id}` polls it. In a cluster, a model only another node serves is \
+             answered by that node through this one (`x-kiln-node` names it); 503 / 3053 when \
+             that node does not answer.",
         )
         .path_param("model", "A catalog id or a local model's name.")
         .query(
@@ -51,7 +53,7 @@ pub fn run() -> Operation {
         )
         .request_body_object(run_schemas::run_request_body())
         .response_object(200, run_schemas::run_success())
-        .errors(Surface::WorkersAi, &[404, 405, 408, 413, 429])
+        .errors(Surface::WorkersAi, &[404, 405, 408, 413, 429, 503])
 }
 
 pub fn run_live() -> Operation {

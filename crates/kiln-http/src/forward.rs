@@ -1,0 +1,81 @@
+//! Sending a request for a model this node does not serve to a node that does (issue #21).
+//!
+//! The HTTP layer only decides *whether* to forward: the model resolves to nothing here, the
+//! request has not been forwarded already, and a [`PeerForwarder`] is configured. Which node,
+//! and the proxying itself, live in `kiln-forward` (the binary wires it in): the request goes
+//! out as it came in, credentials included, and the peer authenticates, admits, meters and
+//! answers it; its answer (a stream included) comes back unchanged.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::Response;
+use kiln_core::{KilnResult, Task};
+
+/// Set on a forwarded request: the node that forwarded it. A request carrying it is never
+/// forwarded again, so two nodes can never bounce a request between them.
+pub const FORWARDED_BY: &str = "x-kiln-forwarded-by";
+/// Set on a forwarded answer: the node that served it.
+pub const SERVED_BY_NODE: &str = "x-kiln-node";
+
+/// A node that serves a model, as the cluster directory last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub name: String,
+    /// Where its API listens, e.g. `http://10.0.0.7:8787`.
+    pub url: String,
+}
+
+pub type ForwardFuture = Pin<Box<dyn Future<Output = KilnResult<Response>> + Send>>;
+
+pub trait PeerForwarder: Send + Sync + 'static {
+    /// The live node to send `model` (of catalog task `task`, when the catalog knows it) to,
+    /// chosen by load and by `affinity` (`x-session-affinity`); `Ok(None)` when no node serves
+    /// it; an error (503) when only nodes that stopped answering did.
+    fn locate(
+        &self,
+        model: &str,
+        task: Option<Task>,
+        affinity: Option<&str>,
+    ) -> KilnResult<Option<Peer>>;
+
+    /// Sends `request` to `peer` and answers with the peer's response, streamed.
+    fn forward(&self, peer: Peer, request: Request) -> ForwardFuture;
+}
+
+/// The request as received, to be sent on unchanged.
+pub(crate) fn rebuild(method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Request {
+    let mut request = Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    request
+}
+
+static SERVING: AtomicUsize = AtomicUsize::new(0);
+
+/// Run-route requests this process is serving itself right now (until their response starts):
+/// the load a node announces to the others.
+pub fn serving_now() -> usize {
+    SERVING.load(Ordering::Relaxed)
+}
+
+/// Counts one request in [`serving_now`] while it lives.
+pub(crate) struct Serving;
+
+impl Serving {
+    pub(crate) fn start() -> Serving {
+        SERVING.fetch_add(1, Ordering::Relaxed);
+        Serving
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        SERVING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
