@@ -160,7 +160,17 @@ impl BatchQueue {
     /// Up to `limit` unfinished items that nobody is running, oldest batch first; they count
     /// as in flight until [`complete`](Self::complete) has saved them.
     pub fn claim(&self, limit: usize) -> KilnResult<Vec<PendingItem>> {
-        self.db().claim(limit)
+        self.claim_runnable(limit, &|_| true)
+    }
+
+    /// [`claim`](Self::claim), passing over items whose model `runnable` refuses: in a
+    /// cluster, the items of models that another node serves are left to it.
+    pub fn claim_runnable(
+        &self,
+        limit: usize,
+        runnable: &dyn Fn(&str) -> bool,
+    ) -> KilnResult<Vec<PendingItem>> {
+        self.db().claim(limit, runnable)
     }
 
     /// Records how `item` ended (durably) and marks its batch done once nothing is left. If

@@ -59,6 +59,7 @@ on_every_backend!(
     failures_carry_their_errors_and_bad_batches_are_refused,
     reported_usage_counts_for_outputs_without_their_own,
     a_batch_over_the_limits_is_refused_before_anything_is_stored,
+    a_claim_passes_over_models_this_node_does_not_run,
 );
 
 fn open(test_db: &TestDb) -> BatchQueue {
@@ -412,4 +413,26 @@ fn nodes_sharing_a_postgres_queue_claim_each_item_once() {
         assert_eq!(done["responses"].as_array().unwrap().len(), 40);
     }
     assert_eq!(node_a.unfinished().unwrap(), 0);
+}
+
+/// In a cluster each node claims only what it can run; the rest stays for the others.
+fn a_claim_passes_over_models_this_node_does_not_run(new_db: NewDb) {
+    let test_db = new_db();
+    let queue = open(&test_db);
+    queue
+        .submit("a", "speech", &[json!({"n": 0}), json!({"n": 1})])
+        .unwrap();
+    let text = queue
+        .submit("a", "text", &[json!({"n": 2}), json!({"n": 3})])
+        .unwrap();
+    let mine = queue.claim_runnable(8, &|model| model == "text").unwrap();
+    assert_eq!(mine.len(), 2);
+    assert!(mine.iter().all(|item| item.request_id == text.request_id));
+    assert!(queue
+        .claim_runnable(8, &|model| model == "text")
+        .unwrap()
+        .is_empty());
+    let theirs = queue.claim_runnable(8, &|_| true).unwrap();
+    assert_eq!(theirs.len(), 2);
+    assert!(theirs.iter().all(|item| item.model == "speech"));
 }

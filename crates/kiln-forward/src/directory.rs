@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kiln_core::{ErrorKind, KilnError, KilnResult, Task};
 use kiln_http::forward::Peer;
-use kiln_postgres::{Migration, PgError, PgErrorKind, Pool};
+use kiln_postgres::{Migration, PgError, Pool};
 
 /// How often a node rewrites its row and rereads the others'.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -206,12 +206,7 @@ fn beat(pool: &Pool, directory: &NodeDirectory, url: &str, announce: &Announcer)
 }
 
 fn storage(error: PgError) -> KilnError {
-    match error.kind {
-        PgErrorKind::Unavailable => {
-            KilnError::new(ErrorKind::StorageUnavailable, error.message).with_retry_after(1)
-        }
-        _ => KilnError::internal(format!("cluster directory: {}", error.message)),
-    }
+    error.into_kiln("cluster directory")
 }
 
 #[cfg(test)]

@@ -17,9 +17,11 @@ use crate::directory::NodeDirectory;
 /// How long to wait for a peer to accept the connection before answering 503.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Headers about one hop's connection, never passed on (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// Headers about one hop's connection, never passed on (RFC 9110 §7.6.1), and the length: both
+/// bodies are passed on as streams (and a forwarded OpenAI body is the parsed JSON again).
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
+    header::CONTENT_LENGTH,
     header::HOST,
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,

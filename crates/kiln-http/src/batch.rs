@@ -125,13 +125,17 @@ pub fn spawn_runner(state: SharedState, inner: Router) {
             let claimed = if free == 0 {
                 Vec::new()
             } else {
-                let queue = state.batches.clone();
-                off_runtime("batch claim", move || queue.claim(free))
-                    .await
-                    .unwrap_or_else(|error| {
-                        tracing::error!("batch queue: {}", error.message);
-                        Vec::new()
+                let claimer = state.clone();
+                off_runtime("batch claim", move || {
+                    claimer.batches.claim_runnable(free, &|model| {
+                        crate::forward::runnable_here(&claimer, model)
                     })
+                })
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::error!("batch queue: {}", error.message);
+                    Vec::new()
+                })
             };
             for item in claimed {
                 let (state, inner) = (state.clone(), inner.clone());

@@ -14,7 +14,9 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
-use kiln_core::{KilnResult, Task};
+use kiln_core::{KilnError, KilnResult, Task};
+
+use crate::SharedState;
 
 /// Set on a forwarded request: the node that forwarded it. A request carrying it is never
 /// forwarded again, so two nodes can never bounce a request between them.
@@ -45,6 +47,55 @@ pub trait PeerForwarder: Send + Sync + 'static {
 
     /// Sends `request` to `peer` and answers with the peer's response, streamed.
     fn forward(&self, peer: Peer, request: Request) -> ForwardFuture;
+}
+
+/// In a cluster, the node to send a request for `model` to: when nothing here serves the model,
+/// the request was not forwarded to us already, and another node serves it.
+pub(crate) fn peer_serving(
+    state: &SharedState,
+    model: &str,
+    headers: &HeaderMap,
+) -> KilnResult<Option<Peer>> {
+    let Some(forwarder) = &state.forwarder else {
+        return Ok(None);
+    };
+    if headers.contains_key(FORWARDED_BY) {
+        return Ok(None);
+    }
+    let task = state.catalog.get(model).map(|entry| entry.task);
+    if state.registry.resolve(model, task).is_some() {
+        return Ok(None);
+    }
+    forwarder.locate(
+        model,
+        task,
+        crate::body::session_affinity(headers).as_deref(),
+    )
+}
+
+/// Whether this node should run a queued batch item for `model`: it serves the model, or no
+/// live node does (the item then fails here, as on a single node, rather than wait). Items of
+/// models only other nodes serve are left to them: a queued item runs as a trusted in-process
+/// call, which carries no token to forward.
+pub(crate) fn runnable_here(state: &SharedState, model: &str) -> bool {
+    let Some(forwarder) = &state.forwarder else {
+        return true;
+    };
+    let task = state.catalog.get(model).map(|entry| entry.task);
+    state.registry.resolve(model, task).is_some()
+        || matches!(forwarder.locate(model, task, None), Ok(None))
+}
+
+/// Sends `request` to `peer` through the configured forwarder.
+pub(crate) async fn send(
+    state: &SharedState,
+    peer: Peer,
+    request: Request,
+) -> KilnResult<Response> {
+    let Some(forwarder) = &state.forwarder else {
+        return Err(KilnError::internal("forwarding without a forwarder"));
+    };
+    forwarder.forward(peer, request).await
 }
 
 /// The request as received, to be sent on unchanged.

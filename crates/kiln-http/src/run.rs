@@ -11,7 +11,7 @@ use kiln_scheduler::{Admission, Worker};
 use serde_json::Value;
 
 use crate::envelope::ApiError;
-use crate::forward::{self, Peer};
+use crate::forward;
 use crate::offload::{off_runtime_if, INLINE_BYTES};
 use crate::platform::{Caller, Meter};
 use crate::{batch, body, classification, embeddings, text_generation, SharedState};
@@ -36,13 +36,13 @@ pub async fn run_model(
     headers: HeaderMap,
     request_body: Body,
 ) -> Response {
-    let peer = match peer_serving(&state, model.trim_start_matches('/'), &headers) {
+    let peer = match forward::peer_serving(&state, model.trim_start_matches('/'), &headers) {
         Ok(peer) => peer,
         Err(error) => return ApiError::from(error).into_response(),
     };
-    if let (Some(peer), Some(forwarder)) = (peer, &state.forwarder) {
+    if let Some(peer) = peer {
         let request = forward::rebuild(Method::POST, uri, headers, request_body);
-        return match forwarder.forward(peer, request).await {
+        return match forward::send(&state, peer, request).await {
             Ok(response) => response,
             Err(error) => ApiError::from(error).into_response(),
         };
@@ -58,26 +58,6 @@ pub async fn run_model(
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
-}
-
-/// In a cluster, the node to send this request to: when nothing here serves the model, it was
-/// not forwarded to us already, and another node serves it.
-fn peer_serving(
-    state: &SharedState,
-    model: &str,
-    headers: &HeaderMap,
-) -> kiln_core::KilnResult<Option<Peer>> {
-    let Some(forwarder) = &state.forwarder else {
-        return Ok(None);
-    };
-    if headers.contains_key(forward::FORWARDED_BY) {
-        return Ok(None);
-    }
-    let task = state.catalog.get(model).map(|entry| entry.task);
-    if state.registry.resolve(model, task).is_some() {
-        return Ok(None);
-    }
-    forwarder.locate(model, task, body::session_affinity(headers).as_deref())
 }
 
 /// Who runs which model, and whether as a queued batch.

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use kiln_core::{ErrorKind, KilnError};
 use postgres::error::SqlState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,17 @@ impl PgError {
 
     pub fn is_unique_violation(&self) -> bool {
         self.kind == PgErrorKind::UniqueViolation
+    }
+
+    /// As a request sees it: an outage is 503 / 3052 with `retry-after: 1` (worth retrying);
+    /// anything else is a bug or a broken database, 500, prefixed with `store`.
+    pub fn into_kiln(self, store: &str) -> KilnError {
+        match self.kind {
+            PgErrorKind::Unavailable => {
+                KilnError::new(ErrorKind::StorageUnavailable, self.message).with_retry_after(1)
+            }
+            _ => KilnError::internal(format!("{store}: {}", self.message)),
+        }
     }
 }
 

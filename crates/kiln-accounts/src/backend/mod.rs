@@ -99,6 +99,37 @@ pub(crate) fn no_account(id: &str) -> KilnError {
     KilnError::new(ErrorKind::NotFound, format!("no account {id}"))
 }
 
+/// The report's statement for `filter` and its parameters in order; `placeholder(n)` spells
+/// the n-th (from 1) parameter as the database wants it (`?n`, `$n`).
+pub(crate) fn usage_report_query(
+    filter: &UsageFilter,
+    placeholder: fn(usize) -> String,
+) -> (String, Vec<String>) {
+    let mut conditions = Vec::new();
+    let mut values = Vec::new();
+    for (column, value) in [
+        ("account_id =", &filter.account_id),
+        ("model =", &filter.model),
+        ("day >=", &filter.since_day),
+        ("day <=", &filter.until_day),
+    ] {
+        if let Some(value) = value {
+            values.push(value.clone());
+            conditions.push(format!("{column} {}", placeholder(values.len())));
+        }
+    }
+    let mut sql = String::from(
+        "SELECT day, account_id, model, requests, input_tokens, output_tokens, neurons
+         FROM usage_daily",
+    );
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    sql.push_str(" ORDER BY day DESC, account_id, model");
+    (sql, values)
+}
+
 /// SQL integers are signed; counters saturate rather than wrap.
 pub(crate) fn to_sql_int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)

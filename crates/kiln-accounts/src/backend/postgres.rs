@@ -12,13 +12,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kiln_core::{ErrorKind, KilnError, KilnResult};
+use kiln_core::{KilnError, KilnResult};
 use kiln_postgres::types::ToSql;
 use kiln_postgres::{IsolationLevel, Listener, Migration, PgError, PgErrorKind, Pool};
 
 use super::{
     account_exists, from_sql_int, no_account, plan_from_text, spending_limit_from_row, to_sql_int,
-    Backend,
+    usage_report_query, Backend,
 };
 use crate::account::{Account, Plan};
 use crate::snapshot::Snapshot;
@@ -363,28 +363,9 @@ impl Backend for PostgresBackend {
     fn usage_report(&mut self, filter: &UsageFilter) -> KilnResult<Vec<UsageRow>> {
         let filter = filter.clone();
         self.run(move |client| {
-            let mut conditions = Vec::new();
-            let mut values: Vec<&(dyn ToSql + Sync)> = Vec::new();
-            for (column, value) in [
-                ("account_id =", &filter.account_id),
-                ("model =", &filter.model),
-                ("day >=", &filter.since_day),
-                ("day <=", &filter.until_day),
-            ] {
-                if let Some(value) = value {
-                    values.push(value);
-                    conditions.push(format!("{column} ${}", values.len()));
-                }
-            }
-            let mut sql = String::from(
-                "SELECT day, account_id, model, requests, input_tokens, output_tokens, neurons
-                 FROM usage_daily",
-            );
-            if !conditions.is_empty() {
-                sql.push_str(" WHERE ");
-                sql.push_str(&conditions.join(" AND "));
-            }
-            sql.push_str(" ORDER BY day DESC, account_id, model");
+            let (sql, values) = usage_report_query(&filter, |n| format!("${n}"));
+            let values: Vec<&(dyn ToSql + Sync)> =
+                values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
             let rows = client.query(&sql, &values)?;
             Ok(rows
                 .iter()
@@ -464,13 +445,6 @@ impl Backend for PostgresBackend {
     }
 }
 
-/// Unreachable or too slow: 503 / 3052, worth retrying; anything else is a bug or a broken
-/// database, 500.
 fn storage_error(error: PgError) -> KilnError {
-    match error.kind {
-        PgErrorKind::Unavailable => {
-            KilnError::new(ErrorKind::StorageUnavailable, error.message).with_retry_after(1)
-        }
-        _ => KilnError::internal(format!("accounts storage: {}", error.message)),
-    }
+    error.into_kiln("accounts storage")
 }

@@ -5,12 +5,11 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use kiln_core::{KilnError, KilnResult};
-use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
 
 use super::{
     account_exists, from_sql_int, no_account, plan_from_text, spending_limit_from_row, to_sql_int,
-    Backend,
+    usage_report_query, Backend,
 };
 use crate::account::{Account, Plan};
 use crate::snapshot::Snapshot;
@@ -244,27 +243,7 @@ impl Backend for SqliteBackend {
     }
 
     fn usage_report(&mut self, filter: &UsageFilter) -> KilnResult<Vec<UsageRow>> {
-        let mut conditions = Vec::new();
-        let mut values = Vec::new();
-        let mut add = |condition: &str, value: &Option<String>| {
-            if let Some(value) = value {
-                conditions.push(condition.to_owned());
-                values.push(Value::Text(value.clone()));
-            }
-        };
-        add("account_id = ?", &filter.account_id);
-        add("model = ?", &filter.model);
-        add("day >= ?", &filter.since_day);
-        add("day <= ?", &filter.until_day);
-        let mut sql = String::from(
-            "SELECT day, account_id, model, requests, input_tokens, output_tokens, neurons
-             FROM usage_daily",
-        );
-        if !conditions.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&conditions.join(" AND "));
-        }
-        sql.push_str(" ORDER BY day DESC, account_id, model");
+        let (sql, values) = usage_report_query(filter, |n| format!("?{n}"));
         let mut select = self.db.prepare(&sql).map_err(db_error)?;
         let rows = select
             .query_map(params_from_iter(values), |row| {

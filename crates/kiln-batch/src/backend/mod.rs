@@ -73,9 +73,13 @@ pub(crate) trait QueueBackend: Send {
     fn batch(&mut self, account_id: &str, request_id: &str)
         -> KilnResult<Option<(String, String)>>;
     fn items(&mut self, request_id: &str) -> KilnResult<Vec<ItemRow>>;
-    /// Up to `limit` unfinished items nobody holds, oldest batch first, now held by this
-    /// queue; their batches become `running`.
-    fn claim(&mut self, limit: usize) -> KilnResult<Vec<PendingItem>>;
+    /// Up to `limit` unfinished items nobody holds whose model `runnable` accepts, oldest
+    /// batch first, now held by this queue; their batches become `running`.
+    fn claim(
+        &mut self,
+        limit: usize,
+        runnable: &dyn Fn(&str) -> bool,
+    ) -> KilnResult<Vec<PendingItem>>;
     /// Saves the outcome of an item this queue holds and marks its batch done when nothing is
     /// left; saved or not, the item is no longer held (one whose outcome could not be saved is
     /// claimed and run again). An item this queue no longer holds (its lease ran out and

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_core::{ErrorKind, KilnError, KilnResult};
-use kiln_postgres::{Migration, PgError, PgErrorKind, Pool};
+use kiln_core::{KilnError, KilnResult};
+use kiln_postgres::{Migration, PgError, Pool};
 use serde_json::Value;
 
 use super::{ItemRow, QueueBackend};
@@ -24,6 +24,9 @@ use crate::{ItemOutcome, PendingItem};
 /// How long a claim holds an item without renewal: how soon a dead node's items run again.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 const POOL_THREADS: usize = 2;
+/// Unfinished items looked at per free slot: items of models this node does not serve are
+/// passed over, so it needs more than one candidate per slot.
+const CANDIDATES_PER_SLOT: usize = 8;
 /// The database's clock in milliseconds.
 const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
@@ -216,47 +219,82 @@ impl QueueBackend for PostgresQueue {
         })
     }
 
-    fn claim(&mut self, limit: usize) -> KilnResult<Vec<PendingItem>> {
+    fn claim(
+        &mut self,
+        limit: usize,
+        runnable: &dyn Fn(&str) -> bool,
+    ) -> KilnResult<Vec<PendingItem>> {
+        // Candidates are read (skipping rows another claim is leasing right now), filtered
+        // here by what this node can run, and only the chosen ones leased, each after checking
+        // under its row lock that it is still free; the others are left to the nodes that
+        // serve their models.
+        let candidates =
+            i64::try_from(limit.saturating_mul(CANDIDATES_PER_SLOT)).unwrap_or(i64::MAX);
+        let pick = format!(
+            "SELECT i.request_id, i.idx, b.model
+             FROM batch_items i JOIN batches b ON b.request_id = i.request_id
+             WHERE NOT i.done AND (i.lease_until_ms IS NULL OR i.lease_until_ms < {NOW_MS})
+             ORDER BY b.created_ms, i.request_id, i.idx
+             LIMIT $1
+             FOR UPDATE OF i SKIP LOCKED"
+        );
+        let lease = format!(
+            "UPDATE batch_items i
+             SET claimed_by = $3, lease_until_ms = {NOW_MS} + $4, claims = i.claims + 1
+             FROM batches b
+             WHERE i.request_id = $1 AND i.idx = $2 AND b.request_id = i.request_id
+             RETURNING b.account_id, b.model, i.input"
+        );
         let holder = self.holder.clone();
         let lease_ms = self.lease_ms;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let claim = format!(
-            "WITH picked AS (
-                 SELECT i.request_id, i.idx
-                 FROM batch_items i JOIN batches b ON b.request_id = i.request_id
-                 WHERE NOT i.done AND (i.lease_until_ms IS NULL OR i.lease_until_ms < {NOW_MS})
-                 ORDER BY b.created_ms, i.request_id, i.idx
-                 LIMIT $1
-                 FOR UPDATE OF i SKIP LOCKED
-             )
-             UPDATE batch_items i
-             SET claimed_by = $2, lease_until_ms = {NOW_MS} + $3, claims = i.claims + 1
-             FROM picked, batches b
-             WHERE i.request_id = picked.request_id AND i.idx = picked.idx
-               AND b.request_id = i.request_id
-             RETURNING i.request_id, b.account_id, b.model, i.idx, i.input, b.created_ms"
-        );
+        // `runnable` borrows the caller's state, so it runs here, between two pool calls.
+        let rows = self.run(move |client| {
+            let rows = client.query(&pick, &[&candidates])?;
+            Ok(rows
+                .iter()
+                .map(|row| {
+                    (
+                        row.get::<_, String>(0),
+                        row.get::<_, i32>(1),
+                        row.get::<_, String>(2),
+                    )
+                })
+                .collect::<Vec<_>>())
+        })?;
+        let chosen: Vec<(String, i32)> = rows
+            .into_iter()
+            .filter(|(_, _, model)| runnable(model))
+            .take(limit)
+            .map(|(request_id, index, _)| (request_id, index))
+            .collect();
+        if chosen.is_empty() {
+            return Ok(Vec::new());
+        }
         self.run(move |client| {
             let mut tx = client.transaction()?;
-            let mut rows = tx.query(&claim, &[&limit, &holder, &lease_ms])?;
-            // RETURNING has no order: back to oldest batch first, by index.
-            rows.sort_by_key(|row| {
-                (
-                    row.get::<_, i64>(5),
-                    row.get::<_, String>(0),
-                    row.get::<_, i32>(3),
-                )
-            });
-            let claimed: Vec<PendingItem> = rows
-                .iter()
-                .map(|row| PendingItem {
-                    request_id: row.get(0),
-                    account_id: row.get(1),
-                    model: row.get(2),
-                    index: usize::try_from(row.get::<_, i32>(3)).unwrap_or_default(),
-                    input: serde_json::from_str(row.get(4)).unwrap_or(Value::Null),
-                })
-                .collect();
+            let mut claimed = Vec::new();
+            for (request_id, index) in &chosen {
+                // Leased again only if still free: another node may have taken it meanwhile.
+                let free = tx.query_opt(
+                    &format!(
+                        "SELECT 1 FROM batch_items WHERE request_id = $1 AND idx = $2
+                         AND NOT done AND (lease_until_ms IS NULL OR lease_until_ms < {NOW_MS})
+                         FOR UPDATE SKIP LOCKED"
+                    ),
+                    &[request_id, index],
+                )?;
+                if free.is_none() {
+                    continue;
+                }
+                let row = tx.query_one(&lease, &[request_id, index, &holder, &lease_ms])?;
+                claimed.push(PendingItem {
+                    request_id: request_id.clone(),
+                    account_id: row.get(0),
+                    model: row.get(1),
+                    index: usize::try_from(*index).unwrap_or_default(),
+                    input: serde_json::from_str(row.get(2)).unwrap_or(Value::Null),
+                });
+            }
             let mut batch_ids: Vec<&str> = claimed.iter().map(|i| i.request_id.as_str()).collect();
             batch_ids.sort_unstable();
             batch_ids.dedup();
@@ -360,10 +398,5 @@ impl PostgresQueue {
 }
 
 fn storage(error: PgError) -> KilnError {
-    match error.kind {
-        PgErrorKind::Unavailable => {
-            KilnError::new(ErrorKind::StorageUnavailable, error.message).with_retry_after(1)
-        }
-        _ => KilnError::internal(format!("batch queue storage: {}", error.message)),
-    }
+    error.into_kiln("batch queue storage")
 }

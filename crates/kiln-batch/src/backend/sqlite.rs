@@ -141,7 +141,11 @@ impl QueueBackend for SqliteQueue {
         rows
     }
 
-    fn claim(&mut self, limit: usize) -> KilnResult<Vec<PendingItem>> {
+    fn claim(
+        &mut self,
+        limit: usize,
+        runnable: &dyn Fn(&str) -> bool,
+    ) -> KilnResult<Vec<PendingItem>> {
         let mut query = self
             .db
             .prepare(
@@ -169,7 +173,10 @@ impl QueueBackend for SqliteQueue {
         let mut claimed = Vec::new();
         for (request_id, account_id, model, index, input) in candidates {
             let index = usize::try_from(index).unwrap_or_default();
-            if claimed.len() == limit || !self.in_flight.insert((request_id.clone(), index)) {
+            if claimed.len() == limit
+                || !runnable(&model)
+                || !self.in_flight.insert((request_id.clone(), index))
+            {
                 continue;
             }
             claimed.push(PendingItem {

@@ -53,6 +53,8 @@ pub fn chat_completions() -> Operation {
                 object_with("chat.completion"),
             ),
         )
+        // In a cluster: the node serving the model did not answer.
+        .errors(Surface::OpenAi, &[503])
 }
 
 pub fn completions() -> Operation {
@@ -67,6 +69,8 @@ pub fn completions() -> Operation {
                 object_with("text_completion"),
             ),
         )
+        // In a cluster: the node serving the model did not answer.
+        .errors(Surface::OpenAi, &[503])
 }
 
 pub fn responses() -> Operation {

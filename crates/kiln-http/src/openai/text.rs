@@ -3,8 +3,8 @@
 use crate::request_metrics::with_timing_headers;
 use crate::tools;
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{OriginalUri, State};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
@@ -27,28 +27,38 @@ use crate::SharedState;
 pub async fn chat_completions(
     State(state): State<SharedState>,
     Extension(caller): Extension<Caller>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     request_body: Body,
 ) -> Response {
-    respond(serve(&state, &caller, &headers, request_body, StreamKind::Chat).await)
+    let request = Incoming {
+        caller: &caller,
+        uri,
+        headers: &headers,
+    };
+    respond(serve(&state, request, request_body, StreamKind::Chat).await)
 }
 
 pub async fn completions(
     State(state): State<SharedState>,
     Extension(caller): Extension<Caller>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     request_body: Body,
 ) -> Response {
-    respond(
-        serve(
-            &state,
-            &caller,
-            &headers,
-            request_body,
-            StreamKind::Completion,
-        )
-        .await,
-    )
+    let request = Incoming {
+        caller: &caller,
+        uri,
+        headers: &headers,
+    };
+    respond(serve(&state, request, request_body, StreamKind::Completion).await)
+}
+
+/// Who asked, and the request's line and headers (to forward it in a cluster).
+struct Incoming<'a> {
+    caller: &'a Caller,
+    uri: Uri,
+    headers: &'a HeaderMap,
 }
 
 fn respond(result: Result<Response, OpenAiError>) -> Response {
@@ -57,14 +67,26 @@ fn respond(result: Result<Response, OpenAiError>) -> Response {
 
 async fn serve(
     state: &SharedState,
-    caller: &Caller,
-    headers: &HeaderMap,
+    incoming: Incoming<'_>,
     request_body: Body,
     kind: StreamKind,
 ) -> Result<Response, OpenAiError> {
+    let Incoming {
+        caller,
+        uri,
+        headers,
+    } = incoming;
     let body = read_request(state, headers, request_body).await?;
     // The model is resolved first so that later errors can name the local model.
     let requested = request::Fields::of(&body)?.model()?;
+    if let Some(peer) = crate::forward::peer_serving(state, &requested, headers)? {
+        // The body was read to find the model; it goes on as the same JSON.
+        let bytes = serde_json::to_vec(&body)
+            .map_err(|error| kiln_core::KilnError::internal(error.to_string()))?;
+        let request =
+            crate::forward::rebuild(Method::POST, uri, headers.clone(), Body::from(bytes));
+        return Ok(crate::forward::send(state, peer, request).await?);
+    }
     let route = match kind {
         StreamKind::Chat => "/v1/chat/completions",
         StreamKind::Completion => "/v1/completions",
