@@ -249,6 +249,7 @@ async fn a_token_made_on_one_node_works_on_all_and_its_revocation_reaches_all_wi
     }
     let refused_after = revoked_at.elapsed();
     assert!(refused_after < PROPAGATION, "{refused_after:?}");
+    eprintln!("revoked on B, refused on A and C after {refused_after:?}");
     assert_eq!(search_status(&client, b, "team", &token).await, 401);
     // The admin token, untouched, still works everywhere; the CLI lists the revocation.
     assert_eq!(search_status(&client, c, "team", &admin).await, 200);
