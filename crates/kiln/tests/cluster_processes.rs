@@ -43,12 +43,13 @@ fn cluster_args(
     schema: &TestSchema,
     redis_prefix: &str,
     models: &[&str],
+    extra_toml: &str,
 ) -> Vec<String> {
     let path = |name: &str| state.join(name).to_string_lossy().into_owned();
     let models: Vec<String> = models.iter().map(|m| format!("{m:?}")).collect();
     std::fs::write(
         state.join("kiln.toml"),
-        format!("models = [{}]\nfetch = []\n", models.join(", ")),
+        format!("models = [{}]\nfetch = []\n{extra_toml}", models.join(", ")),
     )
     .expect("config");
     [
@@ -162,6 +163,41 @@ fn account_and_token(shared: &[String]) -> String {
         .to_owned()
 }
 
+/// What one test's cluster shares: a PostgreSQL schema and a Redis prefix of its own (both
+/// deleted afterwards), a state directory, the flags every command gets, and a token with every
+/// scope for account `team`, made with the CLI.
+struct Cluster {
+    schema: TestSchema,
+    state: tempfile::TempDir,
+    redis_prefix: String,
+    shared: Vec<String>,
+    token: String,
+}
+
+impl Cluster {
+    /// `models` for the nodes to load; `extra_toml` added to their kiln.toml.
+    fn new(models: &[&str], extra_toml: &str) -> Cluster {
+        let schema = TestSchema::new("cluster");
+        let state = tempfile::tempdir().expect("temp dir");
+        let redis_prefix = format!("kiln-test-cluster:{}:", uuid::Uuid::new_v4().simple());
+        let shared = cluster_args(state.path(), &schema, &redis_prefix, models, extra_toml);
+        let token = account_and_token(&shared);
+        Cluster {
+            schema,
+            state,
+            redis_prefix,
+            shared,
+            token,
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = kiln_accounts::purge_redis_prefix(&redis_url(), &self.redis_prefix);
+    }
+}
+
 /// The status of an authenticated call to a route that needs `workers-ai:read`.
 async fn search_status(client: &reqwest::Client, node: &Node, account: &str, token: &str) -> u16 {
     client
@@ -183,22 +219,19 @@ async fn search_status(client: &reqwest::Client, node: &Node, account: &str, tok
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_made_on_one_node_works_on_all_and_its_revocation_reaches_all_within_a_second() {
     let _cluster = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let schema = TestSchema::new("cluster");
-    let state = tempfile::tempdir().expect("temp dir");
-    let prefix = format!("kiln-test-cluster:{}:", uuid::Uuid::new_v4().simple());
-    let shared = cluster_args(state.path(), &schema, &prefix, &[]);
-    let admin = account_and_token(&shared);
+    let cluster = Cluster::new(&[], "");
+    let (state, shared, admin) = (&cluster.state, &cluster.shared, &cluster.token);
 
-    let nodes = start_nodes(3, state.path(), &shared).await;
+    let nodes = start_nodes(3, state.path(), shared).await;
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     let client = reqwest::Client::new();
     for node in &nodes {
-        assert_eq!(search_status(&client, node, "team", &admin).await, 200);
+        assert_eq!(search_status(&client, node, "team", admin).await, 200);
     }
 
     let response = client
         .post(format!("{}/client/v4/accounts/team/tokens", a.base))
-        .bearer_auth(&admin)
+        .bearer_auth(admin)
         .json(&json!({"name": "made on A", "scopes": ["workers-ai:read"]}))
         .send()
         .await
@@ -225,7 +258,7 @@ async fn a_token_made_on_one_node_works_on_all_and_its_revocation_reaches_all_wi
             "{}/client/v4/accounts/team/tokens/{token_id}",
             b.base
         ))
-        .bearer_auth(&admin)
+        .bearer_auth(admin)
         .send()
         .await
         .expect("sent");
@@ -252,8 +285,8 @@ async fn a_token_made_on_one_node_works_on_all_and_its_revocation_reaches_all_wi
     eprintln!("revoked on B, refused on A and C after {refused_after:?}");
     assert_eq!(search_status(&client, b, "team", &token).await, 401);
     // The admin token, untouched, still works everywhere; the CLI lists the revocation.
-    assert_eq!(search_status(&client, c, "team", &admin).await, 200);
-    let listed = kiln(&["tokens", "list", "--account", "team"], &shared);
+    assert_eq!(search_status(&client, c, "team", admin).await, 200);
+    let listed = kiln(&["tokens", "list", "--account", "team"], shared);
     let listed = String::from_utf8_lossy(&listed.stdout);
     assert!(
         listed
@@ -261,7 +294,6 @@ async fn a_token_made_on_one_node_works_on_all_and_its_revocation_reaches_all_wi
             .any(|l| l.contains(&token_id) && l.contains("revoked")),
         "{listed}"
     );
-    let _ = kiln_accounts::purge_redis_prefix(&redis_url(), &prefix);
 }
 
 const TEXT_MODEL: &str = "@cf/meta/llama-3.1-8b-instruct";
@@ -317,12 +349,14 @@ fn claims_by_holder(schema: &TestSchema) -> Vec<(String, i64)> {
 async fn a_batch_survives_a_node_killed_while_holding_claims() {
     let _cluster = ONE_CLUSTER_AT_A_TIME.lock().await;
     kiln_store::ensure_for_tests(LOCAL_TEXT_MODEL);
-    let schema = TestSchema::new("cluster");
-    let state = tempfile::tempdir().expect("temp dir");
-    let prefix = format!("kiln-test-cluster:{}:", uuid::Uuid::new_v4().simple());
-    let shared = cluster_args(state.path(), &schema, &prefix, &[LOCAL_TEXT_MODEL]);
-    let token = account_and_token(&shared);
-    let mut nodes = start_nodes(3, state.path(), &shared).await;
+    let cluster = Cluster::new(&[LOCAL_TEXT_MODEL], "");
+    let (schema, state, shared, token) = (
+        &cluster.schema,
+        &cluster.state,
+        &cluster.shared,
+        &cluster.token,
+    );
+    let mut nodes = start_nodes(3, state.path(), shared).await;
     let client = reqwest::Client::new();
 
     let requests: Vec<Value> = (0..50)
@@ -334,7 +368,7 @@ async fn a_batch_survives_a_node_killed_while_holding_claims() {
             })
         })
         .collect();
-    let queued = queue_call(&client, &nodes[0], &token, json!({"requests": requests})).await;
+    let queued = queue_call(&client, &nodes[0], token, json!({"requests": requests})).await;
     let request_id = queued["result"]["request_id"]
         .as_str()
         .expect("request_id")
@@ -343,7 +377,7 @@ async fn a_batch_survives_a_node_killed_while_holding_claims() {
     // Kill node B (node-1) the moment it holds claims.
     let started = Instant::now();
     let held_by_b = loop {
-        let held: i64 = claims_by_holder(&schema)
+        let held: i64 = claims_by_holder(schema)
             .iter()
             .filter(|(holder, _)| holder.starts_with("node-1/"))
             .map(|(_, count)| count)
@@ -362,13 +396,7 @@ async fn a_batch_survives_a_node_killed_while_holding_claims() {
 
     let deadline = Instant::now() + Duration::from_secs(300);
     let done = loop {
-        let polled = queue_call(
-            &client,
-            &nodes[1],
-            &token,
-            json!({"request_id": request_id}),
-        )
-        .await;
+        let polled = queue_call(&client, &nodes[1], token, json!({"request_id": request_id})).await;
         if polled["result"].get("responses").is_some() {
             break polled["result"].clone();
         }
@@ -404,7 +432,6 @@ async fn a_batch_survives_a_node_killed_while_holding_claims() {
         reclaimed >= held_by_b,
         "{reclaimed} items claimed twice, node B held {held_by_b}"
     );
-    let _ = kiln_accounts::purge_redis_prefix(&redis_url(), &prefix);
 }
 
 /// Sends a generation for `TEXT_MODEL` to `node`: (status, x-kiln-node, body).
@@ -431,11 +458,8 @@ async fn generate(
 async fn a_model_on_another_node_streams_through_this_one_and_a_dead_node_costs_a_503() {
     let _cluster = ONE_CLUSTER_AT_A_TIME.lock().await;
     kiln_store::ensure_for_tests(LOCAL_TEXT_MODEL);
-    let schema = TestSchema::new("cluster");
-    let state = tempfile::tempdir().expect("temp dir");
-    let prefix = format!("kiln-test-cluster:{}:", uuid::Uuid::new_v4().simple());
-    let shared = cluster_args(state.path(), &schema, &prefix, &[]);
-    let token = account_and_token(&shared);
+    let cluster = Cluster::new(&[], "");
+    let (state, shared, token) = (&cluster.state, &cluster.shared, &cluster.token);
     let empty_store = state
         .path()
         .join("no-models")
@@ -453,7 +477,7 @@ async fn a_model_on_another_node_streams_through_this_one_and_a_dead_node_costs_
     };
     let mut nodes = start_nodes_with(
         state.path(),
-        &shared,
+        shared,
         &[
             flags(&empty_store, ""),
             flags(&empty_store, ""),
@@ -467,7 +491,7 @@ async fn a_model_on_another_node_streams_through_this_one_and_a_dead_node_costs_
     // A learns of C within a heartbeat or two.
     let started = Instant::now();
     loop {
-        let (status, served_by, body) = generate(&client, &nodes[0], &token, prompt.clone()).await;
+        let (status, served_by, body) = generate(&client, &nodes[0], token, prompt.clone()).await;
         if status == 200 {
             assert_eq!(served_by.as_deref(), Some("node-2"), "{body}");
             break;
@@ -483,7 +507,7 @@ async fn a_model_on_another_node_streams_through_this_one_and_a_dead_node_costs_
     let mut streamed = json!({"stream": true});
     streamed["prompt"] = prompt["prompt"].clone();
     streamed["max_tokens"] = json!(24);
-    let mut response = run_text(&client, &nodes[0], &token, "", &streamed).await;
+    let mut response = run_text(&client, &nodes[0], token, "", &streamed).await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers()["content-type"]
@@ -507,7 +531,7 @@ async fn a_model_on_another_node_streams_through_this_one_and_a_dead_node_costs_
     // The OpenAI-compatible route too, whose model is named in the body.
     let chat = client
         .post(format!("{}/v1/chat/completions", nodes[0].base))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .json(&json!({
             "model": TEXT_MODEL,
             "messages": [{"role": "user", "content": "Hi"}],
@@ -529,7 +553,7 @@ async fn a_model_on_another_node_streams_through_this_one_and_a_dead_node_costs_
     for wait in [Duration::ZERO, Duration::from_secs(4)] {
         tokio::time::sleep(wait).await;
         let sent = Instant::now();
-        let (status, _, body) = generate(&client, &nodes[0], &token, prompt.clone()).await;
+        let (status, _, body) = generate(&client, &nodes[0], token, prompt.clone()).await;
         assert!(
             sent.elapsed() < Duration::from_secs(5),
             "{:?}",
@@ -540,7 +564,6 @@ async fn a_model_on_another_node_streams_through_this_one_and_a_dead_node_costs_
         assert_eq!(body["success"], false);
         assert_eq!(body["errors"][0]["code"], 3053, "{body}");
     }
-    let _ = kiln_accounts::purge_redis_prefix(&redis_url(), &prefix);
 }
 
 /// An account's per-minute limit for text generation, spread round-robin over three processes:
@@ -553,16 +576,12 @@ async fn an_accounts_generation_limit_holds_across_three_processes() {
     const LIMIT: usize = 60;
     let _cluster = ONE_CLUSTER_AT_A_TIME.lock().await;
     kiln_store::ensure_for_tests(LOCAL_TEXT_MODEL);
-    let schema = TestSchema::new("cluster");
-    let state = tempfile::tempdir().expect("temp dir");
-    let prefix = format!("kiln-test-cluster:{}:", uuid::Uuid::new_v4().simple());
-    let shared = cluster_args(state.path(), &schema, &prefix, &[LOCAL_TEXT_MODEL]);
-    let config = state.path().join("kiln.toml");
-    let mut toml = std::fs::read_to_string(&config).expect("config");
-    toml.push_str(&format!("[rpm_limits]\n\"Text Generation\" = {LIMIT}\n"));
-    std::fs::write(&config, toml).expect("config");
-    let token = account_and_token(&shared);
-    let nodes = start_nodes(3, state.path(), &shared).await;
+    let cluster = Cluster::new(
+        &[LOCAL_TEXT_MODEL],
+        &format!("[rpm_limits]\n\"Text Generation\" = {LIMIT}\n"),
+    );
+    let (state, shared, token) = (&cluster.state, &cluster.shared, &cluster.token);
+    let nodes = start_nodes(3, state.path(), shared).await;
     let client = reqwest::Client::new();
     let prompt = json!({"prompt": "Hi", "max_tokens": 1});
 
@@ -583,10 +602,9 @@ async fn an_accounts_generation_limit_holds_across_three_processes() {
     let served = statuses.iter().filter(|status| **status == 200).count();
     assert_eq!(served, LIMIT, "{statuses:?}");
     for node in &nodes {
-        let response = run_text(&client, node, &token, "", &prompt).await;
+        let response = run_text(&client, node, token, "", &prompt).await;
         assert_eq!(response.status(), 429, "{}", node.base);
         let body: Value = response.json().await.expect("JSON");
         assert_eq!(body["errors"][0]["code"], 3021, "{body}");
     }
-    let _ = kiln_accounts::purge_redis_prefix(&redis_url(), &prefix);
 }
