@@ -62,8 +62,8 @@ pub(crate) fn peer_serving(
     if headers.contains_key(FORWARDED_BY) {
         return Ok(None);
     }
-    let task = state.catalog.get(model).map(|entry| entry.task);
-    if state.registry.resolve(model, task).is_some() {
+    let (served, task) = served_here(state, model);
+    if served {
         return Ok(None);
     }
     forwarder.locate(
@@ -81,9 +81,15 @@ pub(crate) fn runnable_here(state: &SharedState, model: &str) -> bool {
     let Some(forwarder) = &state.forwarder else {
         return true;
     };
+    let (served, task) = served_here(state, model);
+    served || matches!(forwarder.locate(model, task, None), Ok(None))
+}
+
+/// Whether a local model answers `model` (as the run route resolves it: catalog task, then the
+/// registry), and the model's catalog task.
+fn served_here(state: &SharedState, model: &str) -> (bool, Option<Task>) {
     let task = state.catalog.get(model).map(|entry| entry.task);
-    state.registry.resolve(model, task).is_some()
-        || matches!(forwarder.locate(model, task, None), Ok(None))
+    (state.registry.resolve(model, task).is_some(), task)
 }
 
 /// Sends `request` to `peer` through the configured forwarder.

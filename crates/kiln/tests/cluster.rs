@@ -122,11 +122,7 @@ async fn an_accounts_limit_holds_across_three_nodes() {
 /// Unreachable Redis: rate-limited requests get 503 / 3051, promptly, never an uncounted 200.
 #[tokio::test]
 async fn an_unreachable_redis_refuses_with_503() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("address")
-        .port();
+    let port = common::free_port();
     let node = spawn_server(kiln::ServeConfig {
         redis_url: Some(format!("redis://127.0.0.1:{port}")),
         rate_limits: Some(true),

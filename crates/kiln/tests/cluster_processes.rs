@@ -4,6 +4,8 @@
 //! at `KILN_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`); `scripts/install-deps` starts
 //! both on loopback.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -11,6 +13,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use kiln_postgres::TestSchema;
 use serde_json::{json, Value};
+
+use common::free_port;
 
 /// The bar for a revocation to reach every node.
 const PROPAGATION: Duration = Duration::from_secs(1);
@@ -79,13 +83,6 @@ fn kiln(args: &[&str], shared: &[String]) -> Output {
         String::from_utf8_lossy(&output.stderr)
     );
     output
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// Nodes on the tests' model store.

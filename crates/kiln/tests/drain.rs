@@ -1,10 +1,14 @@
 //! A SIGTERM drains the server (issue #21, operations): readiness fails at once while requests
 //! are still served, the stream in flight runs to its end, and the process exits cleanly.
 
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+use common::free_port;
 
 const MODEL: &str = "smollm2-135m-instruct";
 
@@ -15,13 +19,6 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 async fn readiness(client: &reqwest::Client, base: &str) -> Option<(u16, Value)> {

@@ -358,10 +358,7 @@ fn tokens_mode_takes_the_token_and_its_account() {
 
 #[test]
 fn without_a_server_each_command_says_how_to_start_one() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port();
+    let port = common::free_port();
     let url = format!("http://127.0.0.1:{port}");
     for args in [
         vec!["run", LLM, "Hello"],

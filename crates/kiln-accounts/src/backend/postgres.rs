@@ -217,13 +217,15 @@ impl Backend for PostgresBackend {
     fn revoke_token(&mut self, id: &str, now_ms: i64) -> KilnResult<bool> {
         let id = id.to_owned();
         self.run(move |client| {
-            client.execute(
+            let changed = client.execute(
                 "UPDATE api_tokens SET revoked_at_ms = $1 WHERE id = $2 AND revoked_at_ms IS NULL",
                 &[&now_ms, &id],
             )?;
-            Ok(!client
-                .query("SELECT 1 FROM api_tokens WHERE id = $1", &[&id])?
-                .is_empty())
+            // Only an unchanged row needs telling apart: already revoked, or no such token.
+            Ok(changed > 0
+                || client
+                    .query_opt("SELECT 1 FROM api_tokens WHERE id = $1", &[&id])?
+                    .is_some())
         })
     }
 

@@ -224,10 +224,10 @@ impl QueueBackend for PostgresQueue {
         limit: usize,
         runnable: &dyn Fn(&str) -> bool,
     ) -> KilnResult<Vec<PendingItem>> {
-        // Candidates are read (skipping rows another claim is leasing right now), filtered
-        // here by what this node can run, and only the chosen ones leased, each after checking
-        // under its row lock that it is still free; the others are left to the nodes that
-        // serve their models.
+        // Candidates are read without locks (this runs on every node's idle poll), filtered
+        // here by what this node can run, and only the chosen ones leased, each by one
+        // statement that takes it only if it is still free and no other claim holds its row;
+        // the others are left to the nodes that serve their models.
         let candidates =
             i64::try_from(limit.saturating_mul(CANDIDATES_PER_SLOT)).unwrap_or(i64::MAX);
         let pick = format!(
@@ -235,14 +235,17 @@ impl QueueBackend for PostgresQueue {
              FROM batch_items i JOIN batches b ON b.request_id = i.request_id
              WHERE NOT i.done AND (i.lease_until_ms IS NULL OR i.lease_until_ms < {NOW_MS})
              ORDER BY b.created_ms, i.request_id, i.idx
-             LIMIT $1
-             FOR UPDATE OF i SKIP LOCKED"
+             LIMIT $1"
         );
         let lease = format!(
             "UPDATE batch_items i
              SET claimed_by = $3, lease_until_ms = {NOW_MS} + $4, claims = i.claims + 1
              FROM batches b
-             WHERE i.request_id = $1 AND i.idx = $2 AND b.request_id = i.request_id
+             WHERE b.request_id = i.request_id AND (i.request_id, i.idx) IN (
+                 SELECT request_id, idx FROM batch_items
+                 WHERE request_id = $1 AND idx = $2 AND NOT done
+                   AND (lease_until_ms IS NULL OR lease_until_ms < {NOW_MS})
+                 FOR UPDATE SKIP LOCKED)
              RETURNING b.account_id, b.model, i.input"
         );
         let holder = self.holder.clone();
@@ -274,19 +277,11 @@ impl QueueBackend for PostgresQueue {
             let mut tx = client.transaction()?;
             let mut claimed = Vec::new();
             for (request_id, index) in &chosen {
-                // Leased again only if still free: another node may have taken it meanwhile.
-                let free = tx.query_opt(
-                    &format!(
-                        "SELECT 1 FROM batch_items WHERE request_id = $1 AND idx = $2
-                         AND NOT done AND (lease_until_ms IS NULL OR lease_until_ms < {NOW_MS})
-                         FOR UPDATE SKIP LOCKED"
-                    ),
-                    &[request_id, index],
-                )?;
-                if free.is_none() {
+                // None: another node took it since it was read.
+                let Some(row) = tx.query_opt(&lease, &[request_id, index, &holder, &lease_ms])?
+                else {
                     continue;
-                }
-                let row = tx.query_one(&lease, &[request_id, index, &holder, &lease_ms])?;
+                };
                 claimed.push(PendingItem {
                     request_id: request_id.clone(),
                     account_id: row.get(0),

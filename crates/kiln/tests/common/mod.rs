@@ -15,6 +15,15 @@ pub const ACCOUNT: &str = "0123456789abcdef0123456789abcdef";
 
 static SERVER: OnceLock<SocketAddr> = OnceLock::new();
 
+/// A loopback port nothing listens on right now (for a server process to take, or to prove a
+/// connection is refused).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// This test process's own directory for accounts and batches, so that tokens someone created
 /// in the shared data dir never turn these servers' open mode off.
 pub fn private_state_dir() -> &'static std::path::Path {
@@ -205,10 +214,7 @@ impl KilnProcess {
         level: Option<&str>,
     ) -> KilnProcess {
         use std::time::{Duration, Instant};
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"));
         command
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
