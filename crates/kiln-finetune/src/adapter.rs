@@ -100,7 +100,7 @@ const MAX_HEADER_BYTES: u64 = 100 * 1024 * 1024;
 pub fn validate_weights(bytes: &[u8], limits: &LoraLimits, rank: Option<u64>) -> KilnResult<()> {
     // The header is read under the limits first: safetensors itself would build a map of every
     // declared tensor before anything could be counted.
-    let tensors = scan_header(bytes, bytes.len() as u64, limits)?;
+    let tensors = scan_weights_header(bytes, bytes.len() as u64, limits)?;
     SafeTensors::deserialize(bytes).map_err(|e| {
         invalid(format!(
             "adapter_model.safetensors is not a valid safetensors file: {e}"
@@ -124,7 +124,7 @@ pub fn read_weights_header(path: &Path, limits: &LoraLimits) -> KilnResult<Vec<T
     file.take(header_len)
         .read_to_end(&mut bytes)
         .map_err(storage)?;
-    scan_header(&bytes, file_len, limits)
+    scan_weights_header(&bytes, file_len, limits)
 }
 
 /// The header's length from the file's first 8 bytes, checked against the file's length.
@@ -142,7 +142,11 @@ fn header_length(prefix: [u8; 8], file_len: u64) -> KilnResult<u64> {
 /// Names and shapes from the JSON header of `bytes` (the file's start; `file_len` its whole
 /// length), refusing more than `limits.max_tensors` tensors or a tensor of more than
 /// `limits.max_tensor_elements` elements as soon as the header reaches it.
-fn scan_header(bytes: &[u8], file_len: u64, limits: &LoraLimits) -> KilnResult<Vec<TensorHeader>> {
+pub(crate) fn scan_weights_header(
+    bytes: &[u8],
+    file_len: u64,
+    limits: &LoraLimits,
+) -> KilnResult<Vec<TensorHeader>> {
     let not_safetensors = |why: &str| {
         invalid(format!(
             "adapter_model.safetensors is not a valid safetensors file: {why}"

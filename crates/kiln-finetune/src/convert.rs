@@ -44,7 +44,7 @@ pub fn gguf_adapter(adapter: &ReadyAdapter, base_gguf: &Path) -> KilnResult<Path
         .join(format!(".lora-for-{stem}.{}.partial", uuid::Uuid::new_v4()));
     let converted = convert(adapter, base_gguf, &temporary)
         .and_then(|()| std::fs::rename(&temporary, &target).map_err(storage_error))
-        .and_then(|()| crate::sync_dir(&adapter.dir));
+        .and_then(|()| crate::backend::sync_dir(&adapter.dir));
     if let Err(error) = converted {
         let _ = std::fs::remove_file(&temporary);
         return Err(error);

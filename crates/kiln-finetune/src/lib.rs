@@ -1,20 +1,13 @@
-//! LoRA fine-tunes (spec §6): each account's adapters on disk, their validation, and their
-//! lookup by id or name at inference.
-//!
-//! Layout: `{root}/{account}/{id}/finetune.json` plus the two uploaded assets. Every write goes
-//! to a temporary file in the same directory, is fsync'd, and is renamed into place once
-//! complete and valid, and the directory is fsync'd after the rename (and after a fine-tune's
-//! directory is created): a failed or interrupted upload leaves nothing half-written, and what
-//! was acknowledged survives `kill -9` and power loss. A write that fails (a full disk) is
-//! answered with an error and leaves nothing behind.
+//! LoRA fine-tunes (spec §6): each account's adapters, their validation, and their lookup by
+//! id or name at inference. Kept as files in a directory (one node) or in PostgreSQL (a
+//! cluster); see `backend`. A write that fails (a full disk, a database gone) is answered with
+//! an error and leaves nothing behind.
 
 mod adapter;
+mod backend;
 mod convert;
 
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::PathBuf;
 
 use kiln_core::limits::LoraLimits;
 use kiln_core::time::utc_timestamp;
@@ -25,7 +18,11 @@ pub use adapter::{
     check_pairs, read_weights_header, validate_config, validate_weights, AdapterConfig,
     TensorHeader,
 };
+pub use backend::FinetuneDb;
 pub use convert::{gguf_adapter, gguf_name, permute_rows};
+
+use adapter::scan_weights_header;
+use backend::Backend;
 
 /// The two files a fine-tune consists of (exactly these names).
 pub const CONFIG_FILE: &str = "adapter_config.json";
@@ -34,7 +31,6 @@ pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 pub const MAX_ASSET_BYTES: u64 = 300 * 1024 * 1024;
 /// Fine-tunes per account.
 pub const MAX_FINETUNES_PER_ACCOUNT: usize = 100;
-const METADATA_FILE: &str = "finetune.json";
 
 /// A fine-tune as the REST API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,26 +61,33 @@ impl ReadyAdapter {
     }
 }
 
-/// Every account's fine-tunes under one directory.
+/// Every account's fine-tunes.
 pub struct FinetuneStore {
-    root: PathBuf,
-    /// Creation checks the per-account count and name uniqueness; one at a time.
-    creating: Mutex<()>,
+    backend: Box<dyn Backend>,
     limits: LoraLimits,
 }
 
 impl FinetuneStore {
+    /// Files under `root`, with the default limits.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self::with_limits(root, LoraLimits::default())
     }
 
-    /// A store whose uploads are checked against the operator's `[limits.lora]`.
+    /// Files under `root`; uploads are checked against the operator's `[limits.lora]`.
     pub fn with_limits(root: impl Into<PathBuf>, limits: LoraLimits) -> Self {
         Self {
-            root: root.into(),
-            creating: Mutex::new(()),
+            backend: Box::new(backend::Files::new(root.into())),
             limits,
         }
+    }
+
+    /// The store on `db`; uploads are checked against `limits`.
+    pub fn open_db(db: FinetuneDb, limits: LoraLimits) -> KilnResult<Self> {
+        let backend: Box<dyn Backend> = match db {
+            FinetuneDb::Files(root) => Box::new(backend::Files::new(root)),
+            FinetuneDb::Postgres { url, cache } => Box::new(backend::Postgres::open(&url, cache)?),
+        };
+        Ok(Self { backend, limits })
     }
 
     /// Registers a new fine-tune of `model` (already checked to support LoRA by the caller).
@@ -97,22 +100,7 @@ impl FinetuneStore {
         public: bool,
     ) -> KilnResult<Finetune> {
         validate_name(name)?;
-        let _creating = self
-            .creating
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let existing = self.list(account)?;
-        if existing.iter().any(|f| f.name == name) {
-            return Err(invalid(format!(
-                "a fine-tune named {name:?} already exists"
-            )));
-        }
-        if existing.len() >= MAX_FINETUNES_PER_ACCOUNT {
-            return Err(invalid(format!(
-                "the account already has {MAX_FINETUNES_PER_ACCOUNT} fine-tunes, the most allowed; \
-                 delete one first"
-            )));
-        }
+        validate_account(account)?;
         let now = utc_timestamp();
         let finetune = Finetune {
             id: uuid::Uuid::new_v4().to_string(),
@@ -123,55 +111,21 @@ impl FinetuneStore {
             created_at: now.clone(),
             modified_at: now,
         };
-        let account_dir = self.account_dir(account)?;
-        let dir = account_dir.join(&finetune.id);
-        let metadata = serde_json::to_vec_pretty(&finetune).map_err(|e| internal(e.to_string()))?;
-        let created = fs::create_dir_all(&dir)
-            .map_err(io_error)
-            .and_then(|()| write_atomically(&dir, METADATA_FILE, &metadata))
-            // The new directory's name must be durable too, and the account's on first use.
-            .and_then(|()| sync_dir(&account_dir))
-            .and_then(|()| sync_dir(&self.root));
-        if let Err(error) = created {
-            let _ = fs::remove_dir_all(&dir);
-            return Err(error);
-        }
+        self.backend
+            .insert(account, &finetune, MAX_FINETUNES_PER_ACCOUNT)?;
         Ok(finetune)
     }
 
     /// The account's fine-tunes, oldest first.
     pub fn list(&self, account: &str) -> KilnResult<Vec<Finetune>> {
-        let dir = self.account_dir(account)?;
-        let Ok(entries) = fs::read_dir(&dir) else {
-            return Ok(Vec::new());
-        };
-        let mut found: Vec<Finetune> = entries
-            .filter_map(Result::ok)
-            .filter_map(|entry| fs::read(entry.path().join(METADATA_FILE)).ok())
-            .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
-            .collect();
-        found.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
-        Ok(found)
+        validate_account(account)?;
+        self.backend.list(account)
     }
 
     /// Every account's fine-tunes created with `public: true`, oldest first: what
     /// `GET …/ai/finetunes/public` lists.
     pub fn list_public(&self) -> KilnResult<Vec<Finetune>> {
-        let Ok(accounts) = fs::read_dir(&self.root) else {
-            return Ok(Vec::new());
-        };
-        let mut found = Vec::new();
-        for account in accounts.filter_map(Result::ok) {
-            let Some(name) = account.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            // Anything that is not an account directory (a stray file) is not listed.
-            if let Ok(finetunes) = self.list(&name) {
-                found.extend(finetunes.into_iter().filter(|f| f.public));
-            }
-        }
-        found.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
-        Ok(found)
+        self.backend.list_public()
     }
 
     /// A fine-tune by id or name.
@@ -207,51 +161,47 @@ impl FinetuneStore {
                 contents.len()
             )));
         }
-        let dir = self.account_dir(account)?.join(&finetune.id);
-        if dir.join(file_name).exists() {
-            return Err(invalid(format!(
-                "{file_name} was already uploaded; assets cannot be edited, create a new fine-tune"
-            )));
-        }
+        let id = &finetune.id;
         // Whichever asset comes second is checked against the first: the tensors' shapes must
         // agree with the config's rank.
         match file_name {
             CONFIG_FILE => {
                 let config = validate_config(contents)?;
-                let weights = dir.join(WEIGHTS_FILE);
-                if weights.is_file() {
-                    let tensors = read_weights_header(&weights, &self.limits)?;
+                if let Some(tensors) = self.backend.weights_header(account, id, &self.limits)? {
                     check_pairs(&tensors, Some(config.rank))?;
                 }
             }
             _ => {
-                let config = dir.join(CONFIG_FILE);
-                let rank = if config.is_file() {
-                    let bytes = fs::read(&config).map_err(io_error)?;
-                    Some(validate_config(&bytes)?.rank)
-                } else {
-                    None
+                let rank = match self.backend.asset(account, id, CONFIG_FILE)? {
+                    Some(bytes) => Some(validate_config(&bytes)?.rank),
+                    None => None,
                 };
                 validate_weights(contents, &self.limits, rank)?;
             }
         }
-        write_atomically(&dir, file_name, contents)
+        self.backend.put_asset(account, id, file_name, contents)
     }
 
     /// The fine-tune with both assets, for inference: 3039 when an asset is missing.
     pub fn ready(&self, account: &str, id_or_name: &str) -> KilnResult<ReadyAdapter> {
         let finetune = self.find(account, id_or_name)?;
-        let dir = self.account_dir(account)?.join(&finetune.id);
-        for file in [CONFIG_FILE, WEIGHTS_FILE] {
-            if !dir.join(file).is_file() {
-                return Err(invalid(format!(
-                    "fine-tune {:?} is missing {file}; upload it with finetune-assets",
-                    finetune.name
-                )));
-            }
-        }
-        let config_bytes = fs::read(dir.join(CONFIG_FILE)).map_err(io_error)?;
-        let config = validate_config(&config_bytes)?;
+        let config_bytes = self.backend.asset(account, &finetune.id, CONFIG_FILE)?;
+        let weights = self
+            .backend
+            .weights_header(account, &finetune.id, &self.limits)?;
+        let (Some(config_bytes), Some(_)) = (&config_bytes, &weights) else {
+            let missing = if config_bytes.is_none() {
+                CONFIG_FILE
+            } else {
+                WEIGHTS_FILE
+            };
+            return Err(invalid(format!(
+                "fine-tune {:?} is missing {missing}; upload it with finetune-assets",
+                finetune.name
+            )));
+        };
+        let config = validate_config(config_bytes)?;
+        let dir = self.backend.local_dir(account, &finetune.id)?;
         Ok(ReadyAdapter {
             finetune,
             config,
@@ -259,21 +209,43 @@ impl FinetuneStore {
             limits: self.limits.clone(),
         })
     }
+}
 
-    /// Account ids become directory names, so only safe characters are accepted.
-    fn account_dir(&self, account: &str) -> KilnResult<PathBuf> {
-        let safe = !account.is_empty()
-            && account.len() <= 64
-            && account
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !safe {
-            return Err(KilnError::bad_input(
-                "the account id may only hold letters, digits, '-' and '_' (at most 64)",
-            ));
-        }
-        Ok(self.root.join(account))
+/// Account ids name directories and rows, so only safe characters are accepted.
+fn validate_account(account: &str) -> KilnResult<()> {
+    let safe = !account.is_empty()
+        && account.len() <= 64
+        && account
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if safe {
+        Ok(())
+    } else {
+        Err(KilnError::bad_input(
+            "the account id may only hold letters, digits, '-' and '_' (at most 64)",
+        ))
     }
+}
+
+/// Refuses a new fine-tune named `name` in an account whose fine-tunes are named `existing`.
+pub(crate) fn check_room(existing: &[String], name: &str, max: usize) -> KilnResult<()> {
+    if existing.iter().any(|taken| taken == name) {
+        return Err(invalid(format!(
+            "a fine-tune named {name:?} already exists"
+        )));
+    }
+    if existing.len() >= max {
+        return Err(invalid(format!(
+            "the account already has {max} fine-tunes, the most allowed; delete one first"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn already_uploaded(file_name: &str) -> KilnError {
+    invalid(format!(
+        "{file_name} was already uploaded; assets cannot be edited, create a new fine-tune"
+    ))
 }
 
 fn validate_name(name: &str) -> KilnResult<()> {
@@ -293,38 +265,8 @@ fn validate_name(name: &str) -> KilnResult<()> {
     }
 }
 
-/// Writes `name` in `dir` through a temporary file and a rename: readers see the whole file or
-/// none of it.
-fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> KilnResult<()> {
-    let temporary = dir.join(format!(".{name}.{}.partial", uuid::Uuid::new_v4()));
-    let written = fs::File::create(&temporary).and_then(|mut file| {
-        file.write_all(contents)?;
-        file.sync_all()
-    });
-    if let Err(error) = written.and_then(|()| fs::rename(&temporary, dir.join(name))) {
-        let _ = fs::remove_file(&temporary);
-        return Err(io_error(error));
-    }
-    sync_dir(dir)
-}
-
-/// Makes a rename or creation in `dir` durable.
-pub(crate) fn sync_dir(dir: &Path) -> KilnResult<()> {
-    fs::File::open(dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(io_error)
-}
-
 pub(crate) fn invalid(message: String) -> KilnError {
     KilnError::new(ErrorKind::InvalidFinetune, message)
-}
-
-fn internal(message: String) -> KilnError {
-    KilnError::internal(message)
-}
-
-fn io_error(error: std::io::Error) -> KilnError {
-    KilnError::internal(format!("fine-tune storage: {error}"))
 }
 
 #[cfg(test)]

@@ -1,4 +1,7 @@
+use std::fs;
+
 use kiln_core::ErrorKind;
+use kiln_postgres::TestSchema;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
@@ -6,10 +9,40 @@ use super::*;
 
 const ACCOUNT: &str = "acct-1";
 
-fn store() -> (tempfile::TempDir, FinetuneStore) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = FinetuneStore::new(dir.path());
-    (dir, store)
+/// A store on one backend, with what must outlive it.
+struct Backed {
+    store: FinetuneStore,
+    /// The files backend's root, or the PostgreSQL backend's cache.
+    dir: tempfile::TempDir,
+    schema: Option<TestSchema>,
+}
+
+/// The same store on files and on the local PostgreSQL (a throwaway schema): the tests that
+/// are about fine-tunes, not about one backend, run on both.
+fn every_backend() -> [Backed; 2] {
+    let files = tempfile::tempdir().expect("temp dir");
+    let cache = tempfile::tempdir().expect("temp dir");
+    let schema = TestSchema::new("finetunes");
+    let postgres = FinetuneStore::open_db(
+        FinetuneDb::Postgres {
+            url: schema.url(),
+            cache: cache.path().to_owned(),
+        },
+        LoraLimits::default(),
+    )
+    .expect("the PostgreSQL backend opens");
+    [
+        Backed {
+            store: FinetuneStore::new(files.path()),
+            dir: files,
+            schema: None,
+        },
+        Backed {
+            store: postgres,
+            dir: cache,
+            schema: Some(schema),
+        },
+    ]
 }
 
 fn config(model_type: &str, rank: u64) -> Vec<u8> {
@@ -44,7 +77,12 @@ fn kind(result: KilnResult<impl std::fmt::Debug>) -> (ErrorKind, String) {
 
 #[test]
 fn create_upload_find_and_ready() {
-    let (_dir, store) = store();
+    for backed in every_backend() {
+        create_upload_find_and_ready_on(&backed.store);
+    }
+}
+
+fn create_upload_find_and_ready_on(store: &FinetuneStore) {
     let created = store
         .create(
             ACCOUNT,
@@ -78,7 +116,13 @@ fn create_upload_find_and_ready() {
 
 #[test]
 fn bad_assets_are_refused_and_leave_nothing_behind() {
-    let (dir, store) = store();
+    for backed in every_backend() {
+        bad_assets_are_refused_on(&backed);
+    }
+}
+
+fn bad_assets_are_refused_on(backed: &Backed) {
+    let store = &backed.store;
     let finetune = store
         .create(
             ACCOUNT,
@@ -108,16 +152,25 @@ fn bad_assets_are_refused_and_leave_nothing_behind() {
         assert_eq!(error_kind, ErrorKind::InvalidFinetune, "{message}");
         assert!(message.contains(expected), "{message}");
     }
-    let finetune_dir = dir.path().join(ACCOUNT).join(&finetune.id);
-    let files: Vec<String> = fs::read_dir(&finetune_dir)
-        .expect("dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(
-        files,
-        vec![METADATA_FILE.to_owned()],
-        "nothing half-written"
-    );
+    for file in [CONFIG_FILE, WEIGHTS_FILE] {
+        let stored = store
+            .backend
+            .asset(ACCOUNT, &finetune.id, file)
+            .expect("read");
+        assert_eq!(stored, None, "{file} stored although refused");
+    }
+    if backed.schema.is_none() {
+        let finetune_dir = backed.dir.path().join(ACCOUNT).join(&finetune.id);
+        let files: Vec<String> = fs::read_dir(&finetune_dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            files,
+            vec!["finetune.json".to_owned()],
+            "nothing half-written"
+        );
+    }
     // An asset cannot be replaced.
     store
         .upload(ACCOUNT, "a", CONFIG_FILE, &config("llama", 8))
@@ -131,7 +184,12 @@ fn bad_assets_are_refused_and_leave_nothing_behind() {
 
 #[test]
 fn the_101st_fine_tune_and_duplicate_names_are_refused() {
-    let (_dir, store) = store();
+    for backed in every_backend() {
+        the_101st_is_refused_on(&backed.store);
+    }
+}
+
+fn the_101st_is_refused_on(store: &FinetuneStore) {
     for index in 0..MAX_FINETUNES_PER_ACCOUNT {
         store
             .create(ACCOUNT, &format!("ft-{index}"), "m", None, false)
@@ -149,7 +207,12 @@ fn the_101st_fine_tune_and_duplicate_names_are_refused() {
 
 #[test]
 fn unsafe_account_ids_and_names_are_refused() {
-    let (_dir, store) = store();
+    for backed in every_backend() {
+        unsafe_ids_are_refused_on(&backed.store);
+    }
+}
+
+fn unsafe_ids_are_refused_on(store: &FinetuneStore) {
     assert_eq!(kind(store.list("../etc")).0, ErrorKind::BadInput);
     assert_eq!(
         kind(store.create(ACCOUNT, "a/b", "m", None, false)).0,
@@ -185,7 +248,12 @@ const Q_B: &str = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weigh
 
 #[test]
 fn a_tensor_that_disagrees_with_the_rank_is_refused_naming_it() {
-    let (dir, store) = store();
+    for backed in every_backend() {
+        a_tensor_that_disagrees_is_refused_on(&backed.store);
+    }
+}
+
+fn a_tensor_that_disagrees_is_refused_on(store: &FinetuneStore) {
     for name in ["config-first", "weights-first"] {
         store
             .create(ACCOUNT, name, "m", None, false)
@@ -228,7 +296,6 @@ fn a_tensor_that_disagrees_with_the_rank_is_refused_naming_it() {
     ]);
     let (_, message) = kind(validate_weights(&lone_b, &LoraLimits::default(), Some(8)));
     assert!(message.contains("x.lora_B.weight"), "{message}");
-    drop(dir);
 }
 
 #[test]
@@ -381,4 +448,51 @@ fn a_full_disk_refuses_writes_and_loses_none_acknowledged() {
         .ready(ACCOUNT, "waiting")
         .expect("usable after a restart");
     assert_eq!(reopened.list(ACCOUNT).expect("list").len(), 3);
+}
+
+/// Two nodes on one PostgreSQL: a fine-tune created and uploaded through one is listed and
+/// ready on the other, whose adapter files are written to its own cache on first use.
+#[test]
+fn a_fine_tune_uploaded_through_one_node_is_ready_on_another() {
+    let schema = TestSchema::new("finetunes");
+    let node = |cache: &std::path::Path| {
+        FinetuneStore::open_db(
+            FinetuneDb::Postgres {
+                url: schema.url(),
+                cache: cache.to_owned(),
+            },
+            LoraLimits::default(),
+        )
+        .expect("opens")
+    };
+    let (cache_a, cache_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (node(cache_a.path()), node(cache_b.path()));
+    let created = a
+        .create(
+            ACCOUNT,
+            "shared",
+            "@cf/meta/llama-3.1-8b-instruct",
+            None,
+            true,
+        )
+        .expect("created");
+    a.upload(ACCOUNT, "shared", WEIGHTS_FILE, &weights(8))
+        .expect("weights");
+    // The second asset through the other node is checked against the first.
+    let (_, message) = kind(b.upload(ACCOUNT, "shared", CONFIG_FILE, &config("llama", 4)));
+    assert!(message.contains(Q_A), "{message}");
+    b.upload(ACCOUNT, "shared", CONFIG_FILE, &config("llama", 8))
+        .expect("config");
+    assert_eq!(b.list(ACCOUNT).expect("list"), vec![created.clone()]);
+    assert_eq!(b.list_public().expect("public"), vec![created.clone()]);
+    let ready = b.ready(ACCOUNT, "shared").expect("ready");
+    assert!(ready.dir.starts_with(cache_b.path()));
+    assert_eq!(
+        fs::read(ready.weights_path()).expect("cached"),
+        weights(8),
+        "the cached weights are the uploaded ones"
+    );
+    // One name per account across nodes.
+    let (_, message) = kind(b.create(ACCOUNT, "shared", "m", None, false));
+    assert!(message.contains("already exists"), "{message}");
 }

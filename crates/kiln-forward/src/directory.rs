@@ -1,36 +1,35 @@
-//! The cluster's node directory in PostgreSQL.
+//! The cluster's node directory: each node announces itself (its API's URL, the models it
+//! serves, its load) every [`HEARTBEAT`] and learns the others' announcements, over NATS
+//! (`nats.rs`, when the node has `--nats-url`) or in a PostgreSQL table (`postgres.rs`).
+
+mod nats;
+mod postgres;
 
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kiln_core::{ErrorKind, KilnError, KilnResult, Task};
 use kiln_http::forward::Peer;
-use kiln_postgres::{Migration, PgError, Pool};
 
-/// How often a node rewrites its row and rereads the others'.
+/// How often a node announces itself (and, on PostgreSQL, rereads the others).
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
-/// A node whose row is older than this is not sent requests.
+/// A node not heard from for longer is not sent requests.
 pub const ALIVE_WITHIN: Duration = Duration::from_secs(3);
 /// A node silent for longer is forgotten: its models are simply not served any more.
-const FORGET_AFTER_MS: i64 = 10 * 60 * 1000;
-/// The database's clock in milliseconds: rows age on one clock whatever the nodes' say.
-const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+const FORGET_AFTER: Duration = Duration::from_secs(10 * 60);
 
-static MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "the nodes of a cluster and what they serve",
-    sql: "
-CREATE TABLE cluster_nodes (
-    name TEXT PRIMARY KEY,
-    url TEXT NOT NULL,
-    serves TEXT[] NOT NULL,
-    load INTEGER NOT NULL,
-    seen_ms BIGINT NOT NULL
-);
-",
-}];
+/// Where the nodes of a cluster meet.
+pub enum DirectoryBackend {
+    /// The `cluster_nodes` table of the cluster's database.
+    Postgres { url: String },
+    /// Announcements published on `subject` (one subject per cluster).
+    Nats {
+        bus: Arc<kiln_nats::Bus>,
+        subject: String,
+    },
+}
 
 /// What a node tells the others about itself on each beat.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,17 +41,30 @@ pub struct Announcement {
     pub load: u32,
 }
 
-/// Another node as last read.
+/// Another node as last heard of.
 #[derive(Debug, Clone)]
 struct PeerRow {
     peer: Peer,
     serves: HashSet<String>,
     load: u32,
-    age_ms: i64,
+    /// When it announced itself, on this node's clock.
+    seen: Instant,
 }
 
-/// This node's row and its view of the others'; the heartbeat thread stops when the last
-/// handle is dropped.
+impl PeerRow {
+    /// A node whose announcement is `age` old now.
+    fn seen(peer: Peer, serves: HashSet<String>, load: u32, age: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            peer,
+            serves,
+            load,
+            seen: now.checked_sub(age).unwrap_or(now),
+        }
+    }
+}
+
+/// This node's view of the others; the heartbeat thread stops when the last handle is dropped.
 pub struct NodeDirectory {
     name: String,
     peers: RwLock<Vec<PeerRow>>,
@@ -60,30 +72,47 @@ pub struct NodeDirectory {
 
 type Announcer = Box<dyn Fn() -> Option<Announcement> + Send>;
 
+/// One way of announcing this node and hearing of the others.
+trait Beacon: Send {
+    /// Announces `announcement` (`None`: this node is leaving) and updates `directory`.
+    fn beat(
+        &self,
+        directory: &NodeDirectory,
+        url: &str,
+        announcement: Option<Announcement>,
+    ) -> KilnResult<()>;
+}
+
 impl NodeDirectory {
-    /// Joins the cluster at `postgres_url` as `name`, reachable at `url`. `announce` is called
-    /// on every beat; `None` (the node is draining) takes its row out, so others stop sending
-    /// it requests.
+    /// Joins the cluster through `backend` as `name`, reachable at `url`. `announce` is called
+    /// on every beat; `None` (the node is draining) takes it out of the directory, so others
+    /// stop sending it requests.
     pub fn join(
-        postgres_url: &str,
+        backend: DirectoryBackend,
         name: &str,
         url: &str,
         announce: impl Fn() -> Option<Announcement> + Send + 'static,
     ) -> KilnResult<Arc<NodeDirectory>> {
-        let pool = Pool::open(postgres_url, 1).map_err(storage)?;
-        pool.migrate("nodes", MIGRATIONS).map_err(storage)?;
         let directory = Arc::new(NodeDirectory {
             name: name.to_owned(),
             peers: RwLock::new(Vec::new()),
         });
+        let beacon: Box<dyn Beacon> = match backend {
+            DirectoryBackend::Postgres { url } => Box::new(postgres::TableBeacon::open(&url)?),
+            DirectoryBackend::Nats { bus, subject } => Box::new(nats::BusBeacon::listen(
+                bus,
+                subject,
+                Arc::downgrade(&directory),
+            )?),
+        };
         let announce: Announcer = Box::new(announce);
         let url = url.to_owned();
         // One beat now, so the node knows its peers before it serves.
-        beat(&pool, &directory, &url, &announce)?;
+        beacon.beat(&directory, &url, announce())?;
         let weak = Arc::downgrade(&directory);
         std::thread::Builder::new()
             .name("kiln-cluster-beat".into())
-            .spawn(move || keep_beating(&pool, &weak, &url, &announce))
+            .spawn(move || keep_beating(beacon.as_ref(), &weak, &url, &announce))
             .map_err(|error| KilnError::internal(format!("starting the heartbeat: {error}")))?;
         Ok(directory)
     }
@@ -108,9 +137,8 @@ impl NodeDirectory {
                     .as_ref()
                     .is_some_and(|key| row.serves.contains(key))
         });
-        let alive_ms = i64::try_from(ALIVE_WITHIN.as_millis()).unwrap_or(i64::MAX);
         let (alive, gone): (Vec<&PeerRow>, Vec<&PeerRow>) =
-            serving.partition(|row| row.age_ms <= alive_ms);
+            serving.partition(|row| row.seen.elapsed() <= ALIVE_WITHIN);
         let chosen = match affinity {
             // Rendezvous hashing: a session keeps its node while that node lives, and only
             // the sessions of a node that leaves move.
@@ -127,18 +155,34 @@ impl NodeDirectory {
         if let Some(row) = chosen {
             return Ok(Some(row.peer.clone()));
         }
-        match gone.iter().min_by_key(|row| row.age_ms) {
+        match gone.iter().max_by_key(|row| row.seen) {
             Some(row) => Err(KilnError::new(
                 ErrorKind::NodeUnavailable,
                 format!(
                     "no live node serves {model}: {} last answered {} s ago",
                     row.peer.name,
-                    row.age_ms / 1000
+                    row.seen.elapsed().as_secs()
                 ),
             )
             .with_retry_after(1)),
             None => Ok(None),
         }
+    }
+
+    /// Replaces the view of the others (a backend that reads them all at once).
+    fn replace_peers(&self, rows: Vec<PeerRow>) {
+        *self.peers.write().unwrap_or_else(|e| e.into_inner()) = rows;
+    }
+
+    /// Records one node's announcement, or its leaving (a backend that hears them one by one);
+    /// forgets nodes silent for [`FORGET_AFTER`].
+    fn heard(&self, name: &str, row: Option<PeerRow>) {
+        if name == self.name {
+            return;
+        }
+        let mut peers = self.peers.write().unwrap_or_else(|e| e.into_inner());
+        peers.retain(|known| known.peer.name != name && known.seen.elapsed() < FORGET_AFTER);
+        peers.extend(row);
     }
 }
 
@@ -148,81 +192,37 @@ fn rendezvous(session: &str, node: &str) -> u64 {
     hasher.finish()
 }
 
-fn keep_beating(pool: &Pool, directory: &Weak<NodeDirectory>, url: &str, announce: &Announcer) {
+fn keep_beating(
+    beacon: &dyn Beacon,
+    directory: &Weak<NodeDirectory>,
+    url: &str,
+    announce: &Announcer,
+) {
     loop {
         std::thread::sleep(HEARTBEAT);
         let Some(directory) = directory.upgrade() else {
             return;
         };
-        if let Err(error) = beat(pool, &directory, url, announce) {
+        if let Err(error) = beacon.beat(&directory, url, announce()) {
             tracing::warn!(error = %error.message, "cluster heartbeat failed");
         }
     }
-}
-
-/// Writes this node's row (or removes it while draining) and reads everyone else's.
-fn beat(pool: &Pool, directory: &NodeDirectory, url: &str, announce: &Announcer) -> KilnResult<()> {
-    let name = directory.name.clone();
-    let url = url.to_owned();
-    let announcement = announce();
-    let upsert = format!(
-        "INSERT INTO cluster_nodes (name, url, serves, load, seen_ms)
-         VALUES ($1, $2, $3, $4, {NOW_MS})
-         ON CONFLICT (name) DO UPDATE SET url = excluded.url, serves = excluded.serves,
-             load = excluded.load, seen_ms = excluded.seen_ms"
-    );
-    let select = format!(
-        "SELECT name, url, serves, load, {NOW_MS} - seen_ms FROM cluster_nodes
-         WHERE name <> $1 AND seen_ms > {NOW_MS} - $2"
-    );
-    let rows = pool
-        .run(move |client| {
-            match &announcement {
-                Some(announcement) => {
-                    let load = i32::try_from(announcement.load).unwrap_or(i32::MAX);
-                    client.execute(&upsert, &[&name, &url, &announcement.serves, &load])?;
-                }
-                None => {
-                    client.execute("DELETE FROM cluster_nodes WHERE name = $1", &[&name])?;
-                }
-            }
-            let rows = client.query(&select, &[&name, &FORGET_AFTER_MS])?;
-            Ok(rows
-                .iter()
-                .map(|row| PeerRow {
-                    peer: Peer {
-                        name: row.get(0),
-                        url: row.get(1),
-                    },
-                    serves: row.get::<_, Vec<String>>(2).into_iter().collect(),
-                    load: u32::try_from(row.get::<_, i32>(3)).unwrap_or(0),
-                    age_ms: row.get(4),
-                })
-                .collect::<Vec<_>>())
-        })
-        .map_err(storage)?;
-    *directory.peers.write().unwrap_or_else(|e| e.into_inner()) = rows;
-    Ok(())
-}
-
-fn storage(error: PgError) -> KilnError {
-    error.into_kiln("cluster directory")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn row(name: &str, serves: &[&str], load: u32, age_ms: i64) -> PeerRow {
-        PeerRow {
-            peer: Peer {
+    fn row(name: &str, serves: &[&str], load: u32, age_ms: u64) -> PeerRow {
+        PeerRow::seen(
+            Peer {
                 name: name.to_owned(),
                 url: format!("http://{name}:8787"),
             },
-            serves: serves.iter().map(|s| (*s).to_owned()).collect(),
+            serves.iter().map(|s| (*s).to_owned()).collect(),
             load,
-            age_ms,
-        }
+            Duration::from_millis(age_ms),
+        )
     }
 
     fn directory(rows: Vec<PeerRow>) -> NodeDirectory {

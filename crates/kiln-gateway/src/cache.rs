@@ -1,5 +1,8 @@
 //! The response cache (spec §4.5): exact-match entries in the gateway database, so they survive
 //! restarts. Reads go straight to SQLite; writes go through the [`crate::Writer`] with the logs.
+//! A cluster keeps them in PostgreSQL (the same table) or in Redis (`redis`).
+
+pub(crate) mod redis;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};

@@ -7,6 +7,7 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 
+use crate::logs::Dialect;
 use crate::{db_error, gateways, LogQuery};
 
 /// Datasets per gateway (spec §4.13).
@@ -153,18 +154,28 @@ fn filters_query(filters: &[Value]) -> KilnResult<LogQuery> {
     LogQuery::from_pairs(&[("filters".to_owned(), Value::from(filters).to_string())])
 }
 
+/// Where datasets are kept: SQLite (below) or PostgreSQL (`backend::postgres::datasets`).
+pub(crate) trait DatasetRows: gateways::GatewayCheck {
+    fn count_datasets(&self, account: &str, gateway: &str) -> KilnResult<usize>;
+    fn insert_dataset(&self, dataset: &Dataset) -> KilnResult<()>;
+    /// The gateway's datasets, oldest first.
+    fn datasets(&self, account: &str, gateway: &str) -> KilnResult<Vec<Dataset>>;
+    fn dataset(&self, account: &str, gateway: &str, id: &str) -> KilnResult<Option<Dataset>>;
+    /// Writes `dataset`'s name, enable, filters and modified_at over the stored ones.
+    fn update_dataset(&self, dataset: &Dataset) -> KilnResult<()>;
+    fn delete_dataset(&self, account: &str, gateway: &str, id: &str) -> KilnResult<()>;
+}
+
 /// `POST …/gateways/{gateway}/datasets`.
-pub fn create(db: &Connection, account: &str, gateway: &str, body: &Value) -> KilnResult<Dataset> {
-    gateways::get(db, account, gateway)?;
+pub fn create<D: DatasetRows + ?Sized>(
+    db: &D,
+    account: &str,
+    gateway: &str,
+    body: &Value,
+) -> KilnResult<Dataset> {
+    db.check_gateway(account, gateway)?;
     let fields = fields(body)?;
-    let count: usize = db
-        .query_row(
-            "SELECT COUNT(*) FROM datasets WHERE account = ?1 AND gateway = ?2",
-            params![account, gateway],
-            |row| row.get(0),
-        )
-        .map_err(db_error)?;
-    if count >= MAX_DATASETS_PER_GATEWAY {
+    if db.count_datasets(account, gateway)? >= MAX_DATASETS_PER_GATEWAY {
         return Err(KilnError::bad_input(format!(
             "the gateway already has {MAX_DATASETS_PER_GATEWAY} datasets, the most allowed"
         )));
@@ -180,87 +191,158 @@ pub fn create(db: &Connection, account: &str, gateway: &str, body: &Value) -> Ki
         created_at: now.clone(),
         modified_at: now,
     };
-    db.execute(
-        "INSERT INTO datasets
-             (account, gateway, id, name, enable, filters, created_at, modified_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-        params![
-            account,
-            gateway,
-            dataset.id,
-            dataset.name,
-            dataset.enable,
-            Value::from(dataset.filters.clone()).to_string(),
-            dataset.created_at,
-        ],
-    )
-    .map_err(db_error)?;
+    db.insert_dataset(&dataset)?;
     Ok(dataset)
 }
 
-const COLUMNS: &str = "id, account, gateway, name, enable, filters, created_at, modified_at";
-
 /// The gateway's datasets, oldest first.
-pub fn list(db: &Connection, account: &str, gateway: &str) -> KilnResult<Vec<Dataset>> {
-    gateways::get(db, account, gateway)?;
-    let mut statement = db
-        .prepare(&format!(
-            "SELECT {COLUMNS} FROM datasets WHERE account = ?1 AND gateway = ?2 ORDER BY rowid"
-        ))
-        .map_err(db_error)?;
-    let rows = statement
-        .query_map(params![account, gateway], from_row)
-        .map_err(db_error)?;
-    rows.map(|row| row.map_err(db_error)).collect()
+pub fn list<D: DatasetRows + ?Sized>(
+    db: &D,
+    account: &str,
+    gateway: &str,
+) -> KilnResult<Vec<Dataset>> {
+    db.check_gateway(account, gateway)?;
+    db.datasets(account, gateway)
 }
 
-pub fn get(db: &Connection, account: &str, gateway: &str, id: &str) -> KilnResult<Dataset> {
-    gateways::get(db, account, gateway)?;
-    db.query_row(
-        &format!("SELECT {COLUMNS} FROM datasets WHERE account = ?1 AND gateway = ?2 AND id = ?3"),
-        params![account, gateway, id],
-        from_row,
-    )
-    .optional()
-    .map_err(db_error)?
-    .ok_or_else(|| not_found(id))
+pub fn get<D: DatasetRows + ?Sized>(
+    db: &D,
+    account: &str,
+    gateway: &str,
+    id: &str,
+) -> KilnResult<Dataset> {
+    db.check_gateway(account, gateway)?;
+    db.dataset(account, gateway, id)?
+        .ok_or_else(|| not_found(id))
 }
 
 /// `PUT`: the body's name, enable and filters replace the stored ones.
-pub fn update(
-    db: &Connection,
+pub fn update<D: DatasetRows + ?Sized>(
+    db: &D,
     account: &str,
     gateway: &str,
     id: &str,
     body: &Value,
 ) -> KilnResult<Dataset> {
-    get(db, account, gateway, id)?;
+    let current = get(db, account, gateway, id)?;
     let fields = fields(body)?;
-    db.execute(
-        "UPDATE datasets SET name = ?4, enable = ?5, filters = ?6, modified_at = ?7
-         WHERE account = ?1 AND gateway = ?2 AND id = ?3",
-        params![
-            account,
-            gateway,
-            id,
-            fields.name,
-            fields.enable,
-            Value::from(fields.filters).to_string(),
-            utc_timestamp(),
-        ],
-    )
-    .map_err(db_error)?;
+    db.update_dataset(&Dataset {
+        name: fields.name,
+        enable: fields.enable,
+        filters: fields.filters,
+        modified_at: utc_timestamp(),
+        ..current
+    })?;
     get(db, account, gateway, id)
 }
 
-pub fn delete(db: &Connection, account: &str, gateway: &str, id: &str) -> KilnResult<Dataset> {
+pub fn delete<D: DatasetRows + ?Sized>(
+    db: &D,
+    account: &str,
+    gateway: &str,
+    id: &str,
+) -> KilnResult<Dataset> {
     let dataset = get(db, account, gateway, id)?;
-    db.execute(
-        "DELETE FROM datasets WHERE account = ?1 AND gateway = ?2 AND id = ?3",
-        params![account, gateway, id],
-    )
-    .map_err(db_error)?;
+    db.delete_dataset(account, gateway, id)?;
     Ok(dataset)
+}
+
+/// A dataset's filters as stored.
+pub(crate) fn filters_text(dataset: &Dataset) -> String {
+    Value::from(dataset.filters.clone()).to_string()
+}
+
+/// Stored filters: a JSON array, or `None`.
+pub(crate) fn filters_from_text(text: &str) -> Option<Vec<Value>> {
+    match serde_json::from_str(text) {
+        Ok(Value::Array(filters)) => Some(filters),
+        _ => None,
+    }
+}
+
+const COLUMNS: &str = "id, account, gateway, name, enable, filters, created_at, modified_at";
+
+impl DatasetRows for Connection {
+    fn count_datasets(&self, account: &str, gateway: &str) -> KilnResult<usize> {
+        self.query_row(
+            "SELECT COUNT(*) FROM datasets WHERE account = ?1 AND gateway = ?2",
+            params![account, gateway],
+            |row| row.get(0),
+        )
+        .map_err(db_error)
+    }
+
+    fn insert_dataset(&self, dataset: &Dataset) -> KilnResult<()> {
+        self.execute(
+            "INSERT INTO datasets
+                 (account, gateway, id, name, enable, filters, created_at, modified_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                dataset.account,
+                dataset.gateway,
+                dataset.id,
+                dataset.name,
+                dataset.enable,
+                filters_text(dataset),
+                dataset.created_at,
+                dataset.modified_at,
+            ],
+        )
+        .map_err(db_error)
+        .map(drop)
+    }
+
+    fn datasets(&self, account: &str, gateway: &str) -> KilnResult<Vec<Dataset>> {
+        let mut statement = self
+            .prepare(&format!(
+                "SELECT {COLUMNS} FROM datasets WHERE account = ?1 AND gateway = ?2 \
+                 ORDER BY rowid"
+            ))
+            .map_err(db_error)?;
+        let rows = statement
+            .query_map(params![account, gateway], from_row)
+            .map_err(db_error)?;
+        rows.map(|row| row.map_err(db_error)).collect()
+    }
+
+    fn dataset(&self, account: &str, gateway: &str, id: &str) -> KilnResult<Option<Dataset>> {
+        self.query_row(
+            &format!(
+                "SELECT {COLUMNS} FROM datasets WHERE account = ?1 AND gateway = ?2 AND id = ?3"
+            ),
+            params![account, gateway, id],
+            from_row,
+        )
+        .optional()
+        .map_err(db_error)
+    }
+
+    fn update_dataset(&self, dataset: &Dataset) -> KilnResult<()> {
+        self.execute(
+            "UPDATE datasets SET name = ?4, enable = ?5, filters = ?6, modified_at = ?7
+             WHERE account = ?1 AND gateway = ?2 AND id = ?3",
+            params![
+                dataset.account,
+                dataset.gateway,
+                dataset.id,
+                dataset.name,
+                dataset.enable,
+                filters_text(dataset),
+                dataset.modified_at,
+            ],
+        )
+        .map_err(db_error)
+        .map(drop)
+    }
+
+    fn delete_dataset(&self, account: &str, gateway: &str, id: &str) -> KilnResult<()> {
+        self.execute(
+            "DELETE FROM datasets WHERE account = ?1 AND gateway = ?2 AND id = ?3",
+            params![account, gateway, id],
+        )
+        .map_err(db_error)
+        .map(drop)
+    }
 }
 
 /// Removes every dataset of a gateway (when the gateway goes).
@@ -274,15 +356,12 @@ pub fn purge_gateway(db: &Connection, account: &str, gateway: &str) -> rusqlite:
 
 fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Dataset> {
     let filters: String = row.get(5)?;
-    let filters = match serde_json::from_str(&filters) {
-        Ok(Value::Array(filters)) => filters,
-        _ => {
-            return Err(rusqlite::Error::FromSqlConversionFailure(
-                5,
-                rusqlite::types::Type::Text,
-                "stored dataset filters are not a JSON array".into(),
-            ))
-        }
+    let Some(filters) = filters_from_text(&filters) else {
+        return Err(rusqlite::Error::FromSqlConversionFailure(
+            5,
+            rusqlite::types::Type::Text,
+            "stored dataset filters are not a JSON array".into(),
+        ));
     };
     Ok(Dataset {
         id: row.get(0)?,
@@ -302,11 +381,23 @@ pub(crate) fn not_found(id: &str) -> KilnError {
 
 /// `(1 AND (c1) AND …) OR (…)`: the logs in any of `datasets`, with its values in order.
 pub(crate) fn union_sql(datasets: &[Dataset]) -> KilnResult<(String, Vec<Sql>)> {
+    union_sql_in(datasets, Dialect::Sqlite)
+}
+
+pub(crate) fn union_sql_in(
+    datasets: &[Dataset],
+    dialect: Dialect,
+) -> KilnResult<(String, Vec<Sql>)> {
+    // PostgreSQL's AND takes booleans only.
+    let always = match dialect {
+        Dialect::Sqlite => "1",
+        Dialect::Postgres => "TRUE",
+    };
     let mut alternatives = Vec::with_capacity(datasets.len());
     let mut values = Vec::new();
     for dataset in datasets {
-        let (tail, bound) = dataset.query()?.where_tail();
-        alternatives.push(format!("(1{tail})"));
+        let (tail, bound) = dataset.query()?.where_tail_in(dialect);
+        alternatives.push(format!("({always}{tail})"));
         values.extend(bound);
     }
     Ok((alternatives.join(" OR "), values))

@@ -13,10 +13,9 @@ mod rows;
 
 use kiln_core::time::utc_timestamp;
 use kiln_core::{ErrorKind, KilnError, KilnResult};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use serde_json::{Map, Value};
 
-use crate::{db_error, gateways};
 use rows::*;
 
 pub use condition::{Condition, Op};
@@ -25,6 +24,7 @@ pub use graph::{
     Element, Graph, Kind, ModelTarget, RateRule, Reached, Surroundings, MAX_ELEMENTS,
     MAX_PERCENTAGE_BRANCHES, MAX_STEPS,
 };
+pub(crate) use rows::{DeploymentRow, NewRoute, RouteRow, RouteRows, Scope, VersionRow};
 
 /// Routes per gateway.
 pub const MAX_ROUTES_PER_GATEWAY: usize = 100;
@@ -80,68 +80,67 @@ pub struct Runnable {
 
 /// `POST …/gateways/{gateway}/routes {name, elements}`: the route, its first version, and
 /// that version's deployment.
-pub fn create(db: &Connection, account: &str, gateway: &str, body: &Value) -> KilnResult<Value> {
-    gateways::get(db, account, gateway)?;
+pub(crate) fn create<D: RouteRows + ?Sized>(
+    db: &D,
+    account: &str,
+    gateway: &str,
+    body: &Value,
+) -> KilnResult<Value> {
+    db.check_gateway(account, gateway)?;
     let object = object(body)?;
     let name = checked_name(object.get("name"))?;
     let elements = object.get("elements").unwrap_or(&Value::Null);
     Graph::parse(elements)?;
-    let count: usize = db
-        .query_row(
-            "SELECT COUNT(*) FROM dynamic_routes WHERE account = ?1 AND gateway = ?2",
-            params![account, gateway],
-            |row| row.get(0),
-        )
-        .map_err(db_error)?;
-    if count >= MAX_ROUTES_PER_GATEWAY {
+    if db.count_routes(account, gateway)? >= MAX_ROUTES_PER_GATEWAY {
         return Err(KilnError::bad_input(format!(
             "the gateway already has {MAX_ROUTES_PER_GATEWAY} dynamic routes, the most allowed"
         )));
     }
     check_name_free(db, account, gateway, &name)?;
-    let id = new_id();
     let now = utc_timestamp();
-    let transaction = db.unchecked_transaction().map_err(db_error)?;
-    transaction
-        .execute(
-            "INSERT INTO dynamic_routes (account, gateway, id, name, created_at, modified_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-            params![account, gateway, id, name, now],
-        )
-        .map_err(db_error)?;
-    let version = insert_version(&transaction, (account, gateway, &id), elements, None)?;
-    insert_deployment(&transaction, (account, gateway, &id), &version, None)?;
-    transaction.commit().map_err(db_error)?;
-    get(db, account, gateway, &id)
+    let version = new_version(elements, None);
+    let route = NewRoute {
+        account,
+        gateway,
+        row: RouteRow {
+            id: new_id(),
+            name,
+            created_at: now.clone(),
+            modified_at: now,
+        },
+        deployment: new_deployment(&version, None),
+        version,
+    };
+    db.insert_route(&route)?;
+    get(db, account, gateway, &route.row.id)
 }
 
 /// The gateway's routes, oldest first.
-pub fn list(db: &Connection, account: &str, gateway: &str) -> KilnResult<Vec<Value>> {
-    gateways::get(db, account, gateway)?;
-    let mut statement = db
-        .prepare(
-            "SELECT id, name, created_at, modified_at FROM dynamic_routes
-             WHERE account = ?1 AND gateway = ?2 ORDER BY rowid",
-        )
-        .map_err(db_error)?;
-    let rows = statement
-        .query_map(params![account, gateway], route_from_row)
-        .map_err(db_error)?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(db_error)?;
-    rows.into_iter()
+pub(crate) fn list<D: RouteRows + ?Sized>(
+    db: &D,
+    account: &str,
+    gateway: &str,
+) -> KilnResult<Vec<Value>> {
+    db.check_gateway(account, gateway)?;
+    db.routes(account, gateway)?
+        .into_iter()
         .map(|row| route_json(db, account, gateway, row))
         .collect()
 }
 
-pub fn get(db: &Connection, account: &str, gateway: &str, id: &str) -> KilnResult<Value> {
+pub(crate) fn get<D: RouteRows + ?Sized>(
+    db: &D,
+    account: &str,
+    gateway: &str,
+    id: &str,
+) -> KilnResult<Value> {
     let row = route_row(db, account, gateway, id)?;
     route_json(db, account, gateway, row)
 }
 
 /// `PATCH …/routes/{id} {name}`.
-pub fn rename(
-    db: &Connection,
+pub(crate) fn rename<D: RouteRows + ?Sized>(
+    db: &D,
     account: &str,
     gateway: &str,
     id: &str,
@@ -152,45 +151,25 @@ pub fn rename(
     if name != row.name {
         check_name_free(db, account, gateway, &name)?;
     }
-    db.execute(
-        "UPDATE dynamic_routes SET name = ?4, modified_at = ?5
-         WHERE account = ?1 AND gateway = ?2 AND id = ?3",
-        params![account, gateway, id, name, utc_timestamp()],
-    )
-    .map_err(db_error)?;
+    db.rename_route((account, gateway, id), &name, &utc_timestamp())?;
     get(db, account, gateway, id)
 }
 
 /// Deletes the route with its versions and deployments; answers the route as it was.
-pub fn delete(db: &Connection, account: &str, gateway: &str, id: &str) -> KilnResult<Value> {
+pub(crate) fn delete<D: RouteRows + ?Sized>(
+    db: &D,
+    account: &str,
+    gateway: &str,
+    id: &str,
+) -> KilnResult<Value> {
     let route = get(db, account, gateway, id)?;
-    let transaction = db.unchecked_transaction().map_err(db_error)?;
-    for table in [
-        "dynamic_route_versions",
-        "dynamic_route_deployments",
-        "dynamic_routes",
-    ] {
-        let column = if table == "dynamic_routes" {
-            "id"
-        } else {
-            "route"
-        };
-        transaction
-            .execute(
-                &format!(
-                    "DELETE FROM {table} WHERE account = ?1 AND gateway = ?2 AND {column} = ?3"
-                ),
-                params![account, gateway, id],
-            )
-            .map_err(db_error)?;
-    }
-    transaction.commit().map_err(db_error)?;
+    db.delete_route((account, gateway, id))?;
     Ok(route)
 }
 
 /// `POST …/routes/{id}/versions {elements, comment}`: a new version, not yet deployed.
-pub fn create_version(
-    db: &Connection,
+pub(crate) fn create_version<D: RouteRows + ?Sized>(
+    db: &D,
     account: &str,
     gateway: &str,
     id: &str,
@@ -201,47 +180,43 @@ pub fn create_version(
     let elements = object.get("elements").unwrap_or(&Value::Null);
     Graph::parse(elements)?;
     let comment = checked_comment(object.get("comment"))?;
-    check_room(
-        db,
-        "dynamic_route_versions",
-        (account, gateway, id),
-        "versions",
-    )?;
-    let transaction = db.unchecked_transaction().map_err(db_error)?;
-    let version = insert_version(&transaction, (account, gateway, id), elements, comment)?;
-    touch(&transaction, (account, gateway, id))?;
-    transaction.commit().map_err(db_error)?;
+    let scope = (account, gateway, id);
+    check_room(db.count_versions(scope)?, "versions")?;
+    let version = new_version(elements, comment);
+    db.insert_version(scope, &version)?;
     let route = route_row(db, account, gateway, id)?;
-    let active = active_version(db, (account, gateway, id))?;
+    let active = active_version(db, scope)?;
     Ok(version_detail(
         account, gateway, &route, &version, &active.id,
     ))
 }
 
 /// The route's versions, oldest first.
-pub fn list_versions(
-    db: &Connection,
+pub(crate) fn list_versions<D: RouteRows + ?Sized>(
+    db: &D,
     account: &str,
     gateway: &str,
     id: &str,
 ) -> KilnResult<Vec<Value>> {
     route_row(db, account, gateway, id)?;
     let active = active_version(db, (account, gateway, id))?;
-    Ok(versions(db, (account, gateway, id))?
+    Ok(db
+        .versions((account, gateway, id))?
         .iter()
         .map(|version| version_json(version, version.id == active.id))
         .collect())
 }
 
-pub fn get_version(
-    db: &Connection,
+pub(crate) fn get_version<D: RouteRows + ?Sized>(
+    db: &D,
     account: &str,
     gateway: &str,
     id: &str,
     version_id: &str,
 ) -> KilnResult<Value> {
     let route = route_row(db, account, gateway, id)?;
-    let version = version_row(db, (account, gateway, id), version_id)?
+    let version = db
+        .version_row((account, gateway, id), version_id)?
         .ok_or_else(|| no_version(id, version_id))?;
     let active = active_version(db, (account, gateway, id))?;
     Ok(version_detail(
@@ -251,8 +226,8 @@ pub fn get_version(
 
 /// `POST …/routes/{id}/deployments {version_id, comment}`: deploys the version; answers the
 /// route as it now runs.
-pub fn create_deployment(
-    db: &Connection,
+pub(crate) fn create_deployment<D: RouteRows + ?Sized>(
+    db: &D,
     account: &str,
     gateway: &str,
     id: &str,
@@ -266,62 +241,46 @@ pub fn create_deployment(
         .filter(|v| !v.is_empty())
         .ok_or_else(|| KilnError::bad_input("'version_id' is required"))?;
     let comment = checked_comment(object.get("comment"))?;
-    let version = version_row(db, (account, gateway, id), version_id)?
+    let scope = (account, gateway, id);
+    let version = db
+        .version_row(scope, version_id)?
         .ok_or_else(|| no_version(id, version_id))?;
-    check_room(
-        db,
-        "dynamic_route_deployments",
-        (account, gateway, id),
-        "deployments",
-    )?;
-    let transaction = db.unchecked_transaction().map_err(db_error)?;
-    insert_deployment(&transaction, (account, gateway, id), &version, comment)?;
-    touch(&transaction, (account, gateway, id))?;
-    transaction.commit().map_err(db_error)?;
+    check_room(db.count_deployments(scope)?, "deployments")?;
+    db.insert_deployment(scope, &new_deployment(&version, comment))?;
     get(db, account, gateway, id)
 }
 
 /// The route's deployments, oldest first.
-pub fn list_deployments(
-    db: &Connection,
+pub(crate) fn list_deployments<D: RouteRows + ?Sized>(
+    db: &D,
     account: &str,
     gateway: &str,
     id: &str,
 ) -> KilnResult<Vec<Value>> {
     route_row(db, account, gateway, id)?;
-    let mut statement = db
-        .prepare(
-            "SELECT id, version, comment, created_at FROM dynamic_route_deployments
-             WHERE account = ?1 AND gateway = ?2 AND route = ?3 ORDER BY rowid",
-        )
-        .map_err(db_error)?;
-    let rows = statement
-        .query_map(params![account, gateway, id], deployment_from_row)
-        .map_err(db_error)?;
-    rows.map(|row| row.map(|d| deployment_json(&d)).map_err(db_error))
-        .collect()
+    Ok(db
+        .deployments((account, gateway, id))?
+        .iter()
+        .map(deployment_json)
+        .collect())
 }
 
 /// The route `name` of a gateway as requests run it.
-pub fn runnable(db: &Connection, account: &str, gateway: &str, name: &str) -> KilnResult<Runnable> {
-    let row = db
-        .query_row(
-            "SELECT id, name, created_at, modified_at FROM dynamic_routes
-             WHERE account = ?1 AND gateway = ?2 AND name = ?3",
-            params![account, gateway, name],
-            route_from_row,
+pub(crate) fn runnable<D: RouteRows + ?Sized>(
+    db: &D,
+    account: &str,
+    gateway: &str,
+    name: &str,
+) -> KilnResult<Runnable> {
+    let row = db.route_named(account, gateway, name)?.ok_or_else(|| {
+        KilnError::new(
+            ErrorKind::NotFound,
+            format!(
+                "no dynamic route named {name:?} in gateway {gateway:?}: create it at \
+                 /accounts/{account}/ai-gateway/gateways/{gateway}/routes"
+            ),
         )
-        .optional()
-        .map_err(db_error)?
-        .ok_or_else(|| {
-            KilnError::new(
-                ErrorKind::NotFound,
-                format!(
-                    "no dynamic route named {name:?} in gateway {gateway:?}: create it at \
-                     /accounts/{account}/ai-gateway/gateways/{gateway}/routes"
-                ),
-            )
-        })?;
+    })?;
     let version = active_version(db, (account, gateway, &row.id))?;
     let graph = Graph::parse(&version.elements).map_err(|error| {
         KilnError::internal(format!("stored route {:?}: {}", row.name, error.message))
@@ -385,16 +344,13 @@ fn checked_comment(comment: Option<&Value>) -> KilnResult<Option<String>> {
     }
 }
 
-fn check_name_free(db: &Connection, account: &str, gateway: &str, name: &str) -> KilnResult<()> {
-    let taken: bool = db
-        .query_row(
-            "SELECT EXISTS (SELECT 1 FROM dynamic_routes
-                            WHERE account = ?1 AND gateway = ?2 AND name = ?3)",
-            params![account, gateway, name],
-            |row| row.get(0),
-        )
-        .map_err(db_error)?;
-    if taken {
+fn check_name_free<D: RouteRows + ?Sized>(
+    db: &D,
+    account: &str,
+    gateway: &str,
+    name: &str,
+) -> KilnResult<()> {
+    if db.route_name_taken(account, gateway, name)? {
         return Err(KilnError::new(
             ErrorKind::Conflict,
             format!("gateway {gateway:?} already has a dynamic route named {name:?}"),
@@ -403,17 +359,8 @@ fn check_name_free(db: &Connection, account: &str, gateway: &str, name: &str) ->
     Ok(())
 }
 
-fn check_room(db: &Connection, table: &str, scope: Scope<'_>, what: &str) -> KilnResult<()> {
-    let (account, gateway, route) = scope;
-    let count: usize = db
-        .query_row(
-            &format!(
-                "SELECT COUNT(*) FROM {table} WHERE account = ?1 AND gateway = ?2 AND route = ?3"
-            ),
-            params![account, gateway, route],
-            |row| row.get(0),
-        )
-        .map_err(db_error)?;
+/// Versions and deployments per route are bounded.
+fn check_room(count: usize, what: &str) -> KilnResult<()> {
     if count >= MAX_VERSIONS_PER_ROUTE {
         return Err(KilnError::bad_input(format!(
             "the route already has {MAX_VERSIONS_PER_ROUTE} {what}, the most allowed: create a \

@@ -8,8 +8,11 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use serde_json::{json, Value};
 
-use crate::datasets::{self, checked_name, Dataset};
-use crate::{db_error, gateways};
+use crate::datasets::{self, checked_name, Dataset, DatasetRows};
+use crate::db_error;
+// The tests make their gateways with it.
+#[cfg(test)]
+use crate::gateways;
 
 /// The evaluators Kiln runs: (id, name, description, mandatory).
 const TYPES: [(&str, &str, &str, bool); 3] = [
@@ -87,8 +90,13 @@ fn ids(body: &Value, field: &str) -> KilnResult<Vec<String>> {
 
 /// `POST …/gateways/{gateway}/evaluations {name, dataset_ids, evaluation_type_ids}`: runs the
 /// evaluators now, over logs committed before the call (the caller flushes the log writer).
-pub fn create(db: &Connection, account: &str, gateway: &str, body: &Value) -> KilnResult<Value> {
-    gateways::get(db, account, gateway)?;
+pub fn create<D: EvaluationRows + ?Sized>(
+    db: &D,
+    account: &str,
+    gateway: &str,
+    body: &Value,
+) -> KilnResult<Value> {
+    db.check_gateway(account, gateway)?;
     if !body.is_object() {
         return Err(KilnError::bad_input("the body must be a JSON object"));
     }
@@ -113,7 +121,7 @@ pub fn create(db: &Connection, account: &str, gateway: &str, body: &Value) -> Ki
         .iter()
         .map(|id| datasets::get(db, account, gateway, id))
         .collect::<KilnResult<Vec<Dataset>>>()?;
-    let totals = measure(db, account, gateway, &chosen)?;
+    let totals = db.measure(account, gateway, &chosen)?;
 
     let id = uuid::Uuid::new_v4().simple().to_string();
     let now = utc_timestamp();
@@ -152,23 +160,19 @@ pub fn create(db: &Connection, account: &str, gateway: &str, body: &Value) -> Ki
         "created_at": now,
         "modified_at": now,
     });
-    db.execute(
-        "INSERT INTO evaluations (account, gateway, id, evaluation) VALUES (?1, ?2, ?3, ?4)",
-        params![account, gateway, id, evaluation.to_string()],
-    )
-    .map_err(db_error)?;
+    db.insert_evaluation(account, gateway, &id, &evaluation.to_string())?;
     Ok(evaluation)
 }
 
 /// What the evaluators need from the logs of the chosen datasets.
 #[derive(Debug, Default, PartialEq)]
-struct Totals {
-    logs: u64,
-    costed: u64,
-    average_cost: Option<f64>,
-    average_duration: Option<f64>,
-    rated: u64,
-    thumbs_up: u64,
+pub(crate) struct Totals {
+    pub logs: u64,
+    pub costed: u64,
+    pub average_cost: Option<f64>,
+    pub average_duration: Option<f64>,
+    pub rated: u64,
+    pub thumbs_up: u64,
 }
 
 impl Totals {
@@ -186,71 +190,59 @@ impl Totals {
     }
 }
 
-/// One pass over the logs in any of `chosen` (a log in two datasets counts once).
-fn measure(
-    db: &Connection,
-    account: &str,
-    gateway: &str,
-    chosen: &[Dataset],
-) -> KilnResult<Totals> {
-    let (union, bound) = datasets::union_sql(chosen)?;
-    let mut values = vec![Sql::Text(account.into()), Sql::Text(gateway.into())];
-    values.extend(bound);
-    let sql = format!(
-        "SELECT COUNT(*), COUNT(cost), AVG(cost), AVG(duration),
-                COUNT(feedback), COALESCE(SUM(feedback = 1), 0)
-         FROM logs WHERE account = ? AND gateway = ? AND ({union})"
-    );
-    let count = |n: i64| u64::try_from(n).unwrap_or(0);
-    db.query_row(&sql, params_from_iter(values.iter()), |row| {
-        Ok(Totals {
-            logs: count(row.get(0)?),
-            costed: count(row.get(1)?),
-            average_cost: row.get(2)?,
-            average_duration: row.get(3)?,
-            rated: count(row.get(4)?),
-            thumbs_up: count(row.get(5)?),
-        })
-    })
-    .map_err(db_error)
+/// Where evaluations are kept, and the logs they measure: SQLite (below) or PostgreSQL
+/// (`backend::postgres::datasets`).
+pub(crate) trait EvaluationRows: DatasetRows {
+    /// One pass over the logs in any of `chosen` (a log in two datasets counts once).
+    fn measure(&self, account: &str, gateway: &str, chosen: &[Dataset]) -> KilnResult<Totals>;
+    fn insert_evaluation(
+        &self,
+        account: &str,
+        gateway: &str,
+        id: &str,
+        text: &str,
+    ) -> KilnResult<()>;
+    /// The gateway's evaluations, oldest first.
+    fn evaluation_texts(&self, account: &str, gateway: &str) -> KilnResult<Vec<String>>;
+    fn evaluation_text(&self, account: &str, gateway: &str, id: &str)
+        -> KilnResult<Option<String>>;
+    fn delete_evaluation(&self, account: &str, gateway: &str, id: &str) -> KilnResult<()>;
 }
 
 /// The gateway's evaluations, oldest first.
-pub fn list(db: &Connection, account: &str, gateway: &str) -> KilnResult<Vec<Value>> {
-    gateways::get(db, account, gateway)?;
-    let mut statement = db
-        .prepare(
-            "SELECT evaluation FROM evaluations WHERE account = ?1 AND gateway = ?2
-             ORDER BY rowid",
-        )
-        .map_err(db_error)?;
-    let rows = statement
-        .query_map(params![account, gateway], |row| row.get::<_, String>(0))
-        .map_err(db_error)?;
-    rows.map(|row| row.map_err(db_error).and_then(|text| parse(&text)))
+pub fn list<D: EvaluationRows + ?Sized>(
+    db: &D,
+    account: &str,
+    gateway: &str,
+) -> KilnResult<Vec<Value>> {
+    db.check_gateway(account, gateway)?;
+    db.evaluation_texts(account, gateway)?
+        .iter()
+        .map(|text| parse(text))
         .collect()
 }
 
-pub fn get(db: &Connection, account: &str, gateway: &str, id: &str) -> KilnResult<Value> {
-    gateways::get(db, account, gateway)?;
-    let text: Option<String> = db
-        .query_row(
-            "SELECT evaluation FROM evaluations WHERE account = ?1 AND gateway = ?2 AND id = ?3",
-            params![account, gateway, id],
-            |row| row.get(0),
-        )
-        .optional()
-        .map_err(db_error)?;
-    parse(&text.ok_or_else(|| not_found(id))?)
+pub fn get<D: EvaluationRows + ?Sized>(
+    db: &D,
+    account: &str,
+    gateway: &str,
+    id: &str,
+) -> KilnResult<Value> {
+    db.check_gateway(account, gateway)?;
+    parse(
+        &db.evaluation_text(account, gateway, id)?
+            .ok_or_else(|| not_found(id))?,
+    )
 }
 
-pub fn delete(db: &Connection, account: &str, gateway: &str, id: &str) -> KilnResult<Value> {
+pub fn delete<D: EvaluationRows + ?Sized>(
+    db: &D,
+    account: &str,
+    gateway: &str,
+    id: &str,
+) -> KilnResult<Value> {
     let evaluation = get(db, account, gateway, id)?;
-    db.execute(
-        "DELETE FROM evaluations WHERE account = ?1 AND gateway = ?2 AND id = ?3",
-        params![account, gateway, id],
-    )
-    .map_err(db_error)?;
+    db.delete_evaluation(account, gateway, id)?;
     Ok(evaluation)
 }
 
@@ -261,6 +253,83 @@ pub fn purge_gateway(db: &Connection, account: &str, gateway: &str) -> rusqlite:
         params![account, gateway],
     )
     .map(drop)
+}
+
+impl EvaluationRows for Connection {
+    fn measure(&self, account: &str, gateway: &str, chosen: &[Dataset]) -> KilnResult<Totals> {
+        let (union, bound) = datasets::union_sql(chosen)?;
+        let mut values = vec![Sql::Text(account.into()), Sql::Text(gateway.into())];
+        values.extend(bound);
+        let sql = format!(
+            "SELECT COUNT(*), COUNT(cost), AVG(cost), AVG(duration),
+                    COUNT(feedback), COALESCE(SUM(feedback = 1), 0)
+             FROM logs WHERE account = ? AND gateway = ? AND ({union})"
+        );
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        self.query_row(&sql, params_from_iter(values.iter()), |row| {
+            Ok(Totals {
+                logs: count(row.get(0)?),
+                costed: count(row.get(1)?),
+                average_cost: row.get(2)?,
+                average_duration: row.get(3)?,
+                rated: count(row.get(4)?),
+                thumbs_up: count(row.get(5)?),
+            })
+        })
+        .map_err(db_error)
+    }
+
+    fn insert_evaluation(
+        &self,
+        account: &str,
+        gateway: &str,
+        id: &str,
+        text: &str,
+    ) -> KilnResult<()> {
+        self.execute(
+            "INSERT INTO evaluations (account, gateway, id, evaluation) VALUES (?1, ?2, ?3, ?4)",
+            params![account, gateway, id, text],
+        )
+        .map_err(db_error)
+        .map(drop)
+    }
+
+    fn evaluation_texts(&self, account: &str, gateway: &str) -> KilnResult<Vec<String>> {
+        let mut statement = self
+            .prepare(
+                "SELECT evaluation FROM evaluations WHERE account = ?1 AND gateway = ?2
+                 ORDER BY rowid",
+            )
+            .map_err(db_error)?;
+        let rows = statement
+            .query_map(params![account, gateway], |row| row.get::<_, String>(0))
+            .map_err(db_error)?;
+        rows.map(|row| row.map_err(db_error)).collect()
+    }
+
+    fn evaluation_text(
+        &self,
+        account: &str,
+        gateway: &str,
+        id: &str,
+    ) -> KilnResult<Option<String>> {
+        self.query_row(
+            "SELECT evaluation FROM evaluations WHERE account = ?1 AND gateway = ?2 AND id = ?3",
+            params![account, gateway, id],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(db_error)
+    }
+
+    fn delete_evaluation(&self, account: &str, gateway: &str, id: &str) -> KilnResult<()> {
+        self.execute(
+            "DELETE FROM evaluations WHERE account = ?1 AND gateway = ?2 AND id = ?3",
+            params![account, gateway, id],
+        )
+        .map_err(db_error)
+        .map(drop)
+    }
 }
 
 fn parse(text: &str) -> KilnResult<Value> {

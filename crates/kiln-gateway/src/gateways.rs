@@ -1,4 +1,5 @@
-//! Gateway objects (spec §4.12) in the `gateways` table.
+//! Gateway objects (spec §4.12) in the `gateways` table: SQLite's SQL, and the checks and row
+//! decoding the PostgreSQL backend shares.
 
 use kiln_core::time::utc_timestamp;
 use kiln_core::{ErrorKind, KilnError, KilnResult};
@@ -49,12 +50,8 @@ pub fn create_schema(db: &Connection) -> rusqlite::Result<()> {
 
 /// `POST …/ai-gateway/gateways`: `body` holds `id` and any settings.
 pub fn create(db: &Connection, account: &str, body: &Value) -> KilnResult<Gateway> {
-    let id = body
-        .get("id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| KilnError::bad_input("'id' (the gateway's name) is required"))?;
-    validate_id(id)?;
-    let config = GatewayConfig::from_json(body)?;
+    let (id, config) = checked_new(body)?;
+    let id = id.as_str();
     let count: usize = db
         .query_row(
             "SELECT COUNT(*) FROM gateways WHERE account = ?1",
@@ -63,9 +60,7 @@ pub fn create(db: &Connection, account: &str, body: &Value) -> KilnResult<Gatewa
         )
         .map_err(db_error)?;
     if count >= MAX_GATEWAYS_PER_ACCOUNT {
-        return Err(KilnError::bad_input(format!(
-            "the account already has {MAX_GATEWAYS_PER_ACCOUNT} gateways, the most allowed"
-        )));
+        return Err(too_many());
     }
     let now = utc_timestamp();
     let inserted = db.execute(
@@ -74,10 +69,7 @@ pub fn create(db: &Connection, account: &str, body: &Value) -> KilnResult<Gatewa
         params![account, id, config.to_text(), now],
     );
     if inserted.map_err(db_error)? == 0 {
-        return Err(KilnError::new(
-            ErrorKind::Conflict,
-            format!("a gateway named {id:?} already exists"),
-        ));
+        return Err(exists(id));
     }
     Ok(Gateway {
         id: id.to_owned(),
@@ -146,15 +138,53 @@ pub fn delete(db: &Connection, account: &str, id: &str) -> KilnResult<Gateway> {
     Ok(gateway)
 }
 
-type Row = (String, String, String, String);
+/// A create body's `id` and settings, checked.
+pub(crate) fn checked_new(body: &Value) -> KilnResult<(String, GatewayConfig)> {
+    let id = body
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| KilnError::bad_input("'id' (the gateway's name) is required"))?;
+    validate_id(id)?;
+    let config = GatewayConfig::from_json(body)?;
+    Ok((id.to_owned(), config))
+}
 
-fn gateway_from_row((id, config, created_at, modified_at): Row) -> KilnResult<Gateway> {
+pub(crate) fn too_many() -> KilnError {
+    KilnError::bad_input(format!(
+        "the account already has {MAX_GATEWAYS_PER_ACCOUNT} gateways, the most allowed"
+    ))
+}
+
+pub(crate) fn exists(id: &str) -> KilnError {
+    KilnError::new(
+        ErrorKind::Conflict,
+        format!("a gateway named {id:?} already exists"),
+    )
+}
+
+/// (id, settings as text, created_at, modified_at).
+pub(crate) type Row = (String, String, String, String);
+
+pub(crate) fn gateway_from_row((id, config, created_at, modified_at): Row) -> KilnResult<Gateway> {
     Ok(Gateway {
         id,
         config: GatewayConfig::from_text(&config)?,
         created_at,
         modified_at,
     })
+}
+
+/// What the features kept per gateway (stored keys, datasets, routes, …) check first: that
+/// the gateway exists, in whichever database they share with it.
+pub(crate) trait GatewayCheck {
+    /// `NotFound` when the account has no such gateway.
+    fn check_gateway(&self, account: &str, gateway: &str) -> KilnResult<()>;
+}
+
+impl GatewayCheck for Connection {
+    fn check_gateway(&self, account: &str, gateway: &str) -> KilnResult<()> {
+        get(self, account, gateway).map(drop)
+    }
 }
 
 /// Gateway names: 1–64 characters of letters, digits, `-` and `_`.

@@ -169,6 +169,40 @@ pub fn encode_into(out: &mut Vec<u8>, write: &RequestWrite) {
     out.extend_from_slice(&payload);
 }
 
+/// A cache entry alone, as the Redis cache stores it.
+pub fn encode_cache_entry(entry: &CacheEntry) -> Vec<u8> {
+    let mut encoder = Encoder(Vec::with_capacity(entry.body.len() + 128));
+    encoder.cache_entry(entry);
+    encoder.0
+}
+
+/// The inverse of [`encode_cache_entry`]; `None` for anything else.
+pub fn decode_cache_entry(bytes: &[u8]) -> Option<CacheEntry> {
+    let mut decoder = Decoder { bytes, at: 0 };
+    let entry = decoder.cache_entry()?;
+    (decoder.at == bytes.len()).then_some(entry)
+}
+
+/// This journal's name, kept in the directory (`ID`), so that a shared database can record
+/// how far it has applied each node's journal.
+pub fn identity(dir: &Path) -> io::Result<String> {
+    let path = dir.join("ID");
+    match fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let temporary = dir.join("ID.new");
+    let mut file = File::create(&temporary)?;
+    file.write_all(id.as_bytes())?;
+    file.sync_all()?;
+    fs::rename(&temporary, &path)?;
+    File::open(dir)?.sync_all()?;
+    Ok(id)
+}
+
 fn decode(payload: &[u8]) -> Option<RequestWrite> {
     let mut decoder = Decoder {
         bytes: payload,

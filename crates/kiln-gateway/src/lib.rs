@@ -1,19 +1,22 @@
 //! AI Gateway (spec §4): gateway objects, custom providers, the response cache, request logs,
-//! datasets and evaluations, analytics and rate limits, all kept in one SQLite database in the
-//! data dir.
+//! datasets and evaluations, analytics and rate limits.
 //!
-//! Three connections share it (WAL mode): one for the REST API's reads and writes
-//! (`synchronous = FULL`: a change is on disk before the call answers), one for cache lookups on
-//! the request path, and the [`Writer`]'s, which commits logs, analytics and cache entries in
-//! batches. [`GatewayStore`] is the only storage interface the HTTP layer sees, so a server
-//! database can replace SQLite behind it.
+//! One node keeps them all in one SQLite database in the data dir ([`GatewayDb::Sqlite`]). A
+//! cluster's nodes share them through PostgreSQL, and the response cache through Redis (or
+//! PostgreSQL) ([`GatewayDb::Shared`]); see `backend`. Either way, request writes (logs,
+//! analytics, cache entries) go through the writer: journaled on this node's disk before the
+//! response completes, committed to the database in batches. Rate limits (a gateway's, a
+//! stored key's, a dynamic route's `rate` elements) are counted in each node's memory.
+//! [`GatewayStore`] is the only storage interface the HTTP layer sees.
 
 pub mod analytics;
+mod backend;
 pub mod cache;
 mod config;
 mod datasets;
 pub mod dynamic_routes;
 mod evaluations;
+mod features;
 mod gateways;
 mod journal;
 mod limiter;
@@ -22,16 +25,18 @@ mod options;
 mod provider_configs;
 mod providers;
 mod record;
+mod resolved;
 mod writer;
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
-use kiln_core::{KilnError, KilnResult};
+use kiln_core::{ErrorKind, KilnError, KilnResult};
 use rusqlite::Connection;
 use serde_json::Value;
 
+pub use backend::{GatewayDb, DEFAULT_REDIS_PREFIX};
 pub use cache::{CacheEntry, KeyParts};
 pub use config::{GatewayConfig, LogStrategy, RateLimitTechnique, RetryBackoff};
 pub use datasets::{Dataset, MAX_DATASETS_PER_GATEWAY};
@@ -44,17 +49,31 @@ pub use providers::CustomProvider;
 pub use record::LogRecord;
 pub use writer::{RequestWrite, WriterLimits};
 
+use analytics::Report;
+use backend::postgres::PostgresBackend;
+use backend::sqlite::{SqliteBackend, SqliteSink};
+use backend::{Backend, FeatureRows};
+use cache::redis::RedisCache;
 use limiter::RateLimiter;
+use resolved::{ResolvedGateways, SharedResolved};
 use writer::Writer;
 
+/// With a shared database, how long a gateway held in memory is used before it is read again
+/// (notifications of changes usually clear it much sooner).
+const SHARED_RECHECK: Duration = Duration::from_secs(2);
+
 pub struct GatewayStore {
-    db: Mutex<Connection>,
-    cache_reader: Mutex<Connection>,
+    backend: Arc<dyn Backend>,
+    /// Custom providers, stored keys, datasets, evaluations and dynamic routes.
+    features: Features,
+    /// The response cache, when it is in Redis rather than the backend's table.
+    redis: Option<Arc<RedisCache>>,
     writer: Writer,
     limiter: RateLimiter,
-    /// Gateways by (account, id), read on every proxied request; every change goes through
-    /// this store, which keeps the map in step.
-    resolved: RwLock<HashMap<(String, String), Arc<Gateway>>>,
+    /// Gateways by (account, id), read on every proxied request.
+    resolved: SharedResolved,
+    /// Keeps the thread that hears other nodes' gateway changes running.
+    _listener: Option<kiln_postgres::Listener>,
 }
 
 impl GatewayStore {
@@ -63,170 +82,158 @@ impl GatewayStore {
         Self::open_with(path, WriterLimits::default())
     }
 
+    /// The SQLite database at `path`.
     pub fn open_with(path: &Path, limits: WriterLimits) -> KilnResult<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| storage(e.to_string()))?;
+        Self::open_db(GatewayDb::Sqlite(path.to_owned()), limits)
+    }
+
+    /// Opens the store on `db`: a SQLite file, or PostgreSQL (migrated on the way) and
+    /// optionally Redis, shared with other nodes. Replays this node's journal first.
+    pub fn open_db(db: GatewayDb, limits: WriterLimits) -> KilnResult<Self> {
+        match db {
+            GatewayDb::Sqlite(path) => {
+                let backend = SqliteBackend::open(&path)?;
+                let journal_dir = writer::journal_dir(&path);
+                let journal_lock = writer::lock_journal(&journal_dir)?;
+                let sink = Box::new(SqliteSink::open(&path)?);
+                let writer = Writer::start(sink, &journal_dir, journal_lock, limits, None)?;
+                Ok(Self {
+                    features: Features::Sqlite(backend.connection()),
+                    backend: Arc::new(backend),
+                    redis: None,
+                    writer,
+                    limiter: RateLimiter::default(),
+                    resolved: Arc::new(ResolvedGateways::new(None)),
+                    _listener: None,
+                })
+            }
+            GatewayDb::Shared {
+                postgres_url,
+                redis_url,
+                redis_prefix,
+                journal_dir,
+            } => {
+                let redis = match redis_url {
+                    Some(url) => {
+                        let cache = RedisCache::new(&url, &redis_prefix)?;
+                        // A node may start before Redis: until it answers, lookups miss.
+                        if let Err(error) = cache.ping() {
+                            tracing::warn!("gateway cache: {error}; lookups miss until it answers");
+                        }
+                        Some(Arc::new(cache))
+                    }
+                    None => None,
+                };
+                let backend = Arc::new(PostgresBackend::connect(&postgres_url, redis.is_none())?);
+                let journal_lock = writer::lock_journal(&journal_dir)?;
+                let journal_id = journal::identity(&journal_dir).map_err(writer::io_error)?;
+                let sink = Box::new(backend.sink(&journal_id)?);
+                let writer =
+                    Writer::start(sink, &journal_dir, journal_lock, limits, redis.clone())?;
+                let resolved = Arc::new(ResolvedGateways::new(Some(SHARED_RECHECK)));
+                let cleared = resolved.clone();
+                let listener = backend.listen(move || cleared.clear())?;
+                Ok(Self {
+                    features: Features::Postgres(backend.clone()),
+                    backend,
+                    redis,
+                    writer,
+                    limiter: RateLimiter::default(),
+                    resolved,
+                    _listener: Some(listener),
+                })
+            }
         }
-        let db = kiln_sqlite::open(path, kiln_sqlite::Durability::Full).map_err(db_error)?;
-        gateways::create_schema(&db)
-            .and_then(|()| providers::create_schema(&db))
-            .and_then(|()| provider_configs::create_schema(&db))
-            .and_then(|()| cache::create_schema(&db))
-            .and_then(|()| logs::create_schema(&db))
-            .and_then(|()| analytics::create_schema(&db))
-            .and_then(|()| datasets::create_schema(&db))
-            .and_then(|()| evaluations::create_schema(&db))
-            .and_then(|()| dynamic_routes::create_schema(&db))
-            .map_err(db_error)?;
-        let cache_reader =
-            kiln_sqlite::open(path, kiln_sqlite::Durability::Normal).map_err(db_error)?;
-        let writer = Writer::start(path, limits).map_err(db_error)?;
-        Ok(Self {
-            db: Mutex::new(db),
-            cache_reader: Mutex::new(cache_reader),
-            writer,
-            limiter: RateLimiter::default(),
-            resolved: RwLock::default(),
-        })
     }
 
     // Gateway objects.
 
     pub fn create(&self, account: &str, body: &Value) -> KilnResult<Gateway> {
-        gateways::create(&self.db(), account, body)
+        self.backend.create_gateway(account, body)
     }
 
     pub fn list(&self, account: &str) -> KilnResult<Vec<Gateway>> {
-        gateways::list(&self.db(), account)
+        self.backend.list_gateways(account)
     }
 
     pub fn get(&self, account: &str, id: &str) -> KilnResult<Gateway> {
-        gateways::get(&self.db(), account, id)
+        self.backend.get_gateway(account, id)
     }
 
-    /// The gateway a request names, from memory after its first use.
+    /// The gateway a request names, from memory after its first use (and, with a shared
+    /// database, reread after a change or every couple of seconds). While the shared database
+    /// is unreachable, the last one read is used.
     pub fn resolve(&self, account: &str, id: &str) -> KilnResult<Arc<Gateway>> {
-        if let Some(gateway) = self.resolved(account, id) {
+        if let Some(gateway) = self.resolved.fresh(account, id) {
             return Ok(gateway);
         }
-        let key = (account.to_owned(), id.to_owned());
-        let gateway = Arc::new(self.get(account, id)?);
-        self.resolved
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, gateway.clone());
-        Ok(gateway)
+        let generation = self.resolved.generation();
+        match self.get(account, id) {
+            Ok(gateway) => {
+                let gateway = Arc::new(gateway);
+                self.resolved.keep(account, id, gateway.clone(), generation);
+                Ok(gateway)
+            }
+            Err(error) if error.kind == ErrorKind::StorageUnavailable => {
+                match self.resolved.any(account, id) {
+                    Some(known) => {
+                        tracing::warn!(account, id, "{}; using the gateway as last read", error);
+                        Ok(known)
+                    }
+                    None => Err(error),
+                }
+            }
+            Err(error) => {
+                if error.kind == ErrorKind::NotFound {
+                    self.resolved.forget(account, id);
+                }
+                Err(error)
+            }
+        }
     }
 
-    /// The gateway a request names if it is in memory: never touches SQLite, so an async
+    /// The gateway a request names if it is in memory: never touches the database, so an async
     /// caller can try it before [`GatewayStore::resolve`] on a blocking thread.
     pub fn resolved(&self, account: &str, id: &str) -> Option<Arc<Gateway>> {
-        self.resolved_map()
-            .get(&(account.to_owned(), id.to_owned()))
-            .cloned()
+        self.resolved.fresh(account, id)
     }
 
     /// Replaces the settings; with `cache_invalidate_on_update` the gateway's cache is emptied.
     pub fn update(&self, account: &str, id: &str, body: &Value) -> KilnResult<Gateway> {
         self.writer.flush();
-        let db = self.db();
-        let gateway = gateways::update(&db, account, id, body)?;
-        if gateway.config.cache_invalidate_on_update {
-            cache::purge_gateway(&db, account, id).map_err(db_error)?;
-        }
+        let gateway = self.backend.update_gateway(account, id, body)?;
         self.forget(account, id);
+        if gateway.config.cache_invalidate_on_update {
+            self.purge_cache(account, id)?;
+        }
         Ok(gateway)
     }
 
     /// Deletes the gateway with its cache, logs, datasets and evaluations.
     pub fn delete(&self, account: &str, id: &str) -> KilnResult<Gateway> {
         self.writer.flush();
-        let db = self.db();
-        let gateway = gateways::delete(&db, account, id)?;
-        cache::purge_gateway(&db, account, id).map_err(db_error)?;
-        datasets::purge_gateway(&db, account, id).map_err(db_error)?;
-        evaluations::purge_gateway(&db, account, id).map_err(db_error)?;
-        dynamic_routes::purge_gateway(&db, account, id).map_err(db_error)?;
-        provider_configs::purge_gateway(&db, account, id).map_err(db_error)?;
-        logs::delete(&db, account, id, &LogQuery::default(), None)?;
+        if self.redis.is_some() {
+            // Redis may be down: refuse before anything is deleted, rather than leave entries
+            // a gateway created again under this name would be served.
+            self.purge_cache(account, id)?;
+        }
+        let gateway = self.backend.delete_gateway(account, id)?;
         self.forget(account, id);
+        self.purge_cache(account, id)?;
+        self.rows().purge_features(account, id)?;
         self.limiter.forget(account, id);
         Ok(gateway)
     }
 
-    // Stored provider keys (BYOK).
-
-    pub fn create_provider_config(
-        &self,
-        account: &str,
-        gateway: &str,
-        body: &Value,
-    ) -> KilnResult<ProviderConfig> {
-        provider_configs::create(&self.db(), account, gateway, body)
-    }
-
-    pub fn list_provider_configs(
-        &self,
-        account: &str,
-        gateway: &str,
-    ) -> KilnResult<Vec<ProviderConfig>> {
-        provider_configs::list(&self.db(), account, gateway)
-    }
-
-    pub fn delete_provider_config(
-        &self,
-        account: &str,
-        gateway: &str,
-        id: &str,
-    ) -> KilnResult<ProviderConfig> {
-        let deleted = provider_configs::delete(&self.db(), account, gateway, id)?;
-        self.limiter
-            .forget(account, &stored_key_window(gateway, id));
-        Ok(deleted)
-    }
-
-    /// The stored key a request to a provider (under any of `provider_slugs`) goes with (see [`provider_configs::key_for`]).
-    pub fn provider_key(
-        &self,
-        account: &str,
-        gateway: &str,
-        provider_slugs: &[&str],
-        alias: Option<&str>,
-    ) -> KilnResult<Option<StoredKey>> {
-        provider_configs::key_for(&self.db(), account, gateway, provider_slugs, alias)
-    }
-
-    /// Counts one use of a stored key against its own rate limit; `Err` carries the seconds
-    /// until it may be used again.
-    pub fn admit_provider_key(
-        &self,
-        account: &str,
-        gateway: &str,
-        key: &StoredKey,
-        now_ms: u64,
-    ) -> Result<(), u64> {
-        match key.rate_limit {
-            Some(limit) => self.limiter.admit(
-                account,
-                &stored_key_window(gateway, &key.config_id),
-                limit,
-                now_ms,
-            ),
-            None => Ok(()),
+    fn purge_cache(&self, account: &str, gateway: &str) -> KilnResult<()> {
+        match &self.redis {
+            Some(redis) => redis.purge(account, gateway).map(drop),
+            None => self.backend.purge_cache(account, gateway),
         }
     }
 
     fn forget(&self, account: &str, id: &str) {
-        self.resolved
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&(account.to_owned(), id.to_owned()));
-    }
-
-    fn resolved_map(
-        &self,
-    ) -> std::sync::RwLockReadGuard<'_, HashMap<(String, String), Arc<Gateway>>> {
-        self.resolved.read().unwrap_or_else(PoisonError::into_inner)
+        self.resolved.forget(account, id);
     }
 
     // The request path.
@@ -236,11 +243,10 @@ impl GatewayStore {
         if let Some(entry) = self.writer.pending_cache_entry(key) {
             return Ok((entry.expires_at_ms > now_ms).then_some(entry));
         }
-        let reader = self
-            .cache_reader
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        cache::lookup(&reader, key, now_ms).map_err(db_error)
+        match &self.redis {
+            Some(redis) => Ok(redis.lookup(key, now_ms)),
+            None => self.backend.cached(key, now_ms),
+        }
     }
 
     /// Counts a request against the gateway's rate limit; `Err` holds seconds to wait.
@@ -264,42 +270,6 @@ impl GatewayStore {
         self.writer.cache_size()
     }
 
-    // Custom providers.
-
-    pub fn create_provider(&self, account: &str, body: &Value) -> KilnResult<CustomProvider> {
-        providers::create(&self.db(), account, body)
-    }
-
-    pub fn list_providers(&self, account: &str) -> KilnResult<Vec<CustomProvider>> {
-        providers::list(&self.db(), account)
-    }
-
-    pub fn get_provider(&self, account: &str, id: &str) -> KilnResult<CustomProvider> {
-        providers::get(&self.db(), account, id)
-    }
-
-    pub fn update_provider(
-        &self,
-        account: &str,
-        id: &str,
-        body: &Value,
-    ) -> KilnResult<CustomProvider> {
-        providers::update(&self.db(), account, id, body)
-    }
-
-    pub fn delete_provider(&self, account: &str, id: &str) -> KilnResult<CustomProvider> {
-        providers::delete(&self.db(), account, id)
-    }
-
-    /// The enabled custom provider `custom-{slug}` names.
-    pub fn provider_by_slug(
-        &self,
-        account: &str,
-        slug: &str,
-    ) -> KilnResult<Option<CustomProvider>> {
-        providers::by_slug(&self.db(), account, slug)
-    }
-
     // Logs and analytics.
 
     pub fn list_logs(
@@ -310,12 +280,12 @@ impl GatewayStore {
     ) -> KilnResult<logs::LogPage> {
         self.writer.flush();
         self.get(account, gateway)?;
-        logs::list(&self.db(), account, gateway, query)
+        self.backend.list_logs(account, gateway, query)
     }
 
     pub fn get_log(&self, account: &str, gateway: &str, id: &str) -> KilnResult<Value> {
         self.writer.flush();
-        logs::get(&self.db(), account, gateway, id)
+        self.backend.get_log(account, gateway, id)
     }
 
     pub fn log_body(
@@ -326,7 +296,7 @@ impl GatewayStore {
         part: BodyPart,
     ) -> KilnResult<(Option<String>, Vec<u8>)> {
         self.writer.flush();
-        logs::body(&self.db(), account, gateway, id, part)
+        self.backend.log_body(account, gateway, id, part)
     }
 
     pub fn delete_logs(
@@ -338,7 +308,7 @@ impl GatewayStore {
     ) -> KilnResult<u64> {
         self.writer.flush();
         self.get(account, gateway)?;
-        logs::delete(&self.db(), account, gateway, query, limit)
+        self.backend.delete_logs(account, gateway, query, limit)
     }
 
     pub fn patch_log(
@@ -349,7 +319,7 @@ impl GatewayStore {
         body: &Value,
     ) -> KilnResult<Value> {
         self.writer.flush();
-        logs::patch(&self.db(), account, gateway, id, body)
+        self.backend.patch_log(account, gateway, id, body)
     }
 
     pub fn analytics(
@@ -360,168 +330,40 @@ impl GatewayStore {
     ) -> KilnResult<Value> {
         self.writer.flush();
         self.get(account, gateway)?;
-        analytics::query(&self.db(), account, gateway, pairs)
+        let report = Report::parse(pairs)?;
+        self.backend.analytics(account, gateway, &report)
     }
 
-    // Datasets and evaluations (spec §4.7).
-
-    pub fn create_dataset(
-        &self,
-        account: &str,
-        gateway: &str,
-        body: &Value,
-    ) -> KilnResult<Dataset> {
-        datasets::create(&self.db(), account, gateway, body)
+    /// Where the features beside gateways are, for one call: the SQLite connection is held
+    /// for the whole of it, as before anything was shared.
+    fn rows(&self) -> Rows<'_> {
+        match &self.features {
+            Features::Sqlite(db) => Rows::Sqlite(db.lock().unwrap_or_else(PoisonError::into_inner)),
+            Features::Postgres(pg) => Rows::Postgres(pg),
+        }
     }
+}
 
-    pub fn list_datasets(&self, account: &str, gateway: &str) -> KilnResult<Vec<Dataset>> {
-        datasets::list(&self.db(), account, gateway)
-    }
+/// Where custom providers, stored keys, datasets, evaluations and dynamic routes are kept:
+/// beside the gateways, in the same database.
+enum Features {
+    Sqlite(Arc<Mutex<Connection>>),
+    Postgres(Arc<PostgresBackend>),
+}
 
-    pub fn get_dataset(&self, account: &str, gateway: &str, id: &str) -> KilnResult<Dataset> {
-        datasets::get(&self.db(), account, gateway, id)
-    }
+enum Rows<'a> {
+    Sqlite(MutexGuard<'a, Connection>),
+    Postgres(&'a PostgresBackend),
+}
 
-    pub fn update_dataset(
-        &self,
-        account: &str,
-        gateway: &str,
-        id: &str,
-        body: &Value,
-    ) -> KilnResult<Dataset> {
-        datasets::update(&self.db(), account, gateway, id, body)
-    }
+impl<'a> std::ops::Deref for Rows<'a> {
+    type Target = dyn FeatureRows + 'a;
 
-    pub fn delete_dataset(&self, account: &str, gateway: &str, id: &str) -> KilnResult<Dataset> {
-        datasets::delete(&self.db(), account, gateway, id)
-    }
-
-    /// The evaluators `GET …/ai-gateway/evaluation-types` lists.
-    pub fn evaluation_types(&self) -> Vec<Value> {
-        evaluations::types()
-    }
-
-    /// Runs an evaluation over every log answered before this call.
-    pub fn create_evaluation(
-        &self,
-        account: &str,
-        gateway: &str,
-        body: &Value,
-    ) -> KilnResult<Value> {
-        self.writer.flush();
-        evaluations::create(&self.db(), account, gateway, body)
-    }
-
-    pub fn list_evaluations(&self, account: &str, gateway: &str) -> KilnResult<Vec<Value>> {
-        evaluations::list(&self.db(), account, gateway)
-    }
-
-    pub fn get_evaluation(&self, account: &str, gateway: &str, id: &str) -> KilnResult<Value> {
-        evaluations::get(&self.db(), account, gateway, id)
-    }
-
-    pub fn delete_evaluation(&self, account: &str, gateway: &str, id: &str) -> KilnResult<Value> {
-        evaluations::delete(&self.db(), account, gateway, id)
-    }
-
-    // Dynamic routes (spec §4.10): management JSON in Cloudflare's shapes; see `dynamic_routes`.
-
-    pub fn create_dynamic_route(
-        &self,
-        account: &str,
-        gateway: &str,
-        body: &Value,
-    ) -> KilnResult<Value> {
-        dynamic_routes::create(&self.db(), account, gateway, body)
-    }
-
-    pub fn list_dynamic_routes(&self, account: &str, gateway: &str) -> KilnResult<Vec<Value>> {
-        dynamic_routes::list(&self.db(), account, gateway)
-    }
-
-    pub fn get_dynamic_route(&self, account: &str, gateway: &str, id: &str) -> KilnResult<Value> {
-        dynamic_routes::get(&self.db(), account, gateway, id)
-    }
-
-    pub fn rename_dynamic_route(
-        &self,
-        account: &str,
-        gateway: &str,
-        id: &str,
-        body: &Value,
-    ) -> KilnResult<Value> {
-        dynamic_routes::rename(&self.db(), account, gateway, id, body)
-    }
-
-    pub fn delete_dynamic_route(
-        &self,
-        account: &str,
-        gateway: &str,
-        id: &str,
-    ) -> KilnResult<Value> {
-        dynamic_routes::delete(&self.db(), account, gateway, id)
-    }
-
-    pub fn create_route_version(
-        &self,
-        account: &str,
-        gateway: &str,
-        id: &str,
-        body: &Value,
-    ) -> KilnResult<Value> {
-        dynamic_routes::create_version(&self.db(), account, gateway, id, body)
-    }
-
-    pub fn list_route_versions(
-        &self,
-        account: &str,
-        gateway: &str,
-        id: &str,
-    ) -> KilnResult<Vec<Value>> {
-        dynamic_routes::list_versions(&self.db(), account, gateway, id)
-    }
-
-    pub fn get_route_version(
-        &self,
-        account: &str,
-        gateway: &str,
-        id: &str,
-        version: &str,
-    ) -> KilnResult<Value> {
-        dynamic_routes::get_version(&self.db(), account, gateway, id, version)
-    }
-
-    pub fn create_route_deployment(
-        &self,
-        account: &str,
-        gateway: &str,
-        id: &str,
-        body: &Value,
-    ) -> KilnResult<Value> {
-        dynamic_routes::create_deployment(&self.db(), account, gateway, id, body)
-    }
-
-    pub fn list_route_deployments(
-        &self,
-        account: &str,
-        gateway: &str,
-        id: &str,
-    ) -> KilnResult<Vec<Value>> {
-        dynamic_routes::list_deployments(&self.db(), account, gateway, id)
-    }
-
-    /// The deployed version of the route `name`, for a request that names it.
-    pub fn runnable_route(
-        &self,
-        account: &str,
-        gateway: &str,
-        name: &str,
-    ) -> KilnResult<dynamic_routes::Runnable> {
-        dynamic_routes::runnable(&self.db(), account, gateway, name)
-    }
-
-    fn db(&self) -> MutexGuard<'_, Connection> {
-        self.db.lock().unwrap_or_else(PoisonError::into_inner)
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Rows::Sqlite(db) => &**db,
+            Rows::Postgres(pg) => *pg,
+        }
     }
 }
 
@@ -534,7 +376,7 @@ pub(crate) fn db_error(error: rusqlite::Error) -> KilnError {
     storage(error.to_string())
 }
 
-fn storage(message: String) -> KilnError {
+pub(crate) fn storage(message: String) -> KilnError {
     KilnError::internal(format!("gateway storage: {message}"))
 }
 

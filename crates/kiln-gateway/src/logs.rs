@@ -1,6 +1,9 @@
 //! Gateway logs (spec §4.6, feedback §4.7) in SQLite. Callers own connections and
 //! transactions: the writer thread batches `insert`s in its own transactions, request
 //! handlers query through another connection.
+//!
+//! What does not depend on the database (the JSON of a listed log, PATCH's checks) is shared
+//! with the PostgreSQL backend (`backend::postgres::logs`), so both answer alike.
 
 mod query;
 mod time;
@@ -12,6 +15,7 @@ use serde_json::{Map, Value};
 
 use crate::{db_error, LogRecord};
 
+pub(crate) use query::Dialect;
 pub use query::{LogQuery, OrderBy, DEFAULT_PER_PAGE, MAX_PER_PAGE};
 pub(crate) use time::{format_timestamp, now_ms, parse_timestamp};
 
@@ -164,7 +168,7 @@ pub fn count(db: &Connection, account: &str, gateway: &str) -> rusqlite::Result<
     Ok(n.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
 }
 
-fn int(value: u64) -> i64 {
+pub(crate) fn int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
@@ -180,12 +184,13 @@ pub struct LogPage {
     pub total_count: u64,
 }
 
-const LIST_COLUMNS: &str = "id, provider, model, model_type, path, duration, request_type,
+pub(crate) const LIST_COLUMNS: &str =
+    "id, provider, model, model_type, path, duration, request_type,
     request_content_type, response_content_type, status_code, success, cached, tokens_in,
     tokens_out, cost, custom_cost, metadata, step, created_at, event_id, feedback, score";
 
 /// Columns of `LIST_COLUMNS`, in order.
-const LIST_FIELDS: usize = 22;
+pub(crate) const LIST_FIELDS: usize = 22;
 
 pub fn list(
     db: &Connection,
@@ -193,7 +198,7 @@ pub fn list(
     gateway: &str,
     query: &LogQuery,
 ) -> KilnResult<LogPage> {
-    let (tail, mut values) = scoped(account, gateway, query);
+    let (tail, mut values) = scoped(account, gateway, query, Dialect::Sqlite);
     let total: i64 = db
         .prepare(&format!("SELECT COUNT(*) FROM logs WHERE {tail}"))
         .and_then(|mut statement| {
@@ -224,27 +229,55 @@ pub fn list(
 }
 
 /// `account = ? AND gateway = ? AND (…)…` and its values.
-fn scoped(account: &str, gateway: &str, query: &LogQuery) -> (String, Vec<Sql>) {
-    let (tail, conditions) = query.where_tail();
+pub(crate) fn scoped(
+    account: &str,
+    gateway: &str,
+    query: &LogQuery,
+    dialect: Dialect,
+) -> (String, Vec<Sql>) {
+    let (tail, conditions) = query.where_tail_in(dialect);
     let mut values = vec![Sql::Text(account.into()), Sql::Text(gateway.into())];
     values.extend(conditions);
     (format!("account = ? AND gateway = ?{tail}"), values)
 }
 
+/// One row of a log query, whatever the database: the columns the JSON is built from.
+pub(crate) trait LogColumns {
+    type Error;
+    fn text(&self, index: usize) -> Result<Option<String>, Self::Error>;
+    fn integer(&self, index: usize) -> Result<Option<i64>, Self::Error>;
+    fn real(&self, index: usize) -> Result<Option<f64>, Self::Error>;
+    fn blob(&self, index: usize) -> Result<Option<Vec<u8>>, Self::Error>;
+}
+
+impl LogColumns for Row<'_> {
+    type Error = rusqlite::Error;
+    fn text(&self, index: usize) -> rusqlite::Result<Option<String>> {
+        self.get(index)
+    }
+    fn integer(&self, index: usize) -> rusqlite::Result<Option<i64>> {
+        self.get(index)
+    }
+    fn real(&self, index: usize) -> rusqlite::Result<Option<f64>> {
+        self.get(index)
+    }
+    fn blob(&self, index: usize) -> rusqlite::Result<Option<Vec<u8>>> {
+        self.get(index)
+    }
+}
+
 /// A row of `LIST_COLUMNS` as a §4.6 list item.
-fn list_item(row: &Row<'_>) -> rusqlite::Result<Map<String, Value>> {
+pub(crate) fn list_item<R: LogColumns>(row: &R) -> Result<Map<String, Value>, R::Error> {
     let mut item = Map::new();
-    let text = |index: usize| -> rusqlite::Result<Value> {
-        Ok(row
-            .get::<_, Option<String>>(index)?
-            .map_or(Value::Null, Value::String))
+    let text = |index: usize| -> Result<Value, R::Error> {
+        Ok(row.text(index)?.map_or(Value::Null, Value::String))
     };
-    let integer = |index: usize| -> rusqlite::Result<Value> {
-        Ok(row
-            .get::<_, Option<i64>>(index)?
-            .map_or(Value::Null, Value::from))
+    let integer = |index: usize| -> Result<Value, R::Error> {
+        Ok(row.integer(index)?.map_or(Value::Null, Value::from))
     };
-    let flag = |index: usize| -> rusqlite::Result<Value> { Ok(Value::Bool(row.get(index)?)) };
+    let flag = |index: usize| -> Result<Value, R::Error> {
+        Ok(Value::Bool(row.integer(index)? != Some(0)))
+    };
     item.insert("id".into(), text(0)?);
     item.insert("provider".into(), text(1)?);
     item.insert("model".into(), text(2)?);
@@ -259,13 +292,13 @@ fn list_item(row: &Row<'_>) -> rusqlite::Result<Map<String, Value>> {
     item.insert("cached".into(), flag(11)?);
     item.insert("tokens_in".into(), integer(12)?);
     item.insert("tokens_out".into(), integer(13)?);
-    let cost = row.get::<_, Option<f64>>(14)?;
+    let cost = row.real(14)?;
     item.insert("cost".into(), cost.map_or(Value::Null, Value::from));
     item.insert("custom_cost".into(), flag(15)?);
     // Cloudflare's REST API returns metadata as the JSON text, not an object.
     item.insert("metadata".into(), text(16)?);
     item.insert("step".into(), integer(17)?);
-    let created_at: i64 = row.get(18)?;
+    let created_at = row.integer(18)?.unwrap_or_default();
     item.insert(
         "created_at".into(),
         Value::String(format_timestamp(created_at)),
@@ -288,26 +321,29 @@ pub fn get(db: &Connection, account: &str, gateway: &str, id: &str) -> KilnResul
         .prepare_cached(&sql)
         .and_then(|mut statement| {
             statement
-                .query_row(params![account, gateway, id], |row| {
-                    let mut item = list_item(row)?;
-                    for (name, first) in [("request", LIST_FIELDS), ("response", LIST_FIELDS + 3)] {
-                        let size: i64 = row.get(first)?;
-                        // substr() of an empty blob is NULL.
-                        let head: Option<Vec<u8>> = row.get(first + 1)?;
-                        let head = head.unwrap_or_default();
-                        let stored: i64 = row.get(first + 2)?;
-                        // An empty stored body of a non-empty request was too large to keep.
-                        let complete = stored <= HEAD_BYTES as i64 && !(stored == 0 && size > 0);
-                        item.insert(format!("{name}_size"), Value::from(size));
-                        item.insert(format!("{name}_head"), Value::String(head_text(&head)));
-                        item.insert(format!("{name}_head_complete"), Value::Bool(complete));
-                    }
-                    Ok(item)
-                })
+                .query_row(params![account, gateway, id], |row| detail_item(row))
                 .optional()
         })
         .map_err(db_error)?;
     item.map(Value::Object).ok_or_else(|| log_not_found(id))
+}
+
+/// A row of `LIST_COLUMNS` followed by (size, head, stored length) of the request's body,
+/// then of the response's, as `GET …/logs/{id}` shows it.
+pub(crate) fn detail_item<R: LogColumns>(row: &R) -> Result<Map<String, Value>, R::Error> {
+    let mut item = list_item(row)?;
+    for (name, first) in [("request", LIST_FIELDS), ("response", LIST_FIELDS + 3)] {
+        let size = row.integer(first)?.unwrap_or_default();
+        // substr() of an empty blob is NULL.
+        let head = row.blob(first + 1)?.unwrap_or_default();
+        let stored = row.integer(first + 2)?.unwrap_or_default();
+        // An empty stored body of a non-empty request was too large to keep.
+        let complete = stored <= HEAD_BYTES as i64 && !(stored == 0 && size > 0);
+        item.insert(format!("{name}_size"), Value::from(size));
+        item.insert(format!("{name}_head"), Value::String(head_text(&head)));
+        item.insert(format!("{name}_head_complete"), Value::Bool(complete));
+    }
+    Ok(item)
 }
 
 /// Lossy UTF-8, without the replacement character a cut multi-byte sequence would leave at
@@ -322,7 +358,7 @@ fn head_text(head: &[u8]) -> String {
     String::from_utf8_lossy(whole).into_owned()
 }
 
-fn log_not_found(id: &str) -> KilnError {
+pub(crate) fn log_not_found(id: &str) -> KilnError {
     KilnError::new(ErrorKind::NotFound, format!("no log with id {id:?}"))
 }
 
@@ -371,7 +407,7 @@ pub fn delete(
     query: &LogQuery,
     limit: Option<u64>,
 ) -> KilnResult<u64> {
-    let (tail, mut values) = scoped(account, gateway, query);
+    let (tail, mut values) = scoped(account, gateway, query, Dialect::Sqlite);
     let sql = match limit {
         None => format!("DELETE FROM logs WHERE {tail}"),
         Some(limit) => {
@@ -398,6 +434,25 @@ pub fn patch(
     id: &str,
     body: &Value,
 ) -> KilnResult<Value> {
+    let (sets, mut values) = patch_sets(body)?;
+    if !sets.is_empty() {
+        values.extend([account, gateway, id].map(|text| Sql::Text(text.into())));
+        let sql = format!(
+            "UPDATE logs SET {} WHERE account = ? AND gateway = ? AND id = ?",
+            sets.join(", ")
+        );
+        let changed = db
+            .execute(&sql, params_from_iter(values.iter()))
+            .map_err(db_error)?;
+        if changed == 0 {
+            return Err(log_not_found(id));
+        }
+    }
+    get(db, account, gateway, id)
+}
+
+/// PATCH's `column = ?` assignments and their values, checked.
+pub(crate) fn patch_sets(body: &Value) -> KilnResult<(Vec<&'static str>, Vec<Sql>)> {
     let Value::Object(fields) = body else {
         return Err(KilnError::bad_input("the body must be a JSON object"));
     };
@@ -447,20 +502,7 @@ pub fn patch(
             }
         });
     }
-    if !sets.is_empty() {
-        values.extend([account, gateway, id].map(|text| Sql::Text(text.into())));
-        let sql = format!(
-            "UPDATE logs SET {} WHERE account = ? AND gateway = ? AND id = ?",
-            sets.join(", ")
-        );
-        let changed = db
-            .execute(&sql, params_from_iter(values.iter()))
-            .map_err(db_error)?;
-        if changed == 0 {
-            return Err(log_not_found(id));
-        }
-    }
-    get(db, account, gateway, id)
+    Ok((sets, values))
 }
 
 fn checked_metadata(map: &Map<String, Value>) -> KilnResult<String> {

@@ -181,7 +181,7 @@ fn slug_field(value: Option<&Value>, name: &str) -> KilnResult<String> {
 
 /// What a list may show of a key: its first three and last four characters when it is long
 /// enough that those give nothing away.
-fn preview(secret: &str) -> String {
+pub(crate) fn preview(secret: &str) -> String {
     let chars: Vec<char> = secret.chars().collect();
     if chars.len() < 16 {
         return "****".to_owned();
@@ -191,23 +191,51 @@ fn preview(secret: &str) -> String {
     format!("{head}****{tail}")
 }
 
+/// Where stored keys are kept: SQLite (below) or PostgreSQL (`backend::postgres::providers`).
+pub(crate) trait ConfigRows: gateways::GatewayCheck {
+    fn count_configs(&self, account: &str, gateway: &str) -> KilnResult<usize>;
+    /// Stores `config` with its secret; a default key takes over from the provider's previous
+    /// one, in the same transaction. `Conflict` ([`alias_taken`]) when its alias is taken.
+    fn insert_config(&self, account: &str, config: &ProviderConfig, secret: &str)
+        -> KilnResult<()>;
+    /// The gateway's stored keys, oldest first.
+    fn configs(&self, account: &str, gateway: &str) -> KilnResult<Vec<ProviderConfig>>;
+    fn config(&self, account: &str, gateway: &str, id: &str) -> KilnResult<Option<ProviderConfig>>;
+    fn delete_config(&self, account: &str, gateway: &str, id: &str) -> KilnResult<()>;
+    /// The key for `slugs` (either) named `wanted`, or (with `or_default`) the provider's
+    /// default key: the alias first, then the default, then the newest.
+    fn key_row(&self, lookup: &KeyLookup<'_>) -> KilnResult<Option<(ProviderConfig, String)>>;
+}
+
+/// What [`ConfigRows::key_row`] looks for.
+pub(crate) struct KeyLookup<'a> {
+    pub account: &'a str,
+    pub gateway: &'a str,
+    pub slugs: [&'a str; 2],
+    pub wanted: &'a str,
+    pub or_default: bool,
+}
+
+pub(crate) fn alias_taken(config: &ProviderConfig) -> KilnError {
+    KilnError::new(
+        ErrorKind::Conflict,
+        format!(
+            "the gateway already has a {} key with alias {:?}: delete it first",
+            config.provider_slug, config.alias
+        ),
+    )
+}
+
 /// `POST …/gateways/{gateway}/provider_configs`.
-pub fn create(
-    db: &Connection,
+pub fn create<D: ConfigRows + ?Sized>(
+    db: &D,
     account: &str,
     gateway: &str,
     body: &Value,
 ) -> KilnResult<ProviderConfig> {
-    gateways::get(db, account, gateway)?;
+    db.check_gateway(account, gateway)?;
     let fields = fields(body)?;
-    let count: usize = db
-        .query_row(
-            "SELECT COUNT(*) FROM provider_configs WHERE account = ?1 AND gateway = ?2",
-            params![account, gateway],
-            |row| row.get(0),
-        )
-        .map_err(db_error)?;
-    if count >= MAX_CONFIGS_PER_GATEWAY {
+    if db.count_configs(account, gateway)? >= MAX_CONFIGS_PER_GATEWAY {
         return Err(KilnError::bad_input(format!(
             "the gateway already holds {MAX_CONFIGS_PER_GATEWAY} provider keys, the most allowed"
         )));
@@ -224,97 +252,32 @@ pub fn create(
         rate_limit_period: fields.rate_limit.map(|(_, period)| period),
         modified_at: utc_timestamp(),
     };
-    let transaction = db.unchecked_transaction().map_err(db_error)?;
-    if config.default_config {
-        // One default key per provider: the newest one takes over.
-        transaction
-            .execute(
-                "UPDATE provider_configs SET default_config = 0
-                 WHERE account = ?1 AND gateway = ?2 AND provider_slug = ?3",
-                params![account, gateway, config.provider_slug],
-            )
-            .map_err(db_error)?;
-    }
-    let inserted = transaction.execute(
-        "INSERT INTO provider_configs (account, gateway, id, alias, provider_slug,
-             default_config, secret, secret_id, rate_limit, rate_limit_period, modified_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        params![
-            account,
-            gateway,
-            config.id,
-            config.alias,
-            config.provider_slug,
-            config.default_config,
-            fields.secret,
-            config.secret_id,
-            config.rate_limit,
-            config.rate_limit_period,
-            config.modified_at,
-        ],
-    );
-    match inserted {
-        Ok(_) => {}
-        Err(error) if kiln_sqlite::is_unique_violation(&error) => {
-            return Err(KilnError::new(
-                ErrorKind::Conflict,
-                format!(
-                    "the gateway already has a {} key with alias {:?}: delete it first",
-                    config.provider_slug, config.alias
-                ),
-            ))
-        }
-        Err(error) => return Err(db_error(error)),
-    }
-    transaction.commit().map_err(db_error)?;
+    db.insert_config(account, &config, &fields.secret)?;
     Ok(config)
 }
 
-const COLUMNS: &str = "id, gateway, alias, provider_slug, default_config, secret, secret_id, \
-                       rate_limit, rate_limit_period, modified_at";
-
 /// The gateway's stored keys, oldest first.
-pub fn list(db: &Connection, account: &str, gateway: &str) -> KilnResult<Vec<ProviderConfig>> {
-    gateways::get(db, account, gateway)?;
-    let mut statement = db
-        .prepare(&format!(
-            "SELECT {COLUMNS} FROM provider_configs WHERE account = ?1 AND gateway = ?2 \
-             ORDER BY rowid"
-        ))
-        .map_err(db_error)?;
-    let rows = statement
-        .query_map(params![account, gateway], |row| {
-            from_row(row).map(|(config, _)| config)
-        })
-        .map_err(db_error)?;
-    rows.map(|row| row.map_err(db_error)).collect()
+pub fn list<D: ConfigRows + ?Sized>(
+    db: &D,
+    account: &str,
+    gateway: &str,
+) -> KilnResult<Vec<ProviderConfig>> {
+    db.check_gateway(account, gateway)?;
+    db.configs(account, gateway)
 }
 
 /// `DELETE …/provider_configs/{id}`.
-pub fn delete(
-    db: &Connection,
+pub fn delete<D: ConfigRows + ?Sized>(
+    db: &D,
     account: &str,
     gateway: &str,
     id: &str,
 ) -> KilnResult<ProviderConfig> {
-    gateways::get(db, account, gateway)?;
+    db.check_gateway(account, gateway)?;
     let config = db
-        .query_row(
-            &format!(
-                "SELECT {COLUMNS} FROM provider_configs \
-                 WHERE account = ?1 AND gateway = ?2 AND id = ?3"
-            ),
-            params![account, gateway, id],
-            |row| from_row(row).map(|(config, _)| config),
-        )
-        .optional()
-        .map_err(db_error)?
+        .config(account, gateway, id)?
         .ok_or_else(|| not_found(id))?;
-    db.execute(
-        "DELETE FROM provider_configs WHERE account = ?1 AND gateway = ?2 AND id = ?3",
-        params![account, gateway, id],
-    )
-    .map_err(db_error)?;
+    db.delete_config(account, gateway, id)?;
     Ok(config)
 }
 
@@ -322,8 +285,8 @@ pub fn delete(
 /// stored under `custom-{slug}` or its bare slug): the one named `alias` when the request names
 /// one (an error when there is none), else the provider's default key, else the one aliased
 /// `default`.
-pub fn key_for(
-    db: &Connection,
+pub fn key_for<D: ConfigRows + ?Sized>(
+    db: &D,
     account: &str,
     gateway: &str,
     provider_slugs: &[&str],
@@ -331,31 +294,17 @@ pub fn key_for(
 ) -> KilnResult<Option<StoredKey>> {
     let provider_slug = provider_slugs.first().copied().unwrap_or_default();
     let other_slug = provider_slugs.get(1).copied().unwrap_or(provider_slug);
-    let sql = format!(
-        "SELECT {COLUMNS} FROM provider_configs
-         WHERE account = ?1 AND gateway = ?2 AND provider_slug IN (?3, ?6)
-           AND (alias = ?4 OR (?5 AND default_config = 1))
-         ORDER BY alias = ?4 DESC, default_config DESC, rowid DESC LIMIT 1"
-    );
     let (wanted, or_default) = match alias {
         Some(alias) => (alias, false),
         None => (DEFAULT_ALIAS, true),
     };
-    let found = db
-        .query_row(
-            &sql,
-            params![
-                account,
-                gateway,
-                provider_slug,
-                wanted,
-                or_default,
-                other_slug
-            ],
-            from_row,
-        )
-        .optional()
-        .map_err(db_error)?;
+    let found = db.key_row(&KeyLookup {
+        account,
+        gateway,
+        slugs: [provider_slug, other_slug],
+        wanted,
+        or_default,
+    })?;
     match (found, alias) {
         (Some((config, secret)), _) => Ok(Some(StoredKey {
             rate_limit: config.rate_limit.zip(config.rate_limit_period).map(
@@ -386,6 +335,126 @@ pub fn purge_gateway(db: &Connection, account: &str, gateway: &str) -> rusqlite:
     .map(drop)
 }
 
+const COLUMNS: &str = "id, gateway, alias, provider_slug, default_config, secret, secret_id, \
+                       rate_limit, rate_limit_period, modified_at";
+
+impl ConfigRows for Connection {
+    fn count_configs(&self, account: &str, gateway: &str) -> KilnResult<usize> {
+        self.query_row(
+            "SELECT COUNT(*) FROM provider_configs WHERE account = ?1 AND gateway = ?2",
+            params![account, gateway],
+            |row| row.get(0),
+        )
+        .map_err(db_error)
+    }
+
+    fn insert_config(
+        &self,
+        account: &str,
+        config: &ProviderConfig,
+        secret: &str,
+    ) -> KilnResult<()> {
+        let gateway = &config.gateway;
+        let transaction = self.unchecked_transaction().map_err(db_error)?;
+        if config.default_config {
+            // One default key per provider: the newest one takes over.
+            transaction
+                .execute(
+                    "UPDATE provider_configs SET default_config = 0
+                     WHERE account = ?1 AND gateway = ?2 AND provider_slug = ?3",
+                    params![account, gateway, config.provider_slug],
+                )
+                .map_err(db_error)?;
+        }
+        let inserted = transaction.execute(
+            "INSERT INTO provider_configs (account, gateway, id, alias, provider_slug,
+                 default_config, secret, secret_id, rate_limit, rate_limit_period, modified_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                account,
+                gateway,
+                config.id,
+                config.alias,
+                config.provider_slug,
+                config.default_config,
+                secret,
+                config.secret_id,
+                config.rate_limit,
+                config.rate_limit_period,
+                config.modified_at,
+            ],
+        );
+        match inserted {
+            Ok(_) => {}
+            Err(error) if kiln_sqlite::is_unique_violation(&error) => {
+                return Err(alias_taken(config))
+            }
+            Err(error) => return Err(db_error(error)),
+        }
+        transaction.commit().map_err(db_error)
+    }
+
+    fn configs(&self, account: &str, gateway: &str) -> KilnResult<Vec<ProviderConfig>> {
+        let mut statement = self
+            .prepare(&format!(
+                "SELECT {COLUMNS} FROM provider_configs WHERE account = ?1 AND gateway = ?2 \
+                 ORDER BY rowid"
+            ))
+            .map_err(db_error)?;
+        let rows = statement
+            .query_map(params![account, gateway], |row| {
+                from_row(row).map(|(config, _)| config)
+            })
+            .map_err(db_error)?;
+        rows.map(|row| row.map_err(db_error)).collect()
+    }
+
+    fn config(&self, account: &str, gateway: &str, id: &str) -> KilnResult<Option<ProviderConfig>> {
+        self.query_row(
+            &format!(
+                "SELECT {COLUMNS} FROM provider_configs \
+                 WHERE account = ?1 AND gateway = ?2 AND id = ?3"
+            ),
+            params![account, gateway, id],
+            |row| from_row(row).map(|(config, _)| config),
+        )
+        .optional()
+        .map_err(db_error)
+    }
+
+    fn delete_config(&self, account: &str, gateway: &str, id: &str) -> KilnResult<()> {
+        self.execute(
+            "DELETE FROM provider_configs WHERE account = ?1 AND gateway = ?2 AND id = ?3",
+            params![account, gateway, id],
+        )
+        .map_err(db_error)
+        .map(drop)
+    }
+
+    fn key_row(&self, lookup: &KeyLookup<'_>) -> KilnResult<Option<(ProviderConfig, String)>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM provider_configs
+             WHERE account = ?1 AND gateway = ?2 AND provider_slug IN (?3, ?6)
+               AND (alias = ?4 OR (?5 AND default_config = 1))
+             ORDER BY alias = ?4 DESC, default_config DESC, rowid DESC LIMIT 1"
+        );
+        self.query_row(
+            &sql,
+            params![
+                lookup.account,
+                lookup.gateway,
+                lookup.slugs[0],
+                lookup.wanted,
+                lookup.or_default,
+                lookup.slugs[1]
+            ],
+            from_row,
+        )
+        .optional()
+        .map_err(db_error)
+    }
+}
+
 fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(ProviderConfig, String)> {
     let secret: String = row.get(5)?;
     let config = ProviderConfig {
@@ -403,7 +472,7 @@ fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(ProviderConfig, String
     Ok((config, secret))
 }
 
-fn not_found(id: &str) -> KilnError {
+pub(crate) fn not_found(id: &str) -> KilnError {
     KilnError::new(
         ErrorKind::NotFound,
         format!("no provider config with id {id:?} on this gateway"),

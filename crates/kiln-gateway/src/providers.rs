@@ -102,16 +102,26 @@ fn not_found(what: &str) -> KilnError {
     KilnError::new(ErrorKind::NotFound, format!("no custom provider {what:?}"))
 }
 
-pub fn create(db: &Connection, account: &str, body: &Value) -> KilnResult<CustomProvider> {
+/// Where custom providers are kept, one JSON text per (account, slug): SQLite (below) or
+/// PostgreSQL (`backend::postgres::features`).
+pub(crate) trait ProviderRows {
+    /// `false` when the account already has a provider with this slug.
+    fn insert_provider(&self, account: &str, slug: &str, text: &str) -> KilnResult<bool>;
+    /// The account's providers, by slug.
+    fn provider_texts(&self, account: &str) -> KilnResult<Vec<String>>;
+    fn provider_text(&self, account: &str, slug: &str) -> KilnResult<Option<String>>;
+    fn replace_provider(&self, account: &str, slug: &str, text: &str) -> KilnResult<()>;
+    fn delete_provider(&self, account: &str, slug: &str) -> KilnResult<()>;
+}
+
+pub fn create<D: ProviderRows + ?Sized>(
+    db: &D,
+    account: &str,
+    body: &Value,
+) -> KilnResult<CustomProvider> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let provider = from_body(body, id, utc_timestamp())?;
-    let inserted = db
-        .execute(
-            "INSERT OR IGNORE INTO custom_providers (account, slug, provider) VALUES (?1, ?2, ?3)",
-            params![account, provider.slug, to_text(&provider)],
-        )
-        .map_err(crate::db_error)?;
-    if inserted == 0 {
+    if !db.insert_provider(account, &provider.slug, &to_text(&provider))? {
         return Err(KilnError::new(
             ErrorKind::Conflict,
             format!(
@@ -123,22 +133,19 @@ pub fn create(db: &Connection, account: &str, body: &Value) -> KilnResult<Custom
     Ok(provider)
 }
 
-pub fn list(db: &Connection, account: &str) -> KilnResult<Vec<CustomProvider>> {
-    let mut statement = db
-        .prepare("SELECT provider FROM custom_providers WHERE account = ?1 ORDER BY slug")
-        .map_err(crate::db_error)?;
-    let rows = statement
-        .query_map(params![account], |row| row.get::<_, String>(0))
-        .map_err(crate::db_error)?;
-    rows.map(|row| {
-        row.map_err(crate::db_error)
-            .and_then(|text| from_text(&text))
-    })
-    .collect()
+pub fn list<D: ProviderRows + ?Sized>(db: &D, account: &str) -> KilnResult<Vec<CustomProvider>> {
+    db.provider_texts(account)?
+        .iter()
+        .map(|text| from_text(text))
+        .collect()
 }
 
 /// By id or by slug.
-pub fn get(db: &Connection, account: &str, id_or_slug: &str) -> KilnResult<CustomProvider> {
+pub fn get<D: ProviderRows + ?Sized>(
+    db: &D,
+    account: &str,
+    id_or_slug: &str,
+) -> KilnResult<CustomProvider> {
     list(db, account)?
         .into_iter()
         .find(|p| p.id == id_or_slug || p.slug == id_or_slug)
@@ -146,21 +153,19 @@ pub fn get(db: &Connection, account: &str, id_or_slug: &str) -> KilnResult<Custo
 }
 
 /// The enabled provider reached as `custom-{slug}`.
-pub fn by_slug(db: &Connection, account: &str, slug: &str) -> KilnResult<Option<CustomProvider>> {
-    let text: Option<String> = db
-        .prepare_cached("SELECT provider FROM custom_providers WHERE account = ?1 AND slug = ?2")
-        .and_then(|mut s| {
-            s.query_row(params![account, slug], |row| row.get(0))
-                .optional()
-        })
-        .map_err(crate::db_error)?;
-    text.map(|text| from_text(&text))
+pub fn by_slug<D: ProviderRows + ?Sized>(
+    db: &D,
+    account: &str,
+    slug: &str,
+) -> KilnResult<Option<CustomProvider>> {
+    db.provider_text(account, slug)?
+        .map(|text| from_text(&text))
         .transpose()
         .map(|provider| provider.filter(|p| p.enable))
 }
 
-pub fn update(
-    db: &Connection,
+pub fn update<D: ProviderRows + ?Sized>(
+    db: &D,
     account: &str,
     id_or_slug: &str,
     body: &Value,
@@ -176,22 +181,70 @@ pub fn update(
     if updated.slug != current.slug {
         return Err(invalid("a custom provider's slug cannot change"));
     }
-    db.execute(
-        "UPDATE custom_providers SET provider = ?3 WHERE account = ?1 AND slug = ?2",
-        params![account, current.slug, to_text(&updated)],
-    )
-    .map_err(crate::db_error)?;
+    db.replace_provider(account, &current.slug, &to_text(&updated))?;
     Ok(updated)
 }
 
-pub fn delete(db: &Connection, account: &str, id_or_slug: &str) -> KilnResult<CustomProvider> {
+pub fn delete<D: ProviderRows + ?Sized>(
+    db: &D,
+    account: &str,
+    id_or_slug: &str,
+) -> KilnResult<CustomProvider> {
     let current = get(db, account, id_or_slug)?;
-    db.execute(
-        "DELETE FROM custom_providers WHERE account = ?1 AND slug = ?2",
-        params![account, current.slug],
-    )
-    .map_err(crate::db_error)?;
+    db.delete_provider(account, &current.slug)?;
     Ok(current)
+}
+
+impl ProviderRows for Connection {
+    fn insert_provider(&self, account: &str, slug: &str, text: &str) -> KilnResult<bool> {
+        let inserted = self
+            .execute(
+                "INSERT OR IGNORE INTO custom_providers (account, slug, provider)
+                 VALUES (?1, ?2, ?3)",
+                params![account, slug, text],
+            )
+            .map_err(crate::db_error)?;
+        Ok(inserted > 0)
+    }
+
+    fn provider_texts(&self, account: &str) -> KilnResult<Vec<String>> {
+        let mut statement = self
+            .prepare("SELECT provider FROM custom_providers WHERE account = ?1 ORDER BY slug")
+            .map_err(crate::db_error)?;
+        let rows = statement
+            .query_map(params![account], |row| row.get::<_, String>(0))
+            .map_err(crate::db_error)?;
+        rows.map(|row| row.map_err(crate::db_error)).collect()
+    }
+
+    fn provider_text(&self, account: &str, slug: &str) -> KilnResult<Option<String>> {
+        self.prepare_cached(
+            "SELECT provider FROM custom_providers WHERE account = ?1 AND slug = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![account, slug], |row| row.get(0))
+                .optional()
+        })
+        .map_err(crate::db_error)
+    }
+
+    fn replace_provider(&self, account: &str, slug: &str, text: &str) -> KilnResult<()> {
+        self.execute(
+            "UPDATE custom_providers SET provider = ?3 WHERE account = ?1 AND slug = ?2",
+            params![account, slug, text],
+        )
+        .map_err(crate::db_error)
+        .map(drop)
+    }
+
+    fn delete_provider(&self, account: &str, slug: &str) -> KilnResult<()> {
+        self.execute(
+            "DELETE FROM custom_providers WHERE account = ?1 AND slug = ?2",
+            params![account, slug],
+        )
+        .map_err(crate::db_error)
+        .map(drop)
+    }
 }
 
 fn to_text(provider: &CustomProvider) -> String {

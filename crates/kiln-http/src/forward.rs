@@ -104,6 +104,24 @@ pub(crate) async fn send(
     forwarder.forward(peer, request).await
 }
 
+/// For a route whose JSON body names the model (the OpenAI-compatible ones): the answer of
+/// the node that serves `model` when this one does not, else `None` (serve it here). The body
+/// was read to find the model; it goes on as the same JSON.
+pub(crate) async fn json_elsewhere(
+    state: &SharedState,
+    model: &str,
+    uri: Uri,
+    headers: &HeaderMap,
+    body: &serde_json::Value,
+) -> KilnResult<Option<Response>> {
+    let Some(peer) = peer_serving(state, model, headers)? else {
+        return Ok(None);
+    };
+    let bytes = serde_json::to_vec(body).map_err(|error| KilnError::internal(error.to_string()))?;
+    let request = rebuild(Method::POST, uri, headers.clone(), Body::from(bytes));
+    send(state, peer, request).await.map(Some)
+}
+
 /// The request as received, to be sent on unchanged.
 pub(crate) fn rebuild(method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Request {
     let mut request = Request::new(body);

@@ -41,6 +41,24 @@ pub struct Mutation {
     pub op: MutationOp,
 }
 
+/// Who a mutation is to its caller: its id and when it was accepted. A mutation applied from
+/// the shared log keeps the identity the accepting node gave it, so every node reports the
+/// same `processedUpToMutation` and time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MutationIdentity {
+    pub mutation_id: String,
+    pub unix_millis: i64,
+}
+
+impl MutationIdentity {
+    pub fn fresh() -> Self {
+        Self {
+            mutation_id: uuid::Uuid::new_v4().to_string(),
+            unix_millis: kiln_core::time::unix_millis(),
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct ByteWriter {
     pub bytes: Vec<u8>,
@@ -107,6 +125,13 @@ impl<'a> ByteReader<'a> {
     pub fn new(bytes: &'a [u8]) -> Self {
         Self { bytes, position: 0 }
     }
+    /// Everything not read yet.
+    pub fn rest(&mut self) -> &'a [u8] {
+        let rest = &self.bytes[self.position..];
+        self.position = self.bytes.len();
+        rest
+    }
+
     pub fn is_empty(&self) -> bool {
         self.position >= self.bytes.len()
     }

@@ -22,7 +22,7 @@ const PRESETS: &[(&str, usize)] = &[
 ];
 
 /// What `config.json` in an index directory holds; immutable after creation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IndexConfig {
     pub name: String,
     pub description: String,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use kiln_core::{ErrorKind, KilnError, KilnResult};
 
-use crate::codec::{encode_mutation, Mutation, MutationOp};
+use crate::codec::{encode_mutation, Mutation, MutationIdentity, MutationOp};
 use crate::config::IndexConfig;
 use crate::filter::MetadataIndexType;
 use crate::snapshot::{load_graph, load_snapshot, write_graph, write_snapshot};
@@ -167,8 +167,11 @@ impl IndexHandle {
 
     /// Logs a mutation durably and hands it to the apply thread; returns its mutationId.
     /// `check` sees the declared metadata indexes under the writer lock (for create/delete).
-    pub fn submit(
+    /// `identity` is fresh for a mutation accepted here, the accepting node's for one applied
+    /// from a shared log.
+    pub fn submit_as(
         &self,
+        identity: MutationIdentity,
         op: MutationOp,
         check: impl FnOnce(&[(String, MetadataIndexType)]) -> KilnResult<()>,
     ) -> KilnResult<String> {
@@ -177,8 +180,8 @@ impl IndexHandle {
         let seq = writer.next_seq;
         let mutation = Mutation {
             seq,
-            unix_millis: kiln_core::time::unix_millis(),
-            mutation_id: uuid::Uuid::new_v4().to_string(),
+            unix_millis: identity.unix_millis,
+            mutation_id: identity.mutation_id,
             op,
         };
         let payload = encode_mutation(&mutation);
@@ -211,6 +214,15 @@ impl IndexHandle {
             let _ = sender.send((mutation, payload.len()));
         }
         Ok(mutation_id)
+    }
+
+    /// Runs `check` on the declared metadata indexes as [`Self::submit`] would, without
+    /// submitting anything (a node validating a mutation before it goes to the shared log).
+    pub fn check(
+        &self,
+        check: impl FnOnce(&[(String, MetadataIndexType)]) -> KilnResult<()>,
+    ) -> KilnResult<()> {
+        check(&lock(&self.shared.writer).metadata_indexes)
     }
 
     /// Blocks until everything acknowledged before the call is visible to queries.

@@ -24,6 +24,7 @@ mod metric;
 mod quarantine;
 mod query;
 mod record;
+mod replica;
 mod search;
 mod snapshot;
 mod state;
@@ -41,6 +42,7 @@ pub use query::{
 pub use record::{
     parse_ndjson, parse_vectors, Unparsable, VectorRecord, WriteLimits, MAX_VECTOR_JSON_BYTES,
 };
+pub use replica::{Change, ChangeLog};
 pub use store::{VectorStore, MAX_LIST_COUNT, MAX_VECTORS_PER_MUTATION};
 
 /// Tuning knobs; the defaults suit a server, tests make them small to exercise every path.

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
 
 use kiln_core::{ErrorKind, KilnError, KilnResult};
@@ -22,11 +22,12 @@ use serde_json::{json, Value};
 use crate::checks::{check_ids, check_vectors, file_name, property_name, read_dirs};
 use crate::codec::MutationOp;
 use crate::config::{validate_account, IndexConfig, MAX_INDEXES_PER_ACCOUNT};
-use crate::filter::{MetadataIndexType, MAX_METADATA_INDEXES};
+use crate::filter::MetadataIndexType;
 use crate::index::{IndexHandle, OpenError};
 use crate::quarantine::{quarantine, QUARANTINE_DIR};
 use crate::query::{Query, ReturnMetadata};
 use crate::record::VectorRecord;
+use crate::replica::{index_exists, ChangeLog};
 use crate::search::{get_by_ids, run_query};
 use crate::wal::sync_dir;
 use crate::StoreOptions;
@@ -41,9 +42,9 @@ const CONFIG_FILE: &str = "config.json";
 type IndexKey = (String, String);
 
 /// One index the store knows of, open or not.
-struct Slot {
+pub(crate) struct Slot {
     dir: PathBuf,
-    config: IndexConfig,
+    pub(crate) config: IndexConfig,
     state: Mutex<SlotState>,
     /// The store's use counter at this index's last use (for closing the least recently used).
     last_used: AtomicU64,
@@ -80,6 +81,26 @@ pub struct VectorStore {
     /// The slots whose index is open now.
     open: Mutex<Vec<Arc<Slot>>>,
     uses: AtomicU64,
+    /// Set when several nodes share the indexes: changes go to this log, and reach this
+    /// store (like every other node's) through [`VectorStore::apply_change`].
+    pub(crate) shared_log: OnceLock<Arc<dyn ChangeLog>>,
+}
+
+fn check_room(
+    indexes: &BTreeMap<IndexKey, Arc<Slot>>,
+    account: &str,
+    name: &str,
+) -> KilnResult<()> {
+    if indexes.contains_key(&(account.to_owned(), name.to_owned())) {
+        return Err(index_exists(name));
+    }
+    let in_account = indexes.keys().filter(|(owner, _)| owner == account).count();
+    if in_account >= MAX_INDEXES_PER_ACCOUNT {
+        return Err(KilnError::bad_input(format!(
+            "an account may have at most {MAX_INDEXES_PER_ACCOUNT} indexes"
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) fn io_error(what: &str, error: std::io::Error) -> KilnError {
@@ -148,10 +169,11 @@ impl VectorStore {
             indexes: RwLock::new(indexes),
             open: Mutex::new(Vec::new()),
             uses: AtomicU64::new(0),
+            shared_log: OnceLock::new(),
         })
     }
 
-    fn slot(&self, account: &str, name: &str) -> KilnResult<Arc<Slot>> {
+    pub(crate) fn local_slot(&self, account: &str, name: &str) -> KilnResult<Arc<Slot>> {
         let indexes = self
             .indexes
             .read()
@@ -160,6 +182,15 @@ impl VectorStore {
             .get(&(account.to_owned(), name.to_owned()))
             .cloned()
             .ok_or_else(|| not_found(name))
+    }
+
+    /// Refuses a create whose name is taken or whose account is full.
+    pub(crate) fn check_can_create(&self, account: &str, name: &str) -> KilnResult<()> {
+        let indexes = self
+            .indexes
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        check_room(&indexes, account, name)
     }
 
     /// Takes a damaged index out of the store and moves its files aside; the error answers the
@@ -198,8 +229,8 @@ impl VectorStore {
 
     /// The open index, opening it first if needed; then closes idle indexes over the bound.
     /// While the caller holds the handle, its index is not closed.
-    fn handle(&self, account: &str, name: &str) -> KilnResult<Arc<IndexHandle>> {
-        let slot = self.slot(account, name)?;
+    pub(crate) fn local_handle(&self, account: &str, name: &str) -> KilnResult<Arc<IndexHandle>> {
+        let slot = self.local_slot(account, name)?;
         let handle = {
             let mut state = slot.state();
             match &*state {
@@ -268,23 +299,19 @@ impl VectorStore {
     pub fn create_index(&self, account: &str, body: &Value) -> KilnResult<Value> {
         validate_account(account)?;
         let config = IndexConfig::from_create_body(body, &kiln_core::time::utc_timestamp())?;
+        match self.shared_log() {
+            Some(log) => self.create_shared(log, account, config),
+            None => self.create_local(account, config),
+        }
+    }
+
+    pub(crate) fn create_local(&self, account: &str, config: IndexConfig) -> KilnResult<Value> {
         let mut indexes = self
             .indexes
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        check_room(&indexes, account, &config.name)?;
         let key = (account.to_owned(), config.name.clone());
-        if indexes.contains_key(&key) {
-            return Err(KilnError::new(
-                ErrorKind::Conflict,
-                format!("vectorize index {:?} already exists", config.name),
-            ));
-        }
-        let in_account = indexes.keys().filter(|(owner, _)| owner == account).count();
-        if in_account >= MAX_INDEXES_PER_ACCOUNT {
-            return Err(KilnError::bad_input(format!(
-                "an account may have at most {MAX_INDEXES_PER_ACCOUNT} indexes"
-            )));
-        }
         let account_dir = self.root.join(account);
         let dir = account_dir.join(&config.name);
         let _ = fs::remove_dir_all(&dir);
@@ -306,6 +333,7 @@ impl VectorStore {
 
     /// Index objects of the account, by name.
     pub fn list_indexes(&self, account: &str) -> KilnResult<Vec<Value>> {
+        self.catch_up()?;
         let indexes = self
             .indexes
             .read()
@@ -323,6 +351,13 @@ impl VectorStore {
 
     /// Removes the index and its files; the name can be used again at once.
     pub fn delete_index(&self, account: &str, name: &str) -> KilnResult<()> {
+        match self.shared_log() {
+            Some(log) => self.delete_shared(log, account, name),
+            None => self.delete_local(account, name),
+        }
+    }
+
+    pub(crate) fn delete_local(&self, account: &str, name: &str) -> KilnResult<()> {
         let slot = {
             let mut indexes = self
                 .indexes
@@ -372,7 +407,7 @@ impl VectorStore {
     ) -> KilnResult<String> {
         let handle = self.handle(account, name)?;
         check_vectors(&handle, &vectors, self.options.max_vectors_per_write)?;
-        handle.submit(MutationOp::Insert(vectors), |_| Ok(()))
+        self.mutate(account, &handle, MutationOp::Insert(vectors))
     }
 
     /// Inserts or wholly replaces (values, metadata and namespace; no merge).
@@ -384,13 +419,13 @@ impl VectorStore {
     ) -> KilnResult<String> {
         let handle = self.handle(account, name)?;
         check_vectors(&handle, &vectors, self.options.max_vectors_per_write)?;
-        handle.submit(MutationOp::Upsert(vectors), |_| Ok(()))
+        self.mutate(account, &handle, MutationOp::Upsert(vectors))
     }
 
     pub fn delete_by_ids(&self, account: &str, name: &str, ids: Vec<String>) -> KilnResult<String> {
         let handle = self.handle(account, name)?;
         check_ids(&ids)?;
-        handle.submit(MutationOp::Delete(ids), |_| Ok(()))
+        self.mutate(account, &handle, MutationOp::Delete(ids))
     }
 
     pub fn query(&self, account: &str, name: &str, query: &Query) -> KilnResult<Value> {
@@ -512,23 +547,10 @@ impl VectorStore {
                 || KilnError::bad_input("indexType is required: string, number or boolean"),
             )?)?;
         let op = MutationOp::CreateMetadataIndex {
-            property: property.clone(),
+            property,
             index_type,
         };
-        handle.submit(op, |declared| {
-            if declared.iter().any(|(existing, _)| *existing == property) {
-                return Err(KilnError::new(
-                    ErrorKind::Conflict,
-                    format!("a metadata index on {property:?} already exists"),
-                ));
-            }
-            if declared.len() >= MAX_METADATA_INDEXES {
-                return Err(KilnError::bad_input(format!(
-                    "an index may have at most {MAX_METADATA_INDEXES} metadata indexes"
-                )));
-            }
-            Ok(())
-        })
+        self.mutate(account, &handle, op)
     }
 
     pub fn list_metadata_indexes(&self, account: &str, name: &str) -> KilnResult<Value> {
@@ -549,19 +571,8 @@ impl VectorStore {
     ) -> KilnResult<String> {
         let handle = self.handle(account, name)?;
         let property = property_name(body)?;
-        let op = MutationOp::DeleteMetadataIndex {
-            property: property.clone(),
-        };
-        handle.submit(op, |declared| {
-            if declared.iter().any(|(existing, _)| *existing == property) {
-                Ok(())
-            } else {
-                Err(KilnError::new(
-                    ErrorKind::NotFound,
-                    format!("there is no metadata index on {property:?}"),
-                ))
-            }
-        })
+        let op = MutationOp::DeleteMetadataIndex { property };
+        self.mutate(account, &handle, op)
     }
 
     /// Whether the index currently answers from an ANN graph (tests and benchmarks).

@@ -1,27 +1,44 @@
-//! Joining a cluster (`--postgres-url`): the node's row in the directory, what it announces, and
-//! the forwarder that sends requests for models other nodes serve (`kiln-forward`).
+//! Joining a cluster (`--nats-url` or `--postgres-url`): the node's place in the directory, what
+//! it announces, and the forwarder that sends requests for models other nodes serve
+//! (`kiln-forward`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use kiln_forward::{Announcement, Forwarder, NodeDirectory};
+use kiln_forward::{Announcement, DirectoryBackend, Forwarder, NodeDirectory};
 use kiln_http::forward::PeerForwarder;
 use kiln_scheduler::ModelRegistry;
 
 use crate::ServeConfig;
 
-/// Joins the directory at `postgres_url` and returns the forwarder for the HTTP layer.
+/// Where this node meets the others: NATS when it has a connection, else PostgreSQL; `None`
+/// for a node on its own.
+pub fn directory_backend(
+    config: &ServeConfig,
+    bus: Option<&Arc<kiln_nats::Bus>>,
+) -> Option<DirectoryBackend> {
+    match (bus, &config.postgres_url) {
+        (Some(bus), _) => Some(DirectoryBackend::Nats {
+            bus: bus.clone(),
+            subject: config.nodes_subject(),
+        }),
+        (None, Some(url)) => Some(DirectoryBackend::Postgres { url: url.clone() }),
+        (None, None) => None,
+    }
+}
+
+/// Joins the directory through `backend` and returns the forwarder for the HTTP layer.
 pub fn join(
     config: &ServeConfig,
-    postgres_url: &str,
+    backend: DirectoryBackend,
     listening: SocketAddr,
     registry: Arc<ModelRegistry>,
     draining: Arc<AtomicBool>,
 ) -> anyhow::Result<Arc<dyn PeerForwarder>> {
     let name = config.node_name()?;
     let url = config.advertise_url(listening)?;
-    let directory = NodeDirectory::join(postgres_url, &name, &url, move || {
+    let directory = NodeDirectory::join(backend, &name, &url, move || {
         // A draining node leaves the directory first, so the others stop sending it requests.
         (!draining.load(Ordering::SeqCst)).then(|| announcement(&registry))
     })

@@ -121,9 +121,9 @@ pub struct ServeConfig {
     #[arg(long, env = "KILN_ACCOUNTS_DB")]
     pub accounts_db: Option<PathBuf>,
 
-    /// PostgreSQL holding accounts, API tokens, the usage ledger, spending limits and the batch
-    /// queue instead of --accounts-db and --batch-db, shared by every Kiln node given the same
-    /// URL, e.g.
+    /// PostgreSQL holding accounts, API tokens, the usage ledger, spending limits, the batch
+    /// queue and LoRA fine-tunes instead of --accounts-db, --batch-db and DATA_DIR/finetunes,
+    /// shared by every Kiln node given the same URL, e.g.
     /// `postgres://kiln:secret@db:5432/kiln`; another schema than `public` with
     /// `?options=-csearch_path%3Dname` (docs/cluster.md) [default: none].
     #[arg(long, env = "KILN_POSTGRES_URL")]
@@ -148,6 +148,18 @@ pub struct ServeConfig {
     /// Prefix of every Redis key Kiln writes (several clusters on one Redis) [default: kiln:rl:].
     #[arg(long, env = "KILN_REDIS_KEY_PREFIX")]
     pub redis_key_prefix: Option<String>,
+
+    /// NATS (with JetStream) carrying Vectorize's changes as one stream that every Kiln node
+    /// given the same URL applies in order, so any node answers queries, e.g.
+    /// `nats://127.0.0.1:4222` (docs/cluster.md) [default: none; indexes on this node only].
+    #[arg(long, env = "KILN_NATS_URL")]
+    pub nats_url: Option<String>,
+
+    /// This cluster's name on NATS: the JetStream stream of Vectorize's changes, and the
+    /// subject its nodes announce themselves on (nodes of one cluster name the same one;
+    /// letters, digits, `-` and `_`) [default: KILN_VECTORIZE].
+    #[arg(long, env = "KILN_NATS_STREAM")]
+    pub nats_stream: Option<String>,
 
     /// This node's name in a cluster: its directory row and batch claims carry it
     /// (docs/cluster.md); 1 to 64 of A-Z a-z 0-9 . _ - [default: the host name].
@@ -297,6 +309,8 @@ impl ServeConfig {
             rate_limits: self.rate_limits.or(base.rate_limits),
             redis_url: self.redis_url.or(base.redis_url),
             redis_key_prefix: self.redis_key_prefix.or(base.redis_key_prefix),
+            nats_url: self.nats_url.or(base.nats_url),
+            nats_stream: self.nats_stream.or(base.nats_stream),
             node_name: self.node_name.or(base.node_name),
             advertise_url: self.advertise_url.or(base.advertise_url),
             free_neurons_per_day: self.free_neurons_per_day.or(base.free_neurons_per_day),
@@ -412,57 +426,6 @@ impl ServeConfig {
             .unwrap_or_else(|| self.data_dir().join("accounts.db"))
     }
 
-    /// Where accounts live: connects to PostgreSQL and applies its migrations when
-    /// --postgres-url is set, else names the SQLite file.
-    pub fn accounts_store(&self) -> anyhow::Result<kiln_accounts::AccountsDb> {
-        match &self.postgres_url {
-            Some(url) => kiln_accounts::AccountsDb::postgres(url)
-                .map_err(|error| anyhow::anyhow!("--postgres-url: {}", error.message)),
-            None => Ok(kiln_accounts::AccountsDb::Sqlite(self.accounts_db())),
-        }
-    }
-
-    /// Where the batch queue lives: the --postgres-url database when set (claims are leases, so
-    /// a dead node's items run on another), else the SQLite file.
-    pub fn batch_store(&self) -> anyhow::Result<kiln_batch::BatchDb> {
-        Ok(match &self.postgres_url {
-            Some(url) => kiln_batch::BatchDb::postgres(url, &self.node_name()?),
-            None => kiln_batch::BatchDb::Sqlite(self.batch_db()),
-        })
-    }
-
-    /// `--advertise-url`, or the listening address (the host name when it is every address).
-    pub fn advertise_url(&self, listening: SocketAddr) -> anyhow::Result<String> {
-        if let Some(url) = &self.advertise_url {
-            anyhow::ensure!(
-                url.starts_with("http://") || url.starts_with("https://"),
-                "--advertise-url must be an http:// or https:// URL; got {url:?}"
-            );
-            return Ok(url.trim_end_matches('/').to_owned());
-        }
-        if listening.ip().is_unspecified() {
-            return Ok(format!("http://{}:{}", self.node_name()?, listening.port()));
-        }
-        Ok(format!("http://{listening}"))
-    }
-
-    /// `--node-name`, or the host name (a Kubernetes pod's name), or `kiln`.
-    pub fn node_name(&self) -> anyhow::Result<String> {
-        let name = match &self.node_name {
-            Some(name) => name.clone(),
-            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|host| host.trim().to_owned())
-                .ok()
-                .filter(|host| is_node_name(host))
-                .unwrap_or_else(|| "kiln".to_owned()),
-        };
-        anyhow::ensure!(
-            is_node_name(&name),
-            "--node-name must be 1 to 64 of A-Z a-z 0-9 . _ -; got {name:?}"
-        );
-        Ok(name)
-    }
-
     pub fn batch_db(&self) -> PathBuf {
         self.batch_db
             .clone()
@@ -525,20 +488,6 @@ impl ServeConfig {
         Ok(policy.with_host(authority))
     }
 
-    /// The shared rate-limit windows of `--redis-url`, if set (nothing is dialled yet).
-    pub fn redis_limits(&self) -> anyhow::Result<Option<kiln_accounts::RedisLimits>> {
-        let Some(url) = &self.redis_url else {
-            return Ok(None);
-        };
-        let prefix = self
-            .redis_key_prefix
-            .as_deref()
-            .unwrap_or(kiln_accounts::RedisLimits::DEFAULT_PREFIX);
-        kiln_accounts::RedisLimits::new(url, prefix)
-            .map(Some)
-            .map_err(|error| anyhow::anyhow!("--redis-url: {error}"))
-    }
-
     pub fn platform_settings(&self) -> PlatformSettings {
         PlatformSettings {
             auth: self.auth.unwrap_or_default(),
@@ -572,6 +521,8 @@ fn read_file(path: &Path) -> anyhow::Result<ServeConfig> {
         .with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
+
+mod stores;
 
 #[cfg(test)]
 mod tests;

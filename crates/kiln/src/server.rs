@@ -92,13 +92,15 @@ pub async fn start_with_clock(
     let registry = Arc::new(registry);
     spawn_idle_sweeper(&registry);
     let limits = config.limits();
-    let finetunes = Arc::new(FinetuneStore::with_limits(
-        config.data_dir().join("finetunes"),
-        limits.lora.clone(),
-    ));
+    let finetunes = Arc::new(
+        FinetuneStore::open_db(config.finetune_store(), limits.lora.clone())
+            .map_err(|error| anyhow::anyhow!("{}", error.message))?,
+    );
+    let gateway_db = config.gateway_store();
+    tracing::info!("AI Gateway: {}", gateway_db.describe());
     let gateways = Arc::new(
-        GatewayStore::open_with(
-            &config.gateway_db(),
+        GatewayStore::open_db(
+            gateway_db,
             WriterLimits {
                 cache_bytes: config.gateway_cache_bytes(),
                 ..WriterLimits::default()
@@ -113,6 +115,10 @@ pub async fn start_with_clock(
         )
         .map_err(|error| anyhow::anyhow!("{}", error.message))?,
     );
+    let bus = match &config.nats_url {
+        Some(url) => Some(join_vectorize_log(url, &config, &vectors).await?),
+        None => None,
+    };
     let accounts_db = config.accounts_store()?;
     tracing::info!("accounts, tokens and usage: {}", accounts_db.describe());
     let accounts = Arc::new(
@@ -155,10 +161,10 @@ pub async fn start_with_clock(
     let egress = config.egress_policy(own_addresses(addr))?;
     let browser = config.browser_policy(&public_url)?;
     let draining = Arc::new(AtomicBool::new(false));
-    let forwarder = match &config.postgres_url {
-        Some(url) => Some(crate::cluster::join(
+    let forwarder = match crate::cluster::directory_backend(&config, bus.as_ref()) {
+        Some(backend) => Some(crate::cluster::join(
             &config,
-            url,
+            backend,
             addr,
             registry.clone(),
             draining.clone(),
@@ -243,4 +249,29 @@ fn spawn_idle_sweeper(registry: &Arc<ModelRegistry>) {
             let _ = tokio::task::spawn_blocking(move || registry.refresh_periodically()).await;
         }
     });
+}
+
+/// Connects to NATS and shares `vectors` through its stream; returns the connection for the
+/// node directory. Replaying the stream blocks until this node has caught up.
+async fn join_vectorize_log(
+    url: &str,
+    config: &ServeConfig,
+    vectors: &Arc<VectorStore>,
+) -> anyhow::Result<Arc<kiln_nats::Bus>> {
+    let options = config.vectorize_log_options();
+    let stream = options.stream.clone();
+    let (url, shared) = (url.to_owned(), vectors.clone());
+    let (bus, log) = tokio::task::spawn_blocking(move || {
+        let bus = Arc::new(kiln_nats::Bus::connect(&url)?);
+        let log = kiln_nats::VectorizeLog::start(bus.clone(), options, &shared)?;
+        Ok::<_, kiln_core::KilnError>((bus, log))
+    })
+    .await
+    .context("vectorize log thread failed")?
+    .map_err(|error| anyhow::anyhow!("{}", error.message))?;
+    tracing::info!(
+        "vectorize: indexes shared through NATS stream {stream} (applied up to {})",
+        log.applied()
+    );
+    Ok(bus)
 }

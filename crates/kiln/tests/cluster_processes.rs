@@ -4,196 +4,20 @@
 //! at `KILN_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`); `scripts/install-deps` starts
 //! both on loopback.
 
+#[path = "cluster_fixture/mod.rs"]
+mod cluster_fixture;
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kiln_postgres::TestSchema;
 use serde_json::{json, Value};
 
-use common::free_port;
+use cluster_fixture::{kiln, start_nodes, start_nodes_with, Cluster, Node, ONE_CLUSTER_AT_A_TIME};
 
 /// The bar for a revocation to reach every node.
 const PROPAGATION: Duration = Duration::from_secs(1);
-
-/// One cluster at a time: each test runs three servers on the machine's two cores, and the
-/// timing bars are about the cluster, not about contention between tests.
-static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn redis_url() -> String {
-    std::env::var("KILN_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
-/// One node: a `kiln serve` process with its own data directory; killed when dropped.
-struct Node {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Flags every command of one cluster shares: its databases, `models` to load, and nothing
-/// fetched. Nodes add their model store (`--data-dir`).
-fn cluster_args(
-    state: &Path,
-    schema: &TestSchema,
-    redis_prefix: &str,
-    models: &[&str],
-    extra_toml: &str,
-) -> Vec<String> {
-    let path = |name: &str| state.join(name).to_string_lossy().into_owned();
-    let models: Vec<String> = models.iter().map(|m| format!("{m:?}")).collect();
-    std::fs::write(
-        state.join("kiln.toml"),
-        format!("models = [{}]\nfetch = []\n{extra_toml}", models.join(", ")),
-    )
-    .expect("config");
-    [
-        "--config",
-        &path("kiln.toml"),
-        "--postgres-url",
-        &schema.url(),
-        "--redis-url",
-        &redis_url(),
-        "--redis-key-prefix",
-        redis_prefix,
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect()
-}
-
-fn kiln(args: &[&str], shared: &[String]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .args(shared)
-        .output()
-        .expect("kiln runs");
-    assert!(
-        output.status.success(),
-        "kiln {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-/// Nodes on the tests' model store.
-async fn start_nodes(count: usize, state: &Path, shared: &[String]) -> Vec<Node> {
-    let store = kiln_store::default_data_dir()
-        .to_string_lossy()
-        .into_owned();
-    let per_node = vec![vec!["--data-dir".to_owned(), store]; count];
-    start_nodes_with(state, shared, &per_node).await
-}
-
-/// One node per entry of `per_node`, each with those extra flags, named `node-{index}`.
-async fn start_nodes_with(state: &Path, shared: &[String], per_node: &[Vec<String>]) -> Vec<Node> {
-    let mut nodes = Vec::new();
-    for (index, extra) in per_node.iter().enumerate() {
-        let port = free_port();
-        let node_state = state.join(format!("node-{index}"));
-        let path = |name: &str| node_state.join(name).to_string_lossy().into_owned();
-        let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .arg("serve")
-            .args(shared)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--auth", "tokens"])
-            .args(["--node-name", &format!("node-{index}")])
-            .args(extra)
-            .args(["--batch-db", &path("batches.db")])
-            .args(["--gateway-db", &path("gateway.db")])
-            .args(["--vectorize-dir", &path("vectorize")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("kiln serve starts");
-        nodes.push(Node {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        });
-    }
-    let client = reqwest::Client::new();
-    for node in &mut nodes {
-        let started = Instant::now();
-        loop {
-            let ready = client.get(format!("{}/readyz", node.base)).send().await;
-            if ready.is_ok_and(|r| r.status() == 200) {
-                break;
-            }
-            assert!(
-                node.child.try_wait().expect("process state").is_none(),
-                "node {} exited before it was ready",
-                node.base
-            );
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "{} not ready",
-                node.base
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    nodes
-}
-
-/// Creates account `team` (paid) and a token with every scope through the CLI; its secret.
-fn account_and_token(shared: &[String]) -> String {
-    kiln(
-        &["accounts", "create", "--id", "team", "--plan", "paid"],
-        shared,
-    );
-    let created = kiln(
-        &["tokens", "create", "--account", "team", "--scope", "all"],
-        shared,
-    );
-    String::from_utf8_lossy(&created.stdout)
-        .lines()
-        .find(|line| line.starts_with("kiln_"))
-        .expect("the CLI prints the secret")
-        .to_owned()
-}
-
-/// What one test's cluster shares: a PostgreSQL schema and a Redis prefix of its own (both
-/// deleted afterwards), a state directory, the flags every command gets, and a token with every
-/// scope for account `team`, made with the CLI.
-struct Cluster {
-    schema: TestSchema,
-    state: tempfile::TempDir,
-    redis_prefix: String,
-    shared: Vec<String>,
-    token: String,
-}
-
-impl Cluster {
-    /// `models` for the nodes to load; `extra_toml` added to their kiln.toml.
-    fn new(models: &[&str], extra_toml: &str) -> Cluster {
-        let schema = TestSchema::new("cluster");
-        let state = tempfile::tempdir().expect("temp dir");
-        let redis_prefix = format!("kiln-test-cluster:{}:", uuid::Uuid::new_v4().simple());
-        let shared = cluster_args(state.path(), &schema, &redis_prefix, models, extra_toml);
-        let token = account_and_token(&shared);
-        Cluster {
-            schema,
-            state,
-            redis_prefix,
-            shared,
-            token,
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = kiln_accounts::purge_redis_prefix(&redis_url(), &self.redis_prefix);
-    }
-}
 
 /// The status of an authenticated call to a route that needs `workers-ai:read`.
 async fn search_status(client: &reqwest::Client, node: &Node, account: &str, token: &str) -> u16 {
@@ -295,6 +119,7 @@ async fn a_token_made_on_one_node_works_on_all_and_its_revocation_reaches_all_wi
 
 const TEXT_MODEL: &str = "@cf/meta/llama-3.1-8b-instruct";
 const LOCAL_TEXT_MODEL: &str = "smollm2-135m-instruct";
+const LOCAL_EMBEDDING_MODEL: &str = "all-minilm-l6-v2";
 
 /// `POST …/ai/run/{TEXT_MODEL}{query}` on `node` as account `team`.
 async fn run_text(
@@ -455,6 +280,7 @@ async fn generate(
 async fn a_model_on_another_node_streams_through_this_one_and_a_dead_node_costs_a_503() {
     let _cluster = ONE_CLUSTER_AT_A_TIME.lock().await;
     kiln_store::ensure_for_tests(LOCAL_TEXT_MODEL);
+    kiln_store::ensure_for_tests(LOCAL_EMBEDDING_MODEL);
     let cluster = Cluster::new(&[], "");
     let (state, shared, token) = (&cluster.state, &cluster.shared, &cluster.token);
     let empty_store = state
@@ -478,7 +304,10 @@ async fn a_model_on_another_node_streams_through_this_one_and_a_dead_node_costs_
         &[
             flags(&empty_store, ""),
             flags(&empty_store, ""),
-            flags(&store, LOCAL_TEXT_MODEL),
+            flags(
+                &store,
+                &format!("{LOCAL_TEXT_MODEL},{LOCAL_EMBEDDING_MODEL}"),
+            ),
         ],
     )
     .await;
@@ -543,6 +372,23 @@ async fn a_model_on_another_node_streams_through_this_one_and_a_dead_node_costs_
     assert!(
         chat["choices"][0]["message"]["content"].is_string(),
         "{chat}"
+    );
+
+    // Embeddings by a catalog id that C's embedding model answers.
+    let embedded = client
+        .post(format!("{}/v1/embeddings", nodes[0].base))
+        .bearer_auth(token)
+        .json(&json!({"model": "@cf/baai/bge-base-en-v1.5", "input": ["kilns fire clay"]}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(embedded.status(), 200);
+    assert_eq!(embedded.headers()["x-kiln-node"], "node-2");
+    let embedded: Value = embedded.json().await.expect("JSON");
+    assert_eq!(
+        embedded["data"][0]["embedding"].as_array().map(Vec::len),
+        Some(384),
+        "{embedded}"
     );
 
     // C dies: the request through A fails fast and clearly.

@@ -1,11 +1,17 @@
 //! The query string of `GET`/`DELETE …/logs` (spec §4.6), turned into SQL conditions whose
 //! values are always bound, never spliced into the text.
+//!
+//! Each condition is written for both databases at once ([`Dialect`]): they differ in a few
+//! functions (`instr`/`strpos`, `IS`/`IS NOT DISTINCT FROM`, `json_each`/`jsonb_each`) and in
+//! where NULLs sort, so that a query returns the same logs, in the same order, on either.
 
 use kiln_core::{KilnError, KilnResult};
 use rusqlite::types::Value as Sql;
 use serde_json::Value;
 
 use super::time::parse_timestamp;
+
+mod filters;
 
 pub const DEFAULT_PER_PAGE: u64 = 20;
 pub const MAX_PER_PAGE: u64 = 50;
@@ -74,11 +80,56 @@ pub struct LogQuery {
     conditions: Vec<Condition>,
 }
 
-/// One SQL boolean expression over `logs`, with a `?` for each of `values`, in order.
+/// The SQL a condition is written in. Both use `?` for each bound value, in order; the
+/// PostgreSQL backend numbers them when it runs the statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    const ALL: [Dialect; 2] = [Dialect::Sqlite, Dialect::Postgres];
+
+    /// `subject` (lower-cased) contains the bound needle.
+    fn contains(self, subject: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("instr(lower({subject}), ?) > 0"),
+            Dialect::Postgres => format!("strpos(lower({subject}), ?) > 0"),
+        }
+    }
+
+    /// Equality that holds between two NULLs, so `eq null` finds logs without the field.
+    fn same_as(self, subject: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("{subject} IS ?"),
+            Dialect::Postgres => format!("{subject} IS NOT DISTINCT FROM ?"),
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Dialect::Sqlite => 0,
+            Dialect::Postgres => 1,
+        }
+    }
+}
+
+/// One SQL boolean expression over `logs` in each dialect, with a `?` for each of `values`,
+/// in order.
 #[derive(Debug, Clone, PartialEq)]
 struct Condition {
-    sql: String,
+    sql: [String; 2],
     values: Vec<Sql>,
+}
+
+impl Condition {
+    fn new(values: Vec<Sql>, sql: impl Fn(Dialect) -> String) -> Condition {
+        Condition {
+            sql: Dialect::ALL.map(sql),
+            values,
+        }
+    }
 }
 
 impl Default for LogQuery {
@@ -132,7 +183,7 @@ impl LogQuery {
             }
             "cached" | "success" => {
                 let flag = parse_bool(value).ok_or_else(|| bad(name, "true or false", value))?;
-                self.push(format!("{name} = ?"), vec![Sql::Integer(flag.into())]);
+                self.push_same(format!("{name} = ?"), vec![Sql::Integer(flag.into())]);
             }
             "feedback" => {
                 let feedback = value
@@ -141,30 +192,32 @@ impl LogQuery {
                     .ok()
                     .and_then(thumbs)
                     .ok_or_else(|| bad(name, "0 (thumbs down) or 1 (thumbs up)", value))?;
-                self.push("feedback = ?".into(), vec![Sql::Integer(feedback)]);
+                self.push_same("feedback = ?".into(), vec![Sql::Integer(feedback)]);
             }
             "start_date" | "end_date" => {
                 let at = parse_timestamp(value)
                     .ok_or_else(|| bad(name, "an RFC 3339 date-time", value))?;
                 let op = if name == "start_date" { ">=" } else { "<=" };
-                self.push(format!("created_at {op} ?"), vec![Sql::Integer(at)]);
+                self.push_same(format!("created_at {op} ?"), vec![Sql::Integer(at)]);
             }
             "model"
             | "model_type"
             | "provider"
             | "request_content_type"
             | "response_content_type" => {
-                self.push(format!("{name} = ?"), vec![Sql::Text(value.to_owned())]);
+                self.push_same(format!("{name} = ?"), vec![Sql::Text(value.to_owned())]);
             }
             "search" => {
                 let needle = Sql::Text(value.to_ascii_lowercase());
                 let columns = ["id", "model", "provider", "path", "coalesce(metadata, '')"];
-                let sql = columns
-                    .iter()
-                    .map(|column| format!("instr(lower({column}), ?) > 0"))
-                    .collect::<Vec<_>>()
-                    .join(" OR ");
-                self.push(sql, vec![needle; columns.len()]);
+                let condition = Condition::new(vec![needle; columns.len()], |dialect| {
+                    columns
+                        .iter()
+                        .map(|column| dialect.contains(column))
+                        .collect::<Vec<_>>()
+                        .join(" OR ")
+                });
+                self.conditions.push(condition);
             }
             "filters" => {
                 let filters: Value = serde_json::from_str(value)
@@ -175,7 +228,7 @@ impl LogQuery {
                     ));
                 };
                 for (index, filter) in filters.iter().enumerate() {
-                    let condition = filter_condition(filter)
+                    let condition = filters::filter_condition(filter)
                         .map_err(|e| KilnError::bad_input(format!("filters[{index}]: {e}")))?;
                     self.conditions.push(condition);
                 }
@@ -198,24 +251,26 @@ impl LogQuery {
                     _ => return Ok(()),
                 };
                 let number = parse_number(value).ok_or_else(|| bad(name, "a number", value))?;
-                self.push(format!("{column} {op} ?"), vec![Sql::Real(number)]);
+                self.push_same(format!("{column} {op} ?"), vec![Sql::Real(number)]);
             }
         }
         Ok(())
     }
 
-    fn push(&mut self, sql: String, values: Vec<Sql>) {
-        self.conditions.push(Condition { sql, values });
+    /// A condition written the same in both dialects.
+    fn push_same(&mut self, sql: String, values: Vec<Sql>) {
+        self.conditions
+            .push(Condition::new(values, |_| sql.clone()));
     }
 
     /// `AND (…)` for each condition, ready to follow `account = ? AND gateway = ?`, plus
     /// the values to bind after account and gateway.
-    pub(crate) fn where_tail(&self) -> (String, Vec<Sql>) {
+    pub(crate) fn where_tail_in(&self, dialect: Dialect) -> (String, Vec<Sql>) {
         let mut sql = String::new();
         let mut values = Vec::new();
         for condition in &self.conditions {
             sql.push_str(" AND (");
-            sql.push_str(&condition.sql);
+            sql.push_str(&condition.sql[dialect.index()]);
             sql.push(')');
             values.extend(condition.values.iter().cloned());
         }
@@ -223,9 +278,22 @@ impl LogQuery {
     }
 
     pub(crate) fn order_sql(&self) -> String {
+        self.order_sql_in(Dialect::Sqlite)
+    }
+
+    pub(crate) fn order_sql_in(&self, dialect: Dialect) -> String {
         let direction = if self.descending { "DESC" } else { "ASC" };
+        // SQLite sorts NULLs first; PostgreSQL is told to do the same.
+        let nulls = match (dialect, self.descending) {
+            (Dialect::Sqlite, _) => "",
+            (Dialect::Postgres, false) => " NULLS FIRST",
+            (Dialect::Postgres, true) => " NULLS LAST",
+        };
         // `id` (a ULID) breaks ties so pages never overlap or skip logs.
-        format!("{} {direction}, id {direction}", self.order_by.column())
+        format!(
+            "{} {direction}{nulls}, id {direction}",
+            self.order_by.column()
+        )
     }
 }
 
@@ -256,260 +324,4 @@ fn thumbs(value: i64) -> Option<i64> {
         1 => Some(1),
         _ => None,
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Text,
-    Number,
-    Bool,
-    Date,
-    Feedback,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Operator {
-    Eq,
-    Neq,
-    Contains,
-    Lt,
-    Gt,
-}
-
-impl Operator {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Eq => "eq",
-            Self::Neq => "neq",
-            Self::Contains => "contains",
-            Self::Lt => "lt",
-            Self::Gt => "gt",
-        }
-    }
-}
-
-fn filter_column(key: &str) -> Option<(&'static str, Kind)> {
-    Some(match key {
-        "id" => ("id", Kind::Text),
-        "created_at" => ("created_at", Kind::Date),
-        "request_content_type" => ("request_content_type", Kind::Text),
-        "response_content_type" => ("response_content_type", Kind::Text),
-        "request_type" => ("request_type", Kind::Text),
-        "success" => ("success", Kind::Bool),
-        "cached" => ("cached", Kind::Bool),
-        "provider" => ("provider", Kind::Text),
-        "model" => ("model", Kind::Text),
-        "model_type" => ("model_type", Kind::Text),
-        "cost" => ("cost", Kind::Number),
-        "tokens" => ("(tokens_in + tokens_out)", Kind::Number),
-        "tokens_in" => ("tokens_in", Kind::Number),
-        "tokens_out" => ("tokens_out", Kind::Number),
-        "duration" => ("duration", Kind::Number),
-        "feedback" => ("feedback", Kind::Feedback),
-        "event_id" => ("event_id", Kind::Text),
-        "authentication" => ("authentication", Kind::Bool),
-        "user_agent" => ("user_agent", Kind::Text),
-        // Cloudflare-only notions, answered as a Kiln log would have them: never wholesale
-        // billed, never DLP-screened; compatibility mode is the OpenAI-compatible endpoint.
-        "wholesale" => ("0", Kind::Bool),
-        "dlp_action" => ("NULL", Kind::Text),
-        "compatibilityMode" => ("(request_type = 'compat')", Kind::Bool),
-        _ => return None,
-    })
-}
-
-/// The text a metadata value is compared as: strings as they are, numbers as SQLite prints
-/// them, booleans as `true`/`false` (json_each would give 1/0).
-const META_TEXT: &str =
-    "(CASE m.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE CAST(m.atom AS TEXT) END)";
-
-fn filter_condition(filter: &Value) -> Result<Condition, String> {
-    let key = filter
-        .get("key")
-        .and_then(Value::as_str)
-        .ok_or("'key' must be a string")?;
-    let operator = match filter.get("operator").and_then(Value::as_str) {
-        Some("eq") => Operator::Eq,
-        Some("neq") => Operator::Neq,
-        Some("contains") => Operator::Contains,
-        Some("lt") => Operator::Lt,
-        Some("gt") => Operator::Gt,
-        Some(other) => {
-            return Err(format!(
-                "unknown operator {other:?} (use eq, neq, contains, lt or gt)"
-            ))
-        }
-        None => return Err("'operator' must be a string".into()),
-    };
-    let values = match filter.get("value") {
-        Some(Value::Array(values)) => values.clone(),
-        Some(single) if !single.is_object() => vec![single.clone()],
-        _ => return Err("'value' must be an array of values".into()),
-    };
-    if values.is_empty() {
-        return Err("'value' must hold at least one value".into());
-    }
-    match key {
-        "metadata.key" => metadata_condition(false, operator, &values),
-        "metadata.value" => metadata_condition(true, operator, &values),
-        _ => {
-            let (column, kind) =
-                filter_column(key).ok_or_else(|| format!("unknown key {key:?}"))?;
-            column_condition(column, kind, operator, &values)
-        }
-    }
-}
-
-fn column_condition(
-    column: &str,
-    kind: Kind,
-    operator: Operator,
-    values: &[Value],
-) -> Result<Condition, String> {
-    let allowed = match operator {
-        Operator::Eq | Operator::Neq => true,
-        Operator::Contains => kind == Kind::Text,
-        Operator::Lt | Operator::Gt => kind != Kind::Bool,
-    };
-    if !allowed {
-        return Err(format!(
-            "operator {} does not apply to this key",
-            operator.name()
-        ));
-    }
-    let mut bound = Vec::with_capacity(values.len());
-    for value in values {
-        let sql = filter_value(kind, value)?;
-        if operator != Operator::Eq && operator != Operator::Neq && sql == Sql::Null {
-            return Err("null only works with eq and neq".into());
-        }
-        bound.push(sql);
-    }
-    let single = match operator {
-        // `IS` treats NULL as a value, so `eq null` finds logs without the field.
-        Operator::Eq | Operator::Neq => format!("{column} IS ?"),
-        Operator::Contains => {
-            for value in &mut bound {
-                if let Sql::Text(text) = value {
-                    *text = text.to_ascii_lowercase();
-                }
-            }
-            format!("instr(lower({column}), ?) > 0")
-        }
-        Operator::Lt => format!("{column} < ?"),
-        Operator::Gt => format!("{column} > ?"),
-    };
-    Ok(any_of(&single, operator, bound))
-}
-
-/// Values of one filter are alternatives; for `neq` a log must differ from all of them, since
-/// "differs from any" would match nearly everything.
-fn any_of(single: &str, operator: Operator, values: Vec<Sql>) -> Condition {
-    let alternatives = vec![single; values.len()].join(" OR ");
-    let sql = if operator == Operator::Neq {
-        format!("NOT ({alternatives})")
-    } else {
-        alternatives
-    };
-    Condition { sql, values }
-}
-
-fn filter_value(kind: Kind, value: &Value) -> Result<Sql, String> {
-    let invalid = || format!("invalid value {value} for this key");
-    if value.is_null() {
-        return Ok(Sql::Null);
-    }
-    Ok(match kind {
-        Kind::Text => Sql::Text(scalar_text(value).ok_or_else(invalid)?),
-        Kind::Number => number(value).ok_or_else(invalid)?,
-        Kind::Bool => {
-            let flag = match value {
-                Value::Bool(flag) => Some(*flag),
-                Value::String(text) => parse_bool(text),
-                Value::Number(n) => n.as_i64().and_then(|n| parse_bool(&n.to_string())),
-                _ => None,
-            };
-            Sql::Integer(flag.ok_or_else(invalid)?.into())
-        }
-        Kind::Date => {
-            let at = match value {
-                Value::String(text) => parse_timestamp(text),
-                Value::Number(n) => n.as_i64(),
-                _ => None,
-            };
-            Sql::Integer(at.ok_or_else(invalid)?)
-        }
-        Kind::Feedback => {
-            let raw = match value {
-                Value::Number(n) => n.as_i64(),
-                Value::String(text) => text.trim().parse().ok(),
-                _ => None,
-            };
-            Sql::Integer(raw.and_then(thumbs).ok_or_else(invalid)?)
-        }
-    })
-}
-
-fn scalar_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(text) => Some(text.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(flag) => Some(flag.to_string()),
-        _ => None,
-    }
-}
-
-fn number(value: &Value) -> Option<Sql> {
-    match value {
-        Value::Number(n) => n
-            .as_i64()
-            .map(Sql::Integer)
-            .or_else(|| n.as_f64().map(Sql::Real)),
-        Value::String(text) => parse_number(text).map(Sql::Real),
-        _ => None,
-    }
-}
-
-/// `metadata.key` / `metadata.value` match when any entry of the log's metadata object does.
-fn metadata_condition(
-    on_value: bool,
-    operator: Operator,
-    values: &[Value],
-) -> Result<Condition, String> {
-    let mut alternatives = Vec::with_capacity(values.len());
-    let mut bound = Vec::with_capacity(values.len());
-    for value in values {
-        let text = scalar_text(value).ok_or_else(|| format!("invalid value {value}"))?;
-        let subject = if on_value { META_TEXT } else { "m.key" };
-        let (sql, bind) = match operator {
-            Operator::Eq | Operator::Neq => (format!("{subject} = ?"), Sql::Text(text)),
-            Operator::Contains => (
-                format!("instr(lower({subject}), ?) > 0"),
-                Sql::Text(text.to_ascii_lowercase()),
-            ),
-            Operator::Lt | Operator::Gt => {
-                let op = if operator == Operator::Lt { "<" } else { ">" };
-                // Numbers compare as numbers, anything else as text.
-                match (on_value, number(value)) {
-                    (true, Some(n)) if value.is_number() => (
-                        format!("(m.type IN ('integer', 'real') AND m.atom {op} ?)"),
-                        n,
-                    ),
-                    _ => (format!("{subject} {op} ?"), Sql::Text(text)),
-                }
-            }
-        };
-        alternatives.push(sql);
-        bound.push(bind);
-    }
-    let exists = format!(
-        "EXISTS (SELECT 1 FROM json_each(logs.metadata) AS m WHERE {})",
-        alternatives.join(" OR ")
-    );
-    let sql = if operator == Operator::Neq {
-        format!("NOT {exists}")
-    } else {
-        exists
-    };
-    Ok(Condition { sql, values: bound })
 }

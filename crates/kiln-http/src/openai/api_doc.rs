@@ -97,6 +97,8 @@ pub fn embeddings() -> Operation {
             json!({"type": "object", "required": ["object", "data"],
                    "properties": {"object": {"const": "list"}, "data": {"type": "array"}}}),
         )
+        // In a cluster: the node serving the model did not answer.
+        .errors(Surface::OpenAi, &[503])
 }
 
 pub fn rerank() -> Operation {
@@ -107,6 +109,8 @@ pub fn rerank() -> Operation {
         )
         .request_body_object(object_body("`{model, query, documents, top_n?}`."))
         .ok_json("The ranked documents.", json!({"type": "object"}))
+        // In a cluster: the node serving the model did not answer.
+        .errors(Surface::OpenAi, &[503])
 }
 
 pub fn transcriptions() -> Operation {

@@ -1,8 +1,8 @@
 //! `POST /v1/embeddings`: text or token-id input, float or base64 output, exact usage.
 
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{OriginalUri, State};
+use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
@@ -33,10 +33,11 @@ enum EncodingFormat {
 pub async fn embeddings(
     State(state): State<SharedState>,
     Extension(caller): Extension<Caller>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     request_body: Body,
 ) -> Response {
-    serve(&state, &caller, &headers, request_body)
+    serve(&state, &caller, uri, &headers, request_body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -44,12 +45,18 @@ pub async fn embeddings(
 async fn serve(
     state: &SharedState,
     caller: &Caller,
+    uri: Uri,
     headers: &HeaderMap,
     request_body: Body,
 ) -> Result<Response, OpenAiError> {
     let body = read_request(state, headers, request_body).await?;
     let fields = Fields::of(&body)?;
     let requested = fields.model()?;
+    if let Some(answer) =
+        crate::forward::json_elsewhere(state, &requested, uri, headers, &body).await?
+    {
+        return Ok(answer);
+    }
     let route = "/v1/embeddings";
     let served = resolve(state, &requested, Task::TextEmbeddings, route).await?;
     let Worker::Embedding(worker) = &served.worker else {

@@ -12,8 +12,8 @@
 //! whatever serves that id. Inputs longer than the model's window are refused, never cut.
 
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{OriginalUri, State};
+use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use kiln_core::classify::sigmoid;
@@ -51,10 +51,11 @@ struct RerankRequest {
 pub async fn rerank(
     State(state): State<SharedState>,
     Extension(caller): Extension<Caller>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     request_body: Body,
 ) -> Response {
-    serve(&state, &caller, &headers, request_body)
+    serve(&state, &caller, uri, &headers, request_body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -62,11 +63,17 @@ pub async fn rerank(
 async fn serve(
     state: &SharedState,
     caller: &Caller,
+    uri: Uri,
     headers: &HeaderMap,
     request_body: Body,
 ) -> Result<Response, OpenAiError> {
     let body = read_request(state, headers, request_body).await?;
     let request = parse(&body, &state.config.limits.text_classification)?;
+    if let Some(answer) =
+        crate::forward::json_elsewhere(state, &request.model, uri, headers, &body).await?
+    {
+        return Ok(answer);
+    }
     let route = "/v1/rerank";
     let served = resolve(state, &request.model, Task::TextClassification, route).await?;
     let name = served.name.as_str();

@@ -4,7 +4,7 @@ use crate::request_metrics::with_timing_headers;
 use crate::tools;
 use axum::body::Body;
 use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, Method, Uri};
+use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
@@ -79,13 +79,10 @@ async fn serve(
     let body = read_request(state, headers, request_body).await?;
     // The model is resolved first so that later errors can name the local model.
     let requested = request::Fields::of(&body)?.model()?;
-    if let Some(peer) = crate::forward::peer_serving(state, &requested, headers)? {
-        // The body was read to find the model; it goes on as the same JSON.
-        let bytes = serde_json::to_vec(&body)
-            .map_err(|error| kiln_core::KilnError::internal(error.to_string()))?;
-        let request =
-            crate::forward::rebuild(Method::POST, uri, headers.clone(), Body::from(bytes));
-        return Ok(crate::forward::send(state, peer, request).await?);
+    if let Some(answer) =
+        crate::forward::json_elsewhere(state, &requested, uri, headers, &body).await?
+    {
+        return Ok(answer);
     }
     let route = match kind {
         StreamKind::Chat => "/v1/chat/completions",

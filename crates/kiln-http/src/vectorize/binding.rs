@@ -44,7 +44,7 @@ async fn serve(
 ) -> KilnResult<Value> {
     let method = request.method().clone();
     match (method, op) {
-        (Method::GET, "info") => state.vectors.info(&account, &index),
+        (Method::GET, "info") => blocking(move || state.vectors.info(&account, &index)).await,
         (Method::POST, "query") => {
             let (parts, body) = request.into_parts();
             let query = query_of(&state, &parts.headers, body).await?;

@@ -114,7 +114,8 @@ pub async fn get_index(
     State(state): State<SharedState>,
     Path((account, index)): IndexPath,
 ) -> Response {
-    answer(state.vectors.get_index(&account, &index))
+    // Off the runtime: in a cluster it may wait for this node to catch up with the others.
+    answer(blocking(move || state.vectors.get_index(&account, &index)).await)
 }
 
 pub async fn delete_index(
@@ -129,7 +130,7 @@ pub async fn delete_index(
 }
 
 pub async fn info(State(state): State<SharedState>, Path((account, index)): IndexPath) -> Response {
-    answer(state.vectors.info(&account, &index))
+    answer(blocking(move || state.vectors.info(&account, &index)).await)
 }
 
 pub async fn insert(
@@ -256,7 +257,7 @@ pub async fn list_metadata_indexes(
     State(state): State<SharedState>,
     Path((account, index)): IndexPath,
 ) -> Response {
-    answer(state.vectors.list_metadata_indexes(&account, &index))
+    answer(blocking(move || state.vectors.list_metadata_indexes(&account, &index)).await)
 }
 
 pub async fn delete_metadata_index(
