@@ -136,9 +136,11 @@ impl GatewayStore {
                 Ok(Self {
                     features: Features::Postgres(backend.clone()),
                     backend,
+                    limiter: redis
+                        .clone()
+                        .map_or_else(RateLimiter::default, RateLimiter::shared),
                     redis,
                     writer,
-                    limiter: RateLimiter::default(),
                     resolved,
                     _listener: Some(listener),
                 })

@@ -1,9 +1,14 @@
-//! Per-gateway request rate limits (spec §4.11), held in memory: a restart starts every window
-//! afresh, as a restarted Cloudflare colo would.
+//! Per-gateway (and per stored key) request rate limits (spec §4.11), held in memory: a restart
+//! starts every window afresh, as a restarted Cloudflare colo would. In a cluster with Redis the
+//! windows are in Redis (`redis.rs`), shared by every node; while Redis does not answer, each
+//! node counts in its own memory again (so the limit holds per node rather than not at all).
+
+mod redis;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::cache::redis::RedisCache;
 use crate::config::RateLimitTechnique;
 
 /// A gateway's limit: `limit` requests per `interval_secs`.
@@ -25,12 +30,43 @@ enum Window {
 #[derive(Default)]
 pub struct RateLimiter {
     windows: Mutex<HashMap<(String, String), (RateLimit, Window)>>,
+    shared: Option<(Arc<RedisCache>, redis::RedisWindows)>,
 }
 
 impl RateLimiter {
+    /// Windows in `redis`, shared by the nodes that use it.
+    pub(crate) fn shared(redis: Arc<RedisCache>) -> Self {
+        Self {
+            windows: Mutex::default(),
+            shared: Some((redis, redis::RedisWindows::new())),
+        }
+    }
+
     /// Counts one request at `now_ms` against the gateway's limit. `Err` carries the seconds
     /// until a request would be admitted again.
     pub fn admit(
+        &self,
+        account: &str,
+        gateway: &str,
+        limit: RateLimit,
+        now_ms: u64,
+    ) -> Result<(), u64> {
+        if let Some((redis, windows)) = &self.shared {
+            match windows.admit(redis, account, gateway, limit, now_ms) {
+                Ok(decided) => return decided,
+                Err(error) => {
+                    metrics::counter!("kiln_gateway_rate_limit_errors_total").increment(1);
+                    tracing::warn!(
+                        "gateway rate limit in Redis failed, counted on this node: {error}"
+                    );
+                }
+            }
+        }
+        self.admit_here(account, gateway, limit, now_ms)
+    }
+
+    /// [`Self::admit`] in this process's memory.
+    fn admit_here(
         &self,
         account: &str,
         gateway: &str,
@@ -129,5 +165,67 @@ mod tests {
         assert!(limiter.admit("a", "g", sliding, 20_000).is_ok());
         assert!(limiter.admit("a", "g", sliding, 21_000).is_err());
         assert!(limiter.admit("a", "g", sliding, 22_000).is_ok());
+    }
+
+    /// Two nodes' limiters on one Redis prefix (deleted afterwards).
+    fn two_nodes() -> (RateLimiter, RateLimiter, String) {
+        let url = std::env::var("KILN_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let prefix = format!("kiln-test-gw-rl:{}:", uuid::Uuid::new_v4().simple());
+        let node = || RateLimiter::shared(Arc::new(RedisCache::new(&url, &prefix).unwrap()));
+        (node(), node(), prefix)
+    }
+
+    fn forget_prefix(prefix: &str) {
+        let url = std::env::var("KILN_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let _ = crate::cache::redis::purge_prefix(&url, prefix);
+    }
+
+    #[test]
+    fn a_fixed_window_in_redis_counts_every_nodes_requests() {
+        let (a, b, prefix) = two_nodes();
+        let fixed = limit(RateLimitTechnique::Fixed);
+        assert!(a.admit("a", "g", fixed, 10_000).is_ok());
+        assert!(b.admit("a", "g", fixed, 12_000).is_ok());
+        assert!(a.admit("a", "g", fixed, 19_000).is_ok());
+        assert_eq!(b.admit("a", "g", fixed, 19_500), Err(1));
+        assert!(a.admit("a", "g", fixed, 20_000).is_ok());
+        assert!(b.admit("a", "other", fixed, 19_500).is_ok());
+        // New settings, a new window.
+        let more = RateLimit { limit: 5, ..fixed };
+        assert!(b.admit("a", "g", more, 20_500).is_ok());
+        forget_prefix(&prefix);
+    }
+
+    #[test]
+    fn a_sliding_window_in_redis_counts_every_nodes_requests() {
+        let (a, b, prefix) = two_nodes();
+        let sliding = limit(RateLimitTechnique::Sliding);
+        for (node, at) in [(&a, 10_000), (&b, 12_000), (&a, 19_000)] {
+            assert!(node.admit("a", "g", sliding, at).is_ok());
+        }
+        assert_eq!(b.admit("a", "g", sliding, 19_999), Err(1));
+        assert!(b.admit("a", "g", sliding, 20_000).is_ok());
+        assert!(a.admit("a", "g", sliding, 21_000).is_err());
+        assert!(a.admit("a", "g", sliding, 22_000).is_ok());
+        forget_prefix(&prefix);
+    }
+
+    #[test]
+    fn without_redis_each_node_counts_for_itself() {
+        // A loopback port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("redis://127.0.0.1:{port}");
+        let limiter = RateLimiter::shared(Arc::new(RedisCache::new(&url, "p:").unwrap()));
+        let fixed = limit(RateLimitTechnique::Fixed);
+        for at in [10_000, 12_000, 19_000] {
+            assert!(limiter.admit("a", "g", fixed, at).is_ok());
+        }
+        assert_eq!(limiter.admit("a", "g", fixed, 19_500), Err(1));
     }
 }

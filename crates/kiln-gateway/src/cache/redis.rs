@@ -87,6 +87,11 @@ impl RedisCache {
         })
     }
 
+    /// What starts every key this store writes (the rate limits' too).
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The server and prefix, without credentials, for logs.
     pub(crate) fn describe(&self) -> String {
         let info = self.client.get_connection_info();
@@ -191,7 +196,7 @@ impl RedisCache {
     /// Runs `step` on a pooled connection (or a new one), within the timeout. A pooled
     /// connection the server has closed (idle timeout, restart) is replaced once; any other
     /// failure drops the connection and marks Redis down for [`BACKOFF`].
-    fn with_connection<T>(
+    pub(crate) fn with_connection<T>(
         &self,
         mut step: impl FnMut(&mut Connection) -> RedisResult<T>,
     ) -> Result<T, String> {
