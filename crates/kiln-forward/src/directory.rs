@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use kiln_core::{ErrorKind, KilnError, KilnResult, Task};
-use kiln_http::forward::Peer;
+use kiln_http::forward::{Affinity, Peer};
 
 /// How often a node announces itself (and, on PostgreSQL, rereads the others).
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -19,6 +19,9 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 pub const ALIVE_WITHIN: Duration = Duration::from_secs(3);
 /// A node silent for longer is forgotten: its models are simply not served any more.
 const FORGET_AFTER: Duration = Duration::from_secs(10 * 60);
+/// A request with a shared prefix goes to the prefix's node unless that node has this many
+/// more requests in flight than the least busy one.
+const PREFIX_SLACK: u32 = 4;
 
 /// Where the nodes of a cluster meet.
 pub enum DirectoryBackend {
@@ -126,7 +129,7 @@ impl NodeDirectory {
         &self,
         model: &str,
         task: Option<Task>,
-        affinity: Option<&str>,
+        affinity: Affinity<'_>,
         extra_load: impl Fn(&str) -> u32,
     ) -> KilnResult<Option<Peer>> {
         let task_key = task.map(|task| format!("task:{}", task.name()));
@@ -139,18 +142,28 @@ impl NodeDirectory {
         });
         let (alive, gone): (Vec<&PeerRow>, Vec<&PeerRow>) =
             serving.partition(|row| row.seen.elapsed() <= ALIVE_WITHIN);
-        let chosen = match affinity {
-            // Rendezvous hashing: a session keeps its node while that node lives, and only
-            // the sessions of a node that leaves move.
-            Some(session) => alive
+        let load = |row: &PeerRow| row.load.saturating_add(extra_load(&row.peer.name));
+        let least_busy = alive
+            .iter()
+            .min_by_key(|row| (load(row), row.peer.name.clone()));
+        // Rendezvous hashing: a session (or prefix) keeps its node while that node lives, and
+        // only the sessions of a node that leaves move.
+        let preferred = |key: &str| {
+            alive
                 .iter()
-                .max_by_key(|row| rendezvous(session, &row.peer.name)),
-            None => alive.iter().min_by_key(|row| {
-                (
-                    row.load.saturating_add(extra_load(&row.peer.name)),
-                    row.peer.name.clone(),
-                )
-            }),
+                .max_by_key(|row| rendezvous(key, &row.peer.name))
+        };
+        let chosen = match affinity {
+            Affinity::Session(session) => preferred(session),
+            Affinity::Prefix(prefix) => match (preferred(prefix), least_busy) {
+                (Some(own), Some(least))
+                    if load(own) > load(least).saturating_add(PREFIX_SLACK) =>
+                {
+                    Some(least)
+                }
+                (own, _) => own,
+            },
+            Affinity::None => least_busy,
         };
         if let Some(row) = chosen {
             return Ok(Some(row.peer.clone()));
@@ -234,7 +247,7 @@ mod tests {
 
     fn pick(directory: &NodeDirectory, model: &str, task: Option<Task>) -> Option<String> {
         directory
-            .locate(model, task, None, |_| 0)
+            .locate(model, task, Affinity::None, |_| 0)
             .expect("no error")
             .map(|peer| peer.name)
     }
@@ -261,12 +274,13 @@ mod tests {
         assert_eq!(pick(&nodes, "nothing", None), None);
         // What this node already has in flight to b counts against b.
         let chosen = nodes
-            .locate(
-                "smollm2",
-                None,
-                None,
-                |peer| if peer == "b" { 10 } else { 0 },
-            )
+            .locate("smollm2", None, Affinity::None, |peer| {
+                if peer == "b" {
+                    10
+                } else {
+                    0
+                }
+            })
             .expect("no error");
         assert_eq!(chosen.map(|p| p.name).as_deref(), Some("a"));
     }
@@ -279,7 +293,7 @@ mod tests {
         let placed: Vec<String> = sessions
             .iter()
             .map(|s| {
-                all.locate("m", None, Some(s), |_| 0)
+                all.locate("m", None, Affinity::Session(s), |_| 0)
                     .expect("ok")
                     .expect("a node")
                     .name
@@ -287,7 +301,9 @@ mod tests {
             .collect();
         // Deterministic, and spread over more than one node.
         for (session, node) in sessions.iter().zip(&placed) {
-            let again = all.locate("m", None, Some(session), |_| 0).expect("ok");
+            let again = all
+                .locate("m", None, Affinity::Session(session), |_| 0)
+                .expect("ok");
             assert_eq!(again.map(|p| p.name).as_ref(), Some(node));
         }
         assert!(placed.iter().any(|n| n != &placed[0]));
@@ -301,7 +317,7 @@ mod tests {
         );
         for (session, node) in sessions.iter().zip(&placed) {
             let now = without_c
-                .locate("m", None, Some(session), |_| 0)
+                .locate("m", None, Affinity::Session(session), |_| 0)
                 .expect("ok")
                 .expect("a node")
                 .name;
@@ -314,9 +330,44 @@ mod tests {
     #[test]
     fn a_model_served_only_by_silent_nodes_is_a_503() {
         let nodes = directory(vec![row("gone", &["m"], 0, 4_000)]);
-        let error = nodes.locate("m", None, None, |_| 0).unwrap_err();
+        let error = nodes.locate("m", None, Affinity::None, |_| 0).unwrap_err();
         assert_eq!((error.status(), error.code()), (503, 3053));
         assert!(error.message.contains("gone"), "{}", error.message);
         assert_eq!(error.retry_after_secs, Some(1));
+    }
+
+    #[test]
+    fn a_shared_prefix_keeps_its_node_until_that_node_is_much_busier() {
+        let nodes = directory(vec![row("a", &["m"], 0, 0), row("b", &["m"], 0, 0)]);
+        let pick = |affinity, busy: &str, load: u32| {
+            nodes
+                .locate(
+                    "m",
+                    None,
+                    affinity,
+                    |peer| if peer == busy { load } else { 0 },
+                )
+                .expect("ok")
+                .expect("a node")
+                .name
+        };
+        // The node the digest hashes to (as a session would), whichever of the two it is.
+        let preferred = pick(Affinity::Session("prompt-digest"), "", 0);
+        let other = if preferred == "a" { "b" } else { "a" };
+        let prefix = Affinity::Prefix("prompt-digest");
+        assert_eq!(pick(prefix, &preferred, 0), preferred);
+        assert_eq!(
+            pick(prefix, &preferred, PREFIX_SLACK),
+            preferred,
+            "a little busier"
+        );
+        assert_eq!(
+            pick(prefix, &preferred, PREFIX_SLACK + 1),
+            other,
+            "much busier"
+        );
+        // A session never moves for load.
+        let session = Affinity::Session("prompt-digest");
+        assert_eq!(pick(session, &preferred, 100), preferred);
     }
 }

@@ -10,7 +10,9 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
 use futures::TryStreamExt;
 use kiln_core::{ErrorKind, KilnError, KilnResult, Task};
-use kiln_http::forward::{ForwardFuture, Peer, PeerForwarder, FORWARDED_BY, SERVED_BY_NODE};
+use kiln_http::forward::{
+    Affinity, ForwardFuture, Peer, PeerForwarder, FORWARDED_BY, SERVED_BY_NODE,
+};
 
 use crate::directory::NodeDirectory;
 
@@ -62,7 +64,7 @@ impl PeerForwarder for Forwarder {
         &self,
         model: &str,
         task: Option<Task>,
-        affinity: Option<&str>,
+        affinity: Affinity<'_>,
     ) -> KilnResult<Option<Peer>> {
         let sent = self.sent.lock().unwrap_or_else(PoisonError::into_inner);
         self.directory.locate(model, task, affinity, |peer| {

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kiln_forward::{Announcement, DirectoryBackend, NodeDirectory, ALIVE_WITHIN};
+use kiln_http::forward::Affinity;
 use kiln_postgres::TestSchema;
 
 fn nats_url() -> String {
@@ -40,7 +41,7 @@ fn until(
     let started = Instant::now();
     loop {
         let located = directory
-            .locate("m", None, None, |_| 0)
+            .locate("m", None, Affinity::None, |_| 0)
             .map(|peer| peer.map(|peer| peer.name))
             .map_err(|error| (error.status(), error.code()));
         if check(located.clone()) {
@@ -62,7 +63,7 @@ fn nodes_meet_leave_and_die(backend: impl Fn() -> DirectoryBackend) {
         found == Ok(Some("a".into()))
     });
     // A node never picks itself.
-    assert_eq!(a.locate("m", None, None, |_| 0).unwrap(), None);
+    assert_eq!(a.locate("m", None, Affinity::None, |_| 0).unwrap(), None);
 
     *said_by_a.lock().unwrap() = None;
     until(&b, Duration::from_secs(3), |found| found == Ok(None));
@@ -110,7 +111,7 @@ fn a_newcomer_on_nats_knows_its_peers_when_it_joins() {
     std::thread::sleep(Duration::from_millis(100));
     let (late, _) = join(backend(), "late", &[]);
     assert_eq!(
-        late.locate("m", None, None, |_| 0)
+        late.locate("m", None, Affinity::None, |_| 0)
             .unwrap()
             .map(|peer| peer.name),
         Some("a".into())

@@ -34,15 +34,32 @@ pub struct Peer {
 
 pub type ForwardFuture = Pin<Box<dyn Future<Output = KilnResult<Response>> + Send>>;
 
+/// Which node a request would rather go to, for the KV cache a node already holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Affinity<'a> {
+    #[default]
+    None,
+    /// `x-session-affinity`: the same node for as long as it lives (its cache holds the
+    /// conversation so far).
+    Session(&'a str),
+    /// A digest of a long shared prefix (a system prompt): the same node while it is not much
+    /// busier than the least busy one, so the prompt's cached prefix is reused without piling
+    /// every request of a popular prompt onto one node.
+    Prefix(&'a str),
+}
+
+/// Shared prefixes shorter than this are not worth steering for: prefilling them is cheap.
+const MIN_PREFIX_BYTES: usize = 1024;
+
 pub trait PeerForwarder: Send + Sync + 'static {
     /// The live node to send `model` (of catalog task `task`, when the catalog knows it) to,
-    /// chosen by load and by `affinity` (`x-session-affinity`); `Ok(None)` when no node serves
-    /// it; an error (503) when only nodes that stopped answering did.
+    /// chosen by load and by `affinity`; `Ok(None)` when no node serves it; an error (503) when
+    /// only nodes that stopped answering did.
     fn locate(
         &self,
         model: &str,
         task: Option<Task>,
-        affinity: Option<&str>,
+        affinity: Affinity<'_>,
     ) -> KilnResult<Option<Peer>>;
 
     /// Sends `request` to `peer` and answers with the peer's response, streamed.
@@ -50,11 +67,13 @@ pub trait PeerForwarder: Send + Sync + 'static {
 }
 
 /// In a cluster, the node to send a request for `model` to: when nothing here serves the model,
-/// the request was not forwarded to us already, and another node serves it.
+/// the request was not forwarded to us already, and another node serves it. `prefix`: the
+/// digest of the request's long shared prefix, if it has one ([`prefix_digest`]).
 pub(crate) fn peer_serving(
     state: &SharedState,
     model: &str,
     headers: &HeaderMap,
+    prefix: Option<&str>,
 ) -> KilnResult<Option<Peer>> {
     let Some(forwarder) = &state.forwarder else {
         return Ok(None);
@@ -66,11 +85,44 @@ pub(crate) fn peer_serving(
     if served {
         return Ok(None);
     }
-    forwarder.locate(
-        model,
-        task,
-        crate::body::session_affinity(headers).as_deref(),
-    )
+    let session = crate::body::session_affinity(headers);
+    let affinity = match (&session, prefix) {
+        (Some(session), _) => Affinity::Session(session),
+        (None, Some(prefix)) => Affinity::Prefix(prefix),
+        (None, None) => Affinity::None,
+    };
+    forwarder.locate(model, task, affinity)
+}
+
+/// A digest of what an OpenAI-style body's requests share with others: the leading system
+/// (or developer) messages of a chat, or the start of a completion's prompt, when at least
+/// [`MIN_PREFIX_BYTES`] long. Requests with the same digest are steered to the same node,
+/// whose prefix cache then already holds it.
+pub(crate) fn prefix_digest(body: &serde_json::Value) -> Option<String> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    let mut length = 0;
+    if let Some(messages) = body.get("messages").and_then(serde_json::Value::as_array) {
+        let leading = messages.iter().take_while(|message| {
+            matches!(
+                message.get("role").and_then(serde_json::Value::as_str),
+                Some("system" | "developer")
+            )
+        });
+        for message in leading {
+            let content = message.get("content").map(|content| content.to_string())?;
+            length += content.len();
+            content.hash(&mut hasher);
+        }
+    } else if let Some(prompt) = body.get("prompt").and_then(serde_json::Value::as_str) {
+        // Up to a character boundary near MIN_PREFIX_BYTES: prompts that share their start
+        // share a digest.
+        let end = (MIN_PREFIX_BYTES..=prompt.len().min(MIN_PREFIX_BYTES + 3))
+            .find(|end| prompt.is_char_boundary(*end))?;
+        length = end;
+        prompt[..end].hash(&mut hasher);
+    }
+    (length >= MIN_PREFIX_BYTES).then(|| format!("{:016x}", hasher.finish()))
 }
 
 /// Whether this node should run a queued batch item for `model`: it serves the model, or no
@@ -82,7 +134,7 @@ pub(crate) fn runnable_here(state: &SharedState, model: &str) -> bool {
         return true;
     };
     let (served, task) = served_here(state, model);
-    served || matches!(forwarder.locate(model, task, None), Ok(None))
+    served || matches!(forwarder.locate(model, task, Affinity::None), Ok(None))
 }
 
 /// Whether a local model answers `model` (as the run route resolves it: catalog task, then the
@@ -114,7 +166,11 @@ pub(crate) async fn json_elsewhere(
     headers: &HeaderMap,
     body: &serde_json::Value,
 ) -> KilnResult<Option<Response>> {
-    let Some(peer) = peer_serving(state, model, headers)? else {
+    if state.forwarder.is_none() {
+        return Ok(None);
+    }
+    let prefix = prefix_digest(body);
+    let Some(peer) = peer_serving(state, model, headers, prefix.as_deref())? else {
         return Ok(None);
     };
     let bytes = serde_json::to_vec(body).map_err(|error| KilnError::internal(error.to_string()))?;
@@ -152,5 +208,46 @@ impl Serving {
 impl Drop for Serving {
     fn drop(&mut self) {
         SERVING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn long_shared_prefixes_have_a_digest_and_short_ones_none() {
+        let system = "You answer questions about kilns. ".repeat(40);
+        let chat = |question: &str| {
+            json!({"messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": question},
+            ]})
+        };
+        let digest = prefix_digest(&chat("How hot?")).expect("a long system prompt");
+        // The same system prompt, another question: the same node is preferred.
+        assert_eq!(prefix_digest(&chat("How long?")), Some(digest.clone()));
+        let other = json!({"messages": [{"role": "system", "content": format!("{system}!")}]});
+        assert_ne!(prefix_digest(&other), Some(digest));
+        // Short or absent system prompts are not steered.
+        let short = json!({"messages": [{"role": "system", "content": "Be brief."},
+                                        {"role": "user", "content": system}]});
+        assert_eq!(prefix_digest(&short), None);
+        assert_eq!(
+            prefix_digest(&json!({"messages": [{"role": "user", "content": system}]})),
+            None
+        );
+        // Completions: prompts sharing their first kilobyte share a digest.
+        let long_prompt = |tail: &str| json!({"prompt": format!("{system}{tail}")});
+        assert_eq!(
+            prefix_digest(&long_prompt("one")),
+            prefix_digest(&long_prompt("two"))
+        );
+        assert!(prefix_digest(&long_prompt("")).is_some());
+        assert_eq!(prefix_digest(&json!({"prompt": "short"})), None);
+        // Multi-byte text: the cut lands on a character boundary.
+        assert!(prefix_digest(&json!({"prompt": "é".repeat(800)})).is_some());
     }
 }

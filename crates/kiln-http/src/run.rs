@@ -36,7 +36,8 @@ pub async fn run_model(
     headers: HeaderMap,
     request_body: Body,
 ) -> Response {
-    let peer = match forward::peer_serving(&state, model.trim_start_matches('/'), &headers) {
+    // The body streams through unread, so only `x-session-affinity` steers it.
+    let peer = match forward::peer_serving(&state, model.trim_start_matches('/'), &headers, None) {
         Ok(peer) => peer,
         Err(error) => return ApiError::from(error).into_response(),
     };
