@@ -41,7 +41,8 @@ pub struct ServeConfig {
     #[arg(long, env = "KILN_THREADS")]
     pub threads: Option<u32>,
 
-    /// Local models to load, comma-separated [default: smollm2-135m-instruct,all-minilm-l6-v2].
+    /// Local models to load, comma-separated; empty for none (a router in a cluster)
+    /// [default: smollm2-135m-instruct,all-minilm-l6-v2].
     #[arg(long, env = "KILN_MODELS", value_delimiter = ',')]
     pub models: Option<Vec<String>>,
 
@@ -349,12 +350,14 @@ impl ServeConfig {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as u32))
     }
 
+    /// Empty names are dropped: `--models ""` (`KILN_MODELS=`) loads none, a pure router in a
+    /// cluster.
     pub fn models(&self) -> Vec<String> {
-        self.models.clone().unwrap_or_default()
+        named(&self.models)
     }
 
     pub fn fetch(&self) -> Vec<String> {
-        self.fetch.clone().unwrap_or_default()
+        named(&self.fetch)
     }
 
     pub fn parallel(&self) -> u32 {
@@ -523,6 +526,16 @@ fn read_file(path: &Path) -> anyhow::Result<ServeConfig> {
 }
 
 mod stores;
+
+/// A list flag's names without the empty ones an empty value (`--fetch ""`) gives.
+fn named(list: &Option<Vec<String>>) -> Vec<String> {
+    list.iter()
+        .flatten()
+        .map(|name| name.trim())
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
 
 #[cfg(test)]
 mod tests;

@@ -129,3 +129,16 @@ fn node_names_are_checked_and_postgres_holds_the_batch_queue() {
         kiln_batch::BatchDb::Postgres { ref node, .. } if node == "n1"
     ));
 }
+
+#[test]
+fn an_empty_models_list_loads_nothing() {
+    // What `KILN_MODELS=` and `--models ""` give: a node that only routes.
+    let flags = ServeConfig {
+        models: Some(vec![String::new()]),
+        fetch: Some(vec![" ".to_owned()]),
+        ..Default::default()
+    };
+    let config = flags.resolve().expect("config resolves");
+    assert!(config.models().is_empty());
+    assert!(config.fetch().is_empty());
+}
