@@ -256,6 +256,19 @@ impl GatewayStore {
         dynamic_routes::list_deployments(&*self.rows(), account, gateway, id)
     }
 
+    /// Where a walk of a route counts its `rate` elements: the store's Redis windows in a
+    /// cluster with Redis, else this process's memory.
+    pub fn route_surroundings(
+        &self,
+        account: &str,
+        gateway: &str,
+        route_id: &str,
+        now_ms: i64,
+    ) -> dynamic_routes::Live {
+        dynamic_routes::Live::new(account, gateway, route_id, now_ms)
+            .with_shared(self.limiter.shared_windows())
+    }
+
     /// The deployed version of the route `name`, for a request that names it.
     pub fn runnable_route(
         &self,

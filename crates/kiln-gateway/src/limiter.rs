@@ -30,7 +30,35 @@ enum Window {
 #[derive(Default)]
 pub struct RateLimiter {
     windows: Mutex<HashMap<(String, String), (RateLimit, Window)>>,
-    shared: Option<(Arc<RedisCache>, redis::RedisWindows)>,
+    shared: Option<Arc<SharedWindows>>,
+}
+
+/// Rate-limit windows in Redis, shared by every node that uses the same server and prefix.
+pub struct SharedWindows {
+    redis: Arc<RedisCache>,
+    scripts: redis::RedisWindows,
+}
+
+impl SharedWindows {
+    /// Counts one request at `now_ms` against `limit` for `(account, window)`: `Ok(Ok(()))`
+    /// admitted, `Ok(Err(seconds))` refused, `Err` when Redis did not answer (counted and
+    /// warned; the caller counts on this node instead).
+    pub fn admit(
+        &self,
+        account: &str,
+        window: &str,
+        limit: RateLimit,
+        now_ms: u64,
+    ) -> Result<Result<(), u64>, String> {
+        let decided = self
+            .scripts
+            .admit(&self.redis, account, window, limit, now_ms);
+        if let Err(error) = &decided {
+            metrics::counter!("kiln_gateway_rate_limit_errors_total").increment(1);
+            tracing::warn!("gateway rate limit in Redis failed, counted on this node: {error}");
+        }
+        decided
+    }
 }
 
 impl RateLimiter {
@@ -38,8 +66,16 @@ impl RateLimiter {
     pub(crate) fn shared(redis: Arc<RedisCache>) -> Self {
         Self {
             windows: Mutex::default(),
-            shared: Some((redis, redis::RedisWindows::new())),
+            shared: Some(Arc::new(SharedWindows {
+                redis,
+                scripts: redis::RedisWindows::new(),
+            })),
         }
+    }
+
+    /// The Redis windows, when this limiter has them (for dynamic routes' `rate` elements).
+    pub(crate) fn shared_windows(&self) -> Option<Arc<SharedWindows>> {
+        self.shared.clone()
     }
 
     /// Counts one request at `now_ms` against the gateway's limit. `Err` carries the seconds
@@ -51,15 +87,9 @@ impl RateLimiter {
         limit: RateLimit,
         now_ms: u64,
     ) -> Result<(), u64> {
-        if let Some((redis, windows)) = &self.shared {
-            match windows.admit(redis, account, gateway, limit, now_ms) {
-                Ok(decided) => return decided,
-                Err(error) => {
-                    metrics::counter!("kiln_gateway_rate_limit_errors_total").increment(1);
-                    tracing::warn!(
-                        "gateway rate limit in Redis failed, counted on this node: {error}"
-                    );
-                }
+        if let Some(shared) = &self.shared {
+            if let Ok(decided) = shared.admit(account, gateway, limit, now_ms) {
+                return decided;
             }
         }
         self.admit_here(account, gateway, limit, now_ms)
@@ -227,5 +257,31 @@ mod tests {
             assert!(limiter.admit("a", "g", fixed, at).is_ok());
         }
         assert_eq!(limiter.admit("a", "g", fixed, 19_500), Err(1));
+    }
+
+    /// Dynamic routes' `rate` elements count in the same Redis windows: a user's two requests
+    /// allowed per window are two across the nodes, not two per node.
+    #[test]
+    fn a_route_rate_element_counts_across_nodes_in_redis() {
+        use crate::dynamic_routes::{Live, RateRule, Surroundings};
+        let (a, b, prefix) = two_nodes();
+        let rule = RateRule {
+            key: vec!["metadata".into(), "user".into()],
+            limit: 2,
+            window_secs: 10,
+            technique: RateLimitTechnique::Fixed,
+            cost: false,
+        };
+        let walk = |node: &RateLimiter| {
+            Live::new("acct", "gw", "route-1", 10_000).with_shared(node.shared_windows())
+        };
+        assert!(walk(&a).admit("rate-1", &rule, "user-7"));
+        assert!(walk(&b).admit("rate-1", &rule, "user-7"));
+        assert!(
+            !walk(&a).admit("rate-1", &rule, "user-7"),
+            "the third in the window"
+        );
+        assert!(walk(&b).admit("rate-1", &rule, "user-8"), "another user");
+        forget_prefix(&prefix);
     }
 }

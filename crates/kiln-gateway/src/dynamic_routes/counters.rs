@@ -1,5 +1,7 @@
 //! The counters of `rate` elements, held in memory like the gateway's own rate limits: a
-//! restart starts every window afresh.
+//! restart starts every window afresh. In a cluster with Redis, a route's [`Live`] counts in the
+//! gateway's Redis windows instead (shared by every node; exact, for `sliding` too), and here
+//! again only while Redis does not answer.
 //!
 //! Each counted value (one user id, say) keeps the count of its current and previous window,
 //! so memory is constant per value whatever the limit: a `fixed` limit counts the current
@@ -7,12 +9,13 @@
 //! interval still covers (Cloudflare's sliding-window estimate).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use sha2::{Digest, Sha256};
 
 use super::graph::{RateRule, Surroundings};
-use crate::RateLimitTechnique;
+use crate::limiter::SharedWindows;
+use crate::{RateLimit, RateLimitTechnique};
 
 /// Values counted at once over all routes; when full, windows that ended are dropped, and if
 /// none have, every count starts afresh rather than memory growing without bound.
@@ -94,16 +97,27 @@ impl Counters {
 /// The surroundings of a request's walk: random percentage rolls and the shared counters,
 /// scoped to one route of one gateway.
 pub struct Live {
+    account: String,
     scope: String,
     now_ms: u64,
+    shared: Option<Arc<SharedWindows>>,
 }
 
 impl Live {
+    /// Counting in this process (see [`crate::GatewayStore::route_surroundings`] for a store's).
     pub fn new(account: &str, gateway: &str, route_id: &str, now_ms: i64) -> Self {
         Self {
+            account: account.to_owned(),
             scope: format!("{account}\n{gateway}\n{route_id}"),
             now_ms: now_ms.max(0) as u64,
+            shared: None,
         }
+    }
+
+    /// Counting in `shared` windows when given.
+    pub(crate) fn with_shared(mut self, shared: Option<Arc<SharedWindows>>) -> Self {
+        self.shared = shared;
+        self
     }
 }
 
@@ -128,6 +142,18 @@ impl Surroundings for Live {
             "{}\n{element}\n{}/{}/{:?}\n{key}",
             self.scope, rule.limit, rule.window_secs, rule.technique
         );
+        if let Some(shared) = &self.shared {
+            let limit = RateLimit {
+                limit: rule.limit,
+                interval_secs: rule.window_secs,
+                technique: rule.technique,
+            };
+            // Long keys are hashed again: Redis keys stay short whatever the scope holds.
+            let window = format!("route:{:x}", Sha256::digest(key.as_bytes()));
+            if let Ok(decided) = shared.admit(&self.account, &window, limit, self.now_ms) {
+                return decided.is_ok();
+            }
+        }
         Counters::shared().admit(&key, rule, self.now_ms)
     }
 }

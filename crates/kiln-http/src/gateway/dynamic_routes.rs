@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kiln_core::time::unix_millis;
 use kiln_core::{ErrorKind, KilnError, KilnResult};
-use kiln_gateway::dynamic_routes::{Live, ModelTarget, Reached, MAX_STEPS};
+use kiln_gateway::dynamic_routes::{ModelTarget, Reached, MAX_STEPS};
 use kiln_gateway::RequestOptions;
 use serde_json::{json, Map, Value};
 
@@ -338,7 +338,8 @@ async fn run(
     let walked = json!({"metadata": metadata, "body": request});
     let endpoint = call.path.strip_prefix("compat/").unwrap_or(&call.path);
     let graph = &route.graph;
-    let mut surroundings = Live::new(
+    // Shared by the nodes of a cluster with Redis; in this process's memory otherwise.
+    let mut surroundings = context.app.gateways.route_surroundings(
         &exchange.account,
         &exchange.gateway.id,
         &route.route_id,
