@@ -9,10 +9,6 @@ use kiln_forward::{Announcement, DirectoryBackend, NodeDirectory, ALIVE_WITHIN};
 use kiln_http::forward::Affinity;
 use kiln_postgres::TestSchema;
 
-fn nats_url() -> String {
-    std::env::var("KILN_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
-
 /// What a test node announces; `None` while it drains.
 type Said = Arc<Mutex<Option<Announcement>>>;
 
@@ -89,7 +85,7 @@ fn on_postgresql() {
 
 #[test]
 fn on_nats() {
-    let bus = Arc::new(kiln_nats::Bus::connect(&nats_url()).unwrap());
+    let bus = Arc::new(kiln_nats::Bus::connect(&kiln_nats::test_url()).unwrap());
     let subject = format!("kiln.test.nodes.{}", uuid::Uuid::new_v4().simple());
     nodes_meet_leave_and_die(|| DirectoryBackend::Nats {
         bus: bus.clone(),
@@ -101,7 +97,7 @@ fn on_nats() {
 /// answer its first announcement), not a heartbeat later.
 #[test]
 fn a_newcomer_on_nats_knows_its_peers_when_it_joins() {
-    let bus = Arc::new(kiln_nats::Bus::connect(&nats_url()).unwrap());
+    let bus = Arc::new(kiln_nats::Bus::connect(&kiln_nats::test_url()).unwrap());
     let subject = format!("kiln.test.nodes.{}", uuid::Uuid::new_v4().simple());
     let backend = || DirectoryBackend::Nats {
         bus: bus.clone(),

@@ -12,7 +12,9 @@
 mod bus;
 mod parts;
 mod position;
+mod test_stream;
 mod vectorize_log;
 
 pub use bus::Bus;
+pub use test_stream::{test_url, TestStream};
 pub use vectorize_log::{VectorizeLog, VectorizeLogOptions, DEFAULT_STREAM};

@@ -51,7 +51,8 @@ pub struct VectorizeLog {
     part_bytes: usize,
     applied: Mutex<u64>,
     applied_changed: Condvar,
-    wake: Mutex<Sender<()>>,
+    /// Wakes the reader (a sender may be shared between threads).
+    wake: Sender<()>,
 }
 
 impl VectorizeLog {
@@ -114,7 +115,7 @@ impl VectorizeLog {
             part_bytes,
             applied: Mutex::new(applied),
             applied_changed: Condvar::new(),
-            wake: Mutex::new(wake),
+            wake,
         });
         log.wake_on_publish()?;
         if !store.share_through(log.clone()) {
@@ -158,17 +159,10 @@ impl VectorizeLog {
 
     /// A plain subscription to the stream's subject: each message wakes the reader at once.
     fn wake_on_publish(&self) -> KilnResult<()> {
-        let wake = Mutex::new(self.waker());
+        let wake = self.wake.clone();
         self.bus.subscribe(&self.subject, move |_| {
-            let _ = wake.lock().unwrap_or_else(PoisonError::into_inner).send(());
+            let _ = wake.send(());
         })
-    }
-
-    fn waker(&self) -> Sender<()> {
-        self.wake
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
     }
 
     fn fetch(&self, position: u64) -> KilnResult<Option<(async_nats::HeaderMap, Vec<u8>)>> {
@@ -202,7 +196,7 @@ impl VectorizeLog {
                 Ok(head) => head,
                 Err(error) => {
                     tracing::warn!(%error, "vectorize log: reading the stream's end; retrying");
-                    head_unknown_wait(&woken);
+                    let _ = woken.recv_timeout(POLL);
                     continue;
                 }
             };
@@ -248,10 +242,6 @@ impl VectorizeLog {
         position.save(assembler.resume_before().unwrap_or(applied).min(applied));
         applied
     }
-}
-
-fn head_unknown_wait(woken: &Receiver<()>) {
-    let _ = woken.recv_timeout(POLL);
 }
 
 fn apply_message(
@@ -316,7 +306,7 @@ impl ChangeLog for VectorizeLog {
     }
 
     fn wait_applied(&self, position: u64) -> KilnResult<()> {
-        let _ = self.waker().send(());
+        let _ = self.wake.send(());
         let deadline = Instant::now() + WAIT_APPLIED;
         let mut applied = self.applied.lock().unwrap_or_else(PoisonError::into_inner);
         while *applied < position {

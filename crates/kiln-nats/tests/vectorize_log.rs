@@ -6,43 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kiln_nats::{Bus, VectorizeLog, VectorizeLogOptions};
+use kiln_nats::{test_url, Bus, TestStream, VectorizeLog, VectorizeLogOptions};
 use kiln_vectorize::{parse_vectors, Query, Unparsable, VectorStore, WriteLimits};
 use serde_json::{json, Value};
-
-fn nats_url() -> String {
-    std::env::var("KILN_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
-
-/// A stream name of its own, deleted when dropped.
-struct TestStream(String);
-
-impl TestStream {
-    fn new() -> Self {
-        Self(format!("KILN_TEST_{}", uuid::Uuid::new_v4().simple()))
-    }
-}
-
-impl Drop for TestStream {
-    fn drop(&mut self) {
-        let name = self.0.clone();
-        let url = nats_url();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok(client) = async_nats::connect(url).await {
-                    let _ = async_nats::jetstream::new(client)
-                        .delete_stream(&name)
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
 
 struct Node {
     store: Arc<VectorStore>,
@@ -52,11 +18,11 @@ struct Node {
 fn node(dir: &Path, stream: &TestStream, max_part_bytes: Option<usize>) -> Node {
     let store = Arc::new(VectorStore::open(&dir.join("vectorize")).unwrap());
     let options = VectorizeLogOptions {
-        stream: stream.0.clone(),
+        stream: stream.name().to_owned(),
         position_file: dir.join("vectorize-log.position"),
         max_part_bytes,
     };
-    let bus = Arc::new(Bus::connect(&nats_url()).unwrap());
+    let bus = Arc::new(Bus::connect(&test_url()).unwrap());
     let log = VectorizeLog::start(bus, options, &store).unwrap();
     Node { store, log }
 }
@@ -215,6 +181,6 @@ fn an_unreachable_server_or_a_bad_stream_name_is_a_clear_error_at_start() {
         position_file: dir.path().join("position"),
         max_part_bytes: None,
     };
-    let bus = Arc::new(Bus::connect(&nats_url()).unwrap());
+    let bus = Arc::new(Bus::connect(&test_url()).unwrap());
     assert!(VectorizeLog::start(bus, bad_name, &store).is_err());
 }

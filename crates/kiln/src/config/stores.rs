@@ -8,14 +8,18 @@ use std::net::SocketAddr;
 use super::*;
 
 impl ServeConfig {
+    /// This cluster's name on NATS (`--nats-stream`).
+    fn nats_stream(&self) -> String {
+        self.nats_stream
+            .clone()
+            .unwrap_or_else(|| kiln_nats::DEFAULT_STREAM.to_owned())
+    }
+
     /// Where this node keeps its place in the shared Vectorize stream: with the index files
     /// that place describes (the store reads only directories there).
     pub fn vectorize_log_options(&self) -> kiln_nats::VectorizeLogOptions {
         kiln_nats::VectorizeLogOptions {
-            stream: self
-                .nats_stream
-                .clone()
-                .unwrap_or_else(|| kiln_nats::DEFAULT_STREAM.to_owned()),
+            stream: self.nats_stream(),
             position_file: self.vectorize_dir().join("shared-log.position"),
             max_part_bytes: None,
         }
@@ -24,11 +28,7 @@ impl ServeConfig {
     /// The NATS subject the nodes of this cluster announce themselves on: named after the
     /// cluster's stream, so clusters sharing one NATS server never meet.
     pub fn nodes_subject(&self) -> String {
-        let stream = self
-            .nats_stream
-            .clone()
-            .unwrap_or_else(|| kiln_nats::DEFAULT_STREAM.to_owned());
-        format!("kiln.nodes.{}", stream.to_lowercase())
+        format!("kiln.nodes.{}", self.nats_stream().to_lowercase())
     }
 
     /// The AI Gateway: one SQLite file, or with --postgres-url shared by the cluster (objects,

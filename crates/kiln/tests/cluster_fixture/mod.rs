@@ -16,10 +16,6 @@ use crate::common::free_port;
 /// timing bars are about the cluster, not about contention between tests.
 pub static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-pub fn nats_url() -> String {
-    std::env::var("KILN_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
-}
-
 pub fn redis_url() -> String {
     std::env::var("KILN_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
@@ -64,7 +60,7 @@ pub fn cluster_args(
         "--redis-key-prefix",
         redis_prefix,
         "--nats-url",
-        &nats_url(),
+        &kiln_nats::test_url(),
         "--nats-stream",
         nats_stream,
     ]
@@ -166,14 +162,14 @@ pub fn account_and_token(shared: &[String]) -> String {
         .to_owned()
 }
 
-/// What one test's cluster shares: a PostgreSQL schema and a Redis prefix of its own (both
-/// deleted afterwards), a state directory, the flags every command gets, and a token with every
-/// scope for account `team`, made with the CLI.
+/// What one test's cluster shares: a PostgreSQL schema, a Redis prefix and a NATS stream of its
+/// own (all deleted afterwards), a state directory, the flags every command gets, and a token
+/// with every scope for account `team`, made with the CLI.
 pub struct Cluster {
     pub schema: TestSchema,
     pub state: tempfile::TempDir,
     pub redis_prefix: String,
-    pub nats_stream: String,
+    pub nats_stream: kiln_nats::TestStream,
     pub shared: Vec<String>,
     pub token: String,
 }
@@ -184,12 +180,12 @@ impl Cluster {
         let schema = TestSchema::new("cluster");
         let state = tempfile::tempdir().expect("temp dir");
         let redis_prefix = format!("kiln-test-cluster:{}:", uuid::Uuid::new_v4().simple());
-        let nats_stream = format!("KILN_TEST_{}", uuid::Uuid::new_v4().simple());
+        let nats_stream = kiln_nats::TestStream::new();
         let shared = cluster_args(
             state.path(),
             &schema,
             &redis_prefix,
-            &nats_stream,
+            nats_stream.name(),
             models,
             extra_toml,
         );
@@ -208,27 +204,5 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = kiln_accounts::purge_redis_prefix(&redis_url(), &self.redis_prefix);
-        delete_nats_stream(&self.nats_stream);
     }
-}
-
-/// Removes a test's JetStream stream (on a thread of its own: drops may run on a runtime).
-fn delete_nats_stream(name: &str) {
-    let name = name.to_owned();
-    let _ = std::thread::spawn(move || {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        runtime.block_on(async {
-            if let Ok(client) = async_nats::connect(nats_url()).await {
-                let _ = async_nats::jetstream::new(client)
-                    .delete_stream(&name)
-                    .await;
-            }
-        });
-    })
-    .join();
 }
