@@ -100,6 +100,10 @@ impl Backend for Files {
         fs::read(path).map(Some).map_err(io_error)
     }
 
+    fn has_asset(&self, account: &str, id: &str, file_name: &str) -> KilnResult<bool> {
+        Ok(self.dir(account, id).join(file_name).is_file())
+    }
+
     fn put_asset(
         &self,
         account: &str,

@@ -39,6 +39,9 @@ pub(crate) trait Backend: Send + Sync {
     /// One asset's bytes, if uploaded.
     fn asset(&self, account: &str, id: &str, file_name: &str) -> KilnResult<Option<Vec<u8>>>;
 
+    /// Whether an asset was uploaded (without reading it: the request path asks).
+    fn has_asset(&self, account: &str, id: &str, file_name: &str) -> KilnResult<bool>;
+
     /// Stores an asset; refused if it was uploaded already.
     fn put_asset(
         &self,

@@ -160,6 +160,20 @@ impl Backend for Postgres {
             .map_err(storage)
     }
 
+    fn has_asset(&self, account: &str, id: &str, file_name: &str) -> KilnResult<bool> {
+        let key = (account.to_owned(), id.to_owned(), file_name.to_owned());
+        self.pool
+            .run(move |client| {
+                let row = client.query_one(
+                    "SELECT EXISTS (SELECT 1 FROM finetune_assets
+                     WHERE account = $1 AND id = $2 AND file_name = $3)",
+                    &[&key.0, &key.1, &key.2],
+                )?;
+                Ok(row.get(0))
+            })
+            .map_err(storage)
+    }
+
     fn put_asset(
         &self,
         account: &str,
