@@ -186,7 +186,9 @@ impl FinetuneStore {
     pub fn ready(&self, account: &str, id_or_name: &str) -> KilnResult<ReadyAdapter> {
         let finetune = self.find(account, id_or_name)?;
         let config_bytes = self.backend.asset(account, &finetune.id, CONFIG_FILE)?;
-        let weights = self.backend.has_asset(account, &finetune.id, WEIGHTS_FILE)?;
+        let weights = self
+            .backend
+            .has_asset(account, &finetune.id, WEIGHTS_FILE)?;
         let (Some(config_bytes), true) = (&config_bytes, weights) else {
             let missing = if config_bytes.is_none() {
                 CONFIG_FILE

@@ -226,12 +226,30 @@ pub fn index_type_from_code(code: u8) -> DecodeResult<MetadataIndexType> {
 
 pub fn encode_mutation(mutation: &Mutation) -> Vec<u8> {
     let mut out = ByteWriter::default();
-    out.u64(mutation.seq);
-    out.i64(mutation.unix_millis);
-    out.str(&mutation.mutation_id);
-    match &mutation.op {
+    write_mutation(
+        &mut out,
+        mutation.seq,
+        mutation.unix_millis,
+        &mutation.mutation_id,
+        &mutation.op,
+    );
+    out.bytes
+}
+
+/// A mutation in [`encode_mutation`]'s format, from its parts (no copy of the op needed).
+pub fn write_mutation(
+    out: &mut ByteWriter,
+    seq: u64,
+    unix_millis: i64,
+    mutation_id: &str,
+    op: &MutationOp,
+) {
+    out.u64(seq);
+    out.i64(unix_millis);
+    out.str(mutation_id);
+    match op {
         MutationOp::Insert(vectors) | MutationOp::Upsert(vectors) => {
-            out.u8(if matches!(mutation.op, MutationOp::Insert(_)) {
+            out.u8(if matches!(op, MutationOp::Insert(_)) {
                 1
             } else {
                 2
@@ -257,7 +275,6 @@ pub fn encode_mutation(mutation: &Mutation) -> Vec<u8> {
             out.str(property);
         }
     }
-    out.bytes
 }
 
 pub fn decode_mutation(payload: &[u8]) -> DecodeResult<Mutation> {

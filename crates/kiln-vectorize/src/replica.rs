@@ -16,8 +16,8 @@ use kiln_core::{ErrorKind, KilnError, KilnResult};
 use serde_json::Value;
 
 use crate::codec::{
-    decode_mutation, encode_mutation, ByteReader, ByteWriter, DecodeResult, Mutation,
-    MutationIdentity, MutationOp,
+    decode_mutation, write_mutation, ByteReader, ByteWriter, DecodeResult, MutationIdentity,
+    MutationOp,
 };
 use crate::config::IndexConfig;
 use crate::filter::{MetadataIndexType, MAX_METADATA_INDEXES};
@@ -84,13 +84,7 @@ impl Change {
                 out.u8(3);
                 out.str(index);
                 // The index's own log format; its per-index sequence is given when applied.
-                let mutation = Mutation {
-                    seq: 0,
-                    unix_millis: identity.unix_millis,
-                    mutation_id: identity.mutation_id.clone(),
-                    op: op.clone(),
-                };
-                out.bytes.extend(encode_mutation(&mutation));
+                write_mutation(&mut out, 0, identity.unix_millis, &identity.mutation_id, op);
             }
         }
         out.bytes
